@@ -1,0 +1,68 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+)
+
+func newConfigCmd(g *globalOptions) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "config",
+		Short: "Inspect the effective configuration",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmd.Help()
+		},
+	}
+	c.AddCommand(&cobra.Command{
+		Use:   "view",
+		Short: "Print the effective configuration (flags > env > file > defaults), secrets redacted",
+		Long: `Print the effective configuration: every key with the value that flags,
+environment variables (VLLM_HPA_...), the config file and the defaults give it.
+The Hugging Face token is shown only as set or not set. The output is a valid
+config file (--output yaml, the default for text) or JSON (--output json).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// View shows the configuration even when it would not validate,
+			// then reports what is wrong with it.
+			cfg, err := config.Load(cmd.Flags())
+			if err != nil {
+				return exitcode.With(exitcode.BadInput, err)
+			}
+			if g.output == outputJSON {
+				enc := json.NewEncoder(g.streams.Out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(cfg.Redacted()); err != nil {
+					return err
+				}
+			} else {
+				writeConfigText(g.streams.Out, cfg, "")
+			}
+			if err := cfg.Validate(); err != nil {
+				return exitcode.With(exitcode.BadInput, err)
+			}
+			return nil
+		},
+	})
+	return c
+}
+
+// writeConfigText writes the redacted configuration as YAML, each line
+// prefixed.
+func writeConfigText(w io.Writer, cfg *config.Config, prefix string) {
+	y, err := yaml.Marshal(cfg.Redacted())
+	if err != nil {
+		fmt.Fprintf(w, "%s(cannot show the configuration: %v)\n", prefix, err)
+		return
+	}
+	for _, line := range splitLines(string(y)) {
+		fmt.Fprintln(w, prefix+line)
+	}
+}

@@ -1,0 +1,264 @@
+// Package config holds the one configuration struct every step renders and
+// acts from: every name and value of the stack, with defaults that reproduce
+// the walkthrough (with its two inconsistencies fixed: one project id, one
+// Service name).
+package config
+
+import (
+	"fmt"
+	"time"
+)
+
+// Config is the whole stack's configuration. The `key` tags are the YAML keys
+// of the config file; nested structs are YAML sections. Environment variables
+// are VLLM_HPA_ followed by the key path upper-cased with '.' and '-' as '_'.
+type Config struct {
+	// Project is the GCP project id; every IAM member string derives from it.
+	Project string `key:"project"`
+	// Cluster and Location name the GKE cluster, for discovery through the
+	// container API and for the preconditions.
+	Cluster  string `key:"cluster"`
+	Location string `key:"location"`
+	// Instance is the value of the stack-instance label on every object; it
+	// lets two stacks share a cluster and lets cleanup find only its own.
+	Instance string `key:"instance"`
+
+	Workload   Workload   `key:"workload"`
+	HFToken    HFToken    `key:"hf-token"`
+	Service    Service    `key:"service"`
+	Monitoring Monitoring `key:"monitoring"`
+	Adapter    Adapter    `key:"adapter"`
+	Identity   Identity   `key:"identity"`
+	HPA        HPA        `key:"hpa"`
+	Timeouts   Timeouts   `key:"timeouts"`
+	Kube       Kube       `key:"kube"`
+	Endpoints  Endpoints  `key:"endpoints"`
+}
+
+// Workload is the vLLM inference server's Deployment.
+type Workload struct {
+	Namespace        string `key:"namespace"`
+	Deployment       string `key:"deployment"`
+	Replicas         int32  `key:"replicas"`
+	AppLabel         string `key:"app-label"`
+	ModelLabel       string `key:"model-label"`
+	ServerLabel      string `key:"server-label"`
+	Container        string `key:"container"`
+	Image            string `key:"image"`
+	Model            string `key:"model"`
+	Port             int32  `key:"port"`
+	TensorParallel   int32  `key:"tensor-parallel-size"`
+	LogLevel         string `key:"log-level"`
+	CPU              string `key:"cpu"`
+	Memory           string `key:"memory"`
+	EphemeralStorage string `key:"ephemeral-storage"`
+	GPUs             int32  `key:"gpus"`
+	Accelerator      string `key:"accelerator"`
+	GPUDriverVersion string `key:"gpu-driver-version"`
+	Spot             bool   `key:"spot"`
+}
+
+// HFToken says where the Hugging Face token goes. The token itself is never a
+// config key or flag value: it comes from the HF_TOKEN environment variable
+// or from File.
+type HFToken struct {
+	File       string `key:"file"`
+	SecretName string `key:"secret-name"`
+	SecretKey  string `key:"secret-key"`
+	EnvName    string `key:"env-name"`
+
+	// value is the token, loaded by Load; unexported so that no encoder
+	// (YAML, JSON, viper) can ever see it.
+	value string
+}
+
+// Service is the ClusterIP Service in front of the vLLM pods.
+type Service struct {
+	Name string `key:"name"`
+	Port int32  `key:"port"`
+}
+
+// Monitoring is the Managed Prometheus PodMonitoring that scrapes vLLM.
+type Monitoring struct {
+	Name     string        `key:"name"`
+	Path     string        `key:"path"`
+	Interval time.Duration `key:"interval"`
+}
+
+// Adapter is the Custom Metrics Stackdriver Adapter.
+type Adapter struct {
+	Namespace      string `key:"namespace"`
+	ServiceAccount string `key:"service-account"`
+	Image          string `key:"image"`
+	Tag            string `key:"tag"`
+}
+
+// Identity is the Workload Identity wiring of the adapter to Cloud Monitoring.
+type Identity struct {
+	// Mode is "gsa" (the walkthrough's Google service account route) or
+	// "direct" (roles/monitoring.viewer granted to the KSA's principal).
+	Mode               string `key:"mode"`
+	GSAName            string `key:"gsa-name"`
+	GSADisplayName     string `key:"gsa-display-name"`
+	ImpersonateAccount string `key:"impersonate-service-account"`
+}
+
+// HPA is the HorizontalPodAutoscaler on the vLLM Deployment.
+type HPA struct {
+	Name        string  `key:"name"`
+	MinReplicas int32   `key:"min-replicas"`
+	MaxReplicas int32   `key:"max-replicas"`
+	Metric      string  `key:"metric"`
+	Target      float64 `key:"target"`
+
+	ScaleUpStabilization   time.Duration `key:"scale-up-stabilization"`
+	ScaleUpPods            int32         `key:"scale-up-pods"`
+	ScaleUpPercent         int32         `key:"scale-up-percent"`
+	ScaleUpPeriod          time.Duration `key:"scale-up-period"`
+	ScaleDownStabilization time.Duration `key:"scale-down-stabilization"`
+	ScaleDownPercent       int32         `key:"scale-down-percent"`
+	ScaleDownPeriod        time.Duration `key:"scale-down-period"`
+}
+
+// Timeouts bound each step's wait for its conditions.
+type Timeouts struct {
+	Deploy  time.Duration `key:"deploy"`
+	Monitor time.Duration `key:"monitor"`
+	Adapter time.Duration `key:"adapter"`
+	HPA     time.Duration `key:"hpa"`
+	Cleanup time.Duration `key:"cleanup"`
+}
+
+// Kube says how to reach the Kubernetes API server.
+type Kube struct {
+	Kubeconfig     string `key:"kubeconfig"`
+	Context        string `key:"context"`
+	ForceConflicts bool   `key:"force-conflicts"`
+}
+
+// Endpoints override the Google API endpoints (tests and the local emulator
+// point them at fakes on loopback). Empty means Google's default.
+type Endpoints struct {
+	IAM             string `key:"iam"`
+	ResourceManager string `key:"resource-manager"`
+	Container       string `key:"container"`
+}
+
+// Metrics the HPA can scale on (hpa.metric), each a vLLM gauge.
+var Metrics = map[string]string{
+	"running": "vllm:num_requests_running",
+	"waiting": "vllm:num_requests_waiting",
+}
+
+// Default returns the walkthrough's configuration. Project has no default.
+func Default() Config {
+	return Config{
+		Instance: "gemma-server",
+		Workload: Workload{
+			Namespace:        "default",
+			Deployment:       "vllm-gemma-deployment",
+			Replicas:         1,
+			AppLabel:         "gemma-server",
+			ModelLabel:       "gemma-3-1b-it",
+			ServerLabel:      "vllm",
+			Container:        "inference-server",
+			Image:            "vllm/vllm-openai:v0.11.0",
+			Model:            "google/gemma-3-1b-it",
+			Port:             8081,
+			TensorParallel:   1,
+			LogLevel:         "DEBUG",
+			CPU:              "2",
+			Memory:           "10Gi",
+			EphemeralStorage: "10Gi",
+			GPUs:             1,
+			Accelerator:      "nvidia-l4",
+			GPUDriverVersion: "latest",
+			Spot:             true,
+		},
+		HFToken: HFToken{
+			SecretName: "hf-secret",
+			SecretKey:  "hf_token",
+			EnvName:    "HUGGING_FACE_HUB_TOKEN",
+		},
+		Service: Service{Name: "llm-service", Port: 8081},
+		Monitoring: Monitoring{
+			Name:     "gemma-pod-monitoring",
+			Path:     "/metrics",
+			Interval: 15 * time.Second,
+		},
+		Adapter: Adapter{
+			Namespace:      "custom-metrics",
+			ServiceAccount: "custom-metrics-stackdriver-adapter",
+			Image:          "gcr.io/gke-release/custom-metrics-stackdriver-adapter",
+			Tag:            "v0.16.10-gke.0",
+		},
+		Identity: Identity{
+			Mode:           "gsa",
+			GSAName:        "metrics-adapter-gsa",
+			GSADisplayName: "Metrics Adapter GSA",
+		},
+		HPA: HPA{
+			Name:                   "gemma-server-hpa",
+			MinReplicas:            1,
+			MaxReplicas:            5,
+			Metric:                 "running",
+			Target:                 4,
+			ScaleUpStabilization:   0,
+			ScaleUpPods:            4,
+			ScaleUpPercent:         100,
+			ScaleUpPeriod:          15 * time.Second,
+			ScaleDownStabilization: 30 * time.Second,
+			ScaleDownPercent:       100,
+			ScaleDownPeriod:        15 * time.Second,
+		},
+		Timeouts: Timeouts{
+			Deploy:  15 * time.Minute, // a GPU node may have to be provisioned
+			Monitor: 2 * time.Minute,
+			Adapter: 5 * time.Minute,
+			HPA:     5 * time.Minute, // a new metric type can take minutes to appear
+			Cleanup: 5 * time.Minute,
+		},
+	}
+}
+
+// HFTokenValue returns the Hugging Face token, or "" when none was given.
+func (c *Config) HFTokenValue() string { return c.HFToken.value }
+
+// SetHFToken sets the token; used by Load and by tests.
+func (c *Config) SetHFToken(v string) { c.HFToken.value = v }
+
+// MetricName is the vLLM gauge the HPA scales on, e.g. vllm:num_requests_running.
+func (c *Config) MetricName() string { return Metrics[c.HPA.Metric] }
+
+// AdapterMetricName is the name the HPA asks the Stackdriver adapter for:
+// prometheus.googleapis.com|<metric>|gauge. It is derived, never typed.
+func (c *Config) AdapterMetricName() string {
+	return "prometheus.googleapis.com|" + c.MetricName() + "|gauge"
+}
+
+// AdapterImage is the adapter's image reference with its pinned tag.
+func (c *Config) AdapterImage() string { return c.Adapter.Image + ":" + c.Adapter.Tag }
+
+// GSAEmail is the Google service account's email.
+func (c *Config) GSAEmail() string {
+	return fmt.Sprintf("%s@%s.iam.gserviceaccount.com", c.Identity.GSAName, c.Project)
+}
+
+// WorkloadPool is the cluster's Workload Identity pool.
+func (c *Config) WorkloadPool() string { return c.Project + ".svc.id.goog" }
+
+// KSAMember is the adapter KSA as an IAM member of the gsa route:
+// serviceAccount:PROJECT.svc.id.goog[NAMESPACE/KSA].
+func (c *Config) KSAMember() string {
+	return fmt.Sprintf("serviceAccount:%s[%s/%s]", c.WorkloadPool(), c.Adapter.Namespace, c.Adapter.ServiceAccount)
+}
+
+// GSAMember is the Google service account as an IAM member.
+func (c *Config) GSAMember() string { return "serviceAccount:" + c.GSAEmail() }
+
+// PrincipalMember is the adapter KSA's Workload Identity Federation principal
+// (the direct route); it needs the project number, not the id.
+func (c *Config) PrincipalMember(projectNumber string) string {
+	return fmt.Sprintf("principal://iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/subject/ns/%s/sa/%s",
+		projectNumber, c.WorkloadPool(), c.Adapter.Namespace, c.Adapter.ServiceAccount)
+}

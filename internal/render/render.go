@@ -1,0 +1,193 @@
+// Package render turns the configuration into the stack's Kubernetes objects
+// by executing the templates in templates/. The configuration is the only
+// input, and the Hugging Face token is never part of the output: the Secret
+// renders with Redacted in its place and SetSecretToken fills the real value
+// into the object at apply time.
+package render
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"text/template"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/templates"
+)
+
+// Redacted stands in for the Hugging Face token in everything rendered.
+const Redacted = "<redacted>"
+
+// Labels every object of the stack carries.
+const (
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "vllm-hpa"
+	InstanceLabel  = "vllm-hpa.io/instance"
+	StepLabel      = "vllm-hpa.io/step"
+)
+
+// Steps that have a template, in the walkthrough's order. (identity has no
+// objects of its own: it annotates the adapter's ServiceAccount.)
+var Steps = []string{"deploy", "monitor", "adapter", "hpa"}
+
+// APIService is one of the adapter's aggregated API registrations.
+type APIService struct {
+	Group           string
+	Version         string
+	VersionPriority int
+}
+
+// APIServices the adapter registers; the HPA controller prefers v1beta2.
+var APIServices = []APIService{
+	{"custom.metrics.k8s.io", "v1beta1", 100},
+	{"custom.metrics.k8s.io", "v1beta2", 200},
+	{"external.metrics.k8s.io", "v1beta1", 100},
+}
+
+// data is what a template sees: the configuration, and the step it renders
+// for (used in the step label).
+type data struct {
+	*config.Config
+	Step        string
+	Redacted    string
+	APIServices []APIService
+}
+
+var tmpl = template.Must(template.New("stack").Funcs(template.FuncMap{
+	"q":        quote,
+	"indent":   indent,
+	"seconds":  func(d time.Duration) int64 { return int64(d / time.Second) },
+	"quantity": quantity,
+	// include is replaced in init: it needs the parsed template itself.
+	"include": func(string, any) (string, error) { return "", nil },
+}).ParseFS(templates.FS, "*.yaml.tmpl"))
+
+func init() {
+	tmpl.Funcs(template.FuncMap{"include": func(name string, d any) (string, error) {
+		var b bytes.Buffer
+		err := tmpl.ExecuteTemplate(&b, name, d)
+		return b.String(), err
+	}})
+}
+
+// YAML renders one step's objects as a multi-document YAML stream.
+func YAML(cfg *config.Config, step string) ([]byte, error) {
+	t := tmpl.Lookup(step + ".yaml.tmpl")
+	if t == nil {
+		return nil, fmt.Errorf("render: no template for step %q (steps: %s)", step, strings.Join(Steps, ", "))
+	}
+	var b bytes.Buffer
+	d := data{Config: cfg, Step: step, Redacted: Redacted, APIServices: APIServices}
+	if err := t.Execute(&b, d); err != nil {
+		return nil, fmt.Errorf("render %s: %w", step, err)
+	}
+	return b.Bytes(), nil
+}
+
+// AllYAML renders the given steps (all of them when none are given) as one
+// stream that `kubectl apply -f -` accepts, each document headed by a
+// comment naming its step.
+func AllYAML(cfg *config.Config, steps ...string) ([]byte, error) {
+	if len(steps) == 0 {
+		steps = Steps
+	}
+	var out bytes.Buffer
+	for _, s := range steps {
+		y, err := YAML(cfg, s)
+		if err != nil {
+			return nil, err
+		}
+		for _, doc := range splitDocuments(y) {
+			fmt.Fprintf(&out, "---\n# Source: vllm-hpa %s\n%s\n", s, strings.TrimSpace(doc))
+		}
+	}
+	return out.Bytes(), nil
+}
+
+// Objects renders one step's objects, in apply order.
+func Objects(cfg *config.Config, step string) ([]*unstructured.Unstructured, error) {
+	y, err := YAML(cfg, step)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	for i, doc := range splitDocuments(y) {
+		j, err := yaml.YAMLToJSON([]byte(doc))
+		if err != nil {
+			return nil, fmt.Errorf("render %s: document %d: %w", step, i+1, err)
+		}
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(j); err != nil {
+			return nil, fmt.Errorf("render %s: document %d: %w", step, i+1, err)
+		}
+		objs = append(objs, u)
+	}
+	return objs, nil
+}
+
+// SetSecretToken puts the real token into the rendered Secret (as data, so
+// that what the server stores is stable across applies). It is called only
+// on the object about to be sent to the API server, never on output.
+func SetSecretToken(cfg *config.Config, secret *unstructured.Unstructured, token string) error {
+	if secret.GetKind() != "Secret" || secret.GetName() != cfg.HFToken.SecretName {
+		return fmt.Errorf("render: %s/%s is not the token Secret", secret.GetKind(), secret.GetName())
+	}
+	unstructured.RemoveNestedField(secret.Object, "stringData")
+	return unstructured.SetNestedStringMap(secret.Object, map[string]string{
+		cfg.HFToken.SecretKey: base64.StdEncoding.EncodeToString([]byte(token)),
+	}, "data")
+}
+
+// splitDocuments splits a YAML stream on document separators, dropping
+// documents that hold only comments or whitespace.
+func splitDocuments(y []byte) []string {
+	var docs []string
+	for _, d := range strings.Split("\n"+string(y), "\n---") {
+		if hasContent(d) {
+			docs = append(docs, strings.TrimPrefix(d, "\n"))
+		}
+	}
+	return docs
+}
+
+func hasContent(doc string) bool {
+	for _, line := range strings.Split(doc, "\n") {
+		t := strings.TrimSpace(line)
+		if t != "" && !strings.HasPrefix(t, "#") {
+			return true
+		}
+	}
+	return false
+}
+
+// quote renders any string as a double-quoted YAML scalar (JSON strings are
+// valid YAML), so that no configured value can change the document's shape.
+func quote(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s) // a string always encodes
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+func indent(n int, s string) string {
+	pad := strings.Repeat(" ", n)
+	return pad + strings.ReplaceAll(s, "\n", "\n"+pad)
+}
+
+// quantity spells a target value as a Kubernetes quantity: whole numbers as
+// they are, fractions in milli-units (0.5 -> 500m), as kubectl would show.
+func quantity(x float64) string {
+	if x == math.Trunc(x) {
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	}
+	return strconv.FormatInt(int64(math.Round(x*1000)), 10) + "m"
+}

@@ -1,0 +1,52 @@
+// Package step defines the one abstraction every command runs: a Step of the
+// walkthrough that can describe (plan), apply, check and delete itself.
+// `up` applies steps in order, `verify` checks them, `cleanup` deletes them
+// in reverse, and every single-step command runs one.
+package step
+
+import (
+	"context"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// Step is one step of the walkthrough.
+type Step interface {
+	// Name is the step's command name: deploy, monitor, adapter, identity, hpa.
+	Name() string
+	// Plan says what Apply would create or change, touching nothing.
+	Plan(ctx context.Context) (*Plan, error)
+	// Apply makes the step's state true and waits until its checks pass.
+	Apply(ctx context.Context) error
+	// Check reads the step's state and reports each condition.
+	Check(ctx context.Context) ([]Result, error)
+	// Delete removes what the step created (only what vllm-hpa owns).
+	Delete(ctx context.Context) error
+}
+
+// Plan is what a step would do: the Kubernetes objects it applies and the
+// Google API calls it makes.
+type Plan struct {
+	Step     string                       `json:"step"`
+	Objects  []*unstructured.Unstructured `json:"-"`
+	GCPCalls []GCPCall                    `json:"gcpCalls,omitempty"`
+}
+
+// GCPCall is one mutating Google API call a step makes.
+type GCPCall struct {
+	API      string `json:"api"`      // e.g. iam.googleapis.com
+	Method   string `json:"method"`   // e.g. projects.serviceAccounts.create
+	Resource string `json:"resource"` // e.g. projects/my-proj
+	Role     string `json:"role,omitempty"`
+	Member   string `json:"member,omitempty"`
+	Note     string `json:"note,omitempty"`
+}
+
+// Result is one check's outcome, printed by the output layer.
+type Result struct {
+	Step    string `json:"step"`
+	Check   string `json:"check"`
+	OK      bool   `json:"ok"`
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+}
