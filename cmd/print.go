@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
+	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"sigs.k8s.io/yaml"
 )
@@ -33,9 +34,13 @@ type objectJSON struct {
 
 // printPlans prints what the steps would do. Text: a summary per step;
 // yaml: the objects as one apply-able stream; json: planJSON.
-func (o *stepOptions) printPlans(ctx context.Context, steps []step.Step) error {
+func (o *runOptions) printPlans(ctx context.Context, s *stack.Stack, names []string) error {
 	var plans []*step.Plan
-	for _, st := range steps {
+	for _, name := range names {
+		st, err := s.Step(name)
+		if err != nil {
+			return err
+		}
 		p, err := st.Plan(ctx)
 		if err != nil {
 			return err

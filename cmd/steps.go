@@ -2,11 +2,17 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
@@ -19,18 +25,19 @@ type stepInfo struct {
 var stepInfos = []stepInfo{
 	{"deploy", "Deploy the vLLM server: token Secret, Deployment and Service",
 		`Create or update the Hugging Face token Secret, the vLLM Deployment and its
-ClusterIP Service, then wait until the Deployment is Available, its pods are
-Ready and the Service has ready endpoints.`},
+ClusterIP Service, then wait until the Deployment is Available at its current
+generation, its pods are Ready and the Service has ready endpoints. While
+waiting it says why not (scheduling, GPU quota, image pulls, crash loops).`},
 	{"monitor", "Have Managed Prometheus scrape vLLM's /metrics (PodMonitoring)",
 		`Create or update the PodMonitoring that has Managed Prometheus scrape the
 vLLM pods' /metrics, then wait for ConfigurationCreateSuccess at the current
-generation.`},
+generation (and healthy targets where target status is on).`},
 	{"adapter", "Install the Custom Metrics Stackdriver Adapter",
 		`Install the Custom Metrics Stackdriver Adapter (namespace, service account,
 RBAC, Deployment, Service, the custom and external metrics APIServices), then
 wait for the Deployment and all three APIServices to be Available. An
-APIService owned by another metrics provider is reported and left alone
-unless --force-conflicts is given.`},
+APIService served by another metrics provider is reported before anything is
+written and left alone unless --force-conflicts is given.`},
 	{"identity", "Give the adapter Workload Identity to read Cloud Monitoring",
 		`Give the adapter's Kubernetes service account Workload Identity.
 
@@ -43,149 +50,260 @@ stack's member, by an etag-guarded read-modify-write.`},
 	{"hpa", "Create the HorizontalPodAutoscaler on the vLLM metric",
 		`Create or update the HPA that scales the vLLM Deployment on
 prometheus.googleapis.com|<metric>|gauge, then wait until it is AbleToScale and
-ScalingActive with ValidMetricFound.`},
+ScalingActive with ValidMetricFound, showing the current value.`},
 }
 
-// stepOptions are the options of a command that applies steps.
-type stepOptions struct {
+// runOptions are the options of a command that runs steps.
+type runOptions struct {
 	*globalOptions
-	dryRun bool
-	steps  []string
-	cfg    *config.Config
+	command      string
+	steps        []string
+	dryRun       bool
+	timeout      time.Duration
+	keepWorkload bool // cleanup
+	cfg          *config.Config
 }
 
-func (o *stepOptions) Complete(cmd *cobra.Command) (err error) {
-	o.cfg, err = o.loadConfig(cmd)
-	return err
+func (o *runOptions) addFlags(c *cobra.Command, what string) {
+	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what "+what+" (objects and Google API calls) and change nothing")
+	c.Flags().DurationVar(&o.timeout, "timeout", 0, "how long each step waits for its conditions (default: the step's timeouts.* setting)")
 }
 
-func (o *stepOptions) Run(ctx context.Context) error {
-	s := stack.New(o.cfg)
-	var selected []step.Step
+// Complete loads and validates the configuration.
+func (o *runOptions) Complete(cmd *cobra.Command) (err error) {
+	if o.cfg, err = o.loadConfig(cmd); err != nil {
+		return err
+	}
+	if o.timeout < 0 {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --timeout %s: must be positive", o.timeout))
+	}
+	if o.timeout > 0 {
+		t := &o.cfg.Timeouts
+		t.Deploy, t.Monitor, t.Adapter, t.HPA, t.Cleanup = o.timeout, o.timeout, o.timeout, o.timeout, o.timeout
+	}
+	return nil
+}
+
+// Run applies (or, for cleanup, deletes) the steps in order.
+func (o *runOptions) Run(ctx context.Context) error {
+	if o.dryRun {
+		s := stack.New(o.cfg, stack.Deps{})
+		return o.printPlans(ctx, s, o.steps)
+	}
+	if o.command != "cleanup" {
+		if err := stack.New(o.cfg, stack.Deps{}).Preflight(o.steps); err != nil {
+			return err
+		}
+	}
+	k, err := o.connect()
+	if err != nil {
+		return err
+	}
+	rec := output.NewRecorder(o.streams)
+	defer rec.Close()
+	s := stack.New(o.cfg, stack.Deps{Kube: k, Report: rec, ForceConflicts: o.cfg.Kube.ForceConflicts})
+	start := time.Now()
+	var runErr error
 	for _, name := range o.steps {
 		st, err := s.Step(name)
 		if err != nil {
 			return err
 		}
-		selected = append(selected, st)
-	}
-	if o.dryRun {
-		return o.printPlans(ctx, selected)
-	}
-	for _, st := range selected {
-		if err := st.Apply(ctx); err != nil {
-			return fmt.Errorf("%s: %w", st.Name(), err)
+		rec.StepStarted(name)
+		if o.command == "cleanup" {
+			err = st.Delete(ctx)
+		} else {
+			err = st.Apply(ctx)
+		}
+		rec.StepDone(name, err)
+		if err != nil {
+			runErr = fmt.Errorf("%s: %w", name, err)
+			break
 		}
 	}
-	return nil
+	return o.printRun(rec, start, runErr)
+}
+
+// connect opens the Kubernetes connection from the kubeconfig.
+func (o *runOptions) connect() (*kube.Client, error) {
+	rc, err := kube.RESTConfigFromKubeconfig(kube.KubeconfigOptions{Path: o.cfg.Kube.Kubeconfig, Context: o.cfg.Kube.Context})
+	if err != nil {
+		return nil, exitcode.With(exitcode.Precondition, err)
+	}
+	return kube.New(rc)
+}
+
+// runJSON is the --output json/yaml document of a run.
+type runJSON struct {
+	Command  string               `json:"command"`
+	OK       bool                 `json:"ok"`
+	ExitCode int                  `json:"exitCode"`
+	Error    string               `json:"error,omitempty"`
+	Seconds  float64              `json:"seconds"`
+	Steps    []*output.StepRecord `json:"steps"`
+}
+
+func (o *runOptions) printRun(rec *output.Recorder, start time.Time, runErr error) error {
+	doc := runJSON{
+		Command: o.command, OK: runErr == nil, ExitCode: exitcode.Of(runErr),
+		Seconds: time.Since(start).Round(time.Millisecond).Seconds(), Steps: rec.Steps(),
+	}
+	if runErr != nil {
+		doc.Error = runErr.Error()
+	}
+	done := map[string]bool{}
+	for _, s := range doc.Steps {
+		done[s.Step] = true
+	}
+	for _, name := range o.steps {
+		if !done[name] {
+			doc.Steps = append(doc.Steps, &output.StepRecord{Step: name, Actions: []string{}, Checks: []step.Result{}, Status: "not-run"})
+		}
+	}
+	switch o.output {
+	case outputJSON:
+		enc := json.NewEncoder(o.streams.Out)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(doc); err != nil {
+			return err
+		}
+	case outputYAML:
+		y, err := yaml.Marshal(doc)
+		if err != nil {
+			return err
+		}
+		o.streams.Out.Write(y)
+	default:
+		status := "done"
+		if runErr != nil {
+			status = "stopped"
+		}
+		var left []string
+		for _, s := range doc.Steps {
+			if s.Status == "not-run" {
+				left = append(left, s.Step)
+			}
+		}
+		fmt.Fprintf(o.streams.Out, "%s %s in %.1fs", o.command, status, doc.Seconds)
+		if len(left) > 0 {
+			fmt.Fprintf(o.streams.Out, "; not run: %v", left)
+		}
+		fmt.Fprintln(o.streams.Out)
+	}
+	return runErr
 }
 
 func newStepCmds(g *globalOptions) []*cobra.Command {
 	var cmds []*cobra.Command
 	for _, info := range stepInfos {
-		o := &stepOptions{globalOptions: g, steps: []string{info.name}}
+		o := &runOptions{globalOptions: g, command: info.name, steps: []string{info.name}}
 		c := &cobra.Command{
 			Use:   info.name,
 			Short: info.short,
 			Long:  info.long,
 			Args:  noArgs,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				if err := o.Complete(cmd); err != nil {
-					return err
-				}
-				return o.Run(cmd.Context())
-			},
+			RunE:  o.runE,
 		}
-		c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what would be created or changed (objects and Google API calls) and change nothing")
+		o.addFlags(c, "this step would create or change")
 		cmds = append(cmds, c)
 	}
 	return cmds
 }
 
+func (o *runOptions) runE(cmd *cobra.Command, args []string) error {
+	if err := o.Complete(cmd); err != nil {
+		return err
+	}
+	return o.Run(cmd.Context())
+}
+
 func newUpCmd(g *globalOptions) *cobra.Command {
-	o := &stepOptions{globalOptions: g, steps: stack.Order}
+	o := &runOptions{globalOptions: g, command: "up", steps: stack.Order}
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run every step in the walkthrough's order: deploy, monitor, adapter, identity, hpa",
 		Long: `Run every step in the walkthrough's order (deploy, monitor, adapter, identity,
-hpa). Each step is idempotent: a re-run skips work already done.`,
+hpa). Each step is idempotent: a re-run changes nothing that is already right.`,
 		Args: noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(cmd); err != nil {
-				return err
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE: o.runE,
 	}
-	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what every step would create or change and change nothing")
+	o.addFlags(c, "every step would create or change")
 	return c
 }
 
-type cleanupOptions struct {
-	*globalOptions
-	dryRun       bool
-	keepWorkload bool
-}
-
 func newCleanupCmd(g *globalOptions) *cobra.Command {
-	o := &cleanupOptions{globalOptions: g}
+	o := &runOptions{globalOptions: g, command: "cleanup"}
 	c := &cobra.Command{
-		Use:   "cleanup",
+		Use:   "cleanup [STEP...]",
 		Short: "Delete what vllm-hpa created, in reverse order, and nothing else",
-		Long: `Delete the stack in reverse order (hpa, identity, adapter, monitor, deploy).
+		Long: `Delete the stack in reverse order (hpa, identity, adapter, monitor, deploy),
+or only the named steps (still in reverse order).
 Only objects carrying the ownership label app.kubernetes.io/managed-by=vllm-hpa
-and this instance's label are deleted; IAM changes remove only this stack's
-members; the Google service account is deleted only if vllm-hpa created it.`,
-		Args: noArgs,
+and this instance's label are deleted, and each is waited for until it is
+gone; a namespace that holds objects vllm-hpa did not create is left in place.
+IAM changes remove only this stack's members; the Google service account is
+deleted only if vllm-hpa created it. A second run changes nothing.`,
+		Example:   "  vllm-hpa cleanup --project my-proj\n  vllm-hpa cleanup hpa adapter --project my-proj",
+		ValidArgs: stack.Order,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			s := stack.New(cfg)
-			order := reversed(stack.Order)
-			if o.keepWorkload {
-				order = order[:len(order)-1]
-			}
-			var steps []step.Step
-			for _, name := range order {
-				st, _ := s.Step(name)
-				steps = append(steps, st)
-			}
-			if o.dryRun {
-				sp := &stepOptions{globalOptions: g, cfg: cfg}
-				return sp.printPlans(cmd.Context(), steps)
-			}
-			for _, st := range steps {
-				if err := st.Delete(cmd.Context()); err != nil {
-					return fmt.Errorf("%s: %w", st.Name(), err)
+			for _, a := range args {
+				if !contains(stack.Order, a) {
+					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %v", a, stack.Order))
 				}
 			}
-			return nil
+			o.steps = nil
+			for _, name := range reversed(stack.Order) {
+				if (len(args) == 0 || contains(args, name)) && !(o.keepWorkload && name == "deploy") {
+					o.steps = append(o.steps, name)
+				}
+			}
+			return o.runE(cmd, nil)
 		},
 	}
-	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what would be deleted and change nothing")
+	o.addFlags(c, "would be deleted")
 	c.Flags().BoolVar(&o.keepWorkload, "keep-workload", false, "keep the vLLM Deployment, Service and Secret")
 	return c
 }
 
 func newVerifyCmd(g *globalOptions) *cobra.Command {
+	o := &runOptions{globalOptions: g, command: "verify", steps: stack.Order}
 	return &cobra.Command{
 		Use:   "verify",
 		Short: "Check everything that makes autoscaling work, one line per check",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := g.loadConfig(cmd)
+			if err := o.Complete(cmd); err != nil {
+				return err
+			}
+			k, err := o.connect()
 			if err != nil {
 				return err
 			}
-			s := stack.New(cfg)
+			rec := output.NewRecorder(o.streams)
+			defer rec.Close()
+			s := stack.New(o.cfg, stack.Deps{Kube: k, Report: rec})
+			start := time.Now()
+			var runErr error
 			for _, st := range s.Steps() {
-				if _, err := st.Check(cmd.Context()); err != nil {
-					return fmt.Errorf("%s: %w", st.Name(), err)
+				rec.StepStarted(st.Name())
+				var failed []step.Result
+				results, err := st.Check(cmd.Context())
+				for _, r := range results {
+					rec.Result(r)
+					if !r.OK {
+						failed = append(failed, r)
+					}
+				}
+				if err == nil && len(failed) > 0 {
+					err = &step.Failed{Results: failed}
+				}
+				rec.StepDone(st.Name(), err)
+				if err != nil && runErr == nil {
+					// Keep checking the other steps: verify reports every check.
+					runErr = fmt.Errorf("%s: %w", st.Name(), err)
 				}
 			}
-			return nil
+			return o.printRun(rec, start, runErr)
 		},
 	}
 }

@@ -42,6 +42,12 @@ type Error struct {
 func (e *Error) Error() string { return e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
+// Coder is an error that knows its exit code (e.g. a failed check).
+type Coder interface {
+	error
+	ExitCode() int
+}
+
 // With wraps err so that Of reports code for it. A nil err stays nil.
 func With(code int, err error) error {
 	if err == nil {
@@ -60,6 +66,10 @@ func Of(err error) int {
 	var e *Error
 	if errors.As(err, &e) {
 		return e.Code
+	}
+	var c Coder
+	if errors.As(err, &c) {
+		return c.ExitCode()
 	}
 	switch {
 	case errors.Is(err, context.Canceled):

@@ -10,12 +10,23 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
 // Order is the walkthrough's order of steps; cleanup runs it backwards.
 var Order = []string{"deploy", "monitor", "adapter", "identity", "hpa"}
+
+// Deps are the clients and settings the steps act through.
+type Deps struct {
+	// Kube is the Kubernetes connection; nil for render and dry runs.
+	Kube *kube.Client
+	// Report receives progress; nil discards it.
+	Report step.Reporter
+	// ForceConflicts takes over fields and APIServices owned by others.
+	ForceConflicts bool
+}
 
 // Stack is the set of steps for one configuration.
 type Stack struct {
@@ -24,12 +35,17 @@ type Stack struct {
 }
 
 // New assembles the stack's steps.
-func New(cfg *config.Config) *Stack {
-	s := &Stack{cfg: cfg}
-	for _, name := range Order {
-		s.steps = append(s.steps, &baseStep{name: name, cfg: cfg})
+func New(cfg *config.Config, deps Deps) *Stack {
+	if deps.Report == nil {
+		deps.Report = step.Discard
 	}
-	return s
+	return &Stack{cfg: cfg, steps: []step.Step{
+		newDeployStep(cfg, deps),
+		newMonitorStep(cfg, deps),
+		newAdapterStep(cfg, deps),
+		&identityStep{cfg: cfg},
+		newHPAStep(cfg, deps),
+	}}
 }
 
 // Steps returns the steps in the walkthrough's order.
@@ -48,46 +64,39 @@ func (s *Stack) Step(name string) (step.Step, error) {
 // ErrNotBuilt is returned by actions not built yet.
 var ErrNotBuilt = errors.New("not built yet")
 
-type baseStep struct {
-	name string
-	cfg  *config.Config
+// identityStep is the Workload Identity step. Its Google API calls come
+// with the GCP clients; until then it plans but does not act.
+type identityStep struct {
+	cfg *config.Config
 }
 
-func (b *baseStep) Name() string { return b.name }
+func (s *identityStep) Name() string { return "identity" }
 
-func (b *baseStep) Plan(ctx context.Context) (*step.Plan, error) {
-	p := &step.Plan{Step: b.name}
-	switch b.name {
-	case "identity":
-		p.GCPCalls = IdentityCalls(b.cfg, "")
-		objs, err := render.Objects(b.cfg, "adapter")
+func (s *identityStep) Plan(ctx context.Context) (*step.Plan, error) {
+	p := &step.Plan{Step: s.Name(), GCPCalls: IdentityCalls(s.cfg, "")}
+	if s.cfg.Identity.Mode == "gsa" {
+		objs, err := render.Objects(s.cfg, "adapter")
 		if err != nil {
 			return nil, err
 		}
 		for _, o := range objs {
-			if o.GetKind() == "ServiceAccount" && b.cfg.Identity.Mode == "gsa" {
+			if o.GetKind() == "ServiceAccount" {
 				p.Objects = append(p.Objects, o)
 			}
 		}
-	default:
-		objs, err := render.Objects(b.cfg, b.name)
-		if err != nil {
-			return nil, err
-		}
-		p.Objects = objs
 	}
 	return p, nil
 }
 
-func (b *baseStep) notBuilt(action string) error {
-	return fmt.Errorf("%s %s: %w (the Kubernetes and GCP actions come in later releases; use --dry-run or `vllm-hpa render`)", action, b.name, ErrNotBuilt)
+func (s *identityStep) notBuilt(action string) error {
+	return fmt.Errorf("%s identity: the Google API calls are %w; use --dry-run to see them", action, ErrNotBuilt)
 }
 
-func (b *baseStep) Apply(ctx context.Context) error { return b.notBuilt("apply") }
-func (b *baseStep) Check(ctx context.Context) ([]step.Result, error) {
-	return nil, b.notBuilt("check")
+func (s *identityStep) Apply(ctx context.Context) error { return s.notBuilt("apply") }
+func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {
+	return nil, s.notBuilt("check")
 }
-func (b *baseStep) Delete(ctx context.Context) error { return b.notBuilt("delete") }
+func (s *identityStep) Delete(ctx context.Context) error { return s.notBuilt("delete") }
 
 // IdentityCalls lists the Google API calls of the identity step. The
 // project number is needed only by the direct route; "" shows a placeholder.

@@ -6,6 +6,7 @@ package step
 
 import (
 	"context"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
@@ -49,4 +50,48 @@ type Result struct {
 	OK      bool   `json:"ok"`
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
+}
+
+// Reporter receives a step's progress; the output layer prints it.
+type Reporter interface {
+	// Action reports something done, e.g. "Deployment default/x created".
+	Action(step, message string)
+	// Waiting reports why a wait is not over yet.
+	Waiting(step, reason string)
+	// Result reports a check's outcome.
+	Result(r Result)
+}
+
+// Discard is a Reporter that drops everything.
+var Discard Reporter = discard{}
+
+type discard struct{}
+
+func (discard) Action(string, string)  {}
+func (discard) Waiting(string, string) {}
+func (discard) Result(Result)          {}
+
+// Failed is the error of a step whose checks did not pass; the CLI exits 3.
+type Failed struct {
+	Results []Result
+}
+
+// ExitCode makes a failed check exit 3 (exitcode.CheckFailed).
+func (f *Failed) ExitCode() int { return 3 }
+
+func (f *Failed) Error() string {
+	var parts []string
+	for _, r := range f.Results {
+		if !r.OK {
+			msg := r.Step + " " + r.Check
+			if r.Reason != "" {
+				msg += ": " + r.Reason
+			}
+			if r.Message != "" {
+				msg += ": " + r.Message
+			}
+			parts = append(parts, msg)
+		}
+	}
+	return "check failed: " + strings.Join(parts, "; ")
 }

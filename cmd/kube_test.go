@@ -1,0 +1,401 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/render"
+)
+
+// One real control plane for the package: etcd, kube-apiserver (with
+// aggregation through an in-process egress proxy, and watches closed by the
+// server every few seconds), kube-controller-manager with the HPA loop at
+// 1s, a pod runner in the kubelet's place, a Managed Prometheus operator
+// stand-in and a fake custom metrics backend behind the adapter's Service.
+var (
+	cp      *kubetest.ControlPlane
+	cpErr   error
+	metrics *kubetest.FakeMetrics
+)
+
+func TestMain(m *testing.M) {
+	if kubetest.BinDir() != "" {
+		cp, cpErr = kubetest.StartForTests(kubetest.Options{
+			Controllers:   true,
+			HPASyncPeriod: time.Second,
+			Aggregation:   true,
+			RunPods:       true,
+			PodStartDelay: 300 * time.Millisecond,
+			Monitoring:    true,
+			// The server closes every watch after 5-10s, so every wait in
+			// these tests also survives watches closed by the server.
+			ExtraAPIServerArgs: []string{"--min-request-timeout=5"},
+		})
+		if cpErr == nil {
+			metrics = &kubetest.FakeMetrics{Client: cp.Client}
+			metrics.Set("prometheus.googleapis.com|vllm:num_requests_running|gauge", "0")
+			srv := metrics.Server()
+			defer srv.Close()
+			cp.ServeService("custom-metrics", "custom-metrics-stackdriver-adapter", 443, strings.TrimPrefix(srv.URL, "https://"))
+		} else {
+			fmt.Fprintln(os.Stderr, "control plane:", cpErr)
+		}
+	} else {
+		cpErr = fmt.Errorf("%s is not set", kubetest.BinDirEnv)
+	}
+	code := m.Run()
+	cp.Stop()
+	os.Exit(code)
+}
+
+// kubeRun runs vllm-hpa against the test control plane for an instance of
+// the stack of its own (namespace and adapter namespace are per test).
+func kubeRun(t *testing.T, inst instance, args ...string) (int, string, string) {
+	t.Helper()
+	kubetest.Skip(t, cp, cpErr)
+	env := map[string]string{
+		"HF_TOKEN":                    "hf_testTOKEN",
+		"VLLM_HPA_KUBE_KUBECONFIG":    cp.Kubeconfig,
+		"VLLM_HPA_INSTANCE":           inst.name,
+		"VLLM_HPA_WORKLOAD_NAMESPACE": inst.namespace,
+		"VLLM_HPA_TIMEOUTS_DEPLOY":    "60s",
+		"VLLM_HPA_TIMEOUTS_ADAPTER":   "60s",
+		"VLLM_HPA_TIMEOUTS_MONITOR":   "30s",
+		"VLLM_HPA_TIMEOUTS_HPA":       "60s",
+		"VLLM_HPA_TIMEOUTS_CLEANUP":   "60s",
+	}
+	return run(t, "", env, append(args, "--project", "my-proj")...)
+}
+
+type instance struct{ name, namespace string }
+
+func (i instance) config() *config.Config {
+	c := config.Default()
+	c.Project, c.Instance, c.Workload.Namespace = "my-proj", i.name, i.namespace
+	return &c
+}
+
+// kubeSteps are the steps that act on Kubernetes alone; cleanupKube
+// deletes them.
+var (
+	kubeSteps   = []string{"deploy", "monitor", "adapter", "hpa"}
+	cleanupKube = []string{"cleanup", "hpa", "adapter", "monitor", "deploy"}
+)
+
+func mustRun(t *testing.T, inst instance, args ...string) string {
+	t.Helper()
+	code, out, errOut := kubeRun(t, inst, args...)
+	if code != 0 {
+		t.Fatalf("vllm-hpa %v: exit %d\nstdout:\n%s\nstderr:\n%s", args, code, out, errOut)
+	}
+	return out
+}
+
+func upKube(t *testing.T, inst instance) []runJSON {
+	var docs []runJSON
+	for _, s := range kubeSteps {
+		out := mustRun(t, inst, s, "-o", "json")
+		var doc runJSON
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("%s: %v\n%s", s, err, out)
+		}
+		docs = append(docs, doc)
+	}
+	return docs
+}
+
+// ownedObjects lists every object carrying instance's ownership labels,
+// across every listable kind, as "Kind ns/name" -> resourceVersion.
+func ownedObjects(t *testing.T, inst instance) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	lists, err := cp.Client.Discovery().ServerPreferredResources()
+	if err != nil {
+		t.Logf("discovery (partial): %v", err)
+	}
+	sel := fmt.Sprintf("%s=%s,%s=%s", render.ManagedByLabel, render.ManagedByValue, render.InstanceLabel, inst.name)
+	out := map[string]string{}
+	for _, l := range lists {
+		gv, _ := schema.ParseGroupVersion(l.GroupVersion)
+		for _, r := range l.APIResources {
+			if strings.Contains(r.Name, "/") || !contains(r.Verbs, "list") {
+				continue
+			}
+			items, err := cp.Dynamic.Resource(gv.WithResource(r.Name)).List(ctx, metav1.ListOptions{LabelSelector: sel})
+			if err != nil {
+				continue
+			}
+			for _, it := range items.Items {
+				// Objects derived from ours (EndpointSlices copy the
+				// Service's labels) go with their owner.
+				if len(it.GetOwnerReferences()) == 0 {
+					out[kube.Ref(&it)] = it.GetResourceVersion()
+				}
+			}
+		}
+	}
+	return out
+}
+
+func TestUpTwiceChangesNothing(t *testing.T) {
+	inst := instance{"twice", "twice-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	first := upKube(t, inst)
+	// The namespace is created (it was missing) and every object applied.
+	if got := first[0].Steps[0].Actions; len(got) == 0 || got[0] != "Namespace twice-ns created" {
+		t.Errorf("deploy did not create the missing namespace first: %v", got)
+	}
+	before := ownedObjects(t, inst)
+	if len(before) != 19 { // 18 objects and the workload namespace
+		t.Errorf("%d owned objects after up, want 19: %v", len(before), keys(before))
+	}
+	second := upKube(t, inst)
+	for _, doc := range second {
+		for _, s := range doc.Steps {
+			for _, a := range s.Actions {
+				if !strings.HasSuffix(a, " unchanged") {
+					t.Errorf("second run: %s: %s", s.Step, a)
+				}
+			}
+		}
+	}
+	after := ownedObjects(t, inst)
+	if !reflect.DeepEqual(before, after) {
+		for k, v := range after {
+			if before[k] != v {
+				t.Errorf("second run changed %s (resourceVersion %s -> %s)", k, before[k], v)
+			}
+		}
+	}
+	// The checks the steps waited for, as the JSON reports them.
+	var checks []string
+	for _, doc := range first {
+		for _, s := range doc.Steps {
+			for _, c := range s.Checks {
+				if !c.OK {
+					t.Errorf("check not ok: %+v", c)
+				}
+				checks = append(checks, s.Step+": "+c.Check)
+			}
+		}
+	}
+	want := []string{"deploy: deployment available", "deploy: service endpoints ready", "monitor: podmonitoring configured",
+		"adapter: adapter available", "adapter: apiservice v1beta1.custom.metrics.k8s.io available",
+		"adapter: apiservice v1beta2.custom.metrics.k8s.io available", "adapter: apiservice v1beta1.external.metrics.k8s.io available",
+		"hpa: hpa scaling active"}
+	if strings.Join(checks, "|") != strings.Join(want, "|") {
+		t.Errorf("checks = %v\nwant %v", checks, want)
+	}
+}
+
+// TestStoredMatchesRender: every field vllm-hpa renders is stored as
+// rendered; the API server's validation is the judge.
+func TestStoredMatchesRender(t *testing.T) {
+	inst := instance{"stored", "stored-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	upKube(t, inst)
+	k, err := kube.New(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := inst.config()
+	n := 0
+	for _, s := range render.Steps {
+		objs, err := render.Objects(cfg, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, obj := range objs {
+			live, err := k.Get(context.Background(), obj)
+			if err != nil || live == nil {
+				t.Fatalf("%s not stored: %v", kube.Ref(obj), err)
+			}
+			if obj.GetKind() == "Secret" {
+				unstructured.RemoveNestedField(obj.Object, "stringData")
+				if d, _, _ := unstructured.NestedString(live.Object, "data", "hf_token"); d != "aGZfdGVzdFRPS0VO" {
+					t.Errorf("Secret data = %q, want the token", d)
+				}
+			}
+			if diff := subsetDiff(obj.Object, live.Object, ""); diff != "" {
+				t.Errorf("%s: stored differs from render: %s", kube.Ref(obj), diff)
+			}
+			n++
+		}
+	}
+	if n != 18 {
+		t.Errorf("compared %d objects, want 18", n)
+	}
+}
+
+// subsetDiff reports the first field of want that got lacks or changes.
+func subsetDiff(want, got any, path string) string {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			return path + ": not an object"
+		}
+		for k, v := range w {
+			if d := subsetDiff(v, g[k], path+"."+k); d != "" {
+				return d
+			}
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok || len(g) != len(w) {
+			return fmt.Sprintf("%s: %v stored as %v", path, want, got)
+		}
+		for i := range w {
+			if d := subsetDiff(w[i], g[i], fmt.Sprintf("%s[%d]", path, i)); d != "" {
+				return d
+			}
+		}
+	default:
+		if fmt.Sprint(want) != fmt.Sprint(got) {
+			return fmt.Sprintf("%s: %v stored as %v", path, want, got)
+		}
+	}
+	return ""
+}
+
+func TestCleanupDeletesOnlyOwned(t *testing.T) {
+	inst := instance{"clean", "clean-ns"}
+	upKube(t, inst)
+	ctx := context.Background()
+	// Objects vllm-hpa did not create, in both namespaces it uses.
+	for _, ns := range []string{"custom-metrics", inst.namespace} {
+		if _, err := cp.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "foreign"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := mustRun(t, inst, append(cleanupKube, "-o", "json")...)
+	// Only the two namespaces that hold foreign objects are left.
+	if left := keys(ownedObjects(t, inst)); strings.Join(left, "|") != "Namespace clean-ns|Namespace custom-metrics" {
+		t.Errorf("cleanup left owned objects: %v", left)
+	}
+	for _, ns := range []string{"custom-metrics", inst.namespace} {
+		if _, err := cp.Client.CoreV1().ConfigMaps(ns).Get(ctx, "foreign", metav1.GetOptions{}); err != nil {
+			t.Errorf("foreign ConfigMap in %s: %v", ns, err)
+		}
+		n, err := cp.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+		if err != nil || n.DeletionTimestamp != nil {
+			t.Errorf("namespace %s holding a foreign object was deleted: %v", ns, err)
+		}
+	}
+	if !strings.Contains(out, "did not create (ConfigMap foreign)") {
+		t.Errorf("cleanup did not say why the namespaces stay:\n%s", out)
+	}
+	// A second run succeeds and changes nothing.
+	out = mustRun(t, inst, append(cleanupKube, "-o", "json")...)
+	var doc runJSON
+	json.Unmarshal([]byte(out), &doc)
+	for _, s := range doc.Steps {
+		for _, a := range s.Actions {
+			if strings.HasSuffix(a, " deleted") {
+				t.Errorf("second cleanup deleted something: %s", a)
+			}
+		}
+	}
+	// With the foreign objects gone, the namespaces vllm-hpa created go too.
+	for _, ns := range []string{"custom-metrics", inst.namespace} {
+		cp.Client.CoreV1().ConfigMaps(ns).Delete(ctx, "foreign", metav1.DeleteOptions{})
+	}
+	// The namespaces no longer carry anything owned, so recreate the stack
+	// and clean up again: this time they are deleted and waited for.
+	upKube(t, inst)
+	mustRun(t, inst, cleanupKube...)
+	if left := ownedObjects(t, inst); len(left) != 0 {
+		t.Errorf("cleanup left owned objects: %v", keys(left))
+	}
+	for _, ns := range []string{"custom-metrics", inst.namespace} {
+		if _, err := cp.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("namespace %s still exists after cleanup: %v", ns, err)
+		}
+	}
+}
+
+func TestKeepWorkload(t *testing.T) {
+	inst := instance{"keep", "keep-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	upKube(t, inst)
+	mustRun(t, inst, append(cleanupKube, "--keep-workload")...)
+	left := ownedObjects(t, inst)
+	want := []string{"Deployment keep-ns/vllm-gemma-deployment", "Namespace keep-ns", "Secret keep-ns/hf-secret", "Service keep-ns/llm-service"}
+	if strings.Join(keys(left), "|") != strings.Join(want, "|") {
+		t.Errorf("left after --keep-workload: %v, want %v", keys(left), want)
+	}
+}
+
+func keys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sortStrings(out)
+	return out
+}
+
+func TestExitCodeForTimeoutDiffersFromFailure(t *testing.T) {
+	inst := instance{"mon", "mon-ns"}
+	kubetest.Skip(t, cp, cpErr)
+	t.Cleanup(func() {
+		cp.Operator.Decide(nil)
+		kubeRun(t, inst, cleanupKube...)
+	})
+	mustRun(t, inst, "deploy")
+
+	// Becomes False: the operator reports a scrape config error.
+	cp.Operator.Decide(func(pm *unstructured.Unstructured) (string, string, string, bool) {
+		return "False", "ScrapeConfigError", "invalid port", false
+	})
+	code, _, errOut := kubeRun(t, inst, "monitor")
+	if code != exitcode.CheckFailed || !strings.Contains(errOut, "ScrapeConfigError") || !strings.Contains(errOut, "invalid port") {
+		t.Errorf("False condition: exit %d, want %d, naming ScrapeConfigError:\n%s", code, exitcode.CheckFailed, errOut)
+	}
+
+	// Never observed: the wait times out with its own exit code.
+	cp.Operator.Decide(func(*unstructured.Unstructured) (string, string, string, bool) { return "", "", "", true })
+	mustRun(t, inst, cleanupKube...) // fresh PodMonitoring, generation 1, no status
+	mustRun(t, inst, "deploy")
+	code, _, errOut = kubeRun(t, inst, "monitor", "--timeout", "2s")
+	if code != exitcode.Timeout || !strings.Contains(errOut, "timed out") {
+		t.Errorf("timeout: exit %d, want %d:\n%s", code, exitcode.Timeout, errOut)
+	}
+
+	// Becomes True while waiting.
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		cp.Operator.Decide(nil)
+		// Nudge the operator: it reacts to changes of the object.
+		u, err := cp.Dynamic.Resource(schema.GroupVersionResource{Group: "monitoring.googleapis.com", Version: "v1", Resource: "podmonitorings"}).Namespace(inst.namespace).Get(context.Background(), "gemma-pod-monitoring", metav1.GetOptions{})
+		if err == nil {
+			u.SetAnnotations(map[string]string{"nudge": "1"})
+			cp.Dynamic.Resource(schema.GroupVersionResource{Group: "monitoring.googleapis.com", Version: "v1", Resource: "podmonitorings"}).Namespace(inst.namespace).Update(context.Background(), u, metav1.UpdateOptions{})
+		}
+	}()
+	mustRun(t, inst, "monitor")
+	// Already true: a re-run returns at once with the check passing.
+	out := mustRun(t, inst, "monitor", "-o", "json")
+	if !strings.Contains(out, `"check": "podmonitoring configured"`) {
+		t.Errorf("re-run did not report the check:\n%s", out)
+	}
+}
+
+func sortStrings(s []string) { sort.Strings(s) }

@@ -1,0 +1,9 @@
+package gmp
+
+import _ "embed"
+
+// CRD is the PodMonitoring CustomResourceDefinition (YAML) that the tests
+// and the local emulator install.
+//
+//go:embed crd.yaml
+var CRD []byte

@@ -1,0 +1,398 @@
+// Package kubetest runs a real Kubernetes control plane for tests: etcd,
+// kube-apiserver (with aggregation) and, when asked, kube-controller-manager,
+// from the binaries scripts/build-k8s-cache.sh builds. Only loopback is used.
+package kubetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/yaml"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
+)
+
+// BinDirEnv names the directory holding etcd, kube-apiserver,
+// kube-controller-manager and kubectl (set by `make test`).
+const BinDirEnv = "VLLM_HPA_K8S_BIN"
+
+// RequireEnv, when set, makes missing binaries a test failure, not a skip.
+const RequireEnv = "VLLM_HPA_REQUIRE_K8S"
+
+// Options select what runs.
+type Options struct {
+	// Controllers starts kube-controller-manager with the deployment,
+	// replicaset, endpointslice, serviceaccount, garbage collector and HPA
+	// controllers.
+	Controllers bool
+	// HPASyncPeriod is the HPA controller's sync period (default 15s, GKE's).
+	HPASyncPeriod time.Duration
+	// PodMonitoringCRD installs the PodMonitoring CRD.
+	PodMonitoringCRD bool
+	// ExtraAPIServerArgs are appended to kube-apiserver's command line.
+	ExtraAPIServerArgs []string
+	// Aggregation routes kube-apiserver's connections to Services through a
+	// CONNECT proxy in this process (see ServeService).
+	Aggregation bool
+	// RunPods starts a PodRunner (see Pods) in place of scheduler and kubelet.
+	RunPods bool
+	// PodStartDelay is how long a pod takes to become Ready.
+	PodStartDelay time.Duration
+	// Monitoring starts a stand-in for the Managed Prometheus operator that
+	// sets every PodMonitoring's status (see Operator). Implies the CRD.
+	Monitoring bool
+}
+
+// ControlPlane is a running etcd + kube-apiserver (+ controller manager).
+type ControlPlane struct {
+	Dir        string       // temporary directory: certificates, data, logs
+	Kubeconfig string       // admin kubeconfig file
+	Config     *rest.Config // admin client configuration
+	Client     kubernetes.Interface
+	Dynamic    dynamic.Interface
+	URL        string
+	PKI        *PKIFiles
+
+	// Pods is the running PodRunner (Options.RunPods); set Hold to keep pods
+	// from becoming Ready.
+	Pods *PodRunner
+	// Operator is the Managed Prometheus stand-in (Options.Monitoring).
+	Operator *MonitoringOperator
+
+	procs  []*process
+	egress *egressProxy
+	cancel context.CancelFunc
+}
+
+// PKIFiles are the certificate files, for components that need them.
+type PKIFiles struct {
+	CA, FrontProxyCA, SAKey string
+}
+
+type process struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+}
+
+// BinDir returns the binaries' directory, or "" when not configured.
+func BinDir() string { return os.Getenv(BinDirEnv) }
+
+// StartForTests starts a control plane for a package's TestMain. When the
+// binaries are not configured it returns nil and the reason: tests then skip,
+// unless RequireEnv is set, in which case the caller should fail.
+func StartForTests(opts Options) (*ControlPlane, error) {
+	if BinDir() == "" {
+		return nil, fmt.Errorf("%s is not set: run `make test`, or export %s=$(scripts/build-k8s-cache.sh)", BinDirEnv, BinDirEnv)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	return Start(ctx, opts)
+}
+
+// Skip skips or fails t when cp is nil, per RequireEnv.
+func Skip(t testing.TB, cp *ControlPlane, why error) {
+	t.Helper()
+	if cp != nil {
+		return
+	}
+	if os.Getenv(RequireEnv) != "" {
+		t.Fatalf("real control plane required but unavailable: %v", why)
+	}
+	t.Skipf("no real control plane: %v", why)
+}
+
+// Start starts the control plane. Stop it with Stop.
+func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
+	bin := BinDir()
+	dir, err := os.MkdirTemp("", "vllm-hpa-kube-")
+	if err != nil {
+		return nil, err
+	}
+	cp = &ControlPlane{Dir: dir}
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w\n%s", err, cp.logTails())
+			cp.Stop()
+			cp = nil
+		}
+	}()
+	p, err := writePKI(dir)
+	if err != nil {
+		return cp, err
+	}
+	cp.PKI = &PKIFiles{CA: p.caFile, FrontProxyCA: p.frontProxyCA, SAKey: p.saKey}
+
+	ports, err := freePorts(3)
+	if err != nil {
+		return cp, err
+	}
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
+	if err := cp.spawn("etcd", filepath.Join(bin, "etcd"),
+		"--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "default="+peerURL,
+		"--unsafe-no-fsync", "--log-level", "warn",
+	); err != nil {
+		return cp, err
+	}
+
+	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
+	args := []string{
+		"--etcd-servers", etcdURL,
+		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
+		"--secure-port", strconv.Itoa(ports[2]),
+		"--cert-dir", filepath.Join(dir, "apiserver-certs"),
+		"--tls-cert-file", p.servingCert, "--tls-private-key-file", p.servingKey,
+		"--client-ca-file", p.caFile,
+		"--service-account-key-file", p.saKey,
+		"--service-account-signing-key-file", p.saKey,
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--service-cluster-ip-range", "10.0.0.0/24",
+		"--authorization-mode", "RBAC",
+		// Pods are created by controllers with no ServiceAccount token
+		// controller running; the kubelet stand-in mounts nothing.
+		"--disable-admission-plugins", "ServiceAccount",
+		// Aggregation: the front-proxy identity the aggregator presents to
+		// extension API servers such as the custom metrics adapter.
+		"--requestheader-client-ca-file", p.frontProxyCA,
+		"--requestheader-allowed-names", "front-proxy-client",
+		"--requestheader-username-headers", "X-Remote-User",
+		"--requestheader-group-headers", "X-Remote-Group",
+		"--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+		"--proxy-client-cert-file", p.frontProxyCert,
+		"--proxy-client-key-file", p.frontProxyKey,
+		// The kubernetes Service endpoints may not be loopback.
+		"--endpoint-reconciler-type", "none",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+		"--v", "0",
+	}
+	if opts.Aggregation {
+		extra, err := cp.startEgress()
+		if err != nil {
+			return cp, err
+		}
+		args = append(args, extra...)
+	}
+	args = append(args, opts.ExtraAPIServerArgs...)
+	if err := cp.spawn("kube-apiserver", filepath.Join(bin, "kube-apiserver"), args...); err != nil {
+		return cp, err
+	}
+
+	cp.Config = &rest.Config{
+		Host:            cp.URL,
+		TLSClientConfig: rest.TLSClientConfig{CAData: p.caPEM, CertData: p.adminCert, KeyData: p.adminKey},
+		QPS:             200,
+		Burst:           400,
+		WarningHandler:  rest.NoWarnings{},
+	}
+	if cp.Client, err = kubernetes.NewForConfig(cp.Config); err != nil {
+		return cp, err
+	}
+	if cp.Dynamic, err = dynamic.NewForConfig(cp.Config); err != nil {
+		return cp, err
+	}
+	if err := cp.waitReady(ctx); err != nil {
+		return cp, err
+	}
+	if cp.Kubeconfig, err = cp.writeKubeconfig(p); err != nil {
+		return cp, err
+	}
+
+	if opts.Controllers {
+		sync := opts.HPASyncPeriod
+		if sync == 0 {
+			sync = 15 * time.Second
+		}
+		if err := cp.spawn("kube-controller-manager", filepath.Join(bin, "kube-controller-manager"),
+			"--kubeconfig", cp.Kubeconfig,
+			"--controllers", "deployment,replicaset,endpointslice,serviceaccount,garbagecollector,namespace,horizontalpodautoscaling",
+			"--leader-elect=false",
+			"--use-service-account-credentials=false",
+			"--secure-port=0",
+			"--horizontal-pod-autoscaler-sync-period", sync.String(),
+			"--concurrent-deployment-syncs", "5",
+			"--v", "0",
+		); err != nil {
+			return cp, err
+		}
+	}
+	if opts.PodMonitoringCRD || opts.Monitoring {
+		if err := cp.InstallCRD(ctx, gmp.CRD); err != nil {
+			return cp, err
+		}
+	}
+	bg, cancel := context.WithCancel(context.Background())
+	cp.cancel = cancel
+	if opts.RunPods {
+		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay}
+		if err := cp.Pods.ensureNode(ctx); err != nil {
+			return cp, err
+		}
+		go cp.Pods.Run(bg)
+	}
+	if opts.Monitoring {
+		cp.Operator = &MonitoringOperator{Dynamic: cp.Dynamic}
+		go cp.Operator.Run(bg)
+	}
+	return cp, nil
+}
+
+func (cp *ControlPlane) spawn(name, path string, args ...string) error {
+	logPath := filepath.Join(cp.Dir, name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(path, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// Its own process group, and killed if the test binary dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	pr := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { cmd.Wait(); logFile.Close(); close(pr.done) }()
+	cp.procs = append(cp.procs, pr)
+	return nil
+}
+
+func (cp *ControlPlane) waitReady(ctx context.Context) error {
+	api := cp.procs[len(cp.procs)-1]
+	for {
+		var status int
+		res := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).StatusCode(&status)
+		if res.Error() == nil && status == 200 {
+			return nil
+		}
+		select {
+		case <-api.done:
+			return errors.New("kube-apiserver exited")
+		case <-ctx.Done():
+			return fmt.Errorf("kube-apiserver not ready: %w", ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (cp *ControlPlane) writeKubeconfig(p *pki) (string, error) {
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cp.URL, CertificateAuthorityData: p.caPEM}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.adminCert, ClientKeyData: p.adminKey}
+	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
+	kc.CurrentContext = "test"
+	path := filepath.Join(cp.Dir, "kubeconfig")
+	return path, clientcmd.WriteToFile(*kc, path)
+}
+
+// InstallCRD creates a CRD from YAML and waits until it is Established.
+func (cp *ControlPlane) InstallCRD(ctx context.Context, crdYAML []byte) error {
+	var obj map[string]any
+	if err := yaml.Unmarshal(crdYAML, &obj); err != nil {
+		return err
+	}
+	u := &unstructured.Unstructured{Object: obj}
+	crds := cp.Dynamic.Resource(schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"})
+	if _, err := crds.Create(ctx, u, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	for {
+		got, err := crds.Get(ctx, u.GetName(), metav1.GetOptions{})
+		if err == nil {
+			conds, _, _ := unstructured.NestedSlice(got.Object, "status", "conditions")
+			for _, c := range conds {
+				m, _ := c.(map[string]any)
+				if m["type"] == "Established" && m["status"] == "True" {
+					return nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("CRD %s not established: %w", u.GetName(), ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops the processes in reverse order (kube-apiserver before etcd) and
+// removes the directory.
+func (cp *ControlPlane) Stop() {
+	if cp == nil {
+		return
+	}
+	if cp.cancel != nil {
+		cp.cancel()
+	}
+	if cp.egress != nil {
+		cp.egress.listener.Close()
+	}
+	for i := len(cp.procs) - 1; i >= 0; i-- {
+		p := cp.procs[i]
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	os.RemoveAll(cp.Dir)
+}
+
+// logTails returns the end of each component's log, for failures.
+func (cp *ControlPlane) logTails() string {
+	var b strings.Builder
+	for _, p := range cp.procs {
+		data, _ := os.ReadFile(p.log)
+		s := string(data)
+		if len(s) > 3000 {
+			s = s[len(s)-3000:]
+		}
+		fmt.Fprintf(&b, "--- %s log (tail) ---\n%s\n", p.name, s)
+	}
+	return b.String()
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

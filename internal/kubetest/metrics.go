@@ -1,0 +1,82 @@
+package kubetest
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+)
+
+// MetricsGroupVersions are the APIs the Stackdriver adapter serves.
+var MetricsGroupVersions = []string{"custom.metrics.k8s.io/v1beta1", "custom.metrics.k8s.io/v1beta2", "external.metrics.k8s.io/v1beta1"}
+
+// FakeMetrics answers the custom metrics API's per-pod queries
+// (v1beta2, which the HPA controller prefers) with a settable value, the way
+// the Stackdriver adapter answers from Cloud Monitoring: 404 for a metric it
+// has no samples for.
+type FakeMetrics struct {
+	Client kubernetes.Interface
+
+	mu     sync.Mutex
+	values map[string]string // metric -> value for every pod
+}
+
+// Set makes metric read value (a quantity, e.g. "3") for every pod.
+func (f *FakeMetrics) Set(metric, value string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.values == nil {
+		f.values = map[string]string{}
+	}
+	f.values[metric] = value
+}
+
+// Server starts the HTTPS backend.
+func (f *FakeMetrics) Server() *httptest.Server {
+	return DiscoveryBackend(MetricsGroupVersions, http.HandlerFunc(f.serve))
+}
+
+// serve handles /apis/custom.metrics.k8s.io/v1beta2/namespaces/NS/pods/NAME/METRIC.
+func (f *FakeMetrics) serve(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/apis/custom.metrics.k8s.io/v1beta2/"), "/")
+	if len(parts) != 5 || parts[0] != "namespaces" || parts[2] != "pods" {
+		http.NotFound(w, r)
+		return
+	}
+	ns, podName, metric := parts[1], parts[3], parts[4]
+	f.mu.Lock()
+	value, ok := f.values[metric]
+	f.mu.Unlock()
+	if !ok {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure",
+			"message": "Cannot find metric(s) for pods " + metric, "reason": "NotFound", "code": 404})
+		return
+	}
+	pods, err := f.Client.CoreV1().Pods(ns).List(r.Context(), metav1.ListOptions{LabelSelector: r.URL.Query().Get("labelSelector")})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var items []any
+	now := time.Now().UTC().Format(time.RFC3339)
+	for _, p := range pods.Items {
+		if podName != "*" && p.Name != podName {
+			continue
+		}
+		items = append(items, map[string]any{
+			"describedObject": map[string]any{"kind": "Pod", "namespace": ns, "name": p.Name, "apiVersion": "/v1"},
+			"metric":          map[string]any{"name": metric},
+			"timestamp":       now,
+			"value":           value,
+		})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta2", "metadata": map[string]any{}, "items": items})
+}

@@ -1,0 +1,5 @@
+package kubetest_test
+
+import "github.com/vllm-hpa/vllm-hpa/internal/gmp"
+
+var gmpResource = gmp.Resource

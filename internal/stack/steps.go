@@ -1,0 +1,489 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/render"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
+)
+
+var (
+	deploymentsGVR    = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	podsGVR           = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	eventsGVR         = schema.GroupVersionResource{Version: "v1", Resource: "events"}
+	endpointSlicesGVR = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
+	apiServicesGVR    = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+	hpaGVR            = schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}
+)
+
+// adapterName is the adapter's Deployment and Service name (upstream's).
+const adapterName = "custom-metrics-stackdriver-adapter"
+
+// ErrTokenMissing is the deploy step's missing Hugging Face token.
+var ErrTokenMissing = errors.New("no Hugging Face token: set HF_TOKEN or --hf-token-file (the model's Secret needs it)")
+
+// Preflight checks, before any step runs, what the named steps need beyond
+// a valid configuration.
+func (s *Stack) Preflight(names []string) error {
+	for _, n := range names {
+		if n == "deploy" && s.cfg.HFTokenValue() == "" {
+			return exitcode.With(exitcode.BadInput, ErrTokenMissing)
+		}
+	}
+	return nil
+}
+
+// --- deploy ---------------------------------------------------------------
+
+func newDeployStep(cfg *config.Config, deps Deps) *objectsStep {
+	w := cfg.Workload
+	s := &objectsStep{name: "deploy", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Deploy}
+	s.preflight = func(ctx context.Context, objs, live []*unstructured.Unstructured) error {
+		if cfg.HFTokenValue() == "" {
+			return exitcode.With(exitcode.BadInput, ErrTokenMissing)
+		}
+		return nil
+	}
+	s.prepare = func(obj, live *unstructured.Unstructured) error {
+		switch obj.GetKind() {
+		case "Secret":
+			return render.SetSecretToken(cfg, obj, cfg.HFTokenValue())
+		case "Deployment":
+			// The HPA owns the replica count once it exists: apply the live
+			// count so that a re-run never scales the Deployment back.
+			if live != nil {
+				if n, found, _ := unstructured.NestedInt64(live.Object, "spec", "replicas"); found {
+					return unstructured.SetNestedField(obj.Object, n, "spec", "replicas")
+				}
+			}
+		}
+		return nil
+	}
+	s.wait = func(ctx context.Context) error {
+		k := deps.Kube
+		if err := waitRollout(ctx, k, deps.Report, s.name, w.Namespace, w.Deployment, labels.Set{"app": w.AppLabel}.String()); err != nil {
+			return err
+		}
+		deps.Report.Result(step.Result{Step: s.name, Check: "deployment available", OK: true})
+		if err := kube.Until(ctx, "Service "+w.Namespace+"/"+cfg.Service.Name+" to have ready endpoints",
+			kube.Watch{Resource: k.Dynamic.Resource(endpointSlicesGVR).Namespace(w.Namespace), LabelSelector: discoveryv1.LabelServiceName + "=" + cfg.Service.Name},
+			func(objs []*unstructured.Unstructured) (bool, string, error) {
+				ok, reason := serviceEndpoints(objs)
+				return ok, reason, nil
+			}, func(r string) { deps.Report.Waiting(s.name, r) }); err != nil {
+			return err
+		}
+		deps.Report.Result(step.Result{Step: s.name, Check: "service endpoints ready", OK: true})
+		return nil
+	}
+	s.check = func(ctx context.Context) ([]step.Result, error) {
+		k := deps.Kube
+		var results []step.Result
+		d, err := getTyped[appsv1.Deployment](ctx, k, deploymentsGVR, w.Namespace, w.Deployment)
+		r := step.Result{Step: s.name, Check: "deployment available"}
+		switch {
+		case err != nil:
+			return nil, err
+		case d == nil:
+			r.Reason, r.Message = "NotFound", "Deployment "+w.Namespace+"/"+w.Deployment+" does not exist: run vllm-hpa deploy"
+		default:
+			r.OK, r.Reason, r.Message = rolloutStatus(d)
+		}
+		results = append(results, r)
+		slices, err := k.Dynamic.Resource(endpointSlicesGVR).Namespace(w.Namespace).List(ctx, listBy(discoveryv1.LabelServiceName+"="+cfg.Service.Name))
+		if err != nil {
+			return nil, err
+		}
+		r = step.Result{Step: s.name, Check: "service endpoints ready"}
+		r.OK, r.Message = serviceEndpoints(items(slices))
+		results = append(results, r)
+		return results, nil
+	}
+	s.extraDeletes = func() []*unstructured.Unstructured {
+		// The workload namespace, if deploy created it (deleteOwned checks
+		// the labels and that nothing foreign is left in it).
+		return []*unstructured.Unstructured{namespaceObject(cfg, s.name, w.Namespace)}
+	}
+	return s
+}
+
+func serviceEndpoints(objs []*unstructured.Unstructured) (bool, string) {
+	var slices []*discoveryv1.EndpointSlice
+	for _, o := range objs {
+		if es, err := convert[discoveryv1.EndpointSlice](o); err == nil {
+			slices = append(slices, es)
+		}
+	}
+	n := endpointsReady(slices)
+	if n == 0 {
+		return false, "the Service has no ready endpoints yet"
+	}
+	return true, fmt.Sprintf("%d ready endpoints", n)
+}
+
+// waitRollout waits for a Deployment's rollout by watch, while a second
+// watch on its pods (and their warning events) explains what holds it up.
+func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string) error {
+	diag := &podDiagnoser{pods: map[string]string{}, events: map[string]string{}}
+	dctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var deployReason string
+	var mu sync.Mutex
+	progress := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		msg := "Deployment " + ns + "/" + name + ": " + deployReason
+		if d := diag.summary(); d != "" {
+			msg += "; " + d
+		}
+		report.Waiting(stepName, msg)
+	}
+	go diag.run(dctx, k, ns, name, podSelector, progress)
+	err := kube.Until(ctx, "Deployment "+ns+"/"+name+" to be available",
+		kube.Watch{Resource: k.Dynamic.Resource(deploymentsGVR).Namespace(ns), Name: name},
+		deletedWhileWaiting("Deployment "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
+			d, err := convert[appsv1.Deployment](u)
+			if err != nil {
+				return false, "", err
+			}
+			ok, reason, msg := rolloutStatus(d)
+			if reason == "ProgressDeadlineExceeded" {
+				return false, "", &step.Failed{Results: []step.Result{{Step: stepName, Check: "deployment available", Reason: reason, Message: msg + diag.suffix()}}}
+			}
+			return ok, reason + ": " + msg, nil
+		}),
+		func(r string) {
+			mu.Lock()
+			deployReason = r
+			mu.Unlock()
+			progress()
+		})
+	var te *kube.TimeoutError
+	if errors.As(err, &te) && diag.summary() != "" {
+		te.LastReason += "; " + diag.summary()
+	}
+	return err
+}
+
+// deletedWhileWaiting adapts a single-object condition: the object must
+// exist, and if it disappears during the wait the wait fails.
+func deletedWhileWaiting(what string, cond func(*unstructured.Unstructured) (bool, string, error)) kube.Condition {
+	seen := false
+	return func(objs []*unstructured.Unstructured) (bool, string, error) {
+		if len(objs) == 0 {
+			if seen {
+				return false, "", fmt.Errorf("%s was deleted while waiting", what)
+			}
+			return false, what + " does not exist yet", nil
+		}
+		seen = true
+		return cond(objs[0])
+	}
+}
+
+// podDiagnoser watches a Deployment's pods and their warning events and
+// keeps one diagnosis per pod that is not Ready.
+type podDiagnoser struct {
+	mu     sync.Mutex
+	pods   map[string]string // pod name -> "Reason: message" while not ready
+	events map[string]string // pod name -> latest warning event
+}
+
+func (p *podDiagnoser) run(ctx context.Context, k *kube.Client, ns, deployment, selector string, changed func()) {
+	prefix := deployment + "-"
+	go kube.Until(ctx, "pods", kube.Watch{Resource: k.Dynamic.Resource(eventsGVR).Namespace(ns), LabelSelector: ""},
+		func(objs []*unstructured.Unstructured) (bool, string, error) {
+			latest := map[string]string{}
+			for _, o := range objs {
+				ev, err := convert[corev1.Event](o)
+				if err != nil || ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "Pod" || !strings.HasPrefix(ev.InvolvedObject.Name, prefix) {
+					continue
+				}
+				latest[ev.InvolvedObject.Name] = ev.Reason + ": " + eventHint(ev.Reason, ev.Message)
+			}
+			p.mu.Lock()
+			p.events = latest
+			p.mu.Unlock()
+			changed()
+			return false, "", nil
+		}, nil)
+	kube.Until(ctx, "pods", kube.Watch{Resource: k.Dynamic.Resource(podsGVR).Namespace(ns), LabelSelector: selector},
+		func(objs []*unstructured.Unstructured) (bool, string, error) {
+			diag := map[string]string{}
+			for _, o := range objs {
+				pod, err := convert[corev1.Pod](o)
+				if err != nil {
+					continue
+				}
+				if ready, reason, msg := podDiagnosis(pod); !ready {
+					diag[pod.Name] = reason + ": " + eventHint(reason, msg)
+				}
+			}
+			p.mu.Lock()
+			p.pods = diag
+			p.mu.Unlock()
+			changed()
+			return false, "", nil
+		}, nil)
+}
+
+func (p *podDiagnoser) summary() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	merged := map[string]string{}
+	for pod, d := range p.pods {
+		merged[pod] = d
+		// A warning event usually says more than the pod's phase.
+		if ev, ok := p.events[pod]; ok && (strings.HasPrefix(d, "Pending") || strings.HasPrefix(d, "NotReady")) {
+			merged[pod] = ev
+		}
+	}
+	return summarize(merged)
+}
+
+func (p *podDiagnoser) suffix() string {
+	if s := p.summary(); s != "" {
+		return "; " + s
+	}
+	return ""
+}
+
+// eventHint adds what an operator should do about well-known failures.
+func eventHint(reason, message string) string {
+	lower := strings.ToLower(message)
+	switch {
+	case strings.Contains(lower, "quota"):
+		return message + " (GPU quota: request more quota for the accelerator in this region, or choose another accelerator or region)"
+	case strings.Contains(lower, "insufficient nvidia.com/gpu"):
+		return message + " (no node with a free GPU: on Standard clusters add a GPU node pool of the configured accelerator; Autopilot provisions one, which takes minutes)"
+	case reason == "ImagePullBackOff" || reason == "ErrImagePull":
+		return message + " (check workload.image and that the cluster can pull it)"
+	case reason == "CrashLoopBackOff":
+		return message + " (see kubectl logs; for vLLM a wrong model id, a missing Hugging Face token or too little GPU memory are common)"
+	case reason == "CreateContainerConfigError":
+		return message + " (a referenced Secret or key is missing)"
+	}
+	return message
+}
+
+// --- monitor --------------------------------------------------------------
+
+func newMonitorStep(cfg *config.Config, deps Deps) *objectsStep {
+	ns, name := cfg.Workload.Namespace, cfg.Monitoring.Name
+	s := &objectsStep{name: "monitor", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Monitor}
+	judge := func(u *unstructured.Unstructured) step.Result {
+		r := step.Result{Step: s.name, Check: "podmonitoring configured"}
+		pm, err := convert[gmp.PodMonitoring](u)
+		if err != nil {
+			r.Reason, r.Message = "Invalid", err.Error()
+			return r
+		}
+		r.OK, _, r.Reason, r.Message = podMonitoringStatus(pm)
+		return r
+	}
+	s.wait = func(ctx context.Context) error {
+		var final step.Result
+		err := kube.Until(ctx, "PodMonitoring "+ns+"/"+name+" to be configured",
+			kube.Watch{Resource: deps.Kube.Dynamic.Resource(gmp.Resource).Namespace(ns), Name: name},
+			deletedWhileWaiting("PodMonitoring "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
+				final = judge(u)
+				pm, _ := convert[gmp.PodMonitoring](u)
+				if _, failed, _, _ := podMonitoringStatus(pm); failed {
+					return false, "", &step.Failed{Results: []step.Result{final}}
+				}
+				return final.OK, final.Reason + ": " + final.Message, nil
+			}), func(r string) { deps.Report.Waiting(s.name, r) })
+		if err == nil {
+			deps.Report.Result(final)
+		}
+		return err
+	}
+	s.check = func(ctx context.Context) ([]step.Result, error) {
+		u, err := deps.Kube.Dynamic.Resource(gmp.Resource).Namespace(ns).Get(ctx, name, getOpts)
+		if notFound(err) {
+			return []step.Result{{Step: s.name, Check: "podmonitoring configured", Reason: "NotFound", Message: "PodMonitoring " + ns + "/" + name + " does not exist: run vllm-hpa monitor"}}, nil
+		}
+		if err != nil {
+			return nil, missingAPI(err)
+		}
+		return []step.Result{judge(u)}, nil
+	}
+	return s
+}
+
+// --- adapter --------------------------------------------------------------
+
+func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
+	ns := cfg.Adapter.Namespace
+	s := &objectsStep{name: "adapter", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Adapter}
+	s.preflight = func(ctx context.Context, objs, live []*unstructured.Unstructured) error {
+		// Only one provider can serve a metrics API: say so before taking
+		// an APIService away from another adapter.
+		var taken []string
+		for i, obj := range objs {
+			if obj.GetKind() != "APIService" || live[i] == nil {
+				continue
+			}
+			svcNS, _, _ := unstructured.NestedString(live[i].Object, "spec", "service", "namespace")
+			svcName, _, _ := unstructured.NestedString(live[i].Object, "spec", "service", "name")
+			if svcNS == ns && svcName == adapterName {
+				continue
+			}
+			served := "kube-apiserver itself (a local APIService)"
+			if svcName != "" {
+				served = "Service " + svcNS + "/" + svcName
+			}
+			taken = append(taken, fmt.Sprintf("APIService %s is served by %s", obj.GetName(), served))
+		}
+		if len(taken) == 0 {
+			return nil
+		}
+		msg := strings.Join(taken, "; ") + "; applying would make the Stackdriver adapter serve it instead"
+		if !deps.ForceConflicts {
+			return exitcode.With(exitcode.Precondition, errors.New(msg+": remove the other provider or re-run with --force-conflicts to take it over"))
+		}
+		deps.Report.Action(s.name, "taking over (--force-conflicts): "+msg)
+		return nil
+	}
+	s.wait = func(ctx context.Context) error {
+		if err := waitRollout(ctx, deps.Kube, deps.Report, s.name, ns, adapterName, labels.Set{"k8s-app": adapterName}.String()); err != nil {
+			return err
+		}
+		deps.Report.Result(step.Result{Step: s.name, Check: "adapter available", OK: true})
+		var results []step.Result
+		err := kube.Until(ctx, "the metrics APIServices to be Available",
+			kube.Watch{Resource: deps.Kube.Dynamic.Resource(apiServicesGVR), LabelSelector: owner(cfg).Selector()},
+			func(objs []*unstructured.Unstructured) (bool, string, error) {
+				results = apiServiceResults(s.name, objs)
+				return allOK(results), firstFailure(results), nil
+			}, func(r string) { deps.Report.Waiting(s.name, r) })
+		if err == nil {
+			for _, r := range results {
+				deps.Report.Result(r)
+			}
+		}
+		return err
+	}
+	s.check = func(ctx context.Context) ([]step.Result, error) {
+		k := deps.Kube
+		r := step.Result{Step: s.name, Check: "adapter available"}
+		d, err := getTyped[appsv1.Deployment](ctx, k, deploymentsGVR, ns, adapterName)
+		switch {
+		case err != nil:
+			return nil, err
+		case d == nil:
+			r.Reason, r.Message = "NotFound", "Deployment "+ns+"/"+adapterName+" does not exist: run vllm-hpa adapter"
+		default:
+			r.OK, r.Reason, r.Message = rolloutStatus(d)
+		}
+		list, err := k.Dynamic.Resource(apiServicesGVR).List(ctx, listBy(""))
+		if err != nil {
+			return nil, err
+		}
+		return append([]step.Result{r}, apiServiceResults(s.name, items(list))...), nil
+	}
+	return s
+}
+
+// apiServiceResults judges the three metrics APIServices among objs.
+func apiServiceResults(stepName string, objs []*unstructured.Unstructured) []step.Result {
+	byName := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		byName[o.GetName()] = o
+	}
+	var results []step.Result
+	for _, a := range render.APIServices {
+		name := a.Version + "." + a.Group
+		r := step.Result{Step: stepName, Check: "apiservice " + name + " available"}
+		u, ok := byName[name]
+		if !ok {
+			r.Reason, r.Message = "NotFound", "APIService "+name+" does not exist"
+		} else if as, err := convert[apiregistrationv1.APIService](u); err != nil {
+			r.Reason, r.Message = "Invalid", err.Error()
+		} else {
+			r.OK, r.Reason, r.Message = apiServiceStatus(as)
+		}
+		results = append(results, r)
+	}
+	return results
+}
+
+// --- hpa ------------------------------------------------------------------
+
+func newHPAStep(cfg *config.Config, deps Deps) *objectsStep {
+	ns, name := cfg.Workload.Namespace, cfg.HPA.Name
+	s := &objectsStep{name: "hpa", cfg: cfg, deps: deps, timeout: cfg.Timeouts.HPA}
+	judge := func(u *unstructured.Unstructured) step.Result {
+		r := step.Result{Step: s.name, Check: "hpa scaling active"}
+		h, err := convert[autoscalingv2.HorizontalPodAutoscaler](u)
+		if err != nil {
+			r.Reason, r.Message = "Invalid", err.Error()
+			return r
+		}
+		var current string
+		r.OK, r.Reason, r.Message, current = hpaStatus(h, cfg.AdapterMetricName())
+		if current != "" {
+			r.Message = fmt.Sprintf("current %s / target %s; %s", current, quantityString(cfg.HPA.Target), r.Message)
+		}
+		return r
+	}
+	s.wait = func(ctx context.Context) error {
+		var final step.Result
+		err := kube.Until(ctx, "HPA "+ns+"/"+name+" to find its metric",
+			kube.Watch{Resource: deps.Kube.Dynamic.Resource(hpaGVR).Namespace(ns), Name: name},
+			deletedWhileWaiting("HPA "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
+				final = judge(u)
+				return final.OK, final.Reason + ": " + final.Message, nil
+			}), func(r string) { deps.Report.Waiting(s.name, r) })
+		if err == nil {
+			deps.Report.Result(final)
+		}
+		return err
+	}
+	s.check = func(ctx context.Context) ([]step.Result, error) {
+		u, err := deps.Kube.Dynamic.Resource(hpaGVR).Namespace(ns).Get(ctx, name, getOpts)
+		if notFound(err) {
+			return []step.Result{{Step: s.name, Check: "hpa scaling active", Reason: "NotFound", Message: "HPA " + ns + "/" + name + " does not exist: run vllm-hpa hpa"}}, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []step.Result{judge(u)}, nil
+	}
+	return s
+}
+
+func allOK(rs []step.Result) bool {
+	for _, r := range rs {
+		if !r.OK {
+			return false
+		}
+	}
+	return true
+}
+
+func firstFailure(rs []step.Result) string {
+	for _, r := range rs {
+		if !r.OK {
+			return r.Check + ": " + r.Reason + " " + r.Message
+		}
+	}
+	return ""
+}
