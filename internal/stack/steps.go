@@ -182,18 +182,14 @@ func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, step
 	return err
 }
 
-// deletedWhileWaiting adapts a single-object condition: the object must
-// exist, and if it disappears during the wait the wait fails.
+// deletedWhileWaiting adapts a single-object condition for a wait that
+// follows the object's apply: the object exists, so its absence means it
+// was deleted while waiting, which fails the wait.
 func deletedWhileWaiting(what string, cond func(*unstructured.Unstructured) (bool, string, error)) kube.Condition {
-	seen := false
 	return func(objs []*unstructured.Unstructured) (bool, string, error) {
 		if len(objs) == 0 {
-			if seen {
-				return false, "", fmt.Errorf("%s was deleted while waiting", what)
-			}
-			return false, what + " does not exist yet", nil
+			return false, "", fmt.Errorf("%s was deleted while waiting", what)
 		}
-		seen = true
 		return cond(objs[0])
 	}
 }

@@ -1,0 +1,159 @@
+package cmd
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
+	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+)
+
+var apiServicesGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+
+func TestAPIServiceOfAnotherProvider(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	inst := instance{"conflict", "conflict-ns"}
+	ctx := context.Background()
+	foreign := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+		"metadata": map[string]any{"name": "v1beta1.custom.metrics.k8s.io"},
+		"spec": map[string]any{
+			"group": "custom.metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": int64(100), "versionPriority": int64(100),
+			"insecureSkipTLSVerify": true,
+			"service":               map[string]any{"namespace": "monitoring", "name": "prometheus-adapter"},
+		},
+	}}
+	if _, err := cp.Dynamic.Resource(apiServicesGVR).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		kubeRun(t, inst, cleanupKube...)
+		cp.Dynamic.Resource(apiServicesGVR).Delete(ctx, "v1beta1.custom.metrics.k8s.io", metav1.DeleteOptions{})
+	})
+	code, _, errOut := kubeRun(t, inst, "adapter")
+	if code != exitcode.Precondition {
+		t.Errorf("exit %d, want %d", code, exitcode.Precondition)
+	}
+	if !strings.Contains(errOut, "APIService v1beta1.custom.metrics.k8s.io is served by Service monitoring/prometheus-adapter") || !strings.Contains(errOut, "--force-conflicts") {
+		t.Errorf("stderr does not report the other provider:\n%s", errOut)
+	}
+	// Reported before anything was written.
+	if _, err := cp.Client.AppsV1().Deployments("custom-metrics").Get(ctx, "custom-metrics-stackdriver-adapter", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the adapter Deployment was written despite the conflict: %v", err)
+	}
+	if _, err := cp.Client.CoreV1().Namespaces().Get(ctx, "custom-metrics", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the adapter namespace was written despite the conflict: %v", err)
+	}
+	got, _ := cp.Dynamic.Resource(apiServicesGVR).Get(ctx, "v1beta1.custom.metrics.k8s.io", metav1.GetOptions{})
+	if name, _, _ := unstructured.NestedString(got.Object, "spec", "service", "name"); name != "prometheus-adapter" {
+		t.Errorf("the other provider's APIService was changed: service %q", name)
+	}
+
+	mustRun(t, inst, "adapter", "--force-conflicts")
+	got, _ = cp.Dynamic.Resource(apiServicesGVR).Get(ctx, "v1beta1.custom.metrics.k8s.io", metav1.GetOptions{})
+	if name, _, _ := unstructured.NestedString(got.Object, "spec", "service", "name"); name != "custom-metrics-stackdriver-adapter" {
+		t.Errorf("--force-conflicts did not take the APIService over: service %q", name)
+	}
+}
+
+func TestFieldConflictWithAnotherManager(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	inst := instance{"fields", "fields-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	mustRun(t, inst, "deploy")
+	ctx := context.Background()
+	d, err := cp.Client.AppsV1().Deployments(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.Containers[0].Image = "vllm/vllm-openai:v0.10.0"
+	if _, err := cp.Client.AppsV1().Deployments(inst.namespace).Update(ctx, d, metav1.UpdateOptions{FieldManager: "kubectl-edit"}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := kubeRun(t, inst, "deploy")
+	if code != exitcode.Failure {
+		t.Errorf("exit %d, want %d", code, exitcode.Failure)
+	}
+	for _, want := range []string{`.spec.template.spec.containers[name="inference-server"].image`, `"kubectl-edit"`, "--force-conflicts"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("conflict error lacks %s:\n%s", want, errOut)
+		}
+	}
+	mustRun(t, inst, "deploy", "--force-conflicts")
+	d, _ = cp.Client.AppsV1().Deployments(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{})
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "vllm/vllm-openai:v0.11.0" {
+		t.Errorf("--force-conflicts left image %s", img)
+	}
+}
+
+func TestDeployExplainsWhyNotReady(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	inst := instance{"diag", "diag-ns"}
+	cp.Pods.Hold = func(p *corev1.Pod) (string, string) {
+		if p.Namespace == inst.namespace {
+			return "ImagePullBackOff", `Back-off pulling image "vllm/vllm-openai:v0.11.0"`
+		}
+		return "", ""
+	}
+	t.Cleanup(func() {
+		cp.Pods.Hold = nil
+		kubeRun(t, inst, cleanupKube...)
+	})
+	code, _, errOut := kubeRun(t, inst, "deploy", "--timeout", "3s")
+	if code != exitcode.Timeout {
+		t.Errorf("exit %d, want %d (timeout)", code, exitcode.Timeout)
+	}
+	for _, want := range []string{"waiting: Deployment diag-ns/vllm-gemma-deployment", "1 pod ImagePullBackOff: Back-off pulling image", "check workload.image"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, errOut)
+		}
+	}
+}
+
+func TestObjectDeletedWhileWaiting(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	inst := instance{"gone", "gone-ns"}
+	cp.Operator.Decide(func(*unstructured.Unstructured) (string, string, string, bool) { return "", "", "", true })
+	t.Cleanup(func() {
+		cp.Operator.Decide(nil)
+		kubeRun(t, inst, cleanupKube...)
+	})
+	mustRun(t, inst, "deploy")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		pms := cp.Dynamic.Resource(gmp.Resource).Namespace(inst.namespace)
+		for ctx.Err() == nil {
+			if err := pms.Delete(ctx, "gemma-pod-monitoring", metav1.DeleteOptions{}); err == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	code, _, errOut := kubeRun(t, inst, "monitor", "--timeout", "20s")
+	if code != exitcode.Failure || !strings.Contains(errOut, "was deleted while waiting") {
+		t.Errorf("exit %d, want %d with 'deleted while waiting':\n%s", code, exitcode.Failure, errOut)
+	}
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	inst := instance{"dry", "dry-ns"}
+	mustRun(t, inst, "up", "--dry-run")
+	mustRun(t, inst, "cleanup", "--dry-run")
+	if left := ownedObjects(t, inst); len(left) != 0 {
+		t.Errorf("dry run created %v", keys(left))
+	}
+	if _, err := cp.Client.CoreV1().Namespaces().Get(context.Background(), inst.namespace, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("dry run created the namespace: %v", err)
+	}
+}
