@@ -47,6 +47,7 @@ func TestMain(m *testing.M) {
 			// The server closes every watch after 5-10s, so every wait in
 			// these tests also survives watches closed by the server.
 			ExtraAPIServerArgs: []string{"--min-request-timeout=5"},
+			StaticToken:        gkeToken,
 		})
 		if cpErr == nil {
 			metrics = &kubetest.FakeMetrics{Client: cp.Client}

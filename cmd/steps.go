@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/stack"
@@ -95,7 +97,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	k, err := o.connect()
+	k, err := o.connect(ctx)
 	if err != nil {
 		return err
 	}
@@ -124,13 +126,35 @@ func (o *runOptions) Run(ctx context.Context) error {
 	return o.printRun(rec, start, runErr)
 }
 
-// connect opens the Kubernetes connection from the kubeconfig.
-func (o *runOptions) connect() (*kube.Client, error) {
-	rc, err := kube.RESTConfigFromKubeconfig(kube.KubeconfigOptions{Path: o.cfg.Kube.Kubeconfig, Context: o.cfg.Kube.Context})
+// connect opens the Kubernetes connection: through the container API when
+// a cluster is named and no kubeconfig or context is (what CI pipelines
+// want: no kubeconfig, no gcloud), else from the kubeconfig like kubectl.
+func (o *runOptions) connect(ctx context.Context) (*kube.Client, error) {
+	kc := o.cfg.Kube
+	var rc *rest.Config
+	var err error
+	if o.cfg.Cluster != "" && kc.Kubeconfig == "" && kc.Context == "" {
+		rc, err = o.gkeRESTConfig(ctx)
+	} else {
+		rc, err = kube.RESTConfigFromKubeconfig(kube.KubeconfigOptions{Path: kc.Kubeconfig, Context: kc.Context})
+	}
 	if err != nil {
 		return nil, exitcode.With(exitcode.Precondition, err)
 	}
 	return kube.New(rc)
+}
+
+func (o *runOptions) gkeRESTConfig(ctx context.Context) (*rest.Config, error) {
+	gopts := gcp.Options{ContainerEndpoint: o.cfg.Endpoints.Container, Impersonate: o.cfg.Identity.ImpersonateAccount}
+	ts, err := gcp.TokenSource(ctx, gopts)
+	if err != nil {
+		return nil, err
+	}
+	c, err := gcp.GetCluster(ctx, gopts, ts, o.cfg.Project, o.cfg.Location, o.cfg.Cluster)
+	if err != nil {
+		return nil, err
+	}
+	return gcp.RESTConfig(c, ts)
 }
 
 // runJSON is the --output json/yaml document of a run.
@@ -275,7 +299,7 @@ func newVerifyCmd(g *globalOptions) *cobra.Command {
 			if err := o.Complete(cmd); err != nil {
 				return err
 			}
-			k, err := o.connect()
+			k, err := o.connect(cmd.Context())
 			if err != nil {
 				return err
 			}

@@ -57,6 +57,9 @@ type Options struct {
 	RunPods bool
 	// PodStartDelay is how long a pod takes to become Ready.
 	PodStartDelay time.Duration
+	// StaticToken, if set, is a bearer token kube-apiserver accepts for an
+	// administrator (as GKE accepts Google OAuth tokens).
+	StaticToken string
 	// Monitoring starts a stand-in for the Managed Prometheus operator that
 	// sets every PodMonitoring's status (see Operator). Implies the CRD.
 	Monitoring bool
@@ -86,6 +89,7 @@ type ControlPlane struct {
 // PKIFiles are the certificate files, for components that need them.
 type PKIFiles struct {
 	CA, FrontProxyCA, SAKey string
+	CAPEM                   []byte
 }
 
 type process struct {
@@ -141,7 +145,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	if err != nil {
 		return cp, err
 	}
-	cp.PKI = &PKIFiles{CA: p.caFile, FrontProxyCA: p.frontProxyCA, SAKey: p.saKey}
+	cp.PKI = &PKIFiles{CA: p.caFile, FrontProxyCA: p.frontProxyCA, SAKey: p.saKey, CAPEM: p.caPEM}
 
 	ports, err := freePorts(3)
 	if err != nil {
@@ -189,6 +193,13 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v", "0",
+	}
+	if opts.StaticToken != "" {
+		tokens := filepath.Join(dir, "tokens.csv")
+		if err := os.WriteFile(tokens, []byte(opts.StaticToken+",token-admin,token-admin,system:masters\n"), 0o600); err != nil {
+			return cp, err
+		}
+		args = append(args, "--token-auth-file", tokens)
 	}
 	if opts.Aggregation {
 		extra, err := cp.startEgress()

@@ -1,0 +1,103 @@
+// Package gcp is vllm-hpa's access to Google Cloud: credentials (Application
+// Default Credentials, optionally impersonating a service account) and the
+// container (GKE) API. Every API's endpoint can be overridden, which the
+// tests and the local emulator use to point it at fakes on loopback.
+package gcp
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	container "google.golang.org/api/container/v1"
+	"google.golang.org/api/impersonate"
+	"google.golang.org/api/option"
+	"k8s.io/client-go/rest"
+)
+
+// Scope is the OAuth scope every call uses.
+const Scope = "https://www.googleapis.com/auth/cloud-platform"
+
+// Options are how to reach Google APIs.
+type Options struct {
+	// ContainerEndpoint overrides the container API's endpoint.
+	ContainerEndpoint string
+	// Impersonate, if set, is the service account every call acts as.
+	Impersonate string
+}
+
+// TokenSource returns Application Default Credentials, impersonating
+// o.Impersonate when set (the usual setup for CI).
+func TokenSource(ctx context.Context, o Options) (oauth2.TokenSource, error) {
+	creds, err := google.FindDefaultCredentials(ctx, Scope)
+	if err != nil {
+		return nil, fmt.Errorf("application default credentials: %w (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)", err)
+	}
+	if o.Impersonate == "" {
+		return creds.TokenSource, nil
+	}
+	ts, err := impersonate.CredentialsTokenSource(ctx, impersonate.CredentialsConfig{
+		TargetPrincipal: o.Impersonate,
+		Scopes:          []string{Scope},
+	}, option.WithTokenSource(creds.TokenSource))
+	if err != nil {
+		return nil, fmt.Errorf("impersonate %s: %w", o.Impersonate, err)
+	}
+	return ts, nil
+}
+
+// ClientOptions are the options for a Google API client with endpoint
+// (empty for Google's) and token source ts.
+func ClientOptions(endpoint string, ts oauth2.TokenSource) []option.ClientOption {
+	opts := []option.ClientOption{option.WithTokenSource(ts)}
+	if endpoint != "" {
+		opts = append(opts, option.WithEndpoint(endpoint))
+	}
+	return opts
+}
+
+// ClusterName is the container API's resource name of a cluster.
+func ClusterName(project, location, cluster string) string {
+	return fmt.Sprintf("projects/%s/locations/%s/clusters/%s", project, location, cluster)
+}
+
+// GetCluster reads a cluster through the container API.
+func GetCluster(ctx context.Context, o Options, ts oauth2.TokenSource, project, location, cluster string) (*container.Cluster, error) {
+	svc, err := container.NewService(ctx, ClientOptions(o.ContainerEndpoint, ts)...)
+	if err != nil {
+		return nil, err
+	}
+	c, err := svc.Projects.Locations.Clusters.Get(ClusterName(project, location, cluster)).Context(ctx).Do()
+	if err != nil {
+		return nil, fmt.Errorf("get cluster %s: %w", ClusterName(project, location, cluster), err)
+	}
+	return c, nil
+}
+
+// RESTConfig is a Kubernetes client configuration for a GKE cluster: its
+// endpoint and CA certificate from the container API, and OAuth tokens from
+// ts. No kubeconfig and no gcloud are needed.
+func RESTConfig(c *container.Cluster, ts oauth2.TokenSource) (*rest.Config, error) {
+	if c.Endpoint == "" || c.MasterAuth == nil || c.MasterAuth.ClusterCaCertificate == "" {
+		return nil, fmt.Errorf("cluster %s has no endpoint or CA certificate yet (status %s)", c.Name, c.Status)
+	}
+	ca, err := base64.StdEncoding.DecodeString(c.MasterAuth.ClusterCaCertificate)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: CA certificate: %w", c.Name, err)
+	}
+	host := c.Endpoint
+	if !strings.Contains(host, "://") {
+		host = "https://" + host
+	}
+	return &rest.Config{
+		Host:            host,
+		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+			return &oauth2.Transport{Source: ts, Base: rt}
+		},
+	}, nil
+}
