@@ -380,9 +380,11 @@ func TestExitCodeForTimeoutDiffersFromFailure(t *testing.T) {
 		t.Errorf("timeout: exit %d, want %d:\n%s", code, exitcode.Timeout, errOut)
 	}
 
-	// Becomes True while waiting.
+	// Becomes True while waiting, after the server has closed the wait's
+	// watch at least once (--min-request-timeout=5 closes watches after
+	// 5-10s), so the wait must re-list and carry on.
 	go func() {
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(11 * time.Second)
 		cp.Operator.Decide(nil)
 		// Nudge the operator: it reacts to changes of the object.
 		u, err := cp.Dynamic.Resource(schema.GroupVersionResource{Group: "monitoring.googleapis.com", Version: "v1", Resource: "podmonitorings"}).Namespace(inst.namespace).Get(context.Background(), "gemma-pod-monitoring", metav1.GetOptions{})
