@@ -40,8 +40,8 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 		cp.Dynamic.Resource(apiServicesGVR).Delete(ctx, "v1beta1.custom.metrics.k8s.io", metav1.DeleteOptions{})
 	})
 	code, _, errOut := kubeRun(t, inst, "adapter")
-	if code != exitcode.Precondition {
-		t.Errorf("exit %d, want %d", code, exitcode.Precondition)
+	if code != exitcode.Conflict {
+		t.Errorf("exit %d, want %d", code, exitcode.Conflict)
 	}
 	if !strings.Contains(errOut, "APIService v1beta1.custom.metrics.k8s.io is served by Service monitoring/prometheus-adapter") || !strings.Contains(errOut, "--force-conflicts") {
 		t.Errorf("stderr does not report the other provider:\n%s", errOut)
@@ -80,8 +80,8 @@ func TestFieldConflictWithAnotherManager(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, _, errOut := kubeRun(t, inst, "deploy")
-	if code != exitcode.Failure {
-		t.Errorf("exit %d, want %d", code, exitcode.Failure)
+	if code != exitcode.Conflict {
+		t.Errorf("exit %d, want %d", code, exitcode.Conflict)
 	}
 	for _, want := range []string{`.spec.template.spec.containers[name="inference-server"].image`, `"kubectl-edit"`, "--force-conflicts"} {
 		if !strings.Contains(errOut, want) {

@@ -58,11 +58,14 @@ func (f *fakeGoogle) serve(t *testing.T) (tokenURL, containerURL string) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{
-			"name":                 "gpu-hpa",
-			"status":               "RUNNING",
-			"endpoint":             strings.TrimPrefix(cp.URL, "https://"),
-			"currentMasterVersion": "1.37.2-gke.100",
-			"masterAuth":           map[string]any{"clusterCaCertificate": base64.StdEncoding.EncodeToString(cp.PKI.CAPEM)},
+			"name":                   "gpu-hpa",
+			"status":                 "RUNNING",
+			"endpoint":               strings.TrimPrefix(cp.URL, "https://"),
+			"currentMasterVersion":   "1.37.2-gke.100",
+			"masterAuth":             map[string]any{"clusterCaCertificate": base64.StdEncoding.EncodeToString(cp.PKI.CAPEM)},
+			"autopilot":              map[string]any{"enabled": true},
+			"workloadIdentityConfig": map[string]any{"workloadPool": "my-proj.svc.id.goog"},
+			"monitoringConfig":       map[string]any{"managedPrometheusConfig": map[string]any{"enabled": true}},
 		})
 	}))
 	t.Cleanup(containerSrv.Close)
@@ -111,6 +114,7 @@ func TestConnectThroughContainerAPI(t *testing.T) {
 	if _, err := cp.Client.AppsV1().Deployments(inst.namespace).Get(context.Background(), "vllm-gemma-deployment", metav1.GetOptions{}); err != nil {
 		t.Errorf("deploy through the container API did not create the Deployment: %v", err)
 	}
+	// One read serves both the connection and the preconditions.
 	if f.tokens.Load() == 0 || f.clusterGets.Load() != 1 || f.badAuth.Load() != 0 {
 		t.Errorf("token exchanges %d, cluster gets %d, unauthenticated calls %d", f.tokens.Load(), f.clusterGets.Load(), f.badAuth.Load())
 	}

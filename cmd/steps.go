@@ -97,15 +97,25 @@ func (o *runOptions) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	k, err := o.connect(ctx)
+	rec := output.NewRecorder(o.streams)
+	defer rec.Close()
+	start := time.Now()
+	deps, closeDeps, err := o.dependencies(ctx, rec, o.steps)
 	if err != nil {
 		return err
 	}
-	rec := output.NewRecorder(o.streams)
-	defer rec.Close()
-	s := stack.New(o.cfg, stack.Deps{Kube: k, Report: rec, ForceConflicts: o.cfg.Kube.ForceConflicts})
-	start := time.Now()
+	defer closeDeps()
+	s := stack.New(o.cfg, deps)
 	var runErr error
+	if o.command != "cleanup" && o.cfg.Cluster != "" {
+		// The cluster's preconditions, before anything changes.
+		rec.StepStarted("preconditions")
+		_, err := s.Preconditions(ctx, deps)
+		rec.StepDone("preconditions", err)
+		if err != nil {
+			return o.printRun(rec, start, err)
+		}
+	}
 	for _, name := range o.steps {
 		st, err := s.Step(name)
 		if err != nil {
@@ -126,35 +136,52 @@ func (o *runOptions) Run(ctx context.Context) error {
 	return o.printRun(rec, start, runErr)
 }
 
-// connect opens the Kubernetes connection: through the container API when
-// a cluster is named and no kubeconfig or context is (what CI pipelines
-// want: no kubeconfig, no gcloud), else from the kubeconfig like kubectl.
-func (o *runOptions) connect(ctx context.Context) (*kube.Client, error) {
+// dependencies opens the connections the steps need: Kubernetes always;
+// the Google APIs when the identity step runs or a cluster is named (for
+// its preconditions, and to connect through the container API when no
+// kubeconfig or context is given: what CI pipelines want, no kubeconfig
+// and no gcloud).
+func (o *runOptions) dependencies(ctx context.Context, rec *output.Recorder, steps []string) (stack.Deps, func(), error) {
+	deps := stack.Deps{Report: rec, ForceConflicts: o.cfg.Kube.ForceConflicts}
+	closer := func() {}
 	kc := o.cfg.Kube
+	viaGKE := o.cfg.Cluster != "" && kc.Kubeconfig == "" && kc.Context == ""
+	gopts := gcp.Options{Impersonate: o.cfg.Identity.ImpersonateAccount}
+	if viaGKE {
+		ts, err := gcp.TokenSource(ctx, gopts)
+		if err != nil {
+			return deps, closer, exitcode.With(exitcode.Precondition, err)
+		}
+		gopts.TokenSource = ts
+	}
+	if contains(steps, "identity") || o.cfg.Cluster != "" {
+		e := o.cfg.Endpoints
+		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container}, contains(steps, "identity"))
+		if err != nil {
+			return deps, closer, exitcode.With(exitcode.Precondition, err)
+		}
+		deps.GCP, closer = g, g.Close
+	}
 	var rc *rest.Config
 	var err error
-	if o.cfg.Cluster != "" && kc.Kubeconfig == "" && kc.Context == "" {
-		rc, err = o.gkeRESTConfig(ctx)
+	if viaGKE {
+		if deps.Cluster, err = deps.GCP.Cluster(ctx, o.cfg.Project, o.cfg.Location, o.cfg.Cluster); err == nil {
+			rc, err = gcp.RESTConfig(deps.Cluster, gopts.TokenSource)
+		}
 	} else {
 		rc, err = kube.RESTConfigFromKubeconfig(kube.KubeconfigOptions{Path: kc.Kubeconfig, Context: kc.Context})
 	}
-	if err != nil {
-		return nil, exitcode.With(exitcode.Precondition, err)
+	if err == nil {
+		deps.Kube, err = kube.New(rc)
 	}
-	return kube.New(rc)
-}
-
-func (o *runOptions) gkeRESTConfig(ctx context.Context) (*rest.Config, error) {
-	gopts := gcp.Options{ContainerEndpoint: o.cfg.Endpoints.Container, Impersonate: o.cfg.Identity.ImpersonateAccount}
-	ts, err := gcp.TokenSource(ctx, gopts)
 	if err != nil {
-		return nil, err
+		closer()
+		if exitcode.Of(err) == exitcode.Failure {
+			err = exitcode.With(exitcode.Precondition, err)
+		}
+		return deps, func() {}, err
 	}
-	c, err := gcp.GetCluster(ctx, gopts, ts, o.cfg.Project, o.cfg.Location, o.cfg.Cluster)
-	if err != nil {
-		return nil, err
-	}
-	return gcp.RESTConfig(c, ts)
+	return deps, closer, nil
 }
 
 // runJSON is the --output json/yaml document of a run.
@@ -299,13 +326,14 @@ func newVerifyCmd(g *globalOptions) *cobra.Command {
 			if err := o.Complete(cmd); err != nil {
 				return err
 			}
-			k, err := o.connect(cmd.Context())
+			rec := output.NewRecorder(o.streams)
+			defer rec.Close()
+			deps, closeDeps, err := o.dependencies(cmd.Context(), rec, o.steps)
 			if err != nil {
 				return err
 			}
-			rec := output.NewRecorder(o.streams)
-			defer rec.Close()
-			s := stack.New(o.cfg, stack.Deps{Kube: k, Report: rec})
+			defer closeDeps()
+			s := stack.New(o.cfg, deps)
 			start := time.Now()
 			var runErr error
 			for _, st := range s.Steps() {

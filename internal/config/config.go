@@ -97,9 +97,12 @@ type Adapter struct {
 type Identity struct {
 	// Mode is "gsa" (the walkthrough's Google service account route) or
 	// "direct" (roles/monitoring.viewer granted to the KSA's principal).
-	Mode               string `key:"mode"`
-	GSAName            string `key:"gsa-name"`
-	GSADisplayName     string `key:"gsa-display-name"`
+	Mode           string `key:"mode"`
+	GSAName        string `key:"gsa-name"`
+	GSADisplayName string `key:"gsa-display-name"`
+	// AdoptExistingGSA uses a Google service account vllm-hpa did not
+	// create (cleanup then leaves it in place).
+	AdoptExistingGSA   bool   `key:"adopt-existing-gsa"`
 	ImpersonateAccount string `key:"impersonate-service-account"`
 }
 

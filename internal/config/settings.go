@@ -71,6 +71,7 @@ var Settings = []Setting{
 	{"identity.mode", "identity-mode", "gsa (a Google service account, as in the walkthrough) or direct (grant the adapter's KSA principal)"},
 	{"identity.gsa-name", "gsa-name", "Google service account name (gsa mode)"},
 	{"identity.gsa-display-name", "", "Google service account display name (gsa mode)"},
+	{"identity.adopt-existing-gsa", "adopt-existing-gsa", "use an existing Google service account vllm-hpa did not create (cleanup leaves it in place)"},
 	{"identity.impersonate-service-account", "impersonate-service-account", "service account to impersonate for Google API calls (CI)"},
 
 	{"hpa.name", "", "name of the HorizontalPodAutoscaler"},

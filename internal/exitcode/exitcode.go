@@ -16,6 +16,8 @@ const (
 	CheckFailed  = 3   // the stack is in place but a check does not pass
 	Timeout      = 4   // a wait ran out of time
 	Precondition = 5   // the cluster or project is not ready for the stack; nothing was changed
+	Denied       = 6   // the credentials lack a permission (PERMISSION_DENIED, 403)
+	Conflict     = 7   // a name or field is taken by something vllm-hpa does not own
 	Interrupted  = 130 // stopped by SIGINT/SIGTERM
 )
 
@@ -30,6 +32,8 @@ var Table = []struct {
 	{CheckFailed, "a check failed"},
 	{Timeout, "timed out waiting for a condition"},
 	{Precondition, "a precondition is not met; nothing was changed"},
+	{Denied, "permission denied (the credentials lack an IAM permission)"},
+	{Conflict, "conflict with something vllm-hpa does not own (--force-conflicts or another name)"},
 	{Interrupted, "interrupted (SIGINT/SIGTERM)"},
 }
 

@@ -28,11 +28,16 @@ type Options struct {
 	ContainerEndpoint string
 	// Impersonate, if set, is the service account every call acts as.
 	Impersonate string
+	// TokenSource, if set, is used instead of looking credentials up.
+	TokenSource oauth2.TokenSource
 }
 
 // TokenSource returns Application Default Credentials, impersonating
 // o.Impersonate when set (the usual setup for CI).
 func TokenSource(ctx context.Context, o Options) (oauth2.TokenSource, error) {
+	if o.TokenSource != nil {
+		return o.TokenSource, nil
+	}
 	creds, err := google.FindDefaultCredentials(ctx, Scope)
 	if err != nil {
 		return nil, fmt.Errorf("application default credentials: %w (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)", err)
@@ -65,15 +70,24 @@ func ClusterName(project, location, cluster string) string {
 	return fmt.Sprintf("projects/%s/locations/%s/clusters/%s", project, location, cluster)
 }
 
-// GetCluster reads a cluster through the container API.
-func GetCluster(ctx context.Context, o Options, ts oauth2.TokenSource, project, location, cluster string) (*container.Cluster, error) {
-	svc, err := container.NewService(ctx, ClientOptions(o.ContainerEndpoint, ts)...)
+// GetCluster reads a cluster through the container API at endpoint ("" for
+// Google's), authenticated with ts (nil: no credentials, for local fakes).
+func GetCluster(ctx context.Context, endpoint string, ts oauth2.TokenSource, project, location, cluster string) (*container.Cluster, error) {
+	opts := []option.ClientOption{option.WithoutAuthentication()}
+	if ts != nil {
+		opts = []option.ClientOption{option.WithTokenSource(ts)}
+	}
+	if endpoint != "" {
+		opts = append(opts, option.WithEndpoint(endpoint))
+	}
+	svc, err := container.NewService(ctx, opts...)
 	if err != nil {
 		return nil, err
 	}
-	c, err := svc.Projects.Locations.Clusters.Get(ClusterName(project, location, cluster)).Context(ctx).Do()
+	name := ClusterName(project, location, cluster)
+	c, err := svc.Projects.Locations.Clusters.Get(name).Context(ctx).Do()
 	if err != nil {
-		return nil, fmt.Errorf("get cluster %s: %w", ClusterName(project, location, cluster), err)
+		return nil, Classify(err, "get cluster "+name)
 	}
 	return c, nil
 }

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 )
 
 // Action says what an apply did.
@@ -129,6 +131,9 @@ func (e *ConflictError) Error() string {
 		e.Object, strings.Join(parts, ", "))
 }
 func (e *ConflictError) Unwrap() error { return e.Err }
+
+// ExitCode makes a conflict exit with exitcode.Conflict.
+func (e *ConflictError) ExitCode() int { return exitcode.Conflict }
 
 func conflictError(obj *unstructured.Unstructured, err error) *ConflictError {
 	var status apierrors.APIStatus

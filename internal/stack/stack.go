@@ -4,14 +4,15 @@ package stack
 
 import (
 	"context"
-	"errors"
 	"fmt"
+
+	container "google.golang.org/api/container/v1"
 	"strings"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
-	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
@@ -24,6 +25,11 @@ type Deps struct {
 	Kube *kube.Client
 	// Report receives progress; nil discards it.
 	Report step.Reporter
+	// GCP are the Google API clients; nil for render and dry runs.
+	GCP *gcp.Clients
+	// Cluster is the GKE cluster as the container API described it, when
+	// already read (to connect); Preconditions reads it otherwise.
+	Cluster *container.Cluster
 	// ForceConflicts takes over fields and APIServices owned by others.
 	ForceConflicts bool
 }
@@ -43,7 +49,7 @@ func New(cfg *config.Config, deps Deps) *Stack {
 		newDeployStep(cfg, deps),
 		newMonitorStep(cfg, deps),
 		newAdapterStep(cfg, deps),
-		&identityStep{cfg: cfg},
+		&identityStep{cfg: cfg, deps: deps},
 		newHPAStep(cfg, deps),
 	}}
 }
@@ -60,43 +66,6 @@ func (s *Stack) Step(name string) (step.Step, error) {
 	}
 	return nil, exitcode.With(exitcode.BadInput, fmt.Errorf("unknown step %q: one of %s", name, strings.Join(Order, ", ")))
 }
-
-// ErrNotBuilt is returned by actions not built yet.
-var ErrNotBuilt = errors.New("not built yet")
-
-// identityStep is the Workload Identity step. Its Google API calls come
-// with the GCP clients; until then it plans but does not act.
-type identityStep struct {
-	cfg *config.Config
-}
-
-func (s *identityStep) Name() string { return "identity" }
-
-func (s *identityStep) Plan(ctx context.Context) (*step.Plan, error) {
-	p := &step.Plan{Step: s.Name(), GCPCalls: IdentityCalls(s.cfg, "")}
-	if s.cfg.Identity.Mode == "gsa" {
-		objs, err := render.Objects(s.cfg, "adapter")
-		if err != nil {
-			return nil, err
-		}
-		for _, o := range objs {
-			if o.GetKind() == "ServiceAccount" {
-				p.Objects = append(p.Objects, o)
-			}
-		}
-	}
-	return p, nil
-}
-
-func (s *identityStep) notBuilt(action string) error {
-	return fmt.Errorf("%s identity: the Google API calls are %w; use --dry-run to see them", action, ErrNotBuilt)
-}
-
-func (s *identityStep) Apply(ctx context.Context) error { return s.notBuilt("apply") }
-func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {
-	return nil, s.notBuilt("check")
-}
-func (s *identityStep) Delete(ctx context.Context) error { return s.notBuilt("delete") }
 
 // IdentityCalls lists the Google API calls of the identity step. The
 // project number is needed only by the direct route; "" shows a placeholder.
@@ -123,4 +92,38 @@ func IdentityCalls(cfg *config.Config, projectNumber string) []step.GCPCall {
 			Role: "roles/iam.workloadIdentityUser", Member: cfg.KSAMember(),
 			Note: "add this member only (etag-guarded read-modify-write)"},
 	}
+}
+
+// Preconditions checks the cluster through the container API before
+// anything changes. It needs the cluster's name and location and the GCP
+// clients; without a cluster it checks nothing and says so.
+func (s *Stack) Preconditions(ctx context.Context, deps Deps) ([]step.Result, error) {
+	cfg := s.cfg
+	if cfg.Cluster == "" {
+		deps.Report.Action("preconditions", "cluster preconditions not checked: no --cluster/--location given")
+		return nil, nil
+	}
+	c := deps.Cluster
+	if c == nil {
+		var err error
+		if c, err = deps.GCP.Cluster(ctx, cfg.Project, cfg.Location, cfg.Cluster); err != nil {
+			return nil, err
+		}
+	}
+	var results []step.Result
+	var failed []string
+	for _, p := range gcp.CheckCluster(c, gcp.ClusterWants{Project: cfg.Project, Location: cfg.Location, Cluster: cfg.Cluster, Accelerator: cfg.Workload.Accelerator}) {
+		r := step.Result{Step: "preconditions", Check: p.Check, OK: p.OK, Message: p.Message}
+		if !p.OK {
+			r.Reason = "NotMet"
+			r.Message += "; fix: " + p.Fix
+			failed = append(failed, p.Message+"; fix: "+p.Fix)
+		}
+		deps.Report.Result(r)
+		results = append(results, r)
+	}
+	if len(failed) > 0 {
+		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("cluster %s is not ready for the stack (nothing was changed):\n  %s", cfg.Cluster, strings.Join(failed, "\n  ")))
+	}
+	return results, nil
 }

@@ -353,7 +353,7 @@ func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
 		}
 		msg := strings.Join(taken, "; ") + "; applying would make the Stackdriver adapter serve it instead"
 		if !deps.ForceConflicts {
-			return exitcode.With(exitcode.Precondition, errors.New(msg+": remove the other provider or re-run with --force-conflicts to take it over"))
+			return exitcode.With(exitcode.Conflict, errors.New(msg+": remove the other provider or re-run with --force-conflicts to take it over"))
 		}
 		deps.Report.Action(s.name, "taking over (--force-conflicts): "+msg)
 		return nil

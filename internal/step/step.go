@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 )
 
 // Step is one step of the walkthrough.
@@ -76,8 +78,8 @@ type Failed struct {
 	Results []Result
 }
 
-// ExitCode makes a failed check exit 3 (exitcode.CheckFailed).
-func (f *Failed) ExitCode() int { return 3 }
+// ExitCode makes a failed check exit with exitcode.CheckFailed.
+func (f *Failed) ExitCode() int { return exitcode.CheckFailed }
 
 func (f *Failed) Error() string {
 	var parts []string

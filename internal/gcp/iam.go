@@ -1,0 +1,195 @@
+package gcp
+
+import (
+	"context"
+	"math/rand/v2"
+	"time"
+
+	"cloud.google.com/go/iam"
+	admin "cloud.google.com/go/iam/admin/apiv1"
+	"cloud.google.com/go/iam/apiv1/iampb"
+	resourcemanager "cloud.google.com/go/resourcemanager/apiv3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// PolicyVersion is requested on every read so that conditional bindings
+// come back intact (and so survive the write that follows).
+const PolicyVersion = 3
+
+// Policy reads and writes one resource's IAM policy.
+type Policy interface {
+	Resource() string
+	Get(ctx context.Context) (*iampb.Policy, error)
+	// Set writes p, guarded by p.Etag: a stale etag fails with ABORTED.
+	Set(ctx context.Context, p *iampb.Policy) (*iampb.Policy, error)
+}
+
+// ProjectPolicy is a project's IAM policy, through Resource Manager.
+func ProjectPolicy(c *resourcemanager.ProjectsClient, project string) Policy {
+	return &projectPolicy{c: c, resource: "projects/" + project}
+}
+
+type projectPolicy struct {
+	c        *resourcemanager.ProjectsClient
+	resource string
+}
+
+func (p *projectPolicy) Resource() string { return p.resource }
+func (p *projectPolicy) Get(ctx context.Context) (*iampb.Policy, error) {
+	return p.c.GetIamPolicy(ctx, &iampb.GetIamPolicyRequest{Resource: p.resource, Options: &iampb.GetPolicyOptions{RequestedPolicyVersion: PolicyVersion}})
+}
+func (p *projectPolicy) Set(ctx context.Context, pol *iampb.Policy) (*iampb.Policy, error) {
+	return p.c.SetIamPolicy(ctx, &iampb.SetIamPolicyRequest{Resource: p.resource, Policy: pol})
+}
+
+// AccountPolicy is a service account's IAM policy, through the IAM admin API.
+func AccountPolicy(c *admin.IamClient, project, email string) Policy {
+	return &accountPolicy{c: c, resource: "projects/" + project + "/serviceAccounts/" + email}
+}
+
+type accountPolicy struct {
+	c        *admin.IamClient
+	resource string
+}
+
+func (p *accountPolicy) Resource() string { return p.resource }
+func (p *accountPolicy) Get(ctx context.Context) (*iampb.Policy, error) {
+	pol, err := p.c.GetIamPolicy(ctx, &iampb.GetIamPolicyRequest{Resource: p.resource, Options: &iampb.GetPolicyOptions{RequestedPolicyVersion: PolicyVersion}})
+	if err != nil {
+		return nil, err
+	}
+	return pol.InternalProto, nil
+}
+func (p *accountPolicy) Set(ctx context.Context, pol *iampb.Policy) (*iampb.Policy, error) {
+	out, err := p.c.SetIamPolicy(ctx, &admin.SetIamPolicyRequest{Resource: p.resource, Policy: &iam.Policy{InternalProto: pol}})
+	if err != nil {
+		return nil, err
+	}
+	return out.InternalProto, nil
+}
+
+// RMWStats counts one read-modify-write's calls.
+type RMWStats struct {
+	Reads, Writes, Retries int
+}
+
+// Backoff is the retry schedule of a read-modify-write cycle refused for a
+// stale etag (or a transient error): exponential with full jitter.
+type Backoff struct {
+	Initial, Max time.Duration
+	Attempts     int
+}
+
+// DefaultBackoff retries for about half a minute at most.
+var DefaultBackoff = Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Attempts: 20}
+
+func (b Backoff) delay(attempt int) time.Duration {
+	d := b.Initial << attempt
+	if d > b.Max || d <= 0 {
+		d = b.Max
+	}
+	return time.Duration(rand.Int64N(int64(d)) + 1)
+}
+
+// retryable: a stale etag (ABORTED; 409 over REST) or a transient failure.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Aborted, codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+// SetMember makes member hold role (present) or not (absent) in p's
+// unconditional binding for role, by an etag-guarded read-modify-write of
+// the whole policy, retried from the read when the write is refused for a
+// stale etag. Every other binding, member and condition is written back as
+// read. It writes nothing when the policy already is as asked.
+func SetMember(ctx context.Context, p Policy, role, member string, present bool, b Backoff) (changed bool, stats RMWStats, err error) {
+	for attempt := 0; ; attempt++ {
+		var pol *iampb.Policy
+		pol, err = p.Get(ctx)
+		stats.Reads++
+		if err == nil {
+			var modified bool
+			if present {
+				modified = addMember(pol, role, member)
+			} else {
+				modified = removeMember(pol, role, member)
+			}
+			if !modified {
+				return false, stats, nil
+			}
+			// Version 3 is required once any binding has a condition and
+			// harmless otherwise; the etag read above guards the write.
+			pol.Version = PolicyVersion
+			_, err = p.Set(ctx, pol)
+			stats.Writes++
+			if err == nil {
+				return true, stats, nil
+			}
+		}
+		if !retryable(err) || attempt+1 >= b.Attempts {
+			return false, stats, err
+		}
+		stats.Retries++
+		select {
+		case <-ctx.Done():
+			return false, stats, ctx.Err()
+		case <-time.After(b.delay(attempt)):
+		}
+	}
+}
+
+// HasMember reports whether member holds role unconditionally.
+func HasMember(pol *iampb.Policy, role, member string) bool {
+	for _, b := range pol.Bindings {
+		if b.Role == role && b.Condition == nil {
+			for _, m := range b.Members {
+				if m == member {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func addMember(pol *iampb.Policy, role, member string) bool {
+	if HasMember(pol, role, member) {
+		return false
+	}
+	for _, b := range pol.Bindings {
+		if b.Role == role && b.Condition == nil {
+			b.Members = append(b.Members, member)
+			return true
+		}
+	}
+	pol.Bindings = append(pol.Bindings, &iampb.Binding{Role: role, Members: []string{member}})
+	return true
+}
+
+func removeMember(pol *iampb.Policy, role, member string) bool {
+	changed := false
+	kept := pol.Bindings[:0]
+	for _, b := range pol.Bindings {
+		if b.Role == role && b.Condition == nil {
+			members := b.Members[:0]
+			for _, m := range b.Members {
+				if m == member {
+					changed = true
+					continue
+				}
+				members = append(members, m)
+			}
+			b.Members = members
+			if len(b.Members) == 0 {
+				continue // an empty binding is dropped, as GCP would
+			}
+		}
+		kept = append(kept, b)
+	}
+	pol.Bindings = kept
+	return changed
+}

@@ -1,0 +1,116 @@
+package gcp
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	container "google.golang.org/api/container/v1"
+)
+
+// Precondition is one requirement the cluster must meet before the stack
+// can work, with the gcloud command that fixes it.
+type Precondition struct {
+	Check   string
+	OK      bool
+	Message string
+	Fix     string
+}
+
+// ClusterWants is what the stack needs of the cluster.
+type ClusterWants struct {
+	Project, Location, Cluster string
+	Accelerator                string // the GPU node pool's accelerator type
+}
+
+// MinMasterVersion: Managed Prometheus is on by default from GKE 1.27.
+const MinMasterVersion = "1.27"
+
+// CheckCluster judges a cluster as the container API describes it.
+func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
+	loc := fmt.Sprintf("--location %s --project %s", w.Location, w.Project)
+	pool := w.Project + ".svc.id.goog"
+	var out []Precondition
+
+	got := ""
+	if c.WorkloadIdentityConfig != nil {
+		got = c.WorkloadIdentityConfig.WorkloadPool
+	}
+	p := Precondition{Check: "workload identity pool", OK: got == pool}
+	if p.OK {
+		p.Message = pool
+	} else {
+		p.Message = fmt.Sprintf("the cluster's Workload Identity pool is %q, want %q", got, pool)
+		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --workload-pool=%s", w.Cluster, loc, pool)
+	}
+	out = append(out, p)
+
+	gmp := c.MonitoringConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig.Enabled
+	p = Precondition{Check: "managed prometheus", OK: gmp, Message: "enabled"}
+	if !gmp {
+		p.Message = "Managed Service for Prometheus is not enabled"
+		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --enable-managed-prometheus", w.Cluster, loc)
+	}
+	out = append(out, p)
+
+	p = Precondition{Check: "master version", OK: versionAtLeast(c.CurrentMasterVersion, MinMasterVersion), Message: c.CurrentMasterVersion}
+	if !p.OK {
+		p.Message = fmt.Sprintf("control plane version %q is older than %s", c.CurrentMasterVersion, MinMasterVersion)
+		p.Fix = fmt.Sprintf("gcloud container clusters upgrade %s %s --master --cluster-version=%s", w.Cluster, loc, MinMasterVersion)
+	}
+	out = append(out, p)
+
+	if c.Autopilot != nil && c.Autopilot.Enabled {
+		out = append(out, Precondition{Check: "gpu nodes", OK: true, Message: "Autopilot provisions " + w.Accelerator + " nodes on demand"})
+		return out
+	}
+	// Standard: a node pool of the accelerator, and the GKE metadata server
+	// on every pool (else pods get the node's identity, not Workload Identity).
+	var gpuPools, noMetadata []string
+	for _, np := range c.NodePools {
+		if np.Config == nil {
+			continue
+		}
+		for _, a := range np.Config.Accelerators {
+			if a.AcceleratorType == w.Accelerator {
+				gpuPools = append(gpuPools, np.Name)
+			}
+		}
+		if np.Config.WorkloadMetadataConfig == nil || np.Config.WorkloadMetadataConfig.Mode != "GKE_METADATA" {
+			noMetadata = append(noMetadata, np.Name)
+		}
+	}
+	p = Precondition{Check: "gpu nodes", OK: len(gpuPools) > 0, Message: "node pools with " + w.Accelerator + ": " + strings.Join(gpuPools, ", ")}
+	if !p.OK {
+		p.Message = "Standard cluster without a node pool of " + w.Accelerator
+		p.Fix = fmt.Sprintf("gcloud container node-pools create %s-pool --cluster %s %s --accelerator type=%s,count=1,gpu-driver-version=latest --workload-metadata=GKE_METADATA", w.Accelerator, w.Cluster, loc, w.Accelerator)
+	}
+	out = append(out, p)
+	p = Precondition{Check: "gke metadata server", OK: len(noMetadata) == 0, Message: "every node pool runs the GKE metadata server"}
+	if !p.OK {
+		p.Message = "node pools without the GKE metadata server: " + strings.Join(noMetadata, ", ")
+		p.Fix = fmt.Sprintf("gcloud container node-pools update %s --cluster %s %s --workload-metadata=GKE_METADATA", noMetadata[0], w.Cluster, loc)
+	}
+	out = append(out, p)
+	return out
+}
+
+// versionAtLeast compares GKE versions such as 1.30.5-gke.1014001 by major
+// and minor.
+func versionAtLeast(v, min string) bool {
+	parse := func(s string) (int, int, bool) {
+		parts := strings.SplitN(strings.TrimPrefix(s, "v"), ".", 3)
+		if len(parts) < 2 {
+			return 0, 0, false
+		}
+		major, err1 := strconv.Atoi(parts[0])
+		minor, err2 := strconv.Atoi(strings.SplitN(parts[1], "-", 2)[0])
+		return major, minor, err1 == nil && err2 == nil
+	}
+	vm, vn, ok1 := parse(v)
+	mm, mn, ok2 := parse(min)
+	if !ok1 || !ok2 {
+		return false
+	}
+	return vm > mm || (vm == mm && vn >= mn)
+}
