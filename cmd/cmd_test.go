@@ -257,8 +257,10 @@ func TestDryRunDirectIdentity(t *testing.T) {
 			t.Errorf("dry run lacks %q:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, "ServiceAccount") {
-		t.Errorf("direct mode annotates no ServiceAccount:\n%s", out)
+	// The KSA is applied without the Workload Identity annotation.
+	code, out, errOut = run(t, "", nil, "identity", "--dry-run", "--identity-mode", "direct", "--project", "my-proj", "-o", "yaml")
+	if code != 0 || !strings.Contains(out, "kind: ServiceAccount") || strings.Contains(out, "iam.gke.io/gcp-service-account") {
+		t.Errorf("direct mode must apply the KSA without the annotation (exit %d):\n%s%s", code, out, errOut)
 	}
 }
 

@@ -70,6 +70,12 @@ func TestMain(m *testing.M) {
 // the stack of its own (namespace and adapter namespace are per test).
 func kubeRun(t *testing.T, inst instance, args ...string) (int, string, string) {
 	t.Helper()
+	return kubeRunEnv(t, inst, nil, args...)
+}
+
+// kubeRunEnv is kubeRun with more environment variables.
+func kubeRunEnv(t *testing.T, inst instance, extra map[string]string, args ...string) (int, string, string) {
+	t.Helper()
 	kubetest.Skip(t, cp, cpErr)
 	env := map[string]string{
 		"HF_TOKEN":                    "hf_testTOKEN",
@@ -82,7 +88,11 @@ func kubeRun(t *testing.T, inst instance, args ...string) (int, string, string) 
 		"VLLM_HPA_TIMEOUTS_HPA":       "60s",
 		"VLLM_HPA_TIMEOUTS_CLEANUP":   "60s",
 	}
-	return run(t, "", env, append(args, "--project", "my-proj")...)
+	for k, v := range extra {
+		env[k] = v
+	}
+	// The project first, so that a test's own --project wins.
+	return run(t, "", env, append([]string{"--project", "my-proj"}, args...)...)
 }
 
 type instance struct{ name, namespace string }

@@ -2,6 +2,7 @@ package gcp
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -81,8 +82,9 @@ type Backoff struct {
 	Attempts     int
 }
 
-// DefaultBackoff retries for about half a minute at most.
-var DefaultBackoff = Backoff{Initial: 50 * time.Millisecond, Max: 2 * time.Second, Attempts: 20}
+// DefaultBackoff retries for about a minute at most: on a busy shared
+// policy most cycles can lose the race, and each retry is cheap.
+var DefaultBackoff = Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Attempts: 100}
 
 func (b Backoff) delay(attempt int) time.Duration {
 	d := b.Initial << attempt
@@ -192,4 +194,17 @@ func removeMember(pol *iampb.Policy, role, member string) bool {
 	}
 	pol.Bindings = kept
 	return changed
+}
+
+func (s RMWStats) String() string {
+	plural := func(n int, one string) string {
+		if n == 1 {
+			return "1 " + one
+		}
+		if one == "retry" {
+			return fmt.Sprintf("%d retries", n)
+		}
+		return fmt.Sprintf("%d %ss", n, one)
+	}
+	return plural(s.Writes, "write") + ", " + plural(s.Retries, "retry")
 }

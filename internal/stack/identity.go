@@ -191,9 +191,9 @@ func (s *identityStep) setMember(ctx context.Context, p gcp.Policy, role, member
 	case !changed:
 		s.report(what + " already absent")
 	case present:
-		s.report(fmt.Sprintf("%s granted (%d write, %d retries)", what, stats.Writes, stats.Retries))
+		s.report(fmt.Sprintf("%s granted (%s)", what, stats))
 	default:
-		s.report(fmt.Sprintf("%s removed (%d write, %d retries)", what, stats.Writes, stats.Retries))
+		s.report(fmt.Sprintf("%s removed (%s)", what, stats))
 	}
 	return nil
 }
