@@ -433,3 +433,70 @@ func TestPreconditions(t *testing.T) {
 		}
 	})
 }
+
+// TestUpAndCleanupWholeStack runs every step with the GCP fakes: up twice
+// (the second changes nothing in Kubernetes or GCP), then cleanup, which
+// leaves no owned object and no IAM member of ours.
+func TestUpAndCleanupWholeStack(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	g := startGCP(t)
+	inst := instance{"whole", "whole-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	gcpMustRun(t, g, inst, "up")
+	objects, mutations := ownedObjects(t, inst), g.Mutations()
+	out := gcpMustRun(t, g, inst, "up", "-o", "json")
+	if after := ownedObjects(t, inst); !equalMaps(objects, after) {
+		t.Errorf("second up changed Kubernetes objects")
+	}
+	if g.Mutations() != mutations {
+		t.Errorf("second up made %d mutating GCP calls", g.Mutations()-mutations)
+	}
+	var doc runJSON
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || !doc.OK || len(doc.Steps) != 5 {
+		t.Errorf("second up: %v %+v", err, doc)
+	}
+
+	// Changing the Google service account changes the annotation, which
+	// restarts the adapter's pods.
+	pods := func() string {
+		l, _ := cp.Client.CoreV1().Pods("custom-metrics").List(context.Background(), metav1.ListOptions{LabelSelector: "k8s-app=custom-metrics-stackdriver-adapter"})
+		var uids []string
+		for _, p := range l.Items {
+			if p.DeletionTimestamp == nil {
+				uids = append(uids, string(p.UID))
+			}
+		}
+		return strings.Join(uids, ",")
+	}
+	before := pods()
+	_, out, _ = gcpRun(t, g, inst, "identity", "--gsa-name", "other-adapter-gsa", "-o", "json")
+	if !strings.Contains(out, "adapter pods restarted") || pods() == before {
+		t.Errorf("annotation change did not restart the adapter pods (pods %s -> %s)", before, pods())
+	}
+	gcpMustRun(t, g, inst, "cleanup", "identity", "--gsa-name", "other-adapter-gsa")
+
+	gcpMustRun(t, g, inst, "cleanup")
+	if left := ownedObjects(t, inst); len(left) != 0 {
+		t.Errorf("cleanup left %v", keys(left))
+	}
+	for _, m := range gcpfake.Members(g.Projects.Policy("my-proj"), viewerRole) {
+		if strings.Contains(m, "my-proj.iam.gserviceaccount.com") || strings.Contains(m, "svc.id.goog") {
+			t.Errorf("cleanup left IAM member %s", m)
+		}
+	}
+	if g.IAM.Account(gsaEmail) != nil {
+		t.Error("cleanup left the Google service account")
+	}
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
