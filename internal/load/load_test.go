@@ -1,0 +1,85 @@
+package load_test
+
+import (
+	"context"
+	"math"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/load"
+	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
+)
+
+const model = "google/gemma-3-1b-it"
+
+// The load generator against the simulator on loopback: the achieved rate
+// is within 2% of the target, and the summary's counts equal the
+// simulator's own.
+func TestAchievedRate(t *testing.T) {
+	for _, tc := range []struct {
+		rate     float64
+		duration time.Duration
+	}{
+		{1, 6 * time.Second},
+		{100, 3 * time.Second},
+		{2000, 3 * time.Second},
+	} {
+		t.Run(time.Duration(float64(time.Second)/tc.rate).String(), func(t *testing.T) {
+			sim := vllmsim.New(vllmsim.Config{Model: model, OutputTokens: 1, MaxNumSeqs: 10000})
+			srv := httptest.NewServer(sim.Handler())
+			defer srv.Close()
+			sum, err := load.Run(context.Background(), load.Options{URL: srv.URL, Model: model, Prompt: load.DefaultPrompt, Rate: tc.rate, Duration: tc.duration}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dev := math.Abs(sum.AchievedRate-tc.rate) / tc.rate; dev > 0.02 {
+				t.Errorf("achieved %.2f/s against %.0f/s (%.1f%% off)", sum.AchievedRate, tc.rate, dev*100)
+			}
+			if int64(sum.Sent) != sim.Received.Load() || int64(sum.Succeeded) != sim.Completed.Load() || len(sum.Failed) != 0 {
+				t.Errorf("summary sent %d succeeded %d failed %v; simulator received %d completed %d",
+					sum.Sent, sum.Succeeded, sum.Failed, sim.Received.Load(), sim.Completed.Load())
+			}
+			t.Logf("rate %.0f/s: sent %d, achieved %.3f/s, p50 %s p99 %s", tc.rate, sum.Sent, sum.AchievedRate, sum.P50, sum.P99)
+		})
+	}
+}
+
+func TestConcurrencyAndStop(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{Model: model, OutputTokens: 2, TokenLatency: 50 * time.Millisecond, MaxNumSeqs: 100})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var seen int
+	sum, err := load.Run(ctx, load.Options{URL: srv.URL, Model: model, Prompt: "hi", Concurrency: 4}, func(r *vegeta.Result) {
+		seen++
+		if seen == 20 {
+			cancel() // as Ctrl+C would
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Stopped || sum.Sent < 20 || int64(sum.Sent) != sim.Received.Load() || sum.Succeeded != sum.Sent {
+		t.Errorf("summary %+v; simulator received %d", sum, sim.Received.Load())
+	}
+	// Fixed concurrency: never more than 4 at once on the server.
+	if sum.Sent > 40 {
+		t.Errorf("sent %d after stopping at 20 answers with 4 in flight", sum.Sent)
+	}
+}
+
+func TestFailuresCountedByStatus(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{Model: model, OutputTokens: 1, MaxNumSeqs: 10})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	sum, err := load.Run(context.Background(), load.Options{URL: srv.URL, Model: "wrong/model", Prompt: "hi", Rate: 50, Duration: time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Succeeded != 0 || sum.Failed["HTTP 404"] != int(sum.Sent) {
+		t.Errorf("failed %v of %d sent", sum.Failed, sum.Sent)
+	}
+}
