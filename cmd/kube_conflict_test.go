@@ -17,6 +17,8 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
 )
 
+var gmpGVR = gmp.Resource
+
 var apiServicesGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 
 func TestAPIServiceOfAnotherProvider(t *testing.T) {

@@ -131,11 +131,11 @@ Exit codes:
 		c.GroupID = "steps"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newUpCmd(g), newVerifyCmd(g), newCleanupCmd(g), newRenderCmd(g)} {
+	for _, c := range []*cobra.Command{newUpCmd(g), newVerifyCmd(g), newLoadCmd(g), newCleanupCmd(g), newRenderCmd(g)} {
 		c.GroupID = "stack"
 		root.AddCommand(c)
 	}
-	root.AddCommand(newConfigCmd(g), newVersionCmd(g))
+	root.AddCommand(newConfigCmd(g), newVersionCmd(g), newSimCmd(g))
 	return root
 }
 
@@ -151,9 +151,16 @@ func exitCodeHelp() string {
 // command that acts calls it before its first API call, so bad input never
 // changes anything. At -v it shows the effective configuration on stderr.
 func (g *globalOptions) loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	return g.loadConfigFor(cmd, true)
+}
+
+// loadConfigFor is loadConfig for commands that may need no project.
+func (g *globalOptions) loadConfigFor(cmd *cobra.Command, needProject bool) (*config.Config, error) {
 	cfg, err := config.Load(cmd.Flags())
-	if err == nil {
+	if err == nil && needProject {
 		err = cfg.Validate()
+	} else if err == nil {
+		err = cfg.ValidateWithoutProject()
 	}
 	if err != nil {
 		return nil, exitcode.With(exitcode.BadInput, err)

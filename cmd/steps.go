@@ -142,7 +142,10 @@ func (o *runOptions) Run(ctx context.Context) error {
 // kubeconfig or context is given: what CI pipelines want, no kubeconfig
 // and no gcloud).
 func (o *runOptions) dependencies(ctx context.Context, rec *output.Recorder, steps []string) (stack.Deps, func(), error) {
-	deps := stack.Deps{Report: rec, ForceConflicts: o.cfg.Kube.ForceConflicts}
+	deps := stack.Deps{ForceConflicts: o.cfg.Kube.ForceConflicts}
+	if rec != nil {
+		deps.Report = rec
+	}
 	closer := func() {}
 	kc := o.cfg.Kube
 	viaGKE := o.cfg.Cluster != "" && kc.Kubeconfig == "" && kc.Context == ""
@@ -314,50 +317,6 @@ deleted only if vllm-hpa created it. A second run changes nothing.`,
 	o.addFlags(c, "would be deleted")
 	c.Flags().BoolVar(&o.keepWorkload, "keep-workload", false, "keep the vLLM Deployment, Service and Secret")
 	return c
-}
-
-func newVerifyCmd(g *globalOptions) *cobra.Command {
-	o := &runOptions{globalOptions: g, command: "verify", steps: stack.Order}
-	return &cobra.Command{
-		Use:   "verify",
-		Short: "Check everything that makes autoscaling work, one line per check",
-		Args:  noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(cmd); err != nil {
-				return err
-			}
-			rec := output.NewRecorder(o.streams)
-			defer rec.Close()
-			deps, closeDeps, err := o.dependencies(cmd.Context(), rec, o.steps)
-			if err != nil {
-				return err
-			}
-			defer closeDeps()
-			s := stack.New(o.cfg, deps)
-			start := time.Now()
-			var runErr error
-			for _, st := range s.Steps() {
-				rec.StepStarted(st.Name())
-				var failed []step.Result
-				results, err := st.Check(cmd.Context())
-				for _, r := range results {
-					rec.Result(r)
-					if !r.OK {
-						failed = append(failed, r)
-					}
-				}
-				if err == nil && len(failed) > 0 {
-					err = &step.Failed{Results: failed}
-				}
-				rec.StepDone(st.Name(), err)
-				if err != nil && runErr == nil {
-					// Keep checking the other steps: verify reports every check.
-					runErr = fmt.Errorf("%s: %w", st.Name(), err)
-				}
-			}
-			return o.printRun(rec, start, runErr)
-		},
-	}
 }
 
 func reversed(in []string) []string {

@@ -68,8 +68,15 @@ var (
 var logLevels = []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 // Validate checks every field and returns one *FieldError per bad field
-// (joined), or nil. It runs before any command changes anything.
-func (c *Config) Validate() error {
+// (joined), or nil. It runs before any command changes anything. The
+// project is required.
+func (c *Config) Validate() error { return c.validate(true) }
+
+// ValidateWithoutProject is Validate for commands that need no project
+// (load against an --endpoint): a project, if set, must still be valid.
+func (c *Config) ValidateWithoutProject() error { return c.validate(false) }
+
+func (c *Config) validate(needProject bool) error {
 	var errs []error
 	add := func(key, value, allowed string) {
 		errs = append(errs, newFieldError(key, value, allowed))
@@ -126,6 +133,7 @@ func (c *Config) Validate() error {
 	}
 
 	switch {
+	case c.Project == "" && !needProject:
 	case c.Project == "":
 		add("project", "", "set: the GCP project id, e.g. --project my-project")
 	case !projectRE.MatchString(c.Project):

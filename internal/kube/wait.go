@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -41,6 +42,7 @@ type Watch struct {
 	Resource      dynamic.ResourceInterface
 	Name          string // only this object
 	LabelSelector string
+	FieldSelector string // with Name, both must hold
 }
 
 // Until watches w (by list and watch, re-listing when the server closes the
@@ -93,9 +95,14 @@ func Until(ctx context.Context, what string, w Watch, cond Condition, progress f
 }
 
 func (w Watch) options(o *metav1.ListOptions) {
+	var fs []string
 	if w.Name != "" {
-		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", w.Name).String()
+		fs = append(fs, fields.OneTermEqualSelector("metadata.name", w.Name).String())
 	}
+	if w.FieldSelector != "" {
+		fs = append(fs, w.FieldSelector)
+	}
+	o.FieldSelector = strings.Join(fs, ",")
 	if w.LabelSelector != "" {
 		o.LabelSelector = w.LabelSelector
 	}

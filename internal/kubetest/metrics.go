@@ -24,6 +24,18 @@ type FakeMetrics struct {
 
 	mu     sync.Mutex
 	values map[string]string // metric -> value for every pod
+	funcs  map[string]func(pods int) string
+}
+
+// SetFunc makes metric read f(number of pods asked about) for every pod,
+// e.g. a server's requests in flight shared among its pods.
+func (f *FakeMetrics) SetFunc(metric string, fn func(pods int) string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.funcs == nil {
+		f.funcs = map[string]func(int) string{}
+	}
+	f.funcs[metric] = fn
 }
 
 // Set makes metric read value (a quantity, e.g. "3") for every pod.
@@ -34,6 +46,14 @@ func (f *FakeMetrics) Set(metric, value string) {
 		f.values = map[string]string{}
 	}
 	f.values[metric] = value
+}
+
+// Delete makes metric unknown (404, as for a metric with no samples).
+func (f *FakeMetrics) Delete(metric string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.values, metric)
+	delete(f.funcs, metric)
 }
 
 // Server starts the HTTPS backend.
@@ -51,7 +71,9 @@ func (f *FakeMetrics) serve(w http.ResponseWriter, r *http.Request) {
 	ns, podName, metric := parts[1], parts[3], parts[4]
 	f.mu.Lock()
 	value, ok := f.values[metric]
+	fn := f.funcs[metric]
 	f.mu.Unlock()
+	ok = ok || fn != nil
 	if !ok {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
@@ -66,6 +88,9 @@ func (f *FakeMetrics) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	var items []any
 	now := time.Now().UTC().Format(time.RFC3339)
+	if fn != nil {
+		value = fn(len(pods.Items))
+	}
 	for _, p := range pods.Items {
 		if podName != "*" && p.Name != podName {
 			continue

@@ -37,6 +37,9 @@ func rolloutStatus(d *appsv1.Deployment) (ok bool, reason, message string) {
 		want = *d.Spec.Replicas
 	}
 	s := d.Status
+	if want == 0 {
+		return false, "ScaledToZero", "the Deployment is scaled to 0 replicas"
+	}
 	for _, c := range s.Conditions {
 		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
 			return false, "ProgressDeadlineExceeded", c.Message

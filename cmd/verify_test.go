@@ -1,0 +1,255 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/iam/apiv1/iampb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
+	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
+)
+
+const runningMetric = "prometheus.googleapis.com|vllm:num_requests_running|gauge"
+
+// checks returns "section/check=ok" for every check of a verify run, and
+// the reason of each failed one.
+func checks(t *testing.T, out string) (map[string]bool, map[string]string) {
+	t.Helper()
+	var doc verifyJSON
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	ok, reason := map[string]bool{}, map[string]string{}
+	for _, s := range doc.Steps {
+		for _, c := range s.Checks {
+			ok[s.Step+"/"+c.Check] = c.OK
+			if !c.OK {
+				reason[s.Step+"/"+c.Check] = c.Reason
+			}
+		}
+	}
+	return ok, reason
+}
+
+func TestVerifyEachCheck(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	g := startGCP(t)
+	sim := httptest.NewServer(vllmsim.New(vllmsim.DefaultConfig()).Handler())
+	defer sim.Close()
+	inst := instance{"ver", "ver-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	gcpMustRun(t, g, inst, "up")
+
+	verifyRun := func(endpoint string) (int, map[string]bool, map[string]string, string) {
+		code, out, errOut := gcpRun(t, g, inst, "verify", "-o", "json", "--endpoint", endpoint)
+		ok, reason := checks(t, out)
+		return code, ok, reason, errOut
+	}
+	code, ok, reason, errOut := verifyRun(sim.URL)
+	want := []string{
+		"deploy/deployment available", "deploy/service endpoints ready",
+		"metrics/vllm /metrics carries both gauges",
+		"monitor/podmonitoring configured",
+		"adapter/adapter available", "adapter/apiservice v1beta1.custom.metrics.k8s.io available",
+		"adapter/apiservice v1beta2.custom.metrics.k8s.io available", "adapter/apiservice v1beta1.external.metrics.k8s.io available",
+		"custom-metric/metric readable for every pod",
+		"hpa/hpa scaling active",
+		"identity/google service account exists", "identity/roles/monitoring.viewer binding", "identity/roles/iam.workloadIdentityUser binding", "identity/ksa annotation",
+	}
+	for _, w := range want {
+		if !ok[w] {
+			t.Errorf("%s not passing (reason %q)", w, reason[w])
+		}
+	}
+	if code != 0 || len(ok) != len(want) {
+		t.Fatalf("verify: exit %d, %d checks, want %d all passing:\n%s", code, len(ok), len(want), errOut)
+	}
+
+	ctx := context.Background()
+	failing := []struct {
+		check, reason string
+		breakIt       func() (endpoint string, restore func())
+	}{
+		{"metrics/vllm /metrics carries both gauges", "GaugeMissing", func() (string, func()) {
+			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintln(w, "# TYPE vllm:num_requests_running gauge")
+				fmt.Fprintln(w, `vllm:num_requests_running{model_name="google/gemma-3-1b-it"} 0`)
+			}))
+			return other.URL, other.Close
+		}},
+		{"monitor/podmonitoring configured", "ScrapeConfigError", func() (string, func()) {
+			cp.Operator.Decide(func(*unstructured.Unstructured) (string, string, string, bool) {
+				return "False", "ScrapeConfigError", "bad endpoint", false
+			})
+			nudgePodMonitoring(t, inst.namespace)
+			return sim.URL, func() { cp.Operator.Decide(nil); nudgePodMonitoring(t, inst.namespace) }
+		}},
+		{"custom-metric/metric readable for every pod", "MetricNotFound", func() (string, func()) {
+			metrics.Delete(runningMetric)
+			return sim.URL, func() { metrics.Set(runningMetric, "0") }
+		}},
+		{"adapter/adapter available", "ScaledToZero", func() (string, func()) {
+			scaleAdapter(t, 0)
+			return sim.URL, func() { scaleAdapter(t, 1); mustRun(t, inst, "adapter") }
+		}},
+		{"hpa/hpa scaling active", "NotFound", func() (string, func()) {
+			cp.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Delete(ctx, "gemma-server-hpa", metav1.DeleteOptions{})
+			return sim.URL, func() { mustRun(t, inst, "hpa") }
+		}},
+		{"identity/roles/iam.workloadIdentityUser binding", "MemberMissing", func() (string, func()) {
+			p := g.IAM.AccountPolicy(gsaEmail)
+			p.Bindings = nil
+			setAccountPolicy(t, g, p)
+			return sim.URL, func() { gcpMustRun(t, g, inst, "identity") }
+		}},
+	}
+	for _, f := range failing {
+		t.Run(f.check, func(t *testing.T) {
+			endpoint, restore := f.breakIt()
+			code, ok, reason, errOut := verifyRun(endpoint)
+			restore()
+			if code != exitcode.CheckFailed {
+				t.Errorf("exit %d, want %d:\n%s", code, exitcode.CheckFailed, errOut)
+			}
+			if ok[f.check] || reason[f.check] != f.reason {
+				t.Errorf("%s: ok=%v reason %q, want %q:\n%s", f.check, ok[f.check], reason[f.check], f.reason, errOut)
+			}
+		})
+	}
+}
+
+func nudgePodMonitoring(t *testing.T, ns string) {
+	pms := cp.Dynamic.Resource(gmpGVR).Namespace(ns)
+	u, err := pms.Get(context.Background(), "gemma-pod-monitoring", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann := u.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann["nudge"] += "x"
+	u.SetAnnotations(ann)
+	if _, err := pms.Update(context.Background(), u, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the operator's verdict on the new state.
+	w, _ := pms.Watch(context.Background(), metav1.ListOptions{FieldSelector: "metadata.name=gemma-pod-monitoring", ResourceVersion: u.GetResourceVersion()})
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		if o, ok := ev.Object.(*unstructured.Unstructured); ok {
+			if _, found, _ := unstructured.NestedSlice(o.Object, "status", "conditions"); found && o.GetResourceVersion() != u.GetResourceVersion() {
+				return
+			}
+		}
+	}
+}
+
+func scaleAdapter(t *testing.T, n int32) {
+	ctx := context.Background()
+	s, err := cp.Client.AppsV1().Deployments("custom-metrics").GetScale(ctx, "custom-metrics-stackdriver-adapter", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Replicas = n
+	if _, err := cp.Client.AppsV1().Deployments("custom-metrics").UpdateScale(ctx, "custom-metrics-stackdriver-adapter", s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func setAccountPolicy(t *testing.T, g *gcpfake.GCP, p *iampb.Policy) {
+	c, err := gcp.Dial(context.Background(), gcp.Options{}, gcp.Endpoints{IAM: g.IAMEndpoint, ResourceManager: g.ResourceManagerEndpoint, Container: g.ContainerEndpoint}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := gcp.AccountPolicy(c.IAM, "my-proj", gsaEmail).Set(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVerifyLoadTimeline: the walkthrough's test on the real HPA controller.
+// The metric the fake adapter serves is the simulator's requests in flight
+// shared among the pods, so load at 10/s with 1 s answers keeps about 10
+// running: 1 -> 3 replicas, and back to 1 when the load stops.
+func TestVerifyLoadTimeline(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	g := startGCP(t)
+	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: 20 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	metrics.SetFunc(runningMetric, func(pods int) string {
+		inflight := sim.Received.Load() - sim.Completed.Load() - sim.Failed.Load()
+		return fmt.Sprintf("%dm", inflight*1000/int64(max(pods, 1)))
+	})
+	defer metrics.Set(runningMetric, "0")
+	inst := instance{"timeline", "timeline-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	// Scale down without a stabilization window, so the test need not wait 30s.
+	env := map[string]string{"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "0s"}
+	run := func(args ...string) (int, string, string) {
+		for k, v := range map[string]string{
+			"VLLM_HPA_ENDPOINTS_IAM": g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER": g.ContainerEndpoint,
+		} {
+			env[k] = v
+		}
+		return kubeRunEnv(t, inst, env, args...)
+	}
+	if code, out, errOut := run("up"); code != 0 {
+		t.Fatalf("up: %d\n%s\n%s", code, out, errOut)
+	}
+	report := filepath.Join(t.TempDir(), "timeline.json")
+	code, out, errOut := run("verify", "-o", "json", "--endpoint", srv.URL, "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "90s", "--report", report)
+	if code != 0 {
+		t.Fatalf("verify --load: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var doc verifyJSON
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	tl := doc.Timeline
+	if tl == nil || tl.FirstScaleUp == nil || tl.ScaledUpReady == nil || tl.FirstScaleDown == nil {
+		t.Fatalf("timeline lacks the scale-up, its readiness or the scale-down: %+v", tl)
+	}
+	var sizes []int32
+	for _, r := range tl.Rescales {
+		sizes = append(sizes, r.NewSize)
+		if !strings.Contains(r.Message, "above target") && !strings.Contains(r.Message, "below target") && !strings.Contains(r.Message, "All metrics below target") {
+			t.Errorf("rescale reason: %q", r.Message)
+		}
+	}
+	// Up (in one or more steps as the load ramps up) to 3, never beyond,
+	// and back to 1.
+	peak := int32(0)
+	for _, s := range sizes {
+		peak = max(peak, s)
+	}
+	if len(sizes) < 2 || sizes[0] <= 1 || peak != 3 || sizes[len(sizes)-1] != 1 {
+		t.Errorf("rescales %v, want a scale-up to 3 and back to 1", sizes)
+	}
+	if doc.Load == nil || doc.Load.Sent == 0 || doc.Load.Succeeded != doc.Load.Sent {
+		t.Errorf("load summary: %+v", doc.Load)
+	}
+	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"firstScaleUp"`) {
+		t.Errorf("report file: %v %s", err, b)
+	}
+	if !strings.Contains(errOut, "load start -> first scale-up") || !strings.Contains(errOut, "ready   ") {
+		t.Errorf("no timeline chart on stderr:\n%s", errOut)
+	}
+	t.Logf("load start -> first scale-up %s, -> scaled-up pods Ready %s, -> first scale-down %s; rescales %v",
+		tl.FirstScaleUp, tl.ScaledUpReady, tl.FirstScaleDown, sizes)
+}
