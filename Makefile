@@ -7,10 +7,15 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X $(PKG)/cmd.version=$(VERSION) -X $(PKG)/cmd.commit=$(COMMIT) -X $(PKG)/cmd.date=$(DATE)
 
-.PHONY: build test test-unit lint install k8s-cache clean
+.PHONY: build demo test test-unit lint install k8s-cache clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
+
+# The whole walkthrough on the local GKE emulator: up, load, 1 -> 3 -> 1,
+# cleanup. The first run builds the Kubernetes binaries.
+demo:
+	@scripts/demo.sh
 
 # The Kubernetes control-plane binaries the tests run (built once, cached
 # under $${VLLM_HPA_CACHE:-~/.cache/vllm-hpa}; the first build takes minutes).
@@ -22,7 +27,8 @@ k8s-cache:
 # failure rather than a skip).
 test: lint
 	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 && \
-	  $(GO) test -count=1 -timeout 30m ./...
+	  $(GO) test -count=1 -timeout 30m ./... && \
+	  cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
 
 # Only the tests that need no Kubernetes binaries.
 test-unit:

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -57,6 +58,11 @@ type Options struct {
 	RunPods bool
 	// PodStartDelay is how long a pod takes to become Ready.
 	PodStartDelay time.Duration
+	// PodStarted and PodStopped are the PodRunner's hooks; KubeletPort its
+	// Node's kubelet port (see PodRunner).
+	PodStarted  func(*corev1.Pod) error
+	PodStopped  func(*corev1.Pod)
+	KubeletPort int32
 	// StaticToken, if set, is a bearer token kube-apiserver accepts for an
 	// administrator (as GKE accepts Google OAuth tokens).
 	StaticToken string
@@ -259,7 +265,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	bg, cancel := context.WithCancel(context.Background())
 	cp.cancel = cancel
 	if opts.RunPods {
-		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay}
+		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, KubeletPort: opts.KubeletPort}
 		if err := cp.Pods.ensureNode(ctx); err != nil {
 			return cp, err
 		}

@@ -63,7 +63,7 @@ func (cp *ControlPlane) startEgress() ([]string, error) {
 }
 
 // ServeService routes connections for the Service namespace/name on port to
-// the local address addr (host:port on loopback).
+// the local address addr (host:port on loopback); namespace "*" matches any.
 func (cp *ControlPlane) ServeService(namespace, name string, port int32, addr string) {
 	cp.egress.mu.Lock()
 	defer cp.egress.mu.Unlock()
@@ -132,6 +132,9 @@ func (p *egressProxy) resolve(target string) (string, bool) {
 		for _, sp := range s.Spec.Ports {
 			if fmt.Sprint(sp.Port) == port {
 				addr, ok := p.services[fmt.Sprintf("%s/%s:%d", s.Namespace, s.Name, sp.Port)]
+				if !ok {
+					addr, ok = p.services[fmt.Sprintf("*/%s:%d", s.Name, sp.Port)]
+				}
 				return addr, ok && isLoopbackAddr(addr)
 			}
 		}

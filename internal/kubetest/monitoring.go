@@ -77,10 +77,10 @@ func (o *MonitoringOperator) reconcile(ctx context.Context, pm *unstructured.Uns
 		cond["message"] = message
 	}
 	u := pm.DeepCopy()
-	_ = unstructured.SetNestedField(u.Object, map[string]any{
-		"observedGeneration": pm.GetGeneration(),
-		"conditions":         []any{cond},
-	}, "status")
+	// Only the operator's own fields: endpointStatuses belong to the
+	// collectors (target status).
+	_ = unstructured.SetNestedField(u.Object, pm.GetGeneration(), "status", "observedGeneration")
+	_ = unstructured.SetNestedSlice(u.Object, []any{cond}, "status", "conditions")
 	_, _ = o.Dynamic.Resource(gmp.Resource).Namespace(pm.GetNamespace()).UpdateStatus(ctx, u, metav1.UpdateOptions{})
 }
 

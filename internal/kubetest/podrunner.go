@@ -30,6 +30,12 @@ type PodRunner struct {
 	Hold func(pod *corev1.Pod) (reason, message string)
 	// KubeletPort is put in the Node's daemon endpoints (port-forward).
 	KubeletPort int32
+	// Started, if set, runs when a pod starts, before it is reported
+	// Ready (e.g. to start the process it stands for); an error keeps the
+	// pod Pending with the error as its waiting reason.
+	Started func(pod *corev1.Pod) error
+	// Stopped, if set, runs when a pod is deleted.
+	Stopped func(pod *corev1.Pod)
 
 	nextIP atomic.Uint32
 	mu     sync.Mutex
@@ -100,6 +106,9 @@ func (r *PodRunner) ensureNode(ctx context.Context) error {
 func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 	switch {
 	case pod.DeletionTimestamp != nil:
+		if r.Stopped != nil {
+			r.Stopped(pod)
+		}
 		// No kubelet will confirm the deletion: finish it.
 		zero := int64(0)
 		_ = r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
@@ -148,6 +157,12 @@ func (r *PodRunner) start(ctx context.Context, namespace, name string) {
 	if r.Hold != nil {
 		if reason, msg := r.Hold(pod); reason != "" {
 			r.setStatus(ctx, namespace, name, false, reason, msg)
+			return
+		}
+	}
+	if r.Started != nil {
+		if err := r.Started(pod); err != nil {
+			r.setStatus(ctx, namespace, name, false, "StartError", err.Error())
 			return
 		}
 	}

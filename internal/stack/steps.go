@@ -149,11 +149,16 @@ func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, step
 	progress := func() {
 		mu.Lock()
 		defer mu.Unlock()
-		msg := "Deployment " + ns + "/" + name + ": " + deployReason
-		if d := diag.summary(); d != "" {
-			msg += "; " + d
+		parts := []string{}
+		if deployReason != "" {
+			parts = append(parts, deployReason)
 		}
-		report.Waiting(stepName, msg)
+		if d := diag.summary(); d != "" {
+			parts = append(parts, d)
+		}
+		if len(parts) > 0 {
+			report.Waiting(stepName, "Deployment "+ns+"/"+name+": "+strings.Join(parts, "; "))
+		}
 	}
 	go diag.run(dctx, k, ns, name, podSelector, progress)
 	err := kube.Until(ctx, "Deployment "+ns+"/"+name+" to be available",

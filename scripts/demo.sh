@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole walkthrough on this machine: build what is missing, start the
+# local GKE emulator (GKE's 15 s scrape and HPA sync intervals), run
+# `vllm-hpa up`, prove the HPA scales 1 -> 3 under the walkthrough's load and
+# back to 1 when it stops, clean up, and stop the emulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+say "building (the first run builds the Kubernetes binaries: several minutes)"
+bin_dir=$(scripts/build-k8s-cache.sh)
+make -s build
+(cd scripts/emulator && CGO_ENABLED=0 go build -o ../../bin/vllm-hpa-emulator .)
+export PATH="$PWD/bin:$PATH"
+
+state=$(mktemp -d -t vllm-hpa-demo-XXXXXX)
+emulator_pid=
+stop_emulator() {
+  if [ -n "$emulator_pid" ]; then
+    kill -TERM "$emulator_pid" 2>/dev/null || true
+    wait "$emulator_pid" 2>/dev/null || true
+  fi
+  rm -rf "$state"
+}
+trap stop_emulator EXIT
+
+say "starting the local GKE emulator"
+vllm-hpa-emulator --dir "$state" --k8s-bin "$bin_dir" > "$state/emulator.log" 2>&1 &
+emulator_pid=$!
+for _ in $(seq 600); do
+  [ -f "$state/env" ] && break
+  kill -0 "$emulator_pid" 2>/dev/null || { cat "$state/emulator.log" >&2; exit 1; }
+  sleep 0.1
+done
+[ -f "$state/env" ] || { echo "the emulator did not start" >&2; exit 1; }
+grep 'emulator ready' "$state/emulator.log" >&2
+# shellcheck disable=SC1091
+. "$state/env"
+
+say "vllm-hpa up"
+vllm-hpa up
+
+say "vllm-hpa verify --load: the walkthrough's test (about 10 requests running, target 4)"
+vllm-hpa verify --load --rate 10 --expect-replicas 3 --scale-down --wait-timeout 5m --report "$state/timeline.json"
+
+say "vllm-hpa cleanup"
+vllm-hpa cleanup
+
+say "demo done in $((SECONDS - start))s"

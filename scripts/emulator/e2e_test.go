@@ -1,0 +1,266 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/iam/apiv1/iampb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/vllm-hpa/vllm-hpa/cmd"
+	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
+	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
+	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+)
+
+// The walkthrough end to end on the emulator: the real kube-apiserver,
+// kube-controller-manager (HPA controller), the custom-metrics-apiserver
+// adapter stand-in, port-forward through the API server, and the CLI as a
+// user runs it. Intervals are shortened (2 s scrape and HPA sync, 5 s
+// scale-down window) so the test takes about a minute.
+
+type runResult struct {
+	code        int
+	out, errOut string
+}
+
+func vllmHPA(t *testing.T, args ...string) runResult {
+	t.Helper()
+	streams, out, errOut := iostreams.Test()
+	code := cmd.Run(context.Background(), streams, args)
+	return runResult{code, out.String(), errOut.String()}
+}
+
+func must(t *testing.T, args ...string) runResult {
+	t.Helper()
+	r := vllmHPA(t, args...)
+	if r.code != 0 {
+		t.Fatalf("vllm-hpa %v: exit %d\n%s\n%s", args, r.code, r.out, r.errOut)
+	}
+	return r
+}
+
+type verifyDoc struct {
+	Steps []struct {
+		Step   string `json:"step"`
+		Checks []struct {
+			Check  string `json:"check"`
+			OK     bool   `json:"ok"`
+			Reason string `json:"reason"`
+		} `json:"checks"`
+	} `json:"steps"`
+	Timeline *struct {
+		Rescales []struct {
+			NewSize int32 `json:"newSize"`
+		} `json:"rescales"`
+		FirstScaleUp  *float64 `json:"firstScaleUp"`
+		ScaledUpReady *float64 `json:"scaledUpReady"`
+	} `json:"timeline"`
+}
+
+// failing returns "step/check: reason" for each failed check.
+func failing(t *testing.T, out string) []string {
+	var doc verifyDoc
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var f []string
+	for _, s := range doc.Steps {
+		for _, c := range s.Checks {
+			if !c.OK {
+				f = append(f, s.Step+"/"+c.Check+": "+c.Reason)
+			}
+		}
+	}
+	return f
+}
+
+func TestWalkthroughOnEmulator(t *testing.T) {
+	bin := os.Getenv(kubetest.BinDirEnv)
+	if bin == "" {
+		if os.Getenv(kubetest.RequireEnv) != "" {
+			t.Fatalf("%s is not set", kubetest.BinDirEnv)
+		}
+		t.Skipf("%s is not set: run make test", kubetest.BinDirEnv)
+	}
+	o := DefaultOptions()
+	o.Dir, o.Bin = t.TempDir(), bin
+	o.HPASyncPeriod, o.PodStartDelay = 2*time.Second, time.Second
+	ctx := context.Background()
+	e, err := Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	t.Logf("emulator started in %s", e.Started.Round(time.Millisecond))
+	for k, v := range e.Env {
+		t.Setenv(k, v)
+	}
+	t.Setenv("VLLM_HPA_MONITORING_INTERVAL", "2s")
+	t.Setenv("VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION", "5s")
+
+	must(t, "up")
+	objects, mutations := owned(t, e), e.GCP.Mutations()
+	if len(objects) != 18 { // the whole stack; the default namespace is not ours
+		t.Errorf("%d owned objects after up, want 18: %v", len(objects), objects)
+	}
+	// up twice changes nothing.
+	must(t, "up")
+	if after := owned(t, e); fmt.Sprint(after) != fmt.Sprint(objects) {
+		t.Errorf("second up changed objects:\nbefore %v\nafter  %v", objects, after)
+	}
+	if e.GCP.Mutations() != mutations {
+		t.Errorf("second up made %d mutating GCP calls", e.GCP.Mutations()-mutations)
+	}
+
+	// The walkthrough's test: load that keeps about 10 requests running
+	// (10/s, 1 s answers), target 4: 1 -> 3, and back to 1.
+	r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "2m")
+	var doc verifyDoc
+	json.Unmarshal([]byte(r.out), &doc)
+	if doc.Timeline == nil || doc.Timeline.FirstScaleUp == nil {
+		t.Fatalf("no scale-up in the timeline:\n%s", r.errOut)
+	}
+	var sizes []int32
+	peak := int32(0)
+	for _, rs := range doc.Timeline.Rescales {
+		sizes = append(sizes, rs.NewSize)
+		peak = max(peak, rs.NewSize)
+	}
+	if peak != 3 || sizes[len(sizes)-1] != 1 {
+		t.Errorf("rescales %v, want up to 3 and back to 1", sizes)
+	}
+	t.Logf("rescales %v; load start -> first scale-up %.1fs, -> pods Ready %.1fs (bound: scrape 2s + HPA sync 2s + pod start 1s)",
+		sizes, *doc.Timeline.FirstScaleUp, *doc.Timeline.ScaledUpReady)
+
+	// verify names the right check when something breaks.
+	t.Run("adapter scaled to 0", func(t *testing.T) {
+		scale(t, e, 0)
+		r := vllmHPA(t, "verify", "-o", "json")
+		scale(t, e, 1)
+		must(t, "adapter")
+		if r.code != 3 || !contains(failing(t, r.out), "adapter/adapter available: ScaledToZero") {
+			t.Errorf("exit %d, failing %v", r.code, failing(t, r.out))
+		}
+	})
+	t.Run("identity binding removed", func(t *testing.T) {
+		email := "metrics-adapter-gsa@vllm-hpa-demo.iam.gserviceaccount.com"
+		setAccountPolicy(t, e, email, &iampb.Policy{Etag: e.GCP.IAM.AccountPolicy(email).Etag})
+		r := vllmHPA(t, "verify", "-o", "json")
+		must(t, "identity")
+		if r.code != 3 || !contains(failing(t, r.out), "identity/roles/iam.workloadIdentityUser binding: MemberMissing") {
+			t.Errorf("exit %d, failing %v", r.code, failing(t, r.out))
+		}
+	})
+	t.Run("podmonitoring selector matches nothing", func(t *testing.T) {
+		pms := e.CP.Dynamic.Resource(gmp.Resource).Namespace("default")
+		if _, err := pms.Patch(ctx, "gemma-pod-monitoring", types.MergePatchType,
+			[]byte(`{"spec":{"selector":{"matchLabels":{"app":"nothing"}}}}`), metav1.PatchOptions{FieldManager: "kubectl-edit"}); err != nil {
+			t.Fatal(err)
+		}
+		waitTargets(t, e, 0)
+		r := vllmHPA(t, "verify", "-o", "json")
+		must(t, "monitor", "--force-conflicts")
+		if r.code != 3 || !contains(failing(t, r.out), "monitor/podmonitoring configured: NoTargets") {
+			t.Errorf("exit %d, failing %v", r.code, failing(t, r.out))
+		}
+	})
+
+	// cleanup leaves zero owned objects and no IAM member of ours.
+	must(t, "cleanup")
+	if left := owned(t, e); len(left) != 0 {
+		t.Errorf("cleanup left %v", left)
+	}
+	for _, b := range e.GCP.Projects.Policy("vllm-hpa-demo").Bindings {
+		for _, m := range b.Members {
+			if strings.Contains(m, "metrics-adapter-gsa") || strings.Contains(m, "svc.id.goog") {
+				t.Errorf("cleanup left IAM member %s (%s)", m, b.Role)
+			}
+		}
+	}
+	if e.GCP.IAM.Account("metrics-adapter-gsa@vllm-hpa-demo.iam.gserviceaccount.com") != nil {
+		t.Error("cleanup left the Google service account")
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// owned lists objects with vllm-hpa's labels (not derived ones).
+func owned(t *testing.T, e *Emulator) map[string]string {
+	lists, _ := e.CP.Client.Discovery().ServerPreferredResources()
+	out := map[string]string{}
+	for _, l := range lists {
+		gv, _ := schema.ParseGroupVersion(l.GroupVersion)
+		for _, r := range l.APIResources {
+			if strings.Contains(r.Name, "/") {
+				continue
+			}
+			items, err := e.CP.Dynamic.Resource(gv.WithResource(r.Name)).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=vllm-hpa"})
+			if err != nil {
+				continue
+			}
+			for _, it := range items.Items {
+				if len(it.GetOwnerReferences()) == 0 {
+					out[it.GetKind()+" "+it.GetNamespace()+"/"+it.GetName()] = it.GetResourceVersion()
+				}
+			}
+		}
+	}
+	return out
+}
+
+func scale(t *testing.T, e *Emulator, n int32) {
+	ctx := context.Background()
+	s, err := e.CP.Client.AppsV1().Deployments("custom-metrics").GetScale(ctx, "custom-metrics-stackdriver-adapter", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Spec.Replicas = n
+	if _, err := e.CP.Client.AppsV1().Deployments("custom-metrics").UpdateScale(ctx, "custom-metrics-stackdriver-adapter", s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func setAccountPolicy(t *testing.T, e *Emulator, email string, p *iampb.Policy) {
+	if _, err := e.GCP.IAM.SetIamPolicy(context.Background(), &iampb.SetIamPolicyRequest{Resource: "projects/vllm-hpa-demo/serviceAccounts/" + email, Policy: p}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitTargets waits (by watch) until the PodMonitoring reports n active
+// targets.
+func waitTargets(t *testing.T, e *Emulator, n int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	w, err := e.CP.Dynamic.Resource(gmp.Resource).Namespace("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=gemma-pod-monitoring"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for ev := range w.ResultChan() {
+		u, ok := ev.Object.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		es, _, _ := unstructured.NestedSlice(u.Object, "status", "endpointStatuses")
+		if len(es) == 1 && fmt.Sprint(es[0].(map[string]any)["activeTargets"]) == fmt.Sprint(n) {
+			return
+		}
+	}
+	t.Fatalf("PodMonitoring never reported %d active targets", n)
+}

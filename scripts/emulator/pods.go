@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
+)
+
+// simulators runs one vLLM simulator per vLLM pod, on a loopback port of
+// its own: the pod's "container". Pods of other workloads (the adapter)
+// just become Ready.
+type simulators struct {
+	cfg vllmsim.Config // Model is taken from each pod's MODEL_ID
+
+	mu    sync.Mutex
+	addrs map[string]string // namespace/pod -> 127.0.0.1:port
+	srvs  map[string]*http.Server
+}
+
+func newSimulators(cfg vllmsim.Config) *simulators {
+	return &simulators{cfg: cfg, addrs: map[string]string{}, srvs: map[string]*http.Server{}}
+}
+
+// isVLLM recognises the vLLM server container by its command.
+func isVLLM(pod *corev1.Pod) (*corev1.Container, bool) {
+	for i, c := range pod.Spec.Containers {
+		if strings.Contains(strings.Join(append(append([]string{}, c.Command...), c.Args...), " "), "vllm.entrypoints.openai.api_server") {
+			return &pod.Spec.Containers[i], true
+		}
+	}
+	return nil, false
+}
+
+func (s *simulators) start(pod *corev1.Pod) error {
+	c, ok := isVLLM(pod)
+	if !ok {
+		return nil
+	}
+	key := pod.Namespace + "/" + pod.Name
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.addrs[key]; ok {
+		return nil
+	}
+	cfg := s.cfg
+	for _, e := range c.Env {
+		if e.Name == "MODEL_ID" && e.Value != "" {
+			cfg.Model = e.Value
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: vllmsim.New(cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	s.addrs[key], s.srvs[key] = l.Addr().String(), srv
+	return nil
+}
+
+func (s *simulators) stop(pod *corev1.Pod) {
+	key := pod.Namespace + "/" + pod.Name
+	s.mu.Lock()
+	srv := s.srvs[key]
+	delete(s.addrs, key)
+	delete(s.srvs, key)
+	s.mu.Unlock()
+	if srv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}
+}
+
+// addr is where pod's server listens.
+func (s *simulators) addr(namespace, pod string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.addrs[namespace+"/"+pod]
+	if !ok {
+		return "", errors.New("no server runs in pod " + namespace + "/" + pod)
+	}
+	return a, nil
+}
+
+func (s *simulators) stopAll() {
+	s.mu.Lock()
+	srvs := s.srvs
+	s.srvs, s.addrs = map[string]*http.Server{}, map[string]string{}
+	s.mu.Unlock()
+	for _, srv := range srvs {
+		srv.Close()
+	}
+}
