@@ -85,6 +85,10 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 	}
 	namespaces := map[string]bool{}
 	for i, obj := range objs {
+		// Ctrl+C stops between API calls, never in the middle of one.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if ns := obj.GetNamespace(); ns != "" && !namespaces[ns] {
 			if err := s.ensureNamespace(ctx, ns, objs); err != nil {
 				return err
@@ -96,7 +100,11 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 				return err
 			}
 		}
-		_, action, err := k.Apply(ctx, obj, live[i], s.deps.ForceConflicts)
+		var action kube.Action
+		err := uninterrupted(ctx, func(ctx context.Context) (err error) {
+			_, action, err = k.Apply(ctx, obj, live[i], s.deps.ForceConflicts)
+			return err
+		})
 		if err != nil {
 			return err
 		}
@@ -124,7 +132,10 @@ func (s *objectsStep) ensureNamespace(ctx context.Context, ns string, objs []*un
 	if err != nil || live != nil {
 		return err
 	}
-	if _, _, err := s.deps.Kube.Apply(ctx, nsObj, nil, false); err != nil {
+	if err := uninterrupted(ctx, func(ctx context.Context) error {
+		_, _, err := s.deps.Kube.Apply(ctx, nsObj, nil, false)
+		return err
+	}); err != nil {
 		return err
 	}
 	s.deps.Report.Action(s.name, kube.Ref(nsObj)+" created")
@@ -195,11 +206,23 @@ func (s *objectsStep) Delete(ctx context.Context) error {
 	dctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Cleanup)
 	defer cancel()
 	for _, obj := range order {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := s.deleteOwned(dctx, k, obj); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// uninterrupted runs one API call to its end even when ctx is cancelled by
+// Ctrl+C, so that an interrupted run stops between calls and what it
+// reports as done is done; the call is still bounded in time.
+func uninterrupted(ctx context.Context, call func(context.Context) error) error {
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	return call(c)
 }
 
 func (s *objectsStep) deleteOwned(ctx context.Context, k *kube.Client, obj *unstructured.Unstructured) error {
@@ -237,10 +260,12 @@ func (s *objectsStep) deleteOwned(ctx context.Context, k *kube.Client, obj *unst
 		}
 		uid := live.GetUID()
 		background := metav1.DeletePropagationBackground
-		err = r.Delete(ctx, obj.GetName(), metav1.DeleteOptions{
-			// Delete exactly the object that was checked, not a newer one.
-			Preconditions:     &metav1.Preconditions{UID: &uid},
-			PropagationPolicy: &background,
+		err = uninterrupted(ctx, func(ctx context.Context) error {
+			return r.Delete(ctx, obj.GetName(), metav1.DeleteOptions{
+				// Delete exactly the object that was checked, not a newer one.
+				Preconditions:     &metav1.Preconditions{UID: &uid},
+				PropagationPolicy: &background,
+			})
 		})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return fmt.Errorf("delete %s: %w", ref, err)

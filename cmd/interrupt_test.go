@@ -1,0 +1,75 @@
+package cmd
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+)
+
+// TestInterruptedUpResumes sends SIGINT to a real vllm-hpa process while
+// `up` runs against the test control plane: it stops between API calls,
+// exits 130 and says what was done and what is left; the next `up`
+// completes.
+func TestInterruptedUpResumes(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	g := startGCP(t)
+	inst := instance{"sigint", "sigint-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	bin := filepath.Join(t.TempDir(), "vllm-hpa")
+	build := exec.Command("go", "build", "-o", bin, "..")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	env := append(os.Environ(),
+		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
+		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
+		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint)
+
+	c := exec.Command(bin, "up")
+	c.Env = env
+	stderr, _ := c.StderrPipe()
+	var stdout strings.Builder
+	c.Stdout = &stdout
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	sc := bufio.NewScanner(stderr)
+	sent := false
+	for sc.Scan() {
+		line := sc.Text()
+		log.WriteString(line + "\n")
+		// Interrupt as the adapter step starts applying.
+		if !sent && strings.Contains(line, "Namespace custom-metrics created") {
+			c.Process.Signal(syscall.SIGINT)
+			sent = true
+		}
+	}
+	err := c.Wait()
+	code := c.ProcessState.ExitCode()
+	if !sent || code != exitcode.Interrupted {
+		t.Fatalf("exit %d (%v), want %d after SIGINT; stderr:\n%s", code, err, exitcode.Interrupted, log.String())
+	}
+	// It says what is left.
+	if !strings.Contains(stdout.String(), "not run: [identity hpa]") {
+		t.Errorf("stdout does not list what is left:\n%s", stdout.String())
+	}
+
+	// The next up completes, and skips what was done.
+	c = exec.Command(bin, "up", "-o", "json")
+	c.Env = env
+	out, err := c.Output()
+	if err != nil {
+		t.Fatalf("second up: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `"Deployment sigint-ns/vllm-gemma-deployment unchanged"`) || !strings.Contains(string(out), `"ok": true`) {
+		t.Errorf("second up did not resume:\n%s", out)
+	}
+}
