@@ -99,8 +99,9 @@ from HF_TOKEN or --hf-token-file, never from a flag value.
 
 Exit codes:
 ` + exitCodeHelp(),
-		SilenceUsage:  true,
-		SilenceErrors: true,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		DisableAutoGenTag: true, // docs/commands stays stable between runs
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			if g.noColor {
 				streams.DisableColor()
@@ -131,7 +132,7 @@ Exit codes:
 		c.GroupID = "steps"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newUpCmd(g), newVerifyCmd(g), newLoadCmd(g), newCleanupCmd(g), newRenderCmd(g)} {
+	for _, c := range []*cobra.Command{newUpCmd(g), newVerifyCmd(g), newStatusCmd(g), newLoadCmd(g), newCleanupCmd(g), newRenderCmd(g)} {
 		c.GroupID = "stack"
 		root.AddCommand(c)
 	}

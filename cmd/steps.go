@@ -142,6 +142,13 @@ func (o *runOptions) Run(ctx context.Context) error {
 // kubeconfig or context is given: what CI pipelines want, no kubeconfig
 // and no gcloud).
 func (o *runOptions) dependencies(ctx context.Context, rec *output.Recorder, steps []string) (stack.Deps, func(), error) {
+	return o.dependenciesGCP(ctx, rec, steps, false)
+}
+
+// dependenciesGCP is dependencies where, with gcpOptional, Google APIs that
+// cannot be reached (no credentials) leave the identity step to report it
+// rather than stop a read-only command.
+func (o *runOptions) dependenciesGCP(ctx context.Context, rec *output.Recorder, steps []string, gcpOptional bool) (stack.Deps, func(), error) {
 	deps := stack.Deps{ForceConflicts: o.cfg.Kube.ForceConflicts}
 	if rec != nil {
 		deps.Report = rec
@@ -160,10 +167,14 @@ func (o *runOptions) dependencies(ctx context.Context, rec *output.Recorder, ste
 	if contains(steps, "identity") || o.cfg.Cluster != "" {
 		e := o.cfg.Endpoints
 		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container}, contains(steps, "identity"))
-		if err != nil {
+		switch {
+		case err != nil && gcpOptional && !viaGKE:
+			deps.GCPError = err
+		case err != nil:
 			return deps, closer, exitcode.With(exitcode.Precondition, err)
+		default:
+			deps.GCP, closer = g, g.Close
 		}
-		deps.GCP, closer = g, g.Close
 	}
 	var rc *rest.Config
 	var err error
@@ -175,6 +186,9 @@ func (o *runOptions) dependencies(ctx context.Context, rec *output.Recorder, ste
 		rc, err = kube.RESTConfigFromKubeconfig(kube.KubeconfigOptions{Path: kc.Kubeconfig, Context: kc.Context})
 	}
 	if err == nil {
+		if o.verbose >= 2 {
+			rc.Wrap(output.TraceTransport(o.streams.ErrOut))
+		}
 		deps.Kube, err = kube.New(rc)
 	}
 	if err != nil {

@@ -147,7 +147,7 @@ func (o *verifyOptions) run(cmd *cobra.Command) error {
 	rec := output.NewRecorder(o.streams)
 	defer rec.Close()
 	start := time.Now()
-	deps, closeDeps, err := o.dependencies(ctx, rec, o.steps)
+	deps, closeDeps, err := o.dependenciesGCP(ctx, rec, o.steps, true)
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,9 @@ func (s *identityStep) renderedKSA() (*unstructured.Unstructured, error) {
 
 func (s *identityStep) clients() (*gcp.Clients, *kube.Client, error) {
 	if s.deps.GCP == nil {
+		if s.deps.GCPError != nil {
+			return nil, nil, fmt.Errorf("Google APIs unreachable: %w", s.deps.GCPError)
+		}
 		return nil, nil, errors.New("no Google API clients")
 	}
 	if s.deps.Kube == nil {

@@ -25,8 +25,10 @@ type Deps struct {
 	Kube *kube.Client
 	// Report receives progress; nil discards it.
 	Report step.Reporter
-	// GCP are the Google API clients; nil for render and dry runs.
-	GCP *gcp.Clients
+	// GCP are the Google API clients; nil for render and dry runs, or when
+	// they could not be opened (GCPError says why).
+	GCP      *gcp.Clients
+	GCPError error
 	// Cluster is the GKE cluster as the container API described it, when
 	// already read (to connect); Preconditions reads it otherwise.
 	Cluster *container.Cluster
