@@ -16,7 +16,15 @@ import (
 // that CI logs show the run is alive.
 const Heartbeat = 30 * time.Second
 
+// spinnerFrames turn on a terminal while a wait is on.
+var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
+
 // Recorder prints progress as it happens and records it for the result.
+//
+// On a terminal a wait is one live line, a spinner with the elapsed time and
+// the current reason, rewritten in place; everything else is a line of its
+// own. Elsewhere (CI) every line is plain, a new reason is a new line, and a
+// heartbeat line repeats the reason at least every 30 s.
 type Recorder struct {
 	streams *iostreams.IOStreams
 	now     func() time.Time
@@ -25,7 +33,10 @@ type Recorder struct {
 	mu          sync.Mutex
 	steps       []*StepRecord
 	lastWaiting string
+	waitingFrom time.Time
 	lastLine    time.Time
+	live        bool // a spinner line is on screen (terminal)
+	frame       int
 	stopBeat    chan struct{}
 }
 
@@ -34,57 +45,101 @@ type StepRecord struct {
 	Step    string        `json:"step"`
 	Actions []string      `json:"actions"`
 	Checks  []step.Result `json:"checks"`
-	Status  string        `json:"status"` // ok, failed, skipped, not-run
+	Status  string        `json:"status"` // ok, failed, running (interrupted), not-run
 	Error   string        `json:"error,omitempty"`
 	Seconds float64       `json:"seconds"`
 	started time.Time
 }
 
-// NewRecorder starts a recorder; Close stops its heartbeat.
+// NewRecorder starts a recorder and its spinner (terminal) or heartbeat
+// (elsewhere); Close stops them.
 func NewRecorder(streams *iostreams.IOStreams) *Recorder {
-	r := &Recorder{streams: streams, now: time.Now, stopBeat: make(chan struct{})}
-	r.start = r.now()
-	r.lastLine = r.start
-	if !streams.ErrTTY {
-		go r.heartbeat()
+	r := newRecorder(streams, time.Now)
+	interval := Heartbeat / 3
+	if streams.ErrTTY {
+		interval = 100 * time.Millisecond
 	}
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-r.stopBeat:
+				return
+			case <-t.C:
+				r.Tick()
+			}
+		}
+	}()
 	return r
 }
 
-// Close stops the heartbeat.
+func newRecorder(streams *iostreams.IOStreams, now func() time.Time) *Recorder {
+	r := &Recorder{streams: streams, now: now, stopBeat: make(chan struct{})}
+	r.start = r.now()
+	r.lastLine = r.start
+	return r
+}
+
+// Close stops the spinner or heartbeat and clears a live line.
 func (r *Recorder) Close() {
 	select {
 	case <-r.stopBeat:
 	default:
 		close(r.stopBeat)
 	}
+	r.mu.Lock()
+	r.clearLive()
+	r.mu.Unlock()
 }
 
-func (r *Recorder) heartbeat() {
-	t := time.NewTicker(Heartbeat / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.stopBeat:
-			return
-		case <-t.C:
-			r.mu.Lock()
-			if r.now().Sub(r.lastLine) >= Heartbeat && r.lastWaiting != "" {
-				r.linef("  … still waiting (%s elapsed): %s", r.elapsed(), r.lastWaiting)
-			}
-			r.mu.Unlock()
-		}
+// Tick advances the spinner (terminal) or writes a heartbeat line when a
+// wait has gone Heartbeat without one (elsewhere).
+func (r *Recorder) Tick() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.lastWaiting == "" {
+		return
+	}
+	if r.streams.ErrTTY {
+		r.frame++
+		r.drawLive()
+		return
+	}
+	if r.now().Sub(r.lastLine) >= Heartbeat {
+		r.linef("  … still waiting (%s): %s", r.since(r.waitingFrom), r.lastWaiting)
 	}
 }
 
-// linef prints one progress line; the caller holds mu.
-func (r *Recorder) linef(format string, args ...any) {
-	fmt.Fprintf(r.streams.ErrOut, format+"\n", args...)
-	r.lastLine = r.now()
+// drawLive (re)draws the spinner line; the caller holds mu.
+func (r *Recorder) drawLive() {
+	fmt.Fprintf(r.streams.ErrOut, "\r\x1b[K  %s %s %s", r.streams.Yellow(spinnerFrames[r.frame%len(spinnerFrames)]),
+		r.since(r.waitingFrom), r.lastWaiting)
+	r.live = true
 }
 
-func (r *Recorder) elapsed() string {
-	return r.now().Sub(r.start).Round(time.Second).String()
+// clearLive erases the spinner line; the caller holds mu.
+func (r *Recorder) clearLive() {
+	if r.live {
+		fmt.Fprint(r.streams.ErrOut, "\r\x1b[K")
+		r.live = false
+	}
+}
+
+// linef prints one progress line, above the spinner line if there is one;
+// the caller holds mu.
+func (r *Recorder) linef(format string, args ...any) {
+	wasLive := r.live
+	r.clearLive()
+	fmt.Fprintf(r.streams.ErrOut, format+"\n", args...)
+	r.lastLine = r.now()
+	if wasLive && r.lastWaiting != "" {
+		r.drawLive()
+	}
+}
+
+func (r *Recorder) since(t time.Time) string {
+	return r.now().Sub(t).Round(time.Second).String()
 }
 
 // StepStarted opens a step's record and prints its header.
@@ -141,7 +196,14 @@ func (r *Recorder) Waiting(stepName, reason string) {
 	if reason == r.lastWaiting {
 		return
 	}
+	if r.lastWaiting == "" {
+		r.waitingFrom = r.now()
+	}
 	r.lastWaiting = reason
+	if r.streams.ErrTTY {
+		r.drawLive()
+		return
+	}
 	r.linef("  %s waiting: %s", r.streams.Yellow("…"), reason)
 }
 
@@ -151,6 +213,7 @@ func (r *Recorder) Result(res step.Result) {
 	defer r.mu.Unlock()
 	rec := r.record(res.Step)
 	rec.Checks = append(rec.Checks, res)
+	r.lastWaiting = "" // a check's verdict ends the wait it was for
 	r.linef("  %s", FormatResult(r.streams, res))
 }
 
