@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -36,13 +35,9 @@ config file (--output yaml, the default for text) or JSON (--output json).`,
 			if err != nil {
 				return exitcode.With(exitcode.BadInput, err)
 			}
-			if g.output == outputJSON {
-				enc := json.NewEncoder(g.streams.Out)
-				enc.SetIndent("", "  ")
-				if err := enc.Encode(cfg.Redacted()); err != nil {
-					return err
-				}
-			} else {
+			if done, err := g.printDoc(cfg.Redacted()); err != nil {
+				return err
+			} else if !done {
 				writeConfigText(g.streams.Out, cfg, "")
 			}
 			if err := cfg.Validate(); err != nil {

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -59,10 +58,8 @@ needs --project for the configuration).`,
 			if err != nil {
 				return err
 			}
-			if g.output == outputJSON {
-				enc := json.NewEncoder(g.streams.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(sum)
+			if done, err := g.printDoc(sum); done {
+				return err
 			}
 			for _, line := range sum.Lines() {
 				fmt.Fprintln(g.streams.Out, line)

@@ -15,8 +15,9 @@ func newRenderCmd(g *globalOptions) *cobra.Command {
 		Use:   "render [STEP]",
 		Short: "Print the stack's Kubernetes objects as YAML (all steps, or one)",
 		Long: `Print the rendered objects of every step (or of one: ` + strings.Join(render.Steps, ", ") + `)
-as a multi-document YAML stream that kubectl apply -f - accepts. The Hugging
-Face token is rendered as ` + render.Redacted + `, never its value.`,
+as a multi-document YAML stream that kubectl apply -f - accepts (--output
+json: a v1 List). The Hugging Face token is rendered as ` + render.Redacted + `,
+never its value.`,
 		Example:   "  vllm-hpa render --project my-proj\n  vllm-hpa render adapter --project my-proj | kubectl apply -f -",
 		ValidArgs: render.Steps,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -33,6 +34,21 @@ Face token is rendered as ` + render.Redacted + `, never its value.`,
 					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %s", args[0], strings.Join(render.Steps, ", ")))
 				}
 				steps = args
+			}
+			if g.output == outputJSON {
+				// A v1 List, which kubectl apply -f - also accepts.
+				list := map[string]any{"apiVersion": "v1", "kind": "List", "items": []any{}}
+				for _, st := range steps {
+					objs, err := render.Objects(cfg, st)
+					if err != nil {
+						return err
+					}
+					for _, o := range objs {
+						list["items"] = append(list["items"].([]any), o.Object)
+					}
+				}
+				_, err := g.printDoc(list)
+				return err
 			}
 			y, err := render.AllYAML(cfg, steps...)
 			if err != nil {

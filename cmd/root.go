@@ -5,6 +5,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -179,4 +181,23 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args))
 	}
 	return nil
+}
+
+// printDoc writes v as the one document on stdout for --output json or
+// yaml and reports whether it did; for text the caller prints its own way.
+func (g *globalOptions) printDoc(v any) (bool, error) {
+	switch g.output {
+	case outputJSON:
+		enc := json.NewEncoder(g.streams.Out)
+		enc.SetIndent("", "  ")
+		return true, enc.Encode(v)
+	case outputYAML:
+		y, err := yaml.Marshal(v)
+		if err != nil {
+			return true, err
+		}
+		_, err = g.streams.Out.Write(y)
+		return true, err
+	}
+	return false, nil
 }

@@ -2,13 +2,11 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
@@ -105,18 +103,7 @@ func readStatus(ctx context.Context, o *runOptions, s *stack.Stack, k *kube.Clie
 }
 
 func printStatus(o *runOptions, steps []statusStep) error {
-	doc := map[string]any{"steps": steps}
-	switch o.output {
-	case outputJSON:
-		enc := json.NewEncoder(o.streams.Out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(doc)
-	case outputYAML:
-		y, err := yaml.Marshal(doc)
-		if err != nil {
-			return err
-		}
-		_, err = o.streams.Out.Write(y)
+	if done, err := o.printDoc(map[string]any{"steps": steps}); done {
 		return err
 	}
 	w := tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)

@@ -2,13 +2,11 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -228,20 +226,11 @@ func (o *runOptions) printRun(rec *output.Recorder, start time.Time, runErr erro
 			doc.Steps = append(doc.Steps, &output.StepRecord{Step: name, Actions: []string{}, Checks: []step.Result{}, Status: "not-run"})
 		}
 	}
-	switch o.output {
-	case outputJSON:
-		enc := json.NewEncoder(o.streams.Out)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(doc); err != nil {
-			return err
-		}
-	case outputYAML:
-		y, err := yaml.Marshal(doc)
+	if done, err := o.printDoc(doc); done {
 		if err != nil {
 			return err
 		}
-		o.streams.Out.Write(y)
-	default:
+	} else {
 		status := "done"
 		if runErr != nil {
 			status = "stopped"

@@ -306,7 +306,7 @@ func describeLoad(o load.Options) string {
 }
 
 func (o *verifyOptions) printVerify(rec *output.Recorder, start time.Time, runErr error, doc verifyJSON) error {
-	if o.output != outputJSON {
+	if o.output == outputText {
 		return o.printRun(rec, start, runErr)
 	}
 	doc.runJSON = runJSON{Command: "verify", OK: runErr == nil, ExitCode: exitcode.Of(runErr),
@@ -314,9 +314,7 @@ func (o *verifyOptions) printVerify(rec *output.Recorder, start time.Time, runEr
 	if runErr != nil {
 		doc.Error = runErr.Error()
 	}
-	enc := json.NewEncoder(o.streams.Out)
-	enc.SetIndent("", "  ")
-	if err := enc.Encode(doc); err != nil {
+	if _, err := o.printDoc(doc); err != nil {
 		return err
 	}
 	return runErr

@@ -1,7 +1,6 @@
 package cmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -51,10 +50,8 @@ func newVersionCmd(g *globalOptions) *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v := buildVersion()
-			if g.output == outputJSON {
-				enc := json.NewEncoder(g.streams.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
+			if done, err := g.printDoc(v); done {
+				return err
 			}
 			fmt.Fprintf(g.streams.Out, "vllm-hpa %s\n", v.Version)
 			if v.Commit != "" {
