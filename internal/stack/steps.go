@@ -287,46 +287,59 @@ func eventHint(reason, message string) string {
 // --- monitor --------------------------------------------------------------
 
 func newMonitorStep(cfg *config.Config, deps Deps) *objectsStep {
-	ns, name := cfg.Workload.Namespace, cfg.Monitoring.Name
 	s := &objectsStep{name: "monitor", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Monitor}
-	judge := func(u *unstructured.Unstructured) step.Result {
-		r := step.Result{Step: s.name, Check: "podmonitoring configured"}
-		pm, err := convert[gmp.PodMonitoring](u)
-		if err != nil {
-			r.Reason, r.Message = "Invalid", err.Error()
-			return r
-		}
-		r.OK, _, r.Reason, r.Message = podMonitoringStatus(pm)
-		return r
+	s.watchOne(gmp.Resource, cfg.Workload.Namespace, cfg.Monitoring.Name, "PodMonitoring", "to be configured", "podmonitoring configured",
+		func(u *unstructured.Unstructured) (r step.Result, final bool) {
+			pm, err := convert[gmp.PodMonitoring](u)
+			if err != nil {
+				r.Reason, r.Message = "Invalid", err.Error()
+				return r, false
+			}
+			// False from the operator is final: waiting will not change it.
+			r.OK, final, r.Reason, r.Message = podMonitoringStatus(pm)
+			return r, final
+		})
+	return s
+}
+
+// watchOne sets a step's wait and check on one object of gvr: judge turns
+// the live object into the check's result, and final says a failing result
+// will not change by waiting.
+func (s *objectsStep) watchOne(gvr schema.GroupVersionResource, ns, name, kind, goal, check string, judge func(*unstructured.Unstructured) (step.Result, bool)) {
+	what := kind + " " + ns + "/" + name
+	result := func(u *unstructured.Unstructured) (step.Result, bool) {
+		r, final := judge(u)
+		r.Step, r.Check = s.name, check
+		return r, final
 	}
 	s.wait = func(ctx context.Context) error {
-		var final step.Result
-		err := kube.Until(ctx, "PodMonitoring "+ns+"/"+name+" to be configured",
-			kube.Watch{Resource: deps.Kube.Dynamic.Resource(gmp.Resource).Namespace(ns), Name: name},
-			deletedWhileWaiting("PodMonitoring "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
-				final = judge(u)
-				pm, _ := convert[gmp.PodMonitoring](u)
-				if _, failed, _, _ := podMonitoringStatus(pm); failed {
-					return false, "", &step.Failed{Results: []step.Result{final}}
+		var last step.Result
+		err := kube.Until(ctx, what+" "+goal,
+			kube.Watch{Resource: s.deps.Kube.Dynamic.Resource(gvr).Namespace(ns), Name: name},
+			deletedWhileWaiting(what, func(u *unstructured.Unstructured) (bool, string, error) {
+				r, final := result(u)
+				last = r
+				if !r.OK && final {
+					return false, "", &step.Failed{Results: []step.Result{r}}
 				}
-				return final.OK, final.Reason + ": " + final.Message, nil
-			}), func(r string) { deps.Report.Waiting(s.name, r) })
+				return r.OK, r.Reason + ": " + r.Message, nil
+			}), func(reason string) { s.deps.Report.Waiting(s.name, reason) })
 		if err == nil {
-			deps.Report.Result(final)
+			s.deps.Report.Result(last)
 		}
 		return err
 	}
 	s.check = func(ctx context.Context) ([]step.Result, error) {
-		u, err := deps.Kube.Dynamic.Resource(gmp.Resource).Namespace(ns).Get(ctx, name, getOpts)
+		u, err := s.deps.Kube.Dynamic.Resource(gvr).Namespace(ns).Get(ctx, name, getOpts)
 		if notFound(err) {
-			return []step.Result{{Step: s.name, Check: "podmonitoring configured", Reason: "NotFound", Message: "PodMonitoring " + ns + "/" + name + " does not exist: run vllm-hpa monitor"}}, nil
+			return []step.Result{{Step: s.name, Check: check, Reason: "NotFound", Message: what + " does not exist: run vllm-hpa " + s.name}}, nil
 		}
 		if err != nil {
 			return nil, missingAPI(err)
 		}
-		return []step.Result{judge(u)}, nil
+		r, _ := result(u)
+		return []step.Result{r}, nil
 	}
-	return s
 }
 
 // --- adapter --------------------------------------------------------------
@@ -429,45 +442,22 @@ func apiServiceResults(stepName string, objs []*unstructured.Unstructured) []ste
 // --- hpa ------------------------------------------------------------------
 
 func newHPAStep(cfg *config.Config, deps Deps) *objectsStep {
-	ns, name := cfg.Workload.Namespace, cfg.HPA.Name
 	s := &objectsStep{name: "hpa", cfg: cfg, deps: deps, timeout: cfg.Timeouts.HPA}
-	judge := func(u *unstructured.Unstructured) step.Result {
-		r := step.Result{Step: s.name, Check: "hpa scaling active"}
-		h, err := convert[autoscalingv2.HorizontalPodAutoscaler](u)
-		if err != nil {
-			r.Reason, r.Message = "Invalid", err.Error()
-			return r
-		}
-		var current string
-		r.OK, r.Reason, r.Message, current = hpaStatus(h, cfg.AdapterMetricName())
-		if current != "" {
-			r.Message = fmt.Sprintf("current %s / target %s; %s", current, quantityString(cfg.HPA.Target), r.Message)
-		}
-		return r
-	}
-	s.wait = func(ctx context.Context) error {
-		var final step.Result
-		err := kube.Until(ctx, "HPA "+ns+"/"+name+" to find its metric",
-			kube.Watch{Resource: deps.Kube.Dynamic.Resource(hpaGVR).Namespace(ns), Name: name},
-			deletedWhileWaiting("HPA "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
-				final = judge(u)
-				return final.OK, final.Reason + ": " + final.Message, nil
-			}), func(r string) { deps.Report.Waiting(s.name, r) })
-		if err == nil {
-			deps.Report.Result(final)
-		}
-		return err
-	}
-	s.check = func(ctx context.Context) ([]step.Result, error) {
-		u, err := deps.Kube.Dynamic.Resource(hpaGVR).Namespace(ns).Get(ctx, name, getOpts)
-		if notFound(err) {
-			return []step.Result{{Step: s.name, Check: "hpa scaling active", Reason: "NotFound", Message: "HPA " + ns + "/" + name + " does not exist: run vllm-hpa hpa"}}, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return []step.Result{judge(u)}, nil
-	}
+	s.watchOne(hpaGVR, cfg.Workload.Namespace, cfg.HPA.Name, "HPA", "to find its metric", "hpa scaling active",
+		func(u *unstructured.Unstructured) (r step.Result, final bool) {
+			h, err := convert[autoscalingv2.HorizontalPodAutoscaler](u)
+			if err != nil {
+				r.Reason, r.Message = "Invalid", err.Error()
+				return r, false
+			}
+			var current string
+			r.OK, r.Reason, r.Message, current = hpaStatus(h, cfg.AdapterMetricName())
+			if current != "" {
+				r.Message = fmt.Sprintf("current %s / target %s; %s", current, quantityString(cfg.HPA.Target), r.Message)
+			}
+			// Metrics can appear late: no HPA verdict is final.
+			return r, false
+		})
 	return s
 }
 
