@@ -7,7 +7,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X $(PKG)/cmd.version=$(VERSION) -X $(PKG)/cmd.commit=$(COMMIT) -X $(PKG)/cmd.date=$(DATE)
 
-.PHONY: build demo test test-unit lint install k8s-cache clean
+.PHONY: build demo test test-faults test-unit lint install k8s-cache clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
@@ -29,6 +29,13 @@ test: lint
 	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 && \
 	  $(GO) test -count=1 -timeout 30m ./... && \
 	  cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
+
+# The fault tests at full length: 20 rounds of up and cleanup through a
+# proxy that breaks 10% of Kubernetes requests, with 10% of Google API calls
+# failing (make test runs 2 rounds).
+test-faults:
+	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_FAULT_RUNS=20 && \
+	  $(GO) test -count=1 -timeout 30m -run 'TestFaults' -v ./cmd | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+faults_test)'
 
 # Only the tests that need no Kubernetes binaries.
 test-unit:

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
@@ -44,6 +46,9 @@ func Main(args []string) int {
 
 // Run runs the CLI on the given streams; tests call it directly.
 func Run(ctx context.Context, streams *iostreams.IOStreams, args []string) int {
+	// client-go logs through klog (a watch that ended, a retry); the CLI
+	// reports what matters itself, so keep klog off the user's stderr.
+	klog.SetLogger(logr.Discard())
 	root := NewRootCmd(streams)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

@@ -208,3 +208,20 @@ func (s RMWStats) String() string {
 	}
 	return plural(s.Writes, "write") + ", " + plural(s.Retries, "retry")
 }
+
+// Retry runs call until it succeeds or fails for good: UNAVAILABLE,
+// ABORTED and DEADLINE_EXCEEDED are retried with b's backoff. It returns
+// how many retries it took.
+func Retry(ctx context.Context, b Backoff, call func(context.Context) error) (int, error) {
+	for attempt := 0; ; attempt++ {
+		err := call(ctx)
+		if err == nil || !retryable(err) || attempt+1 >= b.Attempts {
+			return attempt, err
+		}
+		select {
+		case <-ctx.Done():
+			return attempt, ctx.Err()
+		case <-time.After(b.delay(attempt)):
+		}
+	}
+}

@@ -58,6 +58,9 @@ func New(cfg *rest.Config) (*Client, error) {
 	if cfg.QPS == 0 {
 		cfg.QPS, cfg.Burst = 50, 100
 	}
+	// Transient failures (dropped connections, 429 and 5xx) are retried so
+	// that a flaky control plane does not fail a run.
+	cfg.Wrap(Retrying)
 	typed, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err

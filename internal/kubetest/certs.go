@@ -92,6 +92,7 @@ type pki struct {
 	frontProxyCert, frontProxyKey   string
 	adminCert, adminKey             []byte
 	caPEM                           []byte
+	cluster                         *ca
 }
 
 func writePKI(dir string) (*pki, error) {
@@ -104,7 +105,7 @@ func writePKI(dir string) (*pki, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.caPEM = cluster.pem
+	p.caPEM, p.cluster = cluster.pem, cluster
 	if p.caFile, err = write("ca.crt", cluster.pem); err != nil {
 		return nil, err
 	}

@@ -89,6 +89,7 @@ type ControlPlane struct {
 
 	procs  []*process
 	egress *egressProxy
+	pki    *pki
 	cancel context.CancelFunc
 }
 
@@ -151,6 +152,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	if err != nil {
 		return cp, err
 	}
+	cp.pki = p
 	cp.PKI = &PKIFiles{CA: p.caFile, FrontProxyCA: p.frontProxyCA, SAKey: p.saKey, CAPEM: p.caPEM}
 
 	ports, err := freePorts(3)

@@ -135,7 +135,11 @@ func (s *identityStep) Apply(ctx context.Context) error {
 // principal is the KSA's Workload Identity Federation principal, which
 // needs the project number.
 func (s *identityStep) principal(ctx context.Context) (string, error) {
-	p, err := s.deps.GCP.Projects.GetProject(ctx, &resourcemanagerpb.GetProjectRequest{Name: "projects/" + s.cfg.Project})
+	var p *resourcemanagerpb.Project
+	_, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
+		p, err = s.deps.GCP.Projects.GetProject(ctx, &resourcemanagerpb.GetProjectRequest{Name: "projects/" + s.cfg.Project})
+		return err
+	})
 	if err != nil {
 		return "", gcp.Classify(err, "get project "+s.cfg.Project)
 	}
@@ -147,8 +151,7 @@ func (s *identityStep) principal(ctx context.Context) (string, error) {
 // allowed; otherwise the name is taken and the step stops.
 func (s *identityStep) ensureAccount(ctx context.Context) (created bool, err error) {
 	cfg := s.cfg
-	name := "projects/" + cfg.Project + "/serviceAccounts/" + cfg.GSAEmail()
-	a, err := s.deps.GCP.IAM.GetServiceAccount(ctx, &adminpb.GetServiceAccountRequest{Name: name})
+	a, err := s.getAccount(ctx)
 	switch {
 	case err == nil && strings.HasPrefix(a.Description, gsaMarker):
 		s.report("Google service account " + cfg.GSAEmail() + " exists (created by vllm-hpa)")
@@ -161,19 +164,38 @@ func (s *identityStep) ensureAccount(ctx context.Context) (created bool, err err
 	case status.Code(err) != codes.NotFound:
 		return false, gcp.Classify(err, "get service account "+cfg.GSAEmail())
 	}
-	_, err = s.deps.GCP.IAM.CreateServiceAccount(ctx, &adminpb.CreateServiceAccountRequest{
-		Name:      "projects/" + cfg.Project,
-		AccountId: cfg.Identity.GSAName,
-		ServiceAccount: &adminpb.ServiceAccount{
-			DisplayName: cfg.Identity.GSADisplayName,
-			Description: fmt.Sprintf("%s (instance %s) for the Custom Metrics Stackdriver Adapter; deleted by vllm-hpa cleanup", gsaMarker, cfg.Instance),
-		},
+	retries, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) error {
+		_, err := s.deps.GCP.IAM.CreateServiceAccount(ctx, &adminpb.CreateServiceAccountRequest{
+			Name:      "projects/" + cfg.Project,
+			AccountId: cfg.Identity.GSAName,
+			ServiceAccount: &adminpb.ServiceAccount{
+				DisplayName: cfg.Identity.GSADisplayName,
+				Description: fmt.Sprintf("%s (instance %s) for the Custom Metrics Stackdriver Adapter; deleted by vllm-hpa cleanup", gsaMarker, cfg.Instance),
+			},
+		})
+		return err
 	})
+	if status.Code(err) == codes.AlreadyExists && retries > 0 {
+		// An earlier attempt created it but its answer was lost: ours if
+		// it carries the marker.
+		if a, gerr := s.getAccount(ctx); gerr == nil && strings.HasPrefix(a.Description, gsaMarker) {
+			err = nil
+		}
+	}
 	if err != nil {
 		return false, gcp.Classify(err, "create service account "+cfg.GSAEmail())
 	}
 	s.report("Google service account " + cfg.GSAEmail() + " created")
 	return true, nil
+}
+
+// getAccount reads the Google service account, retrying transient errors.
+func (s *identityStep) getAccount(ctx context.Context) (a *adminpb.ServiceAccount, err error) {
+	_, err = gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
+		a, err = s.deps.GCP.IAM.GetServiceAccount(ctx, &adminpb.GetServiceAccountRequest{Name: "projects/" + s.cfg.Project + "/serviceAccounts/" + s.cfg.GSAEmail()})
+		return err
+	})
+	return a, err
 }
 
 // setMember adds or removes one member of one role by an etag-guarded
@@ -255,7 +277,11 @@ func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {
 		results = append(results, step.Result{Step: s.Name(), Check: check, OK: ok, Reason: reason, Message: msg})
 	}
 	binding := func(p gcp.Policy, role, member string) error {
-		pol, err := p.Get(ctx)
+		var pol *iampb.Policy
+		_, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
+			pol, err = p.Get(ctx)
+			return err
+		})
 		if status.Code(err) == codes.NotFound {
 			result(role+" binding", false, "NotFound", p.Resource()+" does not exist")
 			return nil
@@ -280,7 +306,7 @@ func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {
 			return nil, err
 		}
 	} else {
-		_, err := g.IAM.GetServiceAccount(ctx, &adminpb.GetServiceAccountRequest{Name: "projects/" + cfg.Project + "/serviceAccounts/" + cfg.GSAEmail()})
+		_, err := s.getAccount(ctx)
 		switch {
 		case status.Code(err) == codes.NotFound:
 			result("google service account exists", false, "NotFound", cfg.GSAEmail()+" does not exist: run vllm-hpa identity")
@@ -339,7 +365,7 @@ func (s *identityStep) Delete(ctx context.Context) error {
 			return err
 		}
 		name := "projects/" + cfg.Project + "/serviceAccounts/" + cfg.GSAEmail()
-		a, err := g.IAM.GetServiceAccount(ctx, &adminpb.GetServiceAccountRequest{Name: name})
+		a, err := s.getAccount(ctx)
 		switch {
 		case status.Code(err) == codes.NotFound:
 			s.report("Google service account " + cfg.GSAEmail() + " already absent")
@@ -353,7 +379,10 @@ func (s *identityStep) Delete(ctx context.Context) error {
 				s.report("Google service account " + cfg.GSAEmail() + " not created by vllm-hpa: left in place")
 				break
 			}
-			if err := g.IAM.DeleteServiceAccount(ctx, &adminpb.DeleteServiceAccountRequest{Name: name}); err != nil && status.Code(err) != codes.NotFound {
+			_, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) error {
+				return g.IAM.DeleteServiceAccount(ctx, &adminpb.DeleteServiceAccountRequest{Name: name})
+			})
+			if err != nil && status.Code(err) != codes.NotFound {
 				return gcp.Classify(err, "delete service account "+cfg.GSAEmail())
 			}
 			s.report("Google service account " + cfg.GSAEmail() + " deleted")

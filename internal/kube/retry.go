@@ -1,0 +1,81 @@
+package kube
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// retryTransport retries API calls that failed in a way that says nothing
+// about the request itself: a dropped or reset connection, or an answer of
+// 429, 500, 502, 503 or 504. Every call vllm-hpa makes is safe to repeat:
+// reads, server-side apply (the same desired state again), and deletes
+// guarded by UID (a repeat finds the object gone). Watches are left alone:
+// the informers re-list and re-watch by themselves.
+type retryTransport struct {
+	next     http.RoundTripper
+	attempts int
+	base     time.Duration
+}
+
+// Retrying wraps rt; for rest.Config.Wrap.
+func Retrying(rt http.RoundTripper) http.RoundTripper {
+	return &retryTransport{next: rt, attempts: 8, base: 100 * time.Millisecond}
+}
+
+func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Query().Get("watch") == "true" || strings.EqualFold(req.Header.Get("Upgrade"), "SPDY/3.1") || req.Header.Get("Connection") == "Upgrade" {
+		return t.next.RoundTrip(req)
+	}
+	for attempt := 1; ; attempt++ {
+		r := req
+		if attempt > 1 {
+			if req.Body != nil && req.GetBody == nil {
+				return nil, errors.New("cannot repeat a request whose body cannot be replayed")
+			}
+			r = req.Clone(req.Context())
+			if req.GetBody != nil {
+				body, err := req.GetBody()
+				if err != nil {
+					return nil, err
+				}
+				r.Body = body
+			}
+		}
+		resp, err := t.next.RoundTrip(r)
+		if attempt >= t.attempts || !transient(resp, err) || req.Context().Err() != nil {
+			return resp, err
+		}
+		if resp != nil {
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+			resp.Body.Close()
+		}
+		d := t.base << (attempt - 1)
+		if d > 2*time.Second {
+			d = 2 * time.Second
+		}
+		select {
+		case <-time.After(d/2 + rand.N(d/2+1)):
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	}
+}
+
+func transient(resp *http.Response, err error) bool {
+	if err != nil {
+		var ne net.Error
+		return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+			errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &ne) && ne.Timeout()) || strings.Contains(err.Error(), "connection reset")
+	}
+	switch resp.StatusCode {
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
