@@ -32,10 +32,10 @@ test: lint
 
 # The fault tests at full length: 20 rounds of up and cleanup through a
 # proxy that breaks 10% of Kubernetes requests, with 10% of Google API calls
-# failing (make test runs 2 rounds).
+# failing, and 20 SIGKILLs during up (make test runs 2 of each).
 test-faults:
 	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_FAULT_RUNS=20 && \
-	  $(GO) test -count=1 -timeout 30m -run 'TestFaults' -v ./cmd | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+faults_test)'
+	  $(GO) test -count=1 -timeout 30m -run 'TestFaults|TestKilledUpRecovers' -v ./cmd | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+faults_test)'
 
 # Only the tests that need no Kubernetes binaries.
 test-unit:

@@ -48,14 +48,18 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
-func TestBadInput(t *testing.T) {
-	type tc struct {
-		name  string
-		file  string // ./vllm-hpa.yaml content, if any
-		env   map[string]string
-		args  []string
-		field string // must appear in stderr
-	}
+// badInputCase is one bad input: a config file, environment or flags, and
+// the field the error must name.
+type badInputCase struct {
+	name  string
+	file  string // ./vllm-hpa.yaml content, if any
+	env   map[string]string
+	args  []string
+	field string // must appear in stderr
+}
+
+func badInputCases() []badInputCase {
+	type tc = badInputCase
 	p := []string{"--project", "my-proj"}
 	with := func(a ...string) []string { return append(append([]string{"render"}, p...), a...) }
 	cases := []tc{
@@ -100,7 +104,13 @@ func TestBadInput(t *testing.T) {
 		{"render unknown step", "", nil, []string{"render", "identity", "--project", "my-proj"}, "step"},
 		{"impersonate not an email", "", nil, with("--impersonate-service-account", "ci-bot"), "identity.impersonate-service-account"},
 		{"monitoring path", "monitoring:\n  path: metrics\n", nil, with(), "monitoring.path"},
+		{"hf token file empty", "", nil, with("--hf-token-file", "/dev/null"), "hf-token.file"},
 	}
+	return cases
+}
+
+func TestBadInput(t *testing.T) {
+	cases := badInputCases()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()

@@ -1,12 +1,18 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -95,4 +101,135 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestBadInputChangesNothing: every bad-input case, given to `up` against a
+// counting proxy in front of kube-apiserver and the GCP fakes, exits 2
+// naming the field, and not one request reaches either.
+func TestBadInputChangesNothing(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	counter, err := cp.StartFaultProxy(0) // breaks nothing, counts everything
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer counter.Close()
+	g := startGCP(t)
+	n := 0
+	for _, c := range badInputCases() {
+		if c.args[0] != "render" {
+			continue
+		}
+		args := append([]string{"up"}, c.args[1:]...)
+		env := map[string]string{
+			"HF_TOKEN":                            "hf_testTOKEN",
+			"VLLM_HPA_KUBE_KUBECONFIG":            counter.Kubeconfig,
+			"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
+			"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
+			"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
+		}
+		for k, v := range c.env {
+			env[k] = v
+		}
+		dir := t.TempDir()
+		if c.file != "" {
+			writeFile(t, dir, "vllm-hpa.yaml", c.file)
+		}
+		code, _, errOut := run(t, dir, env, args...)
+		if c.name == "render unknown step" {
+			continue // a render-only case
+		}
+		n++
+		if code != 2 || !strings.Contains(errOut, c.field) {
+			t.Errorf("%s: up exit %d, want 2 naming %q:\n%s", c.name, code, c.field, errOut)
+		}
+	}
+	if counter.Requests.Load() != 0 || g.Mutations() != 0 || g.IAM.Counters.Reads.Load()+g.Projects.Counters.Reads.Load() != 0 {
+		t.Errorf("bad input reached the servers: %d Kubernetes requests, %d GCP mutations", counter.Requests.Load(), g.Mutations())
+	}
+	if n < 40 {
+		t.Errorf("only %d bad-input cases against up", n)
+	}
+	t.Logf("%d bad-input cases: all exit 2 naming the field; Kubernetes requests %d, GCP calls %d", n, counter.Requests.Load(), g.Mutations())
+}
+
+// TestKilledUpRecovers: vllm-hpa is SIGKILLed at random points during `up`;
+// each time the next `up` completes, and cleanup leaves nothing behind.
+func TestKilledUpRecovers(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	g := startGCP(t)
+	bin := buildCLI(t)
+	inst := instance{"killed", "killed-ns"}
+	env := append(os.Environ(),
+		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
+		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
+		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint)
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	runs := faultRuns()
+	var points []string
+	for i := 0; i < runs; i++ {
+		// Kill somewhere in the first 8 s of up (which takes about 8 s).
+		delay := time.Duration(rand.IntN(8000)) * time.Millisecond
+		c := exec.Command(bin, "up")
+		c.Env = env
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.AfterFunc(delay, func() { c.Process.Kill() })
+		c.Wait()
+		timer.Stop()
+		points = append(points, delay.Round(10*time.Millisecond).String())
+		c = exec.Command(bin, "up")
+		c.Env = env
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("run %d: up after a kill at %s failed: %v\n%s", i+1, delay, err, tail(string(out), 30))
+		}
+		c = exec.Command(bin, "cleanup")
+		c.Env = env
+		if out, err := c.CombinedOutput(); err != nil {
+			t.Fatalf("run %d: cleanup failed: %v\n%s", i+1, err, tail(string(out), 30))
+		}
+		if left := ownedObjects(t, inst); len(left) != 0 {
+			t.Fatalf("run %d: cleanup left %v", i+1, keys(left))
+		}
+	}
+	t.Logf("%d kills (at %s into up): each next up completed and cleanup left nothing", runs, strings.Join(points, ", "))
+}
+
+func buildCLI(t *testing.T) string {
+	bin := filepath.Join(t.TempDir(), "vllm-hpa")
+	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestTokenNeverShown: the Hugging Face token, planted in the environment
+// and in a token file, appears in no output of real runs at any verbosity,
+// in text or JSON.
+func TestTokenNeverShown(t *testing.T) {
+	kubetest.Skip(t, cp, cpErr)
+	const token = "hf_PLANTEDsecretTOKEN42"
+	g := startGCP(t)
+	inst := instance{"token", "token-ns"}
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	file := writeFile(t, t.TempDir(), "token", token)
+	for _, env := range []map[string]string{{"HF_TOKEN": token}, {"HF_TOKEN": "", "VLLM_HPA_HF_TOKEN_FILE": file}} {
+		env["VLLM_HPA_ENDPOINTS_IAM"], env["VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER"], env["VLLM_HPA_ENDPOINTS_CONTAINER"] = g.IAMEndpoint, g.ResourceManagerEndpoint, g.ContainerEndpoint
+		for _, args := range [][]string{
+			{"deploy", "-vv"}, {"deploy", "-vv", "-o", "json"}, {"up", "-v", "-o", "yaml"}, {"verify", "-vv", "-o", "json"},
+			{"status", "-vv"}, {"config", "view", "-vv"}, {"render", "-vv", "-o", "json"}, {"up", "--dry-run", "-vv", "-o", "json"},
+			{"cleanup", "-vv"},
+		} {
+			_, out, errOut := kubeRunEnv(t, inst, env, args...)
+			if strings.Contains(out+errOut, token) {
+				t.Errorf("%v: the token appears in the output", args)
+			}
+		}
+	}
+	// It did reach the Secret, where it belongs.
+	kubeRunEnv(t, inst, map[string]string{"HF_TOKEN": token}, "deploy")
+	s, err := cp.Client.CoreV1().Secrets(inst.namespace).Get(context.Background(), "hf-secret", metav1.GetOptions{})
+	if err != nil || string(s.Data["hf_token"]) != token {
+		t.Errorf("the Secret does not hold the token: %v", err)
+	}
 }

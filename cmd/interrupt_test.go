@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,11 +21,7 @@ func TestInterruptedUpResumes(t *testing.T) {
 	g := startGCP(t)
 	inst := instance{"sigint", "sigint-ns"}
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
-	bin := filepath.Join(t.TempDir(), "vllm-hpa")
-	build := exec.Command("go", "build", "-o", bin, "..")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildCLI(t)
 	env := append(os.Environ(),
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
 		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
