@@ -2,10 +2,10 @@ package kubetest
 
 import (
 	"context"
-	"io"
-	"log"
 	"crypto/tls"
 	"crypto/x509"
+	"io"
+	"log"
 	"math/rand/v2"
 	"net"
 	"net/http"
