@@ -35,7 +35,8 @@ test: lint
 # failing, and 20 SIGKILLs during up (make test runs 2 of each).
 test-faults:
 	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_FAULT_RUNS=20 && \
-	  $(GO) test -count=1 -timeout 30m -run 'TestFaults|TestKilledUpRecovers' -v ./cmd | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+faults_test)'
+	  $(GO) test -count=1 -timeout 40m -run 'TestFaults|TestKilledUpRecovers' -v ./cmd > .test-faults.log 2>&1; \
+	  status=$$?; grep -E '^(=== RUN|--- |PASS|FAIL|ok)|faults_test' .test-faults.log; rm -f .test-faults.log; exit $$status
 
 # Only the tests that need no Kubernetes binaries.
 test-unit:

@@ -44,6 +44,7 @@ func run() error {
 	flag.StringVar(&o.ProjectNumber, "project-number", o.ProjectNumber, "the emulated project's number")
 	flag.StringVar(&o.Cluster, "cluster", o.Cluster, "the emulated GKE cluster's name")
 	flag.StringVar(&o.Location, "location", o.Location, "the emulated cluster's location")
+	counted := flag.Bool("count-requests", false, "also write DIR/kubeconfig-counted, through a proxy that counts requests; GET http://ADDR/counts (ADDR in DIR/counter) reads and resets them (benchmarks)")
 	flag.Parse()
 	if o.Bin == "" {
 		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", kubetest.BinDirEnv)
@@ -65,6 +66,11 @@ func run() error {
 		return err
 	}
 	defer e.Stop()
+	if *counted {
+		if err := e.serveCounter(); err != nil {
+			return err
+		}
+	}
 	env, err := e.WriteEnv()
 	if err != nil {
 		return err
