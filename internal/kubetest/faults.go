@@ -100,7 +100,9 @@ func (cp *ControlPlane) StartFaultProxy(rate float64) (*FaultProxy, error) {
 
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["faulty"] = &clientcmdapi.Cluster{Server: "https://" + l.Addr().String(), CertificateAuthorityData: cp.pki.caPEM}
-	kc.AuthInfos["anyone"] = &clientcmdapi.AuthInfo{}
+	// The proxy presents its own credentials upstream; a token here keeps
+	// kubectl from prompting for a user name.
+	kc.AuthInfos["anyone"] = &clientcmdapi.AuthInfo{Token: "proxied"}
 	kc.Contexts["faulty"] = &clientcmdapi.Context{Cluster: "faulty", AuthInfo: "anyone"}
 	kc.CurrentContext = "faulty"
 	f.Kubeconfig = filepath.Join(cp.Dir, "faulty-kubeconfig-"+l.Addr().(*net.TCPAddr).AddrPort().String())
