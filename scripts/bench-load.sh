@@ -24,7 +24,7 @@ start_sim() {
   for _ in $(seq 50); do curl -sf "$url/health" >/dev/null && return; sleep 0.1; done
   echo "simulator did not start" >&2; exit 1
 }
-stop_sim() { kill "$sim_pid" 2>/dev/null; wait "$sim_pid" 2>/dev/null || true; }
+stop_sim() { kill "$sim_pid" 2>/dev/null || true; wait "$sim_pid" 2>/dev/null || true; }
 # completed reads the simulator's own count of successful requests.
 completed() { curl -s "$url/metrics" | awk '/^vllm:request_success_total/ {n+=$2} END {print n+0}'; }
 trap stop_sim EXIT
