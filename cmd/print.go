@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -61,9 +60,8 @@ func (o *runOptions) printPlans(ctx context.Context, s *stack.Stack, names []str
 			}
 			doc.Steps = append(doc.Steps, sp)
 		}
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(doc)
+		_, err := o.printDoc(doc)
+		return err
 	case outputYAML:
 		for _, p := range plans {
 			for _, obj := range p.Objects {
