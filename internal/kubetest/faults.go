@@ -22,6 +22,7 @@ import (
 // FaultProxy sits between a client and kube-apiserver and breaks a share
 // of requests the way a flaky control plane or network does: 500, 429 (with
 // Retry-After), or a connection reset; and it closes watches at random.
+// At rate 0 it breaks nothing and only counts.
 type FaultProxy struct {
 	Kubeconfig string // a kubeconfig that goes through the proxy
 	// Counts of what passed and what was injected.
@@ -47,8 +48,10 @@ func (cp *ControlPlane) StartFaultProxy(rate float64) (*FaultProxy, error) {
 		if r.Method != http.MethodGet {
 			f.Mutating.Add(1)
 		}
-		if r.URL.Query().Get("watch") == "true" {
-			// Let the watch run for a random while, then close it.
+		if f.rate > 0 && r.URL.Query().Get("watch") == "true" {
+			// Let the watch run for a random while, then close it. (At rate
+			// 0 the proxy only counts: benchmarks must see the requests a
+			// client makes on a healthy server.)
 			ctx, cancel := context.WithTimeout(r.Context(), time.Duration(200+rand.IntN(3000))*time.Millisecond)
 			defer cancel()
 			rp.ServeHTTP(w, r.WithContext(ctx))
