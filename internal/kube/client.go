@@ -5,15 +5,21 @@ package kube
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/discovery/cached/disk"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/homedir"
 )
 
 // FieldManager is the one field manager vllm-hpa applies with.
@@ -21,9 +27,12 @@ const FieldManager = "vllm-hpa"
 
 // Client bundles the clients the steps use.
 type Client struct {
-	Config    *rest.Config
-	Typed     kubernetes.Interface
-	Dynamic   dynamic.Interface
+	Config  *rest.Config
+	Typed   kubernetes.Interface
+	Dynamic dynamic.Interface
+	// raw is the dynamic client's REST client, for the one call whose
+	// HTTP status matters (apply: 201 means created).
+	raw       rest.Interface
 	Discovery discovery.CachedDiscoveryInterface
 	Mapper    meta.ResettableRESTMapper
 }
@@ -69,12 +78,42 @@ func New(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	disc := memory.NewMemCacheClient(typed.Discovery())
+	raw, err := rest.UnversionedRESTClientFor(dynamic.ConfigFor(cfg))
+	if err != nil {
+		return nil, err
+	}
+	disc, err := cachedDiscovery(cfg)
+	if err != nil {
+		return nil, err
+	}
 	return &Client{
 		Config:    cfg,
 		Typed:     typed,
 		Dynamic:   dyn,
+		raw:       raw,
 		Discovery: disc,
 		Mapper:    restmapper.NewDeferredDiscoveryRESTMapper(disc),
 	}, nil
+}
+
+// cachedDiscovery keeps discovery on disk where kubectl keeps it
+// ($KUBECACHEDIR, else ~/.kube/cache), in kubectl's layout and with its
+// 6-hour lifetime, so that one command after another (and after kubectl)
+// does not re-read the server's API list each time. A kind missing from a
+// stale cache makes the mapper re-read it (see Resource).
+func cachedDiscovery(cfg *rest.Config) (discovery.CachedDiscoveryInterface, error) {
+	dir := os.Getenv("KUBECACHEDIR")
+	if dir == "" {
+		dir = filepath.Join(homedir.HomeDir(), ".kube", "cache")
+	}
+	return disk.NewCachedDiscoveryClientForConfig(cfg, discoveryCacheDir(filepath.Join(dir, "discovery"), cfg.Host), filepath.Join(dir, "http"), 6*time.Hour)
+}
+
+var unsafeFileCharacters = regexp.MustCompile(`[^(\w/.)]`)
+
+// discoveryCacheDir is kubectl's per-server directory name (cli-runtime's
+// computeDiscoverCacheDir), so that both tools share one cache.
+func discoveryCacheDir(parent, host string) string {
+	host = strings.Replace(strings.Replace(host, "https://", "", 1), "http://", "", 1)
+	return filepath.Join(parent, unsafeFileCharacters.ReplaceAllString(host, "_"))
 }

@@ -118,7 +118,13 @@ func StartForTests(opts Options) (*ControlPlane, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	return Start(ctx, opts)
+	cp, err := Start(ctx, opts)
+	if err == nil {
+		// Clients in the test process keep their discovery cache with the
+		// control plane (removed by Stop), not in the user's ~/.kube.
+		err = os.Setenv("KUBECACHEDIR", filepath.Join(cp.Dir, "kubecache"))
+	}
+	return cp, err
 }
 
 // Skip skips or fails t when cp is nil, per RequireEnv.

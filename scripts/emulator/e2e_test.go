@@ -104,6 +104,7 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	for k, v := range e.Env {
 		t.Setenv(k, v)
 	}
+	t.Setenv("KUBECACHEDIR", t.TempDir()) // not the user's ~/.kube
 	t.Setenv("VLLM_HPA_MONITORING_INTERVAL", "2s")
 	t.Setenv("VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION", "5s")
 
