@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -48,6 +50,17 @@ func (e *NoMatchError) Unwrap() error { return e.Err }
 
 // Resource returns the dynamic client for obj's kind and namespace.
 func (c *Client) Resource(obj *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	m, err := c.mapping(obj)
+	if err != nil {
+		return nil, err
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return c.Dynamic.Resource(m.Resource).Namespace(obj.GetNamespace()), nil
+	}
+	return c.Dynamic.Resource(m.Resource), nil
+}
+
+func (c *Client) mapping(obj *unstructured.Unstructured) (*meta.RESTMapping, error) {
 	gvk := obj.GroupVersionKind()
 	m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if meta.IsNoMatchError(err) {
@@ -61,10 +74,30 @@ func (c *Client) Resource(obj *unstructured.Unstructured) (dynamic.ResourceInter
 		}
 		return nil, err
 	}
-	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		return c.Dynamic.Resource(m.Resource).Namespace(obj.GetNamespace()), nil
+	return m, nil
+}
+
+// List returns the objects of obj's kind in obj's namespace that match the
+// label selector ("" for all). A kind the cluster has stopped serving since
+// discovery was cached is a *NoMatchError, as it is when never served.
+func (c *Client) List(ctx context.Context, obj *unstructured.Unstructured, selector string) ([]unstructured.Unstructured, error) {
+	r, err := c.Resource(obj)
+	if err != nil {
+		return nil, err
 	}
-	return c.Dynamic.Resource(m.Resource), nil
+	list, err := r.List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if apierrors.IsNotFound(err) {
+		// Listing never finds "no objects" as 404; the resource itself is
+		// gone (e.g. the PodMonitoring CRD was removed): ask discovery again.
+		c.Mapper.Reset()
+		if _, merr := c.mapping(obj); merr != nil {
+			return nil, merr
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", obj.GetKind(), err)
+	}
+	return list.Items, nil
 }
 
 // Get returns the live object, or nil when it does not exist.
@@ -83,30 +116,72 @@ func (c *Client) Get(ctx context.Context, obj *unstructured.Unstructured) (*unst
 	return live, nil
 }
 
-// Apply server-side applies obj with the vllm-hpa field manager. live is the
-// object as it is now (nil if absent), used to say what changed. With force,
-// fields owned by other managers are taken over; without it a conflict is a
-// *ConflictError naming each field and its manager.
+// Apply server-side applies obj with the vllm-hpa field manager. The
+// server's answer says whether it created the object (201); live is the
+// object as read before (nil if not seen), and an apply that left its
+// resourceVersion as it was changed nothing. With force, fields owned by
+// other managers are taken over; without it a conflict is a *ConflictError
+// naming each field and its manager.
 func (c *Client) Apply(ctx context.Context, obj, live *unstructured.Unstructured, force bool) (*unstructured.Unstructured, Action, error) {
-	r, err := c.Resource(obj)
+	m, err := c.mapping(obj)
 	if err != nil {
 		return nil, "", err
 	}
-	out, err := r.Apply(ctx, obj.GetName(), obj, metav1.ApplyOptions{FieldManager: FieldManager, Force: force})
+	body, err := obj.MarshalJSON()
 	if err != nil {
+		return nil, "", fmt.Errorf("apply %s: %w", Ref(obj), err)
+	}
+	// The dynamic client's own call, but keeping the HTTP status.
+	req := c.raw.Patch(types.ApplyPatchType).AbsPath(resourcePath(m, obj)...).
+		Param("fieldManager", FieldManager).Body(body)
+	if force {
+		req.Param("force", "true")
+	}
+	var code int
+	res := req.Do(ctx).StatusCode(&code)
+	raw, err := res.Raw()
+	if err != nil {
+		err = res.Error() // the server's Status, as an APIStatus error
 		if ce := conflictError(obj, err); ce != nil {
 			return nil, "", ce
 		}
 		return nil, "", fmt.Errorf("apply %s: %w", Ref(obj), err)
 	}
+	out := &unstructured.Unstructured{}
+	if err := out.UnmarshalJSON(raw); err != nil {
+		return nil, "", fmt.Errorf("apply %s: %w", Ref(obj), err)
+	}
 	switch {
-	case live == nil:
+	case code == http.StatusCreated:
 		return out, Created, nil
-	case live.GetResourceVersion() == out.GetResourceVersion():
+	case live != nil && live.GetResourceVersion() == out.GetResourceVersion():
 		return out, Unchanged, nil
 	default:
 		return out, Configured, nil
 	}
+}
+
+// resourcePath is the API path of obj, as the dynamic client builds it.
+func resourcePath(m *meta.RESTMapping, obj *unstructured.Unstructured) []string {
+	p := []string{"/apis", m.Resource.Group, m.Resource.Version}
+	if m.Resource.Group == "" {
+		p = []string{"/api", m.Resource.Version}
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		p = append(p, "namespaces", obj.GetNamespace())
+	}
+	return append(p, m.Resource.Resource, obj.GetName())
+}
+
+// IsNamespaceMissing reports whether err is the server refusing an object
+// because its namespace ns does not exist.
+func IsNamespaceMissing(err error, ns string) bool {
+	var status apierrors.APIStatus
+	if !apierrors.IsNotFound(err) || !errors.As(err, &status) {
+		return false
+	}
+	d := status.Status().Details
+	return d != nil && d.Kind == "namespaces" && d.Name == ns
 }
 
 // FieldConflict is one field another manager owns.

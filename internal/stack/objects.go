@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,6 +40,9 @@ type objectsStep struct {
 	wait func(ctx context.Context) error
 	// check reads the step's state.
 	check func(ctx context.Context) ([]step.Result, error)
+	// readForeign are kinds whose live objects are read whatever their
+	// owner (by default only vllm-hpa's are read before applying).
+	readForeign []string
 	// extraDeletes are deleted after the rendered objects (the workload
 	// namespace, when vllm-hpa created it).
 	extraDeletes func() []*unstructured.Unstructured
@@ -70,41 +74,29 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Read everything first: a missing API (no PodMonitoring CRD) or a
-	// foreign owner is found before anything is written.
-	live := make([]*unstructured.Unstructured, len(objs))
-	for i, obj := range objs {
-		if live[i], err = k.Get(ctx, obj); err != nil {
-			return missingAPI(err)
-		}
+	// Read what exists first: a missing API (no PodMonitoring CRD) or a
+	// foreign owner is found before anything is written, and each apply can
+	// tell whether it changed anything.
+	live, err := s.readLive(ctx, k, objs)
+	if err != nil {
+		return missingAPI(err)
 	}
 	if s.preflight != nil {
 		if err := s.preflight(ctx, objs, live); err != nil {
 			return err
 		}
 	}
-	namespaces := map[string]bool{}
 	for i, obj := range objs {
 		// Ctrl+C stops between API calls, never in the middle of one.
 		if err := ctx.Err(); err != nil {
 			return err
-		}
-		if ns := obj.GetNamespace(); ns != "" && !namespaces[ns] {
-			if err := s.ensureNamespace(ctx, ns, objs); err != nil {
-				return err
-			}
-			namespaces[ns] = true
 		}
 		if s.prepare != nil {
 			if err := s.prepare(obj, live[i]); err != nil {
 				return err
 			}
 		}
-		var action kube.Action
-		err := uninterrupted(ctx, func(ctx context.Context) (err error) {
-			_, action, err = k.Apply(ctx, obj, live[i], s.deps.ForceConflicts)
-			return err
-		})
+		action, err := s.applyOne(ctx, k, obj, live[i])
 		if err != nil {
 			return err
 		}
@@ -118,28 +110,62 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 	return s.wait(wctx)
 }
 
-// ensureNamespace creates a missing namespace, labelled as vllm-hpa's so
-// that cleanup may remove it again. A namespace that the step renders
-// itself is left to the step.
-func (s *objectsStep) ensureNamespace(ctx context.Context, ns string, objs []*unstructured.Unstructured) error {
-	for _, o := range objs {
-		if o.GetKind() == "Namespace" && o.GetName() == ns {
-			return nil
+// readLive returns the live state of objs (nil where not found) with one
+// list per resource type and namespace rather than a read per object:
+// vllm-hpa's objects by the ownership labels, and the kinds in readForeign
+// whole, because their preflight or prepare must see other owners' objects.
+func (s *objectsStep) readLive(ctx context.Context, k *kube.Client, objs []*unstructured.Unstructured) ([]*unstructured.Unstructured, error) {
+	type resource struct{ apiVersion, kind, namespace string }
+	lists := map[resource]map[string]*unstructured.Unstructured{}
+	live := make([]*unstructured.Unstructured, len(objs))
+	for i, obj := range objs {
+		r := resource{obj.GetAPIVersion(), obj.GetKind(), obj.GetNamespace()}
+		byName, ok := lists[r]
+		if !ok {
+			selector := owner(s.cfg).Selector()
+			if slices.Contains(s.readForeign, r.kind) {
+				selector = ""
+			}
+			items, err := k.List(ctx, obj, selector)
+			if err != nil {
+				return nil, err
+			}
+			byName = map[string]*unstructured.Unstructured{}
+			for j := range items {
+				byName[items[j].GetName()] = &items[j]
+			}
+			lists[r] = byName
 		}
+		live[i] = byName[obj.GetName()]
 	}
-	nsObj := namespaceObject(s.cfg, s.name, ns)
-	live, err := s.deps.Kube.Get(ctx, nsObj)
-	if err != nil || live != nil {
+	return live, nil
+}
+
+// applyOne applies obj. A namespace the server says is missing is created
+// first, labelled as vllm-hpa's so that cleanup may remove it again (a
+// namespace the step renders itself comes first in its order and exists).
+func (s *objectsStep) applyOne(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) (kube.Action, error) {
+	var action kube.Action
+	apply := func(ctx context.Context) (err error) {
+		_, action, err = k.Apply(ctx, obj, live, s.deps.ForceConflicts)
 		return err
 	}
-	if err := uninterrupted(ctx, func(ctx context.Context) error {
-		_, _, err := s.deps.Kube.Apply(ctx, nsObj, nil, false)
-		return err
-	}); err != nil {
-		return err
+	err := uninterrupted(ctx, apply)
+	if ns := obj.GetNamespace(); kube.IsNamespaceMissing(err, ns) {
+		nsObj := namespaceObject(s.cfg, s.name, ns)
+		if err := uninterrupted(ctx, func(ctx context.Context) error {
+			_, _, err := k.Apply(ctx, nsObj, nil, false)
+			return err
+		}); err != nil {
+			return "", err
+		}
+		s.deps.Report.Action(s.name, kube.Ref(nsObj)+" created")
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		err = uninterrupted(ctx, apply)
 	}
-	s.deps.Report.Action(s.name, kube.Ref(nsObj)+" created")
-	return nil
+	return action, err
 }
 
 func namespaceObject(cfg *config.Config, stepName, name string) *unstructured.Unstructured {

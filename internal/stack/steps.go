@@ -54,7 +54,9 @@ func (s *Stack) Preflight(names []string) error {
 
 func newDeployStep(cfg *config.Config, deps Deps) *objectsStep {
 	w := cfg.Workload
-	s := &objectsStep{name: "deploy", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Deploy}
+	s := &objectsStep{name: "deploy", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Deploy,
+		// The live replica count, whoever set it (see prepare).
+		readForeign: []string{"Deployment"}}
 	s.preflight = func(ctx context.Context, objs, live []*unstructured.Unstructured) error {
 		if cfg.HFTokenValue() == "" {
 			return exitcode.With(exitcode.BadInput, ErrTokenMissing)
@@ -346,7 +348,9 @@ func (s *objectsStep) watchOne(gvr schema.GroupVersionResource, ns, name, kind, 
 
 func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
 	ns := cfg.Adapter.Namespace
-	s := &objectsStep{name: "adapter", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Adapter}
+	s := &objectsStep{name: "adapter", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Adapter,
+		// Another provider's APIServices (see preflight).
+		readForeign: []string{"APIService"}}
 	s.preflight = func(ctx context.Context, objs, live []*unstructured.Unstructured) error {
 		// Only one provider can serve a metrics API: say so before taking
 		// an APIService away from another adapter.
