@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -140,12 +141,16 @@ func serviceEndpoints(objs []*unstructured.Unstructured) (bool, string) {
 	return true, fmt.Sprintf("%d ready endpoints", n)
 }
 
-// waitRollout waits for a Deployment's rollout by watch, while a second
-// watch on its pods (and their warning events) explains what holds it up.
+// diagnoseAfter is how long a rollout may take before its pods and their
+// events are watched to explain the wait: a rollout done sooner needs no
+// explanation and costs no extra watches.
+const diagnoseAfter = 2 * time.Second
+
+// waitRollout waits for a Deployment's rollout by watch; once it is slow,
+// a watch on its pods (and their warning events) explains what holds it up.
 func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string) error {
-	diag := &podDiagnoser{pods: map[string]string{}, events: map[string]string{}}
+	diag := &podDiagnoser{k: k, ns: ns, deployment: name, selector: podSelector, pods: map[string]string{}, events: map[string]string{}}
 	dctx, stop := context.WithCancel(ctx)
-	defer stop()
 	var deployReason string
 	var mu sync.Mutex
 	progress := func() {
@@ -162,7 +167,19 @@ func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, step
 			report.Waiting(stepName, "Deployment "+ns+"/"+name+": "+strings.Join(parts, "; "))
 		}
 	}
-	go diag.run(dctx, k, ns, name, podSelector, progress)
+	watching := make(chan struct{}) // closed when the diagnosis starts
+	diagDone := make(chan struct{})
+	go func() {
+		defer close(diagDone)
+		select {
+		case <-time.After(diagnoseAfter):
+			close(watching)
+			diag.run(dctx, false, progress)
+		case <-dctx.Done():
+		}
+	}()
+	// No progress line may follow the step's result.
+	defer func() { stop(); <-diagDone }()
 	err := kube.Until(ctx, "Deployment "+ns+"/"+name+" to be available",
 		kube.Watch{Resource: k.Dynamic.Resource(deploymentsGVR).Namespace(ns), Name: name},
 		deletedWhileWaiting("Deployment "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
@@ -183,8 +200,19 @@ func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, step
 			progress()
 		})
 	var te *kube.TimeoutError
-	if errors.As(err, &te) && diag.summary() != "" {
-		te.LastReason += "; " + diag.summary()
+	if errors.As(err, &te) {
+		select {
+		case <-watching:
+		default:
+			// Timed out before the diagnosis started: read the pods once,
+			// so that a timeout always says why.
+			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			diag.run(c, true, func() {})
+			cancel()
+		}
+		if d := diag.summary(); d != "" {
+			te.LastReason += "; " + d
+		}
 	}
 	return err
 }
@@ -204,30 +232,40 @@ func deletedWhileWaiting(what string, cond func(*unstructured.Unstructured) (boo
 // podDiagnoser watches a Deployment's pods and their warning events and
 // keeps one diagnosis per pod that is not Ready.
 type podDiagnoser struct {
+	k                        *kube.Client
+	ns, deployment, selector string
+
 	mu     sync.Mutex
 	pods   map[string]string // pod name -> "Reason: message" while not ready
 	events map[string]string // pod name -> latest warning event
 }
 
-func (p *podDiagnoser) run(ctx context.Context, k *kube.Client, ns, deployment, selector string, changed func()) {
-	prefix := deployment + "-"
-	go kube.Until(ctx, "pods", kube.Watch{Resource: k.Dynamic.Resource(eventsGVR).Namespace(ns), LabelSelector: ""},
-		func(objs []*unstructured.Unstructured) (bool, string, error) {
-			latest := map[string]string{}
-			for _, o := range objs {
-				ev, err := convert[corev1.Event](o)
-				if err != nil || ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "Pod" || !strings.HasPrefix(ev.InvolvedObject.Name, prefix) {
-					continue
+// run watches the pods and their events until ctx ends, calling changed on
+// every change; with once it reads them once and returns.
+func (p *podDiagnoser) run(ctx context.Context, once bool, changed func()) {
+	prefix := p.deployment + "-"
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		kube.Until(ctx, "events", kube.Watch{Resource: p.k.Dynamic.Resource(eventsGVR).Namespace(p.ns)},
+			func(objs []*unstructured.Unstructured) (bool, string, error) {
+				latest := map[string]string{}
+				for _, o := range objs {
+					ev, err := convert[corev1.Event](o)
+					if err != nil || ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "Pod" || !strings.HasPrefix(ev.InvolvedObject.Name, prefix) {
+						continue
+					}
+					latest[ev.InvolvedObject.Name] = ev.Reason + ": " + eventHint(ev.Reason, ev.Message)
 				}
-				latest[ev.InvolvedObject.Name] = ev.Reason + ": " + eventHint(ev.Reason, ev.Message)
-			}
-			p.mu.Lock()
-			p.events = latest
-			p.mu.Unlock()
-			changed()
-			return false, "", nil
-		}, nil)
-	kube.Until(ctx, "pods", kube.Watch{Resource: k.Dynamic.Resource(podsGVR).Namespace(ns), LabelSelector: selector},
+				p.mu.Lock()
+				p.events = latest
+				p.mu.Unlock()
+				changed()
+				return once, "", nil
+			}, nil)
+	}()
+	kube.Until(ctx, "pods", kube.Watch{Resource: p.k.Dynamic.Resource(podsGVR).Namespace(p.ns), LabelSelector: p.selector},
 		func(objs []*unstructured.Unstructured) (bool, string, error) {
 			diag := map[string]string{}
 			for _, o := range objs {
@@ -243,8 +281,9 @@ func (p *podDiagnoser) run(ctx context.Context, k *kube.Client, ns, deployment, 
 			p.pods = diag
 			p.mu.Unlock()
 			changed()
-			return false, "", nil
+			return once, "", nil
 		}, nil)
+	wg.Wait()
 }
 
 func (p *podDiagnoser) summary() string {
