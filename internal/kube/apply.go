@@ -61,20 +61,16 @@ func (c *Client) Resource(obj *unstructured.Unstructured) (dynamic.ResourceInter
 }
 
 func (c *Client) mapping(obj *unstructured.Unstructured) (*meta.RESTMapping, error) {
-	gvk := obj.GroupVersionKind()
-	m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		// A CRD may have been installed since discovery was cached.
-		c.Mapper.Reset()
-		m, err = c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
+	return c.mapper.mapping(obj.GroupVersionKind())
+}
+
+// GVR returns the resource of obj's kind.
+func (c *Client) GVR(obj *unstructured.Unstructured) (schema.GroupVersionResource, error) {
+	m, err := c.mapping(obj)
 	if err != nil {
-		if meta.IsNoMatchError(err) {
-			return nil, &NoMatchError{GVK: gvk, Err: err}
-		}
-		return nil, err
+		return schema.GroupVersionResource{}, err
 	}
-	return m, nil
+	return m.Resource, nil
 }
 
 // List returns the objects of obj's kind in obj's namespace that match the
@@ -89,7 +85,7 @@ func (c *Client) List(ctx context.Context, obj *unstructured.Unstructured, selec
 	if apierrors.IsNotFound(err) {
 		// Listing never finds "no objects" as 404; the resource itself is
 		// gone (e.g. the PodMonitoring CRD was removed): ask discovery again.
-		c.Mapper.Reset()
+		c.mapper.reset()
 		if _, merr := c.mapping(obj); merr != nil {
 			return nil, merr
 		}

@@ -11,13 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/disk"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/util/homedir"
 )
@@ -34,7 +32,7 @@ type Client struct {
 	// HTTP status matters (apply: 201 means created).
 	raw       rest.Interface
 	Discovery discovery.CachedDiscoveryInterface
-	Mapper    meta.ResettableRESTMapper
+	mapper    *mapper
 }
 
 // KubeconfigOptions select a kubeconfig the way kubectl does.
@@ -92,7 +90,7 @@ func New(cfg *rest.Config) (*Client, error) {
 		Dynamic:   dyn,
 		raw:       raw,
 		Discovery: disc,
-		Mapper:    restmapper.NewDeferredDiscoveryRESTMapper(disc),
+		mapper:    newMapper(disc),
 	}, nil
 }
 
