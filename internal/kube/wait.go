@@ -43,12 +43,21 @@ type Watch struct {
 	Name          string // only this object
 	LabelSelector string
 	FieldSelector string // with Name, both must hold
+	// Seen are the watched objects as the server just returned them (from
+	// an apply): when the condition already holds on them, the wait is over
+	// without a watch. Otherwise the watch decides, from fresh state.
+	Seen []*unstructured.Unstructured
 }
 
 // Until watches w (by list and watch, re-listing when the server closes the
 // watch) and evaluates cond on every change until it is done, it fails, or
 // ctx ends. progress, if not nil, gets each new reason.
 func Until(ctx context.Context, what string, w Watch, cond Condition, progress func(reason string)) error {
+	if len(w.Seen) > 0 {
+		if done, _, err := cond(w.Seen); done && err == nil {
+			return nil
+		}
+	}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			w.options(&o)

@@ -263,7 +263,7 @@ func (s *identityStep) annotate(ctx context.Context, k *kube.Client, ksa, live *
 	s.report(fmt.Sprintf("annotation %s changed (%q -> %q): adapter pods restarted", WorkloadIdentityAnnotation, before, after))
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Adapter)
 	defer cancel()
-	return waitRollout(wctx, k, s.deps.Report, s.Name(), s.cfg.Adapter.Namespace, adapterName, sel)
+	return waitRollout(wctx, k, s.deps.Report, s.Name(), s.cfg.Adapter.Namespace, adapterName, sel, nil)
 }
 
 func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {

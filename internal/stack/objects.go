@@ -43,6 +43,8 @@ type objectsStep struct {
 	// readForeign are kinds whose live objects are read whatever their
 	// owner (by default only vllm-hpa's are read before applying).
 	readForeign []string
+	// applied are the objects as the server answered this run's applies.
+	applied []*unstructured.Unstructured
 	// extraDeletes are deleted after the rendered objects (the workload
 	// namespace, when vllm-hpa created it).
 	extraDeletes func() []*unstructured.Unstructured
@@ -77,6 +79,7 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 	// Read what exists first: a missing API (no PodMonitoring CRD) or a
 	// foreign owner is found before anything is written, and each apply can
 	// tell whether it changed anything.
+	s.applied = nil
 	live, err := s.readLive(ctx, k, objs)
 	if err != nil {
 		return missingAPI(err)
@@ -96,10 +99,11 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 				return err
 			}
 		}
-		action, err := s.applyOne(ctx, k, obj, live[i])
+		out, action, err := s.applyOne(ctx, k, obj, live[i])
 		if err != nil {
 			return err
 		}
+		s.applied = append(s.applied, out)
 		s.deps.Report.Action(s.name, kube.Ref(obj)+" "+string(action))
 	}
 	if s.wait == nil {
@@ -144,10 +148,11 @@ func (s *objectsStep) readLive(ctx context.Context, k *kube.Client, objs []*unst
 // applyOne applies obj. A namespace the server says is missing is created
 // first, labelled as vllm-hpa's so that cleanup may remove it again (a
 // namespace the step renders itself comes first in its order and exists).
-func (s *objectsStep) applyOne(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) (kube.Action, error) {
+func (s *objectsStep) applyOne(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) (*unstructured.Unstructured, kube.Action, error) {
+	var out *unstructured.Unstructured
 	var action kube.Action
 	apply := func(ctx context.Context) (err error) {
-		_, action, err = k.Apply(ctx, obj, live, s.deps.ForceConflicts)
+		out, action, err = k.Apply(ctx, obj, live, s.deps.ForceConflicts)
 		return err
 	}
 	err := uninterrupted(ctx, apply)
@@ -157,15 +162,28 @@ func (s *objectsStep) applyOne(ctx context.Context, k *kube.Client, obj, live *u
 			_, _, err := k.Apply(ctx, nsObj, nil, false)
 			return err
 		}); err != nil {
-			return "", err
+			return nil, "", err
 		}
 		s.deps.Report.Action(s.name, kube.Ref(nsObj)+" created")
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return nil, "", err
 		}
 		err = uninterrupted(ctx, apply)
 	}
-	return action, err
+	return out, action, err
+}
+
+// seen returns the objects of resource gvr in namespace ns that this run
+// applied, as the server answered (where the step's waits start), only the
+// one named unless name is "".
+func (s *objectsStep) seen(gvr schema.GroupVersionResource, ns, name string) []*unstructured.Unstructured {
+	var objs []*unstructured.Unstructured
+	for _, o := range s.applied {
+		if r, err := s.deps.Kube.GVR(o); err == nil && r == gvr && o.GetNamespace() == ns && (name == "" || o.GetName() == name) {
+			objs = append(objs, o)
+		}
+	}
+	return objs
 }
 
 func namespaceObject(cfg *config.Config, stepName, name string) *unstructured.Unstructured {

@@ -81,7 +81,8 @@ func newDeployStep(cfg *config.Config, deps Deps) *objectsStep {
 	}
 	s.wait = func(ctx context.Context) error {
 		k := deps.Kube
-		if err := waitRollout(ctx, k, deps.Report, s.name, w.Namespace, w.Deployment, labels.Set{"app": w.AppLabel}.String()); err != nil {
+		if err := waitRollout(ctx, k, deps.Report, s.name, w.Namespace, w.Deployment, labels.Set{"app": w.AppLabel}.String(),
+			s.seen(deploymentsGVR, w.Namespace, w.Deployment)); err != nil {
 			return err
 		}
 		deps.Report.Result(step.Result{Step: s.name, Check: "deployment available", OK: true})
@@ -146,9 +147,11 @@ func serviceEndpoints(objs []*unstructured.Unstructured) (bool, string) {
 // explanation and costs no extra watches.
 const diagnoseAfter = 2 * time.Second
 
-// waitRollout waits for a Deployment's rollout by watch; once it is slow,
-// a watch on its pods (and their warning events) explains what holds it up.
-func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string) error {
+// waitRollout waits for a Deployment's rollout by watch, unless it is
+// already done in seen (the Deployment as last returned by the server);
+// once it is slow, a watch on its pods (and their warning events) explains
+// what holds it up.
+func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string, seen []*unstructured.Unstructured) error {
 	diag := &podDiagnoser{k: k, ns: ns, deployment: name, selector: podSelector, pods: map[string]string{}, events: map[string]string{}}
 	dctx, stop := context.WithCancel(ctx)
 	var deployReason string
@@ -181,7 +184,7 @@ func waitRollout(ctx context.Context, k *kube.Client, report step.Reporter, step
 	// No progress line may follow the step's result.
 	defer func() { stop(); <-diagDone }()
 	err := kube.Until(ctx, "Deployment "+ns+"/"+name+" to be available",
-		kube.Watch{Resource: k.Dynamic.Resource(deploymentsGVR).Namespace(ns), Name: name},
+		kube.Watch{Resource: k.Dynamic.Resource(deploymentsGVR).Namespace(ns), Name: name, Seen: seen},
 		deletedWhileWaiting("Deployment "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
 			d, err := convert[appsv1.Deployment](u)
 			if err != nil {
@@ -356,7 +359,7 @@ func (s *objectsStep) watchOne(gvr schema.GroupVersionResource, ns, name, kind, 
 	s.wait = func(ctx context.Context) error {
 		var last step.Result
 		err := kube.Until(ctx, what+" "+goal,
-			kube.Watch{Resource: s.deps.Kube.Dynamic.Resource(gvr).Namespace(ns), Name: name},
+			kube.Watch{Resource: s.deps.Kube.Dynamic.Resource(gvr).Namespace(ns), Name: name, Seen: s.seen(gvr, ns, name)},
 			deletedWhileWaiting(what, func(u *unstructured.Unstructured) (bool, string, error) {
 				r, final := result(u)
 				last = r
@@ -420,13 +423,14 @@ func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
 		return nil
 	}
 	s.wait = func(ctx context.Context) error {
-		if err := waitRollout(ctx, deps.Kube, deps.Report, s.name, ns, adapterName, labels.Set{"k8s-app": adapterName}.String()); err != nil {
+		if err := waitRollout(ctx, deps.Kube, deps.Report, s.name, ns, adapterName, labels.Set{"k8s-app": adapterName}.String(),
+			s.seen(deploymentsGVR, ns, adapterName)); err != nil {
 			return err
 		}
 		deps.Report.Result(step.Result{Step: s.name, Check: "adapter available", OK: true})
 		var results []step.Result
 		err := kube.Until(ctx, "the metrics APIServices to be Available",
-			kube.Watch{Resource: deps.Kube.Dynamic.Resource(apiServicesGVR), LabelSelector: owner(cfg).Selector()},
+			kube.Watch{Resource: deps.Kube.Dynamic.Resource(apiServicesGVR), LabelSelector: owner(cfg).Selector(), Seen: s.seen(apiServicesGVR, "", "")},
 			func(objs []*unstructured.Unstructured) (bool, string, error) {
 				results = apiServiceResults(s.name, objs)
 				return allOK(results), firstFailure(results), nil
