@@ -158,3 +158,70 @@ func TestApplyActions(t *testing.T) {
 		t.Error("a missing namespace recognised under another name")
 	}
 }
+
+// Until judges the initial state (even an empty one) and every change, ends
+// on a timeout naming the last reason, and needs no request at all when the
+// objects an apply returned already meet the condition.
+func TestUntil(t *testing.T) {
+	_, fp, newClient := start(t)
+	k := newClient()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cms := k.Dynamic.Resource(schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}).Namespace("default")
+	w := kube.Watch{Resource: cms, Name: "until"}
+	valueIs := func(want string) kube.Condition {
+		return func(objs []*unstructured.Unstructured) (bool, string, error) {
+			if len(objs) == 0 {
+				return false, "absent", nil
+			}
+			v, _, _ := unstructured.NestedString(objs[0].Object, "data", "a")
+			return v == want, "a=" + v, nil
+		}
+	}
+
+	absent := func(objs []*unstructured.Unstructured) (bool, string, error) { return len(objs) == 0, "present", nil }
+	if err := kube.Until(ctx, "absence", w, absent, nil); err != nil {
+		t.Errorf("waiting for an absent object: %v", err)
+	}
+
+	reasons := make(chan string, 10)
+	done := make(chan error, 1)
+	go func() {
+		done <- kube.Until(ctx, "a=2", w, valueIs("2"), func(r string) { reasons <- r })
+	}()
+	// The initial state is judged before anything changes.
+	if r := <-reasons; r != "absent" {
+		t.Errorf("first progress %q, want the initial state (absent)", r)
+	}
+	cm := object("v1", "ConfigMap", "default", "until")
+	for _, v := range []string{"1", "2"} {
+		cm.Object["data"] = map[string]any{"a": v}
+		if _, _, err := k.Apply(ctx, cm, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("waiting for a=2: %v", err)
+	}
+
+	short, stop := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer stop()
+	err := kube.Until(short, "a=3", w, valueIs("3"), nil)
+	var te *kube.TimeoutError
+	if !errors.As(err, &te) || te.LastReason != "a=2" || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("timeout: %v, want a TimeoutError naming a=2", err)
+	}
+
+	live, err := cms.Get(ctx, "until", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fp.Requests.Load()
+	w.Seen = []*unstructured.Unstructured{live}
+	if err := kube.Until(ctx, "a=2", w, valueIs("2"), nil); err != nil {
+		t.Errorf("waiting on what was seen: %v", err)
+	}
+	if n := fp.Requests.Load() - before; n != 0 {
+		t.Errorf("a condition met by the seen objects made %d requests, want 0", n)
+	}
+}
