@@ -67,30 +67,54 @@ export KUBECONFIG=$emu_dir/kubeconfig-counted
 export VLLM_HPA_MONITORING_INTERVAL=1s
 for s in deploy monitor adapter hpa; do vllm-hpa render "$s" > "$work/$s.yaml"; done
 k() { "$kubectl" "$@" >/dev/null; }
-ours() { for s in deploy monitor adapter hpa; do vllm-hpa "$s" >/dev/null 2>&1; done; }
-walkthrough() { # kubectl apply flags
-  k apply "$@" -f "$work/deploy.yaml"
-  k wait --for=condition=Available deployment/vllm-gemma-deployment --timeout=5m
-  k apply "$@" -f "$work/monitor.yaml"
-  k wait --for=jsonpath='{.status.conditions[0].status}'=True podmonitoring/gemma-pod-monitoring --timeout=5m
-  k apply "$@" -f "$work/adapter.yaml"
-  k wait -n custom-metrics --for=condition=Available deployment/custom-metrics-stackdriver-adapter --timeout=5m
-  k wait --for=condition=Available apiservice/v1beta1.custom.metrics.k8s.io apiservice/v1beta2.custom.metrics.k8s.io apiservice/v1beta1.external.metrics.k8s.io --timeout=5m
-  k apply "$@" -f "$work/hpa.yaml"
-  k wait --for=jsonpath='{.status.conditions[?(@.type=="ScalingActive")].reason}'=ValidMetricFound hpa/gemma-server-hpa --timeout=5m
+# Each tool in two parts: deploy, monitor and adapter; then hpa. Between
+# them, untimed, the wait for the first scrape of the new pod to reach the
+# custom metrics API: like the pod start delay it is the monitoring
+# pipeline's, not the tool's, and the faster tool would otherwise wait longer
+# for it.
+ours() {
+  case $1 in
+  1) for s in deploy monitor adapter; do vllm-hpa "$s" >/dev/null 2>&1; done ;;
+  2) vllm-hpa hpa >/dev/null 2>&1 ;;
+  esac
 }
-csa() { walkthrough; }
-ssa() { walkthrough --server-side --field-manager=walkthrough; }
+walkthrough() { # part, kubectl apply flags
+  local part=$1; shift
+  if [ "$part" = 1 ]; then
+    k apply "$@" -f "$work/deploy.yaml"
+    k wait --for=condition=Available deployment/vllm-gemma-deployment --timeout=5m
+    k apply "$@" -f "$work/monitor.yaml"
+    k wait --for=jsonpath='{.status.conditions[0].status}'=True podmonitoring/gemma-pod-monitoring --timeout=5m
+    k apply "$@" -f "$work/adapter.yaml"
+    k wait -n custom-metrics --for=condition=Available deployment/custom-metrics-stackdriver-adapter --timeout=5m
+    k wait --for=condition=Available apiservice/v1beta1.custom.metrics.k8s.io apiservice/v1beta2.custom.metrics.k8s.io apiservice/v1beta1.external.metrics.k8s.io --timeout=5m
+  else
+    k apply "$@" -f "$work/hpa.yaml"
+    k wait --for=jsonpath='{.status.conditions[?(@.type=="ScalingActive")].reason}'=ValidMetricFound hpa/gemma-server-hpa --timeout=5m
+  fi
+}
+csa() { walkthrough "$1"; }
+ssa() { walkthrough "$1" --server-side --field-manager=walkthrough; }
+# metric_served: waits until the custom metrics API has the metric for a
+# pod (through the uncounted kubeconfig).
+metric_served() {
+  local path="/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods/*/prometheus.googleapis.com%7Cvllm:num_requests_running%7Cgauge"
+  for _ in $(seq 600); do
+    "$kubectl" --kubeconfig "$emu_dir/kubeconfig" get --raw "$path" 2>/dev/null | grep -q '"describedObject"' && return
+    sleep 0.1
+  done
+  echo "the metric never reached the custom metrics API" >&2; exit 1
+}
 remove_all() { k delete -f "$work/hpa.yaml" -f "$work/adapter.yaml" -f "$work/monitor.yaml" -f "$work/deploy.yaml" --ignore-not-found --wait=true 2>/dev/null || true; }
-# measure NAME COMMAND...: runs COMMAND; appends its wall seconds to NAME_s
-# and the API requests the counting proxy saw to NAME_req.
+# measure NAME TOOL: runs both parts of TOOL; appends their wall seconds to
+# NAME_s and the API requests the counting proxy saw to NAME_req.
 measure() {
-  local name=$1 t0 t1 s_var=${1}_s req_var=${1}_req; shift
+  local name=$1 tool=$2 t0 t1 t2 t3 s_var=${1}_s req_var=${1}_req
   counts >/dev/null
-  t0=$(date +%s.%N)
-  "$@"
-  t1=$(date +%s.%N)
-  printf -v "$s_var" '%s %s' "${!s_var:-}" "$(python3 -c "print(f'{$t1-$t0:.2f}')")"
+  t0=$(date +%s.%N); "$tool" 1; t1=$(date +%s.%N)
+  metric_served
+  t2=$(date +%s.%N); "$tool" 2; t3=$(date +%s.%N)
+  printf -v "$s_var" '%s %s' "${!s_var:-}" "$(python3 -c "print(f'{$t1-$t0+$t3-$t2:.2f}')")"
   printf -v "$req_var" '%s %s' "${!req_var:-}" "$(field "$(counts)" requests)"
 }
 median() { # FORMAT VALUES
@@ -111,7 +135,7 @@ done
 for v in csa ssa ours csa2 ssa2 ours2; do
   s_var=${v}_s req_var=${v}_req
   echo "  $v: wall ${!s_var} s; requests ${!req_var}" >&2
-  printf -v "${v}_s" '%s' "$(median .1f "${!s_var}")"
+  printf -v "${v}_s" '%s' "$(median .2f "${!s_var}")"
   printf -v "${v}_req" '%s' "$(median g "${!req_var}")"
 done
 stop_emu
@@ -159,7 +183,9 @@ vllm-hpa \`deploy\`, \`monitor\`, \`adapter\`, \`hpa\` (one process each) agains
 rendered manifests with \`kubectl apply -f\` (as the walkthrough has it; client-side apply) or \`kubectl apply --server-side\`,
 and \`kubectl wait\` for the same conditions, one process per command. Requests counted by a proxy in front of
 kube-apiserver. First run: nothing exists and each tool's discovery cache is empty. Re-run: everything is in place.
-Median of ${trials} trials, the tools taking turns.
+Median of ${trials} trials, the tools taking turns. Wall time leaves out, as it does the pod start delay, the wait
+before \`hpa\` for the new pod's first scrape to reach the custom metrics API (the monitoring pipeline's, not the
+tool's: the faster tool would wait longer for it).
 
 | | vllm-hpa | \`kubectl apply -f\` | ratio | \`kubectl apply --server-side\` | ratio |
 |---|---|---|---|---|---|
