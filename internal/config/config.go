@@ -6,6 +6,7 @@ package config
 
 import (
 	"fmt"
+	"sort"
 	"time"
 )
 
@@ -22,6 +23,10 @@ type Config struct {
 	// Instance is the value of the stack-instance label on every object; it
 	// lets two stacks share a cluster and lets cleanup find only its own.
 	Instance string `key:"instance"`
+	// Adopt takes over existing objects (and the Google service account)
+	// vllm-hpa did not create; they are marked adopted, and cleanup removes
+	// only vllm-hpa's labels and fields from them, never the objects.
+	Adopt bool `key:"adopt"`
 
 	Workload   Workload   `key:"workload"`
 	HFToken    HFToken    `key:"hf-token"`
@@ -151,6 +156,16 @@ type Endpoints struct {
 var Metrics = map[string]string{
 	"running": "vllm:num_requests_running",
 	"waiting": "vllm:num_requests_waiting",
+}
+
+// MetricNames are the values hpa.metric takes, sorted.
+func MetricNames() []string {
+	var out []string
+	for k := range Metrics {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Default returns the walkthrough's configuration. Project has no default.

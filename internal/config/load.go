@@ -3,15 +3,19 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 )
 
 // DefaultFile is read from the working directory when --config is not given.
@@ -23,46 +27,69 @@ const TokenEnv = "HF_TOKEN"
 // ConfigFlag names the flag that points at the config file.
 const ConfigFlag = "config"
 
-// AddFlags registers a flag for every setting that has one, with the
-// default configuration's value as its shown default.
-func AddFlags(fs *pflag.FlagSet) {
+// AddGlobalFlags registers --config and the flags of every global setting
+// (how to reach the project and the cluster), for the root command.
+func AddGlobalFlags(fs *pflag.FlagSet) {
+	fs.String(ConfigFlag, "", "config file (default ./"+DefaultFile+" if present; env "+EnvPrefix+"_CONFIG)")
+	AddFlags(fs, func(s Setting) bool { return s.InScope(ScopeGlobal) })
+}
+
+// AddStepFlags registers the flags of the settings that matter to the
+// given steps; with none, every step's (a command on the whole stack).
+func AddStepFlags(fs *pflag.FlagSet, steps ...string) {
+	AddFlags(fs, func(s Setting) bool {
+		if s.InScope(ScopeGlobal) {
+			return false
+		}
+		return len(steps) == 0 || s.InScope(steps...)
+	})
+}
+
+// AddFlags registers a flag for every setting with a flag that keep
+// accepts, with the default configuration's value as its shown default.
+func AddFlags(fs *pflag.FlagSet, keep func(Setting) bool) {
 	def := Default()
 	values := map[string]reflect.Value{}
 	for _, f := range fields(&def) {
 		values[f.key] = f.value
 	}
-	fs.String(ConfigFlag, "", "config file (default ./"+DefaultFile+" if present; env "+EnvPrefix+"_CONFIG)")
 	for _, s := range Settings {
-		if s.Flag == "" {
+		if s.Flag == "" || !keep(s) || fs.Lookup(s.Flag) != nil {
 			continue
 		}
 		usage := s.Usage + " (env " + s.Env() + ")"
+		short := Shorthands[s.Flag]
 		switch v := values[s.Key].Interface().(type) {
 		case string:
-			fs.String(s.Flag, v, usage)
+			fs.StringP(s.Flag, short, v, usage)
 		case int32:
-			fs.Int32(s.Flag, v, usage)
+			fs.Int32P(s.Flag, short, v, usage)
 		case float64:
-			fs.Float64(s.Flag, v, usage)
+			fs.Float64P(s.Flag, short, v, usage)
 		case bool:
-			fs.Bool(s.Flag, v, usage)
+			fs.BoolP(s.Flag, short, v, usage)
 		case time.Duration:
-			fs.Duration(s.Flag, v, usage)
+			fs.DurationP(s.Flag, short, v, usage)
 		default:
 			panic(fmt.Sprintf("config: no flag type for %s (%T)", s.Key, v))
 		}
 	}
 }
 
+// Shorthands are the one-letter flags, as kubectl spells them.
+var Shorthands = map[string]string{"namespace": "n"}
+
 // Load builds the effective configuration with precedence flag > environment
-// > config file > default, then reads the Hugging Face token. It does not
+// > config file > default, then reads the Hugging Face token. Environment
+// variables and relative paths come from env, never from the process, so
+// that one process can load many configurations at once. It does not
 // validate (see Validate). Errors are *FieldError where a field is to blame.
-func Load(fs *pflag.FlagSet) (*Config, error) {
+func Load(fs *pflag.FlagSet, env environ.Env) (*Config, error) {
 	cfg := Default()
 	v := viper.New()
 	v.SetConfigType("yaml")
 
-	if err := readConfigFile(v, fs); err != nil {
+	if err := readConfigFile(v, fs, env); err != nil {
 		return nil, err
 	}
 	leaves := fields(&cfg)
@@ -70,19 +97,8 @@ func Load(fs *pflag.FlagSet) (*Config, error) {
 	for _, f := range leaves {
 		known[f.key] = true
 		v.SetDefault(f.key, formatValue(f.value))
-		s, ok := SettingByKey(f.key)
-		if !ok {
+		if _, ok := SettingByKey(f.key); !ok {
 			panic("config: no Setting documents " + f.key)
-		}
-		if err := v.BindEnv(f.key, s.Env()); err != nil {
-			return nil, err
-		}
-		if s.Flag != "" && fs != nil {
-			if fl := fs.Lookup(s.Flag); fl != nil {
-				if err := v.BindPFlag(f.key, fl); err != nil {
-					return nil, err
-				}
-			}
 		}
 	}
 	if err := unknownKeys(v, known); err != nil {
@@ -91,33 +107,68 @@ func Load(fs *pflag.FlagSet) (*Config, error) {
 
 	var errs []error
 	for _, f := range leaves {
-		if err := setField(f, fmt.Sprint(v.Get(f.key))); err != nil {
+		if err := setField(f, rawValue(f.key, v, fs, env)); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if err := loadToken(&cfg); err != nil {
+	for _, key := range pathKeys {
+		f := fieldByKey(leaves, key)
+		f.value.SetString(env.Path(f.value.String()))
+	}
+	if err := loadToken(&cfg, env); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
 }
 
-func readConfigFile(v *viper.Viper, fs *pflag.FlagSet) error {
-	path := os.Getenv(EnvPrefix + "_CONFIG")
+// pathKeys are settings that name local files: relative to the working
+// directory of the command, as a shell user expects.
+var pathKeys = []string{"hf-token.file", "kube.kubeconfig"}
+
+// rawValue is key's value by precedence: a flag the user set, else its
+// environment variable, else the config file or the default (viper).
+func rawValue(key string, v *viper.Viper, fs *pflag.FlagSet, env environ.Env) string {
+	s, _ := SettingByKey(key)
+	if s.Flag != "" && fs != nil {
+		if fl := fs.Lookup(s.Flag); fl != nil && fl.Changed {
+			return fl.Value.String()
+		}
+	}
+	if val, ok := env.Lookup(s.Env()); ok {
+		return val
+	}
+	return fmt.Sprint(v.Get(key))
+}
+
+func fieldByKey(fs []field, key string) field {
+	for _, f := range fs {
+		if f.key == key {
+			return f
+		}
+	}
+	panic("config: no field " + key)
+}
+
+func readConfigFile(v *viper.Viper, fs *pflag.FlagSet, env environ.Env) error {
+	path := env.Get(EnvPrefix + "_CONFIG")
 	if fs != nil {
 		if fl := fs.Lookup(ConfigFlag); fl != nil && fl.Changed {
 			path = fl.Value.String()
 		}
 	}
 	if path == "" {
-		if _, err := os.Stat(DefaultFile); err != nil {
+		if _, err := os.Stat(env.Path(DefaultFile)); err != nil {
 			return nil // no file is fine: defaults, env and flags
 		}
 		path = DefaultFile
 	}
-	v.SetConfigFile(path)
+	if err := checkSmallRegularFile(env.Path(path)); err != nil {
+		return &FieldError{Field: "--" + ConfigFlag, Value: path, Allowed: "a readable YAML file: " + err.Error()}
+	}
+	v.SetConfigFile(env.Path(path))
 	if err := v.ReadInConfig(); err != nil {
 		return &FieldError{Field: "--" + ConfigFlag, Value: path, Allowed: "a readable YAML file: " + firstLine(err.Error())}
 	}
@@ -182,21 +233,85 @@ func setField(f field, raw string) error {
 	return nil
 }
 
+// MaxTokenFileSize bounds what is read from hf-token.file: a Hugging Face
+// token is about 40 bytes, so anything much larger is the wrong file.
+const MaxTokenFileSize = 4096
+
+// maxConfigFileSize bounds the config file.
+const maxConfigFileSize = 1 << 20
+
 // loadToken reads the Hugging Face token from hf-token.file, else HF_TOKEN.
-func loadToken(cfg *Config) error {
-	if cfg.HFToken.File != "" {
-		b, err := os.ReadFile(cfg.HFToken.File)
-		if err != nil {
-			return newFieldError("hf-token.file", cfg.HFToken.File, "a readable file holding the Hugging Face token")
-		}
-		cfg.HFToken.value = strings.TrimSpace(string(b))
-		if cfg.HFToken.value == "" {
-			return newFieldError("hf-token.file", cfg.HFToken.File, "a file holding the Hugging Face token, but it is empty")
-		}
+// The file must be a small regular file: a FIFO would block, a device such
+// as /dev/zero would never end, and a directory is a mistake.
+func loadToken(cfg *Config, env environ.Env) error {
+	path := cfg.HFToken.File
+	if path == "" {
+		cfg.HFToken.value = strings.TrimSpace(env.Get(TokenEnv))
 		return nil
 	}
-	cfg.HFToken.value = strings.TrimSpace(os.Getenv(TokenEnv))
+	bad := func(why string) error {
+		return newFieldError("hf-token.file", path, "a readable file holding only the Hugging Face token ("+why+")")
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return bad(firstLine(err.Error()))
+	case !fi.Mode().IsRegular():
+		return bad("it is a " + fileKind(fi.Mode()) + ", not a regular file")
+	case fi.Size() > MaxTokenFileSize:
+		return bad(fmt.Sprintf("it has %d bytes; a token file has at most %d", fi.Size(), MaxTokenFileSize))
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return bad(firstLine(err.Error()))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxTokenFileSize+1))
+	if err != nil {
+		return bad(firstLine(err.Error()))
+	}
+	if len(b) > MaxTokenFileSize {
+		return bad(fmt.Sprintf("it holds more than %d bytes", MaxTokenFileSize))
+	}
+	token := strings.TrimSpace(string(b))
+	switch {
+	case token == "":
+		return bad("it is empty")
+	case strings.ContainsAny(token, " \t\r\n") || !utf8.ValidString(token):
+		return bad("it holds more than one word; put only the token in it")
+	}
+	cfg.HFToken.value = token
 	return nil
+}
+
+// checkSmallRegularFile refuses what cannot be read as a small file.
+func checkSmallRegularFile(path string) error {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return errors.New(firstLine(err.Error()))
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("it is a %s, not a regular file", fileKind(fi.Mode()))
+	case fi.Size() > maxConfigFileSize:
+		return fmt.Errorf("it has %d bytes, more than %d", fi.Size(), maxConfigFileSize)
+	}
+	return nil
+}
+
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeNamedPipe != 0:
+		return "named pipe (FIFO)"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeDevice != 0:
+		return "device"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	}
+	return "special file"
 }
 
 func firstLine(s string) string {

@@ -14,6 +14,27 @@ type Setting struct {
 	Key   string // dotted path of `key` tags, e.g. "hpa.max-replicas"
 	Flag  string // flag name without dashes; "" when only file and env set it
 	Usage string
+	// Scope says which commands have the flag: ScopeGlobal on every
+	// command; otherwise the steps (and "load") whose commands have it.
+	// Commands that act on the whole stack have every flag.
+	Scope []string
+}
+
+// ScopeGlobal marks a flag every command has: how to reach the project and
+// the cluster.
+const ScopeGlobal = "global"
+
+// InScope reports whether the setting's flag belongs on a command that
+// acts on the given steps.
+func (s Setting) InScope(steps ...string) bool {
+	for _, want := range steps {
+		for _, sc := range s.Scope {
+			if sc == want {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Env is the environment variable that sets the key.
@@ -26,80 +47,81 @@ const EnvPrefix = "VLLM_HPA"
 
 // Settings lists every leaf of Config, in the order of the struct.
 var Settings = []Setting{
-	{"project", "project", "GCP project id (required); every IAM member derives from it"},
-	{"cluster", "cluster", "GKE cluster name, to connect through the container API and check preconditions"},
-	{"location", "location", "GKE cluster location (region or zone), e.g. us-central1"},
-	{"instance", "instance", "value of the stack-instance label on every object; cleanup deletes only this instance"},
+	{"project", "project", "GCP project id (required); every IAM member derives from it", []string{ScopeGlobal}},
+	{"cluster", "cluster", "GKE cluster name, to connect through the container API and check preconditions", []string{ScopeGlobal}},
+	{"location", "location", "GKE cluster location (region or zone), e.g. us-central1", []string{ScopeGlobal}},
+	{"instance", "instance", "value of the stack-instance label on every object; cleanup deletes only this instance", []string{"deploy", "monitor", "adapter", "identity", "hpa", "load"}},
+	{"adopt", "adopt", "take over existing objects (and the Google service account) vllm-hpa did not create: marked adopted, and cleanup then removes only vllm-hpa's labels and fields from them, never the objects", []string{"deploy", "monitor", "adapter", "identity", "hpa"}},
 
-	{"workload.namespace", "namespace", "namespace of the vLLM Deployment, Service, PodMonitoring and HPA"},
-	{"workload.deployment", "deployment", "name of the vLLM Deployment"},
-	{"workload.replicas", "", "initial replicas of the vLLM Deployment (the HPA owns the count afterwards)"},
-	{"workload.app-label", "app-label", "value of the pod label app; the Service, PodMonitoring and HPA select on it"},
-	{"workload.model-label", "", "value of the pod label ai.gke.io/model"},
-	{"workload.server-label", "", "value of the pod label ai.gke.io/inference-server"},
-	{"workload.container", "", "name of the vLLM container"},
-	{"workload.image", "image", "vLLM server image (pin a tag or digest)"},
-	{"workload.model", "model", "model the server loads (env MODEL_ID)"},
-	{"workload.port", "", "port the vLLM server listens on"},
-	{"workload.tensor-parallel-size", "", "vLLM --tensor-parallel-size"},
-	{"workload.log-level", "", "VLLM_LOGGING_LEVEL of the server"},
-	{"workload.cpu", "", "CPU request and limit of the vLLM container"},
-	{"workload.memory", "", "memory request and limit of the vLLM container"},
-	{"workload.ephemeral-storage", "", "ephemeral-storage request and limit of the vLLM container"},
-	{"workload.gpus", "", "nvidia.com/gpu request and limit of the vLLM container"},
-	{"workload.accelerator", "accelerator", "GKE accelerator (nodeSelector cloud.google.com/gke-accelerator), e.g. nvidia-l4"},
-	{"workload.gpu-driver-version", "", "nodeSelector cloud.google.com/gke-gpu-driver-version (latest or default)"},
-	{"workload.spot", "", "tolerate Spot nodes (cloud.google.com/gke-spot=true:NoSchedule)"},
+	{"workload.namespace", "namespace", "namespace of the vLLM Deployment, Service, PodMonitoring and HPA", []string{"deploy", "monitor", "hpa", "load"}},
+	{"workload.deployment", "deployment", "name of the vLLM Deployment", []string{"deploy", "hpa"}},
+	{"workload.replicas", "", "initial replicas of the vLLM Deployment (the HPA owns the count afterwards)", nil},
+	{"workload.app-label", "app-label", "value of the pod label app; the Service, PodMonitoring and HPA select on it", []string{"deploy", "monitor", "hpa"}},
+	{"workload.model-label", "", "value of the pod label ai.gke.io/model", nil},
+	{"workload.server-label", "", "value of the pod label ai.gke.io/inference-server", nil},
+	{"workload.container", "", "name of the vLLM container", nil},
+	{"workload.image", "image", "vLLM server image (pin a tag or digest)", []string{"deploy"}},
+	{"workload.model", "model", "model the server loads (its container gets it as MODEL_ID)", []string{"deploy", "load"}},
+	{"workload.port", "", "port the vLLM server listens on", nil},
+	{"workload.tensor-parallel-size", "", "vLLM --tensor-parallel-size", nil},
+	{"workload.log-level", "", "VLLM_LOGGING_LEVEL of the server", nil},
+	{"workload.cpu", "", "CPU request and limit of the vLLM container", nil},
+	{"workload.memory", "", "memory request and limit of the vLLM container", nil},
+	{"workload.ephemeral-storage", "", "ephemeral-storage request and limit of the vLLM container", nil},
+	{"workload.gpus", "", "nvidia.com/gpu request and limit of the vLLM container", nil},
+	{"workload.accelerator", "accelerator", "GKE accelerator (nodeSelector cloud.google.com/gke-accelerator), e.g. nvidia-l4", []string{"deploy"}},
+	{"workload.gpu-driver-version", "", "nodeSelector cloud.google.com/gke-gpu-driver-version (latest or default)", nil},
+	{"workload.spot", "", "tolerate Spot nodes (cloud.google.com/gke-spot=true:NoSchedule)", nil},
 
-	{"hf-token.file", "hf-token-file", "file holding the Hugging Face token (else the HF_TOKEN environment variable); never a flag value"},
-	{"hf-token.secret-name", "", "name of the Secret that holds the Hugging Face token"},
-	{"hf-token.secret-key", "", "key of the token in that Secret"},
-	{"hf-token.env-name", "", "environment variable the server reads the token from"},
+	{"hf-token.file", "hf-token-file", "file holding the Hugging Face token (else the HF_TOKEN environment variable); never a flag value", []string{"deploy"}},
+	{"hf-token.secret-name", "", "name of the Secret that holds the Hugging Face token", nil},
+	{"hf-token.secret-key", "", "key of the token in that Secret", nil},
+	{"hf-token.env-name", "", "environment variable the server reads the token from", nil},
 
-	{"service.name", "service", "name of the ClusterIP Service in front of vLLM"},
-	{"service.port", "", "port of that Service"},
+	{"service.name", "service", "name of the ClusterIP Service in front of vLLM", []string{"deploy", "load"}},
+	{"service.port", "", "port of that Service", nil},
 
-	{"monitoring.name", "", "name of the PodMonitoring"},
-	{"monitoring.path", "", "path Managed Prometheus scrapes"},
-	{"monitoring.interval", "scrape-interval", "scrape interval"},
+	{"monitoring.name", "", "name of the PodMonitoring", nil},
+	{"monitoring.path", "", "path Managed Prometheus scrapes", nil},
+	{"monitoring.interval", "scrape-interval", "scrape interval", []string{"monitor"}},
 
-	{"adapter.namespace", "", "namespace of the Custom Metrics Stackdriver Adapter"},
-	{"adapter.service-account", "", "Kubernetes service account of the adapter"},
-	{"adapter.image", "", "adapter image repository"},
-	{"adapter.tag", "adapter-tag", "adapter image tag"},
+	{"adapter.namespace", "", "namespace of the Custom Metrics Stackdriver Adapter", nil},
+	{"adapter.service-account", "", "Kubernetes service account of the adapter", nil},
+	{"adapter.image", "", "adapter image repository", nil},
+	{"adapter.tag", "adapter-tag", "adapter image tag", []string{"adapter"}},
 
-	{"identity.mode", "identity-mode", "gsa (a Google service account, as in the walkthrough) or direct (grant the adapter's KSA principal)"},
-	{"identity.gsa-name", "gsa-name", "Google service account name (gsa mode)"},
-	{"identity.gsa-display-name", "", "Google service account display name (gsa mode)"},
-	{"identity.adopt-existing-gsa", "adopt-existing-gsa", "use an existing Google service account vllm-hpa did not create (cleanup leaves it in place)"},
-	{"identity.impersonate-service-account", "impersonate-service-account", "service account to impersonate for Google API calls (CI)"},
+	{"identity.mode", "identity-mode", "gsa (a Google service account, as in the walkthrough) or direct (grant the adapter's KSA principal)", []string{"identity"}},
+	{"identity.gsa-name", "gsa-name", "Google service account name (gsa mode)", []string{"identity"}},
+	{"identity.gsa-display-name", "", "Google service account display name (gsa mode)", nil},
+	{"identity.adopt-existing-gsa", "adopt-existing-gsa", "use an existing Google service account vllm-hpa did not create (cleanup leaves it in place)", []string{"identity"}},
+	{"identity.impersonate-service-account", "impersonate-service-account", "service account to impersonate for Google API calls (CI)", []string{ScopeGlobal}},
 
-	{"hpa.name", "", "name of the HorizontalPodAutoscaler"},
-	{"hpa.min-replicas", "min-replicas", "HPA minimum replicas"},
-	{"hpa.max-replicas", "max-replicas", "HPA maximum replicas"},
-	{"hpa.metric", "metric", "running (vllm:num_requests_running, lower latency) or waiting (vllm:num_requests_waiting, throughput)"},
-	{"hpa.target", "target", "target average value of the metric per pod"},
-	{"hpa.scale-up-stabilization", "", "HPA scaleUp stabilization window"},
-	{"hpa.scale-up-pods", "", "HPA scaleUp policy: at most this many pods per period"},
-	{"hpa.scale-up-percent", "", "HPA scaleUp policy: at most this percent per period"},
-	{"hpa.scale-up-period", "", "HPA scaleUp policies' period"},
-	{"hpa.scale-down-stabilization", "", "HPA scaleDown stabilization window"},
-	{"hpa.scale-down-percent", "", "HPA scaleDown policy: at most this percent per period"},
-	{"hpa.scale-down-period", "", "HPA scaleDown policy's period"},
+	{"hpa.name", "", "name of the HorizontalPodAutoscaler", nil},
+	{"hpa.min-replicas", "min-replicas", "HPA minimum replicas", []string{"hpa"}},
+	{"hpa.max-replicas", "max-replicas", "HPA maximum replicas", []string{"hpa"}},
+	{"hpa.metric", "metric", "running (vllm:num_requests_running, lower latency) or waiting (vllm:num_requests_waiting, throughput)", []string{"hpa"}},
+	{"hpa.target", "target", "target average value of the metric per pod", []string{"hpa"}},
+	{"hpa.scale-up-stabilization", "", "HPA scaleUp stabilization window", nil},
+	{"hpa.scale-up-pods", "", "HPA scaleUp policy: at most this many pods per period", nil},
+	{"hpa.scale-up-percent", "", "HPA scaleUp policy: at most this percent per period", nil},
+	{"hpa.scale-up-period", "", "HPA scaleUp policies' period", nil},
+	{"hpa.scale-down-stabilization", "", "HPA scaleDown stabilization window", nil},
+	{"hpa.scale-down-percent", "", "HPA scaleDown policy: at most this percent per period", nil},
+	{"hpa.scale-down-period", "", "HPA scaleDown policy's period", nil},
 
-	{"timeouts.deploy", "", "how long deploy waits for the vLLM Deployment"},
-	{"timeouts.monitor", "", "how long monitor waits for the PodMonitoring"},
-	{"timeouts.adapter", "", "how long adapter waits for the adapter and its APIServices"},
-	{"timeouts.hpa", "", "how long hpa waits for the HPA to find its metric"},
-	{"timeouts.cleanup", "", "how long cleanup waits for deletions"},
+	{"timeouts.deploy", "", "how long deploy waits for the vLLM Deployment", nil},
+	{"timeouts.monitor", "", "how long monitor waits for the PodMonitoring", nil},
+	{"timeouts.adapter", "", "how long adapter waits for the adapter and its APIServices", nil},
+	{"timeouts.hpa", "", "how long hpa waits for the HPA to find its metric", nil},
+	{"timeouts.cleanup", "", "how long cleanup waits for deletions", nil},
 
-	{"kube.kubeconfig", "kubeconfig", "kubeconfig file (default: the standard loading rules, like kubectl)"},
-	{"kube.context", "context", "kubeconfig context"},
-	{"kube.force-conflicts", "force-conflicts", "take over fields (and APIServices) owned by another manager"},
+	{"kube.kubeconfig", "kubeconfig", "kubeconfig file (default: the standard loading rules, like kubectl)", []string{ScopeGlobal}},
+	{"kube.context", "context", "kubeconfig context", []string{ScopeGlobal}},
+	{"kube.force-conflicts", "force-conflicts", "take over fields (and APIServices) owned by another manager", []string{"deploy", "monitor", "adapter", "identity", "hpa"}},
 
-	{"endpoints.iam", "", "IAM API endpoint override (tests, local emulator)"},
-	{"endpoints.resource-manager", "", "Resource Manager API endpoint override"},
-	{"endpoints.container", "", "container (GKE) API endpoint override"},
+	{"endpoints.iam", "", "IAM API endpoint override (tests, local emulator)", nil},
+	{"endpoints.resource-manager", "", "Resource Manager API endpoint override", nil},
+	{"endpoints.container", "", "container (GKE) API endpoint override", nil},
 }
 
 // SettingByKey returns the setting for key.

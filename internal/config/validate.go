@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -22,6 +23,10 @@ type FieldError struct {
 func (e *FieldError) Error() string {
 	return fmt.Sprintf("invalid %s = %q: must be %s", e.Field, e.Value, e.Allowed)
 }
+
+// NewFieldError is bad input in setting key: it names key with the flag
+// and environment variable that set it.
+func NewFieldError(key, value, allowed string) *FieldError { return newFieldError(key, value, allowed) }
 
 // newFieldError names key together with the flag and env var that set it.
 func newFieldError(key, value, allowed string) *FieldError {
@@ -220,8 +225,13 @@ func (c *Config) validate(needProject bool) error {
 		add("hpa.max-replicas", fmt.Sprint(h.MaxReplicas), fmt.Sprintf("between hpa.min-replicas (%d) and 1000", h.MinReplicas))
 	}
 	oneOf("hpa.metric", h.Metric, "running", "waiting")
-	if !(h.Target > 0) || h.Target > 1e6 {
-		add("hpa.target", fmt.Sprint(h.Target), "a number greater than 0 (average per pod), such as 4")
+	switch {
+	case !(h.Target > 0) || h.Target > 1e6:
+		add("hpa.target", fmt.Sprint(h.Target), "a number greater than 0 and at most 1000000 (average per pod), such as 4")
+	case math.Round(h.Target*1000) < 1:
+		// The HPA's target is a quantity in thousandths: less than half of
+		// one would be written as 0, and the HPA would scale on nothing.
+		add("hpa.target", fmt.Sprint(h.Target), "at least 0.001: the HPA's target is a quantity in thousandths, and this would round to 0")
 	}
 	// The API server's limits for HPA behavior.
 	seconds("hpa.scale-up-stabilization", h.ScaleUpStabilization, 0, time.Hour)
