@@ -7,8 +7,11 @@ package gcp
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	"golang.org/x/oauth2"
@@ -30,7 +33,16 @@ type Options struct {
 	Impersonate string
 	// TokenSource, if set, is used instead of looking credentials up.
 	TokenSource oauth2.TokenSource
+	// CredentialsFile, if set, is the Application Default Credentials file
+	// (the command's GOOGLE_APPLICATION_CREDENTIALS); otherwise the
+	// standard lookup runs.
+	CredentialsFile string
 }
+
+// Scopes are what every token asks for: cloud-platform, and userinfo.email
+// as GKE's own auth plugin does, without which Kubernetes RBAC knows a
+// Google service account by its numeric id instead of its email.
+var Scopes = []string{Scope, "https://www.googleapis.com/auth/userinfo.email"}
 
 // TokenSource returns Application Default Credentials, impersonating
 // o.Impersonate when set (the usual setup for CI).
@@ -38,7 +50,16 @@ func TokenSource(ctx context.Context, o Options) (oauth2.TokenSource, error) {
 	if o.TokenSource != nil {
 		return o.TokenSource, nil
 	}
-	creds, err := google.FindDefaultCredentials(ctx, Scope)
+	var creds *google.Credentials
+	var err error
+	if o.CredentialsFile != "" {
+		var b []byte
+		if b, err = readSmallFile(o.CredentialsFile); err == nil {
+			creds, err = google.CredentialsFromJSONWithTypeAndParams(ctx, b, credentialsType(b), google.CredentialsParams{Scopes: Scopes})
+		}
+	} else {
+		creds, err = google.FindDefaultCredentials(ctx, Scopes...)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("application default credentials: %w (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)", err)
 	}
@@ -47,12 +68,32 @@ func TokenSource(ctx context.Context, o Options) (oauth2.TokenSource, error) {
 	}
 	ts, err := impersonate.CredentialsTokenSource(ctx, impersonate.CredentialsConfig{
 		TargetPrincipal: o.Impersonate,
-		Scopes:          []string{Scope},
+		Scopes:          Scopes,
 	}, option.WithTokenSource(creds.TokenSource))
 	if err != nil {
 		return nil, fmt.Errorf("impersonate %s: %w", o.Impersonate, err)
 	}
 	return ts, nil
+}
+
+// readSmallFile reads a credentials file, which is a few kilobytes.
+func readSmallFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	return b, err
+}
+
+// credentialsType is the "type" of a credentials JSON file.
+func credentialsType(b []byte) google.CredentialsType {
+	var v struct {
+		Type string `json:"type"`
+	}
+	_ = json.Unmarshal(b, &v)
+	return google.CredentialsType(v.Type)
 }
 
 // ClientOptions are the options for a Google API client with endpoint

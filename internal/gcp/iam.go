@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/iam"
@@ -222,6 +223,49 @@ func Retry(ctx context.Context, b Backoff, call func(context.Context) error) (in
 		case <-ctx.Done():
 			return attempt, ctx.Err()
 		case <-time.After(b.delay(attempt)):
+		}
+	}
+}
+
+// NewResourceWindow is how long IAM may take to see a service account
+// that was just created: Google documents up to about 60 s, during which
+// reads answer NOT_FOUND or PERMISSION_DENIED and a policy naming the
+// account as a member is refused as INVALID_ARGUMENT "does not exist".
+var NewResourceWindow = 90 * time.Second
+
+// notYetVisible reports whether err is how IAM answers about a resource it
+// does not see yet.
+func notYetVisible(err error) bool {
+	switch status.Code(err) {
+	case codes.NotFound, codes.PermissionDenied:
+		return true
+	case codes.InvalidArgument:
+		return strings.Contains(strings.ToLower(status.Convert(err).Message()), "does not exist")
+	}
+	return false
+}
+
+// WhileNew runs call until it succeeds, fails otherwise than IAM does for a
+// resource it does not see yet, or NewResourceWindow passes; waiting(msg),
+// if given, hears why it waits.
+func WhileNew(ctx context.Context, waiting func(string), what string, call func(context.Context) error) error {
+	deadline := time.Now().Add(NewResourceWindow)
+	delay := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := call(ctx)
+		if err == nil || !notYetVisible(err) || time.Now().After(deadline) {
+			return err
+		}
+		if waiting != nil {
+			waiting(fmt.Sprintf("IAM does not see %s yet (a new service account takes up to a minute to propagate; attempt %d: %s)", what, attempt, status.Code(err)))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		if delay *= 2; delay > 5*time.Second {
+			delay = 5 * time.Second
 		}
 	}
 }

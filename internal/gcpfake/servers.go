@@ -153,6 +153,9 @@ func (f *IAM) CreateServiceAccount(ctx context.Context, req *adminpb.CreateServi
 	if _, ok := f.accounts[email]; ok {
 		return nil, status.Errorf(codes.AlreadyExists, "Service account %s already exists within project %s.", req.AccountId, req.Name)
 	}
+	if req.ServiceAccount != nil && len(req.ServiceAccount.Description) > maxDescription {
+		return nil, status.Errorf(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(req.ServiceAccount.Description), maxDescription)
+	}
 	f.nextID++
 	a := &adminpb.ServiceAccount{
 		Name: "projects/" + project + "/serviceAccounts/" + email, ProjectId: project, Email: email,
@@ -164,6 +167,42 @@ func (f *IAM) CreateServiceAccount(ctx context.Context, req *adminpb.CreateServi
 	f.accounts[email] = a
 	return cloneAccount(a), nil
 }
+
+// PatchServiceAccount changes the display name and description, as IAM
+// does; the description is at most 256 bytes.
+func (f *IAM) PatchServiceAccount(ctx context.Context, req *adminpb.PatchServiceAccountRequest) (*adminpb.ServiceAccount, error) {
+	f.Counters.Mutations.Add(1)
+	sa := req.GetServiceAccount()
+	if err := f.check("PatchServiceAccount", sa.GetName()); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.accounts[accountEmail(sa.GetName())]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", sa.GetName())
+	}
+	for _, p := range req.GetUpdateMask().GetPaths() {
+		switch p {
+		case "description":
+			if len(sa.Description) > maxDescription {
+				return nil, status.Errorf(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(sa.Description), maxDescription)
+			}
+			a.Description = sa.Description
+		case "display_name":
+			if len(sa.DisplayName) > 100 {
+				return nil, status.Errorf(codes.InvalidArgument, "Display name is too long")
+			}
+			a.DisplayName = sa.DisplayName
+		default:
+			return nil, status.Errorf(codes.InvalidArgument, "Invalid update mask path %q", p)
+		}
+	}
+	return cloneAccount(a), nil
+}
+
+// maxDescription is IAM's limit on a service account's description.
+const maxDescription = 256
 
 func (f *IAM) DeleteServiceAccount(ctx context.Context, req *adminpb.DeleteServiceAccountRequest) (*emptypb.Empty, error) {
 	f.Counters.Mutations.Add(1)

@@ -10,6 +10,8 @@ import (
 
 	"github.com/fatih/color"
 	"golang.org/x/term"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/redact"
 )
 
 // IOStreams bundles the standard streams with what is known about them.
@@ -20,8 +22,23 @@ type IOStreams struct {
 
 	OutTTY bool // stdout is a terminal
 	ErrTTY bool // stderr is a terminal
+	// Width is the terminal's width in columns (0: not a terminal, or
+	// unknown).
+	Width int
+
+	// Secrets scrubs Out and ErrOut: everything written to them passes
+	// through it, so a secret registered with it is never shown.
+	Secrets *redact.Scrubber
 
 	colorDisabled bool
+}
+
+// scrubbed wraps the streams' writers in their scrubber.
+func (s *IOStreams) scrubbed() *IOStreams {
+	s.Secrets = &redact.Scrubber{}
+	s.Out = s.Secrets.Writer(s.Out)
+	s.ErrOut = s.Secrets.Writer(s.ErrOut)
+	return s
 }
 
 // System returns the process's streams.
@@ -33,16 +50,21 @@ func System() *IOStreams {
 		OutTTY: isTerminal(os.Stdout),
 		ErrTTY: isTerminal(os.Stderr),
 	}
+	if s.ErrTTY {
+		if w, _, err := term.GetSize(int(os.Stderr.Fd())); err == nil {
+			s.Width = w
+		}
+	}
 	if _, ok := os.LookupEnv("NO_COLOR"); ok || os.Getenv("TERM") == "dumb" {
 		s.colorDisabled = true
 	}
-	return s
+	return s.scrubbed()
 }
 
 // Test returns streams backed by buffers, as if neither were a terminal.
 func Test() (s *IOStreams, out, errOut *bytes.Buffer) {
 	out, errOut = &bytes.Buffer{}, &bytes.Buffer{}
-	return &IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}, out, errOut
+	return (&IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}).scrubbed(), out, errOut
 }
 
 // DisableColor turns colour off (--no-color).

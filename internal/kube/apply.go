@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -112,16 +112,29 @@ func (c *Client) Get(ctx context.Context, obj *unstructured.Unstructured) (*unst
 	return live, nil
 }
 
+// ApplyOptions shape one apply.
+type ApplyOptions struct {
+	// Force takes over fields owned by other managers; without it a
+	// conflict is a *ConflictError naming each field and its manager.
+	Force bool
+	// ResourceVersion, if set, makes the apply conditional on the object
+	// being unchanged since it was read at that version (a shared object
+	// whose users are counted on it): a *StaleError otherwise.
+	ResourceVersion string
+}
+
 // Apply server-side applies obj with the vllm-hpa field manager. The
 // server's answer says whether it created the object (201); live is the
 // object as read before (nil if not seen), and an apply that left its
-// resourceVersion as it was changed nothing. With force, fields owned by
-// other managers are taken over; without it a conflict is a *ConflictError
-// naming each field and its manager.
-func (c *Client) Apply(ctx context.Context, obj, live *unstructured.Unstructured, force bool) (*unstructured.Unstructured, Action, error) {
+// resourceVersion as it was changed nothing.
+func (c *Client) Apply(ctx context.Context, obj, live *unstructured.Unstructured, o ApplyOptions) (*unstructured.Unstructured, Action, error) {
 	m, err := c.mapping(obj)
 	if err != nil {
 		return nil, "", err
+	}
+	if o.ResourceVersion != "" {
+		obj = obj.DeepCopy()
+		obj.SetResourceVersion(o.ResourceVersion)
 	}
 	body, err := obj.MarshalJSON()
 	if err != nil {
@@ -130,18 +143,14 @@ func (c *Client) Apply(ctx context.Context, obj, live *unstructured.Unstructured
 	// The dynamic client's own call, but keeping the HTTP status.
 	req := c.raw.Patch(types.ApplyPatchType).AbsPath(resourcePath(m, obj)...).
 		Param("fieldManager", FieldManager).Body(body)
-	if force {
+	if o.Force {
 		req.Param("force", "true")
 	}
 	var code int
 	res := req.Do(ctx).StatusCode(&code)
 	raw, err := res.Raw()
 	if err != nil {
-		err = res.Error() // the server's Status, as an APIStatus error
-		if ce := conflictError(obj, err); ce != nil {
-			return nil, "", ce
-		}
-		return nil, "", fmt.Errorf("apply %s: %w", Ref(obj), err)
+		return nil, "", writeError("apply", obj, res.Error())
 	}
 	out := &unstructured.Unstructured{}
 	if err := out.UnmarshalJSON(raw); err != nil {
@@ -155,6 +164,96 @@ func (c *Client) Apply(ctx context.Context, obj, live *unstructured.Unstructured
 	default:
 		return out, Configured, nil
 	}
+}
+
+// Release gives up every field vllm-hpa set on an object it adopted: an
+// apply of the object's identity alone under the vllm-hpa field manager
+// removes the fields only vllm-hpa owned (its labels and annotations
+// among them) and leaves those another manager also owns, and the object.
+func (c *Client) Release(ctx context.Context, obj *unstructured.Unstructured, resourceVersion string) (*unstructured.Unstructured, error) {
+	bare := &unstructured.Unstructured{}
+	bare.SetAPIVersion(obj.GetAPIVersion())
+	bare.SetKind(obj.GetKind())
+	bare.SetNamespace(obj.GetNamespace())
+	bare.SetName(obj.GetName())
+	out, _, err := c.Apply(ctx, bare, nil, ApplyOptions{ResourceVersion: resourceVersion})
+	return out, err
+}
+
+// PatchMetadata changes labels and annotations of obj by a JSON merge patch
+// (a nil value removes the key), guarded by resourceVersion when set.
+func (c *Client) PatchMetadata(ctx context.Context, obj *unstructured.Unstructured, labels, annotations map[string]any, resourceVersion string) (*unstructured.Unstructured, error) {
+	meta := map[string]any{}
+	if len(labels) > 0 {
+		meta["labels"] = labels
+	}
+	if len(annotations) > 0 {
+		meta["annotations"] = annotations
+	}
+	body, err := json.Marshal(map[string]any{"metadata": meta})
+	if err != nil {
+		return nil, err
+	}
+	return c.MergePatch(ctx, obj, body, resourceVersion)
+}
+
+// MergePatch applies a JSON merge patch to obj, guarded by resourceVersion
+// when set.
+func (c *Client) MergePatch(ctx context.Context, obj *unstructured.Unstructured, patch []byte, resourceVersion string) (*unstructured.Unstructured, error) {
+	r, err := c.Resource(obj)
+	if err != nil {
+		return nil, err
+	}
+	if resourceVersion != "" {
+		var p map[string]any
+		if err := json.Unmarshal(patch, &p); err != nil {
+			return nil, fmt.Errorf("patch %s: %w", Ref(obj), err)
+		}
+		meta, _ := p["metadata"].(map[string]any)
+		if meta == nil {
+			meta = map[string]any{}
+		}
+		meta["resourceVersion"] = resourceVersion
+		p["metadata"] = meta
+		if patch, err = json.Marshal(p); err != nil {
+			return nil, err
+		}
+	}
+	out, err := r.Patch(ctx, obj.GetName(), types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
+	if err != nil {
+		return nil, writeError("patch", obj, err)
+	}
+	return out, nil
+}
+
+// StaleError is a conditional write refused because the object changed
+// since it was read: read it again and redo the change.
+type StaleError struct {
+	Object string
+	Err    error
+}
+
+func (e *StaleError) Error() string {
+	return fmt.Sprintf("%s changed while vllm-hpa was updating it: %v", e.Object, e.Err)
+}
+func (e *StaleError) Unwrap() error { return e.Err }
+
+// IsStale reports whether err is a *StaleError.
+func IsStale(err error) bool {
+	var s *StaleError
+	return errors.As(err, &s)
+}
+
+// writeError classifies a failed write: a field conflict, a stale
+// resourceVersion, or any other error naming the object.
+func writeError(verb string, obj *unstructured.Unstructured, err error) error {
+	if ce := conflictError(obj, err); ce != nil {
+		return ce
+	}
+	if apierrors.IsConflict(err) {
+		return &StaleError{Object: Ref(obj), Err: err}
+	}
+	return fmt.Errorf("%s %s: %w", verb, Ref(obj), err)
 }
 
 // resourcePath is the API path of obj, as the dynamic client builds it.
@@ -221,7 +320,7 @@ func conflictError(obj *unstructured.Unstructured, err error) *ConflictError {
 		}
 	}
 	if len(ce.Conflicts) == 0 {
-		ce.Conflicts = []FieldConflict{{Field: "(unknown)", Manager: status.Status().Message}}
+		return nil // not a field conflict: a stale resourceVersion
 	}
 	return ce
 }
@@ -237,22 +336,27 @@ func managerOf(msg string) string {
 	return msg
 }
 
-// Owner is the set of labels that marks an object as vllm-hpa's for one
-// stack instance. Deletes touch only objects that carry all of them.
-type Owner map[string]string
-
-// Owns reports whether obj carries every ownership label.
-func (o Owner) Owns(obj *unstructured.Unstructured) bool {
-	l := obj.GetLabels()
-	for k, v := range o {
-		if l[k] != v {
-			return false
+// AppliedByUs reports whether vllm-hpa's server-side applies own the field
+// at path (e.g. "metadata", "annotations", "iam.gke.io/gcp-service-account")
+// of live, as its managedFields record.
+func AppliedByUs(live *unstructured.Unstructured, path ...string) bool {
+	for _, mf := range live.GetManagedFields() {
+		if mf.Manager != FieldManager || mf.Operation != metav1.ManagedFieldsOperationApply || mf.FieldsV1 == nil {
+			continue
+		}
+		var set map[string]any
+		if json.Unmarshal(mf.FieldsV1.Raw, &set) != nil {
+			continue
+		}
+		node, ok := set, true
+		for _, p := range path {
+			if node, ok = node["f:"+p].(map[string]any); !ok {
+				break
+			}
+		}
+		if ok {
+			return true
 		}
 	}
-	return true
-}
-
-// Selector is the label selector matching owned objects.
-func (o Owner) Selector() string {
-	return labels.SelectorFromSet(labels.Set(o)).String()
+	return false
 }

@@ -4,20 +4,25 @@
 package kube
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/disk"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/util/homedir"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 )
 
 // FieldManager is the one field manager vllm-hpa applies with.
@@ -39,24 +44,121 @@ type Client struct {
 type KubeconfigOptions struct {
 	Path    string // --kubeconfig; "" uses $KUBECONFIG and ~/.kube/config
 	Context string // --context
+	// Env gives $KUBECONFIG and $HOME.
+	Env environ.Env
+}
+
+// loadingRules are kubectl's: an explicit file, else the files of
+// $KUBECONFIG merged, else ~/.kube/config, read from o.Env.
+func (o KubeconfigOptions) loadingRules() *clientcmd.ClientConfigLoadingRules {
+	rules := &clientcmd.ClientConfigLoadingRules{ExplicitPath: o.Path}
+	if v := o.Env.Get(clientcmd.RecommendedConfigPathEnvVar); v != "" {
+		rules.Precedence = filepath.SplitList(v)
+	} else {
+		rules.Precedence = []string{filepath.Join(o.Env.Home(), clientcmd.RecommendedHomeDir, clientcmd.RecommendedFileName)}
+	}
+	return rules
+}
+
+// KubeconfigError is a kubeconfig that cannot give a connection: Setting
+// says which input is to blame (kube.kubeconfig or kube.context), or ""
+// when none was given and none was found.
+type KubeconfigError struct {
+	Setting string
+	Value   string
+	Problem string
+}
+
+func (e *KubeconfigError) Error() string { return e.Problem }
+
+// CheckKubeconfig proves, without any request, that the kubeconfig loads
+// and names a usable context and cluster: what kubectl would refuse is
+// refused before anything is sent.
+func CheckKubeconfig(o KubeconfigOptions) error {
+	rules := o.loadingRules()
+	if o.Path != "" {
+		if fi, err := os.Stat(o.Path); err != nil || !fi.Mode().IsRegular() {
+			return &KubeconfigError{Setting: "kube.kubeconfig", Value: o.Path, Problem: "a readable kubeconfig file"}
+		}
+	}
+	raw, err := rules.Load()
+	if err != nil {
+		setting, value := "kube.kubeconfig", o.Path
+		if o.Path == "" {
+			value = strings.Join(rules.Precedence, string(filepath.ListSeparator))
+		}
+		return &KubeconfigError{Setting: setting, Value: value, Problem: "a valid kubeconfig (" + firstLine(err.Error()) + ")"}
+	}
+	name := o.Context
+	if name == "" {
+		name = raw.CurrentContext
+	}
+	if name == "" {
+		if len(raw.Contexts) == 0 {
+			return &KubeconfigError{Problem: "no kubeconfig found (looked in " + strings.Join(rules.Precedence, ", ") + "): get one with `gcloud container clusters get-credentials CLUSTER --location LOCATION --project PROJECT`, or give --cluster and --location to connect through the GKE API"}
+		}
+		return &KubeconfigError{Setting: "kube.context", Problem: "set: the kubeconfig has no current context; choose one of " + strings.Join(sortedKeys(raw.Contexts), ", ")}
+	}
+	ctx, ok := raw.Contexts[name]
+	if !ok {
+		return &KubeconfigError{Setting: "kube.context", Value: name, Problem: "a context of the kubeconfig: one of " + strings.Join(sortedKeys(raw.Contexts), ", ")}
+	}
+	if _, ok := raw.Clusters[ctx.Cluster]; !ok {
+		return &KubeconfigError{Setting: "kube.context", Value: name, Problem: "a context whose cluster " + ctx.Cluster + " the kubeconfig defines"}
+	}
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.Context}
+	if _, err := clientcmd.NewNonInteractiveClientConfig(*raw, name, overrides, rules).ClientConfig(); err != nil {
+		return &KubeconfigError{Setting: "kube.context", Value: name, Problem: "a usable context (" + firstLine(err.Error()) + ")"}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // RESTConfigFromKubeconfig loads a client configuration by the standard
 // loading rules.
 func RESTConfigFromKubeconfig(o KubeconfigOptions) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = o.Path
 	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.Context}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides).ClientConfig()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(o.loadingRules(), overrides).ClientConfig()
 	if err != nil {
 		return nil, fmt.Errorf("kubeconfig: %w", err)
 	}
 	return cfg, nil
 }
 
-// New builds a Client from a REST configuration.
-func New(cfg *rest.Config) (*Client, error) {
+// DialTimeout bounds connecting to the API server: a cluster that is down
+// or unreachable fails in seconds, not minutes.
+const DialTimeout = 10 * time.Second
+
+// RequestTimeout bounds every request but watches, from the request to
+// the end of its answer: a server that accepts and never answers cannot
+// hold a command beyond it. (Watches are bounded by their wait.)
+const RequestTimeout = 2 * time.Minute
+
+// New builds a Client from a REST configuration; env gives where the
+// discovery cache lives.
+func New(cfg *rest.Config, env environ.Env) (*Client, error) {
 	cfg = rest.CopyConfig(cfg)
+	if cfg.Dial == nil {
+		cfg.Dial = (&net.Dialer{Timeout: DialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	}
+	// The API server's deprecation warnings (v1 Endpoints, listed by a
+	// namespace scan) are about APIs vllm-hpa reads on purpose.
+	cfg.WarningHandler = rest.NoWarnings{}
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "vllm-hpa"
 	}
@@ -68,6 +170,7 @@ func New(cfg *rest.Config) (*Client, error) {
 	// Transient failures (dropped connections, 429 and 5xx) are retried so
 	// that a flaky control plane does not fail a run.
 	cfg.Wrap(Retrying)
+	cfg.Wrap(bounded)
 	typed, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -80,7 +183,7 @@ func New(cfg *rest.Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	disc, err := cachedDiscovery(cfg)
+	disc, err := cachedDiscovery(cfg, env)
 	if err != nil {
 		return nil, err
 	}
@@ -99,10 +202,10 @@ func New(cfg *rest.Config) (*Client, error) {
 // 6-hour lifetime, so that one command after another (and after kubectl)
 // does not re-read the server's API list each time. A kind missing from a
 // stale cache makes the mapper re-read it (see Resource).
-func cachedDiscovery(cfg *rest.Config) (discovery.CachedDiscoveryInterface, error) {
-	dir := os.Getenv("KUBECACHEDIR")
+func cachedDiscovery(cfg *rest.Config, env environ.Env) (discovery.CachedDiscoveryInterface, error) {
+	dir := env.Get("KUBECACHEDIR")
 	if dir == "" {
-		dir = filepath.Join(homedir.HomeDir(), ".kube", "cache")
+		dir = filepath.Join(env.Home(), ".kube", "cache")
 	}
 	return disk.NewCachedDiscoveryClientForConfig(cfg, discoveryCacheDir(filepath.Join(dir, "discovery"), cfg.Host), filepath.Join(dir, "http"), 6*time.Hour)
 }
@@ -114,4 +217,19 @@ var unsafeFileCharacters = regexp.MustCompile(`[^(\w/.)]`)
 func discoveryCacheDir(parent, host string) string {
 	host = strings.Replace(strings.Replace(host, "https://", "", 1), "http://", "", 1)
 	return filepath.Join(parent, unsafeFileCharacters.ReplaceAllString(host, "_"))
+}
+
+// ClusterID identifies the cluster: the UID of its kube-system namespace,
+// which lives as long as the cluster (the identifier Kubernetes tooling
+// conventionally uses), shortened to 12 characters.
+func ClusterID(ctx context.Context, k *Client) (string, error) {
+	ns, err := k.Typed.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("read namespace kube-system (the cluster's identity): %w", err)
+	}
+	id := strings.ReplaceAll(string(ns.UID), "-", "")
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return id, nil
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
@@ -34,7 +35,7 @@ func start(t *testing.T) (*kubetest.ControlPlane, *kubetest.FaultProxy, func() *
 	}
 	// Each client stands for one vllm-hpa process.
 	return cp, fp, func() *kube.Client {
-		k, err := kube.New(cfg)
+		k, err := kube.New(cfg, environ.New(map[string]string{"KUBECACHEDIR": cp.Dir + "/kubecache"}, ""))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +123,7 @@ func TestApplyActions(t *testing.T) {
 	apply := func(obj, live *unstructured.Unstructured) (*unstructured.Unstructured, kube.Action) {
 		t.Helper()
 		before := fp.Requests.Load()
-		out, action, err := k.Apply(ctx, obj, live, false)
+		out, action, err := k.Apply(ctx, obj, live, kube.ApplyOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -150,7 +151,7 @@ func TestApplyActions(t *testing.T) {
 	}
 
 	elsewhere := object("v1", "ConfigMap", "no-such-namespace", "actions")
-	_, _, err := k.Apply(ctx, elsewhere, nil, false)
+	_, _, err := k.Apply(ctx, elsewhere, nil, kube.ApplyOptions{})
 	if !kube.IsNamespaceMissing(err, "no-such-namespace") {
 		t.Errorf("apply into a missing namespace: %v, want it recognised as such", err)
 	}
@@ -196,7 +197,7 @@ func TestUntil(t *testing.T) {
 	cm := object("v1", "ConfigMap", "default", "until")
 	for _, v := range []string{"1", "2"} {
 		cm.Object["data"] = map[string]any{"a": v}
-		if _, _, err := k.Apply(ctx, cm, nil, false); err != nil {
+		if _, _, err := k.Apply(ctx, cm, nil, kube.ApplyOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -29,7 +30,7 @@ func Retrying(rt http.RoundTripper) http.RoundTripper {
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Query().Get("watch") == "true" || strings.EqualFold(req.Header.Get("Upgrade"), "SPDY/3.1") || req.Header.Get("Connection") == "Upgrade" {
+	if isStream(req) {
 		return t.next.RoundTrip(req)
 	}
 	for attempt := 1; ; attempt++ {
@@ -78,4 +79,39 @@ func transient(resp *http.Response, err error) bool {
 		return true
 	}
 	return false
+}
+
+// boundedTransport gives every request but a watch or a stream a deadline
+// that covers reading its answer too (its body closes the deadline).
+type boundedTransport struct{ next http.RoundTripper }
+
+func bounded(rt http.RoundTripper) http.RoundTripper { return &boundedTransport{next: rt} }
+
+func (t *boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if isStream(req) {
+		return t.next.RoundTrip(req)
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), RequestTimeout)
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	defer c.cancel()
+	return c.ReadCloser.Close()
+}
+
+// isStream: a watch, or an upgraded connection (port-forward).
+func isStream(req *http.Request) bool {
+	return req.URL.Query().Get("watch") == "true" || strings.EqualFold(req.Header.Get("Upgrade"), "SPDY/3.1") || req.Header.Get("Connection") == "Upgrade"
 }

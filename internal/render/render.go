@@ -26,14 +26,6 @@ import (
 // Redacted stands in for the Hugging Face token in everything rendered.
 const Redacted = "<redacted>"
 
-// Labels every object of the stack carries.
-const (
-	ManagedByLabel = "app.kubernetes.io/managed-by"
-	ManagedByValue = "vllm-hpa"
-	InstanceLabel  = "vllm-hpa.io/instance"
-	StepLabel      = "vllm-hpa.io/step"
-)
-
 // Steps that have a template, in the walkthrough's order. (identity has no
 // objects of its own: it annotates the adapter's ServiceAccount.)
 var Steps = []string{"deploy", "monitor", "adapter", "hpa"}
@@ -52,11 +44,16 @@ var APIServices = []APIService{
 	{"external.metrics.k8s.io", "v1beta1", 100},
 }
 
+// SharedSteps are the steps whose objects every instance on a cluster
+// shares (see internal/owner).
+var SharedSteps = map[string]bool{"adapter": true}
+
 // data is what a template sees: the configuration, and the step it renders
-// for (used in the step label).
+// for (used in the ownership labels).
 type data struct {
 	*config.Config
 	Step        string
+	Shared      bool
 	Redacted    string
 	APIServices []APIService
 }
@@ -85,7 +82,7 @@ func YAML(cfg *config.Config, step string) ([]byte, error) {
 		return nil, fmt.Errorf("render: no template for step %q (steps: %s)", step, strings.Join(Steps, ", "))
 	}
 	var b bytes.Buffer
-	d := data{Config: cfg, Step: step, Redacted: Redacted, APIServices: APIServices}
+	d := data{Config: cfg, Step: step, Shared: SharedSteps[step], Redacted: Redacted, APIServices: APIServices}
 	if err := t.Execute(&b, d); err != nil {
 		return nil, fmt.Errorf("render %s: %w", step, err)
 	}
@@ -94,7 +91,8 @@ func YAML(cfg *config.Config, step string) ([]byte, error) {
 
 // AllYAML renders the given steps (all of them when none are given) as one
 // stream that `kubectl apply -f -` accepts, each document headed by a
-// comment naming its step.
+// comment naming its step. The token Secret is left out (see
+// TokenSecretNote).
 func AllYAML(cfg *config.Config, steps ...string) ([]byte, error) {
 	if len(steps) == 0 {
 		steps = Steps
@@ -106,6 +104,13 @@ func AllYAML(cfg *config.Config, steps ...string) ([]byte, error) {
 			return nil, err
 		}
 		for _, doc := range splitDocuments(y) {
+			obj, err := decode(doc)
+			if err != nil {
+				return nil, fmt.Errorf("render %s: %w", s, err)
+			}
+			if IsTokenSecret(cfg, obj) {
+				continue
+			}
 			fmt.Fprintf(&out, "---\n# Source: vllm-hpa %s\n%s\n", s, strings.TrimSpace(doc))
 		}
 	}
@@ -120,17 +125,22 @@ func Objects(cfg *config.Config, step string) ([]*unstructured.Unstructured, err
 	}
 	var objs []*unstructured.Unstructured
 	for i, doc := range splitDocuments(y) {
-		j, err := yaml.YAMLToJSON([]byte(doc))
+		u, err := decode(doc)
 		if err != nil {
-			return nil, fmt.Errorf("render %s: document %d: %w", step, i+1, err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := u.UnmarshalJSON(j); err != nil {
 			return nil, fmt.Errorf("render %s: document %d: %w", step, i+1, err)
 		}
 		objs = append(objs, u)
 	}
 	return objs, nil
+}
+
+func decode(doc string) (*unstructured.Unstructured, error) {
+	j, err := yaml.YAMLToJSON([]byte(doc))
+	if err != nil {
+		return nil, err
+	}
+	u := &unstructured.Unstructured{}
+	return u, u.UnmarshalJSON(j)
 }
 
 // SetSecretToken puts the real token into the rendered Secret (as data, so
@@ -144,6 +154,44 @@ func SetSecretToken(cfg *config.Config, secret *unstructured.Unstructured, token
 	return unstructured.SetNestedStringMap(secret.Object, map[string]string{
 		cfg.HFToken.SecretKey: base64.StdEncoding.EncodeToString([]byte(token)),
 	}, "data")
+}
+
+// IsTokenSecret reports whether obj is the Hugging Face token's Secret.
+func IsTokenSecret(cfg *config.Config, obj *unstructured.Unstructured) bool {
+	return obj.GetKind() == "Secret" && obj.GetName() == cfg.HFToken.SecretName
+}
+
+// WithoutToken is the token Secret with no data at all: what plans show. A
+// Secret with a placeholder in its data must never leave vllm-hpa, since
+// `kubectl apply` would write the placeholder over the real token.
+func WithoutToken(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	out := obj.DeepCopy()
+	unstructured.RemoveNestedField(out.Object, "stringData")
+	unstructured.RemoveNestedField(out.Object, "data")
+	return out
+}
+
+// TokenSecretNote says how the token Secret comes to be, for output that
+// leaves it out.
+func TokenSecretNote(cfg *config.Config) string {
+	return fmt.Sprintf("the Secret %s/%s holding the Hugging Face token is left out (applying a copy would overwrite the real token): `vllm-hpa deploy` creates it from HF_TOKEN or --hf-token-file, or run: kubectl create secret generic %s --namespace %s --from-file=%s=TOKEN_FILE",
+		cfg.Workload.Namespace, cfg.HFToken.SecretName, cfg.HFToken.SecretName, cfg.Workload.Namespace, cfg.HFToken.SecretKey)
+}
+
+// IsPlaceholderToken reports whether a token held in the Secret is a stand-in
+// rather than a token: what render printed in its place, or a template's
+// "fill me in".
+func IsPlaceholderToken(v string) bool {
+	t := strings.ToLower(strings.TrimSpace(v))
+	if t == "" || strings.ContainsAny(t, "<>{}$ ") || strings.Contains(t, "redacted") {
+		return true
+	}
+	for _, p := range []string{"changeme", "change-me", "replace", "your-token", "your_token", "yourtoken", "token-here", "todo", "xxx", "hf_...", "placeholder", "dummy"} {
+		if strings.Contains(t, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // splitDocuments splits a YAML stream on document separators, dropping

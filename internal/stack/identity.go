@@ -4,8 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
-	"time"
 
 	"cloud.google.com/go/iam/admin/apiv1/adminpb"
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -14,12 +15,12 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
@@ -30,14 +31,51 @@ const (
 	RoleWorkloadIdentity = "roles/iam.workloadIdentityUser"
 	// WorkloadIdentityAnnotation names the Google service account a KSA acts as.
 	WorkloadIdentityAnnotation = "iam.gke.io/gcp-service-account"
+	// PodIdentityAnnotation on the adapter's pod template repeats the
+	// Google service account the pods were started for: changing it rolls
+	// the pods, which pick up a changed KSA annotation reliably only when
+	// they start.
+	PodIdentityAnnotation = "vllm-hpa.io/gcp-service-account"
 )
 
-// gsaMarker starts the description of every Google service account
-// vllm-hpa creates: cleanup deletes an account only if it carries it.
-const gsaMarker = "Created by vllm-hpa"
+// The description of every Google service account vllm-hpa creates starts
+// with gsaMarker and ends with the clusters that use it: the account is
+// shared by every cluster of the project whose adapter acts as it, and is
+// deleted only when the last one leaves. (Within a cluster, the instances
+// that use the adapter are counted on the adapter's objects.)
+const (
+	gsaMarker      = "Created by vllm-hpa"
+	gsaDescription = gsaMarker + " for the Custom Metrics Stackdriver Adapter; deleted by vllm-hpa cleanup when no cluster uses it. Clusters:"
+)
+
+// accountClusters returns the clusters recorded in a vllm-hpa account's
+// description (none for an account of an earlier version, which recorded
+// only the instance that created it).
+func accountClusters(description string) []string {
+	_, list, ok := strings.Cut(description, "Clusters:")
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, c := range strings.Split(list, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			out = append(out, c)
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+func describeClusters(clusters []string) string {
+	sort.Strings(clusters)
+	return gsaDescription + " " + strings.Join(slices.Compact(clusters), ",")
+}
+
+func ourAccount(a *adminpb.ServiceAccount) bool { return strings.HasPrefix(a.Description, gsaMarker) }
 
 // identityStep gives the adapter Workload Identity: Google IAM through the
-// GCP clients, and the KSA annotation through Kubernetes.
+// GCP clients, and the KSA annotation through Kubernetes. Like the adapter
+// it serves, it is shared by every instance on the cluster.
 type identityStep struct {
 	cfg  *config.Config
 	deps Deps
@@ -55,8 +93,8 @@ func (s *identityStep) Plan(ctx context.Context) (*step.Plan, error) {
 	return p, nil
 }
 
-// renderedKSA is the adapter's ServiceAccount as the adapter step renders
-// it (annotated in gsa mode), so both steps apply the same object.
+// renderedKSA is the adapter's ServiceAccount as the identity step wants
+// it: as the adapter step renders it, annotated in gsa mode.
 func (s *identityStep) renderedKSA() (*unstructured.Unstructured, error) {
 	objs, err := render.Objects(s.cfg, "adapter")
 	if err != nil {
@@ -64,6 +102,14 @@ func (s *identityStep) renderedKSA() (*unstructured.Unstructured, error) {
 	}
 	for _, o := range objs {
 		if o.GetKind() == "ServiceAccount" {
+			if s.cfg.Identity.Mode == "gsa" {
+				a := o.GetAnnotations()
+				if a == nil {
+					a = map[string]string{}
+				}
+				a[WorkloadIdentityAnnotation] = s.cfg.GSAEmail()
+				o.SetAnnotations(a)
+			}
 			return o, nil
 		}
 	}
@@ -85,23 +131,56 @@ func (s *identityStep) clients() (*gcp.Clients, *kube.Client, error) {
 
 func (s *identityStep) report(msg string) { s.deps.Report.Action(s.Name(), msg) }
 
+func (s *identityStep) accounts() gcp.Accounts {
+	return gcp.Accounts{Clients: s.deps.GCP, Project: s.cfg.Project}
+}
+
+// adapterKSA reads the adapter's ServiceAccount: who uses the adapter on
+// this cluster, and which Google service account it acts as now.
+type adapterKSA struct {
+	live  *unstructured.Unstructured // nil when absent
+	users []string
+	gsa   string // its Workload Identity annotation
+}
+
+func (s *identityStep) readKSA(ctx context.Context, k *kube.Client) (adapterKSA, error) {
+	ksa, err := s.renderedKSA()
+	if err != nil {
+		return adapterKSA{}, err
+	}
+	live, err := k.Get(ctx, ksa)
+	if err != nil || live == nil {
+		return adapterKSA{}, err
+	}
+	a := adapterKSA{live: live, gsa: live.GetAnnotations()[WorkloadIdentityAnnotation]}
+	if j := owner.Judge(live, s.cfg.Instance, true); j.Verdict == owner.Mine || j.Verdict == owner.Shared {
+		a.users = j.Users
+	}
+	return a, nil
+}
+
 func (s *identityStep) Apply(ctx context.Context) error {
 	g, k, err := s.clients()
 	if err != nil {
 		return err
 	}
 	cfg := s.cfg
-	// The KSA must exist before anything is granted to it.
-	ksa, err := s.renderedKSA()
+	ksa, err := s.readKSA(ctx, k)
 	if err != nil {
 		return err
 	}
-	live, err := k.Get(ctx, ksa)
-	if err != nil {
-		return err
+	if ksa.live == nil || !slices.Contains(ksa.users, cfg.Instance) {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("the adapter's ServiceAccount %s/%s does not exist or is not used by instance %s: run vllm-hpa adapter first", cfg.Adapter.Namespace, cfg.Adapter.ServiceAccount, cfg.Instance))
 	}
-	if live == nil {
-		return exitcode.With(exitcode.Precondition, fmt.Errorf("ServiceAccount %s/%s does not exist: run vllm-hpa adapter first", cfg.Adapter.Namespace, cfg.Adapter.ServiceAccount))
+	want := ""
+	if cfg.Identity.Mode == "gsa" {
+		want = cfg.GSAEmail()
+	}
+	// The adapter, and so its identity, is shared by every instance on
+	// the cluster: one instance may not switch it under the others.
+	if others := without(ksa.users, cfg.Instance); ksa.gsa != want && ksa.gsa != "" && len(others) > 0 {
+		return exitcode.With(exitcode.Conflict, fmt.Errorf("the adapter on this cluster acts as %s for instance(s) %s; instance %s asks for %s: use the same identity settings (--identity-mode, --gsa-name), or clean the other instances up first",
+			ksa.gsa, strings.Join(others, ", "), cfg.Instance, orDefault(want, "direct mode (no Google service account)")))
 	}
 	project := gcp.ProjectPolicy(g.Projects, cfg.Project)
 	if cfg.Identity.Mode == "direct" {
@@ -113,7 +192,11 @@ func (s *identityStep) Apply(ctx context.Context) error {
 			return err
 		}
 	} else {
-		created, err := s.ensureAccount(ctx)
+		cluster, err := kube.ClusterID(ctx, k)
+		if err != nil {
+			return err
+		}
+		created, err := s.ensureAccount(ctx, cluster)
 		if err != nil {
 			return err
 		}
@@ -122,14 +205,25 @@ func (s *identityStep) Apply(ctx context.Context) error {
 		}
 		account := gcp.AccountPolicy(g.IAM, cfg.Project, cfg.GSAEmail())
 		if created {
-			// A new account can take a moment to be visible to IAM.
-			account = retryNotFound{account}
+			account = newAccountPolicy{account}
 		}
 		if err := s.setMember(ctx, account, RoleWorkloadIdentity, cfg.KSAMember(), true); err != nil {
 			return err
 		}
 	}
-	return s.annotate(ctx, k, ksa, live)
+	if err := s.setIdentity(ctx, k, ksa, want); err != nil {
+		return err
+	}
+	// The account the adapter acted as before (another --gsa-name, or
+	// the gsa route before direct): this cluster no longer uses it.
+	if ksa.gsa != "" && ksa.gsa != want {
+		cluster, err := kube.ClusterID(ctx, k)
+		if err != nil {
+			return err
+		}
+		return s.releaseAccount(ctx, ksa.gsa, cluster)
+	}
+	return nil
 }
 
 // principal is the KSA's Workload Identity Federation principal, which
@@ -146,56 +240,119 @@ func (s *identityStep) principal(ctx context.Context) (string, error) {
 	return s.cfg.PrincipalMember(strings.TrimPrefix(p.Name, "projects/")), nil
 }
 
-// ensureAccount creates the Google service account when missing. An
-// existing account is used when vllm-hpa created it, or when adopting is
-// allowed; otherwise the name is taken and the step stops.
-func (s *identityStep) ensureAccount(ctx context.Context) (created bool, err error) {
+// ensureAccount creates the Google service account when missing, with this
+// cluster as its first user. An account vllm-hpa created is used, and this
+// cluster recorded on it; one it did not create is used only when adopting
+// is allowed (and is never changed or deleted).
+func (s *identityStep) ensureAccount(ctx context.Context, cluster string) (created bool, err error) {
 	cfg := s.cfg
-	a, err := s.getAccount(ctx)
+	email := cfg.GSAEmail()
+	a, err := s.accounts().Get(ctx, email)
 	switch {
-	case err == nil && strings.HasPrefix(a.Description, gsaMarker):
-		s.report("Google service account " + cfg.GSAEmail() + " exists (created by vllm-hpa)")
-		return false, nil
-	case err == nil && cfg.Identity.AdoptExistingGSA:
-		s.report("Google service account " + cfg.GSAEmail() + " exists (not created by vllm-hpa: used, and left in place by cleanup)")
+	case err == nil && ourAccount(a):
+		return false, s.useAccount(ctx, a, cluster)
+	case err == nil && (cfg.Identity.AdoptExistingGSA || s.deps.Adopt):
+		s.report("Google service account " + email + " exists (not created by vllm-hpa: used as it is, never deleted)")
 		return false, nil
 	case err == nil:
-		return false, exitcode.With(exitcode.Conflict, fmt.Errorf("Google service account %s exists and was not created by vllm-hpa: choose another --gsa-name, or use it with --adopt-existing-gsa (cleanup then leaves it)", cfg.GSAEmail()))
+		return false, exitcode.With(exitcode.Conflict, fmt.Errorf("Google service account %s exists and was not created by vllm-hpa: choose another --gsa-name, or use it with --adopt (cleanup then leaves it)", email))
 	case status.Code(err) != codes.NotFound:
-		return false, gcp.Classify(err, "get service account "+cfg.GSAEmail())
+		return false, gcp.Classify(err, "get service account "+email)
 	}
-	retries, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) error {
-		_, err := s.deps.GCP.IAM.CreateServiceAccount(ctx, &adminpb.CreateServiceAccountRequest{
-			Name:      "projects/" + cfg.Project,
-			AccountId: cfg.Identity.GSAName,
-			ServiceAccount: &adminpb.ServiceAccount{
-				DisplayName: cfg.Identity.GSADisplayName,
-				Description: fmt.Sprintf("%s (instance %s) for the Custom Metrics Stackdriver Adapter; deleted by vllm-hpa cleanup", gsaMarker, cfg.Instance),
-			},
-		})
-		return err
-	})
-	if status.Code(err) == codes.AlreadyExists && retries > 0 {
-		// An earlier attempt created it but its answer was lost: ours if
-		// it carries the marker.
-		if a, gerr := s.getAccount(ctx); gerr == nil && strings.HasPrefix(a.Description, gsaMarker) {
-			err = nil
+	_, retries, err := s.accounts().Create(ctx, cfg.Identity.GSAName, cfg.Identity.GSADisplayName, describeClusters([]string{cluster}))
+	if status.Code(err) == codes.AlreadyExists {
+		// Another run created it at the same time, or an earlier attempt of
+		// ours whose answer was lost: ours if it carries the marker.
+		a, gerr := s.readNewAccount(ctx, email)
+		if gerr == nil && ourAccount(a) {
+			why := "created concurrently by another vllm-hpa run"
+			if retries > 0 {
+				why = "created by an earlier attempt"
+			}
+			s.report("Google service account " + email + " exists (" + why + ")")
+			return true, s.useAccount(ctx, a, cluster)
 		}
+		if gerr == nil {
+			return false, exitcode.With(exitcode.Conflict, fmt.Errorf("Google service account %s was just created by someone else: choose another --gsa-name", email))
+		}
+		err = gerr
 	}
 	if err != nil {
-		return false, gcp.Classify(err, "create service account "+cfg.GSAEmail())
+		return false, gcp.Classify(err, "create service account "+email)
 	}
-	s.report("Google service account " + cfg.GSAEmail() + " created")
+	s.report("Google service account " + email + " created")
 	return true, nil
 }
 
-// getAccount reads the Google service account, retrying transient errors.
-func (s *identityStep) getAccount(ctx context.Context) (a *adminpb.ServiceAccount, err error) {
-	_, err = gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
-		a, err = s.deps.GCP.IAM.GetServiceAccount(ctx, &adminpb.GetServiceAccountRequest{Name: "projects/" + s.cfg.Project + "/serviceAccounts/" + s.cfg.GSAEmail()})
+// readNewAccount reads an account that was just created: IAM may not see
+// it yet (NOT_FOUND) for a while.
+func (s *identityStep) readNewAccount(ctx context.Context, email string) (*adminpb.ServiceAccount, error) {
+	var a *adminpb.ServiceAccount
+	err := gcp.WhileNew(ctx, func(msg string) { s.deps.Report.Waiting(s.Name(), msg) }, "service account "+email, func(ctx context.Context) (err error) {
+		a, err = s.accounts().Get(ctx, email)
 		return err
 	})
 	return a, err
+}
+
+// useAccount records cluster among the users of vllm-hpa's account a.
+func (s *identityStep) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluster string) error {
+	clusters := accountClusters(a.Description)
+	if slices.Contains(clusters, cluster) {
+		s.report("Google service account " + a.Email + " exists (created by vllm-hpa; used by this cluster)")
+		return nil
+	}
+	desc := describeClusters(append(clusters, cluster))
+	if len(desc) > gcp.MaxDescription {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("Google service account %s is used by %d clusters, the most its description can record: use another --gsa-name on this cluster", a.Email, len(clusters)))
+	}
+	if err := s.accounts().SetDescription(ctx, a, desc); err != nil {
+		return gcp.Classify(err, "record this cluster on service account "+a.Email)
+	}
+	s.report(fmt.Sprintf("Google service account %s exists (created by vllm-hpa): this cluster recorded as a user (%d in all)", a.Email, len(clusters)+1))
+	return nil
+}
+
+// releaseAccount removes cluster from the users of account email; the last
+// user removes its project role and deletes it, if vllm-hpa created it.
+// An account vllm-hpa did not create keeps everything but the members
+// vllm-hpa added.
+func (s *identityStep) releaseAccount(ctx context.Context, email, cluster string) error {
+	a, err := s.accounts().Get(ctx, email)
+	switch {
+	case status.Code(err) == codes.NotFound:
+		s.report("Google service account " + email + " already absent")
+		return nil
+	case err != nil:
+		return gcp.Classify(err, "get service account "+email)
+	}
+	if ourAccount(a) {
+		if rest := without(accountClusters(a.Description), cluster); len(rest) > 0 {
+			if err := s.accounts().SetDescription(ctx, a, describeClusters(rest)); err != nil {
+				return gcp.Classify(err, "remove this cluster from service account "+email)
+			}
+			s.report(fmt.Sprintf("Google service account %s kept: still used by %d other cluster(s)", email, len(rest)))
+			return nil
+		}
+	}
+	project := gcp.ProjectPolicy(s.deps.GCP.Projects, s.cfg.Project)
+	// The project's member first: deleting a bound account would leave it
+	// behind as deleted:serviceAccount:...
+	if err := s.setMember(ctx, project, RoleMonitoringViewer, "serviceAccount:"+email, false); err != nil {
+		return err
+	}
+	if err := s.setMember(ctx, gcp.AccountPolicy(s.deps.GCP.IAM, s.cfg.Project, email), RoleWorkloadIdentity, s.cfg.KSAMember(), false); err != nil {
+		return err
+	}
+	if !ourAccount(a) {
+		s.report("Google service account " + email + " not created by vllm-hpa: left in place")
+		return nil
+	}
+	if err := s.accounts().Delete(ctx, email); err != nil && status.Code(err) != codes.NotFound {
+		return gcp.Classify(err, "delete service account "+email)
+	}
+	s.report("Google service account " + email + " deleted")
+	return nil
 }
 
 // setMember adds or removes one member of one role by an etag-guarded
@@ -223,47 +380,83 @@ func (s *identityStep) setMember(ctx context.Context, p gcp.Policy, role, member
 	return nil
 }
 
-// retryNotFound retries reads of a just-created account's policy that IAM
-// does not see yet.
-type retryNotFound struct{ gcp.Policy }
+// newAccountPolicy is the IAM policy of an account that was just created:
+// IAM may not see the account yet.
+type newAccountPolicy struct{ gcp.Policy }
 
-func (r retryNotFound) Get(ctx context.Context) (*iampb.Policy, error) {
-	for i := 0; ; i++ {
-		p, err := r.Policy.Get(ctx)
-		if status.Code(err) != codes.NotFound || i == 5 {
-			return p, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Duration(200<<i) * time.Millisecond):
-		}
-	}
+func (p newAccountPolicy) Get(ctx context.Context) (pol *iampb.Policy, err error) {
+	err = gcp.WhileNew(ctx, nil, p.Resource(), func(ctx context.Context) (err error) {
+		pol, err = p.Policy.Get(ctx)
+		return err
+	})
+	return pol, err
 }
 
-// annotate applies the KSA (annotated in gsa mode, not in direct mode) and
-// restarts the adapter's pods when the annotation changed: pods pick up a
-// changed annotation reliably only when they start.
-func (s *identityStep) annotate(ctx context.Context, k *kube.Client, ksa, live *unstructured.Unstructured) error {
-	before := live.GetAnnotations()[WorkloadIdentityAnnotation]
-	after := ksa.GetAnnotations()[WorkloadIdentityAnnotation]
-	_, action, err := k.Apply(ctx, ksa, live, s.deps.ForceConflicts)
+// setIdentity makes the adapter act as gsa ("" for none): the KSA's
+// Workload Identity annotation, and the same on the adapter's pod template,
+// whose change rolls the pods (whichever command changed it). Both are
+// merge patches, so that the adapter step's own applies leave them alone.
+func (s *identityStep) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string) error {
+	var value any = gsa
+	if gsa == "" {
+		value = nil
+	}
+	if ksa.gsa != gsa {
+		if _, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{WorkloadIdentityAnnotation: value}, ""); err != nil {
+			return err
+		}
+		s.report(fmt.Sprintf("%s: annotation %s %s", kube.Ref(ksa.live), WorkloadIdentityAnnotation, describeChange(ksa.gsa, gsa)))
+	} else {
+		s.report(fmt.Sprintf("%s: annotation %s unchanged", kube.Ref(ksa.live), WorkloadIdentityAnnotation))
+	}
+	deploy := adapterDeployment(s.cfg)
+	live, err := k.Get(ctx, deploy)
+	if err != nil || live == nil {
+		return err
+	}
+	running, _, _ := unstructured.NestedString(live.Object, "spec", "template", "metadata", "annotations", PodIdentityAnnotation)
+	if running == gsa {
+		return nil
+	}
+	r, err := k.Resource(deploy)
 	if err != nil {
 		return err
 	}
-	s.report(kube.Ref(ksa) + " " + string(action))
-	if before == after {
-		return nil
-	}
-	pods := k.Typed.CoreV1().Pods(s.cfg.Adapter.Namespace)
-	sel := labels.Set{"k8s-app": adapterName}.String()
-	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: sel}); err != nil {
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%s}}}}}`, PodIdentityAnnotation, jsonValue(value))
+	if _, err := r.Patch(ctx, deploy.GetName(), "application/merge-patch+json", []byte(patch), metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
 		return fmt.Errorf("restart the adapter pods: %w", err)
 	}
-	s.report(fmt.Sprintf("annotation %s changed (%q -> %q): adapter pods restarted", WorkloadIdentityAnnotation, before, after))
+	s.report(fmt.Sprintf("adapter pods restarted to act as %s (were started for %s)", orDefault(gsa, "no Google service account"), orDefault(running, "none")))
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Adapter)
 	defer cancel()
-	return waitRollout(wctx, k, s.deps.Report, s.Name(), s.cfg.Adapter.Namespace, adapterName, sel, nil)
+	return waitRollout(wctx, k, s.deps.Report, s.Name(), s.cfg.Adapter.Namespace, adapterName, adapterPods, nil)
+}
+
+func describeChange(from, to string) string {
+	switch {
+	case from == "":
+		return "set to " + to
+	case to == "":
+		return "removed (was " + from + ")"
+	}
+	return from + " -> " + to
+}
+
+func jsonValue(v any) string {
+	if v == nil {
+		return "null"
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// adapterDeployment is the adapter's Deployment, by name only.
+func adapterDeployment(cfg *config.Config) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("apps/v1")
+	u.SetKind("Deployment")
+	u.SetNamespace(cfg.Adapter.Namespace)
+	u.SetName(adapterName)
+	return u
 }
 
 func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {
@@ -306,7 +499,7 @@ func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {
 			return nil, err
 		}
 	} else {
-		_, err := s.getAccount(ctx)
+		_, err := s.accounts().Get(ctx, cfg.GSAEmail())
 		switch {
 		case status.Code(err) == codes.NotFound:
 			result("google service account exists", false, "NotFound", cfg.GSAEmail()+" does not exist: run vllm-hpa identity")
@@ -322,99 +515,153 @@ func (s *identityStep) Check(ctx context.Context) ([]step.Result, error) {
 			return nil, err
 		}
 	}
-	ksa, err := s.renderedKSA()
+	ksa, err := s.readKSA(ctx, k)
 	if err != nil {
 		return nil, err
 	}
-	live, err := k.Get(ctx, ksa)
-	if err != nil {
-		return nil, err
+	want := ""
+	if cfg.Identity.Mode == "gsa" {
+		want = cfg.GSAEmail()
 	}
-	want := ksa.GetAnnotations()[WorkloadIdentityAnnotation]
 	switch {
-	case live == nil:
-		result("ksa annotation", false, "NotFound", kube.Ref(ksa)+" does not exist: run vllm-hpa adapter")
-	case live.GetAnnotations()[WorkloadIdentityAnnotation] != want:
-		result("ksa annotation", false, "Mismatch", fmt.Sprintf("%s is %q, want %q", WorkloadIdentityAnnotation, live.GetAnnotations()[WorkloadIdentityAnnotation], want))
+	case ksa.live == nil:
+		result("ksa annotation", false, "NotFound", fmt.Sprintf("ServiceAccount %s/%s does not exist: run vllm-hpa adapter", cfg.Adapter.Namespace, cfg.Adapter.ServiceAccount))
+	case ksa.gsa != want:
+		result("ksa annotation", false, "Mismatch", fmt.Sprintf("%s is %q, want %q", WorkloadIdentityAnnotation, ksa.gsa, want))
 	default:
 		result("ksa annotation", true, "", fmt.Sprintf("%s=%q", WorkloadIdentityAnnotation, want))
 	}
 	return results, nil
 }
 
-// Delete removes this stack's members from both policies, deletes the
-// Google service account only if vllm-hpa created it, and removes the
-// KSA annotation.
+// identityRemovals decides what cleanup does to the identity: nothing while
+// another instance on the cluster uses the adapter; otherwise release the
+// Google service account(s) this cluster used (the one annotated on the KSA
+// and the configured one), or the direct route's member, and remove the
+// annotation.
+type identityRemoval struct {
+	keepReason string   // non-empty: everything stays, for this reason
+	accounts   []string // Google service accounts to release
+	direct     bool     // remove the direct route's principal
+	ksa        adapterKSA
+}
+
+func (s *identityStep) planIdentityRemoval(ctx context.Context, k *kube.Client) (identityRemoval, error) {
+	ksa, err := s.readKSA(ctx, k)
+	if err != nil {
+		return identityRemoval{}, err
+	}
+	r := identityRemoval{ksa: ksa}
+	if others := without(ksa.users, s.cfg.Instance); len(others) > 0 {
+		r.keepReason = "the adapter on this cluster is still used by instance(s) " + strings.Join(others, ", ")
+		return r, nil
+	}
+	if ksa.gsa != "" {
+		r.accounts = append(r.accounts, ksa.gsa)
+	}
+	if s.cfg.Identity.Mode == "gsa" && s.cfg.GSAEmail() != ksa.gsa {
+		r.accounts = append(r.accounts, s.cfg.GSAEmail())
+	}
+	r.direct = s.cfg.Identity.Mode == "direct"
+	return r, nil
+}
+
+func (s *identityStep) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
+	_, k, err := s.clients()
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.planIdentityRemoval(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	p := &step.Plan{Step: s.Name()}
+	if r.keepReason != "" {
+		p.Removals = append(p.Removals, step.Removal{Object: "Workload Identity of the adapter", Action: step.RemoveKeep, Reason: r.keepReason})
+		return p, nil
+	}
+	cluster, err := kube.ClusterID(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	for _, email := range r.accounts {
+		a, err := s.accounts().Get(ctx, email)
+		switch {
+		case status.Code(err) == codes.NotFound:
+			p.Removals = append(p.Removals, step.Removal{Object: "Google service account " + email, Action: step.RemoveAbsent})
+			continue
+		case err != nil:
+			return nil, gcp.Classify(err, "get service account "+email)
+		}
+		if ourAccount(a) {
+			if rest := without(accountClusters(a.Description), cluster); len(rest) > 0 {
+				p.Removals = append(p.Removals, step.Removal{Object: "Google service account " + email, Action: step.RemoveUnuse, Reason: fmt.Sprintf("still used by %d other cluster(s)", len(rest))})
+				continue
+			}
+		}
+		p.Removals = append(p.Removals,
+			step.Removal{Object: fmt.Sprintf("projects/%s: %s for serviceAccount:%s", s.cfg.Project, RoleMonitoringViewer, email), Action: step.RemoveDelete},
+			step.Removal{Object: fmt.Sprintf("%s: %s for %s", gcp.AccountName(s.cfg.Project, email), RoleWorkloadIdentity, s.cfg.KSAMember()), Action: step.RemoveDelete})
+		if ourAccount(a) {
+			p.Removals = append(p.Removals, step.Removal{Object: "Google service account " + email, Action: step.RemoveDelete})
+		} else {
+			p.Removals = append(p.Removals, step.Removal{Object: "Google service account " + email, Action: step.RemoveKeep, Reason: "not created by vllm-hpa"})
+		}
+	}
+	if r.direct {
+		member, err := s.principal(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p.Removals = append(p.Removals, step.Removal{Object: fmt.Sprintf("projects/%s: %s for %s", s.cfg.Project, RoleMonitoringViewer, member), Action: step.RemoveDelete})
+	}
+	if r.ksa.gsa != "" {
+		p.Removals = append(p.Removals, step.Removal{Object: kube.Ref(r.ksa.live) + " annotation " + WorkloadIdentityAnnotation, Action: step.RemoveDelete})
+	}
+	return p, nil
+}
+
+// Delete releases the adapter's identity when no other instance on the
+// cluster uses the adapter: this cluster leaves the Google service
+// account(s) it used (the last user deletes one vllm-hpa created, after
+// removing its project role), or the direct route's member is removed; and
+// the KSA annotation goes.
 func (s *identityStep) Delete(ctx context.Context) error {
-	g, k, err := s.clients()
+	_, k, err := s.clients()
 	if err != nil {
 		return err
 	}
-	cfg := s.cfg
-	project := gcp.ProjectPolicy(g.Projects, cfg.Project)
-	if cfg.Identity.Mode == "direct" {
+	r, err := s.planIdentityRemoval(ctx, k)
+	if err != nil {
+		return err
+	}
+	if r.keepReason != "" {
+		s.report("Workload Identity kept: " + r.keepReason)
+		return nil
+	}
+	cluster, err := kube.ClusterID(ctx, k)
+	if err != nil {
+		return err
+	}
+	for _, email := range r.accounts {
+		if err := s.releaseAccount(ctx, email, cluster); err != nil {
+			return err
+		}
+	}
+	if r.direct {
 		member, err := s.principal(ctx)
 		if err != nil {
 			return err
 		}
-		if err := s.setMember(ctx, project, RoleMonitoringViewer, member, false); err != nil {
+		if err := s.setMember(ctx, gcp.ProjectPolicy(s.deps.GCP.Projects, s.cfg.Project), RoleMonitoringViewer, member, false); err != nil {
 			return err
 		}
-	} else {
-		if err := s.setMember(ctx, project, RoleMonitoringViewer, cfg.GSAMember(), false); err != nil {
+	}
+	if r.ksa.live != nil && r.ksa.gsa != "" {
+		if _, err := k.PatchMetadata(ctx, r.ksa.live, nil, map[string]any{WorkloadIdentityAnnotation: nil}, ""); err != nil {
 			return err
 		}
-		name := "projects/" + cfg.Project + "/serviceAccounts/" + cfg.GSAEmail()
-		a, err := s.getAccount(ctx)
-		switch {
-		case status.Code(err) == codes.NotFound:
-			s.report("Google service account " + cfg.GSAEmail() + " already absent")
-		case err != nil:
-			return gcp.Classify(err, "get service account "+cfg.GSAEmail())
-		default:
-			if err := s.setMember(ctx, gcp.AccountPolicy(g.IAM, cfg.Project, cfg.GSAEmail()), RoleWorkloadIdentity, cfg.KSAMember(), false); err != nil {
-				return err
-			}
-			if !strings.HasPrefix(a.Description, gsaMarker) {
-				s.report("Google service account " + cfg.GSAEmail() + " not created by vllm-hpa: left in place")
-				break
-			}
-			_, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) error {
-				return g.IAM.DeleteServiceAccount(ctx, &adminpb.DeleteServiceAccountRequest{Name: name})
-			})
-			if err != nil && status.Code(err) != codes.NotFound {
-				return gcp.Classify(err, "delete service account "+cfg.GSAEmail())
-			}
-			s.report("Google service account " + cfg.GSAEmail() + " deleted")
-		}
+		s.report(kube.Ref(r.ksa.live) + ": annotation " + WorkloadIdentityAnnotation + " removed")
 	}
-	return s.removeAnnotation(ctx, k)
-}
-
-// removeAnnotation re-applies the KSA without the Workload Identity
-// annotation, if the KSA exists and is vllm-hpa's.
-func (s *identityStep) removeAnnotation(ctx context.Context, k *kube.Client) error {
-	ksa, err := s.renderedKSA()
-	if err != nil {
-		return err
-	}
-	live, err := k.Get(ctx, ksa)
-	if err != nil || live == nil {
-		return err
-	}
-	if _, ok := live.GetAnnotations()[WorkloadIdentityAnnotation]; !ok {
-		return nil
-	}
-	if !owner(s.cfg).Owns(live) {
-		s.report(kube.Ref(ksa) + " not created by vllm-hpa: annotation left in place")
-		return nil
-	}
-	ann := ksa.GetAnnotations()
-	delete(ann, WorkloadIdentityAnnotation)
-	ksa.SetAnnotations(ann)
-	if _, _, err := k.Apply(ctx, ksa, live, s.deps.ForceConflicts); err != nil {
-		return err
-	}
-	s.report(kube.Ref(ksa) + ": annotation " + WorkloadIdentityAnnotation + " removed")
 	return nil
 }

@@ -2,9 +2,9 @@ package stack
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -13,36 +13,41 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
 // objectsStep is a step made of rendered Kubernetes objects: apply them in
 // order by server-side apply, wait for the step's conditions, check them,
-// and delete (only what carries the ownership labels) in reverse.
+// and delete (only what this instance owns) in reverse.
 type objectsStep struct {
 	name    string
 	cfg     *config.Config
 	deps    Deps
 	timeout time.Duration
+	// shared: the step's objects are cluster-wide parts every instance on
+	// the cluster uses (the adapter), counted per instance on the objects.
+	shared bool
 
-	// preflight runs after every object was read and before the first
-	// write; it may refuse (e.g. an APIService owned by another provider).
+	// preflight runs after every object was read and judged and before
+	// the first write; it may refuse (e.g. an APIService owned by another
+	// provider).
 	preflight func(ctx context.Context, objs, live []*unstructured.Unstructured) error
+	// describeForeign adds what an operator should know about an existing
+	// object the step will not touch (e.g. which Service an APIService
+	// sends to).
+	describeForeign func(live *unstructured.Unstructured) string
 	// prepare adjusts an object just before it is applied.
 	prepare func(obj, live *unstructured.Unstructured) error
 	// wait blocks until the step's conditions hold.
 	wait func(ctx context.Context) error
 	// check reads the step's state.
 	check func(ctx context.Context) ([]step.Result, error)
-	// readForeign are kinds whose live objects are read whatever their
-	// owner (by default only vllm-hpa's are read before applying).
-	readForeign []string
 	// applied are the objects as the server answered this run's applies.
 	applied []*unstructured.Unstructured
 	// extraDeletes are deleted after the rendered objects (the workload
@@ -67,6 +72,10 @@ func (s *objectsStep) kube() (*kube.Client, error) {
 	return s.deps.Kube, nil
 }
 
+func (s *objectsStep) judge(live *unstructured.Unstructured) owner.Judgement {
+	return owner.Judge(live, s.cfg.Instance, s.shared)
+}
+
 func (s *objectsStep) Apply(ctx context.Context) error {
 	k, err := s.kube()
 	if err != nil {
@@ -76,13 +85,16 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Read what exists first: a missing API (no PodMonitoring CRD) or a
-	// foreign owner is found before anything is written, and each apply can
-	// tell whether it changed anything.
+	// Read what exists first: a missing API (no PodMonitoring CRD) or an
+	// object vllm-hpa may not touch is found before anything is written,
+	// and each apply can tell whether it changed anything.
 	s.applied = nil
 	live, err := s.readLive(ctx, k, objs)
 	if err != nil {
 		return missingAPI(err)
+	}
+	if err := s.refuseForeign(objs, live); err != nil {
+		return err
 	}
 	if s.preflight != nil {
 		if err := s.preflight(ctx, objs, live); err != nil {
@@ -94,12 +106,22 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if s.prepare != nil {
-			if err := s.prepare(obj, live[i]); err != nil {
+		if obj.GetKind() == "Namespace" && live[i] != nil && live[i].GetDeletionTimestamp() != nil {
+			// A namespace on its way out (a cleanup that just ran) takes
+			// nothing new: wait until it is gone, then create it again.
+			wctx, cancel := context.WithTimeout(ctx, s.timeout)
+			err := waitGone(wctx, k, obj, live[i].GetUID(), func(reason string) { s.deps.Report.Waiting(s.name, reason) })
+			cancel()
+			if err != nil {
 				return err
 			}
+			live[i] = nil
 		}
-		out, action, err := s.applyOne(ctx, k, obj, live[i])
+		if obj.GetKind() == "Namespace" && live[i] != nil && s.judge(live[i]).Verdict != owner.Mine && s.judge(live[i]).Verdict != owner.Shared {
+			s.deps.Report.Action(s.name, kube.Ref(obj)+" exists and is not vllm-hpa's: used as it is (never labelled, never deleted)")
+			continue
+		}
+		out, action, err := s.applyOwned(ctx, k, obj, live[i])
 		if err != nil {
 			return err
 		}
@@ -114,23 +136,149 @@ func (s *objectsStep) Apply(ctx context.Context) error {
 	return s.wait(wctx)
 }
 
-// readLive returns the live state of objs (nil where not found) with one
-// list per resource type and namespace rather than a read per object:
-// vllm-hpa's objects by the ownership labels, and the kinds in readForeign
-// whole, because their preflight or prepare must see other owners' objects.
+// refuseForeign stops the step, before anything is written, when an object
+// it would write exists and is not provably this instance's (or a shared
+// part of vllm-hpa's): someone else's (unless --adopt), or another
+// instance's. Namespaces are never refused: one that exists is used as is.
+func (s *objectsStep) refuseForeign(objs, live []*unstructured.Unstructured) error {
+	var foreign, other []string
+	for i, obj := range objs {
+		if obj.GetKind() == "Namespace" {
+			continue
+		}
+		switch j := s.judge(live[i]); j.Verdict {
+		case owner.Foreign:
+			if !s.deps.Adopt {
+				what := owner.Describe(live[i]) + ", " + j.Owner
+				if s.describeForeign != nil {
+					if more := s.describeForeign(live[i]); more != "" {
+						what += "; " + more
+					}
+				}
+				foreign = append(foreign, what)
+			}
+		case owner.Other:
+			other = append(other, kube.Ref(obj)+" belongs to "+j.Owner)
+		}
+	}
+	var msgs []string
+	if len(foreign) > 0 {
+		msgs = append(msgs, fmt.Sprintf("%s: not created by vllm-hpa, so it is not changed:\n  %s\nchoose other names, remove them, or take them over with --adopt (cleanup then removes only vllm-hpa's labels and fields from them, never the objects)",
+			plural(len(foreign), "object exists", "objects exist"), strings.Join(foreign, "\n  ")))
+	}
+	if len(other) > 0 {
+		msgs = append(msgs, fmt.Sprintf("%s of another vllm-hpa instance:\n  %s\nuse another --namespace or other names for instance %s, or run as that instance (--instance)",
+			plural(len(other), "object is", "objects are"), strings.Join(other, "\n  "), s.cfg.Instance))
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	return exitcode.With(exitcode.Conflict, errors.New(strings.Join(msgs, "\n")))
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// maxStaleRetries bounds the re-reads of a shared object that other
+// instances keep changing under a conditional apply.
+const maxStaleRetries = 10
+
+// applyOwned stamps obj with this instance's ownership (keeping the other
+// users of a shared object, and marking an object it adopts) and applies
+// it. A shared object is applied on condition that it is as read, so that
+// two instances updating its users at once cannot drop each other; a
+// stale read is read again.
+func (s *objectsStep) applyOwned(ctx context.Context, k *kube.Client, rendered, live *unstructured.Unstructured) (*unstructured.Unstructured, kube.Action, error) {
+	for attempt := 0; ; attempt++ {
+		obj := rendered.DeepCopy()
+		j := s.judge(live)
+		if j.Verdict == owner.Other || (j.Verdict == owner.Foreign && !s.deps.Adopt && obj.GetKind() != "Namespace") {
+			// Taken by someone else since it was read.
+			return nil, "", s.refuseForeign([]*unstructured.Unstructured{obj}, []*unstructured.Unstructured{live})
+		}
+		owner.Stamp(obj, s.cfg.Instance, s.name, s.shared, j.Adopted || j.Verdict == owner.Foreign, j.Users)
+		if s.prepare != nil {
+			if err := s.prepare(obj, live); err != nil {
+				return nil, "", err
+			}
+		}
+		if err := keepRestore(obj, live, j); err != nil {
+			return nil, "", err
+		}
+		opts := kube.ApplyOptions{Force: s.deps.ForceConflicts}
+		if s.shared && live != nil {
+			opts.ResourceVersion = live.GetResourceVersion()
+		}
+		out, action, err := s.applyOne(ctx, k, obj, live, opts)
+		if !kube.IsStale(err) || attempt >= maxStaleRetries {
+			return out, action, err
+		}
+		if err := uninterrupted(ctx, func(ctx context.Context) (err error) {
+			live, err = k.Get(ctx, obj)
+			return err
+		}); err != nil {
+			return nil, "", err
+		}
+	}
+}
+
+// keepRestore records, on an object being adopted, how to put back what
+// this apply changes (owner.RestoreAnnotation), and keeps the record of an
+// object adopted earlier.
+func keepRestore(obj, live *unstructured.Unstructured, j owner.Judgement) error {
+	var restore string
+	switch {
+	case j.Verdict == owner.Foreign && live != nil:
+		if p := owner.RestorePatch(obj.Object, live.Object); p != nil {
+			b, err := json.Marshal(p)
+			if err != nil {
+				return err
+			}
+			restore = string(b)
+		}
+	case j.Adopted && live != nil:
+		restore = live.GetAnnotations()[owner.RestoreAnnotation]
+	}
+	if restore == "" {
+		return nil
+	}
+	a := obj.GetAnnotations()
+	if a == nil {
+		a = map[string]string{}
+	}
+	a[owner.RestoreAnnotation] = restore
+	obj.SetAnnotations(a)
+	return nil
+}
+
+// readLive returns the live state of objs (nil where not found), whoever
+// owns them: with one list per resource type and namespace where a step
+// has several objects of a type, and a read by name where it has one (so
+// that no other Secret is ever read).
 func (s *objectsStep) readLive(ctx context.Context, k *kube.Client, objs []*unstructured.Unstructured) ([]*unstructured.Unstructured, error) {
 	type resource struct{ apiVersion, kind, namespace string }
+	count := map[resource]int{}
+	for _, obj := range objs {
+		count[resource{obj.GetAPIVersion(), obj.GetKind(), obj.GetNamespace()}]++
+	}
 	lists := map[resource]map[string]*unstructured.Unstructured{}
 	live := make([]*unstructured.Unstructured, len(objs))
 	for i, obj := range objs {
 		r := resource{obj.GetAPIVersion(), obj.GetKind(), obj.GetNamespace()}
+		if count[r] == 1 {
+			var err error
+			if live[i], err = k.Get(ctx, obj); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		byName, ok := lists[r]
 		if !ok {
-			selector := owner(s.cfg).Selector()
-			if slices.Contains(s.readForeign, r.kind) {
-				selector = ""
-			}
-			items, err := k.List(ctx, obj, selector)
+			items, err := k.List(ctx, obj, "")
 			if err != nil {
 				return nil, err
 			}
@@ -146,20 +294,20 @@ func (s *objectsStep) readLive(ctx context.Context, k *kube.Client, objs []*unst
 }
 
 // applyOne applies obj. A namespace the server says is missing is created
-// first, labelled as vllm-hpa's so that cleanup may remove it again (a
-// namespace the step renders itself comes first in its order and exists).
-func (s *objectsStep) applyOne(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) (*unstructured.Unstructured, kube.Action, error) {
+// first, labelled as this instance's so that cleanup may remove it again
+// (a namespace the step renders itself comes first in its order).
+func (s *objectsStep) applyOne(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured, opts kube.ApplyOptions) (*unstructured.Unstructured, kube.Action, error) {
 	var out *unstructured.Unstructured
 	var action kube.Action
 	apply := func(ctx context.Context) (err error) {
-		out, action, err = k.Apply(ctx, obj, live, s.deps.ForceConflicts)
+		out, action, err = k.Apply(ctx, obj, live, opts)
 		return err
 	}
 	err := uninterrupted(ctx, apply)
 	if ns := obj.GetNamespace(); kube.IsNamespaceMissing(err, ns) {
 		nsObj := namespaceObject(s.cfg, s.name, ns)
 		if err := uninterrupted(ctx, func(ctx context.Context) error {
-			_, _, err := k.Apply(ctx, nsObj, nil, false)
+			_, _, err := k.Apply(ctx, nsObj, nil, kube.ApplyOptions{})
 			return err
 		}); err != nil {
 			return nil, "", err
@@ -186,27 +334,15 @@ func (s *objectsStep) seen(gvr schema.GroupVersionResource, ns, name string) []*
 	return objs
 }
 
+// namespaceObject is a namespace the step creates because it is missing:
+// this instance's.
 func namespaceObject(cfg *config.Config, stepName, name string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion("v1")
 	u.SetKind("Namespace")
 	u.SetName(name)
-	u.SetLabels(ownerLabels(cfg, stepName))
+	u.SetLabels(owner.Labels(cfg.Instance, stepName, false))
 	return u
-}
-
-func ownerLabels(cfg *config.Config, stepName string) map[string]string {
-	return map[string]string{
-		render.ManagedByLabel: render.ManagedByValue,
-		render.InstanceLabel:  cfg.Instance,
-		render.StepLabel:      stepName,
-	}
-}
-
-// owner is what deletes require of an object: vllm-hpa's label and this
-// instance's.
-func owner(cfg *config.Config) kube.Owner {
-	return kube.Owner{render.ManagedByLabel: render.ManagedByValue, render.InstanceLabel: cfg.Instance}
 }
 
 // missingAPI turns "the cluster does not serve this kind" into a failed
@@ -229,13 +365,229 @@ func (s *objectsStep) Check(ctx context.Context) ([]step.Result, error) {
 	return s.check(ctx)
 }
 
-// Delete removes the step's objects in reverse order, only those carrying
-// the ownership labels, and waits until each is gone.
+// uninterrupted runs one API call to its end even when ctx is cancelled by
+// Ctrl+C, so that an interrupted run stops between calls and what it
+// reports as done is done; the call is still bounded in time.
+func uninterrupted(ctx context.Context, call func(context.Context) error) error {
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	return call(c)
+}
+
+// --- cleanup ----------------------------------------------------------------
+
+// removal is what cleanup does to one object.
+type removal struct {
+	obj    *unstructured.Unstructured // as rendered
+	live   *unstructured.Unstructured // as found; nil when absent
+	action string                     // step.Remove*
+	reason string
+}
+
+// PlanDelete reads each of the step's objects and decides, without
+// changing anything, what cleanup would do to it.
+func (s *objectsStep) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
+	k, err := s.kube()
+	if err != nil {
+		return nil, err
+	}
+	rs, err := s.planRemovals(ctx, k, pending)
+	if err != nil {
+		return nil, err
+	}
+	p := &step.Plan{Step: s.name}
+	for _, r := range rs {
+		p.Removals = append(p.Removals, step.Removal{Object: kube.Ref(r.obj), Action: r.action, Reason: r.reason})
+	}
+	return p, nil
+}
+
+// planRemovals decides, in deletion order (the reverse of applying), the
+// fate of each object; pending collects what will be deleted, so that a
+// namespace is judged as it will be once they are gone.
+func (s *objectsStep) planRemovals(ctx context.Context, k *kube.Client, pending step.Pending) ([]removal, error) {
+	objs, err := render.Objects(s.cfg, s.name)
+	if err != nil {
+		return nil, err
+	}
+	var order []*unstructured.Unstructured
+	for i := len(objs) - 1; i >= 0; i-- {
+		order = append(order, objs[i])
+	}
+	if s.extraDeletes != nil {
+		order = append(order, s.extraDeletes()...)
+	}
+	var out []removal
+	for _, obj := range order {
+		live, err := k.Get(ctx, obj)
+		var nm *kube.NoMatchError
+		if errors.As(err, &nm) {
+			live, err = nil, nil // the kind is not served, so nothing of ours can exist
+		}
+		if err != nil {
+			return nil, err
+		}
+		r := removal{obj: obj, live: live}
+		r.action, r.reason = s.decideRemoval(ctx, k, obj, live, pending)
+		if r.action == step.RemoveDelete {
+			pending[string(live.GetUID())] = true
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// decideRemoval is cleanup's rule for one object: delete only what this
+// instance created (a shared part only when no other instance uses it),
+// release what it adopted, and keep everything else.
+func (s *objectsStep) decideRemoval(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured, pending step.Pending) (string, string) {
+	if live == nil {
+		return step.RemoveAbsent, ""
+	}
+	j := s.judge(live)
+	switch {
+	case j.Verdict == owner.Foreign:
+		return step.RemoveKeep, "not created by vllm-hpa (" + j.Owner + ")"
+	case j.Verdict == owner.Other:
+		return step.RemoveKeep, "belongs to " + j.Owner
+	case j.Verdict == owner.Shared:
+		return step.RemoveKeep, "used by " + strings.Join(j.Users, ", ") + ", not by instance " + s.cfg.Instance
+	case s.shared && len(j.Users) > 1:
+		return step.RemoveUnuse, "still used by " + strings.Join(without(j.Users, s.cfg.Instance), ", ")
+	case j.Adopted:
+		return step.RemoveRelease, "adopted, not created by vllm-hpa"
+	case live.GetKind() == "Namespace":
+		if why := s.namespaceResidents(ctx, k, live.GetName(), pending); why != "" {
+			return step.RemoveKeep, why
+		}
+	}
+	return step.RemoveDelete, ""
+}
+
+// ownershipMarks are the labels of live that say it is vllm-hpa's, each
+// set to nil for a merge patch that removes them.
+func ownershipMarks(live *unstructured.Unstructured) map[string]any {
+	marks := map[string]any{}
+	for k := range live.GetLabels() {
+		if k == owner.ManagedByLabel || k == owner.InstanceLabel || k == owner.StepLabel || strings.HasPrefix(k, owner.UserLabelPrefix) {
+			marks[k] = nil
+		}
+	}
+	return marks
+}
+
+func without(list []string, x string) []string {
+	var out []string
+	for _, v := range list {
+		if v != x {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// namespaceResidents says why namespace ns must stay, or "" when it holds
+// nothing but what Kubernetes puts in every namespace and what this
+// cleanup deletes (with what depends on it, by owner references): every
+// namespaced resource type is listed, and a list that cannot be read
+// keeps the namespace.
+func (s *objectsStep) namespaceResidents(ctx context.Context, k *kube.Client, ns string, pending step.Pending) string {
+	items, err := k.ScanNamespace(ctx, ns)
+	if err != nil {
+		return err.Error()
+	}
+	byUID := map[types.UID]*unstructured.Unstructured{}
+	for i := range items {
+		byUID[items[i].GetUID()] = &items[i]
+	}
+	// goingAway: deleted by this cleanup, or every owner is going away (the
+	// garbage collector deletes it). memo also guards against owner cycles.
+	memo := map[types.UID]bool{}
+	services := map[string]*unstructured.Unstructured{}
+	for i := range items {
+		if items[i].GetKind() == "Service" && items[i].GetAPIVersion() == "v1" {
+			services[items[i].GetName()] = &items[i]
+		}
+	}
+	var goingAway func(o *unstructured.Unstructured) bool
+	goingAway = func(o *unstructured.Unstructured) bool {
+		uid := o.GetUID()
+		if v, ok := memo[uid]; ok {
+			return v
+		}
+		memo[uid] = false
+		if o.GetKind() == "Endpoints" && o.GetAPIVersion() == "v1" {
+			// The endpoints controller's copy of a Service (with its
+			// labels, without an owner reference) goes with the Service.
+			svc := services[o.GetName()]
+			v := svc == nil || goingAway(svc)
+			memo[uid] = v
+			return v
+		}
+		refs := o.GetOwnerReferences()
+		v := pending[string(uid)]
+		if !v && len(refs) > 0 {
+			v = true
+			for _, ref := range refs {
+				owner := byUID[ref.UID]
+				if owner == nil {
+					var err error
+					if owner, err = k.OwnerLookup(ctx, ns, ref); err != nil {
+						v = false // cannot tell: it stays
+						break
+					}
+					if owner == nil {
+						continue // absent: its dependents are collected
+					}
+				}
+				if !goingAway(owner) {
+					v = false
+					break
+				}
+			}
+		}
+		memo[uid] = v
+		return v
+	}
+	var residents []string
+	for i := range items {
+		o := &items[i]
+		if builtIn(o) || goingAway(o) {
+			continue
+		}
+		what := o.GetKind() + " " + o.GetName()
+		if j := s.judge(o); o.GetLabels()[owner.ManagedByLabel] == owner.ManagedByValue && (j.Verdict == owner.Mine || j.Verdict == owner.Shared) {
+			what += " (vllm-hpa's, not part of this cleanup)"
+		}
+		residents = append(residents, what)
+	}
+	if len(residents) == 0 {
+		return ""
+	}
+	if len(residents) > 5 {
+		residents = append(residents[:5], fmt.Sprintf("and %d more", len(residents)-5))
+	}
+	return "holds objects vllm-hpa did not create or does not delete now: " + strings.Join(residents, ", ")
+}
+
+// builtIn: what Kubernetes (and GKE) create in every namespace.
+func builtIn(o *unstructured.Unstructured) bool {
+	switch o.GetKind() + "/" + o.GetName() {
+	case "ServiceAccount/default", "ConfigMap/kube-root-ca.crt", "ResourceQuota/gke-resource-quotas":
+		return true
+	}
+	return false
+}
+
+// Delete carries out the step's removals in order and waits until each
+// deleted object is gone.
 func (s *objectsStep) Delete(ctx context.Context) error {
 	k, err := s.kube()
 	if err != nil {
 		return err
 	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Cleanup)
+	defer cancel()
 	objs, err := render.Objects(s.cfg, s.name)
 	if err != nil {
 		return err
@@ -247,57 +599,95 @@ func (s *objectsStep) Delete(ctx context.Context) error {
 	if s.extraDeletes != nil {
 		order = append(order, s.extraDeletes()...)
 	}
-	dctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Cleanup)
-	defer cancel()
 	for _, obj := range order {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := s.deleteOwned(dctx, k, obj); err != nil {
+		if err := s.removeOne(dctx, k, obj); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// uninterrupted runs one API call to its end even when ctx is cancelled by
-// Ctrl+C, so that an interrupted run stops between calls and what it
-// reports as done is done; the call is still bounded in time.
-func uninterrupted(ctx context.Context, call func(context.Context) error) error {
-	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
-	return call(c)
+// removeOne reads obj, decides its fate and carries it out; a shared
+// object changed by another instance meanwhile is read and decided again.
+func (s *objectsStep) removeOne(ctx context.Context, k *kube.Client, obj *unstructured.Unstructured) error {
+	ref := kube.Ref(obj)
+	for attempt := 0; ; attempt++ {
+		live, err := k.Get(ctx, obj)
+		var nm *kube.NoMatchError
+		if errors.As(err, &nm) {
+			return nil // the kind is not served, so nothing of ours can exist
+		}
+		if err != nil {
+			return err
+		}
+		action, reason := s.decideRemoval(ctx, k, obj, live, step.Pending{})
+		switch action {
+		case step.RemoveAbsent:
+			s.deps.Report.Action(s.name, ref+" already absent")
+			return nil
+		case step.RemoveKeep:
+			if j := s.judge(live); s.shared && j.Verdict == owner.Mine {
+				// A shared part kept for what it holds: this instance no
+				// longer uses it.
+				err = uninterrupted(ctx, func(ctx context.Context) error {
+					_, err := k.PatchMetadata(ctx, live, map[string]any{owner.UserLabel(s.cfg.Instance): nil, owner.InstanceLabel: nil}, nil, live.GetResourceVersion())
+					return err
+				})
+				if err == nil {
+					s.deps.Report.Action(s.name, ref+" left in place: "+reason+" (instance "+s.cfg.Instance+" no longer counted)")
+				}
+				break
+			}
+			s.deps.Report.Action(s.name, ref+" left in place: "+reason)
+			return nil
+		case step.RemoveUnuse:
+			err = uninterrupted(ctx, func(ctx context.Context) error {
+				_, err := k.PatchMetadata(ctx, live, map[string]any{owner.UserLabel(s.cfg.Instance): nil, owner.InstanceLabel: nil}, nil, live.GetResourceVersion())
+				return err
+			})
+			if err == nil {
+				s.deps.Report.Action(s.name, ref+" kept: "+reason+" (instance "+s.cfg.Instance+" no longer counted)")
+			}
+		case step.RemoveRelease:
+			err = uninterrupted(ctx, func(ctx context.Context) error {
+				rv := live.GetResourceVersion()
+				if patch := live.GetAnnotations()[owner.RestoreAnnotation]; patch != "" {
+					// First put back what adopting it changed.
+					restored, err := k.MergePatch(ctx, live, []byte(patch), rv)
+					if err != nil {
+						return err
+					}
+					rv = restored.GetResourceVersion()
+				}
+				_, err := k.Release(ctx, live, rv)
+				if apierrors.IsInvalid(err) {
+					// A field only vllm-hpa held (taken with
+					// --force-conflicts) is required: keep the fields,
+					// remove the marks.
+					_, err = k.PatchMetadata(ctx, live, ownershipMarks(live), map[string]any{owner.AdoptedAnnotation: nil, owner.RestoreAnnotation: nil}, "")
+				}
+				return err
+			})
+			if err == nil {
+				s.deps.Report.Action(s.name, ref+" kept ("+reason+"): vllm-hpa's labels and fields removed")
+			}
+		case step.RemoveDelete:
+			return s.deleteAndWait(ctx, k, obj, live)
+		}
+		if !kube.IsStale(err) || attempt >= maxStaleRetries {
+			return err
+		}
+	}
 }
 
-func (s *objectsStep) deleteOwned(ctx context.Context, k *kube.Client, obj *unstructured.Unstructured) error {
-	live, err := k.Get(ctx, obj)
-	var nm *kube.NoMatchError
-	if errors.As(err, &nm) {
-		return nil // the kind is not served, so nothing of ours can exist
-	}
-	if err != nil {
-		return err
-	}
+// deleteAndWait deletes exactly the object that was judged (by UID) and
+// waits until it is gone.
+func (s *objectsStep) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) error {
 	ref := kube.Ref(obj)
-	if live == nil {
-		s.deps.Report.Action(s.name, ref+" already absent")
-		return nil
-	}
-	if !owner(s.cfg).Owns(live) {
-		s.deps.Report.Action(s.name, ref+" not created by vllm-hpa (instance "+s.cfg.Instance+"): left in place")
-		return nil
-	}
 	if live.GetDeletionTimestamp() == nil {
-		if obj.GetKind() == "Namespace" {
-			foreign, err := foreignObjects(ctx, k, obj.GetName(), owner(s.cfg))
-			if err != nil {
-				return err
-			}
-			if len(foreign) > 0 {
-				s.deps.Report.Action(s.name, fmt.Sprintf("%s holds objects vllm-hpa did not create (%s): left in place", ref, strings.Join(foreign, ", ")))
-				return nil
-			}
-		}
 		r, err := k.Resource(obj)
 		if err != nil {
 			return err
@@ -306,7 +696,6 @@ func (s *objectsStep) deleteOwned(ctx context.Context, k *kube.Client, obj *unst
 		background := metav1.DeletePropagationBackground
 		err = uninterrupted(ctx, func(ctx context.Context) error {
 			return r.Delete(ctx, obj.GetName(), metav1.DeleteOptions{
-				// Delete exactly the object that was checked, not a newer one.
 				Preconditions:     &metav1.Preconditions{UID: &uid},
 				PropagationPolicy: &background,
 			})
@@ -344,63 +733,16 @@ func finalizerNote(o *unstructured.Unstructured) string {
 		return " (finalizers: " + strings.Join(f, ", ") + ")"
 	}
 	if o.GetKind() == "Namespace" {
+		// The namespace controller says when it cannot go on: an API that
+		// does not answer discovery, or contents it cannot delete.
+		conds, _, _ := unstructured.NestedSlice(o.Object, "status", "conditions")
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["status"] == "True" && (m["type"] == "NamespaceDeletionDiscoveryFailure" || m["type"] == "NamespaceDeletionContentFailure" || m["type"] == "NamespaceDeletionGroupVersionParsingFailure") {
+				return fmt.Sprintf(" (the namespace controller cannot finish: %v)", m["message"])
+			}
+		}
 		return " (the namespace controller is removing its contents)"
 	}
 	return ""
-}
-
-// foreignObjects lists objects in namespace ns that vllm-hpa did not create
-// and that are not derived from its objects (owner references) or made by
-// Kubernetes for every namespace.
-func foreignObjects(ctx context.Context, k *kube.Client, ns string, o kube.Owner) ([]string, error) {
-	lists, err := k.Discovery.ServerPreferredNamespacedResources()
-	if err != nil && !discovery.IsGroupDiscoveryFailedError(err) {
-		return nil, fmt.Errorf("discovery: %w", err)
-	}
-	var foreign []string
-	for _, list := range lists {
-		gv, err := schema.ParseGroupVersion(list.GroupVersion)
-		if err != nil {
-			continue
-		}
-		for _, res := range list.APIResources {
-			if !hasVerb(res.Verbs, "list") || strings.Contains(res.Name, "/") || skipResource(gv.Group, res.Name) {
-				continue
-			}
-			items, err := k.Dynamic.Resource(gv.WithResource(res.Name)).Namespace(ns).List(ctx, metav1.ListOptions{})
-			if err != nil {
-				if apierrors.IsNotFound(err) || apierrors.IsMethodNotSupported(err) || apierrors.IsForbidden(err) {
-					continue
-				}
-				return nil, fmt.Errorf("list %s in %s: %w", res.Name, ns, err)
-			}
-			for i := range items.Items {
-				item := &items.Items[i]
-				if o.Owns(item) || len(item.GetOwnerReferences()) > 0 || builtIn(res.Kind, item.GetName()) {
-					continue
-				}
-				foreign = append(foreign, res.Kind+" "+item.GetName())
-			}
-		}
-	}
-	return foreign, nil
-}
-
-func hasVerb(verbs []string, v string) bool {
-	for _, x := range verbs {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-// skipResource: events are history, not content; Endpoints mirror Services.
-func skipResource(group, resource string) bool {
-	return resource == "events" || (group == "" && resource == "endpoints")
-}
-
-// builtIn: objects Kubernetes creates in every namespace.
-func builtIn(kind, name string) bool {
-	return (kind == "ServiceAccount" && name == "default") || (kind == "ConfigMap" && name == "kube-root-ca.crt")
 }

@@ -34,6 +34,9 @@ type Deps struct {
 	Cluster *container.Cluster
 	// ForceConflicts takes over fields and APIServices owned by others.
 	ForceConflicts bool
+	// Adopt takes over existing objects (and the Google service account)
+	// vllm-hpa did not create, marking them as adopted.
+	Adopt bool
 }
 
 // Stack is the set of steps for one configuration.

@@ -12,6 +12,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -21,6 +22,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
@@ -36,6 +38,9 @@ var (
 
 // adapterName is the adapter's Deployment and Service name (upstream's).
 const adapterName = "custom-metrics-stackdriver-adapter"
+
+// adapterPods selects the adapter's pods.
+var adapterPods = labels.Set{"k8s-app": adapterName}.String()
 
 // ErrTokenMissing is the deploy step's missing Hugging Face token.
 var ErrTokenMissing = errors.New("no Hugging Face token: set HF_TOKEN or --hf-token-file (the model's Secret needs it)")
@@ -55,9 +60,7 @@ func (s *Stack) Preflight(names []string) error {
 
 func newDeployStep(cfg *config.Config, deps Deps) *objectsStep {
 	w := cfg.Workload
-	s := &objectsStep{name: "deploy", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Deploy,
-		// The live replica count, whoever set it (see prepare).
-		readForeign: []string{"Deployment"}}
+	s := &objectsStep{name: "deploy", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Deploy}
 	s.preflight = func(ctx context.Context, objs, live []*unstructured.Unstructured) error {
 		if cfg.HFTokenValue() == "" {
 			return exitcode.With(exitcode.BadInput, ErrTokenMissing)
@@ -111,6 +114,11 @@ func newDeployStep(cfg *config.Config, deps Deps) *objectsStep {
 			r.OK, r.Reason, r.Message = rolloutStatus(d)
 		}
 		results = append(results, r)
+		tokens, err := tokenSecretResults(ctx, k, cfg, d)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, tokens...)
 		slices, err := k.Dynamic.Resource(endpointSlicesGVR).Namespace(w.Namespace).List(ctx, listBy(discoveryv1.LabelServiceName+"="+cfg.Service.Name))
 		if err != nil {
 			return nil, err
@@ -126,6 +134,63 @@ func newDeployStep(cfg *config.Config, deps Deps) *objectsStep {
 		return []*unstructured.Unstructured{namespaceObject(cfg, s.name, w.Namespace)}
 	}
 	return s
+}
+
+// tokenSecretResults checks what the vLLM container reads from Secrets: the
+// token Secret exists, holds a token under its key (not a placeholder such
+// as a rendered copy would hold, and the configured token when one is
+// given), and every Secret key the live Deployment's container references
+// exists.
+func tokenSecretResults(ctx context.Context, k *kube.Client, cfg *config.Config, d *appsv1.Deployment) ([]step.Result, error) {
+	type ref struct{ name, key, env string }
+	refs := []ref{{cfg.HFToken.SecretName, cfg.HFToken.SecretKey, cfg.HFToken.EnvName}}
+	if d != nil {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name != cfg.Workload.Container {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && !(e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional) {
+					r := ref{e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key, e.Name}
+					if r.name != refs[0].name || r.key != refs[0].key {
+						refs = append(refs, r)
+					}
+				}
+			}
+		}
+	}
+	var out []step.Result
+	for i, r := range refs {
+		res := step.Result{Step: "deploy", Check: "token secret holds a token"}
+		if i > 0 {
+			res.Check = "secret " + r.name + " key " + r.key + " exists"
+		}
+		sec, err := k.Typed.CoreV1().Secrets(cfg.Workload.Namespace).Get(ctx, r.name, getOpts)
+		value, hasKey := []byte(nil), false
+		if err == nil {
+			value, hasKey = sec.Data[r.key]
+		}
+		switch {
+		case notFound(err):
+			res.Reason, res.Message = "NotFound", fmt.Sprintf("Secret %s/%s does not exist (the container reads %s from it): run vllm-hpa deploy", cfg.Workload.Namespace, r.name, r.env)
+		case apierrors.IsForbidden(err):
+			res.Reason, res.Message = "Forbidden", fmt.Sprintf("cannot read Secret %s/%s with these credentials, so the token is not proven", cfg.Workload.Namespace, r.name)
+		case err != nil:
+			return nil, err
+		case !hasKey:
+			res.Reason, res.Message = "KeyMissing", fmt.Sprintf("Secret %s/%s has no key %s (the container reads %s from it)", cfg.Workload.Namespace, r.name, r.key, r.env)
+		case i > 0:
+			res.OK, res.Message = true, fmt.Sprintf("%s from Secret %s/%s", r.env, r.name, r.key)
+		case render.IsPlaceholderToken(string(value)):
+			res.Reason, res.Message = "Placeholder", fmt.Sprintf("Secret %s/%s holds a placeholder, not a token (was a rendered copy applied over it?): run vllm-hpa deploy with HF_TOKEN or --hf-token-file", cfg.Workload.Namespace, r.name)
+		case cfg.HFTokenValue() != "" && string(value) != cfg.HFTokenValue():
+			res.Reason, res.Message = "Stale", fmt.Sprintf("Secret %s/%s holds another token than the one given (HF_TOKEN or --hf-token-file): run vllm-hpa deploy to update it", cfg.Workload.Namespace, r.name)
+		default:
+			res.OK, res.Message = true, fmt.Sprintf("%s/%s key %s (%d characters; value never shown)", cfg.Workload.Namespace, r.name, r.key, len(value))
+		}
+		out = append(out, res)
+	}
+	return out, nil
 }
 
 func serviceEndpoints(objs []*unstructured.Unstructured) (bool, string) {
@@ -390,9 +455,14 @@ func (s *objectsStep) watchOne(gvr schema.GroupVersionResource, ns, name, kind, 
 
 func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
 	ns := cfg.Adapter.Namespace
-	s := &objectsStep{name: "adapter", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Adapter,
-		// Another provider's APIServices (see preflight).
-		readForeign: []string{"APIService"}}
+	// The adapter is one per cluster: every instance on it uses the same.
+	s := &objectsStep{name: "adapter", cfg: cfg, deps: deps, timeout: cfg.Timeouts.Adapter, shared: true}
+	s.describeForeign = func(live *unstructured.Unstructured) string {
+		if live.GetKind() != "APIService" {
+			return ""
+		}
+		return "it serves " + apiServiceBackend(live) + ", another metrics provider's installation"
+	}
 	s.preflight = func(ctx context.Context, objs, live []*unstructured.Unstructured) error {
 		// Only one provider can serve a metrics API: say so before taking
 		// an APIService away from another adapter.
@@ -406,11 +476,7 @@ func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
 			if svcNS == ns && svcName == adapterName {
 				continue
 			}
-			served := "kube-apiserver itself (a local APIService)"
-			if svcName != "" {
-				served = "Service " + svcNS + "/" + svcName
-			}
-			taken = append(taken, fmt.Sprintf("APIService %s is served by %s", obj.GetName(), served))
+			taken = append(taken, fmt.Sprintf("APIService %s is served by %s", obj.GetName(), apiServiceBackend(live[i])))
 		}
 		if len(taken) == 0 {
 			return nil
@@ -422,15 +488,38 @@ func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
 		deps.Report.Action(s.name, "taking over (--force-conflicts): "+msg)
 		return nil
 	}
+	s.prepare = func(obj, live *unstructured.Unstructured) error {
+		// The adapter's identity is the identity step's, which sets it by
+		// merge patch: an apply leaves it alone, unless an earlier version
+		// of vllm-hpa applied it (then the apply must keep it, or it would
+		// remove it).
+		switch {
+		case live == nil:
+		case obj.GetKind() == "ServiceAccount" && kube.AppliedByUs(live, "metadata", "annotations", WorkloadIdentityAnnotation):
+			if v, ok := live.GetAnnotations()[WorkloadIdentityAnnotation]; ok {
+				a := obj.GetAnnotations()
+				if a == nil {
+					a = map[string]string{}
+				}
+				a[WorkloadIdentityAnnotation] = v
+				obj.SetAnnotations(a)
+			}
+		case obj.GetKind() == "Deployment" && kube.AppliedByUs(live, "spec", "template", "metadata", "annotations", PodIdentityAnnotation):
+			if v, ok, _ := unstructured.NestedString(live.Object, "spec", "template", "metadata", "annotations", PodIdentityAnnotation); ok {
+				return unstructured.SetNestedField(obj.Object, v, "spec", "template", "metadata", "annotations", PodIdentityAnnotation)
+			}
+		}
+		return nil
+	}
 	s.wait = func(ctx context.Context) error {
-		if err := waitRollout(ctx, deps.Kube, deps.Report, s.name, ns, adapterName, labels.Set{"k8s-app": adapterName}.String(),
+		if err := waitRollout(ctx, deps.Kube, deps.Report, s.name, ns, adapterName, adapterPods,
 			s.seen(deploymentsGVR, ns, adapterName)); err != nil {
 			return err
 		}
 		deps.Report.Result(step.Result{Step: s.name, Check: "adapter available", OK: true})
 		var results []step.Result
 		err := kube.Until(ctx, "the metrics APIServices to be Available",
-			kube.Watch{Resource: deps.Kube.Dynamic.Resource(apiServicesGVR), LabelSelector: owner(cfg).Selector(), Seen: s.seen(apiServicesGVR, "", "")},
+			kube.Watch{Resource: deps.Kube.Dynamic.Resource(apiServicesGVR), LabelSelector: owner.SharedSelector(cfg.Instance), Seen: s.seen(apiServicesGVR, "", "")},
 			func(objs []*unstructured.Unstructured) (bool, string, error) {
 				results = apiServiceResults(s.name, objs)
 				return allOK(results), firstFailure(results), nil
@@ -461,6 +550,16 @@ func newAdapterStep(cfg *config.Config, deps Deps) *objectsStep {
 		return append([]step.Result{r}, apiServiceResults(s.name, items(list))...), nil
 	}
 	return s
+}
+
+// apiServiceBackend names what serves an APIService.
+func apiServiceBackend(live *unstructured.Unstructured) string {
+	svcNS, _, _ := unstructured.NestedString(live.Object, "spec", "service", "namespace")
+	svcName, _, _ := unstructured.NestedString(live.Object, "spec", "service", "name")
+	if svcName == "" {
+		return "kube-apiserver itself (a local APIService)"
+	}
+	return "Service " + svcNS + "/" + svcName
 }
 
 // apiServiceResults judges the three metrics APIServices among objs.

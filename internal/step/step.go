@@ -23,9 +23,18 @@ type Step interface {
 	Apply(ctx context.Context) error
 	// Check reads the step's state and reports each condition.
 	Check(ctx context.Context) ([]Result, error)
+	// PlanDelete says what Delete would remove, release or keep, reading
+	// but changing nothing. pending holds what earlier steps of the same
+	// cleanup would delete (namespaces are judged as if it were gone); the
+	// step adds its own deletions to it.
+	PlanDelete(ctx context.Context, pending Pending) (*Plan, error)
 	// Delete removes what the step created (only what vllm-hpa owns).
 	Delete(ctx context.Context) error
 }
+
+// Pending is the set of objects (by UID) a cleanup deletes before the
+// step being planned.
+type Pending map[string]bool
 
 // Plan is what a step would do: the Kubernetes objects it applies and the
 // Google API calls it makes.
@@ -33,7 +42,30 @@ type Plan struct {
 	Step     string                       `json:"step"`
 	Objects  []*unstructured.Unstructured `json:"-"`
 	GCPCalls []GCPCall                    `json:"gcpCalls,omitempty"`
+	// Removals are what a cleanup would do (PlanDelete), in order.
+	Removals []Removal `json:"removals,omitempty"`
+	// Notes are said on stderr with the plan (e.g. an object left out).
+	Notes []string `json:"notes,omitempty"`
 }
+
+// Removal is one thing a cleanup would do to one object, IAM member or
+// Google service account.
+type Removal struct {
+	// Object is "Kind namespace/name", or a Google resource.
+	Object string `json:"object"`
+	// Action is one of the Remove* values.
+	Action string `json:"action"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// What a cleanup does to each thing it finds.
+const (
+	RemoveDelete  = "delete"  // created by vllm-hpa for this instance (or its last user): deleted
+	RemoveRelease = "release" // adopted: vllm-hpa's labels and fields removed, the object kept
+	RemoveUnuse   = "unuse"   // shared and still used by other instances: this instance's mark removed
+	RemoveKeep    = "keep"    // not vllm-hpa's, another instance's, or holding such: left as it is
+	RemoveAbsent  = "absent"  // nothing there
+)
 
 // GCPCall is one mutating Google API call a step makes.
 type GCPCall struct {
