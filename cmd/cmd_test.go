@@ -12,30 +12,28 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 )
 
-// run runs the CLI in dir (for ./vllm-hpa.yaml) with a clean VLLM_HPA_*
-// environment plus env, and returns its exit code and streams.
+// run runs the CLI in dir (for ./vllm-hpa.yaml; a new temporary directory
+// when "") with exactly env as its environment, plus a HOME of its own
+// unless env sets one. Nothing process-wide changes, so tests may run it
+// in parallel.
 func run(t *testing.T, dir string, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
-	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "VLLM_HPA_") || k == "HF_TOKEN" {
-			t.Setenv(k, "")
-			os.Unsetenv(k)
-		}
-	}
-	for k, v := range env {
-		t.Setenv(k, v)
-	}
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	t.Chdir(dir)
+	e := map[string]string{"HOME": dir}
+	for k, v := range env {
+		e[k] = v
+	}
 	streams, out, errOut := iostreams.Test()
-	code := Run(context.Background(), streams, args)
+	code := Run(context.Background(), cmdutil.New(streams, environ.New(e, dir)), args)
 	return code, out.String(), errOut.String()
 }
 

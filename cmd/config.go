@@ -8,7 +8,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
-	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 )
 
 func newConfigCmd(g *globalOptions) *cobra.Command {
@@ -20,7 +19,7 @@ func newConfigCmd(g *globalOptions) *cobra.Command {
 			return cmd.Help()
 		},
 	}
-	c.AddCommand(&cobra.Command{
+	view := &cobra.Command{
 		Use:   "view",
 		Short: "Print the effective configuration (flags > env > file > defaults), secrets redacted",
 		Long: `Print the effective configuration: every key with the value that flags,
@@ -31,21 +30,20 @@ config file (--output yaml, the default for text) or JSON (--output json).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// View shows the configuration even when it would not validate,
 			// then reports what is wrong with it.
-			cfg, err := config.Load(cmd.Flags())
+			cfg, err := g.loadConfig(cmd)
 			if err != nil {
-				return exitcode.With(exitcode.BadInput, err)
+				return err
 			}
 			if done, err := g.printDoc(cfg.Redacted()); err != nil {
 				return err
 			} else if !done {
 				writeConfigText(g.streams.Out, cfg, "")
 			}
-			if err := cfg.Validate(); err != nil {
-				return exitcode.With(exitcode.BadInput, err)
-			}
-			return nil
+			return validateConfig(cfg, true)
 		},
-	})
+	}
+	config.AddStepFlags(view.Flags())
+	c.AddCommand(view)
 	return c
 }
 

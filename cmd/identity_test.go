@@ -142,7 +142,7 @@ func TestIdentityDirect(t *testing.T) {
 	g := startGCP(t)
 	inst := instance{"direct", "direct-ns"}
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
-	gcpMustRun(t, g, inst, "adapter", "--identity-mode", "direct")
+	gcpMustRun(t, g, inst, "adapter")
 	gcpMustRun(t, g, inst, "identity", "--identity-mode", "direct")
 	principal := "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/my-proj.svc.id.goog/subject/ns/custom-metrics/sa/custom-metrics-stackdriver-adapter"
 	if !gcpfake.HasMember(g.Projects.Policy("my-proj"), viewerRole, principal) {
@@ -362,7 +362,7 @@ func TestIdentityErrors(t *testing.T) {
 		g.IAM.PutAccount("my-proj", "metrics-adapter-gsa", "Someone else's", "made by hand")
 		before := g.Mutations()
 		code, _, errOut := gcpRun(t, g, inst, "identity")
-		if code != exitcode.Conflict || !strings.Contains(errOut, "was not created by vllm-hpa") || !strings.Contains(errOut, "--adopt-existing-gsa") {
+		if code != exitcode.Conflict || !strings.Contains(errOut, "was not created by vllm-hpa") || !strings.Contains(errOut, "--adopt") {
 			t.Errorf("exit %d, want %d:\n%s", code, exitcode.Conflict, errOut)
 		}
 		if g.Mutations() != before {
@@ -446,7 +446,11 @@ func TestUpAndCleanupWholeStack(t *testing.T) {
 	objects, mutations := ownedObjects(t, inst), g.Mutations()
 	out := gcpMustRun(t, g, inst, "up", "-o", "json")
 	if after := ownedObjects(t, inst); !equalMaps(objects, after) {
-		t.Errorf("second up changed Kubernetes objects")
+		for k, v := range after {
+			if objects[k] != v {
+				t.Errorf("second up changed %s (resourceVersion %s -> %s)", k, objects[k], v)
+			}
+		}
 	}
 	if g.Mutations() != mutations {
 		t.Errorf("second up made %d mutating GCP calls", g.Mutations()-mutations)

@@ -53,7 +53,7 @@ func TestInterruptedUpResumes(t *testing.T) {
 		t.Fatalf("exit %d (%v), want %d after SIGINT; stderr:\n%s", code, err, exitcode.Interrupted, log.String())
 	}
 	// It says what is left.
-	if !strings.Contains(stdout.String(), "not run: [identity hpa]") {
+	if !strings.Contains(stdout.String(), "not run: identity, hpa") {
 		t.Errorf("stdout does not list what is left:\n%s", stdout.String())
 	}
 

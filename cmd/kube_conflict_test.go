@@ -15,6 +15,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 )
 
 var gmpGVR = gmp.Resource
@@ -25,27 +26,44 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 	kubetest.Skip(t, cp, cpErr)
 	inst := instance{"conflict", "conflict-ns"}
 	ctx := context.Background()
+	// A working prometheus-adapter: its pods, its Service, and the
+	// APIService that sends custom.metrics.k8s.io/v1beta1 to it.
+	other := &kubetest.FakeMetrics{Client: cp.Client}
+	other.Set(runningMetric, "0")
+	srv := other.Server()
+	defer srv.Close()
+	cp.ServeService("monitoring", "prometheus-adapter", 443, strings.TrimPrefix(srv.URL, "https://"))
+	f := newForeignSet(t)
+	createForeign(t, nil, namespaceObj("monitoring"))
+	labels := map[string]any{"app": "prometheus-adapter"}
+	createForeign(t, f, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "prometheus-adapter", "namespace": "monitoring"},
+		"spec": map[string]any{"selector": map[string]any{"matchLabels": labels}, "template": map[string]any{
+			"metadata": map[string]any{"labels": labels},
+			"spec": map[string]any{"containers": []any{map[string]any{"name": "adapter", "image": "registry.k8s.io/prometheus-adapter/prometheus-adapter:v0.12.0",
+				"ports": []any{map[string]any{"name": "https", "containerPort": int64(443)}}}}},
+		}},
+	}})
+	createForeign(t, f, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "prometheus-adapter", "namespace": "monitoring"},
+		"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "https", "port": int64(443), "targetPort": int64(443)}}},
+	}})
 	foreign := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
 		"metadata": map[string]any{"name": "v1beta1.custom.metrics.k8s.io"},
 		"spec": map[string]any{
 			"group": "custom.metrics.k8s.io", "version": "v1beta1", "groupPriorityMinimum": int64(100), "versionPriority": int64(100),
 			"insecureSkipTLSVerify": true,
-			"service":               map[string]any{"namespace": "monitoring", "name": "prometheus-adapter"},
+			"service":               map[string]any{"namespace": "monitoring", "name": "prometheus-adapter", "port": int64(443)},
 		},
 	}}
-	if _, err := cp.Dynamic.Resource(apiServicesGVR).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		kubeRun(t, inst, cleanupKube...)
-		cp.Dynamic.Resource(apiServicesGVR).Delete(ctx, "v1beta1.custom.metrics.k8s.io", metav1.DeleteOptions{})
-	})
+	createForeign(t, nil, foreign)
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	code, _, errOut := kubeRun(t, inst, "adapter")
 	if code != exitcode.Conflict {
 		t.Errorf("exit %d, want %d", code, exitcode.Conflict)
 	}
-	if !strings.Contains(errOut, "APIService v1beta1.custom.metrics.k8s.io is served by Service monitoring/prometheus-adapter") || !strings.Contains(errOut, "--force-conflicts") {
+	if !strings.Contains(errOut, "APIService v1beta1.custom.metrics.k8s.io") || !strings.Contains(errOut, "it serves Service monitoring/prometheus-adapter, another metrics provider's installation") || !strings.Contains(errOut, "--adopt") {
 		t.Errorf("stderr does not report the other provider:\n%s", errOut)
 	}
 	// Reported before anything was written.
@@ -60,11 +78,29 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 		t.Errorf("the other provider's APIService was changed: service %q", name)
 	}
 
-	mustRun(t, inst, "adapter", "--force-conflicts")
+	// Adopting it is not enough: it sends to another Service.
+	code, _, errOut = kubeRun(t, inst, "adapter", "--adopt")
+	if code != exitcode.Conflict || !strings.Contains(errOut, "is served by Service monitoring/prometheus-adapter") || !strings.Contains(errOut, "--force-conflicts") {
+		t.Errorf("adapter --adopt over another provider: exit %d\n%s", code, errOut)
+	}
+	mustRun(t, inst, "adapter", "--adopt", "--force-conflicts")
 	got, _ = cp.Dynamic.Resource(apiServicesGVR).Get(ctx, "v1beta1.custom.metrics.k8s.io", metav1.GetOptions{})
 	if name, _, _ := unstructured.NestedString(got.Object, "spec", "service", "name"); name != "custom-metrics-stackdriver-adapter" {
-		t.Errorf("--force-conflicts did not take the APIService over: service %q", name)
+		t.Errorf("--adopt --force-conflicts did not take the APIService over: service %q", name)
 	}
+	// It was adopted, not created: cleanup gives it back as it was, and
+	// the other provider serves it again.
+	mustRun(t, inst, cleanupKube...)
+	after, err := cp.Dynamic.Resource(apiServicesGVR).Get(ctx, "v1beta1.custom.metrics.k8s.io", metav1.GetOptions{})
+	if err != nil || after.GetUID() != got.GetUID() || after.GetLabels()[owner.ManagedByLabel] != "" || len(after.GetAnnotations()) != 0 {
+		t.Fatalf("cleanup did not release the adopted APIService: %v %v", err, after)
+	}
+	name, _, _ := unstructured.NestedString(after.Object, "spec", "service", "name")
+	ns, _, _ := unstructured.NestedString(after.Object, "spec", "service", "namespace")
+	if name != "prometheus-adapter" || ns != "monitoring" {
+		t.Errorf("released APIService sends to %s/%s, not to monitoring/prometheus-adapter again", ns, name)
+	}
+	f.unchanged("after adopt and cleanup")
 }
 
 func TestFieldConflictWithAnotherManager(t *testing.T) {
@@ -151,7 +187,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	kubetest.Skip(t, cp, cpErr)
 	inst := instance{"dry", "dry-ns"}
 	mustRun(t, inst, "up", "--dry-run")
-	mustRun(t, inst, "cleanup", "--dry-run")
+	mustRun(t, inst, "cleanup", "--dry-run", "--skip", "identity")
 	if left := ownedObjects(t, inst); len(left) != 0 {
 		t.Errorf("dry run created %v", keys(left))
 	}

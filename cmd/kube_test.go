@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -18,9 +20,11 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 )
 
@@ -36,6 +40,15 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// What the Google libraries read from the process itself: no user's
+	// credentials, so that "no credentials" is found at once and no
+	// request ever leaves loopback.
+	home, _ := os.MkdirTemp("", "vllm-hpa-test-home-")
+	defer os.RemoveAll(home)
+	os.Setenv("HOME", home)
+	// A credentials file that does not exist ends the lookup of
+	// Application Default Credentials before it asks a metadata server.
+	os.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(home, "no-credentials.json"))
 	if kubetest.BinDir() != "" {
 		cp, cpErr = kubetest.StartForTests(kubetest.Options{
 			Controllers:   true,
@@ -132,8 +145,15 @@ func upKube(t *testing.T, inst instance) []runJSON {
 	return docs
 }
 
-// ownedObjects lists every object carrying instance's ownership labels,
-// across every listable kind, as "Kind ns/name" -> resourceVersion.
+// testEnv is the environment of the test's own clients: their discovery
+// cache kept with the control plane.
+func testEnv() environ.Env {
+	return environ.New(map[string]string{"KUBECACHEDIR": filepath.Join(cp.Dir, "kubecache")}, "")
+}
+
+// ownedObjects lists every object carrying instance's ownership labels, or
+// the label of a shared object it uses, across every listable kind, as
+// "Kind ns/name" -> resourceVersion.
 func ownedObjects(t *testing.T, inst instance) map[string]string {
 	t.Helper()
 	ctx := context.Background()
@@ -141,23 +161,24 @@ func ownedObjects(t *testing.T, inst instance) map[string]string {
 	if err != nil {
 		t.Logf("discovery (partial): %v", err)
 	}
-	sel := fmt.Sprintf("%s=%s,%s=%s", render.ManagedByLabel, render.ManagedByValue, render.InstanceLabel, inst.name)
 	out := map[string]string{}
 	for _, l := range lists {
 		gv, _ := schema.ParseGroupVersion(l.GroupVersion)
 		for _, r := range l.APIResources {
-			if strings.Contains(r.Name, "/") || !contains(r.Verbs, "list") {
+			if strings.Contains(r.Name, "/") || !slices.Contains(r.Verbs, "list") || r.Name == "events" {
 				continue
 			}
-			items, err := cp.Dynamic.Resource(gv.WithResource(r.Name)).List(ctx, metav1.ListOptions{LabelSelector: sel})
-			if err != nil {
-				continue
-			}
-			for _, it := range items.Items {
-				// Objects derived from ours (EndpointSlices copy the
-				// Service's labels) go with their owner.
-				if len(it.GetOwnerReferences()) == 0 {
-					out[kube.Ref(&it)] = it.GetResourceVersion()
+			for _, sel := range []string{owner.Selector(inst.name), owner.SharedSelector(inst.name)} {
+				items, err := cp.Dynamic.Resource(gv.WithResource(r.Name)).List(ctx, metav1.ListOptions{LabelSelector: sel})
+				if err != nil {
+					continue
+				}
+				for _, it := range items.Items {
+					// Objects derived from ours (EndpointSlices copy the
+					// Service's labels) go with their owner.
+					if len(it.GetOwnerReferences()) == 0 {
+						out[kube.Ref(&it)] = it.GetResourceVersion()
+					}
 				}
 			}
 		}
@@ -222,7 +243,7 @@ func TestStoredMatchesRender(t *testing.T) {
 	inst := instance{"stored", "stored-ns"}
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	upKube(t, inst)
-	k, err := kube.New(cp.Config)
+	k, err := kube.New(cp.Config, environ.New(map[string]string{"KUBECACHEDIR": cp.Dir + "/kubecache"}, ""))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,8 +318,9 @@ func TestCleanupDeletesOnlyOwned(t *testing.T) {
 		}
 	}
 	out := mustRun(t, inst, append(cleanupKube, "-o", "json")...)
-	// Only the two namespaces that hold foreign objects are left.
-	if left := keys(ownedObjects(t, inst)); strings.Join(left, "|") != "Namespace clean-ns|Namespace custom-metrics" {
+	// Only the two namespaces that hold foreign objects are left; the
+	// shared one no longer counts this instance among its users.
+	if left := keys(ownedObjects(t, inst)); strings.Join(left, "|") != "Namespace clean-ns" {
 		t.Errorf("cleanup left owned objects: %v", left)
 	}
 	for _, ns := range []string{"custom-metrics", inst.namespace} {
@@ -310,7 +332,7 @@ func TestCleanupDeletesOnlyOwned(t *testing.T) {
 			t.Errorf("namespace %s holding a foreign object was deleted: %v", ns, err)
 		}
 	}
-	if !strings.Contains(out, "did not create (ConfigMap foreign)") {
+	if strings.Count(out, "holds objects vllm-hpa did not create or does not delete now: ConfigMap foreign") != 2 {
 		t.Errorf("cleanup did not say why the namespaces stay:\n%s", out)
 	}
 	// A second run succeeds and changes nothing.

@@ -1,18 +1,26 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
 )
 
-func newLoadCmd(g *globalOptions) *cobra.Command {
-	o := &runOptions{globalOptions: g, command: "load"}
-	l := &loadFlags{}
+type loadOptions struct {
+	*globalOptions
+	loadFlags
+	cfg *config.Config
+}
+
+func newLoadCmd(g *globalOptions, runF func(*loadOptions) error) *cobra.Command {
+	o := &loadOptions{globalOptions: g}
 	c := &cobra.Command{
 		Use:   "load",
 		Short: "Send the walkthrough's requests: an open-loop rate or a fixed concurrency, with a summary",
@@ -27,46 +35,67 @@ needs --project for the configuration).`,
 		Example: "  vllm-hpa load --project my-proj --rate 2 --duration 5m\n  vllm-hpa load --endpoint http://127.0.0.1:8081 --concurrency 10",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			l.complete(cmd)
 			var err error
-			if o.cfg, err = o.loadConfigFor(cmd, l.endpoint == ""); err != nil {
+			if o.cfg, err = o.loadConfig(cmd); err != nil {
 				return err
 			}
-			if _, err := l.options(o.cfg.Workload.Model, "-"); err != nil {
+			if err := o.Validate(cmd); err != nil {
 				return err
 			}
-			var k *kube.Client
-			if l.endpoint == "" {
-				deps, closeDeps, err := o.dependencies(ctx, nil, nil)
-				if err != nil {
-					return err
-				}
-				defer closeDeps()
-				k = deps.Kube
+			if runF != nil {
+				return runF(o)
 			}
-			url, closeTunnel, err := l.serverURL(ctx, o, k, func(from, to string, why error) {
-				fmt.Fprintf(g.streams.ErrOut, "port-forward moved from pod %s to %s (%v)\n", from, to, why)
-			})
-			if err != nil {
-				return exitcode.With(exitcode.Precondition, err)
-			}
-			defer closeTunnel()
-			lo, _ := l.options(o.cfg.Workload.Model, url)
-			fmt.Fprintf(g.streams.ErrOut, "sending to %s: %s (Ctrl+C stops and prints the summary)\n", url, describeLoad(lo))
-			sum, err := load.Run(ctx, lo, nil)
-			if err != nil {
-				return err
-			}
-			if done, err := g.printDoc(sum); done {
-				return err
-			}
-			for _, line := range sum.Lines() {
-				fmt.Fprintln(g.streams.Out, line)
-			}
-			return nil
+			return o.Run(cmd.Context())
 		},
 	}
-	l.add(c, 0)
+	o.loadFlags.add(c, 0)
+	config.AddStepFlags(c.Flags(), "load")
 	return c
+}
+
+// Validate checks the flags, and the configuration and kubeconfig when the
+// load goes through a port-forward.
+func (o *loadOptions) Validate(cmd *cobra.Command) error {
+	if err := validateConfig(o.cfg, o.endpoint == ""); err != nil {
+		return err
+	}
+	if err := o.loadFlags.validate(cmd); err != nil {
+		return err
+	}
+	if o.endpoint == "" {
+		return o.f.CheckConnection(o.cfg)
+	}
+	return nil
+}
+
+// Run sends the load and prints the summary.
+func (o *loadOptions) Run(ctx context.Context) error {
+	var k *kube.Client
+	if o.endpoint == "" {
+		deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{}, nil)
+		if err != nil {
+			return err
+		}
+		k = deps.Kube
+	}
+	url, closeTunnel, err := o.serverURL(ctx, o.cfg, k, func(from, to string, why error) {
+		fmt.Fprintf(o.streams.ErrOut, "port-forward moved from pod %s to %s (%v)\n", from, to, why)
+	})
+	if err != nil {
+		return exitcode.With(exitcode.Precondition, err)
+	}
+	defer closeTunnel()
+	lo := o.options(o.cfg.Workload.Model, url)
+	fmt.Fprintf(o.streams.ErrOut, "sending to %s: %s (Ctrl+C stops and prints the summary)\n", url, describeLoad(lo))
+	sum, err := load.Run(ctx, lo, nil)
+	if err != nil {
+		return err
+	}
+	if done, err := o.printDoc(sum); done {
+		return err
+	}
+	for _, line := range sum.Lines() {
+		fmt.Fprintln(o.streams.Out, line)
+	}
+	return nil
 }

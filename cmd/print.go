@@ -5,22 +5,28 @@ import (
 	"fmt"
 	"strings"
 
+	"sigs.k8s.io/yaml"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
-	"sigs.k8s.io/yaml"
 )
 
 // planJSON is the --output json form of a dry run.
 type planJSON struct {
-	DryRun bool           `json:"dryRun"`
-	Steps  []stepPlanJSON `json:"steps"`
+	Command string         `json:"command"`
+	OK      bool           `json:"ok"`
+	DryRun  bool           `json:"dryRun"`
+	Steps   []stepPlanJSON `json:"steps"`
+	Notes   []string       `json:"notes,omitempty"`
 }
 
 type stepPlanJSON struct {
 	Step     string         `json:"step"`
 	Objects  []objectJSON   `json:"objects"`
 	GCPCalls []step.GCPCall `json:"gcpCalls"`
+	Removals []step.Removal `json:"removals,omitempty"`
 }
 
 type objectJSON struct {
@@ -32,8 +38,10 @@ type objectJSON struct {
 }
 
 // printPlans prints what the steps would do. Text: a summary per step;
-// yaml: the objects as one apply-able stream; json: planJSON.
-func (o *runOptions) printPlans(ctx context.Context, s *stack.Stack, names []string) error {
+// yaml: the objects as one apply-able stream; json: planJSON. The token
+// Secret never appears with data: a placeholder applied by someone else
+// would overwrite the real token.
+func (o *stackOptions) printPlans(ctx context.Context, s *stack.Stack, names []string) error {
 	var plans []*step.Plan
 	for _, name := range names {
 		st, err := s.Step(name)
@@ -47,15 +55,26 @@ func (o *runOptions) printPlans(ctx context.Context, s *stack.Stack, names []str
 		plans = append(plans, p)
 	}
 	out := o.streams.Out
+	var notes []string
+	for _, p := range plans {
+		for _, obj := range p.Objects {
+			if render.IsTokenSecret(o.cfg, obj) {
+				notes = append(notes, render.TokenSecretNote(o.cfg))
+			}
+		}
+	}
 	switch o.output {
 	case outputJSON:
-		doc := planJSON{DryRun: true, Steps: []stepPlanJSON{}}
+		doc := planJSON{Command: o.command, OK: true, DryRun: true, Steps: []stepPlanJSON{}, Notes: notes}
 		for _, p := range plans {
 			sp := stepPlanJSON{Step: p.Step, Objects: []objectJSON{}, GCPCalls: p.GCPCalls}
 			if sp.GCPCalls == nil {
 				sp.GCPCalls = []step.GCPCall{}
 			}
 			for _, obj := range p.Objects {
+				if render.IsTokenSecret(o.cfg, obj) {
+					obj = render.WithoutToken(obj)
+				}
 				sp.Objects = append(sp.Objects, objectJSON{obj.GetAPIVersion(), obj.GetKind(), obj.GetNamespace(), obj.GetName(), obj.Object})
 			}
 			doc.Steps = append(doc.Steps, sp)
@@ -63,8 +82,12 @@ func (o *runOptions) printPlans(ctx context.Context, s *stack.Stack, names []str
 		_, err := o.printDoc(doc)
 		return err
 	case outputYAML:
+		o.printedDoc = true
 		for _, p := range plans {
 			for _, obj := range p.Objects {
+				if render.IsTokenSecret(o.cfg, obj) {
+					continue
+				}
 				y, err := yaml.Marshal(obj.Object)
 				if err != nil {
 					return err
@@ -72,15 +95,22 @@ func (o *runOptions) printPlans(ctx context.Context, s *stack.Stack, names []str
 				fmt.Fprintf(out, "---\n# Source: vllm-hpa %s\n%s", p.Step, y)
 			}
 		}
+		for _, n := range notes {
+			fmt.Fprintln(o.streams.ErrOut, "note: "+n)
+		}
 		return nil
 	}
 	fmt.Fprintln(o.streams.ErrOut, "dry run: nothing is changed")
 	for _, p := range plans {
 		fmt.Fprintf(out, "%s:\n", p.Step)
 		if len(p.Objects) > 0 {
-			fmt.Fprintf(out, "  server-side apply (field manager vllm-hpa, label %s=%s):\n", render.ManagedByLabel, render.ManagedByValue)
+			fmt.Fprintf(out, "  server-side apply (field manager vllm-hpa, label %s=%s):\n", owner.ManagedByLabel, owner.ManagedByValue)
 			for _, obj := range p.Objects {
-				fmt.Fprintf(out, "    %s\n", objectRef(obj.GetKind(), obj.GetNamespace(), obj.GetName()))
+				line := objectRef(obj.GetKind(), obj.GetNamespace(), obj.GetName())
+				if render.IsTokenSecret(o.cfg, obj) {
+					line += " (the Hugging Face token from " + tokenSource(o) + "; never shown)"
+				}
+				fmt.Fprintf(out, "    %s\n", line)
 			}
 		}
 		if len(p.GCPCalls) > 0 {
@@ -97,6 +127,63 @@ func (o *runOptions) printPlans(ctx context.Context, s *stack.Stack, names []str
 					fmt.Fprintf(out, "      (%s)\n", c.Note)
 				}
 			}
+		}
+	}
+	return nil
+}
+
+func tokenSource(o *stackOptions) string {
+	if o.cfg.HFToken.File != "" {
+		return o.cfg.HFToken.File
+	}
+	return "HF_TOKEN"
+}
+
+// printDeletePlans is cleanup --dry-run: it reads the cluster (and the
+// project, for identity) and prints, per step in cleanup's order, what
+// would be deleted, released (adopted objects), left to other instances,
+// or kept.
+func (o *stackOptions) printDeletePlans(ctx context.Context) error {
+	deps, err := o.f.Connect(ctx, o.cfg, o.need(), nil)
+	if err != nil {
+		return withIdentityHint(err, o.steps)
+	}
+	s := stack.New(o.cfg, deps)
+	pending := step.Pending{}
+	var plans []*step.Plan
+	for _, name := range o.steps {
+		st, err := s.Step(name)
+		if err != nil {
+			return err
+		}
+		p, err := st.PlanDelete(ctx, pending)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		plans = append(plans, p)
+	}
+	if o.output != outputText {
+		doc := planJSON{Command: o.command, OK: true, DryRun: true, Steps: []stepPlanJSON{}}
+		for _, p := range plans {
+			rm := p.Removals
+			if rm == nil {
+				rm = []step.Removal{}
+			}
+			doc.Steps = append(doc.Steps, stepPlanJSON{Step: p.Step, Objects: []objectJSON{}, GCPCalls: []step.GCPCall{}, Removals: rm})
+		}
+		_, err := o.printDoc(doc)
+		return err
+	}
+	fmt.Fprintln(o.streams.ErrOut, "dry run: nothing is changed")
+	words := map[string]string{step.RemoveDelete: "delete", step.RemoveRelease: "release", step.RemoveUnuse: "leave (still used)", step.RemoveKeep: "keep", step.RemoveAbsent: "absent"}
+	for _, p := range plans {
+		fmt.Fprintf(o.streams.Out, "%s:\n", p.Step)
+		for _, r := range p.Removals {
+			line := fmt.Sprintf("  %-18s %s", words[r.Action], r.Object)
+			if r.Reason != "" {
+				line += ": " + r.Reason
+			}
+			fmt.Fprintln(o.streams.Out, strings.TrimRight(line, " "))
 		}
 	}
 	return nil

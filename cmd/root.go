@@ -1,6 +1,8 @@
 // Package cmd holds vllm-hpa's Cobra commands. They are thin: each parses
-// flags into an options struct (Complete, Validate, Run) and calls the
-// library packages under internal/.
+// its flags into an options struct, then Complete (load the configuration),
+// Validate (every input, before any client exists) and Run (through the
+// clients a cmdutil.Factory opens). Tests replace Run with a runF seam to
+// exercise parsing and validation with no API at all.
 package cmd
 
 import (
@@ -14,20 +16,32 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
+	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 )
 
-// globalOptions are the flags every command has.
+// globalOptions are the flags every command has, and what the run has
+// printed so far.
 type globalOptions struct {
+	f       *cmdutil.Factory
 	streams *iostreams.IOStreams
 	output  string
 	noColor bool
 	verbose int
+	// command is the running command's path without the root, e.g.
+	// "cleanup" or "config view".
+	command string
+	// printedDoc: the one --output json/yaml document is on stdout.
+	printedDoc bool
 }
 
 // Output formats of --output.
@@ -37,21 +51,25 @@ const (
 	outputYAML = "yaml"
 )
 
-// Main runs the CLI with args and returns the process exit code.
+// Main runs the CLI with the process's arguments, streams and environment,
+// and returns the exit code.
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Run(ctx, iostreams.System(), args)
-}
-
-// Run runs the CLI on the given streams; tests call it directly.
-func Run(ctx context.Context, streams *iostreams.IOStreams, args []string) int {
 	// client-go logs through klog (a watch that ended, a retry); the CLI
 	// reports what matters itself, so keep klog off the user's stderr.
 	klog.SetLogger(logr.Discard())
-	root := NewRootCmd(streams)
+	return Run(ctx, cmdutil.New(iostreams.System(), environ.System()), args)
+}
+
+// Run runs the CLI on f's streams and environment; tests call it directly,
+// many at once.
+func Run(ctx context.Context, f *cmdutil.Factory, args []string) int {
+	defer f.Close()
+	g := &globalOptions{f: f, streams: f.IOStreams, output: outputText}
+	root := newRootCmd(g)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitcode.OK
 	}
@@ -59,18 +77,79 @@ func Run(ctx context.Context, streams *iostreams.IOStreams, args []string) int {
 	if code == exitcode.Failure && isUsageError(err) {
 		code = exitcode.BadInput
 	}
-	printError(streams, err)
+	if g.command == "" && cmd != nil {
+		g.command = commandName(cmd)
+	}
+	g.printError(err, code, args)
 	return code
 }
 
 // printError writes each line of err to stderr prefixed "error: ", so that a
-// joined validation error reads as one line per bad field.
-func printError(streams *iostreams.IOStreams, err error) {
-	for _, line := range strings.Split(err.Error(), "\n") {
+// joined validation error reads as one line per bad field; with --output
+// json or yaml, and no document printed yet, stdout gets one that says so.
+func (g *globalOptions) printError(err error, code int, args []string) {
+	msg := oneLineSuggestion(err.Error())
+	for _, line := range strings.Split(msg, "\n") {
 		if strings.TrimSpace(line) != "" {
-			fmt.Fprintln(streams.ErrOut, streams.Red("error: ")+line)
+			fmt.Fprintln(g.streams.ErrOut, g.streams.Red("error: ")+strings.TrimRight(line, " \t"))
 		}
 	}
+	if g.printedDoc {
+		return
+	}
+	if g.output != outputJSON && g.output != outputYAML {
+		// The flags may not have been parsed (an unknown flag): look.
+		g.output = outputFromArgs(args)
+	}
+	if g.output == outputJSON || g.output == outputYAML {
+		_, _ = g.printDoc(errorDoc{Command: g.command, OK: false, ExitCode: code, Error: msg})
+	}
+}
+
+// oneLineSuggestion turns Cobra's "unknown command" message, which spreads
+// its suggestion over three lines, into one.
+func oneLineSuggestion(msg string) string {
+	head, rest, ok := strings.Cut(msg, "\n\nDid you mean this?\n")
+	if !ok {
+		return msg
+	}
+	var names []string
+	for _, l := range strings.Split(rest, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			names = append(names, l)
+		}
+	}
+	return head + "; did you mean " + strings.Join(names, " or ") + "?"
+}
+
+// errorDoc is the document of a command that failed before it had a result
+// of its own.
+type errorDoc struct {
+	Command  string `json:"command"`
+	OK       bool   `json:"ok"`
+	ExitCode int    `json:"exitCode"`
+	Error    string `json:"error"`
+}
+
+// outputFromArgs finds --output/-o in args that Cobra could not parse.
+func outputFromArgs(args []string) string {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, p := range []string{"--output=", "-o="} {
+			if v, ok := strings.CutPrefix(a, p); ok {
+				return v
+			}
+		}
+		if (a == "--output" || a == "-o") && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, "-o"); ok && v != "" && !strings.HasPrefix(a, "--") {
+			return v
+		}
+	}
+	return outputText
 }
 
 // isUsageError recognises Cobra's own argument errors (unknown command,
@@ -85,9 +164,18 @@ func isUsageError(err error) bool {
 	return false
 }
 
-// NewRootCmd builds the command tree.
+func commandName(c *cobra.Command) string {
+	return strings.TrimSpace(strings.TrimPrefix(c.CommandPath(), c.Root().Name()))
+}
+
+// NewRootCmd builds the command tree on streams and the process's
+// environment (for documentation and completion).
 func NewRootCmd(streams *iostreams.IOStreams) *cobra.Command {
-	g := &globalOptions{streams: streams}
+	return newRootCmd(&globalOptions{f: cmdutil.New(streams, environ.System()), streams: streams, output: outputText})
+}
+
+func newRootCmd(g *globalOptions) *cobra.Command {
+	streams := g.streams
 	root := &cobra.Command{
 		Use:   "vllm-hpa",
 		Short: "Autoscale a vLLM inference server on GKE on its own metrics",
@@ -106,32 +194,44 @@ from HF_TOKEN or --hf-token-file, never from a flag value.
 
 Exit codes:
 ` + exitCodeHelp(),
+		Version:           buildVersion().Version,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		DisableAutoGenTag: true, // docs/commands stays stable between runs
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			if g.noColor {
+			g.command = commandName(cmd)
+			if _, ok := g.f.Env.Lookup("NO_COLOR"); ok || g.noColor || g.f.Env.Get("TERM") == "dumb" {
 				streams.DisableColor()
 			}
 			switch g.output {
 			case outputText, outputJSON, outputYAML:
 			default:
-				return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --output %q: must be one of text, json, yaml", g.output))
+				bad := g.output
+				g.output = outputText
+				return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --output %q: must be one of text, json, yaml", bad))
+			}
+			if g.verbose >= 2 {
+				g.f.Trace = func(rc *rest.Config) { rc.Wrap(output.TraceTransport(streams.ErrOut)) }
 			}
 			return nil
 		},
 	}
+	root.SetVersionTemplate("vllm-hpa {{.Version}}\n")
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		g.command = commandName(c)
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("%w (see %s --help)", err, c.CommandPath()))
 	})
+	// A mistyped command: one clear line with the suggestion.
+	root.SuggestionsMinimumDistance = 2
 
 	pf := root.PersistentFlags()
 	pf.StringVarP(&g.output, "output", "o", outputText, "output format: text, json or yaml (results on stdout, progress on stderr)")
 	pf.BoolVar(&g.noColor, "no-color", false, "no colour in progress output (also NO_COLOR)")
 	pf.CountVarP(&g.verbose, "verbose", "v", "more detail on stderr: -v the effective configuration, -vv each API call")
-	config.AddFlags(pf)
+	config.AddGlobalFlags(pf)
+	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion(outputText, outputJSON, outputYAML))
 
 	root.AddGroup(&cobra.Group{ID: "steps", Title: "Walkthrough steps (in order):"},
 		&cobra.Group{ID: "stack", Title: "Whole stack:"})
@@ -139,12 +239,35 @@ Exit codes:
 		c.GroupID = "steps"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newUpCmd(g), newVerifyCmd(g), newStatusCmd(g), newLoadCmd(g), newCleanupCmd(g), newRenderCmd(g)} {
+	for _, c := range []*cobra.Command{newUpCmd(g, nil), newVerifyCmd(g, nil), newStatusCmd(g, nil), newLoadCmd(g, nil), newCleanupCmd(g, nil), newRenderCmd(g, nil)} {
 		c.GroupID = "stack"
 		root.AddCommand(c)
 	}
-	root.AddCommand(newConfigCmd(g), newVersionCmd(g), newSimCmd(g))
+	root.AddCommand(newConfigCmd(g), newVersionCmd(g), newSimCmd(g, nil), newOptionsCmd(g))
+	// Cobra lists a group's commands alphabetically; the walkthrough's
+	// steps read best in their order.
+	root.InitDefaultVersionFlag()
+	plainBools(root)
+	root.SetUsageTemplate(withGlobalFlagsHint(strings.Replace(root.UsageTemplate(), `{{range $cmds}}{{if (and (eq .GroupID $group.ID) (or .IsAvailableCommand (eq .Name "help")))}}`,
+		`{{range (ordered $cmds)}}{{if (and (eq .GroupID $group.ID) (or .IsAvailableCommand (eq .Name "help")))}}`, 1)))
 	return root
+}
+
+func init() {
+	cobra.AddTemplateFunc("ordered", func(cmds []*cobra.Command) []*cobra.Command {
+		rank := map[string]int{}
+		for i, s := range stack.Order {
+			rank[s] = i + 1
+		}
+		out := append([]*cobra.Command(nil), cmds...)
+		// Steps first, in the walkthrough's order; the rest as Cobra had them.
+		for i := 1; i < len(out); i++ {
+			for j := i; j > 0 && rank[out[j].Name()] != 0 && (rank[out[j-1].Name()] == 0 || rank[out[j].Name()] < rank[out[j-1].Name()]); j-- {
+				out[j], out[j-1] = out[j-1], out[j]
+			}
+		}
+		return out
+	})
 }
 
 func exitCodeHelp() string {
@@ -155,29 +278,38 @@ func exitCodeHelp() string {
 	return b.String()
 }
 
-// loadConfig loads and validates the configuration from cmd's flags. Every
-// command that acts calls it before its first API call, so bad input never
-// changes anything. At -v it shows the effective configuration on stderr.
-func (g *globalOptions) loadConfig(cmd *cobra.Command) (*config.Config, error) {
-	return g.loadConfigFor(cmd, true)
+// fixedCompletion completes a flag from a fixed list.
+func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return values, cobra.ShellCompDirectiveNoFileComp
+	}
 }
 
-// loadConfigFor is loadConfig for commands that may need no project.
-func (g *globalOptions) loadConfigFor(cmd *cobra.Command, needProject bool) (*config.Config, error) {
-	cfg, err := config.Load(cmd.Flags())
-	if err == nil && needProject {
-		err = cfg.Validate()
-	} else if err == nil {
-		err = cfg.ValidateWithoutProject()
-	}
+// loadConfig loads the configuration from cmd's flags and the command's
+// environment (no validation: see validateConfig), registers the token
+// with the output's scrubber, and at -v shows the result on stderr.
+func (g *globalOptions) loadConfig(cmd *cobra.Command) (*config.Config, error) {
+	cfg, err := config.Load(cmd.Flags(), g.f.Env)
 	if err != nil {
 		return nil, exitcode.With(exitcode.BadInput, err)
 	}
+	g.streams.Secrets.Add(cfg.HFTokenValue())
 	if g.verbose >= 1 {
 		fmt.Fprintln(g.streams.ErrOut, "effective configuration:")
 		writeConfigText(g.streams.ErrOut, cfg, "  ")
 	}
 	return cfg, nil
+}
+
+// validateConfig validates cfg, with or without a required project.
+func validateConfig(cfg *config.Config, needProject bool) error {
+	var err error
+	if needProject {
+		err = cfg.Validate()
+	} else {
+		err = cfg.ValidateWithoutProject()
+	}
+	return exitcode.With(exitcode.BadInput, err)
 }
 
 // noArgs is cobra.NoArgs with a bad-input exit code.
@@ -193,10 +325,15 @@ func noArgs(cmd *cobra.Command, args []string) error {
 func (g *globalOptions) printDoc(v any) (bool, error) {
 	switch g.output {
 	case outputJSON:
-		enc := json.NewEncoder(g.streams.Out)
-		enc.SetIndent("", "  ")
-		return true, enc.Encode(v)
+		g.printedDoc = true
+		b, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return true, err
+		}
+		_, err = g.streams.Out.Write(append(b, '\n'))
+		return true, err
 	case outputYAML:
+		g.printedDoc = true
 		y, err := yaml.Marshal(v)
 		if err != nil {
 			return true, err

@@ -93,5 +93,9 @@ func TestJSONOutputsMatchSchema(t *testing.T) {
 	}
 	kubeRun(t, inst, cleanupKube...)
 	_, out, _ = kubeRun(t, inst, "status", "-o", "json")
-	strict(t, out, &map[string][]statusStep{})
+	var st statusJSON
+	strict(t, out, &st)
+	if st.Command != "status" || len(st.Steps) != 5 {
+		t.Errorf("status document: %+v", st)
+	}
 }

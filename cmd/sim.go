@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,9 +16,44 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
 )
 
-func newSimCmd(g *globalOptions) *cobra.Command {
-	cfg := vllmsim.DefaultConfig()
-	var listen string
+type simOptions struct {
+	*globalOptions
+	cfg    vllmsim.Config
+	listen string
+}
+
+// Validate checks the simulator's flags before it listens.
+func (o *simOptions) Validate() error {
+	bad := func(flag, value, allowed string) error {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))
+	}
+	c := o.cfg
+	switch {
+	case c.OutputTokens < 1 || c.OutputTokens > 1<<20:
+		return bad("output-tokens", fmt.Sprint(c.OutputTokens), "between 1 and 1048576")
+	case c.MaxNumSeqs < 1 || c.MaxNumSeqs > 100000:
+		return bad("max-num-seqs", fmt.Sprint(c.MaxNumSeqs), "between 1 and 100000")
+	case c.TokenLatency < 0 || c.TokenLatency > time.Minute:
+		return bad("token-latency", c.TokenLatency.String(), "between 0 and 1m")
+	case strings.TrimSpace(c.Model) == "":
+		return bad("sim-model", c.Model, "a model id such as google/gemma-3-1b-it")
+	}
+	host, port, err := net.SplitHostPort(o.listen)
+	if err != nil {
+		return bad("listen", o.listen, "host:port, such as 127.0.0.1:8081")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return bad("listen", o.listen, "host:port with a port between 0 and 65535")
+	}
+	if host != "" && net.ParseIP(host) == nil && host != "localhost" {
+		return bad("listen", o.listen, "an IP address or localhost and a port, such as 127.0.0.1:8081")
+	}
+	return nil
+}
+
+func newSimCmd(g *globalOptions, runF func(*simOptions) error) *cobra.Command {
+	o := &simOptions{globalOptions: g, cfg: vllmsim.DefaultConfig()}
+	cfg := &o.cfg
 	c := &cobra.Command{
 		Use:   "sim",
 		Short: "Run a vLLM simulator (OpenAI API and vLLM's /metrics) to rehearse without a GPU",
@@ -29,14 +66,17 @@ rises under load as it does in vLLM. Runs until Ctrl+C.`,
 		Example: "  vllm-hpa sim --listen 127.0.0.1:8081 &\n  vllm-hpa load --endpoint http://127.0.0.1:8081 --rate 5 --duration 30s",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if cfg.OutputTokens < 1 || cfg.MaxNumSeqs < 1 || cfg.TokenLatency < 0 || cfg.Model == "" {
-				return exitcode.With(exitcode.BadInput, errors.New("invalid simulator: --output-tokens and --max-num-seqs must be >= 1, --token-latency >= 0, --sim-model set"))
+			if err := o.Validate(); err != nil {
+				return err
 			}
-			l, err := net.Listen("tcp", listen)
+			if runF != nil {
+				return runF(o)
+			}
+			l, err := net.Listen("tcp", o.listen)
 			if err != nil {
-				return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --listen %q: %w", listen, err))
+				return exitcode.With(exitcode.Precondition, fmt.Errorf("cannot listen on --listen %q: %w", o.listen, err))
 			}
-			srv := &http.Server{Handler: vllmsim.New(cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: vllmsim.New(*cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
 			fmt.Fprintf(g.streams.ErrOut, "vLLM simulator for %s on http://%s (%d tokens x %s, %d at once); Ctrl+C stops\n",
 				cfg.Model, l.Addr(), cfg.OutputTokens, cfg.TokenLatency, cfg.MaxNumSeqs)
 			go func() {
@@ -52,7 +92,7 @@ rises under load as it does in vLLM. Runs until Ctrl+C.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&listen, "listen", "127.0.0.1:8081", "address to listen on")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8081", "address to listen on")
 	f.StringVar(&cfg.Model, "sim-model", cfg.Model, "model id the simulator serves")
 	f.DurationVar(&cfg.TokenLatency, "token-latency", cfg.TokenLatency, "time per generated token")
 	f.IntVar(&cfg.OutputTokens, "output-tokens", cfg.OutputTokens, "tokens per answer (unless max_tokens is smaller)")

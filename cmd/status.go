@@ -3,24 +3,42 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
+// The states an object of the stack can be in, as status reports them.
+const (
+	statePresent = "present" // this instance's (or a shared part it uses)
+	stateShared  = "shared"  // a shared part other instances use, not this one
+	stateAdopted = "adopted" // taken over with --adopt
+	stateForeign = "foreign" // exists, not vllm-hpa's
+	stateOther   = "other"   // another instance's
+	stateAbsent  = "absent"
+	stateUnknown = "unknown" // could not be read (see error)
+)
+
 // statusObject is one object of a step and whether it is there.
 type statusObject struct {
-	Kind      string `json:"kind"`
-	Namespace string `json:"namespace,omitempty"`
-	Name      string `json:"name"`
-	// State: present (vllm-hpa's), foreign (exists, not vllm-hpa's), absent.
-	State string `json:"state"`
+	Kind      string   `json:"kind"`
+	Namespace string   `json:"namespace,omitempty"`
+	Name      string   `json:"name"`
+	State     string   `json:"state"`
+	Users     []string `json:"users,omitempty"` // instances using a shared part
+	Owner     string   `json:"owner,omitempty"` // who holds a foreign or other object
+	Error     string   `json:"error,omitempty"`
 }
 
 type statusStep struct {
@@ -30,41 +48,132 @@ type statusStep struct {
 	Error   string         `json:"error,omitempty"`
 }
 
-func newStatusCmd(g *globalOptions) *cobra.Command {
-	o := &runOptions{globalOptions: g, command: "status", steps: stack.Order}
-	return &cobra.Command{
+// statusJSON is status's --output json document.
+type statusJSON struct {
+	Command  string       `json:"command"`
+	OK       bool         `json:"ok"`
+	ExitCode int          `json:"exitCode"`
+	Error    string       `json:"error,omitempty"`
+	Steps    []statusStep `json:"steps"`
+}
+
+type statusOptions struct {
+	stackOptions
+}
+
+func newStatusCmd(g *globalOptions, runF func(*statusOptions) error) *cobra.Command {
+	o := &statusOptions{stackOptions{globalOptions: g, command: "status", steps: stack.Order}}
+	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show every step's objects and conditions in one table (read-only)",
 		Long: `Read, in parallel and without changing anything, every object of every step
-(present, absent, or existing but not vllm-hpa's) and every step's checks,
-and print them as one table (or --output json/yaml).`,
+and every step's checks, and print them as one table (or --output json/yaml).
+An object is present (this instance's, or a shared part it uses), shared
+(used by other instances only), adopted, foreign (not vllm-hpa's), other
+(another instance's), absent, or unknown (could not be read). Exits 0 when
+everything could be read, 3 when a check fails, and 5 when the cluster
+cannot be reached.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Complete(cmd); err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			deps, closeDeps, err := o.dependenciesGCP(ctx, nil, o.steps, true)
-			if err != nil {
+			if err := o.stackOptions.Validate(); err != nil {
 				return err
 			}
-			defer closeDeps()
-			steps := readStatus(ctx, o, stack.New(o.cfg, deps), deps.Kube)
-			return printStatus(o, steps)
+			if runF != nil {
+				return runF(o)
+			}
+			return o.Run(cmd.Context())
 		},
 	}
+	config.AddStepFlags(c.Flags())
+	registerEnumCompletions(c)
+	return c
 }
 
-// readStatus reads every step's objects and checks concurrently.
-func readStatus(ctx context.Context, o *runOptions, s *stack.Stack, k *kube.Client) []statusStep {
+// Run reads every step and prints the table.
+func (o *statusOptions) Run(ctx context.Context) error {
+	deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{IAM: true, GCPOptional: true}, nil)
+	if err != nil {
+		return err
+	}
+	// A cluster that does not answer fails here, fast, not as a table of
+	// unknowns.
+	if _, err := deps.Kube.Discovery.ServerVersion(); err != nil {
+		return exitcode.With(exitcode.Precondition, unreachable(o.cfg, err))
+	}
+	steps := readStatus(ctx, o.cfg, stack.New(o.cfg, deps), deps.Kube)
+	runErr := statusError(steps)
+	doc := statusJSON{Command: "status", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Steps: steps}
+	if runErr != nil {
+		doc.Error = runErr.Error()
+	}
+	if done, err := o.printDoc(doc); done {
+		if err != nil {
+			return err
+		}
+		return runErr
+	}
+	if err := printStatusTable(o.streams.Out, steps); err != nil {
+		return err
+	}
+	return runErr
+}
+
+// unreachable explains a cluster that does not answer.
+func unreachable(cfg *config.Config, err error) error {
+	via := "the kubeconfig's current context"
+	if cfg.Kube.Context != "" {
+		via = "context " + cfg.Kube.Context
+	}
+	if cmdutil.ViaGKE(cfg) {
+		via = "cluster " + cfg.Cluster + " in " + cfg.Location
+	}
+	return fmt.Errorf("the cluster does not answer (%s): %v; check that it is running and reachable from here, the context, and your credentials", via, err)
+}
+
+// statusError: a step that could not be read fails the command (1); a
+// failed check exits 3.
+func statusError(steps []statusStep) error {
+	var failed []step.Result
+	for _, s := range steps {
+		if s.Error != "" {
+			return fmt.Errorf("%s: %s", s.Step, s.Error)
+		}
+		for _, o := range s.Objects {
+			if o.State == stateUnknown {
+				return fmt.Errorf("%s: %s: %s", s.Step, objectRef(o.Kind, o.Namespace, o.Name), o.Error)
+			}
+		}
+		for _, c := range s.Checks {
+			if !c.OK {
+				failed = append(failed, c)
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return &step.Failed{Results: failed}
+	}
+	return nil
+}
+
+// readStatus reads every step's objects and checks concurrently; each
+// goroutine writes only its own entries.
+func readStatus(ctx context.Context, cfg *config.Config, s *stack.Stack, k *kube.Client) []statusStep {
 	out := make([]statusStep, len(stack.Order))
-	owner := kube.Owner{render.ManagedByLabel: render.ManagedByValue, render.InstanceLabel: o.cfg.Instance}
 	var wg sync.WaitGroup
 	for i, name := range stack.Order {
 		out[i] = statusStep{Step: name, Objects: []statusObject{}, Checks: []step.Result{}}
 		st, _ := s.Step(name)
+		plan, err := st.Plan(ctx)
+		if err != nil {
+			out[i].Error = err.Error()
+			continue
+		}
+		out[i].Objects = make([]statusObject, len(plan.Objects))
 		wg.Add(1)
-		go func() {
+		go func() { // the only writer of out[i].Checks and out[i].Error
 			defer wg.Done()
 			results, err := st.Check(ctx)
 			out[i].Checks = append(out[i].Checks, results...)
@@ -72,29 +181,19 @@ func readStatus(ctx context.Context, o *runOptions, s *stack.Stack, k *kube.Clie
 				out[i].Error = err.Error()
 			}
 		}()
-		plan, err := st.Plan(ctx)
-		if err != nil {
-			out[i].Error = err.Error()
-			continue
-		}
-		out[i].Objects = make([]statusObject, len(plan.Objects))
+		shared := render.SharedSteps[name]
 		for j, obj := range plan.Objects {
 			out[i].Objects[j] = statusObject{Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName()}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				live, err := k.Get(ctx, obj)
 				so := &out[i].Objects[j]
-				switch {
-				case err != nil:
-					so.State = "unknown: " + err.Error()
-				case live == nil:
-					so.State = "absent"
-				case owner.Owns(live):
-					so.State = "present"
-				default:
-					so.State = "foreign"
+				live, err := k.Get(ctx, obj)
+				if err != nil {
+					so.State, so.Error = stateUnknown, err.Error()
+					return
 				}
+				so.State, so.Users, so.Owner = objectState(owner.Judge(live, cfg.Instance, shared))
 			}()
 		}
 	}
@@ -102,15 +201,34 @@ func readStatus(ctx context.Context, o *runOptions, s *stack.Stack, k *kube.Clie
 	return out
 }
 
-func printStatus(o *runOptions, steps []statusStep) error {
-	if done, err := o.printDoc(map[string]any{"steps": steps}); done {
-		return err
+// objectState names a judgement as status shows it.
+func objectState(j owner.Judgement) (state string, users []string, who string) {
+	switch j.Verdict {
+	case owner.Absent:
+		return stateAbsent, nil, ""
+	case owner.Foreign:
+		return stateForeign, nil, j.Owner
+	case owner.Other:
+		return stateOther, nil, j.Owner
+	case owner.Shared:
+		return stateShared, j.Users, ""
 	}
-	w := tabwriter.NewWriter(o.streams.Out, 0, 4, 2, ' ', 0)
+	if j.Adopted {
+		return stateAdopted, j.Users, ""
+	}
+	return statePresent, j.Users, ""
+}
+
+func printStatusTable(w0 interface{ Write([]byte) (int, error) }, steps []statusStep) error {
+	w := tabwriter.NewWriter(w0, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "STEP\tOBJECT OR CHECK\tSTATE\tDETAIL")
 	for _, s := range steps {
 		for _, obj := range s.Objects {
-			fmt.Fprintf(w, "%s\t%s\t%s\t\n", s.Step, objectRef(obj.Kind, obj.Namespace, obj.Name), obj.State)
+			detail := obj.Owner + obj.Error
+			if len(obj.Users) > 0 {
+				detail = "used by " + strings.Join(obj.Users, ", ")
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Step, objectRef(obj.Kind, obj.Namespace, obj.Name), obj.State, detail)
 		}
 		for _, c := range s.Checks {
 			state := "ok"
@@ -120,7 +238,7 @@ func printStatus(o *runOptions, steps []statusStep) error {
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Step, "check: "+c.Check, state, c.Message)
 		}
 		if s.Error != "" {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Step, "(error)", "unknown", s.Error)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Step, "(error)", stateUnknown, s.Error)
 		}
 	}
 	return w.Flush()

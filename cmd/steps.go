@@ -3,15 +3,15 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/rest"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
-	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
-	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -35,9 +35,11 @@ generation (and healthy targets where target status is on).`},
 	{"adapter", "Install the Custom Metrics Stackdriver Adapter",
 		`Install the Custom Metrics Stackdriver Adapter (namespace, service account,
 RBAC, Deployment, Service, the custom and external metrics APIServices), then
-wait for the Deployment and all three APIServices to be Available. An
-APIService served by another metrics provider is reported before anything is
-written and left alone unless --force-conflicts is given.`},
+wait for the Deployment and all three APIServices to be Available. The
+adapter is one per cluster, shared by every vllm-hpa instance on it: each
+instance that uses it is recorded on its objects. An APIService served by
+another metrics provider is reported before anything is written and left
+alone unless --adopt --force-conflicts is given.`},
 	{"identity", "Give the adapter Workload Identity to read Cloud Monitoring",
 		`Give the adapter's Kubernetes service account Workload Identity.
 
@@ -46,32 +48,47 @@ account if missing, grant it roles/monitoring.viewer on the project, let the
 adapter's KSA impersonate it (roles/iam.workloadIdentityUser) and annotate
 the KSA. direct mode: grant roles/monitoring.viewer straight to the KSA's
 Workload Identity Federation principal. Every IAM change adds only this
-stack's member, by an etag-guarded read-modify-write.`},
+stack's member, by an etag-guarded read-modify-write. A changed identity
+restarts the adapter's pods.`},
 	{"hpa", "Create the HorizontalPodAutoscaler on the vLLM metric",
 		`Create or update the HPA that scales the vLLM Deployment on
 prometheus.googleapis.com|<metric>|gauge, then wait until it is AbleToScale and
 ScalingActive with ValidMetricFound, showing the current value.`},
 }
 
-// runOptions are the options of a command that runs steps.
-type runOptions struct {
+// stackOptions are the options of a command that applies, or deletes, steps.
+type stackOptions struct {
 	*globalOptions
 	command      string
 	steps        []string
 	dryRun       bool
 	timeout      time.Duration
-	keepWorkload bool // cleanup
+	skip         []string // up and cleanup: steps left out
+	keepWorkload bool     // cleanup
 	cfg          *config.Config
 }
 
-func (o *runOptions) addFlags(c *cobra.Command, what string) {
-	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what "+what+" (objects and Google API calls) and change nothing")
+func (o *stackOptions) addFlags(c *cobra.Command, what string) {
+	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what "+what+" and change nothing")
 	c.Flags().DurationVar(&o.timeout, "timeout", 0, "how long each step waits for its conditions (default: the step's timeouts.* setting)")
 }
 
-// Complete loads and validates the configuration.
-func (o *runOptions) Complete(cmd *cobra.Command) (err error) {
-	if o.cfg, err = o.loadConfig(cmd); err != nil {
+func (o *stackOptions) addSkipFlag(c *cobra.Command) {
+	c.Flags().StringSliceVar(&o.skip, "skip", nil, "steps to leave out, e.g. --skip identity to use only Kubernetes (no Google credentials needed)")
+	_ = c.RegisterFlagCompletionFunc("skip", fixedCompletion(stack.Order...))
+}
+
+// Complete loads the configuration.
+func (o *stackOptions) Complete(cmd *cobra.Command) (err error) {
+	o.cfg, err = o.loadConfig(cmd)
+	return err
+}
+
+// Validate checks every input before any client exists: the
+// configuration, the flags, the steps, the token deploy needs, and that
+// the kubeconfig names a usable context.
+func (o *stackOptions) Validate() error {
+	if err := validateConfig(o.cfg, true); err != nil {
 		return err
 	}
 	if o.timeout < 0 {
@@ -81,30 +98,41 @@ func (o *runOptions) Complete(cmd *cobra.Command) (err error) {
 		t := &o.cfg.Timeouts
 		t.Deploy, t.Monitor, t.Adapter, t.HPA, t.Cleanup = o.timeout, o.timeout, o.timeout, o.timeout, o.timeout
 	}
-	return nil
+	for _, s := range o.skip {
+		if !slices.Contains(stack.Order, s) {
+			return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --skip %q: must be one of %s", s, strings.Join(stack.Order, ", ")))
+		}
+	}
+	o.steps = slices.DeleteFunc(o.steps, func(s string) bool { return slices.Contains(o.skip, s) })
+	if o.command != "cleanup" && !o.dryRun && slices.Contains(o.steps, "deploy") && o.cfg.HFTokenValue() == "" {
+		return exitcode.With(exitcode.BadInput, stack.ErrTokenMissing)
+	}
+	if o.dryRun && o.command != "cleanup" {
+		return nil // a plan reads nothing
+	}
+	return o.f.CheckConnection(o.cfg)
+}
+
+func (o *stackOptions) need() cmdutil.Need {
+	return cmdutil.Need{IAM: slices.Contains(o.steps, "identity")}
 }
 
 // Run applies (or, for cleanup, deletes) the steps in order.
-func (o *runOptions) Run(ctx context.Context) error {
-	if o.dryRun {
-		s := stack.New(o.cfg, stack.Deps{})
-		return o.printPlans(ctx, s, o.steps)
+func (o *stackOptions) Run(ctx context.Context) error {
+	if o.dryRun && o.command != "cleanup" {
+		return o.printPlans(ctx, stack.New(o.cfg, stack.Deps{}), o.steps)
 	}
-	if o.command != "cleanup" {
-		if err := stack.New(o.cfg, stack.Deps{}).Preflight(o.steps); err != nil {
-			return err
-		}
+	if o.dryRun {
+		return o.printDeletePlans(ctx)
 	}
 	rec := output.NewRecorder(o.streams)
 	defer rec.Close()
 	start := time.Now()
-	deps, closeDeps, err := o.dependencies(ctx, rec, o.steps)
+	deps, err := o.f.Connect(ctx, o.cfg, o.need(), rec)
 	if err != nil {
-		return err
+		return o.printRun(rec, start, withIdentityHint(err, o.steps))
 	}
-	defer closeDeps()
 	s := stack.New(o.cfg, deps)
-	var runErr error
 	if o.command != "cleanup" && o.cfg.Cluster != "" {
 		// The cluster's preconditions, before anything changes.
 		rec.StepStarted("preconditions")
@@ -114,6 +142,7 @@ func (o *runOptions) Run(ctx context.Context) error {
 			return o.printRun(rec, start, err)
 		}
 	}
+	var runErr error
 	for _, name := range o.steps {
 		st, err := s.Step(name)
 		if err != nil {
@@ -134,69 +163,13 @@ func (o *runOptions) Run(ctx context.Context) error {
 	return o.printRun(rec, start, runErr)
 }
 
-// dependencies opens the connections the steps need: Kubernetes always;
-// the Google APIs when the identity step runs or a cluster is named (for
-// its preconditions, and to connect through the container API when no
-// kubeconfig or context is given: what CI pipelines want, no kubeconfig
-// and no gcloud).
-func (o *runOptions) dependencies(ctx context.Context, rec *output.Recorder, steps []string) (stack.Deps, func(), error) {
-	return o.dependenciesGCP(ctx, rec, steps, false)
-}
-
-// dependenciesGCP is dependencies where, with gcpOptional, Google APIs that
-// cannot be reached (no credentials) leave the identity step to report it
-// rather than stop a read-only command.
-func (o *runOptions) dependenciesGCP(ctx context.Context, rec *output.Recorder, steps []string, gcpOptional bool) (stack.Deps, func(), error) {
-	deps := stack.Deps{ForceConflicts: o.cfg.Kube.ForceConflicts}
-	if rec != nil {
-		deps.Report = rec
+// withIdentityHint adds, to a failure to reach the Google APIs, that the
+// Kubernetes-only steps run without them.
+func withIdentityHint(err error, steps []string) error {
+	if slices.Contains(steps, "identity") && exitcode.Of(err) == exitcode.Precondition && strings.Contains(err.Error(), "credentials") {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("%w; the identity step needs Google credentials: give them, or leave it out with --skip identity", err))
 	}
-	closer := func() {}
-	kc := o.cfg.Kube
-	viaGKE := o.cfg.Cluster != "" && kc.Kubeconfig == "" && kc.Context == ""
-	gopts := gcp.Options{Impersonate: o.cfg.Identity.ImpersonateAccount}
-	if viaGKE {
-		ts, err := gcp.TokenSource(ctx, gopts)
-		if err != nil {
-			return deps, closer, exitcode.With(exitcode.Precondition, err)
-		}
-		gopts.TokenSource = ts
-	}
-	if contains(steps, "identity") || o.cfg.Cluster != "" {
-		e := o.cfg.Endpoints
-		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container}, contains(steps, "identity"))
-		switch {
-		case err != nil && gcpOptional && !viaGKE:
-			deps.GCPError = err
-		case err != nil:
-			return deps, closer, exitcode.With(exitcode.Precondition, err)
-		default:
-			deps.GCP, closer = g, g.Close
-		}
-	}
-	var rc *rest.Config
-	var err error
-	if viaGKE {
-		if deps.Cluster, err = deps.GCP.Cluster(ctx, o.cfg.Project, o.cfg.Location, o.cfg.Cluster); err == nil {
-			rc, err = gcp.RESTConfig(deps.Cluster, gopts.TokenSource)
-		}
-	} else {
-		rc, err = kube.RESTConfigFromKubeconfig(kube.KubeconfigOptions{Path: kc.Kubeconfig, Context: kc.Context})
-	}
-	if err == nil {
-		if o.verbose >= 2 {
-			rc.Wrap(output.TraceTransport(o.streams.ErrOut))
-		}
-		deps.Kube, err = kube.New(rc)
-	}
-	if err != nil {
-		closer()
-		if exitcode.Of(err) == exitcode.Failure {
-			err = exitcode.With(exitcode.Precondition, err)
-		}
-		return deps, func() {}, err
-	}
-	return deps, closer, nil
+	return err
 }
 
 // runJSON is the --output json/yaml document of a run.
@@ -209,7 +182,7 @@ type runJSON struct {
 	Steps    []*output.StepRecord `json:"steps"`
 }
 
-func (o *runOptions) printRun(rec *output.Recorder, start time.Time, runErr error) error {
+func (o *stackOptions) runDoc(rec *output.Recorder, start time.Time, runErr error) runJSON {
 	doc := runJSON{
 		Command: o.command, OK: runErr == nil, ExitCode: exitcode.Of(runErr),
 		Seconds: time.Since(start).Round(time.Millisecond).Seconds(), Steps: rec.Steps(),
@@ -226,106 +199,166 @@ func (o *runOptions) printRun(rec *output.Recorder, start time.Time, runErr erro
 			doc.Steps = append(doc.Steps, &output.StepRecord{Step: name, Actions: []string{}, Checks: []step.Result{}, Status: "not-run"})
 		}
 	}
+	return doc
+}
+
+func (o *stackOptions) printRun(rec *output.Recorder, start time.Time, runErr error) error {
+	doc := o.runDoc(rec, start, runErr)
 	if done, err := o.printDoc(doc); done {
 		if err != nil {
 			return err
 		}
-	} else {
-		status := "done"
-		if runErr != nil {
-			status = "stopped"
-		}
-		var left []string
-		for _, s := range doc.Steps {
-			if s.Status == "not-run" {
-				left = append(left, s.Step)
-			}
-		}
-		fmt.Fprintf(o.streams.Out, "%s %s in %.1fs", o.command, status, doc.Seconds)
-		if len(left) > 0 {
-			fmt.Fprintf(o.streams.Out, "; not run: %v", left)
-		}
-		fmt.Fprintln(o.streams.Out)
+		return runErr
 	}
+	rec.Close() // no live line under the result
+	status := "done"
+	if runErr != nil {
+		status = "failed"
+		if exitcode.Of(runErr) == exitcode.Interrupted {
+			status = "interrupted"
+		}
+	}
+	var left []string
+	for _, s := range doc.Steps {
+		if s.Status == "not-run" {
+			left = append(left, s.Step)
+		}
+	}
+	fmt.Fprintf(o.streams.Out, "%s %s in %.1fs", o.command, status, doc.Seconds)
+	if len(left) > 0 {
+		fmt.Fprintf(o.streams.Out, "; not run: %s", strings.Join(left, ", "))
+	}
+	fmt.Fprintln(o.streams.Out)
 	return runErr
+}
+
+// runStack is the RunE of a command built on stackOptions: Complete,
+// Validate, then runF (tests) or Run.
+func runStack(o *stackOptions, runF func(*stackOptions) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := o.Complete(cmd); err != nil {
+			return err
+		}
+		if err := o.Validate(); err != nil {
+			return err
+		}
+		if runF != nil {
+			return runF(o)
+		}
+		return o.Run(cmd.Context())
+	}
 }
 
 func newStepCmds(g *globalOptions) []*cobra.Command {
 	var cmds []*cobra.Command
 	for _, info := range stepInfos {
-		o := &runOptions{globalOptions: g, command: info.name, steps: []string{info.name}}
-		c := &cobra.Command{
-			Use:   info.name,
-			Short: info.short,
-			Long:  info.long,
-			Args:  noArgs,
-			RunE:  o.runE,
-		}
-		o.addFlags(c, "this step would create or change")
-		cmds = append(cmds, c)
+		cmds = append(cmds, newStepCmd(g, info, nil))
 	}
 	return cmds
 }
 
-func (o *runOptions) runE(cmd *cobra.Command, args []string) error {
-	if err := o.Complete(cmd); err != nil {
-		return err
+func newStepCmd(g *globalOptions, info stepInfo, runF func(*stackOptions) error) *cobra.Command {
+	o := &stackOptions{globalOptions: g, command: info.name, steps: []string{info.name}}
+	c := &cobra.Command{
+		Use:   info.name,
+		Short: info.short,
+		Long:  info.long,
+		Args:  noArgs,
+		RunE:  runStack(o, runF),
 	}
-	return o.Run(cmd.Context())
+	o.addFlags(c, "this step would create or change (objects and Google API calls)")
+	config.AddStepFlags(c.Flags(), info.name)
+	registerEnumCompletions(c)
+	return c
 }
 
-func newUpCmd(g *globalOptions) *cobra.Command {
-	o := &runOptions{globalOptions: g, command: "up", steps: stack.Order}
+func newUpCmd(g *globalOptions, runF func(*stackOptions) error) *cobra.Command {
+	o := &stackOptions{globalOptions: g, command: "up", steps: slices.Clone(stack.Order)}
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Run every step in the walkthrough's order: deploy, monitor, adapter, identity, hpa",
 		Long: `Run every step in the walkthrough's order (deploy, monitor, adapter, identity,
-hpa). Each step is idempotent: a re-run changes nothing that is already right.`,
-		Args: noArgs,
-		RunE: o.runE,
+hpa). Each step is idempotent: a re-run changes nothing that is already right.
+--skip leaves steps out (--skip identity needs no Google credentials).`,
+		Example: "  vllm-hpa up --project my-proj\n  vllm-hpa up --project my-proj --skip identity",
+		Args:    noArgs,
+		RunE:    runStack(o, runF),
 	}
-	o.addFlags(c, "every step would create or change")
+	o.addFlags(c, "every step would create or change (objects and Google API calls)")
+	o.addSkipFlag(c)
+	config.AddStepFlags(c.Flags())
+	registerEnumCompletions(c)
 	return c
 }
 
-func newCleanupCmd(g *globalOptions) *cobra.Command {
-	o := &runOptions{globalOptions: g, command: "cleanup"}
+func newCleanupCmd(g *globalOptions, runF func(*stackOptions) error) *cobra.Command {
+	o := &stackOptions{globalOptions: g, command: "cleanup"}
 	c := &cobra.Command{
 		Use:   "cleanup [STEP...]",
 		Short: "Delete what vllm-hpa created, in reverse order, and nothing else",
 		Long: `Delete the stack in reverse order (hpa, identity, adapter, monitor, deploy),
 or only the named steps (still in reverse order).
-Only objects carrying the ownership label app.kubernetes.io/managed-by=vllm-hpa
-and this instance's label are deleted, and each is waited for until it is
-gone; a namespace that holds objects vllm-hpa did not create is left in place.
-IAM changes remove only this stack's members; the Google service account is
-deleted only if vllm-hpa created it. A second run changes nothing.`,
-		Example:   "  vllm-hpa cleanup --project my-proj\n  vllm-hpa cleanup hpa adapter --project my-proj",
-		ValidArgs: stack.Order,
+
+Only what this instance created is deleted, and each deletion is waited for
+until the object is gone. Objects vllm-hpa did not create, and another
+instance's, are left in place; an object adopted with --adopt keeps
+everything but vllm-hpa's labels and fields. The adapter and the Google
+service account are shared by every instance that uses them: this instance
+leaves them, and the last one deletes them. A namespace is deleted only if
+vllm-hpa created it and a scan of every resource type finds nothing else in
+it. IAM changes remove only this stack's members. --dry-run reads what is
+there and prints what would be deleted, released or kept. A second run
+changes nothing.`,
+		Example:           "  vllm-hpa cleanup --project my-proj\n  vllm-hpa cleanup --project my-proj --dry-run\n  vllm-hpa cleanup hpa adapter --project my-proj",
+		ValidArgsFunction: stepArgCompletion,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, a := range args {
-				if !contains(stack.Order, a) {
-					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %v", a, stack.Order))
+				if !slices.Contains(stack.Order, a) {
+					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %s", a, strings.Join(stack.Order, ", ")))
 				}
 			}
 			o.steps = nil
 			for _, name := range reversed(stack.Order) {
-				if (len(args) == 0 || contains(args, name)) && !(o.keepWorkload && name == "deploy") {
+				if (len(args) == 0 || slices.Contains(args, name)) && !(o.keepWorkload && name == "deploy") {
 					o.steps = append(o.steps, name)
 				}
 			}
-			return o.runE(cmd, nil)
+			return runStack(o, runF)(cmd, nil)
 		},
 	}
-	o.addFlags(c, "would be deleted")
+	o.addFlags(c, "would be deleted, released or kept (it reads the cluster and the project)")
+	o.addSkipFlag(c)
 	c.Flags().BoolVar(&o.keepWorkload, "keep-workload", false, "keep the vLLM Deployment, Service and Secret")
+	config.AddStepFlags(c.Flags())
+	registerEnumCompletions(c)
 	return c
 }
 
-func reversed(in []string) []string {
-	out := make([]string, len(in))
-	for i, s := range in {
-		out[len(in)-1-i] = s
+// stepArgCompletion completes step names not given yet.
+func stepArgCompletion(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	var out []string
+	for _, s := range stack.Order {
+		if !slices.Contains(args, s) && strings.HasPrefix(s, toComplete) {
+			out = append(out, s)
+		}
 	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
+// registerEnumCompletions completes the flags whose values are a fixed set.
+func registerEnumCompletions(c *cobra.Command) {
+	for flag, values := range map[string][]string{
+		"metric":        config.MetricNames(),
+		"identity-mode": {"gsa", "direct"},
+	} {
+		if c.Flags().Lookup(flag) != nil {
+			_ = c.RegisterFlagCompletionFunc(flag, fixedCompletion(values...))
+		}
+	}
+}
+
+func reversed(in []string) []string {
+	out := slices.Clone(in)
+	slices.Reverse(out)
 	return out
 }

@@ -5,11 +5,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
@@ -33,12 +40,17 @@ type loadFlags struct {
 	rateSet        bool // --rate was given
 }
 
-// complete records what only the command knows.
-func (l *loadFlags) complete(cmd *cobra.Command) { l.rateSet = cmd.Flags().Changed("rate") }
+// Bounds of a load: beyond them the generator would spend its memory on
+// its own bookkeeping rather than on requests.
+const (
+	maxRate        = 100000
+	maxConcurrency = 10000
+	maxMaxTokens   = 1 << 20
+)
 
 func (l *loadFlags) add(c *cobra.Command, defaultDuration time.Duration) {
 	f := c.Flags()
-	f.StringVar(&l.endpoint, "endpoint", "", "base URL of the vLLM server (default: a port-forward to a Ready pod behind the Service)")
+	f.StringVar(&l.endpoint, "endpoint", "", "base URL of the vLLM server, e.g. http://127.0.0.1:8081 (default: a port-forward to a Ready pod behind the Service)")
 	f.Float64Var(&l.rate, "rate", 1, "requests started per second, whether or not earlier ones answered (open loop, like the walkthrough's loop)")
 	f.IntVar(&l.concurrency, "concurrency", 0, "instead of --rate: keep this many requests in flight (closed loop)")
 	f.DurationVar(&l.duration, "duration", defaultDuration, "how long to send (0: until stopped)")
@@ -47,42 +59,68 @@ func (l *loadFlags) add(c *cobra.Command, defaultDuration time.Duration) {
 	f.DurationVar(&l.requestTimeout, "request-timeout", 2*time.Minute, "how long one request may take")
 }
 
-// options checks the flags (call complete first) and shapes the load.
-func (l *loadFlags) options(model, url string) (load.Options, error) {
+// validate checks every load flag before anything is sent; cmd says which
+// were given.
+func (l *loadFlags) validate(cmd *cobra.Command) error {
+	l.rateSet = cmd.Flags().Changed("rate")
+	bad := func(flag, value, allowed string) error {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))
+	}
+	switch {
+	case l.concurrency > 0 && l.rateSet:
+		return exitcode.With(exitcode.BadInput, errors.New("invalid --rate with --concurrency: give one of them, not both"))
+	case math.IsNaN(l.rate) || math.IsInf(l.rate, 0) || l.rate <= 0 || l.rate > maxRate:
+		return bad("rate", fmt.Sprint(l.rate), fmt.Sprintf("a number of requests per second above 0 and at most %d", maxRate))
+	case l.concurrency < 0 || l.concurrency > maxConcurrency:
+		return bad("concurrency", fmt.Sprint(l.concurrency), fmt.Sprintf("between 0 (use --rate) and %d", maxConcurrency))
+	case l.duration < 0:
+		return bad("duration", l.duration.String(), "0 (until stopped) or a positive duration such as 5m")
+	case l.maxTokens < 0 || l.maxTokens > maxMaxTokens:
+		return bad("max-tokens", fmt.Sprint(l.maxTokens), fmt.Sprintf("between 0 (the server's default) and %d", maxMaxTokens))
+	case l.requestTimeout <= 0:
+		return bad("request-timeout", l.requestTimeout.String(), "a positive duration such as 2m")
+	case strings.TrimSpace(l.prompt) == "":
+		return bad("prompt", l.prompt, "a non-empty message")
+	}
+	if l.endpoint != "" {
+		u, err := url.Parse(l.endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return bad("endpoint", l.endpoint, "an http:// or https:// URL of the server, such as http://127.0.0.1:8081")
+		}
+	}
+	return nil
+}
+
+// options shapes the load for url (validate first).
+func (l *loadFlags) options(model, url string) load.Options {
 	o := load.Options{URL: url, Model: model, Prompt: l.prompt, MaxTokens: l.maxTokens, Duration: l.duration, Timeout: l.requestTimeout}
 	if l.concurrency > 0 {
-		if l.rateSet {
-			return o, exitcode.With(exitcode.BadInput, errors.New("give --rate or --concurrency, not both"))
-		}
 		o.Concurrency = l.concurrency
 	} else {
 		o.Rate = l.rate
 	}
-	if l.rate <= 0 || l.concurrency < 0 || l.duration < 0 || l.maxTokens < 0 || l.requestTimeout <= 0 {
-		return o, exitcode.With(exitcode.BadInput, fmt.Errorf("invalid load: --rate must be > 0, --concurrency, --duration and --max-tokens >= 0, --request-timeout > 0"))
-	}
-	return o, nil
+	return o
 }
 
 // serverURL returns the vLLM server's base URL: --endpoint, or a tunnel to
 // a Ready pod behind the Service (closed by the returned func).
-func (l *loadFlags) serverURL(ctx context.Context, o *runOptions, k *kube.Client, onMove func(from, to string, why error)) (string, func(), error) {
+func (l *loadFlags) serverURL(ctx context.Context, cfg *config.Config, k *kube.Client, onMove func(from, to string, why error)) (string, func(), error) {
 	if l.endpoint != "" {
 		return l.endpoint, func() {}, nil
 	}
 	if k == nil {
 		return "", nil, errors.New("no Kubernetes connection for a port-forward; give --endpoint")
 	}
-	t, err := reach.Open(ctx, k.Typed, k.Config, o.cfg.Workload.Namespace, o.cfg.Service.Name, o.cfg.Service.Port)
+	t, err := reach.Open(ctx, k.Typed, k.Config, cfg.Workload.Namespace, cfg.Service.Name, cfg.Service.Port)
 	if err != nil {
-		return "", nil, fmt.Errorf("port-forward to service %s/%s: %w", o.cfg.Workload.Namespace, o.cfg.Service.Name, err)
+		return "", nil, fmt.Errorf("port-forward to service %s/%s: %w", cfg.Workload.Namespace, cfg.Service.Name, err)
 	}
 	t.OnMove = onMove
 	return t.URL(), t.Close, nil
 }
 
 type verifyOptions struct {
-	runOptions
+	stackOptions
 	loadFlags
 	withLoad       bool
 	expectReplicas int32
@@ -99,13 +137,13 @@ type verifyJSON struct {
 	Timeline *timeline.Timeline `json:"timeline,omitempty"`
 }
 
-func newVerifyCmd(g *globalOptions) *cobra.Command {
-	o := &verifyOptions{runOptions: runOptions{globalOptions: g, command: "verify", steps: stack.Order}}
+func newVerifyCmd(g *globalOptions, runF func(*verifyOptions) error) *cobra.Command {
+	o := &verifyOptions{stackOptions: stackOptions{globalOptions: g, command: "verify", steps: stack.Order}}
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check everything that makes autoscaling work, one line per check; --load proves it scales",
-		Long: `Check, in the walkthrough's order: the vLLM Deployment and Service; the
-server's /metrics carrying vllm:num_requests_running and
+		Long: `Check, in the walkthrough's order: the vLLM Deployment, its token Secret and
+Service; the server's /metrics carrying vllm:num_requests_running and
 vllm:num_requests_waiting (through a port-forward, or --endpoint); the
 PodMonitoring; the adapter and its APIServices; the HPA's metric through
 custom.metrics.k8s.io for every pod; the HPA's conditions and current value;
@@ -117,13 +155,19 @@ SuccessfulRescale, with the time from load start to the first scale-up and to
 the new pods being Ready. --expect-replicas N fails (exit 4) if N replicas
 are not Ready within --wait-timeout; --scale-down then stops the load and
 waits for the HPA to scale back to its minimum.`,
-		Example: "  vllm-hpa verify --project my-proj\n  vllm-hpa verify --project my-proj --load --rate 2 --expect-replicas 3 --report timeline.json",
+		Example: "  vllm-hpa verify --project my-proj\n  vllm-hpa verify --project my-proj --load --rate 10 --expect-replicas 3 --report timeline.json",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Complete(cmd); err != nil {
 				return err
 			}
-			return o.run(cmd)
+			if err := o.Validate(cmd); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return o.Run(cmd.Context())
 		},
 	}
 	o.loadFlags.add(c, 0)
@@ -132,26 +176,68 @@ waits for the HPA to scale back to its minimum.`,
 	c.Flags().BoolVar(&o.scaleDown, "scale-down", false, "with --load: after scaling up, stop the load and wait for the scale-down to the HPA's minimum")
 	c.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 10*time.Minute, "with --load: how long to wait for --expect-replicas and --scale-down")
 	c.Flags().StringVar(&o.report, "report", "", "with --load: write the timeline and load summary as JSON to this file")
+	config.AddStepFlags(c.Flags())
+	registerEnumCompletions(c)
 	return c
 }
 
-func (o *verifyOptions) run(cmd *cobra.Command) error {
-	ctx := cmd.Context()
-	o.loadFlags.complete(cmd)
-	if _, err := o.loadFlags.options(o.cfg.Workload.Model, "-"); err != nil {
+// Validate checks every flag before anything is read or sent.
+func (o *verifyOptions) Validate(cmd *cobra.Command) error {
+	if err := validateConfig(o.cfg, true); err != nil {
 		return err
 	}
-	if (o.expectReplicas != 0 || o.scaleDown || o.report != "") && !o.withLoad {
-		return exitcode.With(exitcode.BadInput, errors.New("--expect-replicas, --scale-down and --report need --load"))
+	if err := o.loadFlags.validate(cmd); err != nil {
+		return err
 	}
+	bad := func(flag, value, allowed string) error {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))
+	}
+	given := func(flag string) bool { return cmd.Flags().Changed(flag) }
+	switch {
+	case !o.withLoad && (given("expect-replicas") || given("scale-down") || given("report") || given("rate") || given("concurrency") || given("duration")):
+		return exitcode.With(exitcode.BadInput, errors.New("--expect-replicas, --scale-down, --report, --rate, --concurrency and --duration need --load"))
+	case given("expect-replicas") && (o.expectReplicas < 1 || o.expectReplicas > o.cfg.HPA.MaxReplicas):
+		return bad("expect-replicas", fmt.Sprint(o.expectReplicas), fmt.Sprintf("between 1 and hpa.max-replicas (%d): the HPA never scales beyond it", o.cfg.HPA.MaxReplicas))
+	case o.waitTimeout <= 0:
+		return bad("wait-timeout", o.waitTimeout.String(), "a positive duration such as 10m")
+	}
+	if o.report != "" {
+		o.report = o.f.Env.Path(o.report)
+		if err := checkWritable(o.report); err != nil {
+			return bad("report", o.report, err.Error())
+		}
+	}
+	return o.f.CheckConnection(o.cfg)
+}
+
+// checkWritable says why path cannot be written, without writing it: its
+// directory must exist and be writable, and path must not be a directory.
+func checkWritable(path string) error {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() {
+		return errors.New("a file path, but it is not a regular file")
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("a file in an existing directory, but %s does not exist", dir)
+	case !fi.IsDir():
+		return fmt.Errorf("a file in a directory, but %s is not a directory", dir)
+	case unix.Access(dir, unix.W_OK) != nil:
+		return fmt.Errorf("a file in a writable directory, but %s is not writable", dir)
+	}
+	return nil
+}
+
+// Run checks every section, then with --load sends load and watches.
+func (o *verifyOptions) Run(ctx context.Context) error {
 	rec := output.NewRecorder(o.streams)
 	defer rec.Close()
 	start := time.Now()
-	deps, closeDeps, err := o.dependenciesGCP(ctx, rec, o.steps, true)
+	deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{IAM: true, GCPOptional: true}, rec)
 	if err != nil {
-		return err
+		return o.printVerify(rec, start, err, verifyJSON{})
 	}
-	defer closeDeps()
 	s := stack.New(o.cfg, deps)
 
 	var tunnelClose func()
@@ -161,7 +247,7 @@ func (o *verifyOptions) run(cmd *cobra.Command) error {
 		}
 	}()
 	serverURL := func(ctx context.Context) (string, error) {
-		u, closer, err := o.loadFlags.serverURL(ctx, &o.runOptions, deps.Kube, func(from, to string, why error) {
+		u, closer, err := o.loadFlags.serverURL(ctx, o.cfg, deps.Kube, func(from, to string, why error) {
 			rec.Action("metrics", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
 		})
 		if err == nil {
@@ -178,6 +264,10 @@ func (o *verifyOptions) run(cmd *cobra.Command) error {
 		url, err = serverURL(ctx)
 		return url, err
 	}) {
+		if err := ctx.Err(); err != nil {
+			runErr = err
+			break
+		}
 		rec.StepStarted(sec.Name)
 		results, err := sec.Check(ctx)
 		var secFailed []step.Result
@@ -203,16 +293,16 @@ func (o *verifyOptions) run(cmd *cobra.Command) error {
 	if runErr == nil && o.withLoad {
 		doc.Load, doc.Timeline, runErr = o.loadAndWatch(ctx, rec, deps.Kube, url)
 	}
+	if runErr == nil && ctx.Err() != nil {
+		runErr = ctx.Err() // interrupted: never a pass
+	}
 	return o.printVerify(rec, start, runErr, doc)
 }
 
 // loadAndWatch sends load while recording the HPA's reaction.
 func (o *verifyOptions) loadAndWatch(ctx context.Context, rec *output.Recorder, k *kube.Client, url string) (*load.Summary, *timeline.Timeline, error) {
 	cfg := o.cfg
-	lo, err := o.loadFlags.options(cfg.Workload.Model, url)
-	if err != nil {
-		return nil, nil, err
-	}
+	lo := o.loadFlags.options(cfg.Workload.Model, url)
 	rec.StepStarted("load")
 	start := time.Now()
 	wctx, stopWatch := context.WithCancel(ctx)
@@ -286,6 +376,7 @@ func (o *verifyOptions) loadAndWatch(ctx context.Context, rec *output.Recorder, 
 	}
 	if o.report != "" {
 		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t}, "", "  ")
+		b = []byte(o.streams.Secrets.String(string(b)))
 		if err := os.WriteFile(o.report, append(b, '\n'), 0o644); err != nil && waitErr == nil {
 			waitErr = fmt.Errorf("write --report: %w", err)
 		}
@@ -309,11 +400,7 @@ func (o *verifyOptions) printVerify(rec *output.Recorder, start time.Time, runEr
 	if o.output == outputText {
 		return o.printRun(rec, start, runErr)
 	}
-	doc.runJSON = runJSON{Command: "verify", OK: runErr == nil, ExitCode: exitcode.Of(runErr),
-		Seconds: time.Since(start).Round(time.Millisecond).Seconds(), Steps: rec.Steps()}
-	if runErr != nil {
-		doc.Error = runErr.Error()
-	}
+	doc.runJSON = o.runDoc(rec, start, runErr)
 	if _, err := o.printDoc(doc); err != nil {
 		return err
 	}

@@ -61,7 +61,7 @@ func TestVerifyEachCheck(t *testing.T) {
 	}
 	code, ok, reason, errOut := verifyRun(sim.URL)
 	want := []string{
-		"deploy/deployment available", "deploy/service endpoints ready",
+		"deploy/deployment available", "deploy/token secret holds a token", "deploy/service endpoints ready",
 		"metrics/vllm /metrics carries both gauges",
 		"monitor/podmonitoring configured",
 		"adapter/adapter available", "adapter/apiservice v1beta1.custom.metrics.k8s.io available",
@@ -105,6 +105,10 @@ func TestVerifyEachCheck(t *testing.T) {
 		{"adapter/adapter available", "ScaledToZero", func() (string, func()) {
 			scaleAdapter(t, 0)
 			return sim.URL, func() { scaleAdapter(t, 1); mustRun(t, inst, "adapter") }
+		}},
+		{"deploy/token secret holds a token", "NotFound", func() (string, func()) {
+			cp.Client.CoreV1().Secrets(inst.namespace).Delete(ctx, "hf-secret", metav1.DeleteOptions{})
+			return sim.URL, func() { mustRun(t, inst, "deploy") }
 		}},
 		{"hpa/hpa scaling active", "NotFound", func() (string, func()) {
 			cp.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Delete(ctx, "gemma-server-hpa", metav1.DeleteOptions{})

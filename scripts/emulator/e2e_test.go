@@ -16,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vllm-hpa/vllm-hpa/cmd"
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
@@ -32,10 +34,13 @@ type runResult struct {
 	out, errOut string
 }
 
+// cliEnv is the environment vllm-hpa runs with: the emulator's settings.
+var cliEnv map[string]string
+
 func vllmHPA(t *testing.T, args ...string) runResult {
 	t.Helper()
 	streams, out, errOut := iostreams.Test()
-	code := cmd.Run(context.Background(), streams, args)
+	code := cmd.Run(context.Background(), cmdutil.New(streams, environ.New(cliEnv, t.TempDir())), args)
 	return runResult{code, out.String(), errOut.String()}
 }
 
@@ -101,12 +106,15 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	}
 	defer e.Stop()
 	t.Logf("emulator started in %s", e.Started.Round(time.Millisecond))
-	for k, v := range e.Env {
-		t.Setenv(k, v)
+	cliEnv = map[string]string{
+		"HOME":                                  t.TempDir(),
+		"KUBECACHEDIR":                          t.TempDir(), // not the user's ~/.kube
+		"VLLM_HPA_MONITORING_INTERVAL":          "2s",
+		"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "5s",
 	}
-	t.Setenv("KUBECACHEDIR", t.TempDir()) // not the user's ~/.kube
-	t.Setenv("VLLM_HPA_MONITORING_INTERVAL", "2s")
-	t.Setenv("VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION", "5s")
+	for k, v := range e.Env {
+		cliEnv[k] = v
+	}
 
 	must(t, "up")
 	objects, mutations := owned(t, e), e.GCP.Mutations()

@@ -130,7 +130,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": e.GCP.ResourceManagerEndpoint,
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        e.GCP.ContainerEndpoint,
 		// The simulator loads no model, so any token will do.
-		"HF_TOKEN": "hf_emulator_placeholder",
+		"HF_TOKEN": "hf_emulatorLocalToken",
 	}
 	e.Started = time.Since(begin)
 	return e, nil

@@ -1,0 +1,66 @@
+package cmd
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// globalFlagsHint replaces the inherited flags in every command's help, as
+// kubectl does: they are the same everywhere, and `vllm-hpa options` lists
+// them.
+const globalFlagsHint = `{{if .HasAvailableInheritedFlags}}
+
+Use "vllm-hpa options" for the flags every command takes (--project, --cluster, --location, --kubeconfig, --context, --output, -v, --no-color, --config...).{{end}}`
+
+// newOptionsCmd lists the flags every command takes.
+func newOptionsCmd(g *globalOptions) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "options",
+		Short: "List the flags every command takes",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprintln(g.streams.Out, "The following flags can be given to any command:")
+			fmt.Fprintln(g.streams.Out)
+			fmt.Fprint(g.streams.Out, cmd.Root().PersistentFlags().FlagUsages())
+			return nil
+		},
+	}
+	return c
+}
+
+// withGlobalFlagsHint is Cobra's usage template with the inherited flags
+// replaced by the hint.
+func withGlobalFlagsHint(tmpl string) string {
+	const inherited = `{{if .HasAvailableInheritedFlags}}
+
+Global Flags:
+{{.InheritedFlags.FlagUsages | trimTrailingWhitespaces}}{{end}}`
+	if !strings.Contains(tmpl, inherited) {
+		return tmpl
+	}
+	return strings.Replace(tmpl, inherited, globalFlagsHint, 1)
+}
+
+// plainBool is a bool flag's value without pflag's IsBoolFlag, so that help
+// shows `--dry-run`, not `--dry-run[=true|false]`; `--dry-run` alone still
+// means true (its NoOptDefVal).
+type plainBool struct{ pflag.Value }
+
+// plainBools makes every bool flag of c and its subcommands a plainBool.
+func plainBools(c *cobra.Command) {
+	fix := func(f *pflag.Flag) {
+		if _, done := f.Value.(plainBool); !done && f.Value.Type() == "bool" {
+			f.Value = plainBool{f.Value}
+			f.NoOptDefVal = "true"
+		}
+	}
+	c.InitDefaultHelpFlag()
+	c.Flags().VisitAll(fix)
+	c.PersistentFlags().VisitAll(fix)
+	for _, sub := range c.Commands() {
+		plainBools(sub)
+	}
+}

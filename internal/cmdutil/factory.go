@@ -1,0 +1,158 @@
+// Package cmdutil is what every command is built from: a Factory that holds
+// the command's streams and environment and opens its clients lazily, only
+// once the command's input is known to be good.
+package cmdutil
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"k8s.io/client-go/rest"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/stack"
+)
+
+// Factory holds what a command needs from its process, and builds clients
+// on demand. Tests build one with their own streams and environment.
+type Factory struct {
+	IOStreams *iostreams.IOStreams
+	Env       environ.Env
+	// Trace, if set, adjusts the Kubernetes client configuration (-vv
+	// wraps its transport to print each request).
+	Trace func(*rest.Config)
+
+	mu     sync.Mutex
+	closer []func()
+}
+
+// New is a Factory for streams and env.
+func New(streams *iostreams.IOStreams, env environ.Env) *Factory {
+	return &Factory{IOStreams: streams, Env: env}
+}
+
+// Close closes every client the factory opened.
+func (f *Factory) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := len(f.closer) - 1; i >= 0; i-- {
+		f.closer[i]()
+	}
+	f.closer = nil
+}
+
+// Need says which clients a command needs.
+type Need struct {
+	// IAM: the IAM and Resource Manager clients (the identity step).
+	IAM bool
+	// GCPOptional: Google APIs that cannot be reached (no credentials)
+	// are reported by the steps that need them instead of stopping a
+	// read-only command.
+	GCPOptional bool
+	// NoKube: no Kubernetes connection (load against an --endpoint).
+	NoKube bool
+}
+
+// KubeconfigOptions are cfg's kubeconfig selection in the command's
+// environment.
+func (f *Factory) KubeconfigOptions(cfg *config.Config) kube.KubeconfigOptions {
+	return kube.KubeconfigOptions{Path: cfg.Kube.Kubeconfig, Context: cfg.Kube.Context, Env: f.Env}
+}
+
+// ViaGKE reports whether cfg connects to the cluster through the container
+// API (--cluster and --location, no kubeconfig or context given).
+func ViaGKE(cfg *config.Config) bool {
+	return cfg.Cluster != "" && cfg.Kube.Kubeconfig == "" && cfg.Kube.Context == ""
+}
+
+// CheckConnection proves, without a request, that cfg can connect: a
+// kubeconfig that loads and names a usable context. Bad --kubeconfig or
+// --context values exit 2 naming the setting; no kubeconfig at all exits 5
+// with how to get one.
+func (f *Factory) CheckConnection(cfg *config.Config) error {
+	if ViaGKE(cfg) {
+		return nil
+	}
+	err := kube.CheckKubeconfig(f.KubeconfigOptions(cfg))
+	var ke *kube.KubeconfigError
+	if !errors.As(err, &ke) {
+		return err
+	}
+	if ke.Setting == "" {
+		return exitcode.With(exitcode.Precondition, err)
+	}
+	return exitcode.With(exitcode.BadInput, config.NewFieldError(ke.Setting, ke.Value, ke.Problem))
+}
+
+// Connect opens the clients cfg's command needs, reporting to rec (may be
+// nil): Kubernetes by kubeconfig, or through the container API when a
+// cluster is named without a kubeconfig (what CI wants: no kubeconfig and
+// no gcloud); the Google APIs when identity runs or a cluster is named
+// (for its preconditions).
+func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, rec *output.Recorder) (stack.Deps, error) {
+	deps := stack.Deps{ForceConflicts: cfg.Kube.ForceConflicts, Adopt: cfg.Adopt}
+	if rec != nil {
+		deps.Report = rec
+	}
+	viaGKE := ViaGKE(cfg) && !need.NoKube
+	gopts := gcp.Options{Impersonate: cfg.Identity.ImpersonateAccount, CredentialsFile: f.Env.Path(f.Env.Get("GOOGLE_APPLICATION_CREDENTIALS"))}
+	if viaGKE {
+		ts, err := gcp.TokenSource(ctx, gopts)
+		if err != nil {
+			return deps, exitcode.With(exitcode.Precondition, err)
+		}
+		gopts.TokenSource = ts
+	}
+	if need.IAM || cfg.Cluster != "" {
+		e := cfg.Endpoints
+		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container}, need.IAM)
+		switch {
+		case err != nil && need.GCPOptional && !viaGKE:
+			deps.GCPError = err
+		case err != nil:
+			return deps, exitcode.With(exitcode.Precondition, err)
+		default:
+			deps.GCP = g
+			f.onClose(g.Close)
+		}
+	}
+	if need.NoKube {
+		return deps, nil
+	}
+	var rc *rest.Config
+	var err error
+	if viaGKE {
+		if deps.Cluster, err = deps.GCP.Cluster(ctx, cfg.Project, cfg.Location, cfg.Cluster); err == nil {
+			rc, err = gcp.RESTConfig(deps.Cluster, gopts.TokenSource)
+		}
+	} else {
+		rc, err = kube.RESTConfigFromKubeconfig(f.KubeconfigOptions(cfg))
+	}
+	if err == nil {
+		if f.Trace != nil {
+			f.Trace(rc)
+		}
+		deps.Kube, err = kube.New(rc, f.Env)
+	}
+	if err != nil {
+		if exitcode.Of(err) == exitcode.Failure {
+			err = exitcode.With(exitcode.Precondition, fmt.Errorf("connect to the cluster: %w", err))
+		}
+		return deps, err
+	}
+	return deps, nil
+}
+
+func (f *Factory) onClose(c func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closer = append(f.closer, c)
+}
