@@ -58,10 +58,10 @@ func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, 
 	}
 	var err error
 	if c.IAM, err = admin.NewIamClient(ctx, c.grpcOptions(e.IAM)...); err != nil {
-		return nil, fmt.Errorf("IAM client: %w", err)
+		return nil, fmt.Errorf("open the IAM client: %w", err)
 	}
 	if c.Projects, err = resourcemanager.NewProjectsClient(ctx, c.grpcOptions(e.ResourceManager)...); err != nil {
-		return nil, fmt.Errorf("Resource Manager client: %w", err)
+		return nil, fmt.Errorf("open the Resource Manager client: %w", err)
 	}
 	return c, nil
 }

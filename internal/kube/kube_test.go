@@ -14,15 +14,15 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
 
 // One control plane, without the PodMonitoring CRD, reached through a
 // proxy that counts requests.
-func start(t *testing.T) (*kubetest.ControlPlane, *kubetest.FaultProxy, func() *kube.Client) {
+func start(t *testing.T) (*localcluster.ControlPlane, *localcluster.FaultProxy, func() *kube.Client) {
 	t.Helper()
-	cp, err := kubetest.StartForTests(kubetest.Options{})
-	kubetest.Skip(t, cp, err)
+	cp, err := localcluster.StartForTests(localcluster.Options{})
+	localcluster.Skip(t, cp, err)
 	t.Cleanup(cp.Stop)
 	fp, err := cp.StartFaultProxy(0)
 	if err != nil {

@@ -1,4 +1,4 @@
-package kubetest_test
+package localcluster_test
 
 import "github.com/vllm-hpa/vllm-hpa/internal/gmp"
 

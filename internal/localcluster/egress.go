@@ -1,4 +1,4 @@
-package kubetest
+package localcluster
 
 import (
 	"bufio"
@@ -12,7 +12,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -169,9 +168,4 @@ func DiscoveryBackend(groupVersions []string, handler http.Handler) *httptest.Se
 	srv.TLS = &tls.Config{NextProtos: []string{"http/1.1"}}
 	srv.StartTLS()
 	return srv
-}
-
-// hostPort returns the host:port of a URL such as https://127.0.0.1:1234.
-func hostPort(url string) string {
-	return strings.TrimPrefix(strings.TrimPrefix(url, "https://"), "http://")
 }

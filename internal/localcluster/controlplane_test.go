@@ -1,4 +1,4 @@
-package kubetest_test
+package localcluster_test
 
 import (
 	"context"
@@ -7,12 +7,12 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
 
 func TestControlPlaneStarts(t *testing.T) {
-	cp, err := kubetest.StartForTests(kubetest.Options{PodMonitoringCRD: true})
-	kubetest.Skip(t, cp, err)
+	cp, err := localcluster.StartForTests(localcluster.Options{PodMonitoringCRD: true})
+	localcluster.Skip(t, cp, err)
 	if err != nil {
 		t.Fatal(err)
 	}

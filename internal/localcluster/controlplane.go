@@ -1,7 +1,10 @@
-// Package kubetest runs a real Kubernetes control plane for tests: etcd,
+// Package localcluster runs a real Kubernetes control plane on this machine,
+// for the tests and the local GKE emulator (scripts/emulator): etcd,
 // kube-apiserver (with aggregation) and, when asked, kube-controller-manager,
-// from the binaries scripts/build-k8s-cache.sh builds. Only loopback is used.
-package kubetest
+// from the binaries scripts/build-k8s-cache.sh builds, with stand-ins for
+// what a cluster's nodes and Managed Prometheus's operator do. Only
+// loopback is used. The vllm-hpa binary never links it.
+package localcluster
 
 import (
 	"context"
@@ -118,13 +121,7 @@ func StartForTests(opts Options) (*ControlPlane, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := Start(ctx, opts)
-	if err == nil {
-		// Clients in the test process keep their discovery cache with the
-		// control plane (removed by Stop), not in the user's ~/.kube.
-		err = os.Setenv("KUBECACHEDIR", filepath.Join(cp.Dir, "kubecache"))
-	}
-	return cp, err
+	return Start(ctx, opts)
 }
 
 // Skip skips or fails t when cp is nil, per RequireEnv.
@@ -358,7 +355,7 @@ func (cp *ControlPlane) InstallCRD(ctx context.Context, crdYAML []byte) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("CRD %s not established: %w", u.GetName(), ctx.Err())
+			return fmt.Errorf("custom resource definition %s not established: %w", u.GetName(), ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
