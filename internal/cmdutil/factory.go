@@ -18,7 +18,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
-	"github.com/vllm-hpa/vllm-hpa/internal/stack"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
 // Factory holds what a command needs from its process, and builds clients
@@ -97,8 +97,8 @@ func (f *Factory) CheckConnection(cfg *config.Config) error {
 // cluster is named without a kubeconfig (what CI wants: no kubeconfig and
 // no gcloud); the Google APIs when identity runs or a cluster is named
 // (for its preconditions).
-func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, rec *output.Recorder) (stack.Deps, error) {
-	deps := stack.Deps{ForceConflicts: cfg.Kube.ForceConflicts, Adopt: cfg.Adopt}
+func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, rec *output.Progress) (step.Deps, error) {
+	deps := step.Deps{ForceConflicts: cfg.Kube.ForceConflicts, Adopt: cfg.Adopt}
 	if rec != nil {
 		deps.Report = rec
 	}

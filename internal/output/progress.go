@@ -19,13 +19,13 @@ const Heartbeat = 30 * time.Second
 // spinnerFrames turn on a terminal while a wait is on.
 var spinnerFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
 
-// Recorder prints progress as it happens and records it for the result.
+// Progress prints progress as it happens and records it for the result.
 //
 // On a terminal a wait is one live line, a spinner with the elapsed time and
 // the current reason, rewritten in place; everything else is a line of its
 // own. Elsewhere (CI) every line is plain, a new reason is a new line, and a
 // heartbeat line repeats the reason at least every 30 s.
-type Recorder struct {
+type Progress struct {
 	streams *iostreams.IOStreams
 	now     func() time.Time
 	start   time.Time
@@ -51,10 +51,10 @@ type StepRecord struct {
 	started time.Time
 }
 
-// NewRecorder starts a recorder and its spinner (terminal) or heartbeat
+// NewProgress starts a recorder and its spinner (terminal) or heartbeat
 // (elsewhere); Close stops them.
-func NewRecorder(streams *iostreams.IOStreams) *Recorder {
-	r := newRecorder(streams, time.Now)
+func NewProgress(streams *iostreams.IOStreams) *Progress {
+	r := newProgress(streams, time.Now)
 	interval := Heartbeat / 3
 	if streams.ErrTTY {
 		interval = 100 * time.Millisecond
@@ -74,15 +74,15 @@ func NewRecorder(streams *iostreams.IOStreams) *Recorder {
 	return r
 }
 
-func newRecorder(streams *iostreams.IOStreams, now func() time.Time) *Recorder {
-	r := &Recorder{streams: streams, now: now, stopBeat: make(chan struct{})}
+func newProgress(streams *iostreams.IOStreams, now func() time.Time) *Progress {
+	r := &Progress{streams: streams, now: now, stopBeat: make(chan struct{})}
 	r.start = r.now()
 	r.lastLine = r.start
 	return r
 }
 
 // Close stops the spinner or heartbeat and clears a live line.
-func (r *Recorder) Close() {
+func (r *Progress) Close() {
 	select {
 	case <-r.stopBeat:
 	default:
@@ -95,7 +95,7 @@ func (r *Recorder) Close() {
 
 // Tick advances the spinner (terminal) or writes a heartbeat line when a
 // wait has gone Heartbeat without one (elsewhere).
-func (r *Recorder) Tick() {
+func (r *Progress) Tick() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.lastWaiting == "" {
@@ -112,14 +112,14 @@ func (r *Recorder) Tick() {
 }
 
 // drawLive (re)draws the spinner line; the caller holds mu.
-func (r *Recorder) drawLive() {
+func (r *Progress) drawLive() {
 	fmt.Fprintf(r.streams.ErrOut, "\r\x1b[K  %s %s %s", r.streams.Yellow(spinnerFrames[r.frame%len(spinnerFrames)]),
 		r.since(r.waitingFrom), r.lastWaiting)
 	r.live = true
 }
 
 // clearLive erases the spinner line; the caller holds mu.
-func (r *Recorder) clearLive() {
+func (r *Progress) clearLive() {
 	if r.live {
 		fmt.Fprint(r.streams.ErrOut, "\r\x1b[K")
 		r.live = false
@@ -128,7 +128,7 @@ func (r *Recorder) clearLive() {
 
 // linef prints one progress line, above the spinner line if there is one;
 // the caller holds mu.
-func (r *Recorder) linef(format string, args ...any) {
+func (r *Progress) linef(format string, args ...any) {
 	wasLive := r.live
 	r.clearLive()
 	fmt.Fprintf(r.streams.ErrOut, format+"\n", args...)
@@ -138,12 +138,12 @@ func (r *Recorder) linef(format string, args ...any) {
 	}
 }
 
-func (r *Recorder) since(t time.Time) string {
+func (r *Progress) since(t time.Time) string {
 	return r.now().Sub(t).Round(time.Second).String()
 }
 
 // StepStarted opens a step's record and prints its header.
-func (r *Recorder) StepStarted(name string) {
+func (r *Progress) StepStarted(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.steps = append(r.steps, &StepRecord{Step: name, Actions: []string{}, Checks: []step.Result{}, Status: "running", started: r.now()})
@@ -152,7 +152,7 @@ func (r *Recorder) StepStarted(name string) {
 }
 
 // StepDone closes the step's record.
-func (r *Recorder) StepDone(name string, err error) {
+func (r *Progress) StepDone(name string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := r.record(name)
@@ -169,7 +169,7 @@ func (r *Recorder) StepDone(name string, err error) {
 
 // record returns the named step's record, creating it if needed; the caller
 // holds mu.
-func (r *Recorder) record(name string) *StepRecord {
+func (r *Progress) record(name string) *StepRecord {
 	for i := len(r.steps) - 1; i >= 0; i-- {
 		if r.steps[i].Step == name {
 			return r.steps[i]
@@ -181,7 +181,7 @@ func (r *Recorder) record(name string) *StepRecord {
 }
 
 // Action implements step.Reporter.
-func (r *Recorder) Action(stepName, message string) {
+func (r *Progress) Action(stepName, message string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := r.record(stepName)
@@ -190,7 +190,7 @@ func (r *Recorder) Action(stepName, message string) {
 }
 
 // Waiting implements step.Reporter: a line when the reason changes.
-func (r *Recorder) Waiting(stepName, reason string) {
+func (r *Progress) Waiting(stepName, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if reason == r.lastWaiting {
@@ -208,7 +208,7 @@ func (r *Recorder) Waiting(stepName, reason string) {
 }
 
 // Result implements step.Reporter.
-func (r *Recorder) Result(res step.Result) {
+func (r *Progress) Result(res step.Result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := r.record(res.Step)
@@ -234,7 +234,7 @@ func FormatResult(s *iostreams.IOStreams, res step.Result) string {
 }
 
 // Steps returns the records so far.
-func (r *Recorder) Steps() []*StepRecord {
+func (r *Progress) Steps() []*StepRecord {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]*StepRecord, len(r.steps))

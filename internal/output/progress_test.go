@@ -16,7 +16,7 @@ import (
 var update = flag.Bool("update", false, "rewrite golden files")
 
 // script drives a recorder through a typical run with a fake clock.
-func script(r *Recorder, advance func(time.Duration)) {
+func script(r *Progress, advance func(time.Duration)) {
 	r.StepStarted("deploy")
 	r.Action("deploy", "Secret default/hf-secret created")
 	r.Action("deploy", "Deployment default/vllm-gemma-deployment created")
@@ -57,7 +57,7 @@ func TestProgressGolden(t *testing.T) {
 				streams.DisableColor()
 			}
 			now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-			r := newRecorder(streams, func() time.Time { return now })
+			r := newProgress(streams, func() time.Time { return now })
 			script(r, func(d time.Duration) { now = now.Add(d) })
 			got := errOut.String()
 			path := filepath.Join("testdata", "progress-"+tc.name+".golden")

@@ -26,43 +26,32 @@ import (
 // Redacted stands in for the Hugging Face token in everything rendered.
 const Redacted = "<redacted>"
 
-// Steps that have a template, in the walkthrough's order. (identity has no
-// objects of its own: it annotates the adapter's ServiceAccount.)
-var Steps = []string{"deploy", "monitor", "adapter", "hpa"}
-
-// APIService is one of the adapter's aggregated API registrations.
-type APIService struct {
-	Group           string
-	Version         string
-	VersionPriority int
+// Source names a step's template (templates/<Step>.yaml.tmpl) and whether
+// its objects are shared by every instance (see internal/owner), which
+// decides their ownership labels.
+type Source struct {
+	Step   string
+	Shared bool
 }
 
-// APIServices the adapter registers; the HPA controller prefers v1beta2.
-var APIServices = []APIService{
-	{"custom.metrics.k8s.io", "v1beta1", 100},
-	{"custom.metrics.k8s.io", "v1beta2", 200},
-	{"external.metrics.k8s.io", "v1beta1", 100},
-}
-
-// SharedSteps are the steps whose objects every instance on a cluster
-// shares (see internal/owner).
-var SharedSteps = map[string]bool{"adapter": true}
+// Has reports whether step has a template (identity has none: it annotates
+// the adapter's ServiceAccount).
+func Has(step string) bool { return tmpl.Lookup(step+".yaml.tmpl") != nil }
 
 // data is what a template sees: the configuration, and the step it renders
 // for (used in the ownership labels).
 type data struct {
 	*config.Config
-	Step        string
-	Shared      bool
-	Redacted    string
-	APIServices []APIService
+	Step     string
+	Shared   bool
+	Redacted string
 }
 
 var tmpl = template.Must(template.New("stack").Funcs(template.FuncMap{
 	"q":        quote,
 	"indent":   indent,
 	"seconds":  func(d time.Duration) int64 { return int64(d / time.Second) },
-	"quantity": quantity,
+	"quantity": Quantity,
 	// include is replaced in init: it needs the parsed template itself.
 	"include": func(string, any) (string, error) { return "", nil },
 }).ParseFS(templates.FS, "*.yaml.tmpl"))
@@ -76,30 +65,27 @@ func init() {
 }
 
 // YAML renders one step's objects as a multi-document YAML stream.
-func YAML(cfg *config.Config, step string) ([]byte, error) {
-	t := tmpl.Lookup(step + ".yaml.tmpl")
+func YAML(cfg *config.Config, src Source) ([]byte, error) {
+	t := tmpl.Lookup(src.Step + ".yaml.tmpl")
 	if t == nil {
-		return nil, fmt.Errorf("render: no template for step %q (steps: %s)", step, strings.Join(Steps, ", "))
+		return nil, fmt.Errorf("render: no template for step %q", src.Step)
 	}
 	var b bytes.Buffer
-	d := data{Config: cfg, Step: step, Shared: SharedSteps[step], Redacted: Redacted, APIServices: APIServices}
+	d := data{Config: cfg, Step: src.Step, Shared: src.Shared, Redacted: Redacted}
 	if err := t.Execute(&b, d); err != nil {
-		return nil, fmt.Errorf("render %s: %w", step, err)
+		return nil, fmt.Errorf("render %s: %w", src.Step, err)
 	}
 	return b.Bytes(), nil
 }
 
-// AllYAML renders the given steps (all of them when none are given) as one
-// stream that `kubectl apply -f -` accepts, each document headed by a
-// comment naming its step. The token Secret is left out (see
-// TokenSecretNote).
-func AllYAML(cfg *config.Config, steps ...string) ([]byte, error) {
-	if len(steps) == 0 {
-		steps = Steps
-	}
+// AllYAML renders the given steps as one stream that `kubectl apply -f -`
+// accepts, each document headed by a comment naming its step. The token
+// Secret is left out (see TokenSecretNote).
+func AllYAML(cfg *config.Config, srcs ...Source) ([]byte, error) {
 	var out bytes.Buffer
-	for _, s := range steps {
-		y, err := YAML(cfg, s)
+	for _, src := range srcs {
+		s := src.Step
+		y, err := YAML(cfg, src)
 		if err != nil {
 			return nil, err
 		}
@@ -117,9 +103,10 @@ func AllYAML(cfg *config.Config, steps ...string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// Objects renders one step's objects, in apply order.
-func Objects(cfg *config.Config, step string) ([]*unstructured.Unstructured, error) {
-	y, err := YAML(cfg, step)
+// Objects renders one step's objects, in apply order; shared says they are
+// shared by every instance (see Source).
+func Objects(cfg *config.Config, step string, shared bool) ([]*unstructured.Unstructured, error) {
+	y, err := YAML(cfg, Source{Step: step, Shared: shared})
 	if err != nil {
 		return nil, err
 	}
@@ -231,9 +218,10 @@ func indent(n int, s string) string {
 	return pad + strings.ReplaceAll(s, "\n", "\n"+pad)
 }
 
-// quantity spells a target value as a Kubernetes quantity: whole numbers as
-// they are, fractions in milli-units (0.5 -> 500m), as kubectl would show.
-func quantity(x float64) string {
+// Quantity spells a target value as a Kubernetes quantity: whole numbers as
+// they are, fractions in milli-units (0.5 -> 500m), as kubectl shows it and
+// as the HPA reports its current value.
+func Quantity(x float64) string {
 	if x == math.Trunc(x) {
 		return strconv.FormatFloat(x, 'f', -1, 64)
 	}

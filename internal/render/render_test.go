@@ -19,6 +19,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -64,7 +65,7 @@ func TestRenderGolden(t *testing.T) {
 			if err := cfg.Validate(); err != nil {
 				t.Fatalf("test config does not validate: %v", err)
 			}
-			got, err := render.AllYAML(cfg)
+			got, err := render.AllYAML(cfg, steps.Rendered()...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -107,8 +108,8 @@ func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
 func TestDefaultStackHas18Objects(t *testing.T) {
 	n := 0
 	kinds := map[string]int{}
-	for _, step := range render.Steps {
-		objs, err := render.Objects(defaultConfig(), step)
+	for _, src := range steps.Rendered() {
+		objs, err := render.Objects(defaultConfig(), src.Step, src.Shared)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,8 +142,9 @@ func strictCodecs(t *testing.T) runtime.Decoder {
 func TestObjectsDecodeStrictly(t *testing.T) {
 	dec := strictCodecs(t)
 	for name, cfg := range map[string]*config.Config{"default": defaultConfig(), "custom": customConfig()} {
-		for _, step := range render.Steps {
-			objs, err := render.Objects(cfg, step)
+		for _, src := range steps.Rendered() {
+			step := src.Step
+			objs, err := render.Objects(cfg, src.Step, src.Shared)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -174,7 +176,7 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 				}
 				_ = typed
 				// Whose it is, as cleanup and the next apply will judge it.
-				if j := owner.Judge(o, cfg.Instance, render.SharedSteps[step]); j.Verdict != owner.Mine || o.GetLabels()[owner.StepLabel] != step {
+				if j := owner.Judge(o, cfg.Instance, src.Shared); j.Verdict != owner.Mine || o.GetLabels()[owner.StepLabel] != step {
 					t.Errorf("%s: ownership labels do not make it instance %s's: %v (%s)", ref, cfg.Instance, o.GetLabels(), j.Verdict)
 				}
 			}
@@ -186,7 +188,7 @@ func TestTokenNeverRendered(t *testing.T) {
 	cfg := defaultConfig()
 	const token = "hf_plantedSECRETvalue123"
 	cfg.SetHFToken(token)
-	y, err := render.AllYAML(cfg)
+	y, err := render.AllYAML(cfg, steps.Rendered()...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +200,7 @@ func TestTokenNeverRendered(t *testing.T) {
 	if strings.Contains(string(y), "kind: Secret") || strings.Contains(string(y), render.Redacted) {
 		t.Fatal("rendered YAML holds the token Secret")
 	}
-	objs, _ := render.Objects(cfg, "deploy")
+	objs, _ := render.Objects(cfg, "deploy", false)
 	if err := render.SetSecretToken(cfg, objs[0], token); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +241,7 @@ func TestAdapterMetricNameDerived(t *testing.T) {
 	if got := cfg.AdapterMetricName(); got != "prometheus.googleapis.com|vllm:num_requests_waiting|gauge" {
 		t.Errorf("waiting: %s", got)
 	}
-	objs, _ := render.Objects(cfg, "hpa")
+	objs, _ := render.Objects(cfg, "hpa", false)
 	y, _ := objs[0].MarshalJSON()
 	if !strings.Contains(string(y), `"prometheus.googleapis.com|vllm:num_requests_waiting|gauge"`) {
 		t.Errorf("HPA does not use the derived metric name: %s", y)

@@ -1,17 +1,81 @@
 // Package step defines the one abstraction every command runs: a Step of the
 // walkthrough that can describe (plan), apply, check and delete itself.
 // `up` applies steps in order, `verify` checks them, `cleanup` deletes them
-// in reverse, and every single-step command runs one.
+// in reverse, and every single-step command runs one. The steps themselves
+// live in internal/steps/<name>, listed in order by internal/steps.
 package step
 
 import (
 	"context"
 	"strings"
 
+	container "google.golang.org/api/container/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 )
+
+// Definition is a step as the registry (internal/steps) lists it: its
+// name, its command's help, and how to build it.
+type Definition interface {
+	// Name is the step's command name: deploy, monitor, adapter, identity, hpa.
+	Name() string
+	// Help is the step command's help text.
+	Help() Help
+	// New builds the step for a configuration and the clients it acts
+	// through.
+	New(cfg *config.Config, deps Deps) Step
+}
+
+// Requirements are what a step needs before it may start; a Definition
+// that needs anything says so with Requires.
+type Requirements struct {
+	// Token: the Hugging Face token (HF_TOKEN or --hf-token-file).
+	Token bool
+	// GoogleAPIs: the IAM and Resource Manager clients, so credentials.
+	GoogleAPIs bool
+}
+
+// Requirer is a Definition with requirements.
+type Requirer interface {
+	Requires() Requirements
+}
+
+// Help is a command's help text, as Cobra shows it.
+type Help struct {
+	Short, Long string
+}
+
+// Deps are the clients and settings the steps act through.
+type Deps struct {
+	// Kube is the Kubernetes connection; nil for render and dry runs.
+	Kube *kube.Client
+	// Report receives progress; nil discards it (see Reporter).
+	Report Reporter
+	// GCP are the Google API clients; nil for render and dry runs, or when
+	// they could not be opened (GCPError says why).
+	GCP      *gcp.Clients
+	GCPError error
+	// Cluster is the GKE cluster as the container API described it, when
+	// already read (to connect); the preconditions read it otherwise.
+	Cluster *container.Cluster
+	// ForceConflicts takes over fields and APIServices owned by others.
+	ForceConflicts bool
+	// Adopt takes over existing objects (and the Google service account)
+	// vllm-hpa did not create, marking them as adopted.
+	Adopt bool
+}
+
+// Reporter returns deps' reporter, or one that drops everything.
+func (d Deps) Reporter() Reporter {
+	if d.Report == nil {
+		return Discard
+	}
+	return d.Report
+}
 
 // Step is one step of the walkthrough.
 type Step interface {

@@ -68,8 +68,8 @@ type Timeline struct {
 	FirstScaleDown *Seconds `json:"firstScaleDown,omitempty"`
 }
 
-// Recorder watches and records.
-type Recorder struct {
+// Watcher watches and records.
+type Watcher struct {
 	mu      sync.Mutex
 	tl      Timeline
 	cur     Sample
@@ -88,8 +88,8 @@ var (
 )
 
 // Start begins recording from start until ctx ends.
-func Start(ctx context.Context, k *kube.Client, ns, hpa, deployment, metric string, start time.Time, onSample func(Sample, *Rescale)) *Recorder {
-	r := &Recorder{tl: Timeline{Start: start, Samples: []Sample{}, Rescales: []Rescale{}}, seen: map[string]int32{}, changed: make(chan struct{}), OnSample: onSample, initial: -1}
+func Start(ctx context.Context, k *kube.Client, ns, hpa, deployment, metric string, start time.Time, onSample func(Sample, *Rescale)) *Watcher {
+	r := &Watcher{tl: Timeline{Start: start, Samples: []Sample{}, Rescales: []Rescale{}}, seen: map[string]int32{}, changed: make(chan struct{}), OnSample: onSample, initial: -1}
 	watch := func(w kube.Watch, f func([]*unstructured.Unstructured)) {
 		go kube.Until(ctx, "timeline", w, func(objs []*unstructured.Unstructured) (bool, string, error) {
 			f(objs)
@@ -139,7 +139,7 @@ func Start(ctx context.Context, k *kube.Client, ns, hpa, deployment, metric stri
 	return r
 }
 
-func (r *Recorder) event(ev *corev1.Event) {
+func (r *Watcher) event(ev *corev1.Event) {
 	last := ev.LastTimestamp.Time
 	if ev.Series != nil {
 		last = ev.Series.LastObservedTime.Time
@@ -165,7 +165,7 @@ func (r *Recorder) event(ev *corev1.Event) {
 
 // update applies f to the current sample (and records a rescale) and
 // appends the result.
-func (r *Recorder) update(f func(*Sample), rs *Rescale) {
+func (r *Watcher) update(f func(*Sample), rs *Rescale) {
 	r.mu.Lock()
 	at := Seconds(time.Since(r.tl.Start))
 	if f != nil {
@@ -203,14 +203,14 @@ func (r *Recorder) update(f func(*Sample), rs *Rescale) {
 }
 
 // Current is the latest sample.
-func (r *Recorder) Current() Sample {
+func (r *Watcher) Current() Sample {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.cur
 }
 
 // WaitFor blocks until cond holds for the current sample or ctx ends.
-func (r *Recorder) WaitFor(ctx context.Context, cond func(Sample) bool) error {
+func (r *Watcher) WaitFor(ctx context.Context, cond func(Sample) bool) error {
 	for {
 		r.mu.Lock()
 		s, ch := r.cur, r.changed
@@ -227,7 +227,7 @@ func (r *Recorder) WaitFor(ctx context.Context, cond func(Sample) bool) error {
 }
 
 // Timeline returns a copy of what was recorded.
-func (r *Recorder) Timeline() Timeline {
+func (r *Watcher) Timeline() Timeline {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tl := r.tl

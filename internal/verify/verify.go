@@ -7,6 +7,7 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -19,9 +20,13 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/promtext"
-	"github.com/vllm-hpa/vllm-hpa/internal/stack"
+	"github.com/vllm-hpa/vllm-hpa/internal/reach"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/adapter"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
 )
 
 // Section is one group of checks, printed under its name.
@@ -30,34 +35,114 @@ type Section struct {
 	Check func(ctx context.Context) ([]step.Result, error)
 }
 
-// Sections lists verify's checks in the walkthrough's order. serverURL
-// gives the vLLM server's base URL (a port-forward, or --endpoint).
-func Sections(cfg *config.Config, s *stack.Stack, k *kube.Client, serverURL func(ctx context.Context) (string, error)) []Section {
-	stepCheck := func(name string) Section {
-		return Section{Name: name, Check: func(ctx context.Context) ([]step.Result, error) {
-			st, err := s.Step(name)
-			if err != nil {
-				return nil, err
-			}
-			return st.Check(ctx)
-		}}
-	}
-	return []Section{
-		stepCheck("deploy"),
-		{Name: "metrics", Check: func(ctx context.Context) ([]step.Result, error) {
-			u, err := serverURL(ctx)
+// Sections lists verify's checks in the walkthrough's order (the steps'
+// order, internal/steps): each step's own checks, and after deploy the
+// server's /metrics, after the adapter the metric through the custom
+// metrics API, which read more than a step's objects. serverURL gives the
+// vLLM server's base URL (a port-forward, or --endpoint).
+func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server) []Section {
+	after := map[string]Section{
+		deploy.Name: {Name: "metrics", Check: func(ctx context.Context) ([]step.Result, error) {
+			u, err := server.URL(ctx)
 			if err != nil {
 				return []step.Result{{Step: "metrics", Check: "vllm /metrics reachable", Reason: "Unreachable", Message: err.Error()}}, nil
 			}
 			return []step.Result{MetricsEndpoint(ctx, u, cfg.Workload.Model)}, nil
 		}},
-		stepCheck("monitor"),
-		stepCheck("adapter"),
-		{Name: "custom-metric", Check: func(ctx context.Context) ([]step.Result, error) {
+		adapter.Name: {Name: "custom-metric", Check: func(ctx context.Context) ([]step.Result, error) {
 			return []step.Result{CustomMetric(ctx, k, cfg)}, nil
 		}},
-		stepCheck("hpa"),
-		stepCheck("identity"),
+	}
+	var out []Section
+	for _, name := range steps.Names() {
+		out = append(out, Section{Name: name, Check: func(ctx context.Context) ([]step.Result, error) {
+			st, err := s.Step(name)
+			if err != nil {
+				return nil, err
+			}
+			return st.Check(ctx)
+		}})
+		if extra, ok := after[name]; ok {
+			out = append(out, extra)
+		}
+	}
+	return out
+}
+
+// Checks runs every section in order, reporting each check to rec. The
+// error is the first section that could not check (an error, not a failed
+// check), else a *step.Failed with every failed check, else nil.
+func Checks(ctx context.Context, sections []Section, rec *output.Progress) error {
+	var failed []step.Result
+	var firstErr error
+	for _, sec := range sections {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rec.StepStarted(sec.Name)
+		results, err := sec.Check(ctx)
+		var secFailed []step.Result
+		for _, r := range results {
+			rec.Result(r)
+			if !r.OK {
+				secFailed = append(secFailed, r)
+			}
+		}
+		failed = append(failed, secFailed...)
+		if err == nil && len(secFailed) > 0 {
+			err = &step.Failed{Results: secFailed}
+		}
+		rec.StepDone(sec.Name, err)
+		if err != nil && firstErr == nil && len(secFailed) == 0 {
+			firstErr = fmt.Errorf("%s: %w", sec.Name, err)
+		}
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	if len(failed) > 0 {
+		return &step.Failed{Results: failed}
+	}
+	return nil
+}
+
+// Server reaches the vLLM server: at Endpoint, or through a port-forward to
+// a Ready pod behind the Service (moving to another Ready pod if the
+// connection breaks), opened on first use.
+type Server struct {
+	Endpoint string
+	Config   *config.Config
+	Kube     *kube.Client
+	// OnMove hears when the port-forward moves to another pod.
+	OnMove func(from, to string, why error)
+
+	tunnel *reach.Tunnel
+}
+
+// URL is the server's base URL.
+func (s *Server) URL(ctx context.Context) (string, error) {
+	switch {
+	case s.Endpoint != "":
+		return s.Endpoint, nil
+	case s.tunnel != nil:
+		return s.tunnel.URL(), nil
+	case s.Kube == nil:
+		return "", errors.New("no Kubernetes connection for a port-forward; give --endpoint")
+	}
+	w := s.Config.Workload
+	t, err := reach.Open(ctx, s.Kube.Typed, s.Kube.Config, w.Namespace, s.Config.Service.Name, s.Config.Service.Port)
+	if err != nil {
+		return "", fmt.Errorf("port-forward to service %s/%s: %w", w.Namespace, s.Config.Service.Name, err)
+	}
+	t.OnMove = s.OnMove
+	s.tunnel = t
+	return t.URL(), nil
+}
+
+// Close closes the port-forward, if one was opened.
+func (s *Server) Close() {
+	if s.tunnel != nil {
+		s.tunnel.Close()
 	}
 }
 

@@ -1,0 +1,321 @@
+// Package rollout judges a Deployment's rollout as `kubectl rollout status`
+// does, and explains a slow one the way an operator reads `kubectl describe
+// pod`: scheduling (GPU capacity or quota), image pulls, crash loops and
+// warning events. The deploy and adapter steps wait with it. The judges
+// are pure functions of the objects.
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
+)
+
+// diagnoseAfter is how long a rollout may take before its pods and their
+// events are watched to explain the wait: a rollout done sooner needs no
+// explanation and costs no extra watches.
+const diagnoseAfter = 2 * time.Second
+
+// Wait waits for a Deployment's rollout by watch, unless it is already
+// done in seen (the Deployment as last returned by the server); once it is
+// slow, a watch on its pods (and their warning events) explains what holds
+// it up. A rollout past its progress deadline fails the check at once.
+func Wait(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string, seen []*unstructured.Unstructured) error {
+	diag := &podDiagnoser{k: k, ns: ns, deployment: name, selector: podSelector, pods: map[string]string{}, events: map[string]string{}}
+	dctx, stop := context.WithCancel(ctx)
+	var deployReason string
+	var mu sync.Mutex
+	progress := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		parts := []string{}
+		if deployReason != "" {
+			parts = append(parts, deployReason)
+		}
+		if d := diag.summary(); d != "" {
+			parts = append(parts, d)
+		}
+		if len(parts) > 0 {
+			report.Waiting(stepName, "Deployment "+ns+"/"+name+": "+strings.Join(parts, "; "))
+		}
+	}
+	watching := make(chan struct{}) // closed when the diagnosis starts
+	diagDone := make(chan struct{})
+	go func() {
+		defer close(diagDone)
+		select {
+		case <-time.After(diagnoseAfter):
+			close(watching)
+			diag.run(dctx, false, progress)
+		case <-dctx.Done():
+		}
+	}()
+	// No progress line may follow the step's result.
+	defer func() { stop(); <-diagDone }()
+	err := kube.Until(ctx, "Deployment "+ns+"/"+name+" to be available",
+		kube.Watch{Resource: k.Dynamic.Resource(kube.DeploymentsGVR).Namespace(ns), Name: name, Seen: seen},
+		kube.Existing("Deployment "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
+			d, err := kube.Convert[appsv1.Deployment](u)
+			if err != nil {
+				return false, "", err
+			}
+			ok, reason, msg := Status(d)
+			if reason == "ProgressDeadlineExceeded" {
+				return false, "", &step.Failed{Results: []step.Result{{Step: stepName, Check: "deployment available", Reason: reason, Message: msg + diag.suffix()}}}
+			}
+			return ok, reason + ": " + msg, nil
+		}),
+		func(r string) {
+			mu.Lock()
+			deployReason = r
+			mu.Unlock()
+			progress()
+		})
+	var te *kube.TimeoutError
+	if errors.As(err, &te) {
+		select {
+		case <-watching:
+		default:
+			// Timed out before the diagnosis started: read the pods once,
+			// so that a timeout always says why.
+			c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			diag.run(c, true, func() {})
+			cancel()
+		}
+		if d := diag.summary(); d != "" {
+			te.LastReason += "; " + d
+		}
+	}
+	return err
+}
+
+// podDiagnoser watches a Deployment's pods and their warning events and
+// keeps one diagnosis per pod that is not Ready.
+type podDiagnoser struct {
+	k                        *kube.Client
+	ns, deployment, selector string
+
+	mu     sync.Mutex
+	pods   map[string]string // pod name -> "Reason: message" while not ready
+	events map[string]string // pod name -> latest warning event
+}
+
+// run watches the pods and their events until ctx ends, calling changed on
+// every change; with once it reads them once and returns.
+func (p *podDiagnoser) run(ctx context.Context, once bool, changed func()) {
+	prefix := p.deployment + "-"
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		kube.Until(ctx, "events", kube.Watch{Resource: p.k.Dynamic.Resource(kube.EventsGVR).Namespace(p.ns)},
+			func(objs []*unstructured.Unstructured) (bool, string, error) {
+				latest := map[string]string{}
+				for _, o := range objs {
+					ev, err := kube.Convert[corev1.Event](o)
+					if err != nil || ev.Type != corev1.EventTypeWarning || ev.InvolvedObject.Kind != "Pod" || !strings.HasPrefix(ev.InvolvedObject.Name, prefix) {
+						continue
+					}
+					latest[ev.InvolvedObject.Name] = ev.Reason + ": " + eventHint(ev.Reason, ev.Message)
+				}
+				p.mu.Lock()
+				p.events = latest
+				p.mu.Unlock()
+				changed()
+				return once, "", nil
+			}, nil)
+	}()
+	kube.Until(ctx, "pods", kube.Watch{Resource: p.k.Dynamic.Resource(kube.PodsGVR).Namespace(p.ns), LabelSelector: p.selector},
+		func(objs []*unstructured.Unstructured) (bool, string, error) {
+			diag := map[string]string{}
+			for _, o := range objs {
+				pod, err := kube.Convert[corev1.Pod](o)
+				if err != nil {
+					continue
+				}
+				if ready, reason, msg := Diagnose(pod); !ready {
+					diag[pod.Name] = reason + ": " + eventHint(reason, msg)
+				}
+			}
+			p.mu.Lock()
+			p.pods = diag
+			p.mu.Unlock()
+			changed()
+			return once, "", nil
+		}, nil)
+	wg.Wait()
+}
+
+func (p *podDiagnoser) summary() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	merged := map[string]string{}
+	for pod, d := range p.pods {
+		merged[pod] = d
+		// A warning event usually says more than the pod's phase.
+		if ev, ok := p.events[pod]; ok && (strings.HasPrefix(d, "Pending") || strings.HasPrefix(d, "NotReady")) {
+			merged[pod] = ev
+		}
+	}
+	return summarize(merged)
+}
+
+func (p *podDiagnoser) suffix() string {
+	if s := p.summary(); s != "" {
+		return "; " + s
+	}
+	return ""
+}
+
+// eventHint adds what an operator should do about well-known failures.
+func eventHint(reason, message string) string {
+	lower := strings.ToLower(message)
+	switch {
+	case strings.Contains(lower, "quota"):
+		return message + " (GPU quota: request more quota for the accelerator in this region, or choose another accelerator or region)"
+	case strings.Contains(lower, "insufficient nvidia.com/gpu"):
+		return message + " (no node with a free GPU: on Standard clusters add a GPU node pool of the configured accelerator; Autopilot provisions one, which takes minutes)"
+	case reason == "ImagePullBackOff" || reason == "ErrImagePull":
+		return message + " (check workload.image and that the cluster can pull it)"
+	case reason == "CrashLoopBackOff":
+		return message + " (see kubectl logs; for vLLM a wrong model id, a missing Hugging Face token or too little GPU memory are common)"
+	case reason == "CreateContainerConfigError":
+		return message + " (a referenced Secret or key is missing)"
+	}
+	return message
+}
+
+// Status judges a Deployment like `kubectl rollout status`: the controller
+// has observed the current generation, every replica is updated and
+// available, and the Available condition is True.
+func Status(d *appsv1.Deployment) (ok bool, reason, message string) {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	s := d.Status
+	if want == 0 {
+		return false, "ScaledToZero", "the Deployment is scaled to 0 replicas"
+	}
+	for _, c := range s.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
+			return false, "ProgressDeadlineExceeded", c.Message
+		}
+	}
+	switch {
+	case s.ObservedGeneration < d.Generation:
+		return false, "NotObserved", fmt.Sprintf("waiting for the controller to observe generation %d (observed %d)", d.Generation, s.ObservedGeneration)
+	case s.UpdatedReplicas < want:
+		return false, "Progressing", fmt.Sprintf("%d of %d updated replicas", s.UpdatedReplicas, want)
+	case s.Replicas > s.UpdatedReplicas:
+		return false, "Progressing", fmt.Sprintf("%d old replicas pending termination", s.Replicas-s.UpdatedReplicas)
+	case s.AvailableReplicas < s.UpdatedReplicas:
+		return false, "Progressing", fmt.Sprintf("%d of %d updated replicas available", s.AvailableReplicas, s.UpdatedReplicas)
+	}
+	for _, c := range s.Conditions {
+		if c.Type == appsv1.DeploymentAvailable {
+			if c.Status == corev1.ConditionTrue {
+				return true, c.Reason, fmt.Sprintf("%d/%d replicas available", s.AvailableReplicas, want)
+			}
+			return false, c.Reason, c.Message
+		}
+	}
+	return false, "NoAvailableCondition", "the Deployment has no Available condition yet"
+}
+
+// Diagnose explains why a pod is not Ready, the way an operator would
+// read it from `kubectl describe pod`: scheduling failures (GPU capacity or
+// quota), image pulls, crash loops, failing readiness.
+func Diagnose(p *corev1.Pod) (ready bool, reason, message string) {
+	if p.DeletionTimestamp != nil {
+		return false, "Terminating", ""
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return false, orDefault(c.Reason, "Unschedulable"), c.Message
+		}
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {
+			return false, w.Reason, w.Message
+		}
+		if t := cs.LastTerminationState.Terminated; t != nil && !cs.Ready && cs.RestartCount > 0 {
+			return false, "Restarting", fmt.Sprintf("container %s restarted %d times, last exit %d (%s)", cs.Name, cs.RestartCount, t.ExitCode, t.Reason)
+		}
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			if c.Status == corev1.ConditionTrue {
+				return true, "Ready", ""
+			}
+			if p.Status.Phase == corev1.PodRunning {
+				return false, "NotReady", orDefault(c.Message, "readiness probe not passing yet (the model may still be loading)")
+			}
+		}
+	}
+	return false, string(orDefault(string(p.Status.Phase), "Pending")), "waiting for the pod to be scheduled and started"
+}
+
+// endpointsReady counts the ready endpoints across a Service's slices.
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// summarize joins distinct pod diagnoses, most frequent first:
+// "2 pods Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu".
+func summarize(diag map[string]string) string {
+	count := map[string]int{}
+	for _, d := range diag {
+		count[d]++
+	}
+	var keys []string
+	for k := range count {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if count[keys[i]] != count[keys[j]] {
+			return count[keys[i]] > count[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	var parts []string
+	for _, k := range keys {
+		if count[k] == 1 {
+			parts = append(parts, "1 pod "+k)
+		} else {
+			parts = append(parts, fmt.Sprintf("%d pods %s", count[k], k))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Check reads Deployment ns/name and judges its rollout as the step's check
+// named check; fix says what to run when it does not exist.
+func Check(ctx context.Context, k *kube.Client, stepName, check, ns, name, fix string) (step.Result, error) {
+	r := step.Result{Step: stepName, Check: check}
+	d, err := kube.GetTyped[appsv1.Deployment](ctx, k, kube.DeploymentsGVR, ns, name)
+	switch {
+	case err != nil:
+		return r, err
+	case d == nil:
+		r.Reason, r.Message = "NotFound", "Deployment "+ns+"/"+name+" does not exist: run "+fix
+	default:
+		r.OK, r.Reason, r.Message = Status(d)
+	}
+	return r, nil
+}

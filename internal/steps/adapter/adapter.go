@@ -1,0 +1,261 @@
+// Package adapter is the walkthrough's third step: the Custom Metrics
+// Stackdriver Adapter (templates/adapter.yaml.tmpl: its namespace, service
+// account, RBAC, Deployment, Service and the custom and external metrics
+// APIServices, which the HPA controller reads, preferring v1beta2), waited
+// for until the Deployment and every APIService are Available. The adapter
+// is one per cluster and shared by every instance on it.
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	apiregistrationv1 "k8s.io/kube-aggregator/pkg/apis/apiregistration/v1"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
+	"github.com/vllm-hpa/vllm-hpa/internal/rollout"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
+)
+
+// Name is the step's name and command.
+const Name = "adapter"
+
+// DeploymentName is the adapter's Deployment and Service name (upstream's).
+const DeploymentName = "custom-metrics-stackdriver-adapter"
+
+// Pods selects the adapter's pods.
+var Pods = labels.Set{"k8s-app": DeploymentName}.String()
+
+// The adapter's identity, which the identity step sets.
+const (
+	// WorkloadIdentityAnnotation on the adapter's KSA names the Google
+	// service account it acts as.
+	WorkloadIdentityAnnotation = "iam.gke.io/gcp-service-account"
+	// PodIdentityAnnotation on the adapter's pod template repeats it:
+	// changing it rolls the pods, which pick up a changed KSA annotation
+	// reliably only when they start.
+	PodIdentityAnnotation = "vllm-hpa.io/gcp-service-account"
+)
+
+// Definition is the adapter step in the registry.
+type Definition struct{}
+
+func (Definition) Name() string { return Name }
+
+func (Definition) Help() step.Help {
+	return step.Help{
+		Short: "Install the Custom Metrics Stackdriver Adapter",
+		Long: `Install the Custom Metrics Stackdriver Adapter (namespace, service account,
+RBAC, Deployment, Service, the custom and external metrics APIServices), then
+wait for the Deployment and all three APIServices to be Available. The
+adapter is one per cluster, shared by every vllm-hpa instance on it: each
+instance that uses it is recorded on its objects. An APIService served by
+another metrics provider is reported before anything is written and left
+alone unless --adopt --force-conflicts is given.`,
+	}
+}
+
+// Shared: one adapter per cluster, used by every instance on it.
+func (Definition) Shared() bool { return true }
+
+func (d Definition) New(cfg *config.Config, deps step.Deps) step.Step {
+	s := &Step{cfg: cfg}
+	s.Step = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Adapter, Shared: d.Shared()}, s)
+	return s
+}
+
+// Step is the adapter step.
+type Step struct {
+	*objectstep.Step
+	cfg *config.Config
+}
+
+// DescribeForeign says what an APIService the step will not touch serves.
+func (s *Step) DescribeForeign(live *unstructured.Unstructured) string {
+	if live.GetKind() != "APIService" {
+		return ""
+	}
+	return "it serves " + Backend(live) + ", another metrics provider's installation"
+}
+
+// BeforeWrite stops before taking an APIService away from another
+// provider: only one can serve a metrics API.
+func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstructured) error {
+	var taken []string
+	for i, obj := range objs {
+		if obj.GetKind() != "APIService" || live[i] == nil {
+			continue
+		}
+		svcNS, _, _ := unstructured.NestedString(live[i].Object, "spec", "service", "namespace")
+		svcName, _, _ := unstructured.NestedString(live[i].Object, "spec", "service", "name")
+		if svcNS == s.cfg.Adapter.Namespace && svcName == DeploymentName {
+			continue
+		}
+		taken = append(taken, fmt.Sprintf("APIService %s is served by %s", obj.GetName(), Backend(live[i])))
+	}
+	if len(taken) == 0 {
+		return nil
+	}
+	msg := strings.Join(taken, "; ") + "; applying would make the Stackdriver adapter serve it instead"
+	if !s.Deps().ForceConflicts {
+		return exitcode.With(exitcode.Conflict, errors.New(msg+": remove the other provider or re-run with --force-conflicts to take it over"))
+	}
+	s.Report().Action(Name, "taking over (--force-conflicts): "+msg)
+	return nil
+}
+
+// Prepare keeps the adapter's identity, which is the identity step's and
+// set by merge patch: an apply leaves it alone, unless an earlier version
+// of vllm-hpa applied it (then the apply must keep it, or it would remove
+// it).
+func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
+	switch {
+	case live == nil:
+	case obj.GetKind() == "ServiceAccount" && kube.AppliedByUs(live, "metadata", "annotations", WorkloadIdentityAnnotation):
+		if v, ok := live.GetAnnotations()[WorkloadIdentityAnnotation]; ok {
+			a := obj.GetAnnotations()
+			if a == nil {
+				a = map[string]string{}
+			}
+			a[WorkloadIdentityAnnotation] = v
+			obj.SetAnnotations(a)
+		}
+	case obj.GetKind() == "Deployment" && kube.AppliedByUs(live, "spec", "template", "metadata", "annotations", PodIdentityAnnotation):
+		if v, ok, _ := unstructured.NestedString(live.Object, "spec", "template", "metadata", "annotations", PodIdentityAnnotation); ok {
+			return unstructured.SetNestedField(obj.Object, v, "spec", "template", "metadata", "annotations", PodIdentityAnnotation)
+		}
+	}
+	return nil
+}
+
+// Wait waits for the adapter's rollout, then for its APIServices.
+func (s *Step) Wait(ctx context.Context) error {
+	ns, k, report := s.cfg.Adapter.Namespace, s.Deps().Kube, s.Report()
+	if err := rollout.Wait(ctx, k, report, Name, ns, DeploymentName, Pods,
+		s.Seen(kube.DeploymentsGVR, ns, DeploymentName)); err != nil {
+		return err
+	}
+	report.Result(step.Result{Step: Name, Check: "adapter available", OK: true})
+	names, err := s.apiServiceNames()
+	if err != nil {
+		return err
+	}
+	var results []step.Result
+	err = kube.Until(ctx, "the metrics APIServices to be Available",
+		kube.Watch{Resource: k.Dynamic.Resource(kube.APIServicesGVR), LabelSelector: owner.SharedSelector(s.cfg.Instance), Seen: s.Seen(kube.APIServicesGVR, "", "")},
+		func(objs []*unstructured.Unstructured) (bool, string, error) {
+			results = APIServiceResults(Name, names, objs)
+			return allOK(results), firstFailure(results), nil
+		}, func(r string) { report.Waiting(Name, r) })
+	if err == nil {
+		for _, r := range results {
+			report.Result(r)
+		}
+	}
+	return err
+}
+
+// apiServiceNames are the APIServices the step renders.
+func (s *Step) apiServiceNames() ([]string, error) {
+	objs, err := s.Objects()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, o := range objs {
+		if o.GetKind() == "APIService" {
+			names = append(names, o.GetName())
+		}
+	}
+	return names, nil
+}
+
+// Check judges the adapter's rollout and its APIServices.
+func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
+	k, err := s.Kube()
+	if err != nil {
+		return nil, err
+	}
+	r, err := rollout.Check(ctx, k, Name, "adapter available", s.cfg.Adapter.Namespace, DeploymentName, "vllm-hpa adapter")
+	if err != nil {
+		return nil, err
+	}
+	names, err := s.apiServiceNames()
+	if err != nil {
+		return nil, err
+	}
+	list, err := k.Dynamic.Resource(kube.APIServicesGVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return append([]step.Result{r}, APIServiceResults(Name, names, kube.Items(list))...), nil
+}
+
+// Backend names what serves an APIService.
+func Backend(live *unstructured.Unstructured) string {
+	svcNS, _, _ := unstructured.NestedString(live.Object, "spec", "service", "namespace")
+	svcName, _, _ := unstructured.NestedString(live.Object, "spec", "service", "name")
+	if svcName == "" {
+		return "kube-apiserver itself (a local APIService)"
+	}
+	return "Service " + svcNS + "/" + svcName
+}
+
+// APIServiceResults judges the named APIServices among objs.
+func APIServiceResults(stepName string, names []string, objs []*unstructured.Unstructured) []step.Result {
+	byName := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		byName[o.GetName()] = o
+	}
+	var results []step.Result
+	for _, name := range names {
+		r := step.Result{Step: stepName, Check: "apiservice " + name + " available"}
+		u, ok := byName[name]
+		if !ok {
+			r.Reason, r.Message = "NotFound", "APIService "+name+" does not exist"
+		} else if as, err := kube.Convert[apiregistrationv1.APIService](u); err != nil {
+			r.Reason, r.Message = "Invalid", err.Error()
+		} else {
+			r.OK, r.Reason, r.Message = APIServiceStatus(as)
+		}
+		results = append(results, r)
+	}
+	return results
+}
+
+// APIServiceStatus reads an APIService's Available condition.
+func APIServiceStatus(a *apiregistrationv1.APIService) (ok bool, reason, message string) {
+	for _, c := range a.Status.Conditions {
+		if c.Type == apiregistrationv1.Available {
+			return c.Status == apiregistrationv1.ConditionTrue, c.Reason, c.Message
+		}
+	}
+	return false, "NoCondition", "no Available condition yet"
+}
+
+func allOK(rs []step.Result) bool {
+	for _, r := range rs {
+		if !r.OK {
+			return false
+		}
+	}
+	return true
+}
+
+func firstFailure(rs []step.Result) string {
+	for _, r := range rs {
+		if !r.OK {
+			return r.Check + ": " + r.Reason + " " + r.Message
+		}
+	}
+	return ""
+}

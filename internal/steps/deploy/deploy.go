@@ -1,0 +1,230 @@
+// Package deploy is the walkthrough's first step: the Hugging Face token
+// Secret, the vLLM Deployment and its Service (templates/deploy.yaml.tmpl),
+// waited for until the rollout is done and the Service has ready
+// endpoints.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	appsv1 "k8s.io/api/apps/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
+	"github.com/vllm-hpa/vllm-hpa/internal/render"
+	"github.com/vllm-hpa/vllm-hpa/internal/rollout"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
+)
+
+// Name is the step's name and command.
+const Name = "deploy"
+
+// ErrTokenMissing is the deploy step's missing Hugging Face token.
+var ErrTokenMissing = errors.New("no Hugging Face token: set HF_TOKEN or --hf-token-file (the model's Secret needs it)")
+
+// Definition is the deploy step in the registry.
+type Definition struct{}
+
+func (Definition) Name() string { return Name }
+
+func (Definition) Help() step.Help {
+	return step.Help{
+		Short: "Deploy the vLLM server: token Secret, Deployment and Service",
+		Long: `Create or update the Hugging Face token Secret, the vLLM Deployment and its
+ClusterIP Service, then wait until the Deployment is Available at its current
+generation, its pods are Ready and the Service has ready endpoints. While
+waiting it says why not (scheduling, GPU quota, image pulls, crash loops).`,
+	}
+}
+
+// Requires the token, for its Secret.
+func (Definition) Requires() step.Requirements { return step.Requirements{Token: true} }
+
+func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
+	s := &Step{cfg: cfg}
+	s.Step = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Deploy}, s)
+	return s
+}
+
+// Step is the deploy step.
+type Step struct {
+	*objectstep.Step
+	cfg *config.Config
+}
+
+// Prepare puts the token into the Secret (there is none without one:
+// commands refuse to start deploy without it), and the live replica count
+// into the Deployment.
+func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
+	switch obj.GetKind() {
+	case "Secret":
+		if s.cfg.HFTokenValue() == "" {
+			return exitcode.With(exitcode.BadInput, ErrTokenMissing)
+		}
+		return render.SetSecretToken(s.cfg, obj, s.cfg.HFTokenValue())
+	case "Deployment":
+		// The HPA owns the replica count once it exists: apply the live
+		// count so that a re-run never scales the Deployment back.
+		if live != nil {
+			if n, found, _ := unstructured.NestedInt64(live.Object, "spec", "replicas"); found {
+				return unstructured.SetNestedField(obj.Object, n, "spec", "replicas")
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Step) podSelector() string { return labels.Set{"app": s.cfg.Workload.AppLabel}.String() }
+
+// Wait waits for the rollout, then for the Service's ready endpoints.
+func (s *Step) Wait(ctx context.Context) error {
+	w, k, report := s.cfg.Workload, s.Deps().Kube, s.Report()
+	if err := rollout.Wait(ctx, k, report, Name, w.Namespace, w.Deployment, s.podSelector(),
+		s.Seen(kube.DeploymentsGVR, w.Namespace, w.Deployment)); err != nil {
+		return err
+	}
+	report.Result(step.Result{Step: Name, Check: "deployment available", OK: true})
+	if err := kube.Until(ctx, "Service "+w.Namespace+"/"+s.cfg.Service.Name+" to have ready endpoints",
+		kube.Watch{Resource: k.Dynamic.Resource(kube.EndpointSlicesGVR).Namespace(w.Namespace), LabelSelector: discoveryv1.LabelServiceName + "=" + s.cfg.Service.Name},
+		func(objs []*unstructured.Unstructured) (bool, string, error) {
+			ok, reason := ServiceEndpoints(objs)
+			return ok, reason, nil
+		}, func(r string) { report.Waiting(Name, r) }); err != nil {
+		return err
+	}
+	report.Result(step.Result{Step: Name, Check: "service endpoints ready", OK: true})
+	return nil
+}
+
+// Check judges the rollout, the token Secret and the Service's endpoints.
+func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
+	k, err := s.Kube()
+	if err != nil {
+		return nil, err
+	}
+	w := s.cfg.Workload
+	d, err := kube.GetTyped[appsv1.Deployment](ctx, k, kube.DeploymentsGVR, w.Namespace, w.Deployment)
+	r := step.Result{Step: Name, Check: "deployment available"}
+	switch {
+	case err != nil:
+		return nil, err
+	case d == nil:
+		r.Reason, r.Message = "NotFound", "Deployment "+w.Namespace+"/"+w.Deployment+" does not exist: run vllm-hpa deploy"
+	default:
+		r.OK, r.Reason, r.Message = rollout.Status(d)
+	}
+	results := []step.Result{r}
+	tokens, err := tokenSecretResults(ctx, k, s.cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	results = append(results, tokens...)
+	slices, err := k.Dynamic.Resource(kube.EndpointSlicesGVR).Namespace(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + s.cfg.Service.Name})
+	if err != nil {
+		return nil, err
+	}
+	r = step.Result{Step: Name, Check: "service endpoints ready"}
+	r.OK, r.Message = ServiceEndpoints(kube.Items(slices))
+	return append(results, r), nil
+}
+
+// ExtraDeletes is the workload namespace, if deploy created it (cleanup
+// checks the labels and that nothing else is left in it).
+func (s *Step) ExtraDeletes() []*unstructured.Unstructured {
+	return []*unstructured.Unstructured{objectstep.NamespaceObject(s.cfg, Name, s.cfg.Workload.Namespace)}
+}
+
+// tokenSecretResults checks what the vLLM container reads from Secrets: the
+// token Secret exists, holds a token under its key (not a placeholder such
+// as a rendered copy would hold, and the configured token when one is
+// given), and every Secret key the live Deployment's container references
+// exists.
+func tokenSecretResults(ctx context.Context, k *kube.Client, cfg *config.Config, d *appsv1.Deployment) ([]step.Result, error) {
+	type ref struct{ name, key, env string }
+	refs := []ref{{cfg.HFToken.SecretName, cfg.HFToken.SecretKey, cfg.HFToken.EnvName}}
+	if d != nil {
+		for _, c := range d.Spec.Template.Spec.Containers {
+			if c.Name != cfg.Workload.Container {
+				continue
+			}
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && !(e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional) {
+					r := ref{e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key, e.Name}
+					if r.name != refs[0].name || r.key != refs[0].key {
+						refs = append(refs, r)
+					}
+				}
+			}
+		}
+	}
+	var out []step.Result
+	for i, r := range refs {
+		res := step.Result{Step: "deploy", Check: "token secret holds a token"}
+		if i > 0 {
+			res.Check = "secret " + r.name + " key " + r.key + " exists"
+		}
+		sec, err := k.Typed.CoreV1().Secrets(cfg.Workload.Namespace).Get(ctx, r.name, metav1.GetOptions{})
+		value, hasKey := []byte(nil), false
+		if err == nil {
+			value, hasKey = sec.Data[r.key]
+		}
+		switch {
+		case apierrors.IsNotFound(err):
+			res.Reason, res.Message = "NotFound", fmt.Sprintf("Secret %s/%s does not exist (the container reads %s from it): run vllm-hpa deploy", cfg.Workload.Namespace, r.name, r.env)
+		case apierrors.IsForbidden(err):
+			res.Reason, res.Message = "Forbidden", fmt.Sprintf("cannot read Secret %s/%s with these credentials, so the token is not proven", cfg.Workload.Namespace, r.name)
+		case err != nil:
+			return nil, err
+		case !hasKey:
+			res.Reason, res.Message = "KeyMissing", fmt.Sprintf("Secret %s/%s has no key %s (the container reads %s from it)", cfg.Workload.Namespace, r.name, r.key, r.env)
+		case i > 0:
+			res.OK, res.Message = true, fmt.Sprintf("%s from Secret %s/%s", r.env, r.name, r.key)
+		case render.IsPlaceholderToken(string(value)):
+			res.Reason, res.Message = "Placeholder", fmt.Sprintf("Secret %s/%s holds a placeholder, not a token (was a rendered copy applied over it?): run vllm-hpa deploy with HF_TOKEN or --hf-token-file", cfg.Workload.Namespace, r.name)
+		case cfg.HFTokenValue() != "" && string(value) != cfg.HFTokenValue():
+			res.Reason, res.Message = "Stale", fmt.Sprintf("Secret %s/%s holds another token than the one given (HF_TOKEN or --hf-token-file): run vllm-hpa deploy to update it", cfg.Workload.Namespace, r.name)
+		default:
+			res.OK, res.Message = true, fmt.Sprintf("%s/%s key %s (%d characters; value never shown)", cfg.Workload.Namespace, r.name, r.key, len(value))
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// ServiceEndpoints judges a Service's EndpointSlices: ready when one
+// endpoint is.
+func ServiceEndpoints(objs []*unstructured.Unstructured) (bool, string) {
+	var slices []*discoveryv1.EndpointSlice
+	for _, o := range objs {
+		if es, err := kube.Convert[discoveryv1.EndpointSlice](o); err == nil {
+			slices = append(slices, es)
+		}
+	}
+	n := endpointsReady(slices)
+	if n == 0 {
+		return false, "the Service has no ready endpoints yet"
+	}
+	return true, fmt.Sprintf("%d ready endpoints", n)
+}
+
+// endpointsReady counts the ready endpoints across a Service's slices.
+func endpointsReady(slices []*discoveryv1.EndpointSlice) int {
+	n := 0
+	for _, s := range slices {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				n++
+			}
+		}
+	}
+	return n
+}

@@ -1,0 +1,49 @@
+package hpa
+
+import (
+	"strings"
+	"testing"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+)
+
+const metric = "prometheus.googleapis.com|vllm:num_requests_running|gauge"
+
+func hpa(conds map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string, current string) *autoscalingv2.HorizontalPodAutoscaler {
+	h := &autoscalingv2.HorizontalPodAutoscaler{}
+	for typ, sr := range conds {
+		h.Status.Conditions = append(h.Status.Conditions, autoscalingv2.HorizontalPodAutoscalerCondition{Type: typ, Status: corev1.ConditionStatus(sr[0]), Reason: sr[1], Message: "msg"})
+	}
+	if current != "" {
+		q := resource.MustParse(current)
+		h.Status.CurrentMetrics = []autoscalingv2.MetricStatus{{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricStatus{
+			Metric: autoscalingv2.MetricIdentifier{Name: metric}, Current: autoscalingv2.MetricValueStatus{AverageValue: &q}}}}
+	}
+	return h
+}
+
+func TestStatus(t *testing.T) {
+	able := [2]string{"True", "ReadyForNewScale"}
+	cases := []struct {
+		name    string
+		h       *autoscalingv2.HorizontalPodAutoscaler
+		ok      bool
+		reason  string
+		hint    string
+		current string
+	}{
+		{"not evaluated", hpa(nil, ""), false, "NoConditions", "", ""},
+		{"cannot scale", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: {"False", "FailedGetScale"}}, ""), false, "FailedGetScale", "does the vLLM Deployment exist", ""},
+		{"no metric", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: able, autoscalingv2.ScalingActive: {"False", "FailedGetPodsMetric"}}, ""), false, "FailedGetPodsMetric", "Workload Identity", ""},
+		{"scaling disabled", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: able, autoscalingv2.ScalingActive: {"False", "ScalingDisabled"}}, ""), false, "ScalingDisabled", "0 replicas", ""},
+		{"active", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: able, autoscalingv2.ScalingActive: {"True", "ValidMetricFound"}}, "500m"), true, "ValidMetricFound", "", "500m"},
+	}
+	for _, c := range cases {
+		ok, reason, msg, current := Status(c.h, metric)
+		if ok != c.ok || reason != c.reason || current != c.current || !strings.Contains(msg, c.hint) {
+			t.Errorf("%s: ok=%v reason=%q current=%q msg=%q; want %v %q %q with %q", c.name, ok, reason, current, msg, c.ok, c.reason, c.current, c.hint)
+		}
+	}
+}
