@@ -22,13 +22,31 @@ demo:
 k8s-cache:
 	@scripts/build-k8s-cache.sh >/dev/null
 
+# Tests that wait on control planes run many at once: each holds one of
+# $(TEST_CLUSTERS) control planes (VLLM_HPA_TEST_CLUSTERS) for its run.
+TEST_CLUSTERS ?= 5
+TEST_PARALLEL ?= 16
+# Packages whose goroutines share state, run under the race detector.
+RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout
+
 # All tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
-# failure rather than a skip).
+# failure rather than a skip), the race detector on the packages with
+# goroutines and on the CLI's input handling, and the emulator's end-to-end
+# test (beside the others, in the background). The fault tests run 2 rounds
+# here (make test-faults: 20).
 test: lint
-	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 && \
-	  $(GO) test -count=1 -timeout 30m ./... && \
-	  cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
+	@set -e; \
+	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
+	log=$$(mktemp); \
+	( cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./... ) > $$log 2>&1 & emulator=$$!; \
+	status=0; \
+	$(GO) test -count=1 -timeout 30m -parallel $(TEST_PARALLEL) ./... || status=$$?; \
+	$(GO) test -count=1 -race $(RACE_PKGS) || status=$$?; \
+	$(GO) test -count=1 -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd || status=$$?; \
+	emulator_status=0; wait $$emulator || emulator_status=$$?; \
+	cat $$log; rm -f $$log; \
+	[ $$status -eq 0 ] && [ $$emulator_status -eq 0 ]
 
 # The fault tests at full length: 20 rounds of up and cleanup through a
 # proxy that breaks 10% of Kubernetes requests, with 10% of Google API calls

@@ -108,6 +108,7 @@ func badInputCases() []badInputCase {
 }
 
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	cases := badInputCases()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -135,6 +136,7 @@ func TestBadInput(t *testing.T) {
 // TestPrecedence checks flag > env > file > default on one key, and that
 // each layer alone takes effect.
 func TestPrecedence(t *testing.T) {
+	t.Parallel()
 	get := func(t *testing.T, file string, env map[string]string, args ...string) map[string]any {
 		dir := t.TempDir()
 		if file != "" {
@@ -195,6 +197,7 @@ func TestPrecedence(t *testing.T) {
 }
 
 func TestTokenRedactedEverywhere(t *testing.T) {
+	t.Parallel()
 	const token = "hf_plantedTOKENvalue987"
 	dir := t.TempDir()
 	tokenFile := writeFile(t, dir, "token", token+"\n")
@@ -220,6 +223,7 @@ func TestTokenRedactedEverywhere(t *testing.T) {
 }
 
 func TestDryRunJSON(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := run(t, "", nil, "up", "--dry-run", "-o", "json", "--project", "my-proj")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -256,6 +260,7 @@ func TestDryRunJSON(t *testing.T) {
 }
 
 func TestDryRunDirectIdentity(t *testing.T) {
+	t.Parallel()
 	code, out, errOut := run(t, "", nil, "identity", "--dry-run", "--identity-mode", "direct", "--project", "my-proj")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
@@ -285,6 +290,7 @@ func readREADME(t *testing.T) string {
 var readmePath, _ = filepath.Abs("../README.md")
 
 func TestExitCodesDocumented(t *testing.T) {
+	t.Parallel()
 	readme := readREADME(t)
 	code, out, _ := run(t, "", nil, "--help")
 	if code != 0 {
@@ -305,6 +311,7 @@ func TestExitCodesDocumented(t *testing.T) {
 // to the settings that make the flags and env vars, and checks that every
 // flag of every command is documented in the README.
 func TestREADMEConfigReference(t *testing.T) {
+	t.Parallel()
 	readme := readREADME(t)
 	const start, end = "<!-- config-reference:start -->\n", "<!-- config-reference:end -->"
 	i, j := strings.Index(readme, start), strings.Index(readme, end)

@@ -13,6 +13,7 @@ import (
 // TestCommandReference keeps docs/commands (generated with cobra/doc) in
 // step with the commands; UPDATE_DOCS=1 regenerates it.
 func TestCommandReference(t *testing.T) {
+	t.Parallel()
 	want, _ := filepath.Abs("../docs/commands")
 	got := t.TempDir()
 	root := NewRootCmd(iostreams.System())

@@ -21,7 +21,6 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
 )
 
 const (
@@ -61,8 +60,8 @@ func gcpMustRun(t *testing.T, g *gcpfake.GCP, inst instance, args ...string) str
 	return out
 }
 
-func ksaAnnotation(t *testing.T) (string, bool) {
-	sa, err := cp.Client.CoreV1().ServiceAccounts("custom-metrics").Get(context.Background(), "custom-metrics-stackdriver-adapter", metav1.GetOptions{})
+func ksaAnnotation(t *testing.T, inst instance) (string, bool) {
+	sa, err := inst.tb.cp.Client.CoreV1().ServiceAccounts("custom-metrics").Get(context.Background(), "custom-metrics-stackdriver-adapter", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,9 +70,8 @@ func ksaAnnotation(t *testing.T) (string, bool) {
 }
 
 func TestIdentityGSA(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
-	inst := instance{"ident", "ident-ns"}
+	inst := newInstance(t, "ident", "ident-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	mustRun(t, inst, "adapter")
 
@@ -88,7 +86,7 @@ func TestIdentityGSA(t *testing.T) {
 	if !gcpfake.HasMember(g.IAM.AccountPolicy(gsaEmail), wiRole, ksaMember) {
 		t.Error("account policy lacks roles/iam.workloadIdentityUser for the KSA")
 	}
-	if v, _ := ksaAnnotation(t); v != gsaEmail {
+	if v, _ := ksaAnnotation(t, inst); v != gsaEmail {
 		t.Errorf("KSA annotation = %q", v)
 	}
 
@@ -127,7 +125,7 @@ func TestIdentityGSA(t *testing.T) {
 	if gcpfake.HasMember(g.Projects.Policy("my-proj"), viewerRole, gsaMember) {
 		t.Error("project policy still has our member")
 	}
-	if _, ok := ksaAnnotation(t); ok {
+	if _, ok := ksaAnnotation(t, inst); ok {
 		t.Error("KSA annotation not removed")
 	}
 	before = g.Mutations()
@@ -138,9 +136,8 @@ func TestIdentityGSA(t *testing.T) {
 }
 
 func TestIdentityDirect(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
-	inst := instance{"direct", "direct-ns"}
+	inst := newInstance(t, "direct", "direct-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	gcpMustRun(t, g, inst, "adapter")
 	gcpMustRun(t, g, inst, "identity", "--identity-mode", "direct")
@@ -151,7 +148,7 @@ func TestIdentityDirect(t *testing.T) {
 	if g.IAM.Account(gsaEmail) != nil {
 		t.Error("direct mode created a Google service account")
 	}
-	if _, ok := ksaAnnotation(t); ok {
+	if _, ok := ksaAnnotation(t, inst); ok {
 		t.Error("direct mode annotated the KSA")
 	}
 	gcpMustRun(t, g, inst, "cleanup", "identity", "--identity-mode", "direct")
@@ -166,11 +163,11 @@ func TestIdentityDirect(t *testing.T) {
 // member that should be there is there at the end, conditional bindings
 // survive, and ours is present after identity and absent after cleanup.
 func TestIdentityUnderConcurrentWriters(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
+	t.Parallel()
 	for _, conditional := range []bool{false, true} {
 		t.Run(fmt.Sprintf("conditional=%v", conditional), func(t *testing.T) {
 			g := startGCP(t)
-			inst := instance{"conc", "conc-ns"}
+			inst := newInstance(t, "conc", "conc-ns")
 			t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 			mustRun(t, inst, "adapter")
 			cond := &iampb.Binding{Role: "roles/storage.objectViewer", Members: []string{"group:ml@example.com"},
@@ -333,8 +330,7 @@ func removeFrom(p *iampb.Policy, role, member string) {
 }
 
 func TestIdentityErrors(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
-	inst := instance{"errs", "errs-ns"}
+	inst := newInstance(t, "errs", "errs-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	mustRun(t, inst, "adapter")
 
@@ -380,7 +376,7 @@ func TestIdentityErrors(t *testing.T) {
 // TestPreconditions: each failing precondition is reported with its fix,
 // exits 5, and nothing is mutated in GCP or Kubernetes.
 func TestPreconditions(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
+	inst := newInstance(t, "pre", "pre-ns")
 	good := func() *container.Cluster {
 		return &container.Cluster{
 			Name: "gpu-hpa", Status: "RUNNING", CurrentMasterVersion: "1.33.5-gke.1000",
@@ -409,8 +405,7 @@ func TestPreconditions(t *testing.T) {
 			cl := good()
 			c.breakIt(cl)
 			g.GKE.PutCluster("projects/my-proj/locations/us-central1/clusters/gpu-hpa", cl)
-			inst := instance{"pre", "pre-ns"}
-			code, _, errOut := gcpRun(t, g, inst, "up", "--cluster", "gpu-hpa", "--location", "us-central1", "--kubeconfig", cp.Kubeconfig)
+			code, _, errOut := gcpRun(t, g, inst, "up", "--cluster", "gpu-hpa", "--location", "us-central1", "--kubeconfig", inst.tb.cp.Kubeconfig)
 			if code != exitcode.Precondition || !strings.Contains(errOut, c.want) {
 				t.Errorf("exit %d, want %d with %q:\n%s", code, exitcode.Precondition, c.want, errOut)
 			}
@@ -425,9 +420,8 @@ func TestPreconditions(t *testing.T) {
 	t.Run("all met", func(t *testing.T) {
 		g := startGCP(t)
 		g.GKE.PutCluster("projects/my-proj/locations/us-central1/clusters/gpu-hpa", good())
-		inst := instance{"pre", "pre-ns"}
 		t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
-		code, out, errOut := gcpRun(t, g, inst, "deploy", "--cluster", "gpu-hpa", "--location", "us-central1", "--kubeconfig", cp.Kubeconfig)
+		code, out, errOut := gcpRun(t, g, inst, "deploy", "--cluster", "gpu-hpa", "--location", "us-central1", "--kubeconfig", inst.tb.cp.Kubeconfig)
 		if code != 0 || !strings.Contains(errOut, "✓ workload identity pool") {
 			t.Errorf("exit %d: %s %s", code, out, errOut)
 		}
@@ -438,9 +432,9 @@ func TestPreconditions(t *testing.T) {
 // (the second changes nothing in Kubernetes or GCP), then cleanup, which
 // leaves no owned object and no IAM member of ours.
 func TestUpAndCleanupWholeStack(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
-	inst := instance{"whole", "whole-ns"}
+	inst := newInstance(t, "whole", "whole-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	gcpMustRun(t, g, inst, "up")
 	objects, mutations := ownedObjects(t, inst), g.Mutations()

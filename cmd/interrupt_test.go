@@ -3,13 +3,11 @@ package cmd
 import (
 	"bufio"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
 )
 
 // TestInterruptedUpResumes sends SIGINT to a real vllm-hpa process while
@@ -17,18 +15,16 @@ import (
 // exits 130 and says what was done and what is left; the next `up`
 // completes.
 func TestInterruptedUpResumes(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
-	inst := instance{"sigint", "sigint-ns"}
+	inst := newInstance(t, "sigint", "sigint-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
-	bin := buildCLI(t)
 	env := append(os.Environ(),
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
 		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
 		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint)
 
-	c := exec.Command(bin, "up")
-	c.Env = env
+	c := cliCommand(env, "up")
 	stderr, _ := c.StderrPipe()
 	var stdout strings.Builder
 	c.Stdout = &stdout
@@ -58,8 +54,7 @@ func TestInterruptedUpResumes(t *testing.T) {
 	}
 
 	// The next up completes, and skips what was done.
-	c = exec.Command(bin, "up", "-o", "json")
-	c.Env = env
+	c = cliCommand(env, "up", "-o", "json")
 	out, err := c.Output()
 	if err != nil {
 		t.Fatalf("second up: %v\n%s", err, out)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 )
 
@@ -23,20 +23,20 @@ var gmpGVR = gmp.Resource
 var apiServicesGVR = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
 
 func TestAPIServiceOfAnotherProvider(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
-	inst := instance{"conflict", "conflict-ns"}
+	inst := newInstance(t, "conflict", "conflict-ns")
+	cp := inst.tb.cp
 	ctx := context.Background()
 	// A working prometheus-adapter: its pods, its Service, and the
 	// APIService that sends custom.metrics.k8s.io/v1beta1 to it.
-	other := &kubetest.FakeMetrics{Client: cp.Client}
+	other := &localcluster.FakeMetrics{Client: cp.Client}
 	other.Set(runningMetric, "0")
 	srv := other.Server()
 	defer srv.Close()
 	cp.ServeService("monitoring", "prometheus-adapter", 443, strings.TrimPrefix(srv.URL, "https://"))
-	f := newForeignSet(t)
-	createForeign(t, nil, namespaceObj("monitoring"))
+	f := newForeignSet(t, inst.tb)
+	createForeign(t, inst.tb, nil, namespaceObj("monitoring"))
 	labels := map[string]any{"app": "prometheus-adapter"}
-	createForeign(t, f, &unstructured.Unstructured{Object: map[string]any{
+	createForeign(t, inst.tb, f, &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "prometheus-adapter", "namespace": "monitoring"},
 		"spec": map[string]any{"selector": map[string]any{"matchLabels": labels}, "template": map[string]any{
 			"metadata": map[string]any{"labels": labels},
@@ -44,7 +44,7 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 				"ports": []any{map[string]any{"name": "https", "containerPort": int64(443)}}}}},
 		}},
 	}})
-	createForeign(t, f, &unstructured.Unstructured{Object: map[string]any{
+	createForeign(t, inst.tb, f, &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "prometheus-adapter", "namespace": "monitoring"},
 		"spec": map[string]any{"selector": labels, "ports": []any{map[string]any{"name": "https", "port": int64(443), "targetPort": int64(443)}}},
 	}})
@@ -57,7 +57,7 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 			"service":               map[string]any{"namespace": "monitoring", "name": "prometheus-adapter", "port": int64(443)},
 		},
 	}}
-	createForeign(t, nil, foreign)
+	createForeign(t, inst.tb, nil, foreign)
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	code, _, errOut := kubeRun(t, inst, "adapter")
 	if code != exitcode.Conflict {
@@ -104,8 +104,8 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 }
 
 func TestFieldConflictWithAnotherManager(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
-	inst := instance{"fields", "fields-ns"}
+	inst := newInstance(t, "fields", "fields-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	mustRun(t, inst, "deploy")
 	ctx := context.Background()
@@ -134,8 +134,8 @@ func TestFieldConflictWithAnotherManager(t *testing.T) {
 }
 
 func TestDeployExplainsWhyNotReady(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
-	inst := instance{"diag", "diag-ns"}
+	inst := newInstance(t, "diag", "diag-ns")
+	cp := inst.tb.cp
 	cp.Pods.Hold = func(p *corev1.Pod) (string, string) {
 		if p.Namespace == inst.namespace {
 			return "ImagePullBackOff", `Back-off pulling image "vllm/vllm-openai:v0.11.0"`
@@ -158,8 +158,8 @@ func TestDeployExplainsWhyNotReady(t *testing.T) {
 }
 
 func TestObjectDeletedWhileWaiting(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
-	inst := instance{"gone", "gone-ns"}
+	inst := newInstance(t, "gone", "gone-ns")
+	cp := inst.tb.cp
 	cp.Operator.Decide(func(*unstructured.Unstructured) (string, string, string, bool) { return "", "", "", true })
 	t.Cleanup(func() {
 		cp.Operator.Decide(nil)
@@ -184,8 +184,8 @@ func TestObjectDeletedWhileWaiting(t *testing.T) {
 }
 
 func TestDryRunChangesNothing(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
-	inst := instance{"dry", "dry-ns"}
+	inst := newInstance(t, "dry", "dry-ns")
+	cp := inst.tb.cp
 	mustRun(t, inst, "up", "--dry-run")
 	mustRun(t, inst, "cleanup", "--dry-run", "--skip", "identity")
 	if left := ownedObjects(t, inst); len(left) != 0 {

@@ -18,7 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
 
 // gkeToken is the OAuth access token the fake token endpoint issues and the
@@ -32,7 +32,7 @@ type fakeGoogle struct {
 	badAuth             atomic.Int32
 }
 
-func (f *fakeGoogle) serve(t *testing.T) (tokenURL, containerURL string) {
+func (f *fakeGoogle) serve(t *testing.T, cp *localcluster.ControlPlane) (tokenURL, containerURL string) {
 	tokenSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f.tokens.Add(1)
 		if r.ParseForm() != nil || r.Form.Get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {
@@ -93,11 +93,11 @@ func serviceAccountKey(t *testing.T, tokenURL string) string {
 }
 
 func TestConnectThroughContainerAPI(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
+	inst := newInstance(t, "gke", "gke-ns")
+	cp := inst.tb.cp
 	f := &fakeGoogle{}
-	tokenURL, containerURL := f.serve(t)
+	tokenURL, containerURL := f.serve(t, cp)
 	adc := serviceAccountKey(t, tokenURL)
-	inst := instance{"gke", "gke-ns"}
 	env := map[string]string{
 		"HF_TOKEN":                       "hf_testTOKEN",
 		"GOOGLE_APPLICATION_CREDENTIALS": adc,

@@ -23,64 +23,30 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
-)
-
-// One real control plane for the package: etcd, kube-apiserver (with
-// aggregation through an in-process egress proxy, and watches closed by the
-// server every few seconds), kube-controller-manager with the HPA loop at
-// 1s, a pod runner in the kubelet's place, a Managed Prometheus operator
-// stand-in and a fake custom metrics backend behind the adapter's Service.
-var (
-	cp      *kubetest.ControlPlane
-	cpErr   error
-	metrics *kubetest.FakeMetrics
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(cliEnv) != "" {
+		os.Exit(Main(os.Args[1:]))
+	}
 	// What the Google libraries read from the process itself: no user's
 	// credentials, so that "no credentials" is found at once and no
 	// request ever leaves loopback.
 	home, _ := os.MkdirTemp("", "vllm-hpa-test-home-")
-	defer os.RemoveAll(home)
 	os.Setenv("HOME", home)
 	// A credentials file that does not exist ends the lookup of
 	// Application Default Credentials before it asks a metadata server.
 	os.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(home, "no-credentials.json"))
-	if kubetest.BinDir() != "" {
-		cp, cpErr = kubetest.StartForTests(kubetest.Options{
-			Controllers:   true,
-			HPASyncPeriod: time.Second,
-			Aggregation:   true,
-			RunPods:       true,
-			PodStartDelay: 300 * time.Millisecond,
-			Monitoring:    true,
-			// The server closes every watch after 5-10s, so every wait in
-			// these tests also survives watches closed by the server.
-			ExtraAPIServerArgs: []string{"--min-request-timeout=5"},
-			StaticToken:        gkeToken,
-		})
-		if cpErr == nil {
-			metrics = &kubetest.FakeMetrics{Client: cp.Client}
-			metrics.Set("prometheus.googleapis.com|vllm:num_requests_running|gauge", "0")
-			srv := metrics.Server()
-			defer srv.Close()
-			cp.ServeService("custom-metrics", "custom-metrics-stackdriver-adapter", 443, strings.TrimPrefix(srv.URL, "https://"))
-		} else {
-			fmt.Fprintln(os.Stderr, "control plane:", cpErr)
-		}
-	} else {
-		cpErr = fmt.Errorf("%s is not set", kubetest.BinDirEnv)
-	}
 	code := m.Run()
-	cp.Stop()
+	stopTestbeds()
+	os.RemoveAll(home)
 	os.Exit(code)
 }
 
-// kubeRun runs vllm-hpa against the test control plane for an instance of
-// the stack of its own (namespace and adapter namespace are per test).
+// kubeRun runs vllm-hpa against inst's testbed as inst.
 func kubeRun(t *testing.T, inst instance, args ...string) (int, string, string) {
 	t.Helper()
 	return kubeRunEnv(t, inst, nil, args...)
@@ -89,10 +55,9 @@ func kubeRun(t *testing.T, inst instance, args ...string) (int, string, string) 
 // kubeRunEnv is kubeRun with more environment variables.
 func kubeRunEnv(t *testing.T, inst instance, extra map[string]string, args ...string) (int, string, string) {
 	t.Helper()
-	kubetest.Skip(t, cp, cpErr)
-	env := map[string]string{
+	env := inst.tb.env()
+	for k, v := range map[string]string{
 		"HF_TOKEN":                    "hf_testTOKEN",
-		"VLLM_HPA_KUBE_KUBECONFIG":    cp.Kubeconfig,
 		"VLLM_HPA_INSTANCE":           inst.name,
 		"VLLM_HPA_WORKLOAD_NAMESPACE": inst.namespace,
 		"VLLM_HPA_TIMEOUTS_DEPLOY":    "60s",
@@ -100,6 +65,8 @@ func kubeRunEnv(t *testing.T, inst instance, extra map[string]string, args ...st
 		"VLLM_HPA_TIMEOUTS_MONITOR":   "30s",
 		"VLLM_HPA_TIMEOUTS_HPA":       "60s",
 		"VLLM_HPA_TIMEOUTS_CLEANUP":   "60s",
+	} {
+		env[k] = v
 	}
 	for k, v := range extra {
 		env[k] = v
@@ -107,8 +74,6 @@ func kubeRunEnv(t *testing.T, inst instance, extra map[string]string, args ...st
 	// The project first, so that a test's own --project wins.
 	return run(t, "", env, append([]string{"--project", "my-proj"}, args...)...)
 }
-
-type instance struct{ name, namespace string }
 
 func (i instance) config() *config.Config {
 	c := config.Default()
@@ -145,18 +110,13 @@ func upKube(t *testing.T, inst instance) []runJSON {
 	return docs
 }
 
-// testEnv is the environment of the test's own clients: their discovery
-// cache kept with the control plane.
-func testEnv() environ.Env {
-	return environ.New(map[string]string{"KUBECACHEDIR": filepath.Join(cp.Dir, "kubecache")}, "")
-}
-
 // ownedObjects lists every object carrying instance's ownership labels, or
 // the label of a shared object it uses, across every listable kind, as
 // "Kind ns/name" -> resourceVersion.
 func ownedObjects(t *testing.T, inst instance) map[string]string {
 	t.Helper()
 	ctx := context.Background()
+	cp := inst.tb.cp
 	lists, err := cp.Client.Discovery().ServerPreferredResources()
 	if err != nil {
 		t.Logf("discovery (partial): %v", err)
@@ -187,7 +147,7 @@ func ownedObjects(t *testing.T, inst instance) map[string]string {
 }
 
 func TestUpTwiceChangesNothing(t *testing.T) {
-	inst := instance{"twice", "twice-ns"}
+	inst := newInstance(t, "twice", "twice-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	first := upKube(t, inst)
 	// The namespace is created (it was missing) and every object applied.
@@ -240,7 +200,8 @@ func TestUpTwiceChangesNothing(t *testing.T) {
 // TestStoredMatchesRender: every field vllm-hpa renders is stored as
 // rendered; the API server's validation is the judge.
 func TestStoredMatchesRender(t *testing.T) {
-	inst := instance{"stored", "stored-ns"}
+	inst := newInstance(t, "stored", "stored-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	upKube(t, inst)
 	k, err := kube.New(cp.Config, environ.New(map[string]string{"KUBECACHEDIR": cp.Dir + "/kubecache"}, ""))
@@ -249,8 +210,8 @@ func TestStoredMatchesRender(t *testing.T) {
 	}
 	cfg := inst.config()
 	n := 0
-	for _, s := range render.Steps {
-		objs, err := render.Objects(cfg, s)
+	for _, s := range steps.Rendered() {
+		objs, err := render.Objects(cfg, s.Step, s.Shared)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -308,7 +269,8 @@ func subsetDiff(want, got any, path string) string {
 }
 
 func TestCleanupDeletesOnlyOwned(t *testing.T) {
-	inst := instance{"clean", "clean-ns"}
+	inst := newInstance(t, "clean", "clean-ns")
+	cp := inst.tb.cp
 	upKube(t, inst)
 	ctx := context.Background()
 	// Objects vllm-hpa did not create, in both namespaces it uses.
@@ -365,7 +327,7 @@ func TestCleanupDeletesOnlyOwned(t *testing.T) {
 }
 
 func TestKeepWorkload(t *testing.T) {
-	inst := instance{"keep", "keep-ns"}
+	inst := newInstance(t, "keep", "keep-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	upKube(t, inst)
 	mustRun(t, inst, append(cleanupKube, "--keep-workload")...)
@@ -386,8 +348,8 @@ func keys(m map[string]string) []string {
 }
 
 func TestExitCodeForTimeoutDiffersFromFailure(t *testing.T) {
-	inst := instance{"mon", "mon-ns"}
-	kubetest.Skip(t, cp, cpErr)
+	inst := newInstance(t, "mon", "mon-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() {
 		cp.Operator.Decide(nil)
 		kubeRun(t, inst, cleanupKube...)

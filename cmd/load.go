@@ -9,8 +9,8 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
-	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
+	"github.com/vllm-hpa/vllm-hpa/internal/verify"
 )
 
 type loadOptions struct {
@@ -70,23 +70,23 @@ func (o *loadOptions) Validate(cmd *cobra.Command) error {
 
 // Run sends the load and prints the summary.
 func (o *loadOptions) Run(ctx context.Context) error {
-	var k *kube.Client
+	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, OnMove: func(from, to string, why error) {
+		fmt.Fprintf(o.streams.ErrOut, "port-forward moved from pod %s to %s (%v)\n", from, to, why)
+	}}
 	if o.endpoint == "" {
 		deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{}, nil)
 		if err != nil {
 			return err
 		}
-		k = deps.Kube
+		server.Kube = deps.Kube
 	}
-	url, closeTunnel, err := o.serverURL(ctx, o.cfg, k, func(from, to string, why error) {
-		fmt.Fprintf(o.streams.ErrOut, "port-forward moved from pod %s to %s (%v)\n", from, to, why)
-	})
+	defer server.Close()
+	url, err := server.URL(ctx)
 	if err != nil {
 		return exitcode.With(exitcode.Precondition, err)
 	}
-	defer closeTunnel()
 	lo := o.options(o.cfg.Workload.Model, url)
-	fmt.Fprintf(o.streams.ErrOut, "sending to %s: %s (Ctrl+C stops and prints the summary)\n", url, describeLoad(lo))
+	fmt.Fprintf(o.streams.ErrOut, "sending to %s: %s (Ctrl+C stops and prints the summary)\n", url, verify.Describe(lo))
 	sum, err := load.Run(ctx, lo, nil)
 	if err != nil {
 		return err

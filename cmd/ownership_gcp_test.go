@@ -19,12 +19,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
 )
 
 // adapterPodUIDs are the running adapter pods.
-func adapterPodUIDs(t *testing.T) string {
-	l, err := cp.Client.CoreV1().Pods("custom-metrics").List(context.Background(), metav1.ListOptions{LabelSelector: "k8s-app=custom-metrics-stackdriver-adapter"})
+func adapterPodUIDs(t *testing.T, tb *testbed) string {
+	l, err := tb.cp.Client.CoreV1().Pods("custom-metrics").List(context.Background(), metav1.ListOptions{LabelSelector: "k8s-app=custom-metrics-stackdriver-adapter"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,9 +55,9 @@ func ourMembers(g *gcpfake.GCP) []string {
 // to the other, whose identity still checks out; the last one removes
 // them.
 func TestSharedIdentityIsCounted(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
-	alpha, beta := instance{"alpha3", "alpha3-ns"}, instance{"beta3", "beta3-ns"}
+	alpha := newInstance(t, "alpha3", "alpha3-ns")
+	beta := alpha.another("beta3", "beta3-ns")
 	t.Cleanup(func() { gcpRun(t, g, beta, "cleanup"); gcpRun(t, g, alpha, "cleanup") })
 	gcpMustRun(t, g, alpha, "up")
 	gcpMustRun(t, g, beta, "up")
@@ -90,15 +89,14 @@ func TestSharedIdentityIsCounted(t *testing.T) {
 // vllm-hpa created before under the old name is found and deleted with its
 // role, not left behind.
 func TestChangedGSANameIsReleased(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
-	inst := instance{"rename", "rename-ns"}
+	inst := newInstance(t, "rename", "rename-ns")
 	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "--gsa-name", "other-adapter-gsa") })
 	gcpMustRun(t, g, inst, "up")
-	pods := adapterPodUIDs(t)
+	pods := adapterPodUIDs(t, inst.tb)
 	out := gcpMustRun(t, g, inst, "up", "--gsa-name", "other-adapter-gsa", "-o", "json")
 	other := "other-adapter-gsa@my-proj.iam.gserviceaccount.com"
-	if !strings.Contains(out, "adapter pods restarted") || adapterPodUIDs(t) == pods {
+	if !strings.Contains(out, "adapter pods restarted") || adapterPodUIDs(t, inst.tb) == pods {
 		t.Errorf("up with a new account did not restart the adapter pods:\n%s", out)
 	}
 	if g.IAM.Account(gsaEmail) != nil {
@@ -117,9 +115,8 @@ func TestChangedGSANameIsReleased(t *testing.T) {
 // (creating the Google service account concurrently is not an error);
 // `up` racing `cleanup` ends in a state the next `up` converges from.
 func TestConcurrentRuns(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
-	inst := instance{"race", "race-ns"}
+	inst := newInstance(t, "race", "race-ns")
 	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup") })
 	concurrently := func(a, b []string) (codes [2]int, outs [2]string) {
 		var wg sync.WaitGroup
@@ -139,7 +136,9 @@ func TestConcurrentRuns(t *testing.T) {
 	if codes[0] != 0 || codes[1] != 0 {
 		t.Fatalf("two concurrent ups: exit %v\n%s\n---\n%s", codes, outs[0], outs[1])
 	}
-	codes, outs = concurrently([]string{"up"}, []string{"cleanup"})
+	// Short waits: the race itself may end either run early; what matters
+	// is that the next up converges.
+	codes, outs = concurrently([]string{"up", "--timeout", "10s"}, []string{"cleanup", "--timeout", "10s"})
 	t.Logf("up racing cleanup: exit %v", codes)
 	if code, out, errOut := gcpRun(t, g, inst, "up"); code != 0 {
 		t.Fatalf("up after the race: exit %d\n%s\n%s\nrace:\n%s\n---\n%s", code, out, errOut, outs[0], outs[1])
@@ -159,10 +158,10 @@ func TestConcurrentRuns(t *testing.T) {
 // API server's message; vllm-hpa prints <redacted> in its place, on stderr
 // and in JSON and YAML, at every verbosity.
 func TestServerMessagesScrubbed(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	ctx := context.Background()
 	const token = "hf_QUOTEDbyAdmission77"
-	inst := instance{"scrub", "scrub-ns"}
+	inst := newInstance(t, "scrub", "scrub-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	webhook := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var review admissionv1.AdmissionReview

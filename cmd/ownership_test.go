@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +26,7 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -71,21 +70,22 @@ func writtenByVllmHPA(obj *unstructured.Unstructured) bool {
 	return false
 }
 
-// foreignSet records foreign objects and checks them later.
+// foreignSet records foreign objects on a testbed and checks them later.
 type foreignSet struct {
 	t    *testing.T
+	tb   *testbed
 	objs map[string]fingerprint // by "Kind ns/name"
 	refs map[string]*unstructured.Unstructured
 }
 
-func newForeignSet(t *testing.T) *foreignSet {
-	return &foreignSet{t: t, objs: map[string]fingerprint{}, refs: map[string]*unstructured.Unstructured{}}
+func newForeignSet(t *testing.T, tb *testbed) *foreignSet {
+	return &foreignSet{t: t, tb: tb, objs: map[string]fingerprint{}, refs: map[string]*unstructured.Unstructured{}}
 }
 
 // add records a live object as foreign.
 func (f *foreignSet) add(obj *unstructured.Unstructured) {
 	f.t.Helper()
-	k := adminKube(f.t)
+	k := f.tb.kube(f.t)
 	live, err := k.Get(context.Background(), obj)
 	if err != nil || live == nil {
 		f.t.Fatalf("%s: %v", kube.Ref(obj), err)
@@ -100,7 +100,7 @@ func (f *foreignSet) add(obj *unstructured.Unstructured) {
 // status changed.
 func (f *foreignSet) unchanged(when string) {
 	f.t.Helper()
-	k := adminKube(f.t)
+	k := f.tb.kube(f.t)
 	for ref, want := range f.objs {
 		live, err := k.Get(context.Background(), f.refs[ref])
 		switch {
@@ -117,30 +117,11 @@ func (f *foreignSet) unchanged(when string) {
 	}
 }
 
-var (
-	adminOnce sync.Once
-	admin     *kube.Client
-)
-
-// adminKube is a client for the test itself.
-func adminKube(t *testing.T) *kube.Client {
-	t.Helper()
-	kubetest.Skip(t, cp, cpErr)
-	adminOnce.Do(func() {
-		var err error
-		admin, err = kube.New(cp.Config, testEnv())
-		if err != nil {
-			panic(err)
-		}
-	})
-	return admin
-}
-
 // createForeign creates obj as someone else would (kubectl's field manager,
 // no vllm-hpa label) and records it.
-func createForeign(t *testing.T, f *foreignSet, obj *unstructured.Unstructured) *unstructured.Unstructured {
+func createForeign(t *testing.T, tb *testbed, f *foreignSet, obj *unstructured.Unstructured) *unstructured.Unstructured {
 	t.Helper()
-	r, err := adminKube(t).Resource(obj)
+	r, err := tb.kube(t).Resource(obj)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +160,7 @@ func deleteAndWait(t *testing.T, r dynamic.ResourceInterface, name string) {
 // labels: what a user who copied the walkthrough's manifests by hand has.
 func rendered(t *testing.T, inst instance, stepName, kind, name string) *unstructured.Unstructured {
 	t.Helper()
-	objs, err := render.Objects(inst.config(), stepName)
+	objs, err := render.Objects(inst.config(), stepName, stepName == "adapter")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +202,7 @@ func configMap(ns, name string) *unstructured.Unstructured {
 // anything is written, even when it holds exactly vllm-hpa's values; and
 // no later cleanup touches it.
 func TestRefusesForeignObjects(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		step, kind, name string
 	}{
@@ -234,16 +216,16 @@ func TestRefusesForeignObjects(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.kind, func(t *testing.T) {
-			inst := instance{fmt.Sprintf("refuse%d", i), fmt.Sprintf("refuse%d-ns", i)}
+			inst := newInstance(t, fmt.Sprintf("refuse%d", i), fmt.Sprintf("refuse%d-ns", i))
 			t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
-			f := newForeignSet(t)
+			f := newForeignSet(t, inst.tb)
 			if c.step != "adapter" && c.step != "deploy" {
 				mustRun(t, inst, "deploy") // the step's namespace
 			}
 			if c.step == "deploy" {
-				createForeign(t, nil, namespaceObj(inst.namespace))
+				createForeign(t, inst.tb, nil, namespaceObj(inst.namespace))
 			}
-			createForeign(t, f, rendered(t, inst, c.step, c.kind, c.name))
+			createForeign(t, inst.tb, f, rendered(t, inst, c.step, c.kind, c.name))
 			before := ownedObjects(t, inst)
 			code, out, errOut := kubeRun(t, inst, c.step, "-o", "json")
 			if code != exitcode.Conflict || !strings.Contains(errOut, c.kind+" ") || !strings.Contains(errOut, c.name) || !strings.Contains(errOut, "written by kubectl") || !strings.Contains(errOut, "--adopt") {
@@ -269,16 +251,16 @@ func TestRefusesForeignObjects(t *testing.T) {
 // APIServices serve, and cleanup of a stack that ran without it leaves
 // all 13 as they were.
 func TestHandInstalledAdapter(t *testing.T) {
-	inst := instance{"byhand", "byhand-ns"}
+	inst := newInstance(t, "byhand", "byhand-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
-	f := newForeignSet(t)
-	objs, err := render.Objects(inst.config(), "adapter")
+	f := newForeignSet(t, inst.tb)
+	objs, err := render.Objects(inst.config(), "adapter", true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, o := range objs {
 		o.SetLabels(map[string]string{"k8s-app": "custom-metrics-stackdriver-adapter"})
-		createForeign(t, f, o)
+		createForeign(t, inst.tb, f, o)
 	}
 	if len(f.objs) != 13 {
 		t.Fatalf("%d objects installed by hand, want 13", len(f.objs))
@@ -300,12 +282,12 @@ func TestHandInstalledAdapter(t *testing.T) {
 // TestPreexistingNamespaces: a namespace that existed before is used as it
 // is, never labelled and never deleted, empty or not.
 func TestPreexistingNamespaces(t *testing.T) {
-	inst := instance{"prens", "prens-ns"}
+	inst := newInstance(t, "prens", "prens-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
-	f := newForeignSet(t)
-	createForeign(t, f, namespaceObj(inst.namespace))
-	createForeign(t, f, configMap(inst.namespace, "theirs"))
-	createForeign(t, f, namespaceObj("custom-metrics")) // empty
+	f := newForeignSet(t, inst.tb)
+	createForeign(t, inst.tb, f, namespaceObj(inst.namespace))
+	createForeign(t, inst.tb, f, configMap(inst.namespace, "theirs"))
+	createForeign(t, inst.tb, f, namespaceObj("custom-metrics")) // empty
 	for _, s := range kubeSteps {
 		out := mustRun(t, inst, s)
 		_ = out
@@ -325,17 +307,19 @@ func TestPreexistingNamespaces(t *testing.T) {
 // holds an object owned (ownerReferences) by something vllm-hpa did not
 // create, and when a resource type in it cannot be listed.
 func TestNamespaceScanIsComplete(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	t.Run("owned by a foreign object", func(t *testing.T) {
-		inst := instance{"scanown", "scanown-ns"}
+		inst := newInstance(t, "scanown", "scanown-ns")
+		cp := inst.tb.cp
 		t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 		mustRun(t, inst, "deploy")
-		f := newForeignSet(t)
-		cr := createForeign(t, f, &unstructured.Unstructured{Object: map[string]any{
+		f := newForeignSet(t, inst.tb)
+		cr := createForeign(t, inst.tb, f, &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": map[string]any{"name": "scan-owner"}}})
 		cm := configMap(inst.namespace, "owned")
 		cm.SetOwnerReferences([]metav1.OwnerReference{{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "ClusterRole", Name: cr.GetName(), UID: cr.GetUID()}})
-		createForeign(t, f, cm)
+		createForeign(t, inst.tb, f, cm)
 		out := mustRun(t, inst, "cleanup", "deploy", "-o", "json")
 		f.unchanged("after cleanup")
 		if _, err := cp.Client.CoreV1().Namespaces().Get(ctx, inst.namespace, metav1.GetOptions{}); err != nil {
@@ -346,10 +330,11 @@ func TestNamespaceScanIsComplete(t *testing.T) {
 		}
 	})
 	t.Run("a resource type the user may not list", func(t *testing.T) {
-		inst := instance{"scanforbid", "scanforbid-ns"}
+		inst := newInstance(t, "scanforbid", "scanforbid-ns")
+		cp := inst.tb.cp
 		t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 		mustRun(t, inst, "deploy")
-		kc := limitedKubeconfig(t, "configmaps")
+		kc := limitedKubeconfig(t, inst.tb, "configmaps")
 		code, out, errOut := kubeRunEnv(t, inst, map[string]string{"VLLM_HPA_KUBE_KUBECONFIG": kc}, "cleanup", "deploy", "-o", "json")
 		if code != 0 {
 			t.Fatalf("cleanup as a limited user: exit %d\n%s", code, errOut)
@@ -365,7 +350,8 @@ func TestNamespaceScanIsComplete(t *testing.T) {
 
 // limitedKubeconfig is the test's kubeconfig acting as a user (by
 // impersonation) who may do everything but list the given resource.
-func limitedKubeconfig(t *testing.T, notListable string) string {
+func limitedKubeconfig(t *testing.T, tb *testbed, notListable string) string {
+	cp := tb.cp
 	t.Helper()
 	ctx := context.Background()
 	user := "limited-" + notListable
@@ -421,14 +407,15 @@ func limitedKubeconfig(t *testing.T, notListable string) string {
 // vllm-hpa's labels and fields, and the object stays with its own.
 func TestAdoptThenRelease(t *testing.T) {
 	ctx := context.Background()
-	inst := instance{"adopt", "adopt-ns"}
+	inst := newInstance(t, "adopt", "adopt-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	mustRun(t, inst, "deploy")
 	mustRun(t, inst, "cleanup", "deploy")
-	createForeign(t, nil, namespaceObj(inst.namespace))
+	createForeign(t, inst.tb, nil, namespaceObj(inst.namespace))
 	svc := rendered(t, inst, "deploy", "Service", "llm-service")
 	svc.SetLabels(map[string]string{"team": "ml"})
-	theirs := createForeign(t, nil, svc)
+	theirs := createForeign(t, inst.tb, nil, svc)
 
 	mustRun(t, inst, "deploy", "--adopt")
 	live, err := cp.Client.CoreV1().Services(inst.namespace).Get(ctx, "llm-service", metav1.GetOptions{})
@@ -457,11 +444,12 @@ func TestAdoptThenRelease(t *testing.T) {
 // TestTwoInstancesInOneNamespace: an instance may not take over another
 // instance's same-named objects, nor delete them.
 func TestTwoInstancesInOneNamespace(t *testing.T) {
-	alpha, beta := instance{"alpha1", "shared-ns"}, instance{"beta1", "shared-ns"}
+	alpha := newInstance(t, "alpha1", "shared-ns")
+	beta := alpha.another("beta1", "shared-ns")
 	t.Cleanup(func() { kubeRun(t, beta, cleanupKube...); kubeRun(t, alpha, cleanupKube...) })
 	mustRun(t, alpha, "deploy")
 	mustRun(t, alpha, "monitor")
-	f := newForeignSet(t)
+	f := newForeignSet(t, alpha.tb)
 	for _, ref := range keys(ownedObjects(t, alpha)) {
 		kind, nsName, _ := strings.Cut(ref, " ")
 		ns, name, ok := strings.Cut(nsName, "/")
@@ -499,15 +487,15 @@ func gvkOf(kind string) schema.GroupVersionKind {
 }
 
 // adapterObjects fingerprints the shared adapter's objects.
-func adapterObjects(t *testing.T) map[string]fingerprint {
+func adapterObjects(t *testing.T, tb *testbed) map[string]fingerprint {
 	t.Helper()
-	objs, err := render.Objects(instance{"x", "x"}.config(), "adapter")
+	objs, err := render.Objects(instance{name: "x", namespace: "x"}.config(), "adapter", true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]fingerprint{}
 	for _, o := range objs {
-		live, err := adminKube(t).Get(context.Background(), o)
+		live, err := tb.kube(t).Get(context.Background(), o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -522,11 +510,12 @@ func adapterObjects(t *testing.T) map[string]fingerprint {
 // adapter of the cluster; cleanup of one leaves it (same objects) to the
 // other, whose HPA keeps its metric; the last one deletes it.
 func TestSharedAdapterIsCounted(t *testing.T) {
-	alpha, beta := instance{"alpha2", "alpha2-ns"}, instance{"beta2", "beta2-ns"}
+	alpha := newInstance(t, "alpha2", "alpha2-ns")
+	beta := alpha.another("beta2", "beta2-ns")
 	t.Cleanup(func() { kubeRun(t, beta, cleanupKube...); kubeRun(t, alpha, cleanupKube...) })
 	upKube(t, alpha)
 	upKube(t, beta)
-	both := adapterObjects(t)
+	both := adapterObjects(t, alpha.tb)
 	if len(both) != 13 {
 		t.Fatalf("%d adapter objects, want 13", len(both))
 	}
@@ -539,7 +528,7 @@ func TestSharedAdapterIsCounted(t *testing.T) {
 	if !strings.Contains(out, "still used by alpha2") {
 		t.Errorf("cleanup of beta does not say the adapter stays for alpha2:\n%s", out)
 	}
-	after := adapterObjects(t)
+	after := adapterObjects(t, alpha.tb)
 	for ref, fp := range both {
 		if after[ref].uid != fp.uid || after[ref].rv != "alpha2" {
 			t.Errorf("%s after beta's cleanup: %+v (was %+v), want the same object used by alpha2 alone", ref, after[ref], fp)
@@ -548,7 +537,7 @@ func TestSharedAdapterIsCounted(t *testing.T) {
 	// alpha's HPA still finds its metric through the adapter.
 	mustRun(t, alpha, "hpa")
 	mustRun(t, alpha, cleanupKube...)
-	if left := adapterObjects(t); len(left) != 0 {
+	if left := adapterObjects(t, alpha.tb); len(left) != 0 {
 		t.Errorf("the last instance's cleanup left the adapter: %v", left)
 	}
 }
@@ -557,11 +546,11 @@ func TestSharedAdapterIsCounted(t *testing.T) {
 // says, object by object, what cleanup would delete or keep and why; it
 // changes nothing.
 func TestDryRunCleanupPrintsDeletePlan(t *testing.T) {
-	inst := instance{"dryclean", "dryclean-ns"}
+	inst := newInstance(t, "dryclean", "dryclean-ns")
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	upKube(t, inst)
-	f := newForeignSet(t)
-	createForeign(t, f, configMap(inst.namespace, "theirs"))
+	f := newForeignSet(t, inst.tb)
+	createForeign(t, inst.tb, f, configMap(inst.namespace, "theirs"))
 	before := ownedObjects(t, inst)
 	out := mustRun(t, inst, append(cleanupKube, "--dry-run", "-o", "json")...)
 	if after := ownedObjects(t, inst); !equalMaps(before, after) {
@@ -601,11 +590,12 @@ func TestDryRunCleanupPrintsDeletePlan(t *testing.T) {
 // leaves the Secret out; a Secret holding a placeholder fails verify.
 func TestRenderedSecretNeverOverwritesToken(t *testing.T) {
 	ctx := context.Background()
-	inst := instance{"piped", "piped-ns"}
+	inst := newInstance(t, "piped", "piped-ns")
+	cp := inst.tb.cp
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	mustRun(t, inst, "deploy")
 	rendered := mustRun(t, inst, "render", "deploy")
-	kubectl := exec.Command(filepath.Join(kubetest.BinDir(), "kubectl"), "--kubeconfig", cp.Kubeconfig, "apply", "-f", "-")
+	kubectl := exec.Command(filepath.Join(localcluster.BinDir(), "kubectl"), "--kubeconfig", cp.Kubeconfig, "apply", "-f", "-")
 	kubectl.Stdin = strings.NewReader(rendered)
 	kubectl.Env = append(os.Environ(), "KUBECACHEDIR="+t.TempDir())
 	if out, err := kubectl.CombinedOutput(); err != nil {

@@ -9,8 +9,8 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
-	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
 
 // planJSON is the --output json form of a dry run.
@@ -41,7 +41,7 @@ type objectJSON struct {
 // yaml: the objects as one apply-able stream; json: planJSON. The token
 // Secret never appears with data: a placeholder applied by someone else
 // would overwrite the real token.
-func (o *stackOptions) printPlans(ctx context.Context, s *stack.Stack, names []string) error {
+func (o *stackOptions) printPlans(ctx context.Context, s *steps.Stack, names []string) error {
 	var plans []*step.Plan
 	for _, name := range names {
 		st, err := s.Step(name)
@@ -148,7 +148,7 @@ func (o *stackOptions) printDeletePlans(ctx context.Context) error {
 	if err != nil {
 		return withIdentityHint(err, o.steps)
 	}
-	s := stack.New(o.cfg, deps)
+	s := steps.New(o.cfg, deps)
 	pending := step.Pending{}
 	var plans []*step.Plan
 	for _, name := range o.steps {

@@ -11,12 +11,23 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
 )
 
 type renderOptions struct {
 	*globalOptions
-	steps []string
+	steps []render.Source
 	cfg   *config.Config
+}
+
+// renderedNames are the steps with objects of their own.
+func renderedNames() []string {
+	var out []string
+	for _, s := range steps.Rendered() {
+		out = append(out, s.Step)
+	}
+	return out
 }
 
 func newRenderCmd(g *globalOptions, runF func(*renderOptions) error) *cobra.Command {
@@ -24,13 +35,13 @@ func newRenderCmd(g *globalOptions, runF func(*renderOptions) error) *cobra.Comm
 	c := &cobra.Command{
 		Use:   "render [STEP]",
 		Short: "Print the stack's Kubernetes objects as YAML (all steps, or one)",
-		Long: `Print the rendered objects of every step (or of one: ` + strings.Join(render.Steps, ", ") + `)
+		Long: `Print the rendered objects of every step (or of one: ` + strings.Join(renderedNames(), ", ") + `)
 as a multi-document YAML stream that kubectl apply -f - accepts (--output
 json: a v1 List). The Secret holding the Hugging Face token is left out,
 and stderr says how to create it: applying a copy would overwrite the real
 token.`,
 		Example:   "  vllm-hpa render --project my-proj\n  vllm-hpa render adapter --project my-proj | kubectl apply -f -",
-		ValidArgs: render.Steps,
+		ValidArgs: renderedNames(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return exitcode.With(exitcode.BadInput, fmt.Errorf("render takes at most one step, got %q", args))
@@ -42,12 +53,13 @@ token.`,
 			if err := validateConfig(o.cfg, true); err != nil {
 				return err
 			}
-			o.steps = render.Steps
+			o.steps = steps.Rendered()
 			if len(args) == 1 {
-				if !slices.Contains(render.Steps, args[0]) {
-					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %s", args[0], strings.Join(render.Steps, ", ")))
+				i := slices.IndexFunc(o.steps, func(s render.Source) bool { return s.Step == args[0] })
+				if i < 0 {
+					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %s", args[0], strings.Join(renderedNames(), ", ")))
 				}
-				o.steps = args
+				o.steps = o.steps[i : i+1]
 			}
 			if runF != nil {
 				return runF(o)
@@ -62,14 +74,14 @@ token.`,
 
 // Run prints the objects; the token Secret is never among them.
 func (o *renderOptions) Run(ctx context.Context) error {
-	if slices.Contains(o.steps, "deploy") {
+	if slices.ContainsFunc(o.steps, func(s render.Source) bool { return s.Step == deploy.Name }) {
 		fmt.Fprintln(o.streams.ErrOut, "note: "+render.TokenSecretNote(o.cfg))
 	}
 	if o.output == outputJSON {
 		// A v1 List, which kubectl apply -f - also accepts.
 		list := map[string]any{"apiVersion": "v1", "kind": "List", "items": []any{}}
 		for _, st := range o.steps {
-			objs, err := render.Objects(o.cfg, st)
+			objs, err := render.Objects(o.cfg, st.Step, st.Shared)
 			if err != nil {
 				return err
 			}

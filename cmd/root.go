@@ -26,7 +26,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
-	"github.com/vllm-hpa/vllm-hpa/internal/stack"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
 
 // globalOptions are the flags every command has, and what the run has
@@ -256,7 +256,7 @@ Exit codes:
 func init() {
 	cobra.AddTemplateFunc("ordered", func(cmds []*cobra.Command) []*cobra.Command {
 		rank := map[string]int{}
-		for i, s := range stack.Order {
+		for i, s := range steps.Names() {
 			rank[s] = i + 1
 		}
 		out := append([]*cobra.Command(nil), cmds...)

@@ -40,6 +40,7 @@ func jsonFields(t reflect.Type, seen map[reflect.Type]bool, out map[string]bool)
 // TestJSONSchemaDocumented: every field of every --output json document is
 // documented in docs/output.md.
 func TestJSONSchemaDocumented(t *testing.T) {
+	t.Parallel()
 	path, _ := filepath.Abs("../docs/output.md")
 	docBytes, err := os.ReadFile(path)
 	if err != nil {
@@ -75,10 +76,7 @@ func TestJSONOutputsMatchSchema(t *testing.T) {
 	strict(t, out, &planJSON{})
 	_, out, _ = run(t, "", nil, "version", "-o", "json")
 	strict(t, out, &versionInfo{})
-	if cp == nil {
-		return
-	}
-	inst := instance{"schema", "schema-ns"}
+	inst := newInstance(t, "schema", "schema-ns")
 	_, out, _ = kubeRun(t, inst, "cleanup", "hpa", "-o", "json")
 	var r runJSON
 	strict(t, out, &r)

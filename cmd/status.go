@@ -14,9 +14,8 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
-	"github.com/vllm-hpa/vllm-hpa/internal/render"
-	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
 
 // The states an object of the stack can be in, as status reports them.
@@ -62,7 +61,7 @@ type statusOptions struct {
 }
 
 func newStatusCmd(g *globalOptions, runF func(*statusOptions) error) *cobra.Command {
-	o := &statusOptions{stackOptions{globalOptions: g, command: "status", steps: stack.Order}}
+	o := &statusOptions{stackOptions{globalOptions: g, command: "status", steps: steps.Names()}}
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show every step's objects and conditions in one table (read-only)",
@@ -103,9 +102,9 @@ func (o *statusOptions) Run(ctx context.Context) error {
 	if _, err := deps.Kube.Discovery.ServerVersion(); err != nil {
 		return exitcode.With(exitcode.Precondition, unreachable(o.cfg, err))
 	}
-	steps := readStatus(ctx, o.cfg, stack.New(o.cfg, deps), deps.Kube)
-	runErr := statusError(steps)
-	doc := statusJSON{Command: "status", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Steps: steps}
+	result := readStatus(ctx, o.cfg, steps.New(o.cfg, deps), deps.Kube)
+	runErr := statusError(result)
+	doc := statusJSON{Command: "status", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Steps: result}
 	if runErr != nil {
 		doc.Error = runErr.Error()
 	}
@@ -115,7 +114,7 @@ func (o *statusOptions) Run(ctx context.Context) error {
 		}
 		return runErr
 	}
-	if err := printStatusTable(o.streams.Out, steps); err != nil {
+	if err := printStatusTable(o.streams.Out, result); err != nil {
 		return err
 	}
 	return runErr
@@ -160,10 +159,11 @@ func statusError(steps []statusStep) error {
 
 // readStatus reads every step's objects and checks concurrently; each
 // goroutine writes only its own entries.
-func readStatus(ctx context.Context, cfg *config.Config, s *stack.Stack, k *kube.Client) []statusStep {
-	out := make([]statusStep, len(stack.Order))
+func readStatus(ctx context.Context, cfg *config.Config, s *steps.Stack, k *kube.Client) []statusStep {
+	out := make([]statusStep, len(steps.Ordered))
 	var wg sync.WaitGroup
-	for i, name := range stack.Order {
+	for i, def := range steps.Ordered {
+		name := def.Name()
 		out[i] = statusStep{Step: name, Objects: []statusObject{}, Checks: []step.Result{}}
 		st, _ := s.Step(name)
 		plan, err := st.Plan(ctx)
@@ -181,7 +181,7 @@ func readStatus(ctx context.Context, cfg *config.Config, s *stack.Stack, k *kube
 				out[i].Error = err.Error()
 			}
 		}()
-		shared := render.SharedSteps[name]
+		shared := steps.Shared(def)
 		for j, obj := range plan.Objects {
 			out[i].Objects[j] = statusObject{Kind: obj.GetKind(), Namespace: obj.GetNamespace(), Name: obj.GetName()}
 			wg.Add(1)

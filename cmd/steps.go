@@ -13,48 +13,10 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
-	"github.com/vllm-hpa/vllm-hpa/internal/stack"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
 )
-
-// stepInfo describes a walkthrough step's command.
-type stepInfo struct {
-	name, short, long string
-}
-
-var stepInfos = []stepInfo{
-	{"deploy", "Deploy the vLLM server: token Secret, Deployment and Service",
-		`Create or update the Hugging Face token Secret, the vLLM Deployment and its
-ClusterIP Service, then wait until the Deployment is Available at its current
-generation, its pods are Ready and the Service has ready endpoints. While
-waiting it says why not (scheduling, GPU quota, image pulls, crash loops).`},
-	{"monitor", "Have Managed Prometheus scrape vLLM's /metrics (PodMonitoring)",
-		`Create or update the PodMonitoring that has Managed Prometheus scrape the
-vLLM pods' /metrics, then wait for ConfigurationCreateSuccess at the current
-generation (and healthy targets where target status is on).`},
-	{"adapter", "Install the Custom Metrics Stackdriver Adapter",
-		`Install the Custom Metrics Stackdriver Adapter (namespace, service account,
-RBAC, Deployment, Service, the custom and external metrics APIServices), then
-wait for the Deployment and all three APIServices to be Available. The
-adapter is one per cluster, shared by every vllm-hpa instance on it: each
-instance that uses it is recorded on its objects. An APIService served by
-another metrics provider is reported before anything is written and left
-alone unless --adopt --force-conflicts is given.`},
-	{"identity", "Give the adapter Workload Identity to read Cloud Monitoring",
-		`Give the adapter's Kubernetes service account Workload Identity.
-
-gsa mode (the walkthrough's route, the default): create the Google service
-account if missing, grant it roles/monitoring.viewer on the project, let the
-adapter's KSA impersonate it (roles/iam.workloadIdentityUser) and annotate
-the KSA. direct mode: grant roles/monitoring.viewer straight to the KSA's
-Workload Identity Federation principal. Every IAM change adds only this
-stack's member, by an etag-guarded read-modify-write. A changed identity
-restarts the adapter's pods.`},
-	{"hpa", "Create the HorizontalPodAutoscaler on the vLLM metric",
-		`Create or update the HPA that scales the vLLM Deployment on
-prometheus.googleapis.com|<metric>|gauge, then wait until it is AbleToScale and
-ScalingActive with ValidMetricFound, showing the current value.`},
-}
 
 // stackOptions are the options of a command that applies, or deletes, steps.
 type stackOptions struct {
@@ -75,7 +37,7 @@ func (o *stackOptions) addFlags(c *cobra.Command, what string) {
 
 func (o *stackOptions) addSkipFlag(c *cobra.Command) {
 	c.Flags().StringSliceVar(&o.skip, "skip", nil, "steps to leave out, e.g. --skip identity to use only Kubernetes (no Google credentials needed)")
-	_ = c.RegisterFlagCompletionFunc("skip", fixedCompletion(stack.Order...))
+	_ = c.RegisterFlagCompletionFunc("skip", fixedCompletion(steps.Names()...))
 }
 
 // Complete loads the configuration.
@@ -99,13 +61,13 @@ func (o *stackOptions) Validate() error {
 		t.Deploy, t.Monitor, t.Adapter, t.HPA, t.Cleanup = o.timeout, o.timeout, o.timeout, o.timeout, o.timeout
 	}
 	for _, s := range o.skip {
-		if !slices.Contains(stack.Order, s) {
-			return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --skip %q: must be one of %s", s, strings.Join(stack.Order, ", ")))
+		if !slices.Contains(steps.Names(), s) {
+			return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --skip %q: must be one of %s", s, strings.Join(steps.Names(), ", ")))
 		}
 	}
 	o.steps = slices.DeleteFunc(o.steps, func(s string) bool { return slices.Contains(o.skip, s) })
-	if o.command != "cleanup" && !o.dryRun && slices.Contains(o.steps, "deploy") && o.cfg.HFTokenValue() == "" {
-		return exitcode.With(exitcode.BadInput, stack.ErrTokenMissing)
+	if o.command != "cleanup" && !o.dryRun && steps.Requires(o.steps).Token && o.cfg.HFTokenValue() == "" {
+		return exitcode.With(exitcode.BadInput, deploy.ErrTokenMissing)
 	}
 	if o.dryRun && o.command != "cleanup" {
 		return nil // a plan reads nothing
@@ -114,29 +76,29 @@ func (o *stackOptions) Validate() error {
 }
 
 func (o *stackOptions) need() cmdutil.Need {
-	return cmdutil.Need{IAM: slices.Contains(o.steps, "identity")}
+	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs}
 }
 
 // Run applies (or, for cleanup, deletes) the steps in order.
 func (o *stackOptions) Run(ctx context.Context) error {
 	if o.dryRun && o.command != "cleanup" {
-		return o.printPlans(ctx, stack.New(o.cfg, stack.Deps{}), o.steps)
+		return o.printPlans(ctx, steps.New(o.cfg, step.Deps{}), o.steps)
 	}
 	if o.dryRun {
 		return o.printDeletePlans(ctx)
 	}
-	rec := output.NewRecorder(o.streams)
+	rec := output.NewProgress(o.streams)
 	defer rec.Close()
 	start := time.Now()
 	deps, err := o.f.Connect(ctx, o.cfg, o.need(), rec)
 	if err != nil {
 		return o.printRun(rec, start, withIdentityHint(err, o.steps))
 	}
-	s := stack.New(o.cfg, deps)
+	s := steps.New(o.cfg, deps)
 	if o.command != "cleanup" && o.cfg.Cluster != "" {
 		// The cluster's preconditions, before anything changes.
 		rec.StepStarted("preconditions")
-		_, err := s.Preconditions(ctx, deps)
+		_, err := steps.Preconditions(ctx, o.cfg, deps)
 		rec.StepDone("preconditions", err)
 		if err != nil {
 			return o.printRun(rec, start, err)
@@ -165,8 +127,8 @@ func (o *stackOptions) Run(ctx context.Context) error {
 
 // withIdentityHint adds, to a failure to reach the Google APIs, that the
 // Kubernetes-only steps run without them.
-func withIdentityHint(err error, steps []string) error {
-	if slices.Contains(steps, "identity") && exitcode.Of(err) == exitcode.Precondition && strings.Contains(err.Error(), "credentials") {
+func withIdentityHint(err error, names []string) error {
+	if steps.Requires(names).GoogleAPIs && exitcode.Of(err) == exitcode.Precondition && strings.Contains(err.Error(), "credentials") {
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("%w; the identity step needs Google credentials: give them, or leave it out with --skip identity", err))
 	}
 	return err
@@ -182,7 +144,7 @@ type runJSON struct {
 	Steps    []*output.StepRecord `json:"steps"`
 }
 
-func (o *stackOptions) runDoc(rec *output.Recorder, start time.Time, runErr error) runJSON {
+func (o *stackOptions) runDoc(rec *output.Progress, start time.Time, runErr error) runJSON {
 	doc := runJSON{
 		Command: o.command, OK: runErr == nil, ExitCode: exitcode.Of(runErr),
 		Seconds: time.Since(start).Round(time.Millisecond).Seconds(), Steps: rec.Steps(),
@@ -202,7 +164,7 @@ func (o *stackOptions) runDoc(rec *output.Recorder, start time.Time, runErr erro
 	return doc
 }
 
-func (o *stackOptions) printRun(rec *output.Recorder, start time.Time, runErr error) error {
+func (o *stackOptions) printRun(rec *output.Progress, start time.Time, runErr error) error {
 	doc := o.runDoc(rec, start, runErr)
 	if done, err := o.printDoc(doc); done {
 		if err != nil {
@@ -251,34 +213,36 @@ func runStack(o *stackOptions, runF func(*stackOptions) error) func(*cobra.Comma
 
 func newStepCmds(g *globalOptions) []*cobra.Command {
 	var cmds []*cobra.Command
-	for _, info := range stepInfos {
-		cmds = append(cmds, newStepCmd(g, info, nil))
+	for _, d := range steps.Ordered {
+		cmds = append(cmds, newStepCmd(g, d, nil))
 	}
 	return cmds
 }
 
-func newStepCmd(g *globalOptions, info stepInfo, runF func(*stackOptions) error) *cobra.Command {
-	o := &stackOptions{globalOptions: g, command: info.name, steps: []string{info.name}}
+// newStepCmd is the command of one step, with its help and its flags.
+func newStepCmd(g *globalOptions, d step.Definition, runF func(*stackOptions) error) *cobra.Command {
+	o := &stackOptions{globalOptions: g, command: d.Name(), steps: []string{d.Name()}}
+	help := d.Help()
 	c := &cobra.Command{
-		Use:   info.name,
-		Short: info.short,
-		Long:  info.long,
+		Use:   d.Name(),
+		Short: help.Short,
+		Long:  help.Long,
 		Args:  noArgs,
 		RunE:  runStack(o, runF),
 	}
 	o.addFlags(c, "this step would create or change (objects and Google API calls)")
-	config.AddStepFlags(c.Flags(), info.name)
+	config.AddStepFlags(c.Flags(), d.Name())
 	registerEnumCompletions(c)
 	return c
 }
 
 func newUpCmd(g *globalOptions, runF func(*stackOptions) error) *cobra.Command {
-	o := &stackOptions{globalOptions: g, command: "up", steps: slices.Clone(stack.Order)}
+	o := &stackOptions{globalOptions: g, command: "up", steps: slices.Clone(steps.Names())}
 	c := &cobra.Command{
 		Use:   "up",
-		Short: "Run every step in the walkthrough's order: deploy, monitor, adapter, identity, hpa",
-		Long: `Run every step in the walkthrough's order (deploy, monitor, adapter, identity,
-hpa). Each step is idempotent: a re-run changes nothing that is already right.
+		Short: "Run every step in the walkthrough's order: " + strings.Join(steps.Names(), ", "),
+		Long: `Run every step in the walkthrough's order (` + strings.Join(steps.Names(), ", ") + `).
+Each step is idempotent: a re-run changes nothing that is already right.
 --skip leaves steps out (--skip identity needs no Google credentials).`,
 		Example: "  vllm-hpa up --project my-proj\n  vllm-hpa up --project my-proj --skip identity",
 		Args:    noArgs,
@@ -296,7 +260,7 @@ func newCleanupCmd(g *globalOptions, runF func(*stackOptions) error) *cobra.Comm
 	c := &cobra.Command{
 		Use:   "cleanup [STEP...]",
 		Short: "Delete what vllm-hpa created, in reverse order, and nothing else",
-		Long: `Delete the stack in reverse order (hpa, identity, adapter, monitor, deploy),
+		Long: `Delete the stack in reverse order (` + strings.Join(reversed(steps.Names()), ", ") + `),
 or only the named steps (still in reverse order).
 
 Only what this instance created is deleted, and each deletion is waited for
@@ -313,13 +277,13 @@ changes nothing.`,
 		ValidArgsFunction: stepArgCompletion,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, a := range args {
-				if !slices.Contains(stack.Order, a) {
-					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %s", a, strings.Join(stack.Order, ", ")))
+				if !slices.Contains(steps.Names(), a) {
+					return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid step %q: must be one of %s", a, strings.Join(steps.Names(), ", ")))
 				}
 			}
 			o.steps = nil
-			for _, name := range reversed(stack.Order) {
-				if (len(args) == 0 || slices.Contains(args, name)) && !(o.keepWorkload && name == "deploy") {
+			for _, name := range reversed(steps.Names()) {
+				if (len(args) == 0 || slices.Contains(args, name)) && !(o.keepWorkload && name == deploy.Name) {
 					o.steps = append(o.steps, name)
 				}
 			}
@@ -337,7 +301,7 @@ changes nothing.`,
 // stepArgCompletion completes step names not given yet.
 func stepArgCompletion(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	var out []string
-	for _, s := range stack.Order {
+	for _, s := range steps.Names() {
 		if !slices.Contains(args, s) && strings.HasPrefix(s, toComplete) {
 			out = append(out, s)
 		}

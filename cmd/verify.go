@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -18,13 +17,9 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
-	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
-	"github.com/vllm-hpa/vllm-hpa/internal/reach"
-	"github.com/vllm-hpa/vllm-hpa/internal/stack"
-	"github.com/vllm-hpa/vllm-hpa/internal/step"
-	"github.com/vllm-hpa/vllm-hpa/internal/timeline"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 	"github.com/vllm-hpa/vllm-hpa/internal/verify"
 )
 
@@ -102,23 +97,6 @@ func (l *loadFlags) options(model, url string) load.Options {
 	return o
 }
 
-// serverURL returns the vLLM server's base URL: --endpoint, or a tunnel to
-// a Ready pod behind the Service (closed by the returned func).
-func (l *loadFlags) serverURL(ctx context.Context, cfg *config.Config, k *kube.Client, onMove func(from, to string, why error)) (string, func(), error) {
-	if l.endpoint != "" {
-		return l.endpoint, func() {}, nil
-	}
-	if k == nil {
-		return "", nil, errors.New("no Kubernetes connection for a port-forward; give --endpoint")
-	}
-	t, err := reach.Open(ctx, k.Typed, k.Config, cfg.Workload.Namespace, cfg.Service.Name, cfg.Service.Port)
-	if err != nil {
-		return "", nil, fmt.Errorf("port-forward to service %s/%s: %w", cfg.Workload.Namespace, cfg.Service.Name, err)
-	}
-	t.OnMove = onMove
-	return t.URL(), t.Close, nil
-}
-
 type verifyOptions struct {
 	stackOptions
 	loadFlags
@@ -133,12 +111,11 @@ type verifyOptions struct {
 // summary and the timeline.
 type verifyJSON struct {
 	runJSON
-	Load     *load.Summary      `json:"load,omitempty"`
-	Timeline *timeline.Timeline `json:"timeline,omitempty"`
+	*verify.LoadResult
 }
 
 func newVerifyCmd(g *globalOptions, runF func(*verifyOptions) error) *cobra.Command {
-	o := &verifyOptions{stackOptions: stackOptions{globalOptions: g, command: "verify", steps: stack.Order}}
+	o := &verifyOptions{stackOptions: stackOptions{globalOptions: g, command: "verify", steps: steps.Names()}}
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Check everything that makes autoscaling work, one line per check; --load proves it scales",
@@ -231,67 +208,29 @@ func checkWritable(path string) error {
 
 // Run checks every section, then with --load sends load and watches.
 func (o *verifyOptions) Run(ctx context.Context) error {
-	rec := output.NewRecorder(o.streams)
+	rec := output.NewProgress(o.streams)
 	defer rec.Close()
 	start := time.Now()
 	deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{IAM: true, GCPOptional: true}, rec)
 	if err != nil {
 		return o.printVerify(rec, start, err, verifyJSON{})
 	}
-	s := stack.New(o.cfg, deps)
+	s := steps.New(o.cfg, deps)
 
-	var tunnelClose func()
-	defer func() {
-		if tunnelClose != nil {
-			tunnelClose()
-		}
-	}()
-	serverURL := func(ctx context.Context) (string, error) {
-		u, closer, err := o.loadFlags.serverURL(ctx, o.cfg, deps.Kube, func(from, to string, why error) {
-			rec.Action("metrics", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
-		})
-		if err == nil {
-			tunnelClose = closer
-		}
-		return u, err
-	}
-
-	var failed []step.Result
-	var runErr error
-	var url string
-	for _, sec := range verify.Sections(o.cfg, s, deps.Kube, func(ctx context.Context) (string, error) {
-		var err error
-		url, err = serverURL(ctx)
-		return url, err
-	}) {
-		if err := ctx.Err(); err != nil {
-			runErr = err
-			break
-		}
-		rec.StepStarted(sec.Name)
-		results, err := sec.Check(ctx)
-		var secFailed []step.Result
-		for _, r := range results {
-			rec.Result(r)
-			if !r.OK {
-				secFailed = append(secFailed, r)
-			}
-		}
-		failed = append(failed, secFailed...)
-		if err == nil && len(secFailed) > 0 {
-			err = &step.Failed{Results: secFailed}
-		}
-		rec.StepDone(sec.Name, err)
-		if err != nil && runErr == nil && len(secFailed) == 0 {
-			runErr = fmt.Errorf("%s: %w", sec.Name, err) // an error, not a failed check
-		}
-	}
-	if runErr == nil && len(failed) > 0 {
-		runErr = &step.Failed{Results: failed}
-	}
+	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, Kube: deps.Kube, OnMove: func(from, to string, why error) {
+		rec.Action("metrics", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
+	}}
+	defer server.Close()
+	runErr := verify.Checks(ctx, verify.Sections(o.cfg, s, deps.Kube, server), rec)
 	doc := verifyJSON{}
 	if runErr == nil && o.withLoad {
-		doc.Load, doc.Timeline, runErr = o.loadAndWatch(ctx, rec, deps.Kube, url)
+		url, err := server.URL(ctx)
+		if err != nil {
+			return o.printVerify(rec, start, err, doc)
+		}
+		lt := verify.LoadTest{Load: o.loadFlags.options(o.cfg.Workload.Model, url), ExpectReplicas: o.expectReplicas, ScaleDown: o.scaleDown,
+			WaitTimeout: o.waitTimeout, Report: o.report, Scrub: o.streams.Secrets.String}
+		doc.LoadResult, runErr = lt.Run(ctx, o.cfg, deps.Kube, rec)
 	}
 	if runErr == nil && ctx.Err() != nil {
 		runErr = ctx.Err() // interrupted: never a pass
@@ -299,104 +238,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	return o.printVerify(rec, start, runErr, doc)
 }
 
-// loadAndWatch sends load while recording the HPA's reaction.
-func (o *verifyOptions) loadAndWatch(ctx context.Context, rec *output.Recorder, k *kube.Client, url string) (*load.Summary, *timeline.Timeline, error) {
-	cfg := o.cfg
-	lo := o.loadFlags.options(cfg.Workload.Model, url)
-	rec.StepStarted("load")
-	start := time.Now()
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	tl := timeline.Start(wctx, k, cfg.Workload.Namespace, cfg.HPA.Name, cfg.Workload.Deployment, cfg.AdapterMetricName(), start, func(s timeline.Sample, rs *timeline.Rescale) {
-		if rs != nil {
-			rec.Action("load", fmt.Sprintf("%s SuccessfulRescale: %s", rs.At, rs.Message))
-		}
-	})
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
-	type result struct {
-		sum *load.Summary
-		err error
-	}
-	loadDone := make(chan result, 1)
-	go func() {
-		sum, err := load.Run(loadCtx, lo, nil)
-		loadDone <- result{sum, err}
-	}()
-	rec.Action("load", fmt.Sprintf("sending to %s: %s", url, describeLoad(lo)))
-
-	var waitErr error
-	if o.expectReplicas > 0 {
-		w, cancel := context.WithTimeout(ctx, o.waitTimeout)
-		err := tl.WaitFor(w, func(s timeline.Sample) bool { return s.Ready >= o.expectReplicas })
-		cancel()
-		if err != nil {
-			waitErr = fmt.Errorf("%d replicas not Ready within %s (now %d): %w", o.expectReplicas, o.waitTimeout, tl.Current().Ready, err)
-			if ctx.Err() == nil {
-				waitErr = exitcode.With(exitcode.Timeout, waitErr)
-			}
-		} else {
-			rec.Result(step.Result{Step: "load", Check: fmt.Sprintf("%d replicas ready", o.expectReplicas), OK: true, Message: "after " + timeline.Seconds(time.Since(start)).String()})
-		}
-	}
-	if o.expectReplicas > 0 || o.scaleDown {
-		stopLoad() // the scale-up is proven (or failed): stop sending
-	}
-	res := <-loadDone
-	if res.err != nil && waitErr == nil {
-		waitErr = res.err
-	}
-	if res.sum != nil {
-		for _, l := range res.sum.Lines() {
-			rec.Action("load", l)
-		}
-	}
-	if waitErr == nil && o.scaleDown {
-		w, cancel := context.WithTimeout(ctx, o.waitTimeout)
-		err := tl.WaitFor(w, func(s timeline.Sample) bool {
-			return s.Ready <= cfg.HPA.MinReplicas && s.Replicas <= cfg.HPA.MinReplicas
-		})
-		cancel()
-		if err != nil {
-			waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("no scale-down to %d replicas within %s: %w", cfg.HPA.MinReplicas, o.waitTimeout, err))
-		} else {
-			rec.Result(step.Result{Step: "load", Check: fmt.Sprintf("scaled down to %d", cfg.HPA.MinReplicas), OK: true, Message: "after " + timeline.Seconds(time.Since(start)).String()})
-		}
-	}
-	stopWatch()
-	t := tl.Timeline()
-	if t.FirstScaleUp != nil {
-		rec.Action("load", "load start -> first scale-up: "+t.FirstScaleUp.String())
-	}
-	if t.ScaledUpReady != nil {
-		rec.Action("load", "load start -> scaled-up pods Ready: "+t.ScaledUpReady.String())
-	}
-	for _, line := range timeline.Chart(t, 60) {
-		rec.Action("load", line)
-	}
-	if o.report != "" {
-		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t}, "", "  ")
-		b = []byte(o.streams.Secrets.String(string(b)))
-		if err := os.WriteFile(o.report, append(b, '\n'), 0o644); err != nil && waitErr == nil {
-			waitErr = fmt.Errorf("write --report: %w", err)
-		}
-	}
-	rec.StepDone("load", waitErr)
-	return res.sum, &t, waitErr
-}
-
-func describeLoad(o load.Options) string {
-	d := "until stopped"
-	if o.Duration > 0 {
-		d = "for " + o.Duration.String()
-	}
-	if o.Concurrency > 0 {
-		return fmt.Sprintf("%d requests in flight %s", o.Concurrency, d)
-	}
-	return fmt.Sprintf("%g requests/s %s", o.Rate, d)
-}
-
-func (o *verifyOptions) printVerify(rec *output.Recorder, start time.Time, runErr error, doc verifyJSON) error {
+func (o *verifyOptions) printVerify(rec *output.Progress, start time.Time, runErr error, doc verifyJSON) error {
 	if o.output == outputText {
 		return o.printRun(rec, start, runErr)
 	}

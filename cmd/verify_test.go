@@ -19,7 +19,6 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
 )
 
@@ -46,11 +45,11 @@ func checks(t *testing.T, out string) (map[string]bool, map[string]string) {
 }
 
 func TestVerifyEachCheck(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
 	g := startGCP(t)
 	sim := httptest.NewServer(vllmsim.New(vllmsim.DefaultConfig()).Handler())
 	defer sim.Close()
-	inst := instance{"ver", "ver-ns"}
+	inst := newInstance(t, "ver", "ver-ns")
+	cp, metrics := inst.tb.cp, inst.tb.metrics
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	gcpMustRun(t, g, inst, "up")
 
@@ -95,16 +94,16 @@ func TestVerifyEachCheck(t *testing.T) {
 			cp.Operator.Decide(func(*unstructured.Unstructured) (string, string, string, bool) {
 				return "False", "ScrapeConfigError", "bad endpoint", false
 			})
-			nudgePodMonitoring(t, inst.namespace)
-			return sim.URL, func() { cp.Operator.Decide(nil); nudgePodMonitoring(t, inst.namespace) }
+			nudgePodMonitoring(t, inst)
+			return sim.URL, func() { cp.Operator.Decide(nil); nudgePodMonitoring(t, inst) }
 		}},
 		{"custom-metric/metric readable for every pod", "MetricNotFound", func() (string, func()) {
 			metrics.Delete(runningMetric)
 			return sim.URL, func() { metrics.Set(runningMetric, "0") }
 		}},
 		{"adapter/adapter available", "ScaledToZero", func() (string, func()) {
-			scaleAdapter(t, 0)
-			return sim.URL, func() { scaleAdapter(t, 1); mustRun(t, inst, "adapter") }
+			scaleAdapter(t, inst.tb, 0)
+			return sim.URL, func() { scaleAdapter(t, inst.tb, 1); mustRun(t, inst, "adapter") }
 		}},
 		{"deploy/token secret holds a token", "NotFound", func() (string, func()) {
 			cp.Client.CoreV1().Secrets(inst.namespace).Delete(ctx, "hf-secret", metav1.DeleteOptions{})
@@ -136,8 +135,9 @@ func TestVerifyEachCheck(t *testing.T) {
 	}
 }
 
-func nudgePodMonitoring(t *testing.T, ns string) {
-	pms := cp.Dynamic.Resource(gmpGVR).Namespace(ns)
+func nudgePodMonitoring(t *testing.T, inst instance) {
+	ns := inst.namespace
+	pms := inst.tb.cp.Dynamic.Resource(gmpGVR).Namespace(ns)
 	u, err := pms.Get(context.Background(), "gemma-pod-monitoring", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -163,8 +163,9 @@ func nudgePodMonitoring(t *testing.T, ns string) {
 	}
 }
 
-func scaleAdapter(t *testing.T, n int32) {
+func scaleAdapter(t *testing.T, tb *testbed, n int32) {
 	ctx := context.Background()
+	cp := tb.cp
 	s, err := cp.Client.AppsV1().Deployments("custom-metrics").GetScale(ctx, "custom-metrics-stackdriver-adapter", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -191,7 +192,8 @@ func setAccountPolicy(t *testing.T, g *gcpfake.GCP, p *iampb.Policy) {
 // shared among the pods, so load at 10/s with 1 s answers keeps about 10
 // running: 1 -> 3 replicas, and back to 1 when the load stops.
 func TestVerifyLoadTimeline(t *testing.T) {
-	kubetest.Skip(t, cp, cpErr)
+	inst := newInstance(t, "timeline", "timeline-ns")
+	metrics := inst.tb.metrics
 	g := startGCP(t)
 	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: 20 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256})
 	srv := httptest.NewServer(sim.Handler())
@@ -201,7 +203,6 @@ func TestVerifyLoadTimeline(t *testing.T) {
 		return fmt.Sprintf("%dm", inflight*1000/int64(max(pods, 1)))
 	})
 	defer metrics.Set(runningMetric, "0")
-	inst := instance{"timeline", "timeline-ns"}
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	// Scale down without a stabilization window, so the test need not wait 30s.
 	env := map[string]string{"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "0s"}

@@ -20,7 +20,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
 
 // The walkthrough end to end on the emulator: the real kube-apiserver,
@@ -89,12 +89,12 @@ func failing(t *testing.T, out string) []string {
 }
 
 func TestWalkthroughOnEmulator(t *testing.T) {
-	bin := os.Getenv(kubetest.BinDirEnv)
+	bin := os.Getenv(localcluster.BinDirEnv)
 	if bin == "" {
-		if os.Getenv(kubetest.RequireEnv) != "" {
-			t.Fatalf("%s is not set", kubetest.BinDirEnv)
+		if os.Getenv(localcluster.RequireEnv) != "" {
+			t.Fatalf("%s is not set", localcluster.BinDirEnv)
 		}
-		t.Skipf("%s is not set: run make test", kubetest.BinDirEnv)
+		t.Skipf("%s is not set: run make test", localcluster.BinDirEnv)
 	}
 	o := DefaultOptions()
 	o.Dir, o.Bin = t.TempDir(), bin

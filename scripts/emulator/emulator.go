@@ -12,7 +12,7 @@ import (
 	container "google.golang.org/api/container/v1"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
 )
 
@@ -44,7 +44,7 @@ func DefaultOptions() Options {
 type Emulator struct {
 	Dir     string
 	Env     map[string]string // vllm-hpa's settings for this cluster
-	CP      *kubetest.ControlPlane
+	CP      *localcluster.ControlPlane
 	GCP     *gcpfake.GCP
 	Prom    *prometheus
 	Started time.Duration // time to start
@@ -62,7 +62,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 			e = nil
 		}
 	}()
-	os.Setenv(kubetest.BinDirEnv, o.Bin)
+	os.Setenv(localcluster.BinDirEnv, o.Bin)
 	sims := newSimulators(o.Sim)
 	e.stops = append(e.stops, sims.stopAll)
 	kl := &kubelet{sims: sims}
@@ -77,7 +77,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	bg, cancel := context.WithCancel(context.Background())
 	startCtx, cancelStart := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancelStart()
-	cp, err := kubetest.Start(startCtx, kubetest.Options{
+	cp, err := localcluster.Start(startCtx, localcluster.Options{
 		Controllers: true, HPASyncPeriod: o.HPASyncPeriod, Aggregation: true,
 		RunPods: true, PodStartDelay: o.PodStartDelay, PodStarted: sims.start, PodStopped: sims.stop, KubeletPort: kubeletPort,
 		Monitoring: true,

@@ -21,7 +21,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/kubetest"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
 
 func main() {
@@ -34,7 +34,7 @@ func main() {
 func run() error {
 	o := DefaultOptions()
 	flag.StringVar(&o.Dir, "dir", "", "directory for kubeconfig and env (default: a temporary directory, removed on exit)")
-	flag.StringVar(&o.Bin, "k8s-bin", os.Getenv(kubetest.BinDirEnv), "directory of etcd, kube-apiserver and kube-controller-manager (scripts/build-k8s-cache.sh prints it)")
+	flag.StringVar(&o.Bin, "k8s-bin", os.Getenv(localcluster.BinDirEnv), "directory of etcd, kube-apiserver and kube-controller-manager (scripts/build-k8s-cache.sh prints it)")
 	flag.DurationVar(&o.HPASyncPeriod, "hpa-sync-period", o.HPASyncPeriod, "the HPA controller's sync period (GKE's is 15s)")
 	flag.DurationVar(&o.PodStartDelay, "pod-start-delay", o.PodStartDelay, "how long a pod takes to become Ready (model loading)")
 	flag.DurationVar(&o.Sim.TokenLatency, "token-latency", o.Sim.TokenLatency, "the simulated server's time per token")
@@ -47,7 +47,7 @@ func run() error {
 	counted := flag.Bool("count-requests", false, "also write DIR/kubeconfig-counted, through a proxy that counts requests; GET http://ADDR/counts (ADDR in DIR/counter) reads and resets them (benchmarks)")
 	flag.Parse()
 	if o.Bin == "" {
-		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", kubetest.BinDirEnv)
+		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", localcluster.BinDirEnv)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

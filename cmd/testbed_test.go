@@ -1,0 +1,174 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/environ"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
+)
+
+// testbed is one real control plane and what the tests add beside it:
+// etcd, kube-apiserver (with aggregation through an in-process egress
+// proxy, and watches closed by the server every few seconds),
+// kube-controller-manager with the HPA loop at 1s, a pod runner in the
+// kubelet's place, a Managed Prometheus operator stand-in, and a fake
+// custom metrics backend behind the adapter's Service.
+//
+// A test holds one testbed for its whole run: tests on different testbeds
+// run in parallel and never see each other's cluster-wide objects (the
+// adapter, its identity) or knobs (the operator's verdicts, held pods, the
+// metric values).
+type testbed struct {
+	cp      *localcluster.ControlPlane
+	metrics *localcluster.FakeMetrics
+	stop    func()
+
+	adminOnce sync.Once
+	admin     *kube.Client
+}
+
+// testbedsEnv sets how many testbeds run at once (default 5).
+const testbedsEnv = "VLLM_HPA_TEST_CLUSTERS"
+
+var beds struct {
+	once sync.Once
+	free chan *testbed
+	all  []*testbed
+	err  error
+}
+
+// startTestbeds starts the pool, all control planes at once.
+func startTestbeds() {
+	n := 5
+	if v, err := strconv.Atoi(os.Getenv(testbedsEnv)); err == nil && v > 0 {
+		n = v
+	}
+	if localcluster.BinDir() == "" {
+		beds.err = fmt.Errorf("%s is not set: run `make test`", localcluster.BinDirEnv)
+		return
+	}
+	beds.free = make(chan *testbed, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []string
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tb, err := startTestbed()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err.Error())
+				return
+			}
+			beds.all = append(beds.all, tb)
+			beds.free <- tb
+		}()
+	}
+	wg.Wait()
+	if len(beds.all) == 0 {
+		beds.err = fmt.Errorf("no control plane started: %s", strings.Join(errs, "; "))
+	}
+}
+
+func startTestbed() (*testbed, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, err := localcluster.Start(ctx, localcluster.Options{
+		Controllers:   true,
+		HPASyncPeriod: time.Second,
+		Aggregation:   true,
+		RunPods:       true,
+		PodStartDelay: 300 * time.Millisecond,
+		Monitoring:    true,
+		// The server closes every watch after 5-10s, so every wait in
+		// these tests also survives watches closed by the server.
+		ExtraAPIServerArgs: []string{"--min-request-timeout=5"},
+		StaticToken:        gkeToken,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tb := &testbed{cp: cp, metrics: &localcluster.FakeMetrics{Client: cp.Client}}
+	tb.metrics.Set(runningMetric, "0")
+	srv := tb.metrics.Server()
+	cp.ServeService("custom-metrics", "custom-metrics-stackdriver-adapter", 443, strings.TrimPrefix(srv.URL, "https://"))
+	tb.stop = func() { srv.Close(); cp.Stop() }
+	return tb, nil
+}
+
+// acquire gives t a testbed of its own until t ends; it skips (or, with
+// VLLM_HPA_REQUIRE_K8S, fails) the test when no control plane can run.
+func acquire(t *testing.T) *testbed {
+	t.Helper()
+	beds.once.Do(startTestbeds)
+	if beds.err != nil {
+		localcluster.Skip(t, nil, beds.err)
+	}
+	waited := time.Now()
+	tb := <-beds.free
+	held := time.Now()
+	t.Cleanup(func() {
+		t.Logf("testbed: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
+		beds.free <- tb
+	})
+	return tb
+}
+
+// stopTestbeds stops every control plane (TestMain).
+func stopTestbeds() {
+	for _, tb := range beds.all {
+		tb.stop()
+	}
+}
+
+// env is the environment the CLI gets on this testbed: its kubeconfig, and
+// a discovery cache kept with its control plane.
+func (tb *testbed) env() map[string]string {
+	return map[string]string{
+		"VLLM_HPA_KUBE_KUBECONFIG": tb.cp.Kubeconfig,
+		"KUBECACHEDIR":             filepath.Join(tb.cp.Dir, "kubecache"),
+	}
+}
+
+// kube is a client for the test itself.
+func (tb *testbed) kube(t *testing.T) *kube.Client {
+	t.Helper()
+	tb.adminOnce.Do(func() {
+		var err error
+		if tb.admin, err = kube.New(tb.cp.Config, environ.New(tb.env(), "")); err != nil {
+			panic(err)
+		}
+	})
+	return tb.admin
+}
+
+// instance is one stack of vllm-hpa on a testbed: its instance name and
+// workload namespace.
+type instance struct {
+	name, namespace string
+	tb              *testbed
+}
+
+// newInstance runs the test in parallel with the others, on a testbed of
+// its own.
+func newInstance(t *testing.T, name, namespace string) instance {
+	t.Helper()
+	t.Parallel()
+	return instance{name: name, namespace: namespace, tb: acquire(t)}
+}
+
+// another is a second instance on the same testbed.
+func (i instance) another(name, namespace string) instance {
+	return instance{name: name, namespace: namespace, tb: i.tb}
+}
