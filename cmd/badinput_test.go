@@ -203,6 +203,7 @@ users:
 					"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
 					"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
 					"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
+					"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
 				}
 				for k, v := range c.env {
 					env[k] = v

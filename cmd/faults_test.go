@@ -56,6 +56,7 @@ func TestFaults(t *testing.T) {
 		"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
 		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
+		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
 	}
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	runs, ok := faultRuns(), 0
@@ -109,7 +110,7 @@ func TestKilledUpRecovers(t *testing.T) {
 	env := append(os.Environ(),
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
 		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
-		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint)
+		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint, "VLLM_HPA_ENDPOINTS_SERVICE_USAGE="+g.ServiceUsageEndpoint)
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	runs := faultRuns()
 	var points []string
@@ -161,7 +162,9 @@ func TestTokenNeverShown(t *testing.T) {
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	file := writeFile(t, t.TempDir(), "token", token)
 	for _, env := range []map[string]string{{"HF_TOKEN": token}, {"HF_TOKEN": "", "VLLM_HPA_HF_TOKEN_FILE": file}} {
-		env["VLLM_HPA_ENDPOINTS_IAM"], env["VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER"], env["VLLM_HPA_ENDPOINTS_CONTAINER"] = g.IAMEndpoint, g.ResourceManagerEndpoint, g.ContainerEndpoint
+		for k, v := range g.Env() {
+			env[k] = v
+		}
 		for _, args := range [][]string{
 			{"deploy", "-vv"}, {"deploy", "-vv", "-o", "json"}, {"up", "-v", "-o", "yaml"}, {"verify", "-vv", "-o", "json"},
 			{"status", "-vv"}, {"config", "view", "-vv"}, {"render", "-vv", "-o", "json"}, {"up", "--dry-run", "-vv", "-o", "json"},

@@ -38,6 +38,8 @@ func startGCP(t *testing.T) *gcpfake.GCP {
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Stop)
+	// As if a cluster of the project had Workload Identity.
+	g.SetWorkloadPool("my-proj", true)
 	return g
 }
 
@@ -48,6 +50,7 @@ func gcpRun(t *testing.T, g *gcpfake.GCP, inst instance, args ...string) (int, s
 		"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
 		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
+		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
 	}, args...)
 }
 
@@ -346,11 +349,21 @@ func TestIdentityErrors(t *testing.T) {
 			t.Errorf("output does not list the account created before the failure:\n%s", out)
 		}
 	})
+	// Google answers PERMISSION_DENIED for a project that does not exist,
+	// as for one the caller may not see.
 	t.Run("project not found", func(t *testing.T) {
 		g := startGCP(t)
+		before := g.Mutations()
 		code, _, errOut := gcpRun(t, g, inst, "identity", "--project", "other-proj")
-		if code != exitcode.Precondition || !strings.Contains(errOut, "other-proj") || !strings.Contains(errOut, "not found") {
-			t.Errorf("exit %d, want %d:\n%s", code, exitcode.Precondition, errOut)
+		if code != exitcode.Denied || !strings.Contains(errOut, "other-proj") || !strings.Contains(errOut, "--project names a project that exists") {
+			t.Errorf("exit %d, want %d:\n%s", code, exitcode.Denied, errOut)
+		}
+		if g.Mutations() != before {
+			t.Errorf("%d mutating calls for a project that does not exist", g.Mutations()-before)
+		}
+		// Refused among the preconditions, before the first step.
+		if !strings.Contains(errOut, "get project other-proj: permission denied") || strings.Contains(errOut, "▸ identity") {
+			t.Errorf("the project is not refused among the preconditions:\n%s", errOut)
 		}
 	})
 	t.Run("account name taken", func(t *testing.T) {
@@ -450,7 +463,7 @@ func TestUpAndCleanupWholeStack(t *testing.T) {
 		t.Errorf("second up made %d mutating GCP calls", g.Mutations()-mutations)
 	}
 	var doc runJSON
-	if err := json.Unmarshal([]byte(out), &doc); err != nil || !doc.OK || len(doc.Steps) != 5 {
+	if err := json.Unmarshal([]byte(out), &doc); err != nil || !doc.OK || len(doc.Steps) != 6 { // preconditions and the five steps
 		t.Errorf("second up: %v %+v", err, doc)
 	}
 

@@ -22,7 +22,7 @@ func TestInterruptedUpResumes(t *testing.T) {
 	env := append(os.Environ(),
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
 		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
-		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint)
+		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint, "VLLM_HPA_ENDPOINTS_SERVICE_USAGE="+g.ServiceUsageEndpoint)
 
 	c := cliCommand(env, "up")
 	stderr, _ := c.StderrPipe()

@@ -95,10 +95,11 @@ func (o *stackOptions) Run(ctx context.Context) error {
 		return o.printRun(rec, start, withIdentityHint(err, o.steps))
 	}
 	s := steps.New(o.cfg, deps)
-	if o.command != "cleanup" && o.cfg.Cluster != "" {
-		// The cluster's preconditions, before anything changes.
+	if o.command != "cleanup" && (o.cfg.Cluster != "" || deps.ClusterName != "" || steps.Requires(o.steps).GoogleAPIs) {
+		// The cluster's and the project's preconditions, before anything
+		// changes.
 		rec.StepStarted("preconditions")
-		_, err := steps.Preconditions(ctx, o.cfg, deps)
+		_, err := steps.Preconditions(ctx, o.cfg, deps, o.steps)
 		rec.StepDone("preconditions", err)
 		if err != nil {
 			return o.printRun(rec, start, err)

@@ -91,6 +91,11 @@ func startTestbed() (*testbed, error) {
 		RunPods:       true,
 		PodStartDelay: 300 * time.Millisecond,
 		Monitoring:    true,
+		// Target status on, reported by the operator stand-in: the pods
+		// of these tests serve no /metrics (the emulator covers target
+		// status off).
+		TargetStatus:          true,
+		OperatorWritesTargets: true,
 		// The server closes every watch after 5-10s, so every wait in
 		// these tests also survives watches closed by the server.
 		ExtraAPIServerArgs: []string{"--min-request-timeout=5"},

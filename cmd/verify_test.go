@@ -94,8 +94,8 @@ func TestVerifyEachCheck(t *testing.T) {
 			cp.Operator.Decide(func(*unstructured.Unstructured) (string, string, string, bool) {
 				return "False", "ScrapeConfigError", "bad endpoint", false
 			})
-			nudgePodMonitoring(t, inst)
-			return sim.URL, func() { cp.Operator.Decide(nil); nudgePodMonitoring(t, inst) }
+			nudgePodMonitoring(t, inst, "False")
+			return sim.URL, func() { cp.Operator.Decide(nil); nudgePodMonitoring(t, inst, "True") }
 		}},
 		{"custom-metric/metric readable for every pod", "MetricNotFound", func() (string, func()) {
 			metrics.Delete(runningMetric)
@@ -135,10 +135,13 @@ func TestVerifyEachCheck(t *testing.T) {
 	}
 }
 
-func nudgePodMonitoring(t *testing.T, inst instance) {
-	ns := inst.namespace
-	pms := inst.tb.cp.Dynamic.Resource(gmpGVR).Namespace(ns)
-	u, err := pms.Get(context.Background(), "gemma-pod-monitoring", metav1.GetOptions{})
+// nudgePodMonitoring changes the PodMonitoring so that the operator judges
+// it again, and waits until its condition's status is want.
+func nudgePodMonitoring(t *testing.T, inst instance, want string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pms := inst.tb.cp.Dynamic.Resource(gmpGVR).Namespace(inst.namespace)
+	u, err := pms.Get(ctx, "gemma-pod-monitoring", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,19 +151,20 @@ func nudgePodMonitoring(t *testing.T, inst instance) {
 	}
 	ann["nudge"] += "x"
 	u.SetAnnotations(ann)
-	if _, err := pms.Update(context.Background(), u, metav1.UpdateOptions{}); err != nil {
+	if _, err := pms.Update(ctx, u, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// Wait for the operator's verdict on the new state.
-	w, _ := pms.Watch(context.Background(), metav1.ListOptions{FieldSelector: "metadata.name=gemma-pod-monitoring", ResourceVersion: u.GetResourceVersion()})
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		if o, ok := ev.Object.(*unstructured.Unstructured); ok {
-			if _, found, _ := unstructured.NestedSlice(o.Object, "status", "conditions"); found && o.GetResourceVersion() != u.GetResourceVersion() {
+	for ctx.Err() == nil {
+		o, err := pms.Get(ctx, "gemma-pod-monitoring", metav1.GetOptions{})
+		if err == nil {
+			conds, _, _ := unstructured.NestedSlice(o.Object, "status", "conditions")
+			if len(conds) == 1 && conds[0].(map[string]any)["status"] == want {
 				return
 			}
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	t.Fatalf("the operator did not judge the PodMonitoring %s", want)
 }
 
 func scaleAdapter(t *testing.T, tb *testbed, n int32) {
@@ -177,7 +181,7 @@ func scaleAdapter(t *testing.T, tb *testbed, n int32) {
 }
 
 func setAccountPolicy(t *testing.T, g *gcpfake.GCP, p *iampb.Policy) {
-	c, err := gcp.Dial(context.Background(), gcp.Options{}, gcp.Endpoints{IAM: g.IAMEndpoint, ResourceManager: g.ResourceManagerEndpoint, Container: g.ContainerEndpoint}, true)
+	c, err := gcp.Dial(context.Background(), gcp.Options{}, gcp.Endpoints{IAM: g.IAMEndpoint, ResourceManager: g.ResourceManagerEndpoint, Container: g.ContainerEndpoint, ServiceUsage: g.ServiceUsageEndpoint}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +212,7 @@ func TestVerifyLoadTimeline(t *testing.T) {
 	env := map[string]string{"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "0s"}
 	run := func(args ...string) (int, string, string) {
 		for k, v := range map[string]string{
-			"VLLM_HPA_ENDPOINTS_IAM": g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER": g.ContainerEndpoint,
+			"VLLM_HPA_ENDPOINTS_IAM": g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER": g.ContainerEndpoint, "VLLM_HPA_ENDPOINTS_SERVICE_USAGE": g.ServiceUsageEndpoint,
 		} {
 			env[k] = v
 		}

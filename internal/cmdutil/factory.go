@@ -113,7 +113,7 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 	}
 	if need.IAM || cfg.Cluster != "" {
 		e := cfg.Endpoints
-		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container}, need.IAM)
+		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage}, need.IAM)
 		switch {
 		case err != nil && need.GCPOptional && !viaGKE:
 			deps.GCPError = err
@@ -131,10 +131,17 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 	var err error
 	if viaGKE {
 		if deps.Cluster, err = deps.GCP.Cluster(ctx, cfg.Project, cfg.Location, cfg.Cluster); err == nil {
-			rc, err = gcp.RESTConfig(deps.Cluster, gopts.TokenSource)
+			rc, err = gcp.RESTConfig(deps.Cluster, gopts.TokenSource, cfg.EndpointType)
 		}
 	} else {
 		rc, err = kube.RESTConfigFromKubeconfig(f.KubeconfigOptions(cfg))
+		// A context gcloud wrote names its cluster, whose preconditions
+		// can then be read like those of --cluster.
+		if name, cerr := kube.ContextName(f.KubeconfigOptions(cfg)); cerr == nil {
+			if project, location, cluster, ok := kube.GKEContext(name); ok && project == cfg.Project {
+				deps.ClusterName, deps.ClusterLocation = cluster, location
+			}
+		}
 	}
 	if err == nil {
 		if f.Trace != nil {

@@ -20,6 +20,10 @@ type Config struct {
 	// container API and for the preconditions.
 	Cluster  string `key:"cluster"`
 	Location string `key:"location"`
+	// EndpointType is how the cluster's control plane is reached through
+	// the container API: its public endpoint, its private endpoint (an
+	// internal IP), or its DNS endpoint.
+	EndpointType string `key:"endpoint-type"`
 	// Instance is the value of the stack-instance label on every object; it
 	// lets two stacks share a cluster and lets cleanup find only its own.
 	Instance string `key:"instance"`
@@ -150,6 +154,7 @@ type Endpoints struct {
 	IAM             string `key:"iam"`
 	ResourceManager string `key:"resource-manager"`
 	Container       string `key:"container"`
+	ServiceUsage    string `key:"service-usage"`
 }
 
 // Metrics the HPA can scale on (hpa.metric), each a vLLM gauge.
@@ -171,7 +176,8 @@ func MetricNames() []string {
 // Default returns the walkthrough's configuration. Project has no default.
 func Default() Config {
 	return Config{
-		Instance: "gemma-server",
+		Instance:     "gemma-server",
+		EndpointType: "public",
 		Workload: Workload{
 			Namespace:        "default",
 			Deployment:       "vllm-gemma-deployment",
@@ -233,7 +239,9 @@ func Default() Config {
 			Deploy:  15 * time.Minute, // a GPU node may have to be provisioned
 			Monitor: 2 * time.Minute,
 			Adapter: 5 * time.Minute,
-			HPA:     5 * time.Minute, // a new metric type can take minutes to appear
+			// IAM changes take about 2 minutes (sometimes 7 or more), and a
+			// new metric up to 10 minutes to appear in Cloud Monitoring.
+			HPA:     15 * time.Minute,
 			Cleanup: 5 * time.Minute,
 		},
 	}

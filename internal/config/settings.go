@@ -50,6 +50,7 @@ var Settings = []Setting{
 	{"project", "project", "GCP project id (required); every IAM member derives from it", []string{ScopeGlobal}},
 	{"cluster", "cluster", "GKE cluster name, to connect through the container API and check preconditions", []string{ScopeGlobal}},
 	{"location", "location", "GKE cluster location (region or zone), e.g. us-central1", []string{ScopeGlobal}},
+	{"endpoint-type", "endpoint-type", "with --cluster: reach the control plane at its public endpoint, its private endpoint (internal IP), or its DNS endpoint (public, private or dns)", []string{ScopeGlobal}},
 	{"instance", "instance", "value of the stack-instance label on every object; cleanup deletes only this instance", []string{"deploy", "monitor", "adapter", "identity", "hpa", "load"}},
 	{"adopt", "adopt", "take over existing objects (and the Google service account) vllm-hpa did not create: marked adopted, and cleanup then removes only vllm-hpa's labels and fields from them, never the objects", []string{"deploy", "monitor", "adapter", "identity", "hpa"}},
 
@@ -122,6 +123,7 @@ var Settings = []Setting{
 	{"endpoints.iam", "", "IAM API endpoint override (tests, local emulator)", nil},
 	{"endpoints.resource-manager", "", "Resource Manager API endpoint override", nil},
 	{"endpoints.container", "", "container (GKE) API endpoint override", nil},
+	{"endpoints.service-usage", "", "Service Usage API endpoint override", nil},
 }
 
 // SettingByKey returns the setting for key.

@@ -157,6 +157,7 @@ func (c *Config) validate(needProject bool) error {
 			add("location", c.Location, "set together with cluster")
 		}
 	}
+	oneOf("endpoint-type", c.EndpointType, "public", "private", "dns")
 	labelValue("instance", c.Instance)
 
 	w := c.Workload
@@ -252,6 +253,7 @@ func (c *Config) validate(needProject bool) error {
 		{"endpoints.iam", c.Endpoints.IAM},
 		{"endpoints.resource-manager", c.Endpoints.ResourceManager},
 		{"endpoints.container", c.Endpoints.Container},
+		{"endpoints.service-usage", c.Endpoints.ServiceUsage},
 	} {
 		if ep.value != "" && strings.ContainsAny(ep.value, " \t") {
 			add(ep.key, ep.value, "host:port or a URL, without spaces")

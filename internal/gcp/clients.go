@@ -24,7 +24,7 @@ import (
 // value starting with http:// is a plaintext local fake (tests, the local
 // emulator), reached without credentials over gRPC.
 type Endpoints struct {
-	IAM, ResourceManager, Container string
+	IAM, ResourceManager, Container, ServiceUsage string
 }
 
 // Clients are the Google API clients the identity step and the
@@ -46,7 +46,8 @@ func plaintext(endpoint string) bool { return strings.HasPrefix(endpoint, "http:
 func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, error) {
 	c := &Clients{opts: o}
 	c.opts.ContainerEndpoint = e.Container
-	if o.TokenSource != nil || !plaintext(e.Container) || (withIAM && (!plaintext(e.IAM) || !plaintext(e.ResourceManager))) {
+	c.opts.ServiceUsageEndpoint = e.ServiceUsage
+	if o.TokenSource != nil || !plaintext(e.Container) || (withIAM && (!plaintext(e.IAM) || !plaintext(e.ResourceManager) || !plaintext(e.ServiceUsage))) {
 		ts, err := TokenSource(ctx, o)
 		if err != nil {
 			return nil, err
@@ -93,6 +94,10 @@ func Classify(err error, what string) error {
 	if err == nil {
 		return nil
 	}
+	if exitcode.Of(err) != exitcode.Failure {
+		// Already classified (e.g. a wait for IAM that ran out).
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	code := status.Code(err)
 	var gerr *googleapi.Error
 	if errors.As(err, &gerr) {
@@ -103,9 +108,21 @@ func Classify(err error, what string) error {
 			code = codes.NotFound
 		}
 	}
+	msg := message(err)
+	switch {
+	case code == codes.InvalidArgument && strings.Contains(msg, "Identity Pool does not exist"):
+		pool := "PROJECT.svc.id.goog"
+		if _, rest, ok := strings.Cut(msg, "Identity Pool does not exist ("); ok {
+			pool, _, _ = strings.Cut(rest, ")")
+		}
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: the Workload Identity pool %s does not exist: it is created when a GKE cluster of the project enables Workload Identity: gcloud container clusters update CLUSTER --location LOCATION --workload-pool=%s", what, pool, pool))
+	case code == codes.InvalidArgument && strings.Contains(msg, "larger than the maximum allowed size"):
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: the IAM policy is full: %s (remove members that are no longer used, or grant to groups), then re-run", what, msg))
+	}
 	switch code {
 	case codes.PermissionDenied:
-		return exitcode.With(exitcode.Denied, fmt.Errorf("%s: permission denied: %s (grant the caller the role that allows it, e.g. roles/iam.serviceAccountAdmin and roles/resourcemanager.projectIamAdmin)", what, message(err)))
+		// Google answers so for a project that does not exist too.
+		return exitcode.With(exitcode.Denied, fmt.Errorf("%s: permission denied: %s (check that --project names a project that exists, then grant the caller the role that allows it, e.g. roles/iam.serviceAccountAdmin and roles/resourcemanager.projectIamAdmin)", what, message(err)))
 	case codes.NotFound:
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: not found: %s", what, message(err)))
 	}

@@ -29,6 +29,8 @@ const Scope = "https://www.googleapis.com/auth/cloud-platform"
 type Options struct {
 	// ContainerEndpoint overrides the container API's endpoint.
 	ContainerEndpoint string
+	// ServiceUsageEndpoint overrides the Service Usage API's endpoint.
+	ServiceUsageEndpoint string
 	// Impersonate, if set, is the service account every call acts as.
 	Impersonate string
 	// TokenSource, if set, is used instead of looking credentials up.
@@ -111,9 +113,9 @@ func ClusterName(project, location, cluster string) string {
 	return fmt.Sprintf("projects/%s/locations/%s/clusters/%s", project, location, cluster)
 }
 
-// GetCluster reads a cluster through the container API at endpoint ("" for
-// Google's), authenticated with ts (nil: no credentials, for local fakes).
-func GetCluster(ctx context.Context, endpoint string, ts oauth2.TokenSource, project, location, cluster string) (*container.Cluster, error) {
+// restOptions are a REST client's options for endpoint ("" for Google's),
+// authenticated with ts (nil: no credentials, for local fakes).
+func restOptions(endpoint string, ts oauth2.TokenSource) []option.ClientOption {
 	opts := []option.ClientOption{option.WithoutAuthentication()}
 	if ts != nil {
 		opts = []option.ClientOption{option.WithTokenSource(ts)}
@@ -121,7 +123,12 @@ func GetCluster(ctx context.Context, endpoint string, ts oauth2.TokenSource, pro
 	if endpoint != "" {
 		opts = append(opts, option.WithEndpoint(endpoint))
 	}
-	svc, err := container.NewService(ctx, opts...)
+	return opts
+}
+
+// GetCluster reads a cluster through the container API at endpoint.
+func GetCluster(ctx context.Context, endpoint string, ts oauth2.TokenSource, project, location, cluster string) (*container.Cluster, error) {
+	svc, err := container.NewService(ctx, restOptions(endpoint, ts)...)
 	if err != nil {
 		return nil, err
 	}
@@ -135,24 +142,47 @@ func GetCluster(ctx context.Context, endpoint string, ts oauth2.TokenSource, pro
 
 // RESTConfig is a Kubernetes client configuration for a GKE cluster: its
 // endpoint and CA certificate from the container API, and OAuth tokens from
-// ts. No kubeconfig and no gcloud are needed.
-func RESTConfig(c *container.Cluster, ts oauth2.TokenSource) (*rest.Config, error) {
-	if c.Endpoint == "" || c.MasterAuth == nil || c.MasterAuth.ClusterCaCertificate == "" {
-		return nil, fmt.Errorf("cluster %s has no endpoint or CA certificate yet (status %s)", c.Name, c.Status)
+// ts. No kubeconfig and no gcloud are needed. endpointType picks the
+// endpoint: "public" (the default), "private" (the control plane's internal
+// IP, for clusters without a public endpoint) or "dns" (the DNS endpoint,
+// which serves a publicly trusted certificate: the cluster CA is not
+// pinned there).
+func RESTConfig(c *container.Cluster, ts oauth2.TokenSource, endpointType string) (*rest.Config, error) {
+	host, pinCA := c.Endpoint, true
+	switch endpointType {
+	case "private":
+		if c.PrivateClusterConfig == nil || c.PrivateClusterConfig.PrivateEndpoint == "" {
+			return nil, fmt.Errorf("cluster %s has no private endpoint: use --endpoint-type public or dns", c.Name)
+		}
+		host = c.PrivateClusterConfig.PrivateEndpoint
+	case "dns":
+		if c.ControlPlaneEndpointsConfig == nil || c.ControlPlaneEndpointsConfig.DnsEndpointConfig == nil || c.ControlPlaneEndpointsConfig.DnsEndpointConfig.Endpoint == "" {
+			return nil, fmt.Errorf("cluster %s has no DNS endpoint: enable it with gcloud container clusters update %s --enable-dns-access, or use --endpoint-type public or private", c.Name, c.Name)
+		}
+		host, pinCA = c.ControlPlaneEndpointsConfig.DnsEndpointConfig.Endpoint, false
+	default:
+		if host == "" {
+			return nil, fmt.Errorf("cluster %s has no public endpoint (status %s): use --endpoint-type private or dns", c.Name, c.Status)
+		}
 	}
-	ca, err := base64.StdEncoding.DecodeString(c.MasterAuth.ClusterCaCertificate)
-	if err != nil {
-		return nil, fmt.Errorf("cluster %s: CA certificate: %w", c.Name, err)
-	}
-	host := c.Endpoint
-	if !strings.Contains(host, "://") {
-		host = "https://" + host
-	}
-	return &rest.Config{
-		Host:            host,
-		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
+	rc := &rest.Config{
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
 			return &oauth2.Transport{Source: ts, Base: rt}
 		},
-	}, nil
+	}
+	if pinCA {
+		if c.MasterAuth == nil || c.MasterAuth.ClusterCaCertificate == "" {
+			return nil, fmt.Errorf("cluster %s has no CA certificate yet (status %s)", c.Name, c.Status)
+		}
+		ca, err := base64.StdEncoding.DecodeString(c.MasterAuth.ClusterCaCertificate)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: CA certificate: %w", c.Name, err)
+		}
+		rc.TLSClientConfig = rest.TLSClientConfig{CAData: ca}
+	}
+	if !strings.Contains(host, "://") {
+		host = "https://" + host
+	}
+	rc.Host = host
+	return rc, nil
 }

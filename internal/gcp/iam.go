@@ -13,6 +13,8 @@ import (
 	resourcemanager "cloud.google.com/go/resourcemanager/apiv3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 )
 
 // PolicyVersion is requested on every read so that conditional bindings
@@ -110,18 +112,31 @@ func retryable(err error) bool {
 // stale etag. Every other binding, member and condition is written back as
 // read. It writes nothing when the policy already is as asked.
 func SetMember(ctx context.Context, p Policy, role, member string, present bool, b Backoff) (changed bool, stats RMWStats, err error) {
+	return Update(ctx, p, func(pol *iampb.Policy) bool {
+		if present {
+			return addMember(pol, role, member)
+		}
+		return removeMembers(pol, role, func(m string) bool { return m == member })
+	}, b)
+}
+
+// RemoveMembers removes from role's unconditional binding every member
+// match accepts, by the same read-modify-write as SetMember.
+func RemoveMembers(ctx context.Context, p Policy, role string, match func(member string) bool, b Backoff) (changed bool, stats RMWStats, err error) {
+	return Update(ctx, p, func(pol *iampb.Policy) bool { return removeMembers(pol, role, match) }, b)
+}
+
+// Update changes p by an etag-guarded read-modify-write: modify changes the
+// policy read and says whether it changed anything (nothing is written
+// when it did not); a write refused for a stale etag starts again from the
+// read.
+func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Backoff) (changed bool, stats RMWStats, err error) {
 	for attempt := 0; ; attempt++ {
 		var pol *iampb.Policy
 		pol, err = p.Get(ctx)
 		stats.Reads++
 		if err == nil {
-			var modified bool
-			if present {
-				modified = addMember(pol, role, member)
-			} else {
-				modified = removeMember(pol, role, member)
-			}
-			if !modified {
+			if !modify(pol) {
 				return false, stats, nil
 			}
 			// Version 3 is required once any binding has a condition and
@@ -173,14 +188,14 @@ func addMember(pol *iampb.Policy, role, member string) bool {
 	return true
 }
 
-func removeMember(pol *iampb.Policy, role, member string) bool {
+func removeMembers(pol *iampb.Policy, role string, match func(string) bool) bool {
 	changed := false
 	kept := pol.Bindings[:0]
 	for _, b := range pol.Bindings {
 		if b.Role == role && b.Condition == nil {
 			members := b.Members[:0]
 			for _, m := range b.Members {
-				if m == member {
+				if match(m) {
 					changed = true
 					continue
 				}
@@ -233,28 +248,41 @@ func Retry(ctx context.Context, b Backoff, call func(context.Context) error) (in
 // account as a member is refused as INVALID_ARGUMENT "does not exist".
 var NewResourceWindow = 90 * time.Second
 
-// notYetVisible reports whether err is how IAM answers about a resource it
-// does not see yet.
-func notYetVisible(err error) bool {
+// MemberNotYetVisible reports whether err is how IAM refuses a policy that
+// names a service account it does not see yet: INVALID_ARGUMENT "Service
+// account ... does not exist". Only that is retried for a policy the new
+// account is merely a member of (the project's): a PERMISSION_DENIED there
+// is the caller's own and waiting will not cure it.
+func MemberNotYetVisible(err error) bool {
+	msg := strings.ToLower(status.Convert(err).Message())
+	return status.Code(err) == codes.InvalidArgument &&
+		strings.Contains(msg, "service account") && strings.Contains(msg, "does not exist")
+}
+
+// AccountNotYetVisible reports whether err is how IAM answers about a new
+// service account itself (a read of it or of its own policy) before it
+// sees it: NOT_FOUND or PERMISSION_DENIED, or a policy naming it refused.
+func AccountNotYetVisible(err error) bool {
 	switch status.Code(err) {
 	case codes.NotFound, codes.PermissionDenied:
 		return true
-	case codes.InvalidArgument:
-		return strings.Contains(strings.ToLower(status.Convert(err).Message()), "does not exist")
 	}
-	return false
+	return MemberNotYetVisible(err)
 }
 
-// WhileNew runs call until it succeeds, fails otherwise than IAM does for a
-// resource it does not see yet, or NewResourceWindow passes; waiting(msg),
-// if given, hears why it waits.
-func WhileNew(ctx context.Context, waiting func(string), what string, call func(context.Context) error) error {
+// WhileNew runs call until it succeeds, fails otherwise than notYetVisible
+// says IAM does for a resource it does not see yet, or NewResourceWindow
+// passes; waiting(msg), if given, hears why it waits.
+func WhileNew(ctx context.Context, waiting func(string), what string, notYetVisible func(error) bool, call func(context.Context) error) error {
 	deadline := time.Now().Add(NewResourceWindow)
 	delay := 250 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := call(ctx)
-		if err == nil || !notYetVisible(err) || time.Now().After(deadline) {
+		if err == nil || !notYetVisible(err) {
 			return err
+		}
+		if time.Now().After(deadline) {
+			return exitcode.With(exitcode.Timeout, fmt.Errorf("IAM still does not see %s after %s (Google documents up to about a minute, rarely more): re-run to carry on; its last answer: %w", what, NewResourceWindow, err))
 		}
 		if waiting != nil {
 			waiting(fmt.Sprintf("IAM does not see %s yet (a new service account takes up to a minute to propagate; attempt %d: %s)", what, attempt, status.Code(err)))

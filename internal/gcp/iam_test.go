@@ -39,6 +39,8 @@ func TestSetMemberKeepsEverythingElse(t *testing.T) {
 	g.Projects.SetPolicy("p-1", &iampb.Policy{Version: 3, Bindings: []*iampb.Binding{
 		{Role: "roles/monitoring.viewer", Members: []string{"user:b@example.com"}}, cond,
 	}})
+	// IAM refuses a member that is not an existing account.
+	g.IAM.PutAccount("p-1", "x", "x", "")
 	p := gcp.ProjectPolicy(projectsClient(t, g), "p-1")
 	ctx := context.Background()
 

@@ -21,6 +21,10 @@ type Precondition struct {
 type ClusterWants struct {
 	Project, Location, Cluster string
 	Accelerator                string // the GPU node pool's accelerator type
+	// ComputeClasses are the cluster's ComputeClasses that can create nodes
+	// with Accelerator (read from the cluster: the container API does not
+	// list them).
+	ComputeClasses []string
 }
 
 // MinMasterVersion: Managed Prometheus is on by default from GKE 1.27.
@@ -61,7 +65,7 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 	out = append(out, p)
 
 	if c.Autopilot != nil && c.Autopilot.Enabled {
-		out = append(out, Precondition{Check: "gpu nodes", OK: true, Message: "Autopilot provisions " + w.Accelerator + " nodes on demand"})
+		out = append(out, Precondition{Check: "gpu nodes", OK: true, Message: "Autopilot provisions " + w.Accelerator + " nodes on demand (checked: Autopilot is on; not checked: the project's GPU quota and the zone's " + w.Accelerator + " capacity, which show as FailedScheduling while deploy waits)"})
 		return out
 	}
 	// Standard: a node pool of the accelerator, and the GKE metadata server
@@ -81,9 +85,17 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 		}
 	}
 	p = Precondition{Check: "gpu nodes", OK: len(gpuPools) > 0, Message: "node pools with " + w.Accelerator + ": " + strings.Join(gpuPools, ", ")}
+	switch limit := napLimit(c, w.Accelerator); {
+	case p.OK:
+	case limit > 0:
+		// Node auto-provisioning creates GPU nodes on demand.
+		p.OK, p.Message = true, fmt.Sprintf("no node pool of %s yet: node auto-provisioning creates them on demand (up to %d GPUs)", w.Accelerator, limit)
+	case len(w.ComputeClasses) > 0:
+		p.OK, p.Message = true, fmt.Sprintf("no node pool of %s yet: ComputeClass %s creates them on demand", w.Accelerator, strings.Join(w.ComputeClasses, ", "))
+	}
 	if !p.OK {
 		p.Message = "Standard cluster without a node pool of " + w.Accelerator
-		p.Fix = fmt.Sprintf("gcloud container node-pools create %s-pool --cluster %s %s --accelerator type=%s,count=1,gpu-driver-version=latest --workload-metadata=GKE_METADATA", w.Accelerator, w.Cluster, loc, w.Accelerator)
+		p.Fix = fmt.Sprintf("gcloud container node-pools create %s-pool --cluster %s %s --accelerator type=%s,count=1,gpu-driver-version=latest --workload-metadata=GKE_METADATA (or let node auto-provisioning create them: gcloud container clusters update %s %s --enable-autoprovisioning --max-accelerator type=%s,count=8)", w.Accelerator, w.Cluster, loc, w.Accelerator, w.Cluster, loc, w.Accelerator)
 	}
 	out = append(out, p)
 	p = Precondition{Check: "gke metadata server", OK: len(noMetadata) == 0, Message: "every node pool runs the GKE metadata server"}
@@ -93,6 +105,20 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 	}
 	out = append(out, p)
 	return out
+}
+
+// napLimit is how many GPUs of accelerator node auto-provisioning may
+// create (0: none, or auto-provisioning is off).
+func napLimit(c *container.Cluster, accelerator string) int64 {
+	if c.Autoscaling == nil || !c.Autoscaling.EnableNodeAutoprovisioning {
+		return 0
+	}
+	for _, l := range c.Autoscaling.ResourceLimits {
+		if l.ResourceType == accelerator {
+			return l.Maximum
+		}
+	}
+	return 0
 }
 
 // versionAtLeast compares GKE versions such as 1.30.5-gke.1014001 by major

@@ -140,3 +140,32 @@ type Counters struct {
 	Reads     atomic.Int64
 	Aborted   atomic.Int64 // writes refused for a stale etag
 }
+
+// rename replaces member from with to in every policy, as IAM rewrites the
+// member of a deleted service account.
+func (s *policyStore) rename(from, to string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for res, p := range s.policies {
+		changed := false
+		for _, b := range p.Bindings {
+			for i, m := range b.Members {
+				if m == from {
+					b.Members[i] = to
+					changed = true
+				}
+			}
+		}
+		if changed {
+			p.Etag = s.etag()
+			s.policies[res] = p
+		}
+	}
+}
+
+// delete forgets a resource's policy (its resource is gone).
+func (s *policyStore) delete(resource string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.policies, resource)
+}

@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"cloud.google.com/go/iam/admin/apiv1/adminpb"
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -27,26 +29,49 @@ type Project struct {
 	Number string
 }
 
-// GCP is every fake, sharing one view of projects and permissions.
+// Behaviour is how the fakes fail where Google Cloud documents that it
+// does. Every failure mode is on by default; tests and the emulator set the
+// windows.
+type Behaviour struct {
+	// NewAccountWindow: for this long after CreateServiceAccount, IAM does
+	// not see the account: reads of it and of its policy answer NOT_FOUND
+	// or PERMISSION_DENIED (in turn), and a policy naming it as a member is
+	// refused INVALID_ARGUMENT "Service account ... does not exist" (Google:
+	// up to about 60 s). 0 turns it off.
+	NewAccountWindow time.Duration
+	// MaxPrincipals a policy may hold (Google: 1,500).
+	MaxPrincipals int
+}
+
+// DefaultBehaviour is what Start uses.
+var DefaultBehaviour = Behaviour{NewAccountWindow: 2 * time.Second, MaxPrincipals: 1500}
+
+// GCP is every fake, sharing one view of projects, accounts and policies.
 type GCP struct {
 	IAM      *IAM
 	Projects *Projects
 	GKE      *Container
+	Services *ServiceUsage
 
 	// Endpoints for vllm-hpa's endpoints.* settings.
-	IAMEndpoint, ResourceManagerEndpoint, ContainerEndpoint string
+	IAMEndpoint, ResourceManagerEndpoint, ContainerEndpoint, ServiceUsageEndpoint string
 
 	grpcServer *grpc.Server
 	httpServer *httptest.Server
+
+	mu        sync.Mutex
+	behaviour Behaviour
+	pools     map[string]bool // projects with a Workload Identity pool
 }
 
-// Start serves the fakes on loopback for the given projects.
+// Start serves the fakes on loopback for the given projects, with
+// DefaultBehaviour.
 func Start(projects ...Project) (*GCP, error) {
-	g := &GCP{
-		IAM:      &IAM{accounts: map[string]*adminpb.ServiceAccount{}, policies: newPolicyStore(), projects: map[string]bool{}},
-		Projects: &Projects{projects: map[string]Project{}, policies: newPolicyStore()},
-		GKE:      &Container{clusters: map[string]*container.Cluster{}},
-	}
+	g := &GCP{behaviour: DefaultBehaviour, pools: map[string]bool{}}
+	g.IAM = &IAM{g: g, accounts: map[string]*account{}, policies: newPolicyStore(), projects: map[string]bool{}}
+	g.Projects = &Projects{g: g, projects: map[string]Project{}, policies: newPolicyStore()}
+	g.GKE = &Container{g: g, clusters: map[string]*container.Cluster{}}
+	g.Services = &ServiceUsage{g: g, disabled: map[string]bool{}}
 	for _, p := range projects {
 		g.AddProject(p)
 	}
@@ -61,9 +86,39 @@ func Start(projects ...Project) (*GCP, error) {
 	// "http://" tells vllm-hpa to dial plaintext without credentials.
 	g.IAMEndpoint = "http://" + l.Addr().String()
 	g.ResourceManagerEndpoint = g.IAMEndpoint
-	g.httpServer = httptest.NewServer(g.GKE)
+	mux := http.NewServeMux()
+	mux.Handle("/v1/projects/{project}/locations/{location}/clusters/{cluster}", g.GKE)
+	mux.Handle("/v1/projects/{project}/services/{service}", g.Services)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "the fake does not serve "+r.URL.Path)
+	})
+	g.httpServer = httptest.NewServer(mux)
 	g.ContainerEndpoint = g.httpServer.URL + "/"
+	g.ServiceUsageEndpoint = g.httpServer.URL + "/"
 	return g, nil
+}
+
+// Env points vllm-hpa's endpoints.* settings at the fakes.
+func (g *GCP) Env() map[string]string {
+	return map[string]string{
+		"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
+		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
+		"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
+		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
+	}
+}
+
+// SetBehaviour changes how harsh the fakes are.
+func (g *GCP) SetBehaviour(b Behaviour) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.behaviour = b
+}
+
+func (g *GCP) current() Behaviour {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.behaviour
 }
 
 // AddProject makes a project known to the fakes.
@@ -74,6 +129,21 @@ func (g *GCP) AddProject(p Project) {
 	g.IAM.mu.Lock()
 	g.IAM.projects[p.ID] = true
 	g.IAM.mu.Unlock()
+}
+
+// SetWorkloadPool says whether the project has its Workload Identity pool
+// (PROJECT.svc.id.goog), which exists once a cluster of the project has
+// Workload Identity. PutCluster sets it from the cluster.
+func (g *GCP) SetWorkloadPool(project string, exists bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.pools[project] = exists
+}
+
+func (g *GCP) hasPool(project string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.pools[project]
 }
 
 // Stop stops the servers.
@@ -87,7 +157,58 @@ func (g *GCP) Mutations() int64 {
 	return g.IAM.Counters.Mutations.Load() + g.Projects.Counters.Mutations.Load()
 }
 
+// Reads is the number of reading calls all fakes received.
+func (g *GCP) Reads() int64 {
+	return g.IAM.Counters.Reads.Load() + g.Projects.Counters.Reads.Load() + g.GKE.Counters.Reads.Load() + g.Services.Counters.Reads.Load()
+}
+
+var (
+	accountMember = regexp.MustCompile(`^serviceAccount:([^@\[]+@([a-z0-9-]+)\.iam\.gserviceaccount\.com)$`)
+	ksaMember     = regexp.MustCompile(`^serviceAccount:([a-z0-9-]+)\.svc\.id\.goog\[[^/]+/[^\]]+\]$`)
+	principal     = regexp.MustCompile(`^principal(Set)?://iam\.googleapis\.com/projects/[0-9]+/locations/global/workloadIdentityPools/([a-z0-9-]+)\.svc\.id\.goog/`)
+)
+
+// validate refuses a policy as IAM does: more principals than allowed, a
+// service account that does not exist (or that IAM does not see yet), a
+// Workload Identity member of a project without a pool.
+func (g *GCP) validate(p *iampb.Policy) error {
+	b := g.current()
+	members := map[string]bool{}
+	for _, bnd := range p.Bindings {
+		for _, m := range bnd.Members {
+			members[m] = true
+		}
+	}
+	if b.MaxPrincipals > 0 && len(members) > b.MaxPrincipals {
+		return status.Errorf(codes.InvalidArgument, "The number of members in the policy (%d) is larger than the maximum allowed size %d.", len(members), b.MaxPrincipals)
+	}
+	for m := range members {
+		if sm := accountMember.FindStringSubmatch(m); sm != nil {
+			if !g.IAM.visible(sm[1]) {
+				return status.Errorf(codes.InvalidArgument, "Service account %s does not exist.", sm[1])
+			}
+			continue
+		}
+		pool := ""
+		if sm := ksaMember.FindStringSubmatch(m); sm != nil {
+			pool = sm[1]
+		} else if sm := principal.FindStringSubmatch(m); sm != nil {
+			pool = sm[2]
+		}
+		if pool != "" && !g.hasPool(pool) {
+			return status.Errorf(codes.InvalidArgument, "Identity Pool does not exist (%s.svc.id.goog). Please check that you specified a valid resource name as returned in the `name` attribute in the configuration API.", pool)
+		}
+	}
+	return nil
+}
+
 // --- IAM admin ------------------------------------------------------------
+
+// account is a service account and when it was created.
+type account struct {
+	sa      *adminpb.ServiceAccount
+	created time.Time
+}
 
 // IAM fakes the IAM admin API: service accounts and their IAM policies.
 type IAM struct {
@@ -99,11 +220,13 @@ type IAM struct {
 	// with PERMISSION_DENIED.
 	Denied func(method, resource string) bool
 
+	g        *GCP
 	mu       sync.Mutex
-	accounts map[string]*adminpb.ServiceAccount // by email
+	accounts map[string]*account // by email
 	projects map[string]bool
 	policies *policyStore
 	nextID   int
+	unseen   int // answers given for accounts IAM does not see yet
 }
 
 func (f *IAM) check(method, resource string) error {
@@ -124,18 +247,46 @@ func accountEmail(name string) string {
 	return name[i+1:]
 }
 
+// lookup finds the account of a resource name as IAM sees it: a new
+// account is not seen during the window, answered in turn NOT_FOUND and
+// PERMISSION_DENIED, as IAM answers.
+func (f *IAM) lookup(method, name string) (*account, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.accounts[accountEmail(name)]
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", name)
+	}
+	if time.Since(a.created) < f.g.current().NewAccountWindow {
+		f.unseen++
+		if f.unseen%2 == 0 {
+			return nil, status.Errorf(codes.PermissionDenied, "Permission 'iam.serviceAccounts.%s' denied on resource (or it may not exist).", strings.ToLower(method[:1])+method[1:])
+		}
+		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", name)
+	}
+	return a, nil
+}
+
+// visible reports whether IAM sees the account with email.
+func (f *IAM) visible(email string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.accounts[email]
+	return ok && time.Since(a.created) >= f.g.current().NewAccountWindow
+}
+
 func (f *IAM) GetServiceAccount(ctx context.Context, req *adminpb.GetServiceAccountRequest) (*adminpb.ServiceAccount, error) {
 	f.Counters.Reads.Add(1)
 	if err := f.check("GetServiceAccount", req.Name); err != nil {
 		return nil, err
 	}
+	a, err := f.lookup("get", req.Name)
+	if err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	a, ok := f.accounts[accountEmail(req.Name)]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", req.Name)
-	}
-	return cloneAccount(a), nil
+	return cloneAccount(a.sa), nil
 }
 
 func (f *IAM) CreateServiceAccount(ctx context.Context, req *adminpb.CreateServiceAccountRequest) (*adminpb.ServiceAccount, error) {
@@ -157,15 +308,18 @@ func (f *IAM) CreateServiceAccount(ctx context.Context, req *adminpb.CreateServi
 		return nil, status.Errorf(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(req.ServiceAccount.Description), maxDescription)
 	}
 	f.nextID++
-	a := &adminpb.ServiceAccount{
+	sa := &adminpb.ServiceAccount{
 		Name: "projects/" + project + "/serviceAccounts/" + email, ProjectId: project, Email: email,
 		UniqueId: fmt.Sprintf("1000%06d", f.nextID),
 	}
 	if req.ServiceAccount != nil {
-		a.DisplayName, a.Description = req.ServiceAccount.DisplayName, req.ServiceAccount.Description
+		sa.DisplayName, sa.Description = req.ServiceAccount.DisplayName, req.ServiceAccount.Description
 	}
-	f.accounts[email] = a
-	return cloneAccount(a), nil
+	f.accounts[email] = &account{sa: sa, created: time.Now()}
+	// A new account has a policy of its own, empty, whatever an earlier
+	// account of the same email had.
+	f.policies.delete(email)
+	return cloneAccount(sa), nil
 }
 
 // PatchServiceAccount changes the display name and description, as IAM
@@ -176,46 +330,53 @@ func (f *IAM) PatchServiceAccount(ctx context.Context, req *adminpb.PatchService
 	if err := f.check("PatchServiceAccount", sa.GetName()); err != nil {
 		return nil, err
 	}
+	a, err := f.lookup("update", sa.GetName())
+	if err != nil {
+		return nil, err
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	a, ok := f.accounts[accountEmail(sa.GetName())]
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", sa.GetName())
-	}
 	for _, p := range req.GetUpdateMask().GetPaths() {
 		switch p {
 		case "description":
 			if len(sa.Description) > maxDescription {
 				return nil, status.Errorf(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(sa.Description), maxDescription)
 			}
-			a.Description = sa.Description
+			a.sa.Description = sa.Description
 		case "display_name":
 			if len(sa.DisplayName) > 100 {
 				return nil, status.Errorf(codes.InvalidArgument, "Display name is too long")
 			}
-			a.DisplayName = sa.DisplayName
+			a.sa.DisplayName = sa.DisplayName
 		default:
 			return nil, status.Errorf(codes.InvalidArgument, "Invalid update mask path %q", p)
 		}
 	}
-	return cloneAccount(a), nil
+	return cloneAccount(a.sa), nil
 }
 
 // maxDescription is IAM's limit on a service account's description.
 const maxDescription = 256
 
+// DeleteServiceAccount deletes the account; as in IAM, every policy that
+// names it keeps the member, rewritten deleted:serviceAccount:EMAIL?uid=N.
 func (f *IAM) DeleteServiceAccount(ctx context.Context, req *adminpb.DeleteServiceAccountRequest) (*emptypb.Empty, error) {
 	f.Counters.Mutations.Add(1)
 	if err := f.check("DeleteServiceAccount", req.Name); err != nil {
 		return nil, err
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	email := accountEmail(req.Name)
-	if _, ok := f.accounts[email]; !ok {
-		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", req.Name)
+	a, err := f.lookup("delete", req.Name)
+	if err != nil {
+		return nil, err
 	}
+	f.mu.Lock()
+	email := accountEmail(req.Name)
 	delete(f.accounts, email)
+	f.mu.Unlock()
+	from, to := "serviceAccount:"+email, fmt.Sprintf("deleted:serviceAccount:%s?uid=%s", email, a.sa.UniqueId)
+	f.policies.rename(from, to)
+	f.g.Projects.policies.rename(from, to)
+	f.policies.delete(email)
 	return &emptypb.Empty{}, nil
 }
 
@@ -224,8 +385,8 @@ func (f *IAM) GetIamPolicy(ctx context.Context, req *iampb.GetIamPolicyRequest) 
 	if err := f.check("GetIamPolicy", req.Resource); err != nil {
 		return nil, err
 	}
-	if !f.exists(req.Resource) {
-		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", req.Resource)
+	if _, err := f.lookup("getIamPolicy", req.Resource); err != nil {
+		return nil, err
 	}
 	return f.policies.get(accountEmail(req.Resource), req.GetOptions().GetRequestedPolicyVersion()), nil
 }
@@ -235,8 +396,11 @@ func (f *IAM) SetIamPolicy(ctx context.Context, req *iampb.SetIamPolicyRequest) 
 	if err := f.check("SetIamPolicy", req.Resource); err != nil {
 		return nil, err
 	}
-	if !f.exists(req.Resource) {
-		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", req.Resource)
+	if _, err := f.lookup("setIamPolicy", req.Resource); err != nil {
+		return nil, err
+	}
+	if err := f.g.validate(req.Policy); err != nil {
+		return nil, err
 	}
 	p, err := f.policies.set(accountEmail(req.Resource), req.Policy)
 	if status.Code(err) == codes.Aborted {
@@ -245,30 +409,35 @@ func (f *IAM) SetIamPolicy(ctx context.Context, req *iampb.SetIamPolicyRequest) 
 	return p, err
 }
 
-func (f *IAM) exists(name string) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	_, ok := f.accounts[accountEmail(name)]
-	return ok
-}
-
 // Account returns a copy of the account with email, or nil.
 func (f *IAM) Account(email string) *adminpb.ServiceAccount {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if a, ok := f.accounts[email]; ok {
-		return cloneAccount(a)
+		return cloneAccount(a.sa)
 	}
 	return nil
 }
 
-// PutAccount creates an account directly (test setup: one vllm-hpa did not
-// create).
+// PutAccount creates an account directly, seen at once (test setup: one
+// vllm-hpa did not create).
 func (f *IAM) PutAccount(project, id, displayName, description string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.nextID++
 	email := fmt.Sprintf("%s@%s.iam.gserviceaccount.com", id, project)
-	f.accounts[email] = &adminpb.ServiceAccount{Name: "projects/" + project + "/serviceAccounts/" + email, ProjectId: project, Email: email, DisplayName: displayName, Description: description}
+	f.accounts[email] = &account{sa: &adminpb.ServiceAccount{Name: "projects/" + project + "/serviceAccounts/" + email, ProjectId: project, Email: email,
+		DisplayName: displayName, Description: description, UniqueId: fmt.Sprintf("1000%06d", f.nextID)}}
+}
+
+// SetDisabled disables (or enables) the account with email: it exists, but
+// cannot authenticate.
+func (f *IAM) SetDisabled(email string, disabled bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if a, ok := f.accounts[email]; ok {
+		a.sa.Disabled = disabled
+	}
 }
 
 // AccountPolicy returns the IAM policy of the account with email.
@@ -287,6 +456,7 @@ type Projects struct {
 	Faults   Faults
 	Denied   func(method, resource string) bool
 
+	g        *GCP
 	mu       sync.Mutex
 	projects map[string]Project
 	policies *policyStore
@@ -302,13 +472,10 @@ func (f *Projects) lookup(method, name string) (Project, error) {
 	f.mu.Lock()
 	p, ok := f.projects[id]
 	f.mu.Unlock()
-	// GCP answers 403 for a project that does not exist or that the caller
-	// may not see, and 404 only to callers who could see it.
-	if f.Denied != nil && f.Denied(method, name) {
+	// GCP answers 403 alike for a project that does not exist and one the
+	// caller may not see, so that existence does not leak.
+	if !ok || f.Denied != nil && f.Denied(method, name) {
 		return Project{}, status.Errorf(codes.PermissionDenied, "The caller does not have permission (resourcemanager.projects.%s on %s)", strings.ToLower(method[:1])+method[1:], name)
-	}
-	if !ok {
-		return Project{}, status.Errorf(codes.NotFound, "Project %s not found.", name)
 	}
 	return p, nil
 }
@@ -335,6 +502,9 @@ func (f *Projects) SetIamPolicy(ctx context.Context, req *iampb.SetIamPolicyRequ
 	f.Counters.Mutations.Add(1)
 	p, err := f.lookup("SetIamPolicy", req.Resource)
 	if err != nil {
+		return nil, err
+	}
+	if err := f.g.validate(req.Policy); err != nil {
 		return nil, err
 	}
 	out, err := f.policies.set(p.ID, req.Policy)
@@ -369,23 +539,26 @@ func (f *Projects) Writer(projectID string) (get func() *iampb.Policy, set func(
 type Container struct {
 	Counters Counters
 
+	g        *GCP
 	mu       sync.Mutex
 	clusters map[string]*container.Cluster // by projects/P/locations/L/clusters/C
 }
 
-// PutCluster sets what clusters.get returns for name.
+// PutCluster sets what clusters.get returns for name; a cluster with
+// Workload Identity makes its project's pool exist.
 func (f *Container) PutCluster(name string, c *container.Cluster) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.clusters[name] = c
+	f.mu.Unlock()
+	if wi := c.WorkloadIdentityConfig; wi != nil && strings.HasSuffix(wi.WorkloadPool, ".svc.id.goog") {
+		f.g.SetWorkloadPool(strings.TrimSuffix(wi.WorkloadPool, ".svc.id.goog"), true)
+	}
 }
 
 func (f *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
 	if r.Method != http.MethodGet {
 		f.Counters.Mutations.Add(1)
-		w.WriteHeader(http.StatusNotImplemented)
-		w.Write([]byte(`{"error":{"code":501,"message":"not implemented by the fake","status":"UNIMPLEMENTED"}}`))
+		writeError(w, http.StatusNotImplemented, "UNIMPLEMENTED", "not implemented by the fake")
 		return
 	}
 	f.Counters.Reads.Add(1)
@@ -394,9 +567,61 @@ func (f *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c, ok := f.clusters[name]
 	f.mu.Unlock()
 	if !ok {
-		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, `{"error":{"code":404,"message":"Not found: %s.","status":"NOT_FOUND"}}`, name)
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "Not found: "+name+".")
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(c)
+}
+
+// --- Service Usage ----------------------------------------------------------
+
+// ServiceUsage fakes the Service Usage API's services.get: every service is
+// enabled unless SetEnabled says otherwise.
+type ServiceUsage struct {
+	Counters Counters
+	// Denied, if set, refuses the caller on the projects it returns true
+	// for (a caller without serviceusage.services.get).
+	Denied func(project string) bool
+
+	g        *GCP
+	mu       sync.Mutex
+	disabled map[string]bool // projects/P/services/S
+}
+
+// SetEnabled enables or disables a service (e.g. monitoring.googleapis.com)
+// on a project.
+func (f *ServiceUsage) SetEnabled(project, service string, enabled bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.disabled["projects/"+project+"/services/"+service] = !enabled
+}
+
+func (f *ServiceUsage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.Counters.Reads.Add(1)
+	project, service := r.PathValue("project"), r.PathValue("service")
+	f.g.Projects.mu.Lock()
+	p, ok := f.g.Projects.projects[project]
+	f.g.Projects.mu.Unlock()
+	if !ok || f.Denied != nil && f.Denied(project) {
+		writeError(w, http.StatusForbidden, "PERMISSION_DENIED", "Permission denied to get service ["+service+"]")
+		return
+	}
+	f.mu.Lock()
+	state := "ENABLED"
+	if f.disabled["projects/"+project+"/services/"+service] {
+		state = "DISABLED"
+	}
+	f.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{
+		"name": "projects/" + p.Number + "/services/" + service, "parent": "projects/" + p.Number, "state": state,
+		"config": map[string]any{"name": service},
+	})
+}
+
+func writeError(w http.ResponseWriter, code int, status, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": code, "message": message, "status": status}})
 }

@@ -7,3 +7,9 @@ import _ "embed"
 //
 //go:embed crd.yaml
 var CRD []byte
+
+// OperatorConfigCRD is the OperatorConfig CustomResourceDefinition (YAML)
+// that the tests and the local emulator install.
+//
+//go:embed operatorconfig.yaml
+var OperatorConfigCRD []byte

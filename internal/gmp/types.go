@@ -121,3 +121,21 @@ type SampleTarget struct {
 	LastError *string           `json:"lastError,omitempty"`
 	Health    string            `json:"health,omitempty"`
 }
+
+// OperatorConfigResource is Managed Prometheus's OperatorConfig.
+var OperatorConfigResource = GroupVersion.WithResource("operatorconfigs")
+
+// The one OperatorConfig Managed Prometheus reads: gmp-public/config.
+const (
+	OperatorConfigNamespace = "gmp-public"
+	OperatorConfigName      = "config"
+)
+
+// TargetStatusEnabled reads features.targetStatus.enabled of an
+// OperatorConfig (nil: none, so off, as it is by default).
+func TargetStatusEnabled(oc map[string]any) bool {
+	f, _ := oc["features"].(map[string]any)
+	ts, _ := f["targetStatus"].(map[string]any)
+	on, _ := ts["enabled"].(bool)
+	return on
+}

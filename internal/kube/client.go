@@ -129,6 +129,28 @@ func firstLine(s string) string {
 	return s
 }
 
+// ContextName is the kubeconfig context a connection uses.
+func ContextName(o KubeconfigOptions) (string, error) {
+	if o.Context != "" {
+		return o.Context, nil
+	}
+	raw, err := o.loadingRules().Load()
+	if err != nil {
+		return "", err
+	}
+	return raw.CurrentContext, nil
+}
+
+// GKEContext reads the project, location and cluster from a context name
+// as gcloud writes it: gke_PROJECT_LOCATION_CLUSTER.
+func GKEContext(name string) (project, location, cluster string, ok bool) {
+	parts := strings.SplitN(name, "_", 4)
+	if len(parts) != 4 || parts[0] != "gke" || parts[1] == "" || parts[2] == "" || parts[3] == "" {
+		return "", "", "", false
+	}
+	return parts[1], parts[2], parts[3], true
+}
+
 // RESTConfigFromKubeconfig loads a client configuration by the standard
 // loading rules.
 func RESTConfigFromKubeconfig(o KubeconfigOptions) (*rest.Config, error) {

@@ -70,8 +70,16 @@ type Options struct {
 	// administrator (as GKE accepts Google OAuth tokens).
 	StaticToken string
 	// Monitoring starts a stand-in for the Managed Prometheus operator that
-	// sets every PodMonitoring's status (see Operator). Implies the CRD.
+	// sets every PodMonitoring's status (see Operator), and installs the
+	// PodMonitoring and OperatorConfig CRDs and gmp-public/config, as GKE
+	// does. Implies the CRD.
 	Monitoring bool
+	// TargetStatus enables target status in gmp-public/config (GKE's
+	// default: off).
+	TargetStatus bool
+	// OperatorWritesTargets: the operator stand-in reports targets itself
+	// (a collector of the caller's otherwise).
+	OperatorWritesTargets bool
 }
 
 // ControlPlane is a running etcd + kube-apiserver (+ controller manager).
@@ -89,6 +97,10 @@ type ControlPlane struct {
 	Pods *PodRunner
 	// Operator is the Managed Prometheus stand-in (Options.Monitoring).
 	Operator *MonitoringOperator
+	// PodBackend, if set, gives the loopback address that serves a pod's
+	// port, so that kube-apiserver can proxy to the pod (pods/proxy):
+	// the pod's IP is never dialed.
+	PodBackend func(namespace, name string, port int) (string, bool)
 
 	procs  []*process
 	egress *egressProxy
@@ -267,6 +279,18 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 			return cp, err
 		}
 	}
+	if opts.Monitoring {
+		if err := cp.InstallCRD(ctx, gmp.OperatorConfigCRD); err != nil {
+			return cp, err
+		}
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: gmp.OperatorConfigNamespace}}
+		if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return cp, err
+		}
+		if err := setTargetStatus(ctx, cp.Dynamic, opts.TargetStatus); err != nil {
+			return cp, err
+		}
+	}
 	bg, cancel := context.WithCancel(context.Background())
 	cp.cancel = cancel
 	if opts.RunPods {
@@ -277,7 +301,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		go cp.Pods.Run(bg)
 	}
 	if opts.Monitoring {
-		cp.Operator = &MonitoringOperator{Dynamic: cp.Dynamic}
+		cp.Operator = &MonitoringOperator{Dynamic: cp.Dynamic, Client: cp.Client, WriteTargets: opts.OperatorWritesTargets}
 		go cp.Operator.Run(bg)
 	}
 	return cp, nil

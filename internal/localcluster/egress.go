@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -118,6 +119,9 @@ func (p *egressProxy) resolve(target string) (string, bool) {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return target, true // the kubelet stand-in
 	}
+	if addr, ok := p.resolvePod(host, port); ok {
+		return addr, true
+	}
 	svcs, err := p.cp.Client.CoreV1().Services("").List(context.Background(), metav1.ListOptions{})
 	if err != nil {
 		return "", false
@@ -139,6 +143,22 @@ func (p *egressProxy) resolve(target string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// resolvePod maps a pod's IP and port (kube-apiserver proxying to a pod)
+// to the loopback address PodBackend gives for it.
+func (p *egressProxy) resolvePod(ip, port string) (string, bool) {
+	backend := p.cp.PodBackend
+	n, err := strconv.Atoi(port)
+	if backend == nil || err != nil {
+		return "", false
+	}
+	pods, err := p.cp.Client.CoreV1().Pods("").List(context.Background(), metav1.ListOptions{FieldSelector: "status.podIP=" + ip})
+	if err != nil || len(pods.Items) != 1 {
+		return "", false
+	}
+	addr, ok := backend(pods.Items[0].Namespace, pods.Items[0].Name, n)
+	return addr, ok && isLoopbackAddr(addr)
 }
 
 func isLoopbackAddr(addr string) bool {

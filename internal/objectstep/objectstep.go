@@ -820,12 +820,22 @@ func (s *Step) result(o One, u *unstructured.Unstructured) (step.Result, bool) {
 	return r, final
 }
 
-// WaitOne waits, by watch, until o's object passes its judge; a final
-// failure ends the wait as a failed check.
+// WaitOne waits, by watch, until o's object passes its judge and reports
+// the passing result; a final failure ends the wait as a failed check.
 func (s *Step) WaitOne(ctx context.Context, o One) error {
+	r, err := s.AwaitOne(ctx, o)
+	if err == nil {
+		s.report.Result(r)
+	}
+	return err
+}
+
+// AwaitOne is WaitOne that returns the passing result instead of reporting
+// it, for a step whose wait goes on past this object.
+func (s *Step) AwaitOne(ctx context.Context, o One) (step.Result, error) {
 	k, err := s.Kube()
 	if err != nil {
-		return err
+		return step.Result{}, err
 	}
 	var last step.Result
 	err = kube.Until(ctx, o.what()+" "+o.Goal,
@@ -838,10 +848,7 @@ func (s *Step) WaitOne(ctx context.Context, o One) error {
 			}
 			return r.OK, r.Reason + ": " + r.Message, nil
 		}), func(reason string) { s.report.Waiting(s.name, reason) })
-	if err == nil {
-		s.report.Result(last)
-	}
-	return err
+	return last, err
 }
 
 // CheckOne reads o's object and judges it.

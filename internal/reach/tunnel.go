@@ -23,6 +23,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/transport/spdy"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 )
 
 // Tunnel is a port-forward to one Ready pod of a Service at a time.
@@ -201,7 +203,7 @@ func ChoosePod(pods []corev1.Pod, failed map[string]bool) (*corev1.Pod, error) {
 	var fresh, retried []*corev1.Pod
 	for i := range pods {
 		p := &pods[i]
-		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || !podReady(p) {
+		if p.DeletionTimestamp != nil || p.Status.Phase != corev1.PodRunning || !kube.PodReady(p) {
 			continue
 		}
 		if failed[p.Name] {
@@ -217,15 +219,6 @@ func ChoosePod(pods []corev1.Pod, failed map[string]bool) (*corev1.Pod, error) {
 		}
 	}
 	return nil, fmt.Errorf("no Running and Ready pod among %d", len(pods))
-}
-
-func podReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // TargetPort resolves the Service port to the pod's container port (by

@@ -62,6 +62,9 @@ type Deps struct {
 	// Cluster is the GKE cluster as the container API described it, when
 	// already read (to connect); the preconditions read it otherwise.
 	Cluster *container.Cluster
+	// ClusterName and ClusterLocation name the GKE cluster the kubeconfig
+	// context reaches, when its name says (gke_PROJECT_LOCATION_CLUSTER).
+	ClusterName, ClusterLocation string
 	// ForceConflicts takes over fields and APIServices owned by others.
 	ForceConflicts bool
 	// Adopt takes over existing objects (and the Google service account)

@@ -10,6 +10,11 @@ import (
 	"fmt"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
@@ -110,36 +115,103 @@ func (s *Stack) Step(name string) (step.Step, error) {
 	return nil, exitcode.With(exitcode.BadInput, fmt.Errorf("unknown step %q: one of %s", name, strings.Join(Names(), ", ")))
 }
 
-// Preconditions checks the cluster through the container API before
-// anything changes. It needs the cluster's name and location and the GCP
-// clients; without a cluster it checks nothing and says so.
-func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps) ([]step.Result, error) {
+// Preconditions checks, before anything changes, what the stack needs of
+// the cluster and the project: the cluster as the container API describes
+// it, when it is known (--cluster, or a GKE kubeconfig context) and Google
+// APIs can be called; and, when the named steps call Google APIs, that the
+// Cloud Monitoring API is enabled. Each failure names its gcloud fix.
+func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, names []string) ([]step.Result, error) {
 	report := deps.Reporter()
-	if cfg.Cluster == "" {
-		report.Action("preconditions", "cluster preconditions not checked: no --cluster/--location given")
-		return nil, nil
-	}
-	c := deps.Cluster
-	if c == nil {
-		var err error
-		if c, err = deps.GCP.Cluster(ctx, cfg.Project, cfg.Location, cfg.Cluster); err != nil {
-			return nil, err
-		}
-	}
 	var results []step.Result
 	var failed []string
-	for _, p := range gcp.CheckCluster(c, gcp.ClusterWants{Project: cfg.Project, Location: cfg.Location, Cluster: cfg.Cluster, Accelerator: cfg.Workload.Accelerator}) {
-		r := step.Result{Step: "preconditions", Check: p.Check, OK: p.OK, Message: p.Message}
-		if !p.OK {
+	add := func(check string, ok bool, message, fix string) {
+		r := step.Result{Step: "preconditions", Check: check, OK: ok, Message: message}
+		if !ok {
 			r.Reason = "NotMet"
-			r.Message += "; fix: " + p.Fix
-			failed = append(failed, p.Message+"; fix: "+p.Fix)
+			r.Message += "; fix: " + fix
+			failed = append(failed, r.Message)
 		}
 		report.Result(r)
 		results = append(results, r)
 	}
+	location, cluster := cfg.Location, cfg.Cluster
+	if cluster == "" {
+		location, cluster = deps.ClusterLocation, deps.ClusterName
+	}
+	switch {
+	case cluster == "":
+		report.Action("preconditions", "cluster preconditions not checked: no --cluster/--location given, and the kubeconfig context is not a GKE one (gke_PROJECT_LOCATION_CLUSTER)")
+	case deps.GCP == nil:
+		report.Action("preconditions", "cluster "+cluster+" not checked: no Google API clients (the steps run need none)")
+	default:
+		c := deps.Cluster
+		if c == nil {
+			var err error
+			if c, err = deps.GCP.Cluster(ctx, cfg.Project, location, cluster); err != nil {
+				return results, err
+			}
+		}
+		classes, err := gpuComputeClasses(ctx, deps, cfg.Workload.Accelerator)
+		if err != nil {
+			return results, err
+		}
+		for _, p := range gcp.CheckCluster(c, gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator, ComputeClasses: classes}) {
+			add(p.Check, p.OK, p.Message, p.Fix)
+		}
+	}
+	if Requires(names).GoogleAPIs && deps.GCP != nil {
+		// The project first: a --project that does not exist is refused
+		// here, before anything is created in it.
+		p, err := deps.GCP.Project(ctx, cfg.Project)
+		if err != nil {
+			return results, err
+		}
+		add("project", true, cfg.Project+" ("+p.Name+")", "")
+		err = deps.GCP.CheckMonitoringAPI(ctx, cfg.Project)
+		switch {
+		case exitcode.Of(err) == exitcode.Precondition:
+			add("cloud monitoring api", false, gcp.MonitoringAPI+" is not enabled on project "+cfg.Project, "gcloud services enable "+gcp.MonitoringAPI+" --project "+cfg.Project)
+		case exitcode.Of(err) == exitcode.Denied:
+			// Reading Service Usage is a permission the steps themselves
+			// do not need: say what was not checked and go on.
+			report.Action("preconditions", "cloud monitoring api not checked: the caller may not read Service Usage (serviceusage.services.get, e.g. roles/serviceusage.serviceUsageViewer)")
+		case err != nil:
+			return results, err
+		default:
+			add("cloud monitoring api", true, gcp.MonitoringAPI+" enabled", "")
+		}
+	}
 	if len(failed) > 0 {
-		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("cluster %s is not ready for the stack (nothing was changed):\n  %s", cfg.Cluster, strings.Join(failed, "\n  ")))
+		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("the cluster or project is not ready for the stack (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))
 	}
 	return results, nil
+}
+
+// computeClassesGVR are GKE's ComputeClasses.
+var computeClassesGVR = schema.GroupVersionResource{Group: "cloud.google.com", Version: "v1", Resource: "computeclasses"}
+
+// gpuComputeClasses names the cluster's ComputeClasses that can create
+// nodes with accelerator (none where the kind is not served).
+func gpuComputeClasses(ctx context.Context, deps step.Deps, accelerator string) ([]string, error) {
+	if deps.Kube == nil {
+		return nil, nil
+	}
+	list, err := deps.Kube.Dynamic.Resource(computeClassesGVR).List(ctx, metav1.ListOptions{})
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list ComputeClasses: %w", err)
+	}
+	var out []string
+	for _, cc := range list.Items {
+		prios, _, _ := unstructured.NestedSlice(cc.Object, "spec", "priorities")
+		for _, p := range prios {
+			if t, _, _ := unstructured.NestedString(p.(map[string]any), "gpu", "type"); t == accelerator {
+				out = append(out, cc.GetName())
+				break
+			}
+		}
+	}
+	return out, nil
 }

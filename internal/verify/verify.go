@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/adapter"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/hpa"
 )
 
 // Section is one group of checks, printed under its name.
@@ -217,9 +217,9 @@ func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.
 	if err != nil {
 		switch status {
 		case http.StatusNotFound:
-			r.Reason, r.Message = "MetricNotFound", fmt.Sprintf("the adapter has no samples of %s (Cannot find metric(s)): check that Managed Prometheus scrapes the pods and the adapter's identity; a new metric can take minutes to appear", metric)
+			r.Reason, r.Message = "MetricNotFound", fmt.Sprintf("the adapter found no samples of %s (Cannot find metric(s)): %s", metric, hpa.HintNoSamples)
 		case http.StatusForbidden:
-			r.Reason, r.Message = "Forbidden", err.Error()+" (the adapter's identity lacks roles/monitoring.viewer, or RBAC denies the reader)"
+			r.Reason, r.Message = "Forbidden", err.Error()+" ("+hpa.HintDenied+")"
 		case http.StatusServiceUnavailable:
 			r.Reason, r.Message = "ServiceUnavailable", err.Error()+" (the adapter's APIService is not Available)"
 		default:
@@ -238,7 +238,7 @@ func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.
 	}
 	var missing, have []string
 	for _, p := range pods.Items {
-		if p.DeletionTimestamp != nil || !ready(&p) {
+		if p.DeletionTimestamp != nil || !kube.PodReady(&p) {
 			continue
 		}
 		if v, ok := values[p.Name]; ok {
@@ -257,13 +257,4 @@ func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.
 		r.OK, r.Message = true, strings.Join(have, " ")
 	}
 	return r
-}
-
-func ready(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }

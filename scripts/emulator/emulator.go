@@ -25,8 +25,13 @@ type Options struct {
 	Sim           vllmsim.Config // per pod; the model comes from MODEL_ID
 	Project       string
 	ProjectNumber string
-	Cluster       string
-	Location      string
+	// TargetStatus enables Managed Prometheus's target status in
+	// gmp-public/config (GKE's default: off).
+	TargetStatus bool
+	// Google is how harsh the Google API fakes are.
+	Google   gcpfake.Behaviour
+	Cluster  string
+	Location string
 }
 
 // DefaultOptions are GKE's intervals and the walkthrough's names.
@@ -36,6 +41,8 @@ func DefaultOptions() Options {
 		PodStartDelay: 3 * time.Second,
 		Sim:           vllmsim.Config{TokenLatency: 20 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256},
 		Project:       "vllm-hpa-demo", ProjectNumber: "123456789012",
+		// Google documents up to a minute; the demo keeps it short.
+		Google:  gcpfake.Behaviour{NewAccountWindow: 5 * time.Second, MaxPrincipals: gcpfake.DefaultBehaviour.MaxPrincipals},
 		Cluster: "emulator", Location: "us-central1",
 	}
 }
@@ -80,13 +87,19 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	cp, err := localcluster.Start(startCtx, localcluster.Options{
 		Controllers: true, HPASyncPeriod: o.HPASyncPeriod, Aggregation: true,
 		RunPods: true, PodStartDelay: o.PodStartDelay, PodStarted: sims.start, PodStopped: sims.stop, KubeletPort: kubeletPort,
-		Monitoring: true,
+		Monitoring: true, TargetStatus: o.TargetStatus,
 	})
 	if err != nil {
 		cancel()
 		return e, err
 	}
 	e.CP = cp
+	// kube-apiserver proxies to a vLLM pod's port (pods/proxy) through
+	// its simulator.
+	cp.PodBackend = func(namespace, name string, port int) (string, bool) {
+		addr, err := sims.addr(namespace, name)
+		return addr, err == nil
+	}
 	e.stops = append(e.stops, cp.Stop, cancel)
 
 	e.Prom = newPrometheus(cp.Client, cp.Dynamic, sims)
@@ -103,6 +116,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		return e, err
 	}
 	e.stops = append(e.stops, e.GCP.Stop)
+	e.GCP.SetBehaviour(o.Google)
 	e.GCP.GKE.PutCluster(fmt.Sprintf("projects/%s/locations/%s/clusters/%s", o.Project, o.Location, o.Cluster), &container.Cluster{
 		Name: o.Cluster, Location: o.Location, Status: "RUNNING",
 		Endpoint:               strings.TrimPrefix(cp.URL, "https://"),
@@ -129,6 +143,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		"VLLM_HPA_ENDPOINTS_IAM":              e.GCP.IAMEndpoint,
 		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": e.GCP.ResourceManagerEndpoint,
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        e.GCP.ContainerEndpoint,
+		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    e.GCP.ServiceUsageEndpoint,
 		// The simulator loads no model, so any token will do.
 		"HF_TOKEN": "hf_emulatorLocalToken",
 	}
@@ -142,7 +157,7 @@ func (e *Emulator) WriteEnv() (string, error) {
 	var b strings.Builder
 	b.WriteString("# vllm-hpa settings for the local GKE emulator: source this file\n")
 	for _, k := range []string{"VLLM_HPA_KUBE_KUBECONFIG", "VLLM_HPA_PROJECT", "VLLM_HPA_CLUSTER", "VLLM_HPA_LOCATION",
-		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "HF_TOKEN"} {
+		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "VLLM_HPA_ENDPOINTS_SERVICE_USAGE", "HF_TOKEN"} {
 		fmt.Fprintf(&b, "export %s=%s\n", k, e.Env[k])
 	}
 	path := filepath.Join(e.Dir, "env")

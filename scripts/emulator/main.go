@@ -40,6 +40,8 @@ func run() error {
 	flag.DurationVar(&o.Sim.TokenLatency, "token-latency", o.Sim.TokenLatency, "the simulated server's time per token")
 	flag.IntVar(&o.Sim.OutputTokens, "output-tokens", o.Sim.OutputTokens, "tokens per simulated answer")
 	flag.IntVar(&o.Sim.MaxNumSeqs, "max-num-seqs", o.Sim.MaxNumSeqs, "simulated requests running at once per pod")
+	flag.BoolVar(&o.TargetStatus, "target-status", o.TargetStatus, "enable Managed Prometheus target status in gmp-public/config (GKE's default: off)")
+	flag.DurationVar(&o.Google.NewAccountWindow, "new-account-window", o.Google.NewAccountWindow, "how long IAM does not see a new service account (Google: up to about a minute)")
 	flag.StringVar(&o.Project, "project", o.Project, "the emulated GCP project id")
 	flag.StringVar(&o.ProjectNumber, "project-number", o.ProjectNumber, "the emulated project's number")
 	flag.StringVar(&o.Cluster, "cluster", o.Cluster, "the emulated GKE cluster's name")

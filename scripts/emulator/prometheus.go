@@ -130,26 +130,46 @@ func (p *prometheus) scrapeLoop(ctx context.Context, pm *gmp.PodMonitoring) {
 	}
 }
 
-// targetStatus writes status.endpointStatuses, as Managed Prometheus does
-// when the OperatorConfig enables features.targetStatus.
+// targetStatus writes status.endpointStatuses as Managed Prometheus does:
+// only when the OperatorConfig gmp-public/config enables
+// features.targetStatus (none at all otherwise), [] when the selector
+// matched no target, and an entry only for real targets.
 func (p *prometheus) targetStatus(ctx context.Context, pm *gmp.PodMonitoring, name string, active, unhealthy int64, lastErr string) {
 	res := p.dynamic.Resource(gmp.Resource).Namespace(pm.Namespace)
 	u, err := res.Get(ctx, pm.Name, metav1.GetOptions{})
 	if err != nil || u.GetUID() != pm.UID {
 		return
 	}
-	status := map[string]any{"name": name, "activeTargets": active, "unhealthyTargets": unhealthy, "lastUpdateTime": time.Now().UTC().Format(time.RFC3339)}
-	if lastErr != "" {
-		status["sampleGroups"] = []any{map[string]any{"count": unhealthy, "sampleTargets": []any{map[string]any{"lastError": lastErr, "health": "down"}}}}
-	}
-	old, _, _ := unstructured.NestedSlice(u.Object, "status", "endpointStatuses")
-	if len(old) == 1 {
-		o, _ := old[0].(map[string]any)
-		if fmt.Sprint(o["activeTargets"]) == fmt.Sprint(active) && fmt.Sprint(o["unhealthyTargets"]) == fmt.Sprint(unhealthy) {
-			return // unchanged
+	oc, err := p.dynamic.Resource(gmp.OperatorConfigResource).Namespace(gmp.OperatorConfigNamespace).Get(ctx, gmp.OperatorConfigName, metav1.GetOptions{})
+	on := err == nil && gmp.TargetStatusEnabled(oc.Object)
+	old, had, _ := unstructured.NestedSlice(u.Object, "status", "endpointStatuses")
+	var want []any
+	switch {
+	case !on && !had:
+		return
+	case !on:
+		unstructured.RemoveNestedField(u.Object, "status", "endpointStatuses")
+	case active == 0:
+		if had && len(old) == 0 {
+			return
 		}
+		want = []any{}
+	default:
+		status := map[string]any{"name": name, "activeTargets": active, "unhealthyTargets": unhealthy, "lastUpdateTime": time.Now().UTC().Format(time.RFC3339)}
+		if lastErr != "" {
+			status["sampleGroups"] = []any{map[string]any{"count": unhealthy, "sampleTargets": []any{map[string]any{"lastError": lastErr, "health": "down"}}}}
+		}
+		if len(old) == 1 {
+			o, _ := old[0].(map[string]any)
+			if fmt.Sprint(o["activeTargets"]) == fmt.Sprint(active) && fmt.Sprint(o["unhealthyTargets"]) == fmt.Sprint(unhealthy) {
+				return // unchanged
+			}
+		}
+		want = []any{status}
 	}
-	_ = unstructured.SetNestedSlice(u.Object, []any{status}, "status", "endpointStatuses")
+	if on {
+		_ = unstructured.SetNestedSlice(u.Object, want, "status", "endpointStatuses")
+	}
 	res.UpdateStatus(ctx, u, metav1.UpdateOptions{})
 }
 

@@ -6,6 +6,7 @@ package hpa
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -112,7 +113,26 @@ var hpaHints = map[string]string{
 	"FailedComputeMetricsReplicas": "the controller could not compute a replica count from the metric",
 }
 
+// Hints for what the adapter answers the HPA, by what it says: Google
+// documents both waits.
+const (
+	// HintDenied: Cloud Monitoring refused the adapter.
+	HintDenied = "the adapter is denied by Cloud Monitoring: IAM changes take about 2 minutes to apply, sometimes 7 or more, so this is expected right after vllm-hpa identity; if it lasts, check roles/monitoring.viewer with vllm-hpa verify"
+	// HintNoSamples: the metric has no samples in Cloud Monitoring yet.
+	HintNoSamples = "the metric has no samples in Cloud Monitoring yet: a new metric takes up to 10 minutes to appear; if it lasts, check that Managed Prometheus scrapes the pods (vllm-hpa verify)"
+)
+
 func explainHPA(reason, message string) string {
+	lower := strings.ToLower(message)
+	if reason == "FailedGetPodsMetric" {
+		switch {
+		case strings.Contains(lower, "403") || strings.Contains(lower, "forbidden") || strings.Contains(lower, "permission"):
+			return message + " (" + HintDenied + ")"
+		case strings.Contains(lower, "404") || strings.Contains(lower, "cannot find metric") || strings.Contains(lower, "not found") ||
+			strings.Contains(lower, "could not find the metric") || strings.Contains(lower, "no metrics returned"):
+			return message + " (" + HintNoSamples + ")"
+		}
+	}
 	if hint, ok := hpaHints[reason]; ok {
 		return message + " (" + hint + ")"
 	}

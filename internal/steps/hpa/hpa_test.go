@@ -47,3 +47,26 @@ func TestStatus(t *testing.T) {
 		}
 	}
 }
+
+// The HPA's messages when Cloud Monitoring refuses the adapter (IAM still
+// propagating) or has no samples yet (a new metric), as the adapter and the
+// HPA controller word them, get the hint that names the wait.
+func TestExplainFailedGetPodsMetric(t *testing.T) {
+	prefix := "unable to get metric " + metric + ": unable to fetch metrics from custom metrics API: "
+	cases := []struct{ message, hint string }{
+		{prefix + "googleapi: Error 403: Permission monitoring.timeSeries.list denied (or the resource may not exist)., forbidden", HintDenied},
+		{prefix + "the server is currently unable to handle the request (get pods.custom.metrics.k8s.io *): Forbidden", HintDenied},
+		{prefix + "googleapi: Error 404: Cannot find metric(s) that match type = \"prometheus.googleapis.com/vllm:num_requests_running/gauge\"., notFound", HintNoSamples},
+		{prefix + "the server could not find the metric " + metric + " for pods", HintNoSamples},
+		{prefix + "no metrics returned from custom metrics API", HintNoSamples},
+	}
+	for _, c := range cases {
+		got := explainHPA("FailedGetPodsMetric", c.message)
+		if !strings.HasPrefix(got, c.message) || !strings.Contains(got, c.hint) {
+			t.Errorf("%q:\n got %q\nwant the hint %q", c.message, got, c.hint)
+		}
+	}
+	if !strings.Contains(HintDenied, "about 2 minutes") || !strings.Contains(HintNoSamples, "up to 10 minutes") {
+		t.Error("the hints do not name the waits")
+	}
+}

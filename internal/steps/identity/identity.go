@@ -17,7 +17,6 @@ import (
 
 	"cloud.google.com/go/iam/admin/apiv1/adminpb"
 	"cloud.google.com/go/iam/apiv1/iampb"
-	"cloud.google.com/go/resourcemanager/apiv3/resourcemanagerpb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -239,14 +238,15 @@ func (s *Step) Apply(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.setMember(ctx, project, RoleMonitoringViewer, cfg.GSAMember(), true); err != nil {
+		newAccount := ""
+		if created {
+			newAccount = cfg.GSAEmail()
+		}
+		if err := s.setMemberOfNew(ctx, project, RoleMonitoringViewer, cfg.GSAMember(), newAccount, gcp.MemberNotYetVisible); err != nil {
 			return err
 		}
 		account := gcp.AccountPolicy(g.IAM, cfg.Project, cfg.GSAEmail())
-		if created {
-			account = newAccountPolicy{account}
-		}
-		if err := s.setMember(ctx, account, RoleWorkloadIdentity, cfg.KSAMember(), true); err != nil {
+		if err := s.setMemberOfNew(ctx, account, RoleWorkloadIdentity, cfg.KSAMember(), newAccount, gcp.AccountNotYetVisible); err != nil {
 			return err
 		}
 	}
@@ -260,7 +260,7 @@ func (s *Step) Apply(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return s.releaseAccount(ctx, ksa.gsa, cluster)
+		return s.releaseAccount(ctx, ksa.gsa, cluster, true)
 	}
 	return nil
 }
@@ -268,13 +268,9 @@ func (s *Step) Apply(ctx context.Context) error {
 // principal is the KSA's Workload Identity Federation principal, which
 // needs the project number.
 func (s *Step) principal(ctx context.Context) (string, error) {
-	var p *resourcemanagerpb.Project
-	_, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
-		p, err = s.deps.GCP.Projects.GetProject(ctx, &resourcemanagerpb.GetProjectRequest{Name: "projects/" + s.cfg.Project})
-		return err
-	})
+	p, err := s.deps.GCP.Project(ctx, s.cfg.Project)
 	if err != nil {
-		return "", gcp.Classify(err, "get project "+s.cfg.Project)
+		return "", err
 	}
 	return s.cfg.PrincipalMember(strings.TrimPrefix(p.Name, "projects/")), nil
 }
@@ -291,6 +287,9 @@ func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool,
 	case err == nil && ourAccount(a):
 		return false, s.useAccount(ctx, a, cluster)
 	case err == nil && (cfg.Identity.AdoptExistingGSA || s.deps.Adopt):
+		if err := checkEnabled(a, cfg.Project); err != nil {
+			return false, err
+		}
 		s.say("Google service account " + email + " exists (not created by vllm-hpa: used as it is, never deleted)")
 		return false, nil
 	case err == nil:
@@ -304,7 +303,7 @@ func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool,
 		// ours whose answer was lost: ours if it carries the marker.
 		a, gerr := s.readNewAccount(ctx, email)
 		if gerr == nil && ourAccount(a) {
-			why := "created concurrently by another vllm-hpa run"
+			why := "created by vllm-hpa: by another run at the same time, or not yet visible to IAM when read"
 			if retries > 0 {
 				why = "created by an earlier attempt"
 			}
@@ -327,7 +326,7 @@ func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool,
 // it yet (NOT_FOUND) for a while.
 func (s *Step) readNewAccount(ctx context.Context, email string) (*adminpb.ServiceAccount, error) {
 	var a *adminpb.ServiceAccount
-	err := gcp.WhileNew(ctx, func(msg string) { s.report.Waiting(Name, msg) }, "service account "+email, func(ctx context.Context) (err error) {
+	err := gcp.WhileNew(ctx, func(msg string) { s.report.Waiting(Name, msg) }, "service account "+email, gcp.AccountNotYetVisible, func(ctx context.Context) (err error) {
 		a, err = s.accounts().Get(ctx, email)
 		return err
 	})
@@ -336,6 +335,9 @@ func (s *Step) readNewAccount(ctx context.Context, email string) (*adminpb.Servi
 
 // useAccount records cluster among the users of vllm-hpa's account a.
 func (s *Step) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluster string) error {
+	if err := checkEnabled(a, s.cfg.Project); err != nil {
+		return err
+	}
 	clusters := accountClusters(a.Description)
 	if slices.Contains(clusters, cluster) {
 		s.say("Google service account " + a.Email + " exists (created by vllm-hpa; used by this cluster)")
@@ -356,12 +358,17 @@ func (s *Step) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluste
 // user removes its project role and deletes it, if vllm-hpa created it.
 // An account vllm-hpa did not create keeps everything but the members
 // vllm-hpa added.
-func (s *Step) releaseAccount(ctx context.Context, email, cluster string) error {
+func (s *Step) releaseAccount(ctx context.Context, email, cluster string, recorded bool) error {
 	a, err := s.accounts().Get(ctx, email)
+	if recorded && (status.Code(err) == codes.NotFound || status.Code(err) == codes.PermissionDenied) {
+		// The adapter acts as it, so it existed: IAM may not show a new
+		// account yet.
+		a, err = s.readNewAccount(ctx, email)
+	}
 	switch {
 	case status.Code(err) == codes.NotFound:
 		s.say("Google service account " + email + " already absent")
-		return nil
+		return s.removeDeletedMembers(ctx, email)
 	case err != nil:
 		return gcp.Classify(err, "get service account "+email)
 	}
@@ -391,13 +398,64 @@ func (s *Step) releaseAccount(ctx context.Context, email, cluster string) error 
 		return gcp.Classify(err, "delete service account "+email)
 	}
 	s.say("Google service account " + email + " deleted")
+	return s.removeDeletedMembers(ctx, email)
+}
+
+// removeDeletedMembers removes what IAM leaves of a deleted account of
+// ours in the project's policy: deleted:serviceAccount:EMAIL?uid=N members
+// of the role vllm-hpa granted it (when the account was deleted while
+// still bound, by an interrupted cleanup or by hand).
+func (s *Step) removeDeletedMembers(ctx context.Context, email string) error {
+	prefix := "deleted:serviceAccount:" + email + "?uid="
+	project := gcp.ProjectPolicy(s.deps.GCP.Projects, s.cfg.Project)
+	changed, stats, err := gcp.RemoveMembers(ctx, project, RoleMonitoringViewer, func(m string) bool { return strings.HasPrefix(m, prefix) }, gcp.DefaultBackoff)
+	if err != nil {
+		return gcp.Classify(err, "remove "+prefix+"... from "+project.Resource())
+	}
+	if changed {
+		s.say(fmt.Sprintf("%s: %s for %s... removed (what IAM left of the deleted account; %s)", project.Resource(), RoleMonitoringViewer, prefix, stats))
+	}
 	return nil
+}
+
+// checkEnabled refuses a disabled account: it exists but cannot
+// authenticate, so the adapter could read nothing.
+func checkEnabled(a *adminpb.ServiceAccount, project string) error {
+	if !a.Disabled {
+		return nil
+	}
+	return exitcode.With(exitcode.Precondition, fmt.Errorf("the Google service account %s is disabled: it exists but cannot authenticate, so the adapter cannot read Cloud Monitoring; enable it with: gcloud iam service-accounts enable %s --project %s", a.Email, a.Email, project))
 }
 
 // setMember adds or removes one member of one role by an etag-guarded
 // read-modify-write, and reports what it did.
 func (s *Step) setMember(ctx context.Context, p gcp.Policy, role, member string, present bool) error {
-	changed, stats, err := gcp.SetMember(ctx, p, role, member, present, gcp.DefaultBackoff)
+	return s.changeMember(ctx, p, role, member, present, "", nil)
+}
+
+// setMemberOfNew is setMember where newAccount ("" for none) was just
+// created: until IAM sees it, a read of its own policy answers NOT_FOUND or
+// PERMISSION_DENIED and a policy naming it is refused INVALID_ARGUMENT
+// "does not exist". The errors notYetVisible accepts are retried (for up
+// to gcp.NewResourceWindow) and counted.
+func (s *Step) setMemberOfNew(ctx context.Context, p gcp.Policy, role, member, newAccount string, notYetVisible func(error) bool) error {
+	return s.changeMember(ctx, p, role, member, true, newAccount, notYetVisible)
+}
+
+func (s *Step) changeMember(ctx context.Context, p gcp.Policy, role, member string, present bool, newAccount string, notYetVisible func(error) bool) error {
+	var changed bool
+	var stats gcp.RMWStats
+	waits := 0
+	call := func(ctx context.Context) (err error) {
+		changed, stats, err = gcp.SetMember(ctx, p, role, member, present, gcp.DefaultBackoff)
+		return err
+	}
+	var err error
+	if newAccount != "" {
+		err = gcp.WhileNew(ctx, func(msg string) { waits++; s.report.Waiting(Name, msg) }, "service account "+newAccount, notYetVisible, call)
+	} else {
+		err = call(ctx)
+	}
 	if err != nil {
 		verb := "add"
 		if !present {
@@ -406,29 +464,21 @@ func (s *Step) setMember(ctx context.Context, p gcp.Policy, role, member string,
 		return gcp.Classify(err, fmt.Sprintf("%s %s for %s on %s", verb, role, member, p.Resource()))
 	}
 	what := fmt.Sprintf("%s: %s for %s", p.Resource(), role, member)
+	waited := ""
+	if waits > 0 {
+		waited = fmt.Sprintf("; %d waits for the new account to propagate", waits)
+	}
 	switch {
 	case !changed && present:
-		s.say(what + " already granted")
+		s.say(what + " already granted" + waited)
 	case !changed:
 		s.say(what + " already absent")
 	case present:
-		s.say(fmt.Sprintf("%s granted (%s)", what, stats))
+		s.say(fmt.Sprintf("%s granted (%s%s)", what, stats, waited))
 	default:
 		s.say(fmt.Sprintf("%s removed (%s)", what, stats))
 	}
 	return nil
-}
-
-// newAccountPolicy is the IAM policy of an account that was just created:
-// IAM may not see the account yet.
-type newAccountPolicy struct{ gcp.Policy }
-
-func (p newAccountPolicy) Get(ctx context.Context) (pol *iampb.Policy, err error) {
-	err = gcp.WhileNew(ctx, nil, p.Resource(), func(ctx context.Context) (err error) {
-		pol, err = p.Policy.Get(ctx)
-		return err
-	})
-	return pol, err
 }
 
 // setIdentity makes the adapter act as gsa ("" for none): the KSA's
@@ -530,12 +580,14 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 			return nil, err
 		}
 	} else {
-		_, err := s.accounts().Get(ctx, cfg.GSAEmail())
+		a, err := s.accounts().Get(ctx, cfg.GSAEmail())
 		switch {
 		case status.Code(err) == codes.NotFound:
-			result("google service account exists", false, "NotFound", cfg.GSAEmail()+" does not exist: run vllm-hpa identity")
+			result("google service account exists", false, "NotFound", cfg.GSAEmail()+" does not exist (or, created in the last minute, IAM does not show it yet): run vllm-hpa identity")
 		case err != nil:
 			return nil, gcp.Classify(err, "get service account "+cfg.GSAEmail())
+		case a.Disabled:
+			result("google service account exists", false, "Disabled", checkEnabled(a, cfg.Project).Error())
 		default:
 			result("google service account exists", true, "", cfg.GSAEmail())
 		}
@@ -701,7 +753,7 @@ func (s *Step) Delete(ctx context.Context) error {
 		return err
 	}
 	for _, email := range r.accounts {
-		if err := s.releaseAccount(ctx, email, cluster); err != nil {
+		if err := s.releaseAccount(ctx, email, cluster, email == r.ksa.gsa); err != nil {
 			return err
 		}
 	}

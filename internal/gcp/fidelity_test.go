@@ -1,0 +1,192 @@
+package gcp_test
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/oauth2"
+	container "google.golang.org/api/container/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+)
+
+// The errors IAM gives about a service account it does not see yet, and
+// the look-alikes that waiting does not cure.
+func TestNotYetVisible(t *testing.T) {
+	cases := []struct {
+		err             error
+		member, account bool
+	}{
+		{status.Error(codes.InvalidArgument, "Service account metrics-adapter-gsa@my-proj.iam.gserviceaccount.com does not exist."), true, true},
+		{status.Error(codes.NotFound, "Unknown service account"), false, true},
+		{status.Error(codes.PermissionDenied, "Permission 'iam.serviceAccounts.getIamPolicy' denied"), false, true},
+		// The pool is created by a cluster, not by time.
+		{status.Error(codes.InvalidArgument, "Identity Pool does not exist (my-proj.svc.id.goog). Please check that you specified a valid resource name"), false, false},
+		{status.Error(codes.InvalidArgument, "The number of members in the policy (1501) is larger than the maximum allowed size 1500."), false, false},
+		{status.Error(codes.Unavailable, "try again"), false, false},
+	}
+	for _, c := range cases {
+		if got := gcp.MemberNotYetVisible(c.err); got != c.member {
+			t.Errorf("MemberNotYetVisible(%v) = %v", c.err, got)
+		}
+		if got := gcp.AccountNotYetVisible(c.err); got != c.account {
+			t.Errorf("AccountNotYetVisible(%v) = %v", c.err, got)
+		}
+	}
+}
+
+// WhileNew retries only what its predicate accepts, says why each time,
+// and gives up when the window has passed.
+func TestWhileNew(t *testing.T) {
+	notYet := status.Error(codes.InvalidArgument, "Service account x@p.iam.gserviceaccount.com does not exist.")
+	t.Run("until visible", func(t *testing.T) {
+		calls, said := 0, 0
+		err := gcp.WhileNew(context.Background(), func(msg string) {
+			said++
+			if !strings.Contains(msg, "IAM does not see service account x yet") || !strings.Contains(msg, "InvalidArgument") {
+				t.Errorf("message %q", msg)
+			}
+		}, "service account x", gcp.MemberNotYetVisible, func(context.Context) error {
+			if calls++; calls < 3 {
+				return notYet
+			}
+			return nil
+		})
+		if err != nil || calls != 3 || said != 2 {
+			t.Errorf("err %v after %d calls, %d messages", err, calls, said)
+		}
+	})
+	t.Run("other errors at once", func(t *testing.T) {
+		calls := 0
+		denied := status.Error(codes.PermissionDenied, "denied")
+		err := gcp.WhileNew(context.Background(), nil, "x", gcp.MemberNotYetVisible, func(context.Context) error { calls++; return denied })
+		if err != denied || calls != 1 {
+			t.Errorf("err %v after %d calls", err, calls)
+		}
+	})
+	t.Run("bounded", func(t *testing.T) {
+		defer func(w time.Duration) { gcp.NewResourceWindow = w }(gcp.NewResourceWindow)
+		gcp.NewResourceWindow = 600 * time.Millisecond
+		calls := 0
+		err := gcp.WhileNew(context.Background(), nil, "service account x", gcp.MemberNotYetVisible, func(context.Context) error { calls++; return notYet })
+		if exitcode.Of(err) != exitcode.Timeout || !errors.Is(err, notYet) || calls < 2 || !strings.Contains(err.Error(), "IAM still does not see service account x after 600ms") {
+			t.Errorf("err %v (exit %d) after %d calls, want a timeout wrapping the last refusal", err, exitcode.Of(err), calls)
+		}
+		// Classify keeps the timeout.
+		if err := gcp.Classify(err, "grant"); exitcode.Of(err) != exitcode.Timeout {
+			t.Errorf("classified as exit %d: %v", exitcode.Of(err), err)
+		}
+	})
+	t.Run("interrupted", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		err := gcp.WhileNew(ctx, func(string) { cancel() }, "x", gcp.MemberNotYetVisible, func(context.Context) error { return notYet })
+		if err != context.Canceled {
+			t.Errorf("err %v", err)
+		}
+	})
+}
+
+// Classify turns Google's refusals into exit codes with the fix.
+func TestClassify(t *testing.T) {
+	cases := []struct {
+		err  error
+		code int
+		want string
+	}{
+		{status.Error(codes.InvalidArgument, "Identity Pool does not exist (my-proj.svc.id.goog). Please check"), exitcode.Precondition, "--workload-pool=my-proj.svc.id.goog"},
+		{status.Error(codes.InvalidArgument, "The number of members in the policy (1501) is larger than the maximum allowed size 1500."), exitcode.Precondition, "the IAM policy is full"},
+		{status.Error(codes.PermissionDenied, "The caller does not have permission"), exitcode.Denied, "--project names a project that exists"},
+		{status.Error(codes.NotFound, "gone"), exitcode.Precondition, "not found: gone"},
+	}
+	for _, c := range cases {
+		err := gcp.Classify(c.err, "grant")
+		if exitcode.Of(err) != c.code || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Classify(%v) = exit %d %q, want %d with %q", c.err, exitcode.Of(err), err, c.code, c.want)
+		}
+	}
+}
+
+// RESTConfig reaches the endpoint --endpoint-type names: public and private
+// pin the cluster's CA; the DNS endpoint has a publicly trusted certificate.
+func TestRESTConfigEndpointTypes(t *testing.T) {
+	ca := base64.StdEncoding.EncodeToString([]byte("CA PEM"))
+	full := &container.Cluster{
+		Name: "gpu-hpa", Endpoint: "34.1.2.3", MasterAuth: &container.MasterAuth{ClusterCaCertificate: ca},
+		PrivateClusterConfig:        &container.PrivateClusterConfig{PrivateEndpoint: "10.0.0.2"},
+		ControlPlaneEndpointsConfig: &container.ControlPlaneEndpointsConfig{DnsEndpointConfig: &container.DNSEndpointConfig{Endpoint: "gke-abc.us-central1.gke.goog"}},
+	}
+	ts := oauth2.StaticTokenSource(&oauth2.Token{AccessToken: "t"})
+	for _, c := range []struct {
+		endpointType, host string
+		pinned             bool
+	}{
+		{"public", "https://34.1.2.3", true},
+		{"private", "https://10.0.0.2", true},
+		{"dns", "https://gke-abc.us-central1.gke.goog", false},
+	} {
+		rc, err := gcp.RESTConfig(full, ts, c.endpointType)
+		if err != nil {
+			t.Fatalf("%s: %v", c.endpointType, err)
+		}
+		if rc.Host != c.host || (string(rc.CAData) == "CA PEM") != c.pinned || rc.WrapTransport == nil {
+			t.Errorf("%s: host %s, CA %q, want %s pinned=%v", c.endpointType, rc.Host, rc.CAData, c.host, c.pinned)
+		}
+	}
+	bare := &container.Cluster{Name: "gpu-hpa", MasterAuth: &container.MasterAuth{ClusterCaCertificate: ca}}
+	for typ, want := range map[string]string{
+		"public":  "use --endpoint-type private or dns",
+		"private": "has no private endpoint",
+		"dns":     "--enable-dns-access",
+	} {
+		if _, err := gcp.RESTConfig(bare, ts, typ); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s on a cluster without it: %v, want %q", typ, err, want)
+		}
+	}
+}
+
+// GPU nodes may come later: from node auto-provisioning with an
+// accelerator limit or from a ComputeClass; Autopilot says what it checks.
+func TestCheckClusterGPUNodes(t *testing.T) {
+	wants := gcp.ClusterWants{Project: "my-proj", Location: "us-central1", Cluster: "gpu-hpa", Accelerator: "nvidia-l4"}
+	gpu := func(c *container.Cluster, w gcp.ClusterWants) gcp.Precondition {
+		for _, p := range gcp.CheckCluster(c, w) {
+			if p.Check == "gpu nodes" {
+				return p
+			}
+		}
+		t.Fatal("no gpu nodes check")
+		return gcp.Precondition{}
+	}
+	standard := func() *container.Cluster {
+		return &container.Cluster{NodePools: []*container.NodePool{{Name: "default", Config: &container.NodeConfig{}}}}
+	}
+	if p := gpu(standard(), wants); p.OK || !strings.Contains(p.Fix, "--enable-autoprovisioning --max-accelerator type=nvidia-l4") {
+		t.Errorf("no GPU pool, no NAP: %+v", p)
+	}
+	nap := standard()
+	nap.Autoscaling = &container.ClusterAutoscaling{EnableNodeAutoprovisioning: true, ResourceLimits: []*container.ResourceLimit{{ResourceType: "nvidia-l4", Maximum: 4}}}
+	if p := gpu(nap, wants); !p.OK || !strings.Contains(p.Message, "node auto-provisioning creates them on demand (up to 4 GPUs)") {
+		t.Errorf("NAP with an nvidia-l4 limit: %+v", p)
+	}
+	otherNAP := standard()
+	otherNAP.Autoscaling = &container.ClusterAutoscaling{EnableNodeAutoprovisioning: true, ResourceLimits: []*container.ResourceLimit{{ResourceType: "nvidia-tesla-t4", Maximum: 4}}}
+	if p := gpu(otherNAP, wants); p.OK {
+		t.Errorf("NAP limited to another accelerator passes: %+v", p)
+	}
+	withClass := wants
+	withClass.ComputeClasses = []string{"l4-class"}
+	if p := gpu(standard(), withClass); !p.OK || !strings.Contains(p.Message, "ComputeClass l4-class") {
+		t.Errorf("ComputeClass: %+v", p)
+	}
+	autopilot := &container.Cluster{Autopilot: &container.Autopilot{Enabled: true}}
+	if p := gpu(autopilot, wants); !p.OK || !strings.Contains(p.Message, "not checked: the project's GPU quota") {
+		t.Errorf("Autopilot: %+v", p)
+	}
+}
