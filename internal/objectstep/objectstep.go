@@ -823,32 +823,34 @@ func (s *Step) result(o One, u *unstructured.Unstructured) (step.Result, bool) {
 // WaitOne waits, by watch, until o's object passes its judge and reports
 // the passing result; a final failure ends the wait as a failed check.
 func (s *Step) WaitOne(ctx context.Context, o One) error {
-	r, err := s.AwaitOne(ctx, o)
+	r, _, err := s.AwaitOne(ctx, o)
 	if err == nil {
 		s.report.Result(r)
 	}
 	return err
 }
 
-// AwaitOne is WaitOne that returns the passing result instead of reporting
-// it, for a step whose wait goes on past this object.
-func (s *Step) AwaitOne(ctx context.Context, o One) (step.Result, error) {
+// AwaitOne is WaitOne that returns the passing result and the object it
+// judged instead of reporting it, for a step whose wait goes on past this
+// object.
+func (s *Step) AwaitOne(ctx context.Context, o One) (step.Result, *unstructured.Unstructured, error) {
 	k, err := s.Kube()
 	if err != nil {
-		return step.Result{}, err
+		return step.Result{}, nil, err
 	}
 	var last step.Result
+	var judged *unstructured.Unstructured
 	err = kube.Until(ctx, o.what()+" "+o.Goal,
 		kube.Watch{Resource: k.Dynamic.Resource(o.GVR).Namespace(o.Namespace), Name: o.Name, Seen: s.Seen(o.GVR, o.Namespace, o.Name)},
 		kube.Existing(o.what(), func(u *unstructured.Unstructured) (bool, string, error) {
 			r, final := s.result(o, u)
-			last = r
+			last, judged = r, u
 			if !r.OK && final {
 				return false, "", &step.Failed{Results: []step.Result{r}}
 			}
 			return r.OK, r.Reason + ": " + r.Message, nil
 		}), func(reason string) { s.report.Waiting(s.name, reason) })
-	return last, err
+	return last, judged, err
 }
 
 // CheckOne reads o's object and judges it.

@@ -145,17 +145,23 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 		report.Action("preconditions", "cluster "+cluster+" not checked: no Google API clients (the steps run need none)")
 	default:
 		c := deps.Cluster
+		var err error
 		if c == nil {
-			var err error
 			if c, err = deps.GCP.Cluster(ctx, cfg.Project, location, cluster); err != nil {
 				return results, err
 			}
 		}
-		classes, err := gpuComputeClasses(ctx, deps, cfg.Workload.Accelerator)
-		if err != nil {
-			return results, err
+		wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator}
+		precs := gcp.CheckCluster(c, wants)
+		if !gpuNodes(precs) {
+			// ComputeClasses live in the cluster, not in the container
+			// API: read only when no node pool or auto-provisioning will do.
+			if wants.ComputeClasses, err = gpuComputeClasses(ctx, deps, cfg.Workload.Accelerator); err != nil {
+				return results, err
+			}
+			precs = gcp.CheckCluster(c, wants)
 		}
-		for _, p := range gcp.CheckCluster(c, gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator, ComputeClasses: classes}) {
+		for _, p := range precs {
 			add(p.Check, p.OK, p.Message, p.Fix)
 		}
 	}
@@ -185,6 +191,17 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("the cluster or project is not ready for the stack (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))
 	}
 	return results, nil
+}
+
+// gpuNodes reports whether the cluster's preconditions find a way to GPU
+// nodes.
+func gpuNodes(precs []gcp.Precondition) bool {
+	for _, p := range precs {
+		if p.Check == "gpu nodes" && !p.OK {
+			return false
+		}
+	}
+	return true
 }
 
 // computeClassesGVR are GKE's ComputeClasses.

@@ -66,7 +66,8 @@ func (s *Step) podMonitoring() objectstep.One {
 // (see Evidence), which spans several objects and the pods' own /metrics:
 // it is read again every evidencePeriod.
 func (s *Step) Wait(ctx context.Context) error {
-	if _, err := s.AwaitOne(ctx, s.podMonitoring()); err != nil {
+	_, u, err := s.AwaitOne(ctx, s.podMonitoring())
+	if err != nil {
 		return err
 	}
 	k, err := s.Kube()
@@ -74,10 +75,11 @@ func (s *Step) Wait(ctx context.Context) error {
 		return err
 	}
 	var last string
-	for {
-		u, err := k.Dynamic.Resource(gmp.Resource).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.Monitoring.Name, metav1.GetOptions{})
-		if err != nil {
-			return waitError(ctx, err, last)
+	for first := true; ; first = false {
+		if !first { // the first round judges the object the wait saw
+			if u, err = k.Dynamic.Resource(gmp.Resource).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.Monitoring.Name, metav1.GetOptions{}); err != nil {
+				return waitError(ctx, err, last)
+			}
 		}
 		r, final, err := s.judgeAll(ctx, k, u)
 		if err != nil {
