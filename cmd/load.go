@@ -10,6 +10,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
+	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/verify"
 )
 
@@ -30,9 +31,13 @@ ones answered (open loop; default 1/s like the loop), or --concurrency keeps
 that many in flight. Runs for --duration, or until Ctrl+C; then stops
 starting requests, waits for those in flight, and prints a summary: sent,
 succeeded, failed by status, latency p50/p90/p99 and the achieved rate.
+While it runs, a live line (a heartbeat every 30 s when stderr is not a
+terminal) shows the counts. Exits 3 when no request was answered, 130 when
+interrupted; requests an interruption cuts are counted apart, not as
+failures.
 Without --endpoint it port-forwards to a Ready pod behind the Service (and
 needs --project for the configuration).`,
-		Example: "  vllm-hpa load --project my-proj --rate 2 --duration 5m\n  vllm-hpa load --endpoint http://127.0.0.1:8081 --concurrency 10",
+		Example: "  vllm-hpa load --project my-proj --rate 2 --duration 20s\n  vllm-hpa load --project my-proj --concurrency 10 --duration 20s",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
@@ -68,10 +73,23 @@ func (o *loadOptions) Validate(cmd *cobra.Command) error {
 	return nil
 }
 
-// Run sends the load and prints the summary.
+// loadJSON is load's --output json document.
+type loadJSON struct {
+	Command  string `json:"command"`
+	OK       bool   `json:"ok"`
+	ExitCode int    `json:"exitCode"`
+	Error    string `json:"error,omitempty"`
+	*load.Summary
+}
+
+// Run sends the load, with a live line (terminal) or a heartbeat
+// (elsewhere), and prints the summary. Exit 3 when no request was
+// answered, 130 when interrupted (the summary still printed).
 func (o *loadOptions) Run(ctx context.Context) error {
+	rec := output.NewProgress(o.streams)
+	defer rec.Close()
 	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, OnMove: func(from, to string, why error) {
-		fmt.Fprintf(o.streams.ErrOut, "port-forward moved from pod %s to %s (%v)\n", from, to, why)
+		rec.Action("load", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
 	}}
 	if o.endpoint == "" {
 		deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{}, nil)
@@ -86,16 +104,31 @@ func (o *loadOptions) Run(ctx context.Context) error {
 		return exitcode.With(exitcode.Precondition, err)
 	}
 	lo := o.options(o.cfg.Workload.Model, url)
-	fmt.Fprintf(o.streams.ErrOut, "sending to %s: %s (Ctrl+C stops and prints the summary)\n", url, verify.Describe(lo))
-	sum, err := load.Run(ctx, lo, nil)
+	rec.Action("load", fmt.Sprintf("sending to %s: %s (Ctrl+C stops and prints the summary)", url, verify.Describe(lo)))
+	live := &load.Live{}
+	stopStatus := verify.ShowLive(rec, live, nil)
+	sum, err := load.Run(ctx, lo, live)
+	stopStatus()
 	if err != nil {
 		return err
 	}
-	if done, err := o.printDoc(sum); done {
-		return err
+	runErr := exitcode.With(exitcode.CheckFailed, sum.Verdict())
+	if sum.EndedBy == "interrupted" {
+		runErr = ctx.Err()
+	}
+	rec.Close()
+	doc := loadJSON{Command: "load", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Summary: sum}
+	if runErr != nil {
+		doc.Error = runErr.Error()
+	}
+	if done, err := o.printDoc(doc); done {
+		if err != nil {
+			return err
+		}
+		return runErr
 	}
 	for _, line := range sum.Lines() {
 		fmt.Fprintln(o.streams.Out, line)
 	}
-	return nil
+	return runErr
 }

@@ -210,6 +210,9 @@ func checkWritable(path string) error {
 func (o *verifyOptions) Run(ctx context.Context) error {
 	rec := output.NewProgress(o.streams)
 	defer rec.Close()
+	if o.output == outputText && !o.streams.OutTTY {
+		rec.ResultsTo(o.streams.Out)
+	}
 	start := time.Now()
 	deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{IAM: true, GCPOptional: true}, rec)
 	if err != nil {

@@ -253,7 +253,7 @@ func TestVerifyLoadTimeline(t *testing.T) {
 	if doc.Load == nil || doc.Load.Sent == 0 || doc.Load.Succeeded != doc.Load.Sent {
 		t.Errorf("load summary: %+v", doc.Load)
 	}
-	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"firstScaleUp"`) {
+	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"firstScaleUpSeconds"`) {
 		t.Errorf("report file: %v %s", err, b)
 	}
 	if !strings.Contains(errOut, "load start -> first scale-up") || !strings.Contains(errOut, "ready   ") {

@@ -22,9 +22,12 @@ type IOStreams struct {
 
 	OutTTY bool // stdout is a terminal
 	ErrTTY bool // stderr is a terminal
-	// Width is the terminal's width in columns (0: not a terminal, or
-	// unknown).
+	// Width is the terminal's width in columns when it cannot be read
+	// (tests); TerminalWidth reads the live value.
 	Width int
+	// errTerm is stderr when it is a terminal, to read its width as the
+	// window is resized.
+	errTerm *os.File
 
 	// Secrets scrubs Out and ErrOut: everything written to them passes
 	// through it, so a secret registered with it is never shown.
@@ -51,9 +54,7 @@ func System() *IOStreams {
 		ErrTTY: isTerminal(os.Stderr),
 	}
 	if s.ErrTTY {
-		if w, _, err := term.GetSize(int(os.Stderr.Fd())); err == nil {
-			s.Width = w
-		}
+		s.errTerm = os.Stderr
 	}
 	if _, ok := os.LookupEnv("NO_COLOR"); ok || os.Getenv("TERM") == "dumb" {
 		s.colorDisabled = true
@@ -65,6 +66,17 @@ func System() *IOStreams {
 func Test() (s *IOStreams, out, errOut *bytes.Buffer) {
 	out, errOut = &bytes.Buffer{}, &bytes.Buffer{}
 	return (&IOStreams{In: &bytes.Buffer{}, Out: out, ErrOut: errOut}).scrubbed(), out, errOut
+}
+
+// TerminalWidth is stderr's width in columns now (it changes when the
+// window is resized), Width when it cannot be read, 0 when unknown.
+func (s *IOStreams) TerminalWidth() int {
+	if s.errTerm != nil {
+		if w, _, err := term.GetSize(int(s.errTerm.Fd())); err == nil && w > 0 {
+			return w
+		}
+	}
+	return s.Width
 }
 
 // DisableColor turns colour off (--no-color).

@@ -12,13 +12,18 @@ package load
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
 // DefaultPrompt is the walkthrough's.
@@ -36,19 +41,57 @@ type Options struct {
 	Timeout     time.Duration // per request
 }
 
-// Summary is what a load did.
+// Summary is what a load did. Durations are seconds (units.Seconds).
 type Summary struct {
-	Target       string         `json:"target"`
-	Mode         string         `json:"mode"` // "rate" or "concurrency"
-	Sent         uint64         `json:"sent"`
-	Succeeded    uint64         `json:"succeeded"`
-	Failed       map[string]int `json:"failed"` // by status code or error
-	P50          time.Duration  `json:"p50"`
-	P90          time.Duration  `json:"p90"`
-	P99          time.Duration  `json:"p99"`
-	AchievedRate float64        `json:"achievedRate"` // requests started per second
-	Elapsed      time.Duration  `json:"elapsed"`
-	Stopped      bool           `json:"stopped"` // ended early by ctx
+	Target    string         `json:"target"`
+	Mode      string         `json:"mode"` // "rate" or "concurrency"
+	Sent      uint64         `json:"sent"` // started, cut ones included
+	Succeeded uint64         `json:"succeeded"`
+	Failed    map[string]int `json:"failed"` // by status code or error
+	// Cut are requests in flight when the load was interrupted whose
+	// connection the interruption broke: neither answered nor failed by
+	// the server.
+	Cut        uint64        `json:"cut"`
+	P50Seconds units.Seconds `json:"p50Seconds"`
+	P90Seconds units.Seconds `json:"p90Seconds"`
+	P99Seconds units.Seconds `json:"p99Seconds"`
+	// AchievedRate is requests started per second while sending (the
+	// drain of the last answers left out).
+	AchievedRate float64 `json:"achievedRatePerSecond"`
+	// SendingSeconds is from the first request started to the last;
+	// ElapsedSeconds adds the wait for the answers in flight.
+	SendingSeconds units.Seconds `json:"sendingSeconds"`
+	ElapsedSeconds units.Seconds `json:"elapsedSeconds"`
+	// EndedBy is "duration" (it ran its course), "interrupted" (Ctrl+C or
+	// SIGTERM) or "stopped" (by its caller, e.g. verify once the scale-up
+	// is proven).
+	EndedBy string `json:"endedBy"`
+}
+
+// ErrStopped is the cause a caller gives when it cancels a load on
+// purpose (context.WithCancelCause), as opposed to an interruption.
+var ErrStopped = errors.New("load stopped by its caller")
+
+// Live is a running load's counters, safe to read while it runs.
+type Live struct {
+	started, finished, succeeded, failed atomic.Uint64
+}
+
+// Stats are a Live's counters at one moment.
+type Stats struct {
+	Sent, Succeeded, Failed, InFlight uint64
+}
+
+// Snapshot reads the counters.
+func (l *Live) Snapshot() Stats {
+	finished := l.finished.Load()
+	started := max(l.started.Load(), finished)
+	return Stats{Sent: started, Succeeded: l.succeeded.Load(), Failed: l.failed.Load(), InFlight: started - finished}
+}
+
+// String is the counters on one line, for a live status.
+func (s Stats) String() string {
+	return fmt.Sprintf("sent %d, ok %d, failed %d, in flight %d", s.Sent, s.Succeeded, s.Failed, s.InFlight)
 }
 
 // Validate rejects options that cannot run.
@@ -80,14 +123,18 @@ func (o Options) Body() []byte {
 }
 
 // Run sends the load until Duration passes or ctx ends (then it stops
-// starting requests and waits for those in flight). onResult, if set, sees
-// every result as it arrives.
-func Run(ctx context.Context, o Options, onResult func(*vegeta.Result)) (*Summary, error) {
+// starting requests and waits for those in flight). live, if set, counts as
+// it goes. A ctx cancelled with cause ErrStopped ends it as "stopped",
+// otherwise as "interrupted".
+func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 2 * time.Minute
+	}
+	if live == nil {
+		live = &Live{}
 	}
 	target := vegeta.Target{
 		Method: http.MethodPost,
@@ -111,39 +158,56 @@ func Run(ctx context.Context, o Options, onResult func(*vegeta.Result)) (*Summar
 		opts = append(opts, vegeta.Workers(uint64(min(1000, max(10, int(o.Rate))))), vegeta.Connections(10000))
 	}
 	attacker := vegeta.NewAttacker(opts...)
+	static := vegeta.NewStaticTargeter(target)
+	// vegeta asks the targeter at the start of each hit: that is when a
+	// request is in flight.
+	counting := func(t *vegeta.Target) error {
+		live.started.Add(1)
+		return static(t)
+	}
 
 	var m vegeta.Metrics
 	failed := map[string]int{}
-	var succeeded uint64
+	var succeeded, cut uint64
 	start := time.Now()
-	stopped := false
-	results := attacker.Attack(vegeta.NewStaticTargeter(target), pacer, o.Duration, "vllm-hpa-load")
+	endedBy := "duration"
+	results := attacker.Attack(counting, pacer, o.Duration, "vllm-hpa-load")
 	done := ctx.Done()
 	for {
 		select {
 		case res, ok := <-results:
 			if !ok {
 				m.Close()
-				sum := summarize(&m, target.URL, mode, start, stopped)
-				sum.Succeeded, sum.Failed = succeeded, failed
+				sum := summarize(&m, target.URL, mode, start, endedBy)
+				sum.Succeeded, sum.Failed, sum.Cut = succeeded, failed, cut
+				sum.Sent += cut
 				return sum, nil
 			}
-			m.Add(res)
+			live.finished.Add(1)
 			switch {
 			case res.Code == http.StatusOK:
 				succeeded++
+				live.succeeded.Add(1)
+			case res.Code == 0 && endedBy == "interrupted":
+				// The interruption broke it (e.g. the port-forward
+				// closed): not the server's failure.
+				cut++
+				continue
 			case res.Code != 0:
 				failed[fmt.Sprintf("HTTP %d", res.Code)]++
+				live.failed.Add(1)
 			default:
 				failed[shortError(res.Error)]++
+				live.failed.Add(1)
 			}
-			if onResult != nil {
-				onResult(res)
-			}
+			m.Add(res)
 		case <-done:
 			// Stop starting requests; drain those in flight.
 			attacker.Stop()
-			stopped, done = true, nil
+			done, endedBy = nil, "interrupted"
+			if errors.Is(context.Cause(ctx), ErrStopped) {
+				endedBy = "stopped"
+			}
 		}
 	}
 }
@@ -158,16 +222,17 @@ func rateFraction(rate float64) (int, time.Duration) {
 	return 1000, per
 }
 
-func summarize(m *vegeta.Metrics, url, mode string, start time.Time, stopped bool) *Summary {
+func summarize(m *vegeta.Metrics, url, mode string, start time.Time, endedBy string) *Summary {
 	s := &Summary{
 		Target: url, Mode: mode, Sent: m.Requests,
-		P50: m.Latencies.P50, P90: m.Latencies.P90, P99: m.Latencies.P99,
-		Elapsed: time.Since(start), Stopped: stopped,
+		P50Seconds: units.Seconds(m.Latencies.P50), P90Seconds: units.Seconds(m.Latencies.P90), P99Seconds: units.Seconds(m.Latencies.P99),
+		ElapsedSeconds: units.Seconds(time.Since(start)), EndedBy: endedBy,
 	}
 	// Requests started per second over the span between the first and the
 	// last start (n starts make n-1 intervals).
 	if span := m.Latest.Sub(m.Earliest); m.Requests > 1 && span > 0 {
-		s.AchievedRate = float64(m.Requests-1) / span.Seconds()
+		s.SendingSeconds = units.Seconds(span)
+		s.AchievedRate = math.Round(float64(m.Requests-1)/span.Seconds()*1000) / 1000
 	}
 	return s
 }
@@ -181,9 +246,13 @@ func shortError(e string) string {
 
 // Lines is the summary for a terminal, one fact a line.
 func (s *Summary) Lines() []string {
+	sent := fmt.Sprintf("sent:       %d over %s (%.2f/s achieved)", s.Sent, s.SendingSeconds, s.AchievedRate)
+	if drain := time.Duration(s.ElapsedSeconds - s.SendingSeconds); drain > 0 {
+		sent += fmt.Sprintf("; the last answers %s later", units.Seconds(drain))
+	}
 	lines := []string{
 		fmt.Sprintf("target:     %s (%s)", s.Target, s.Mode),
-		fmt.Sprintf("sent:       %d in %s (%.2f/s achieved)", s.Sent, s.Elapsed.Round(time.Millisecond), s.AchievedRate),
+		sent,
 		fmt.Sprintf("succeeded:  %d", s.Succeeded),
 	}
 	var keys []string
@@ -194,6 +263,34 @@ func (s *Summary) Lines() []string {
 	for _, k := range keys {
 		lines = append(lines, fmt.Sprintf("failed:     %d %s", s.Failed[k], k))
 	}
-	lines = append(lines, fmt.Sprintf("latency:    p50 %s  p90 %s  p99 %s", s.P50.Round(time.Millisecond), s.P90.Round(time.Millisecond), s.P99.Round(time.Millisecond)))
+	if s.Cut > 0 {
+		lines = append(lines, fmt.Sprintf("cut:        %d in flight when interrupted (not counted as failures)", s.Cut))
+	}
+	lines = append(lines, fmt.Sprintf("latency:    p50 %s  p90 %s  p99 %s", s.P50Seconds, s.P90Seconds, s.P99Seconds))
+	if s.EndedBy == "interrupted" {
+		lines = append(lines, "ended:      interrupted")
+	}
 	return lines
+}
+
+// Verdict is the load's outcome as an error: nil when some request was
+// answered, an error naming the failures when none was (a server that
+// answers nothing is not a load test that passed).
+func (s *Summary) Verdict() error {
+	if s.Succeeded > 0 || s.EndedBy == "interrupted" && len(s.Failed) == 0 {
+		return nil
+	}
+	if s.Sent == 0 {
+		return errors.New("no request was sent: raise --duration or --rate")
+	}
+	var parts []string
+	keys := make([]string, 0, len(s.Failed))
+	for k := range s.Failed {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%d %s", s.Failed[k], k))
+	}
+	return fmt.Errorf("every request failed (%s): is the server at %s up and serving the model?", strings.Join(parts, ", "), s.Target)
 }

@@ -3,11 +3,11 @@ package load_test
 import (
 	"context"
 	"math"
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
-
-	vegeta "github.com/tsenart/vegeta/v12/lib"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
@@ -43,7 +43,7 @@ func TestAchievedRate(t *testing.T) {
 				t.Errorf("summary sent %d succeeded %d failed %v; simulator received %d completed %d",
 					sum.Sent, sum.Succeeded, sum.Failed, sim.Received.Load(), sim.Completed.Load())
 			}
-			t.Logf("rate %.0f/s: sent %d, achieved %.3f/s, p50 %s p99 %s", tc.rate, sum.Sent, sum.AchievedRate, sum.P50, sum.P99)
+			t.Logf("rate %.0f/s: sent %d, achieved %.3f/s, p50 %s p99 %s", tc.rate, sum.Sent, sum.AchievedRate, sum.P50Seconds, sum.P99Seconds)
 		})
 	}
 }
@@ -53,22 +53,89 @@ func TestConcurrencyAndStop(t *testing.T) {
 	srv := httptest.NewServer(sim.Handler())
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	var seen int
-	sum, err := load.Run(ctx, load.Options{URL: srv.URL, Model: model, Prompt: "hi", Concurrency: 4}, func(r *vegeta.Result) {
-		seen++
-		if seen == 20 {
-			cancel() // as Ctrl+C would
+	live := &load.Live{}
+	go func() {
+		for live.Snapshot().Succeeded < 20 {
+			time.Sleep(5 * time.Millisecond)
 		}
-	})
+		cancel() // as Ctrl+C would
+	}()
+	sum, err := load.Run(ctx, load.Options{URL: srv.URL, Model: model, Prompt: "hi", Concurrency: 4}, live)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !sum.Stopped || sum.Sent < 20 || int64(sum.Sent) != sim.Received.Load() || sum.Succeeded != sum.Sent {
+	if sum.EndedBy != "interrupted" || sum.Sent < 20 || int64(sum.Sent) != sim.Received.Load() || sum.Succeeded != sum.Sent || sum.Cut != 0 {
 		t.Errorf("summary %+v; simulator received %d", sum, sim.Received.Load())
 	}
 	// Fixed concurrency: never more than 4 at once on the server.
 	if sum.Sent > 40 {
 		t.Errorf("sent %d after stopping at 20 answers with 4 in flight", sum.Sent)
+	}
+	if st := live.Snapshot(); st.InFlight != 0 || st.Sent != sum.Sent || st.Succeeded != sum.Succeeded {
+		t.Errorf("live counters %+v against the summary %+v", st, sum)
+	}
+	if sum.Verdict() != nil {
+		t.Errorf("verdict %v", sum.Verdict())
+	}
+}
+
+// A caller's stop (verify once the scale-up is proven) is not an
+// interruption.
+func TestStoppedByCaller(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{Model: model, OutputTokens: 1, MaxNumSeqs: 100})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	ctx, stop := context.WithCancelCause(context.Background())
+	time.AfterFunc(300*time.Millisecond, func() { stop(load.ErrStopped) })
+	sum, err := load.Run(ctx, load.Options{URL: srv.URL, Model: model, Prompt: "hi", Rate: 20}, nil)
+	if err != nil || sum.EndedBy != "stopped" {
+		t.Errorf("ended by %q (%v)", sum.EndedBy, err)
+	}
+	full, err := load.Run(context.Background(), load.Options{URL: srv.URL, Model: model, Prompt: "hi", Rate: 20, Duration: 200 * time.Millisecond}, nil)
+	if err != nil || full.EndedBy != "duration" {
+		t.Errorf("ended by %q (%v)", full.EndedBy, err)
+	}
+}
+
+// Requests the interruption breaks are cut, not failed: a server that
+// answers after the interruption has closed the connection.
+func TestInterruptCutsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	defer srv.Close()
+	defer close(release)
+	ctx, cancel := context.WithCancel(context.Background())
+	live := &load.Live{}
+	go func() {
+		for live.Snapshot().InFlight < 3 {
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		// What the port-forward's end does to the requests in flight.
+		srv.CloseClientConnections()
+	}()
+	sum, err := load.Run(ctx, load.Options{URL: srv.URL, Model: model, Prompt: "hi", Concurrency: 3}, live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.EndedBy != "interrupted" || sum.Cut != 3 || len(sum.Failed) != 0 || sum.Sent != 3 {
+		t.Errorf("summary %+v", sum)
+	}
+	if sum.Verdict() != nil {
+		t.Errorf("an interrupted load with nothing failed: verdict %v", sum.Verdict())
+	}
+}
+
+// Nothing answered is a failed load, named by its failures.
+func TestVerdictWhenEveryRequestFails(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", http.StatusServiceUnavailable) }))
+	defer srv.Close()
+	sum, err := load.Run(context.Background(), load.Options{URL: srv.URL, Model: model, Prompt: "hi", Rate: 20, Duration: 300 * time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := sum.Verdict(); v == nil || !strings.Contains(v.Error(), "every request failed") || !strings.Contains(v.Error(), "HTTP 503") {
+		t.Errorf("verdict %v for %+v", v, sum)
 	}
 }
 

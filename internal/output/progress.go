@@ -4,12 +4,18 @@
 package output
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
 // Heartbeat is the longest a wait goes without a line on a non-terminal, so
@@ -34,8 +40,15 @@ type Progress struct {
 	steps       []*StepRecord
 	lastWaiting string
 	waitingFrom time.Time
+	// status is a running activity's live line (e.g. a load's counters):
+	// on a terminal the spinner line, elsewhere a heartbeat line.
+	status      string
+	statusFrom  time.Time
 	lastLine    time.Time
 	live        bool // a spinner line is on screen (terminal)
+	// results, if set, gets the check lines instead of the progress
+	// stream (see ResultsTo).
+	results io.Writer
 	frame       int
 	stopBeat    chan struct{}
 }
@@ -45,9 +58,9 @@ type StepRecord struct {
 	Step    string        `json:"step"`
 	Actions []string      `json:"actions"`
 	Checks  []step.Result `json:"checks"`
-	Status  string        `json:"status"` // ok, failed, running (interrupted), not-run
+	Status  string        `json:"status"` // ok, failed, interrupted, not-run
 	Error   string        `json:"error,omitempty"`
-	Seconds float64       `json:"seconds"`
+	Seconds units.Seconds `json:"seconds"`
 	started time.Time
 }
 
@@ -98,7 +111,8 @@ func (r *Progress) Close() {
 func (r *Progress) Tick() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.lastWaiting == "" {
+	text, from := r.liveText()
+	if text == "" {
 		return
 	}
 	if r.streams.ErrTTY {
@@ -107,15 +121,67 @@ func (r *Progress) Tick() {
 		return
 	}
 	if r.now().Sub(r.lastLine) >= Heartbeat {
-		r.linef("  … still waiting (%s): %s", r.since(r.waitingFrom), r.lastWaiting)
+		if r.lastWaiting != "" {
+			r.linef("  … still waiting (%s): %s", r.since(from), text)
+		} else {
+			r.linef("  … %s: %s", r.since(from), text)
+		}
 	}
 }
 
-// drawLive (re)draws the spinner line; the caller holds mu.
+// liveText is what the live line shows: the reason a wait is not over, else
+// the status of a running activity; the caller holds mu.
+func (r *Progress) liveText() (string, time.Time) {
+	if r.lastWaiting != "" {
+		return r.lastWaiting, r.waitingFrom
+	}
+	return r.status, r.statusFrom
+}
+
+// drawLive (re)draws the spinner line, cut to the terminal's width so that
+// it never wraps (a wrapped line would leave a stale row behind when it is
+// redrawn); the caller holds mu.
 func (r *Progress) drawLive() {
-	fmt.Fprintf(r.streams.ErrOut, "\r\x1b[K  %s %s %s", r.streams.Yellow(spinnerFrames[r.frame%len(spinnerFrames)]),
-		r.since(r.waitingFrom), r.lastWaiting)
+	text, from := r.liveText()
+	if text == "" {
+		r.clearLive()
+		return
+	}
+	elapsed := r.since(from)
+	text = strings.ReplaceAll(text, "\n", " ")
+	if w := r.streams.TerminalWidth(); w > 0 {
+		// "  ⠋ " + elapsed + " " + text, and the last column left free.
+		text = truncate(text, w-1-4-len(elapsed)-1)
+	}
+	fmt.Fprintf(r.streams.ErrOut, "\r\x1b[K  %s %s %s", r.streams.Yellow(spinnerFrames[r.frame%len(spinnerFrames)]), elapsed, text)
 	r.live = true
+}
+
+// truncate cuts s to at most n runes, ending in "…" when cut.
+func truncate(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	runes := []rune(s)
+	return string(runes[:n-1]) + "…"
+}
+
+// Status sets the live line of a running activity (empty ends it): on a
+// terminal it is the spinner line, rewritten in place; elsewhere it is
+// printed as a heartbeat at least every Heartbeat. It is not recorded.
+func (r *Progress) Status(text string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.status == "" && text != "" {
+		r.statusFrom = r.now()
+	}
+	r.status = text
+	if r.streams.ErrTTY && r.lastWaiting == "" {
+		r.drawLive()
+	}
 }
 
 // clearLive erases the spinner line; the caller holds mu.
@@ -133,7 +199,7 @@ func (r *Progress) linef(format string, args ...any) {
 	r.clearLive()
 	fmt.Fprintf(r.streams.ErrOut, format+"\n", args...)
 	r.lastLine = r.now()
-	if wasLive && r.lastWaiting != "" {
+	if text, _ := r.liveText(); wasLive && text != "" {
 		r.drawLive()
 	}
 }
@@ -156,15 +222,21 @@ func (r *Progress) StepDone(name string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec := r.record(name)
-	rec.Seconds = r.now().Sub(rec.started).Round(time.Millisecond).Seconds()
+	rec.Seconds = units.Seconds(r.now().Sub(rec.started))
 	r.lastWaiting = ""
-	if err != nil {
+	switch {
+	case errors.Is(err, context.Canceled):
+		// Stopped by SIGINT/SIGTERM: not a verdict on the step.
+		rec.Status, rec.Error = "interrupted", err.Error()
+		r.linef("%s %s interrupted after %.1fs", r.streams.Yellow("■"), name, rec.Seconds.Float())
+		return
+	case err != nil:
 		rec.Status, rec.Error = "failed", err.Error()
-		r.linef("%s %s failed after %.1fs", r.streams.Red("✗"), name, rec.Seconds)
+		r.linef("%s %s failed after %.1fs", r.streams.Red("✗"), name, rec.Seconds.Float())
 		return
 	}
 	rec.Status = "ok"
-	r.linef("%s %s done in %.1fs", r.streams.Green("✓"), name, rec.Seconds)
+	r.linef("%s %s done in %.1fs", r.streams.Green("✓"), name, rec.Seconds.Float())
 }
 
 // record returns the named step's record, creating it if needed; the caller
@@ -214,7 +286,30 @@ func (r *Progress) Result(res step.Result) {
 	rec := r.record(res.Step)
 	rec.Checks = append(rec.Checks, res)
 	r.lastWaiting = "" // a check's verdict ends the wait it was for
+	if r.results != nil {
+		// A line of its own, the step named, for a file or a pipe.
+		res.Check = res.Step + "/" + res.Check
+		wasLive := r.live
+		r.clearLive()
+		fmt.Fprintln(r.results, FormatResult(plain, res))
+		if text, _ := r.liveText(); wasLive && text != "" {
+			r.drawLive()
+		}
+		return
+	}
 	r.linef("  %s", FormatResult(r.streams, res))
+}
+
+// plain formats without colour, for a file or a pipe.
+var plain = &iostreams.IOStreams{}
+
+// ResultsTo sends the check lines to w instead of the progress stream:
+// verify's checks are its result, so they go to stdout when stdout is
+// a file or a pipe ("verify > report.txt" keeps them).
+func (r *Progress) ResultsTo(w io.Writer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.results = w
 }
 
 // FormatResult is one check's line: ✓/✗, the check, reason and message.

@@ -1,13 +1,17 @@
 package output
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
+	"regexp"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -37,6 +41,17 @@ func script(r *Progress, advance func(time.Duration)) {
 	advance(500 * time.Millisecond)
 	r.Result(step.Result{Step: "hpa", Check: "hpa scaling active", Reason: "FailedGetPodsMetric", Message: "unable to get metric"})
 	r.StepDone("hpa", errors.New("check failed"))
+	// A running activity's live line: the spinner on a terminal, a
+	// heartbeat elsewhere; then Ctrl+C.
+	r.StepStarted("load")
+	r.Status("sent 10, ok 10, failed 0, 10.0/s, in flight 3; metric 2.5, replicas 1 ready of 1")
+	advance(31 * time.Second)
+	r.Tick()
+	r.Status("sent 320, ok 318, failed 2, 10.0/s, in flight 9; metric 7.9, replicas 1 ready of 2")
+	advance(31 * time.Second)
+	r.Tick()
+	r.Status("")
+	r.StepDone("load", fmt.Errorf("load: %w", context.Canceled))
 	r.Close()
 }
 
@@ -53,6 +68,7 @@ func TestProgressGolden(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			streams, _, errOut := iostreams.Test()
 			streams.ErrTTY = tc.tty // a fake terminal
+			streams.Width = 72      // whose live line is cut to its width
 			if tc.noColor {
 				streams.DisableColor()
 			}
@@ -82,9 +98,42 @@ func TestProgressGolden(t *testing.T) {
 			}
 			// Recorded for --output json whatever the terminal.
 			steps := r.Steps()
-			if len(steps) != 2 || steps[0].Status != "ok" || steps[1].Status != "failed" || len(steps[0].Actions) != 2 {
+			if tc.tty {
+				// No live line is wider than the terminal.
+				for _, l := range strings.Split(got, "\r") {
+					l = strings.TrimPrefix(strings.SplitN(l, "\n", 2)[0], "\x1b[K")
+					if n := utf8.RuneCountInString(stripANSI(l)); n >= streams.Width {
+						t.Errorf("a live line of %d columns on a %d-column terminal: %q", n, streams.Width, l)
+					}
+				}
+			} else if !strings.Contains(got, "  … 31s: sent 10, ok 10") {
+				t.Errorf("no heartbeat of the live status on a non-terminal:\n%s", got)
+			}
+			if len(steps) != 3 || steps[0].Status != "ok" || steps[1].Status != "failed" || steps[2].Status != "interrupted" || len(steps[0].Actions) != 2 {
 				t.Errorf("records: %+v", steps)
 			}
 		})
+	}
+}
+
+var ansi = regexp.MustCompile("\x1b\\[[0-9;]*[A-Za-z]")
+
+func stripANSI(s string) string { return ansi.ReplaceAllString(s, "") }
+
+func TestTruncate(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly10!", 10, "exactly10!"},
+		{"longer than ten", 10, "longer th…"},
+		{"…ünïcödé wörds", 5, "…ünï…"},
+		{"anything", 0, ""},
+	} {
+		if got := truncate(c.in, c.n); got != c.want {
+			t.Errorf("truncate(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
 	}
 }

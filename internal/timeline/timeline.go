@@ -19,41 +19,37 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
 // Sample is the state at one moment, At after the start.
 type Sample struct {
-	At       Seconds  `json:"at"`
+	At       Seconds  `json:"atSeconds"`
 	Metric   *float64 `json:"metric,omitempty"` // the HPA's current average value, once known
 	Desired  int32    `json:"desiredReplicas"`
 	Replicas int32    `json:"replicas"`
 	Ready    int32    `json:"readyReplicas"`
 }
 
+// Describe is the sample for a live line: the metric as the HPA reads it
+// and the replicas.
+func (s Sample) Describe() string {
+	metric := "metric not read yet"
+	if s.Metric != nil {
+		metric = fmt.Sprintf("metric %.2f", *s.Metric)
+	}
+	return fmt.Sprintf("%s, replicas %d ready of %d (desired %d)", metric, s.Ready, s.Replicas, s.Desired)
+}
+
 // Rescale is one SuccessfulRescale event of the HPA.
 type Rescale struct {
-	At      Seconds `json:"at"`
+	At      Seconds `json:"atSeconds"`
 	NewSize int32   `json:"newSize"`
 	Message string  `json:"message"`
 }
 
 // Seconds is a duration that marshals as seconds.
-type Seconds time.Duration
-
-func (s Seconds) MarshalJSON() ([]byte, error) {
-	return []byte(fmt.Sprintf("%.3f", time.Duration(s).Seconds())), nil
-}
-
-func (s *Seconds) UnmarshalJSON(b []byte) error {
-	var f float64
-	if _, err := fmt.Sscan(string(b), &f); err != nil {
-		return err
-	}
-	*s = Seconds(f * float64(time.Second))
-	return nil
-}
-
-func (s Seconds) String() string { return time.Duration(s).Round(100 * time.Millisecond).String() }
+type Seconds = units.Seconds
 
 // Timeline is everything recorded.
 type Timeline struct {
@@ -62,10 +58,12 @@ type Timeline struct {
 	Rescales []Rescale `json:"rescales"`
 	// FirstScaleUp is when the first rescale above the starting size
 	// happened; ScaledUpReady when that many replicas were Ready.
-	FirstScaleUp  *Seconds `json:"firstScaleUp,omitempty"`
-	ScaledUpReady *Seconds `json:"scaledUpReady,omitempty"`
+	FirstScaleUp  *Seconds `json:"firstScaleUpSeconds,omitempty"`
+	ScaledUpReady *Seconds `json:"scaledUpReadySeconds,omitempty"`
 	// FirstScaleDown is the first rescale below the peak.
-	FirstScaleDown *Seconds `json:"firstScaleDown,omitempty"`
+	FirstScaleDown *Seconds `json:"firstScaleDownSeconds,omitempty"`
+	// End is when the recording was read: the end of the run.
+	End Seconds `json:"endSeconds"`
 }
 
 // Watcher watches and records.
@@ -231,6 +229,7 @@ func (r *Watcher) Timeline() Timeline {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tl := r.tl
+	tl.End = Seconds(time.Since(tl.Start))
 	tl.Samples = append([]Sample(nil), r.tl.Samples...)
 	tl.Rescales = append([]Rescale(nil), r.tl.Rescales...)
 	return tl
@@ -242,24 +241,30 @@ func Chart(tl Timeline, width int) []string {
 	if len(tl.Samples) == 0 || width < 10 {
 		return nil
 	}
-	end := time.Duration(tl.Samples[len(tl.Samples)-1].At)
+	// The axis runs to the end of the run, not to the last change.
+	end := time.Duration(max(tl.End, tl.Samples[len(tl.Samples)-1].At))
 	if end <= 0 {
 		end = time.Second
 	}
 	col := func(at Seconds) int {
 		return min(width-1, int(float64(time.Duration(at))/float64(end)*float64(width-1)))
 	}
+	// Columns before the first sample are blank: nothing was known then
+	// (a 0 there would draw a step that never happened).
 	ready := make([]float64, width)
 	metric := make([]float64, width)
 	for i := range metric {
-		metric[i] = math.NaN()
+		ready[i], metric[i] = math.NaN(), math.NaN()
 	}
 	j := 0
-	var last Sample
+	var last *Sample
 	for c := 0; c < width; c++ {
 		for j < len(tl.Samples) && col(tl.Samples[j].At) <= c {
-			last = tl.Samples[j]
+			last = &tl.Samples[j]
 			j++
+		}
+		if last == nil {
+			continue
 		}
 		ready[c] = float64(last.Ready)
 		if last.Metric != nil {

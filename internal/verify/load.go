@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -31,6 +32,8 @@ type LoadTest struct {
 	Report string
 	// Scrub, if set, cleans what goes to Report of secrets.
 	Scrub func(string) string
+	// Settle is TooLight's settle (0: DefaultSettle).
+	Settle time.Duration
 }
 
 // LoadResult is what a load test saw: the load's summary and the HPA's
@@ -52,39 +55,38 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 			rec.Action("load", fmt.Sprintf("%s SuccessfulRescale: %s", rs.At, rs.Message))
 		}
 	})
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
+	loadCtx, stopLoad := context.WithCancelCause(ctx)
+	defer stopLoad(load.ErrStopped)
 	type result struct {
 		sum *load.Summary
 		err error
 	}
+	live := &load.Live{}
 	loadDone := make(chan result, 1)
 	go func() {
-		sum, err := load.Run(loadCtx, lo, nil)
+		sum, err := load.Run(loadCtx, lo, live)
 		loadDone <- result{sum, err}
 	}()
 	rec.Action("load", fmt.Sprintf("sending to %s: %s", url, Describe(lo)))
+	stopStatus := ShowLive(rec, live, tl)
 
 	var waitErr error
 	if o.ExpectReplicas > 0 {
-		w, cancel := context.WithTimeout(ctx, o.WaitTimeout)
-		err := tl.WaitFor(w, func(s timeline.Sample) bool { return s.Ready >= o.ExpectReplicas })
-		cancel()
-		if err != nil {
-			waitErr = fmt.Errorf("%d replicas not Ready within %s (now %d): %w", o.ExpectReplicas, o.WaitTimeout, tl.Current().Ready, err)
-			if ctx.Err() == nil {
-				waitErr = exitcode.With(exitcode.Timeout, waitErr)
-			}
-		} else {
-			rec.Result(step.Result{Step: "load", Check: fmt.Sprintf("%d replicas ready", o.ExpectReplicas), OK: true, Message: "after " + timeline.Seconds(time.Since(start)).String()})
-		}
+		waitErr = o.waitScaleUp(ctx, tl, cfg.HPA.Target, start, rec)
 	}
 	if o.ExpectReplicas > 0 || o.ScaleDown {
-		stopLoad() // the scale-up is proven (or failed): stop sending
+		stopLoad(load.ErrStopped) // the scale-up is proven (or failed): stop sending
 	}
 	res := <-loadDone
-	if res.err != nil && waitErr == nil {
+	stopStatus()
+	switch {
+	case waitErr != nil:
+	case res.err != nil:
 		waitErr = res.err
+	case ctx.Err() != nil:
+		waitErr = ctx.Err()
+	default:
+		waitErr = exitcode.With(exitcode.CheckFailed, res.sum.Verdict())
 	}
 	if res.sum != nil {
 		for _, l := range res.sum.Lines() {
@@ -97,9 +99,12 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 			return s.Ready <= cfg.HPA.MinReplicas && s.Replicas <= cfg.HPA.MinReplicas
 		})
 		cancel()
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			waitErr = ctx.Err()
+		case err != nil:
 			waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("no scale-down to %d replicas within %s: %w", cfg.HPA.MinReplicas, o.WaitTimeout, err))
-		} else {
+		default:
 			rec.Result(step.Result{Step: "load", Check: fmt.Sprintf("scaled down to %d", cfg.HPA.MinReplicas), OK: true, Message: "after " + timeline.Seconds(time.Since(start)).String()})
 		}
 	}
@@ -127,6 +132,81 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 	return &LoadResult{Load: res.sum, Timeline: &t}, waitErr
 }
 
+// waitScaleUp waits until ExpectReplicas are Ready, WaitTimeout passes,
+// or the samples show the load is too light to get there (see TooLight).
+func (o LoadTest) waitScaleUp(ctx context.Context, tl *timeline.Watcher, target float64, start time.Time, rec *output.Progress) error {
+	settle := o.Settle
+	if settle == 0 {
+		settle = DefaultSettle
+	}
+	timeout, cancelTimeout := context.WithTimeout(ctx, o.WaitTimeout)
+	defer cancelTimeout()
+	w, giveUp := context.WithCancelCause(timeout)
+	defer giveUp(nil)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.Done():
+				return
+			case <-t.C:
+				if why, light := TooLight(tl.Timeline().Samples, timeline.Seconds(time.Since(start)), target, o.ExpectReplicas, settle); light {
+					giveUp(errors.New(why))
+					return
+				}
+			}
+		}
+	}()
+	err := tl.WaitFor(w, func(s timeline.Sample) bool { return s.Ready >= o.ExpectReplicas })
+	switch {
+	case err == nil:
+		rec.Result(step.Result{Step: "load", Check: fmt.Sprintf("%d replicas ready", o.ExpectReplicas), OK: true, Message: "after " + timeline.Seconds(time.Since(start)).String()})
+		return nil
+	case ctx.Err() != nil:
+		return ctx.Err() // interrupted
+	case context.Cause(w) != nil && !errors.Is(context.Cause(w), context.DeadlineExceeded) && !errors.Is(context.Cause(w), context.Canceled):
+		return exitcode.With(exitcode.Timeout, fmt.Errorf("%d replicas will not be Ready: %w", o.ExpectReplicas, context.Cause(w)))
+	}
+	return exitcode.With(exitcode.Timeout, fmt.Errorf("%d replicas not Ready within %s (now %d): %w", o.ExpectReplicas, o.WaitTimeout, tl.Current().Ready, err))
+}
+
+// DefaultSettle is how long the HPA's metric must have been read, and
+// how long it must have stopped rising, before TooLight judges: on GKE the
+// adapter sees a new value about a minute after the pods do.
+const DefaultSettle = 2 * time.Minute
+
+// TooLight says, from the samples so far (now after the load's start),
+// whether the load cannot bring the HPA to want replicas, and why. The HPA
+// wants ceil(total / target) replicas, total being the metric summed over
+// the Ready pods; reaching want needs a total above target x (want-1). It
+// judges only once the metric has been read for settle and its peak is
+// settle/2 old: a metric still rising may yet get there.
+func TooLight(samples []timeline.Sample, now timeline.Seconds, target float64, want int32, settle time.Duration) (string, bool) {
+	var first, peakAt timeline.Seconds
+	read, peak, peakPer := 0, 0.0, 0.0
+	for _, s := range samples {
+		if s.Desired >= want {
+			return "", false // the HPA already asks for them
+		}
+		if s.Metric == nil {
+			continue
+		}
+		if read == 0 {
+			first = s.At
+		}
+		read++
+		if total := *s.Metric * float64(max(s.Ready, 1)); total > peak {
+			peak, peakPer, peakAt = total, *s.Metric, s.At
+		}
+	}
+	needed := target * float64(want-1)
+	if read < 3 || time.Duration(now-first) < settle || time.Duration(now-peakAt) < settle/2 || peak > needed {
+		return "", false
+	}
+	return fmt.Sprintf("the metric peaked at %.2f per pod (%.2f in all), target %g: %d replicas need more than %g in all; raise --rate (or --concurrency): each request in flight adds about 1 to vllm:num_requests_running", peakPer, peak, target, want, needed), true
+}
+
 // Describe says what a load sends, for progress lines.
 func Describe(o load.Options) string {
 	d := "until stopped"
@@ -137,4 +217,38 @@ func Describe(o load.Options) string {
 		return fmt.Sprintf("%d requests in flight %s", o.Concurrency, d)
 	}
 	return fmt.Sprintf("%g requests/s %s", o.Rate, d)
+}
+
+// ShowLive keeps rec's live line on a running load's counters, and, when
+// tl is set, the HPA's metric and replicas; the returned func stops it.
+func ShowLive(rec *output.Progress, live *load.Live, tl *timeline.Watcher) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			st := live.Snapshot()
+			line := st.String()
+			if secs := time.Since(start).Seconds(); secs >= 1 {
+				line += fmt.Sprintf(", %.1f/s", float64(st.Sent)/secs)
+			}
+			if tl != nil {
+				line += "; " + tl.Current().Describe()
+			}
+			rec.Status(line)
+			select {
+			case <-done:
+				rec.Status("")
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
 }
