@@ -70,6 +70,11 @@ func hostileInputs() []hostileInput {
 		h{"token file two words", map[string]string{"token": "hf_abc hf_def\n"}, nil, with("deploy", "--hf-token-file", "token"), "hf-token.file"},
 		h{"token file from env missing", nil, map[string]string{"VLLM_HPA_HF_TOKEN_FILE": "nope"}, with("deploy"), "VLLM_HPA_HF_TOKEN_FILE"},
 		h{"no token for deploy", nil, map[string]string{"HF_TOKEN": ""}, with("deploy"), "HF_TOKEN"},
+		// Too short to be a token, and to be scrubbed from output without
+		// mangling it ("x" would redact every x in a JSON document).
+		h{"token one character", nil, map[string]string{"HF_TOKEN": "x"}, with("up"), "HF_TOKEN"},
+		h{"token two words", nil, map[string]string{"HF_TOKEN": "hf_abcdefgh hf_ijklmnop"}, with("deploy"), "HF_TOKEN"},
+		h{"token file short", map[string]string{"token": "hf_ab\n"}, nil, with("deploy", "--hf-token-file", "token"), "hf-token.file"},
 		h{"config file is a FIFO", map[string]string{"cfg": "FIFO"}, nil, with("up", "--config", "cfg"), "--config"},
 		h{"config file is a directory", nil, nil, with("status", "--config", "/tmp"), "--config"},
 		// The kubeconfig: proven usable before any request.

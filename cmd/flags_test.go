@@ -40,7 +40,7 @@ func TestFlagsParseWithoutAPI(t *testing.T) {
 	t.Parallel()
 	var got *stackOptions
 	capture := func(o *stackOptions) error { got = o; return nil }
-	env := map[string]string{"HF_TOKEN": "hf_x", "VLLM_HPA_KUBE_KUBECONFIG": "", "VLLM_HPA_CLUSTER": "c", "VLLM_HPA_LOCATION": "us-central1"}
+	env := map[string]string{"HF_TOKEN": "hf_flagsTestToken", "VLLM_HPA_KUBE_KUBECONFIG": "", "VLLM_HPA_CLUSTER": "c", "VLLM_HPA_LOCATION": "us-central1"}
 
 	if err := parse(t, func(g *globalOptions) *cobra.Command { return newUpCmd(g, capture) }, env,
 		"up", "--project", "my-proj", "--skip", "identity", "-n", "team", "--target", "2.5", "--timeout", "90s"); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
+	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
 // stackOptions are the options of a command that applies, or deletes, steps.
@@ -66,13 +67,19 @@ func (o *stackOptions) Validate() error {
 		}
 	}
 	o.steps = slices.DeleteFunc(o.steps, func(s string) bool { return slices.Contains(o.skip, s) })
-	if o.command != "cleanup" && !o.dryRun && steps.Requires(o.steps).Token && o.cfg.HFTokenValue() == "" {
+	if o.applies() && !o.dryRun && steps.Requires(o.steps).Token && o.cfg.HFTokenValue() == "" {
 		return exitcode.With(exitcode.BadInput, deploy.ErrTokenMissing)
 	}
 	if o.dryRun && o.command != "cleanup" {
 		return nil // a plan reads nothing
 	}
 	return o.f.CheckConnection(o.cfg)
+}
+
+// applies reports whether the command applies steps (up, or a step's
+// command): only those write the token Secret.
+func (o *stackOptions) applies() bool {
+	return o.command == "up" || slices.Contains(steps.Names(), o.command)
 }
 
 func (o *stackOptions) need() cmdutil.Need {
@@ -141,14 +148,14 @@ type runJSON struct {
 	OK       bool                 `json:"ok"`
 	ExitCode int                  `json:"exitCode"`
 	Error    string               `json:"error,omitempty"`
-	Seconds  float64              `json:"seconds"`
+	Seconds  units.Seconds        `json:"seconds"`
 	Steps    []*output.StepRecord `json:"steps"`
 }
 
 func (o *stackOptions) runDoc(rec *output.Progress, start time.Time, runErr error) runJSON {
 	doc := runJSON{
 		Command: o.command, OK: runErr == nil, ExitCode: exitcode.Of(runErr),
-		Seconds: time.Since(start).Round(time.Millisecond).Seconds(), Steps: rec.Steps(),
+		Seconds: units.Seconds(time.Since(start)), Steps: rec.Steps(),
 	}
 	if runErr != nil {
 		doc.Error = runErr.Error()
@@ -187,7 +194,7 @@ func (o *stackOptions) printRun(rec *output.Progress, start time.Time, runErr er
 			left = append(left, s.Step)
 		}
 	}
-	fmt.Fprintf(o.streams.Out, "%s %s in %.1fs", o.command, status, doc.Seconds)
+	fmt.Fprintf(o.streams.Out, "%s %s in %.1fs", o.command, status, doc.Seconds.Float())
 	if len(left) > 0 {
 		fmt.Fprintf(o.streams.Out, "; not run: %s", strings.Join(left, ", "))
 	}

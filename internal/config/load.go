@@ -246,7 +246,12 @@ const maxConfigFileSize = 1 << 20
 func loadToken(cfg *Config, env environ.Env) error {
 	path := cfg.HFToken.File
 	if path == "" {
-		cfg.HFToken.value = strings.TrimSpace(env.Get(TokenEnv))
+		token := strings.TrimSpace(env.Get(TokenEnv))
+		if err := checkToken(token); err != "" {
+			// The value is never shown, not even when it is wrong.
+			return &FieldError{Field: TokenEnv, Value: fmt.Sprintf("(not shown; length %d)", len(token)), Allowed: "a Hugging Face token: " + err}
+		}
+		cfg.HFToken.value = token
 		return nil
 	}
 	bad := func(why string) error {
@@ -274,14 +279,33 @@ func loadToken(cfg *Config, env environ.Env) error {
 		return bad(fmt.Sprintf("it holds more than %d bytes", MaxTokenFileSize))
 	}
 	token := strings.TrimSpace(string(b))
-	switch {
-	case token == "":
+	if token == "" {
 		return bad("it is empty")
-	case strings.ContainsAny(token, " \t\r\n") || !utf8.ValidString(token):
-		return bad("it holds more than one word; put only the token in it")
+	}
+	if err := checkToken(token); err != "" {
+		return bad(err)
 	}
 	cfg.HFToken.value = token
 	return nil
+}
+
+// MinTokenLength: Hugging Face tokens are hf_ and 34 more characters. A
+// much shorter value is a mistake, and one too short to be scrubbed from
+// output without mangling it (see internal/redact).
+const MinTokenLength = 8
+
+// checkToken says what is wrong with a token ("" if nothing; "" is no
+// token, which is not wrong here).
+func checkToken(token string) string {
+	switch {
+	case token == "":
+		return ""
+	case strings.ContainsAny(token, " \t\r\n") || !utf8.ValidString(token):
+		return "one word; put only the token in it"
+	case len(token) < MinTokenLength:
+		return fmt.Sprintf("hf_ followed by about 34 characters, at least %d in all", MinTokenLength)
+	}
+	return ""
 }
 
 // checkSmallRegularFile refuses what cannot be read as a small file.

@@ -7,6 +7,7 @@ package step
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	container "google.golang.org/api/container/v1"
@@ -180,19 +181,34 @@ type Failed struct {
 // ExitCode makes a failed check exit with exitcode.CheckFailed.
 func (f *Failed) ExitCode() int { return exitcode.CheckFailed }
 
+// Error names the failed check with its message when there is one; when
+// there are more, one line each with its reason only (each check's own
+// line already has its message), never one line of every message.
 func (f *Failed) Error() string {
-	var parts []string
+	var failed []Result
 	for _, r := range f.Results {
 		if !r.OK {
-			msg := r.Step + " " + r.Check
-			if r.Reason != "" {
-				msg += ": " + r.Reason
-			}
-			if r.Message != "" {
-				msg += ": " + r.Message
-			}
-			parts = append(parts, msg)
+			failed = append(failed, r)
 		}
 	}
-	return "check failed: " + strings.Join(parts, "; ")
+	if len(failed) == 1 {
+		r := failed[0]
+		msg := "check failed: " + r.Step + " " + r.Check
+		if r.Reason != "" {
+			msg += ": " + r.Reason
+		}
+		if r.Message != "" {
+			msg += ": " + r.Message
+		}
+		return msg
+	}
+	lines := []string{fmt.Sprintf("%d checks failed (each with its details above):", len(failed))}
+	for _, r := range failed {
+		line := "  " + r.Step + "/" + r.Check
+		if r.Reason != "" {
+			line += ": " + r.Reason
+		}
+		lines = append(lines, line)
+	}
+	return strings.Join(lines, "\n")
 }

@@ -157,7 +157,9 @@ func (s *Step) renderedKSA() (*unstructured.Unstructured, error) {
 func (s *Step) clients() (*gcp.Clients, *kube.Client, error) {
 	if s.deps.GCP == nil {
 		if s.deps.GCPError != nil {
-			return nil, nil, fmt.Errorf("cannot reach the Google APIs: %w", s.deps.GCPError)
+			// Exit 5, as in up: the same missing credentials mean the
+			// same thing whichever command meets them.
+			return nil, nil, exitcode.With(exitcode.Precondition, fmt.Errorf("cannot reach the Google APIs to check the identity: %w", s.deps.GCPError))
 		}
 		return nil, nil, errors.New("no Google API clients")
 	}
