@@ -25,6 +25,12 @@ import (
 // in parallel.
 func run(t *testing.T, dir string, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
+	return runCtx(t, context.Background(), dir, env, args...)
+}
+
+// runCtx is run with a context the test may cancel, as SIGINT does.
+func runCtx(t *testing.T, ctx context.Context, dir string, env map[string]string, args ...string) (int, string, string) {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -33,7 +39,7 @@ func run(t *testing.T, dir string, env map[string]string, args ...string) (int, 
 		e[k] = v
 	}
 	streams, out, errOut := iostreams.Test()
-	code := Run(context.Background(), cmdutil.New(streams, environ.New(e, dir)), args)
+	code := Run(ctx, cmdutil.New(streams, environ.New(e, dir)), args)
 	return code, out.String(), errOut.String()
 }
 

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"bufio"
+	"maps"
 	"os"
 	"strings"
 	"syscall"
@@ -24,7 +25,7 @@ func TestInterruptedUpResumes(t *testing.T) {
 		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
 		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint, "VLLM_HPA_ENDPOINTS_SERVICE_USAGE="+g.ServiceUsageEndpoint)
 
-	c := cliCommand(env, "up")
+	c := cliCommand(env, "up", "-o", "json")
 	stderr, _ := c.StderrPipe()
 	var stdout strings.Builder
 	c.Stdout = &stdout
@@ -48,9 +49,17 @@ func TestInterruptedUpResumes(t *testing.T) {
 	if !sent || code != exitcode.Interrupted {
 		t.Fatalf("exit %d (%v), want %d after SIGINT; stderr:\n%s", code, err, exitcode.Interrupted, log.String())
 	}
-	// It says what is left.
-	if !strings.Contains(stdout.String(), "not run: identity, hpa") {
-		t.Errorf("stdout does not list what is left:\n%s", stdout.String())
+	// Its document says what was done, what was running (interrupted,
+	// not failed) and what is left.
+	var doc runJSON
+	strict(t, stdout.String(), &doc)
+	status := map[string]string{}
+	for _, s := range doc.Steps {
+		status[s.Step] = s.Status
+	}
+	want := map[string]string{"preconditions": "ok", "deploy": "ok", "monitor": "ok", "adapter": "interrupted", "identity": "not-run", "hpa": "not-run"}
+	if doc.OK || doc.ExitCode != exitcode.Interrupted || !maps.Equal(status, want) {
+		t.Errorf("document of an interrupted up: ok=%v exitCode=%d steps %v, want %v", doc.OK, doc.ExitCode, status, want)
 	}
 
 	// The next up completes, and skips what was done.

@@ -55,6 +55,13 @@ func kubeRun(t *testing.T, inst instance, args ...string) (int, string, string) 
 // kubeRunEnv is kubeRun with more environment variables.
 func kubeRunEnv(t *testing.T, inst instance, extra map[string]string, args ...string) (int, string, string) {
 	t.Helper()
+	return kubeRunCtx(t, context.Background(), inst, extra, args...)
+}
+
+// kubeRunCtx is kubeRunEnv with a context the test may cancel, as SIGINT
+// does.
+func kubeRunCtx(t *testing.T, ctx context.Context, inst instance, extra map[string]string, args ...string) (int, string, string) {
+	t.Helper()
 	env := inst.tb.env()
 	for k, v := range map[string]string{
 		"HF_TOKEN":                    "hf_testTOKEN",
@@ -72,7 +79,7 @@ func kubeRunEnv(t *testing.T, inst instance, extra map[string]string, args ...st
 		env[k] = v
 	}
 	// The project first, so that a test's own --project wins.
-	return run(t, "", env, append([]string{"--project", "my-proj"}, args...)...)
+	return runCtx(t, ctx, "", env, append([]string{"--project", "my-proj"}, args...)...)
 }
 
 func (i instance) config() *config.Config {

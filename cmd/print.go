@@ -146,7 +146,7 @@ func tokenSource(o *stackOptions) string {
 func (o *stackOptions) printDeletePlans(ctx context.Context) error {
 	deps, err := o.f.Connect(ctx, o.cfg, o.need(), nil)
 	if err != nil {
-		return withIdentityHint(err, o.steps)
+		return o.withIdentityHint(err)
 	}
 	s := steps.New(o.cfg, deps)
 	pending := step.Pending{}

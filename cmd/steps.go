@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
@@ -26,7 +28,7 @@ type stackOptions struct {
 	steps        []string
 	dryRun       bool
 	timeout      time.Duration
-	skip         []string // up and cleanup: steps left out
+	skip         []string // up, verify and cleanup: steps left out
 	keepWorkload bool     // cleanup
 	cfg          *config.Config
 }
@@ -39,6 +41,17 @@ func (o *stackOptions) addFlags(c *cobra.Command, what string) {
 func (o *stackOptions) addSkipFlag(c *cobra.Command) {
 	c.Flags().StringSliceVar(&o.skip, "skip", nil, "steps to leave out, e.g. --skip identity to use only Kubernetes (no Google credentials needed)")
 	_ = c.RegisterFlagCompletionFunc("skip", fixedCompletion(steps.Names()...))
+}
+
+// applySkip checks --skip and leaves its steps out.
+func (o *stackOptions) applySkip() error {
+	for _, s := range o.skip {
+		if !slices.Contains(steps.Names(), s) {
+			return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --skip %q: must be one of %s", s, strings.Join(steps.Names(), ", ")))
+		}
+	}
+	o.steps = slices.DeleteFunc(o.steps, func(s string) bool { return slices.Contains(o.skip, s) })
+	return nil
 }
 
 // Complete loads the configuration.
@@ -61,12 +74,9 @@ func (o *stackOptions) Validate() error {
 		t := &o.cfg.Timeouts
 		t.Deploy, t.Monitor, t.Adapter, t.HPA, t.Cleanup = o.timeout, o.timeout, o.timeout, o.timeout, o.timeout
 	}
-	for _, s := range o.skip {
-		if !slices.Contains(steps.Names(), s) {
-			return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --skip %q: must be one of %s", s, strings.Join(steps.Names(), ", ")))
-		}
+	if err := o.applySkip(); err != nil {
+		return err
 	}
-	o.steps = slices.DeleteFunc(o.steps, func(s string) bool { return slices.Contains(o.skip, s) })
 	if o.applies() && !o.dryRun && steps.Requires(o.steps).Token && o.cfg.HFTokenValue() == "" {
 		return exitcode.With(exitcode.BadInput, deploy.ErrTokenMissing)
 	}
@@ -99,7 +109,7 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	start := time.Now()
 	deps, err := o.f.Connect(ctx, o.cfg, o.need(), rec)
 	if err != nil {
-		return o.printRun(rec, start, withIdentityHint(err, o.steps))
+		return o.printRun(rec, start, o.withIdentityHint(err))
 	}
 	s := steps.New(o.cfg, deps)
 	if o.command != "cleanup" && (o.cfg.Cluster != "" || deps.ClusterName != "" || steps.Requires(o.steps).GoogleAPIs) {
@@ -134,9 +144,10 @@ func (o *stackOptions) Run(ctx context.Context) error {
 }
 
 // withIdentityHint adds, to a failure to reach the Google APIs, that the
-// Kubernetes-only steps run without them.
-func withIdentityHint(err error, names []string) error {
-	if steps.Requires(names).GoogleAPIs && exitcode.Of(err) == exitcode.Precondition && strings.Contains(err.Error(), "credentials") {
+// Kubernetes-only steps run without them (unless the cluster itself is
+// reached through the Google APIs).
+func (o *stackOptions) withIdentityHint(err error) error {
+	if !cmdutil.ViaGKE(o.cfg) && steps.Requires(o.steps).GoogleAPIs && errors.As(err, new(*gcp.NoCredentialsError)) {
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("%w; the identity step needs Google credentials: give them, or leave it out with --skip identity", err))
 	}
 	return err

@@ -153,6 +153,7 @@ waits for the HPA to scale back to its minimum.`,
 	c.Flags().BoolVar(&o.scaleDown, "scale-down", false, "with --load: after scaling up, stop the load and wait for the scale-down to the HPA's minimum")
 	c.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 10*time.Minute, "with --load: how long to wait for --expect-replicas and --scale-down")
 	c.Flags().StringVar(&o.report, "report", "", "with --load: write the timeline and load summary as JSON to this file")
+	o.addSkipFlag(c)
 	config.AddStepFlags(c.Flags())
 	registerEnumCompletions(c)
 	return c
@@ -164,6 +165,9 @@ func (o *verifyOptions) Validate(cmd *cobra.Command) error {
 		return err
 	}
 	if err := o.loadFlags.validate(cmd); err != nil {
+		return err
+	}
+	if err := o.applySkip(); err != nil {
 		return err
 	}
 	bad := func(flag, value, allowed string) error {
@@ -214,7 +218,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 		rec.ResultsTo(o.streams.Out)
 	}
 	start := time.Now()
-	deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{IAM: true, GCPOptional: true}, rec)
+	deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs, GCPOptional: true}, rec)
 	if err != nil {
 		return o.printVerify(rec, start, err, verifyJSON{})
 	}
@@ -224,7 +228,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 		rec.Action("metrics", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
 	}}
 	defer server.Close()
-	runErr := verify.Checks(ctx, verify.Sections(o.cfg, s, deps.Kube, server), rec)
+	runErr := verify.Checks(ctx, verify.Sections(o.cfg, s, deps.Kube, server, o.steps), rec)
 	doc := verifyJSON{}
 	if runErr == nil && o.withLoad {
 		url, err := server.URL(ctx)
@@ -242,6 +246,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 }
 
 func (o *verifyOptions) printVerify(rec *output.Progress, start time.Time, runErr error, doc verifyJSON) error {
+	runErr = o.withIdentityHint(runErr)
 	if o.output == outputText {
 		return o.printRun(rec, start, runErr)
 	}

@@ -261,4 +261,25 @@ func TestVerifyLoadTimeline(t *testing.T) {
 	}
 	t.Logf("load start -> first scale-up %s, -> scaled-up pods Ready %s, -> first scale-down %s; rescales %v",
 		tl.FirstScaleUp, tl.ScaledUpReady, tl.FirstScaleDown, sizes)
+
+	// Ctrl+C while the load runs: exit 130, never a pass, and the load's
+	// summary still in the document.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Cancelled once the load is under way (10 requests received).
+	received := sim.Received.Load()
+	go func() {
+		for sim.Received.Load() < received+10 && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+		}
+		cancel()
+	}()
+	code, out, errOut = kubeRunCtx(t, ctx, inst, env, "verify", "-o", "json", "--endpoint", srv.URL, "--load", "--rate", "10", "--expect-replicas", "3", "--wait-timeout", "90s")
+	doc = verifyJSON{}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("interrupted verify --load: %v\n%s", err, out)
+	}
+	if code != exitcode.Interrupted || doc.OK || doc.ExitCode != code || doc.Load == nil || doc.Load.EndedBy != "interrupted" {
+		t.Errorf("interrupted verify --load: exit %d, document ok=%v exitCode=%d load=%+v\n%s", code, doc.OK, doc.ExitCode, doc.Load, errOut)
+	}
 }

@@ -103,6 +103,24 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 		deps.Report = rec
 	}
 	viaGKE := ViaGKE(cfg) && !need.NoKube
+	// A cluster named by the kubeconfig is reached first: a cluster that
+	// is down is the first thing to say, whatever else is missing.
+	if !viaGKE && !need.NoKube {
+		rc, err := kube.RESTConfigFromKubeconfig(f.KubeconfigOptions(cfg))
+		if err != nil {
+			return deps, connectError(err)
+		}
+		// A context gcloud wrote names its cluster, whose preconditions
+		// can then be read like those of --cluster.
+		if name, cerr := kube.ContextName(f.KubeconfigOptions(cfg)); cerr == nil {
+			if project, location, cluster, ok := kube.GKEContext(name); ok && project == cfg.Project {
+				deps.ClusterName, deps.ClusterLocation = cluster, location
+			}
+		}
+		if deps.Kube, err = f.kubeClient(ctx, cfg, rc); err != nil {
+			return deps, err
+		}
+	}
 	gopts := gcp.Options{Impersonate: cfg.Identity.ImpersonateAccount, CredentialsFile: f.Env.Path(f.Env.Get("GOOGLE_APPLICATION_CREDENTIALS"))}
 	if viaGKE {
 		ts, err := gcp.TokenSource(ctx, gopts)
@@ -124,38 +142,56 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 			f.onClose(g.Close)
 		}
 	}
-	if need.NoKube {
+	if !viaGKE {
 		return deps, nil
 	}
-	var rc *rest.Config
 	var err error
-	if viaGKE {
-		if deps.Cluster, err = deps.GCP.Cluster(ctx, cfg.Project, cfg.Location, cfg.Cluster); err == nil {
-			rc, err = gcp.RESTConfig(deps.Cluster, gopts.TokenSource, cfg.EndpointType)
-		}
-	} else {
-		rc, err = kube.RESTConfigFromKubeconfig(f.KubeconfigOptions(cfg))
-		// A context gcloud wrote names its cluster, whose preconditions
-		// can then be read like those of --cluster.
-		if name, cerr := kube.ContextName(f.KubeconfigOptions(cfg)); cerr == nil {
-			if project, location, cluster, ok := kube.GKEContext(name); ok && project == cfg.Project {
-				deps.ClusterName, deps.ClusterLocation = cluster, location
-			}
-		}
-	}
-	if err == nil {
-		if f.Trace != nil {
-			f.Trace(rc)
-		}
-		deps.Kube, err = kube.New(rc, f.Env)
+	var rc *rest.Config
+	if deps.Cluster, err = deps.GCP.Cluster(ctx, cfg.Project, cfg.Location, cfg.Cluster); err == nil {
+		rc, err = gcp.RESTConfig(deps.Cluster, gopts.TokenSource, cfg.EndpointType)
 	}
 	if err != nil {
-		if exitcode.Of(err) == exitcode.Failure {
-			err = exitcode.With(exitcode.Precondition, fmt.Errorf("connect to the cluster: %w", err))
-		}
-		return deps, err
+		return deps, connectError(err)
 	}
-	return deps, nil
+	deps.Kube, err = f.kubeClient(ctx, cfg, rc)
+	return deps, err
+}
+
+// kubeClient is the client for rc, once the API server is known to accept
+// connections.
+func (f *Factory) kubeClient(ctx context.Context, cfg *config.Config, rc *rest.Config) (*kube.Client, error) {
+	if f.Trace != nil {
+		f.Trace(rc)
+	}
+	c, err := kube.New(rc, f.Env)
+	if err != nil {
+		return nil, connectError(err)
+	}
+	if err := kube.Reachable(ctx, rc); err != nil {
+		return nil, exitcode.With(exitcode.Precondition, Unreachable(cfg, err))
+	}
+	return c, nil
+}
+
+// connectError makes an unclassified failure to connect exit 5.
+func connectError(err error) error {
+	if exitcode.Of(err) == exitcode.Failure {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("connect to the cluster: %w", err))
+	}
+	return err
+}
+
+// Unreachable explains a cluster that does not answer, naming how it was
+// chosen.
+func Unreachable(cfg *config.Config, err error) error {
+	via := "the kubeconfig's current context"
+	if cfg.Kube.Context != "" {
+		via = "context " + cfg.Kube.Context
+	}
+	if ViaGKE(cfg) {
+		via = "cluster " + cfg.Cluster + " in " + cfg.Location
+	}
+	return fmt.Errorf("the cluster does not answer (%s): %v; check that it is running and reachable from here, the context, and your credentials", via, err)
 }
 
 func (f *Factory) onClose(c func()) {

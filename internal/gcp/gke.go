@@ -46,6 +46,16 @@ type Options struct {
 // Google service account by its numeric id instead of its email.
 var Scopes = []string{Scope, "https://www.googleapis.com/auth/userinfo.email"}
 
+// NoCredentialsError is the absence of usable Google credentials: what
+// commands that can go on without the Google APIs tell apart.
+type NoCredentialsError struct{ Err error }
+
+func (e *NoCredentialsError) Error() string {
+	return fmt.Sprintf("application default credentials: %v (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)", e.Err)
+}
+
+func (e *NoCredentialsError) Unwrap() error { return e.Err }
+
 // TokenSource returns Application Default Credentials, impersonating
 // o.Impersonate when set (the usual setup for CI).
 func TokenSource(ctx context.Context, o Options) (oauth2.TokenSource, error) {
@@ -63,7 +73,7 @@ func TokenSource(ctx context.Context, o Options) (oauth2.TokenSource, error) {
 		creds, err = google.FindDefaultCredentials(ctx, Scopes...)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("application default credentials: %w (run `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS)", err)
+		return nil, &NoCredentialsError{Err: err}
 	}
 	if o.Impersonate == "" {
 		return creds.TokenSource, nil

@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -254,4 +256,46 @@ func ClusterID(ctx context.Context, k *Client) (string, error) {
 		id = id[:12]
 	}
 	return id, nil
+}
+
+// Reachable proves that the API server of rc accepts connections, with one
+// TCP connection and no request (no API request is spent on it): a cluster
+// that is down or unreachable is named in at most DialTimeout, before a
+// command starts, instead of after every request's retries. Behind a proxy
+// the server is not dialled directly; the requests themselves are bounded.
+func Reachable(ctx context.Context, rc *rest.Config) error {
+	host := rc.Host
+	if !strings.Contains(host, "://") {
+		host = "https://" + host
+	}
+	u, err := url.Parse(host)
+	if err != nil {
+		return err
+	}
+	proxy := rc.Proxy
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
+	if p, err := proxy(&http.Request{URL: u}); err != nil || p != nil {
+		return nil
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		port := "443"
+		if u.Scheme == "http" {
+			port = "80"
+		}
+		addr = net.JoinHostPort(u.Hostname(), port)
+	}
+	dial := rc.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	ctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	defer cancel()
+	conn, err := dial(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }

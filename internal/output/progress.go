@@ -42,15 +42,15 @@ type Progress struct {
 	waitingFrom time.Time
 	// status is a running activity's live line (e.g. a load's counters):
 	// on a terminal the spinner line, elsewhere a heartbeat line.
-	status      string
-	statusFrom  time.Time
-	lastLine    time.Time
-	live        bool // a spinner line is on screen (terminal)
+	status     string
+	statusFrom time.Time
+	lastLine   time.Time
+	live       bool // a spinner line is on screen (terminal)
 	// results, if set, gets the check lines instead of the progress
 	// stream (see ResultsTo).
-	results io.Writer
-	frame       int
-	stopBeat    chan struct{}
+	results  io.Writer
+	frame    int
+	stopBeat chan struct{}
 }
 
 // StepRecord is what one step did.

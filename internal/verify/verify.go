@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -39,8 +40,9 @@ type Section struct {
 // order, internal/steps): each step's own checks, and after deploy the
 // server's /metrics, after the adapter the metric through the custom
 // metrics API, which read more than a step's objects. serverURL gives the
-// vLLM server's base URL (a port-forward, or --endpoint).
-func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server) []Section {
+// vLLM server's base URL (a port-forward, or --endpoint). Only the
+// steps in names are checked (verify --skip leaves the others out).
+func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server, names []string) []Section {
 	after := map[string]Section{
 		deploy.Name: {Name: "metrics", Check: func(ctx context.Context) ([]step.Result, error) {
 			u, err := server.URL(ctx)
@@ -55,6 +57,9 @@ func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server
 	}
 	var out []Section
 	for _, name := range steps.Names() {
+		if !slices.Contains(names, name) {
+			continue // left out (--skip), with the checks that follow it
+		}
 		out = append(out, Section{Name: name, Check: func(ctx context.Context) ([]step.Result, error) {
 			st, err := s.Step(name)
 			if err != nil {
