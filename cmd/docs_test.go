@@ -3,6 +3,8 @@ package cmd
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/spf13/cobra/doc"
@@ -41,5 +43,56 @@ func TestCommandReference(t *testing.T) {
 		if err != nil || string(a) != string(b) {
 			t.Errorf("docs/commands/%s is stale: run UPDATE_DOCS=1 go test ./cmd -run TestCommandReference", f.Name())
 		}
+	}
+}
+
+// inlineCommand is a command in a Markdown code span.
+var inlineCommand = regexp.MustCompile("`((?:bin/)?vllm-hpa [^`]*|make [^`]*)`")
+
+// TestInlineCommandsExist: the commands README.md and docs/ name in prose
+// (`vllm-hpa cleanup hpa adapter`, `make test-faults`) exist as written:
+// each vllm-hpa command and its flags parse, each make target is in the
+// Makefile. Their blocks of commands are run by scripts/emulator's
+// TestDocumentedCommands.
+func TestInlineCommandsExist(t *testing.T) {
+	t.Parallel()
+	makefile, err := os.ReadFile("../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob("../docs/*.md")
+	files = append(files, "../README.md")
+	seen := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range inlineCommand.FindAllStringSubmatch(string(b), -1) {
+			seen++
+			words := strings.Fields(m[1])
+			if words[0] == "make" {
+				for _, target := range words[1:] {
+					if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(target) + `:`).Match(makefile) {
+						t.Errorf("%s: `%s`: the Makefile has no target %s", f, m[1], target)
+					}
+				}
+				continue
+			}
+			root := NewRootCmd(iostreams.System())
+			c, rest, err := root.Find(words[1:])
+			if err == nil {
+				err = c.ParseFlags(rest)
+			}
+			if err == nil && c.Args != nil {
+				err = c.ValidateArgs(c.Flags().Args())
+			}
+			if err != nil {
+				t.Errorf("%s: `%s` does not parse: %v", f, m[1], err)
+			}
+		}
+	}
+	if seen < 10 {
+		t.Errorf("only %d commands in code spans: is the pattern still right?", seen)
 	}
 }

@@ -37,7 +37,7 @@ interrupted; requests an interruption cuts are counted apart, not as
 failures.
 Without --endpoint it port-forwards to a Ready pod behind the Service (and
 needs --project for the configuration).`,
-		Example: "  vllm-hpa load --project my-proj --rate 2 --duration 20s\n  vllm-hpa load --project my-proj --concurrency 10 --duration 20s",
+		Example: "  vllm-hpa load --project my-proj --rate 2 --duration 10s\n  vllm-hpa load --project my-proj --concurrency 10 --duration 10s",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error

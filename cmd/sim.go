@@ -63,7 +63,7 @@ vllm:num_requests_running, vllm:num_requests_waiting (label model_name) and a
 latency histogram. Each answer takes --output-tokens x --token-latency; at
 most --max-num-seqs run at once and the rest wait, so num_requests_waiting
 rises under load as it does in vLLM. Runs until Ctrl+C.`,
-		Example: "  vllm-hpa sim --listen 127.0.0.1:8081 &\n  vllm-hpa load --endpoint http://127.0.0.1:8081 --rate 5 --duration 30s",
+		Example: "  vllm-hpa sim --listen 127.0.0.1:8081 & sleep 1\n  vllm-hpa load --endpoint http://127.0.0.1:8081 --rate 5 --duration 10s",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := o.Validate(); err != nil {

@@ -160,7 +160,7 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 		}
 	})
 	t.Run("identity binding removed", func(t *testing.T) {
-		email := "metrics-adapter-gsa@vllm-hpa-demo.iam.gserviceaccount.com"
+		email := "metrics-adapter-gsa@my-proj.iam.gserviceaccount.com"
 		setAccountPolicy(t, e, email, &iampb.Policy{Etag: e.GCP.IAM.AccountPolicy(email).Etag})
 		r := vllmHPA(t, "verify", "-o", "json")
 		must(t, "identity")
@@ -188,14 +188,14 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	if left := owned(t, e); len(left) != 0 {
 		t.Errorf("cleanup left %v", left)
 	}
-	for _, b := range e.GCP.Projects.Policy("vllm-hpa-demo").Bindings {
+	for _, b := range e.GCP.Projects.Policy("my-proj").Bindings {
 		for _, m := range b.Members {
 			if strings.Contains(m, "metrics-adapter-gsa") || strings.Contains(m, "svc.id.goog") {
 				t.Errorf("cleanup left IAM member %s (%s)", m, b.Role)
 			}
 		}
 	}
-	if e.GCP.IAM.Account("metrics-adapter-gsa@vllm-hpa-demo.iam.gserviceaccount.com") != nil {
+	if e.GCP.IAM.Account("metrics-adapter-gsa@my-proj.iam.gserviceaccount.com") != nil {
 		t.Error("cleanup left the Google service account")
 	}
 }
@@ -246,7 +246,7 @@ func scale(t *testing.T, e *Emulator, n int32) {
 }
 
 func setAccountPolicy(t *testing.T, e *Emulator, email string, p *iampb.Policy) {
-	if _, err := e.GCP.IAM.SetIamPolicy(context.Background(), &iampb.SetIamPolicyRequest{Resource: "projects/vllm-hpa-demo/serviceAccounts/" + email, Policy: p}); err != nil {
+	if _, err := e.GCP.IAM.SetIamPolicy(context.Background(), &iampb.SetIamPolicyRequest{Resource: "projects/my-proj/serviceAccounts/" + email, Policy: p}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -34,16 +34,18 @@ type Options struct {
 	Location string
 }
 
-// DefaultOptions are GKE's intervals and the walkthrough's names.
+// DefaultOptions are GKE's intervals and the walkthrough's names; the
+// project and cluster are those the README and docs/ name (my-proj,
+// gpu-hpa in us-central1), so that every documented command runs on it.
 func DefaultOptions() Options {
 	return Options{
 		HPASyncPeriod: 15 * time.Second,
 		PodStartDelay: 3 * time.Second,
 		Sim:           vllmsim.Config{TokenLatency: 20 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256},
-		Project:       "vllm-hpa-demo", ProjectNumber: "123456789012",
+		Project:       "my-proj", ProjectNumber: "123456789012",
 		// Google documents up to a minute; the demo keeps it short.
 		Google:  gcpfake.Behaviour{NewAccountWindow: 5 * time.Second, MaxPrincipals: gcpfake.DefaultBehaviour.MaxPrincipals},
-		Cluster: "emulator", Location: "us-central1",
+		Cluster: "gpu-hpa", Location: "us-central1",
 	}
 }
 
@@ -136,7 +138,9 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		return e, err
 	}
 	e.Env = map[string]string{
-		"VLLM_HPA_KUBE_KUBECONFIG":            kubeconfig,
+		"VLLM_HPA_KUBE_KUBECONFIG": kubeconfig,
+		// For kubectl beside vllm-hpa, once the env file is sourced.
+		"KUBECONFIG":                          kubeconfig,
 		"VLLM_HPA_PROJECT":                    o.Project,
 		"VLLM_HPA_CLUSTER":                    o.Cluster,
 		"VLLM_HPA_LOCATION":                   o.Location,
@@ -156,7 +160,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 func (e *Emulator) WriteEnv() (string, error) {
 	var b strings.Builder
 	b.WriteString("# vllm-hpa settings for the local GKE emulator: source this file\n")
-	for _, k := range []string{"VLLM_HPA_KUBE_KUBECONFIG", "VLLM_HPA_PROJECT", "VLLM_HPA_CLUSTER", "VLLM_HPA_LOCATION",
+	for _, k := range []string{"KUBECONFIG", "VLLM_HPA_KUBE_KUBECONFIG", "VLLM_HPA_PROJECT", "VLLM_HPA_CLUSTER", "VLLM_HPA_LOCATION",
 		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "VLLM_HPA_ENDPOINTS_SERVICE_USAGE", "HF_TOKEN"} {
 		fmt.Fprintf(&b, "export %s=%s\n", k, e.Env[k])
 	}

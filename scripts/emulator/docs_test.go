@@ -1,0 +1,302 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
+)
+
+// Every command line in README.md and docs/ runs, as written, by this
+// test: the ```sh blocks of README.md and docs/*.md, and the Examples of
+// docs/commands (the commands' own help). A block is one bash script
+// (set -euo pipefail), run from the repository's root, on the local GKE
+// emulator the README starts (project my-proj, cluster gpu-hpa, the names
+// the docs use), with its env file sourced as the README says.
+//
+// What the test changes, and why:
+//   - the README's emulator block runs first (the other blocks need its
+//     cluster) and its emulator runs until the end; `make demo` runs last,
+//     after it stops, as it starts an emulator of its own;
+//   - /tmp/emu becomes a directory of the test's, so that runs on one
+//     machine do not meet;
+//   - `hf_...`, the README's placeholder for a token, becomes a token;
+//   - `make install` installs into a directory of the test's, on PATH;
+//   - kubectl is the one of the Kubernetes binaries' cache, on PATH;
+//   - background jobs a block starts (`vllm-hpa sim &`) end with it.
+//
+// Not run: `make test` (this test runs inside it). gcloud lines appear in
+// docs/troubleshooting.md only as fixes for a real project, in prose, and
+// nothing here calls Google.
+
+// docBlock is one block of commands of a document.
+type docBlock struct {
+	file string // relative to the repository
+	line int    // of the opening fence
+	text string
+}
+
+func (b docBlock) String() string { return fmt.Sprintf("%s:%d", b.file, b.line) }
+
+// commandLike are lines that run something: a fenced block holding one
+// must say what it is (```sh to be run, ```text when it is not a command).
+var commandLike = regexp.MustCompile(`^\s*(\$ )?(vllm-hpa|bin/|scripts/|make |kubectl |gcloud |go |export |\. )`)
+
+// fencedBlocks returns the ```sh blocks of a Markdown file, and the
+// unlabelled blocks that look like commands (an error).
+func fencedBlocks(t *testing.T, repo, file string) (sh []docBlock, unlabelled []docBlock) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(repo, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	var cur *docBlock
+	lang := ""
+	for n := 1; sc.Scan(); n++ {
+		l := sc.Text()
+		if strings.HasPrefix(l, "```") {
+			if cur == nil {
+				cur, lang = &docBlock{file: file, line: n}, strings.TrimPrefix(l, "```")
+				continue
+			}
+			switch {
+			case lang == "sh":
+				sh = append(sh, *cur)
+			case lang == "":
+				for _, bl := range strings.Split(cur.text, "\n") {
+					if commandLike.MatchString(bl) {
+						unlabelled = append(unlabelled, *cur)
+						break
+					}
+				}
+			}
+			cur = nil
+			continue
+		}
+		if cur != nil {
+			cur.text += l + "\n"
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return sh, unlabelled
+}
+
+// examples returns the Examples block of a docs/commands page.
+func examples(t *testing.T, repo, file string) (docBlock, bool) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repo, file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if l != "### Examples" {
+			continue
+		}
+		for j := i + 1; j < len(lines); j++ {
+			if lines[j] != "```" {
+				continue
+			}
+			blk := docBlock{file: file, line: j + 1}
+			for k := j + 1; k < len(lines) && lines[k] != "```"; k++ {
+				blk.text += strings.TrimSpace(lines[k]) + "\n"
+			}
+			return blk, true
+		}
+	}
+	return docBlock{}, false
+}
+
+// blockRunner runs blocks as bash scripts in one environment.
+type blockRunner struct {
+	t       *testing.T
+	repo    string
+	env     []string
+	emuDir  string
+	logDir  string
+	count   int
+	keepers []int // process groups left running (the emulator's block)
+}
+
+// script is b's text with the test's substitutions, after the settings of
+// the emulator (once it runs) and a trap that ends the block's background
+// jobs unless keep.
+func (r *blockRunner) script(b docBlock, keep bool) string {
+	text := strings.ReplaceAll(b.text, "/tmp/emu", r.emuDir)
+	text = strings.ReplaceAll(text, "HF_TOKEN=hf_...", "HF_TOKEN=hf_docsTestToken")
+	var s strings.Builder
+	s.WriteString("set -euo pipefail\n")
+	fmt.Fprintf(&s, "if [ -f %s/env ]; then . %s/env; fi\n", r.emuDir, r.emuDir)
+	if !keep {
+		s.WriteString("trap 'jobs -p | xargs -r kill 2>/dev/null || true' EXIT\n")
+	}
+	s.WriteString(text)
+	return s.String()
+}
+
+// run runs b in dir within timeout and fails the test when it fails,
+// with its output. keep leaves its background jobs running (their
+// process group is killed at the end of the test).
+func (r *blockRunner) run(b docBlock, dir string, timeout time.Duration, keep bool) {
+	t := r.t
+	t.Helper()
+	r.count++
+	log, err := os.Create(filepath.Join(r.logDir, fmt.Sprintf("block-%02d.log", r.count)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer log.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c := exec.CommandContext(ctx, "bash", "-c", r.script(b, keep))
+	c.Dir, c.Env = dir, r.env
+	// A file, not a pipe: a job left running keeps no pipe open that Wait
+	// would wait for.
+	c.Stdout, c.Stderr = log, log
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	start := time.Now()
+	err = c.Run()
+	if keep && c.Process != nil {
+		r.keepers = append(r.keepers, c.Process.Pid)
+	}
+	out, _ := os.ReadFile(log.Name())
+	if err != nil {
+		t.Fatalf("%s failed (%v) after %s:\n%s\n--- output\n%s", b, err, time.Since(start).Round(time.Second), b.text, tail(string(out), 60))
+	}
+	t.Logf("%s passed in %s", b, time.Since(start).Round(100*time.Millisecond))
+}
+
+// stopKept ends the process groups left running, as Ctrl+C would, and
+// waits for the emulator to remove its env file (it does on SIGTERM).
+func (r *blockRunner) stopKept() {
+	for _, pgid := range r.keepers {
+		syscall.Kill(-pgid, syscall.SIGTERM)
+	}
+	r.keepers = nil
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(r.emuDir, "env")); os.IsNotExist(err) {
+			return
+		}
+	}
+	r.t.Errorf("the emulator did not stop within 30 s of SIGTERM")
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{"..."}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// exampleOrder is the order the commands' examples run in: build the
+// stack, check it, use it, then take it down.
+var exampleOrder = []string{"up", "verify", "load", "render", "status", "sim", "config_view", "version", "cleanup"}
+
+func TestDocumentedCommands(t *testing.T) {
+	bin := os.Getenv(localcluster.BinDirEnv)
+	if bin == "" {
+		if os.Getenv(localcluster.RequireEnv) != "" {
+			t.Fatalf("%s is not set", localcluster.BinDirEnv)
+		}
+		t.Skipf("%s is not set: run make test", localcluster.BinDirEnv)
+	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Every block of commands, and none that is not labelled.
+	var sh []docBlock
+	docs, _ := filepath.Glob(filepath.Join(repo, "docs", "*.md"))
+	files := []string{"README.md"}
+	for _, d := range docs {
+		files = append(files, strings.TrimPrefix(d, repo+"/"))
+	}
+	for _, f := range files {
+		blocks, unlabelled := fencedBlocks(t, repo, f)
+		sh = append(sh, blocks...)
+		for _, u := range unlabelled {
+			t.Errorf("%s: a block of commands without a language: label it ```sh (this test runs it) or ```text", u)
+		}
+	}
+	pages, _ := filepath.Glob(filepath.Join(repo, "docs", "commands", "vllm-hpa_*.md"))
+	ex := map[string]docBlock{}
+	for _, p := range pages {
+		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "vllm-hpa_"), ".md")
+		if b, ok := examples(t, repo, strings.TrimPrefix(p, repo+"/")); ok {
+			ex[name] = b
+			if !slices.Contains(exampleOrder, name) {
+				t.Errorf("%s has examples that exampleOrder does not place", b)
+			}
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	var emulator, demo []docBlock
+	var rest []docBlock
+	for _, b := range sh {
+		switch {
+		case strings.Contains(b.text, "vllm-hpa-emulator --dir /tmp/emu"):
+			emulator = append(emulator, b)
+		case strings.TrimSpace(b.text) == "make demo":
+			demo = append(demo, b)
+		case strings.TrimSpace(b.text) == "make test":
+			t.Logf("%s not run: this test runs inside `make test`", b)
+		default:
+			rest = append(rest, b)
+		}
+	}
+	if len(emulator) != 1 || len(demo) != 1 {
+		t.Fatalf("want the README's emulator block and its `make demo` once each; found %d and %d", len(emulator), len(demo))
+	}
+
+	tmp := t.TempDir()
+	gobin := filepath.Join(tmp, "gobin")
+	r := &blockRunner{t: t, repo: repo, emuDir: filepath.Join(tmp, "emu"), logDir: filepath.Join(tmp, "logs")}
+	os.MkdirAll(r.logDir, 0o755)
+	// The user's environment, with vllm-hpa installed where this test
+	// says, kubectl, the caches kept (no rebuild of the Kubernetes
+	// binaries) and kubectl's and vllm-hpa's discovery caches its own.
+	cache := filepath.Dir(filepath.Dir(bin))
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "VLLM_HPA_") || k == "HF_TOKEN" || k == "KUBECONFIG" || k == "GOBIN" || k == "PATH" {
+			continue
+		}
+		r.env = append(r.env, kv)
+	}
+	r.env = append(r.env, "PATH="+gobin+":"+bin+":"+os.Getenv("PATH"), "GOBIN="+gobin, "VLLM_HPA_CACHE="+cache,
+		"KUBECACHEDIR="+filepath.Join(tmp, "kubecache"), "NO_COLOR=1")
+	defer r.stopKept()
+
+	r.run(emulator[0], repo, 10*time.Minute, true)
+	for _, b := range rest {
+		r.run(b, repo, 10*time.Minute, false)
+	}
+	work := t.TempDir() // files the examples write (verify --report)
+	for _, name := range exampleOrder {
+		if b, ok := ex[name]; ok {
+			r.run(b, work, 10*time.Minute, false)
+		}
+	}
+	r.stopKept()
+	r.run(demo[0], repo, 15*time.Minute, false)
+}
