@@ -157,7 +157,7 @@ export VLLM_HPA_MONITORING_INTERVAL=2s
 vllm-hpa up >/dev/null 2>&1
 vllm-hpa verify --load --rate 10 --expect-replicas 3 --wait-timeout 5m --report "$work/fast.json" >/dev/null 2>&1
 stop_emu
-react() { python3 -c "import json; t=json.load(open('$1'))['timeline']; print(f\"{t['firstScaleUp']:.1f} s to the first scale-up, {t['scaledUpReady']:.1f} s to its pods Ready\")"; }
+react() { python3 -c "import json; t=json.load(open('$1'))['timeline']; print(f\"{t['firstScaleUpSeconds']:.1f} s to the first scale-up, {t['scaledUpReadySeconds']:.1f} s to its pods Ready\")"; }
 gke=$(react "$work/gke.json"); fast=$(react "$work/fast.json")
 
 echo "4. load generator" >&2

@@ -65,8 +65,8 @@ type verifyDoc struct {
 		Rescales []struct {
 			NewSize int32 `json:"newSize"`
 		} `json:"rescales"`
-		FirstScaleUp  *float64 `json:"firstScaleUp"`
-		ScaledUpReady *float64 `json:"scaledUpReady"`
+		FirstScaleUp  *float64 `json:"firstScaleUpSeconds"`
+		ScaledUpReady *float64 `json:"scaledUpReadySeconds"`
 	} `json:"timeline"`
 }
 
