@@ -57,6 +57,9 @@ func (o *stackOptions) printPlans(ctx context.Context, s *steps.Stack, names []s
 	out := o.streams.Out
 	var notes []string
 	for _, p := range plans {
+		for _, n := range p.Notes {
+			notes = append(notes, p.Step+": "+n)
+		}
 		for _, obj := range p.Objects {
 			if render.IsTokenSecret(o.cfg, obj) {
 				notes = append(notes, render.TokenSecretNote(o.cfg))
@@ -103,6 +106,9 @@ func (o *stackOptions) printPlans(ctx context.Context, s *steps.Stack, names []s
 	fmt.Fprintln(o.streams.ErrOut, "dry run: nothing is changed")
 	for _, p := range plans {
 		fmt.Fprintf(out, "%s:\n", p.Step)
+		for _, n := range p.Notes {
+			fmt.Fprintf(out, "  %s\n", n)
+		}
 		if len(p.Objects) > 0 {
 			fmt.Fprintf(out, "  server-side apply (field manager vllm-hpa, label %s=%s):\n", owner.ManagedByLabel, owner.ManagedByValue)
 			for _, obj := range p.Objects {

@@ -53,7 +53,17 @@ token.`,
 			if err := validateConfig(o.cfg, true); err != nil {
 				return err
 			}
+			if note := steps.ResolveOffline(o.cfg); note != "" {
+				fmt.Fprintln(o.streams.ErrOut, "note: "+note)
+			}
 			o.steps = steps.Rendered()
+			if len(args) == 0 {
+				// The whole stack of the configured backend.
+				o.steps = slices.DeleteFunc(o.steps, func(s render.Source) bool {
+					d, _ := steps.Lookup(s.Step)
+					return !steps.Used(d, o.cfg)
+				})
+			}
 			if len(args) == 1 {
 				i := slices.IndexFunc(o.steps, func(s render.Source) bool { return s.Step == args[0] })
 				if i < 0 {

@@ -97,6 +97,9 @@ func (o *statusOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := steps.ResolveBackend(ctx, o.cfg, deps); err != nil {
+		return err
+	}
 	result := readStatus(ctx, o.cfg, steps.New(o.cfg, deps), deps.Kube)
 	runErr := statusError(result)
 	doc := statusJSON{Command: "status", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Steps: result}

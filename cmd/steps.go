@@ -92,13 +92,18 @@ func (o *stackOptions) applies() bool {
 	return o.command == "up" || slices.Contains(steps.Names(), o.command)
 }
 
+// need is what the command connects to: the Google APIs when a step
+// needs them, optional when the backend may turn out native (no IAM).
 func (o *stackOptions) need() cmdutil.Need {
-	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs}
+	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs, GCPOptional: o.cfg.HPA.Backend != config.BackendAdapter}
 }
 
 // Run applies (or, for cleanup, deletes) the steps in order.
 func (o *stackOptions) Run(ctx context.Context) error {
 	if o.dryRun && o.command != "cleanup" {
+		if note := steps.ResolveOffline(o.cfg); note != "" {
+			fmt.Fprintln(o.streams.ErrOut, "note: "+note)
+		}
 		return o.printPlans(ctx, steps.New(o.cfg, step.Deps{}), o.steps)
 	}
 	if o.dryRun {
@@ -110,6 +115,14 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	deps, err := o.f.Connect(ctx, o.cfg, o.need(), rec)
 	if err != nil {
 		return o.printRun(rec, start, o.withIdentityHint(err))
+	}
+	if o.command != "cleanup" && o.cfg.HPA.Backend != config.BackendAdapter {
+		rec.StepStarted("backend")
+		err := steps.ResolveBackend(ctx, o.cfg, deps)
+		rec.StepDone("backend", err)
+		if err != nil {
+			return o.printRun(rec, start, err)
+		}
 	}
 	s := steps.New(o.cfg, deps)
 	if o.command != "cleanup" && (o.cfg.Cluster != "" || deps.ClusterName != "" || steps.Requires(o.steps).GoogleAPIs) {
@@ -138,6 +151,14 @@ func (o *stackOptions) Run(ctx context.Context) error {
 		if err != nil {
 			runErr = fmt.Errorf("%s: %w", name, err)
 			break
+		}
+	}
+	if runErr == nil && o.command == "up" {
+		// The HPA reads its metric from the configured backend: what this
+		// instance built for the other one can go.
+		// Each step says what it removes, in its own record.
+		if err := s.Retire(ctx); err != nil {
+			runErr = fmt.Errorf("retiring the other backend's parts: %w", err)
 		}
 	}
 	return o.printRun(rec, start, runErr)

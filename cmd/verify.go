@@ -222,6 +222,9 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return o.printVerify(rec, start, err, verifyJSON{})
 	}
+	if err := steps.ResolveBackend(ctx, o.cfg, deps); err != nil {
+		return o.printVerify(rec, start, err, verifyJSON{})
+	}
 	s := steps.New(o.cfg, deps)
 
 	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, Kube: deps.Kube, OnMove: func(from, to string, why error) {

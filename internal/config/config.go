@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"sort"
 	"time"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 )
 
 // Config is the whole stack's configuration. The `key` tags are the YAML keys
@@ -92,6 +94,9 @@ type Monitoring struct {
 	Name     string        `key:"name"`
 	Path     string        `key:"path"`
 	Interval time.Duration `key:"interval"`
+	// PodMonitoring: with the native backend, keep the PodMonitoring
+	// (the adapter route always has it).
+	PodMonitoring bool `key:"pod-monitoring"`
 }
 
 // Adapter is the Custom Metrics Stackdriver Adapter.
@@ -122,6 +127,12 @@ type HPA struct {
 	MaxReplicas int32   `key:"max-replicas"`
 	Metric      string  `key:"metric"`
 	Target      float64 `key:"target"`
+	// Backend is how the HPA reads the metric: adapter (the Stackdriver
+	// adapter, through Cloud Monitoring), native (GKE's native custom
+	// metrics, an AutoscalingMetric) or auto (native where the cluster
+	// serves it). Commands that reach the cluster resolve auto (see
+	// internal/steps.ResolveBackend) before anything reads it.
+	Backend string `key:"backend"`
 
 	ScaleUpStabilization   time.Duration `key:"scale-up-stabilization"`
 	ScaleUpPods            int32         `key:"scale-up-pods"`
@@ -209,6 +220,9 @@ func Default() Config {
 			Name:     "gemma-pod-monitoring",
 			Path:     "/metrics",
 			Interval: 15 * time.Second,
+			// Dashboards and alerts read Cloud Monitoring, and a switch
+			// back to the adapter finds samples already there.
+			PodMonitoring: true,
 		},
 		Adapter: Adapter{
 			Namespace:      "custom-metrics",
@@ -222,11 +236,14 @@ func Default() Config {
 			GSADisplayName: "Metrics Adapter GSA",
 		},
 		HPA: HPA{
-			Name:                   "gemma-server-hpa",
-			MinReplicas:            1,
-			MaxReplicas:            5,
-			Metric:                 "running",
-			Target:                 4,
+			Name:        "gemma-server-hpa",
+			MinReplicas: 1,
+			MaxReplicas: 5,
+			Metric:      "running",
+			Target:      4,
+			// The walkthrough's route; native is a Preview GKE feature,
+			// chosen by name or by auto, never silently.
+			Backend:                BackendAdapter,
 			ScaleUpStabilization:   0,
 			ScaleUpPods:            4,
 			ScaleUpPercent:         100,
@@ -255,6 +272,33 @@ func (c *Config) SetHFToken(v string) { c.HFToken.value = v }
 
 // MetricName is the vLLM gauge the HPA scales on, e.g. vllm:num_requests_running.
 func (c *Config) MetricName() string { return Metrics[c.HPA.Metric] }
+
+// The values of hpa.backend.
+const (
+	BackendAdapter = "adapter"
+	BackendNative  = "native"
+	BackendAuto    = "auto"
+)
+
+// Native reports whether the HPA reads GKE's native custom metrics.
+func (c *Config) Native() bool { return c.HPA.Backend == BackendNative }
+
+// AutoscalingMetricName is the name of the instance's AutoscalingMetric
+// (native backend).
+func (c *Config) AutoscalingMetricName() string { return c.Instance + "-vllm" }
+
+// GaugeName is the native gauge name of the HPA's metric.
+func (c *Config) GaugeName() string { return nativemetrics.GaugeName(c.MetricName()) }
+
+// HPAMetricName is the metric the HPA names, for its backend: the
+// adapter's prometheus.googleapis.com|<metric>|gauge, or the native
+// autoscaling.gke.io|<AutoscalingMetric>|<gauge>.
+func (c *Config) HPAMetricName() string {
+	if c.Native() {
+		return nativemetrics.MetricName(c.AutoscalingMetricName(), c.GaugeName())
+	}
+	return c.AdapterMetricName()
+}
 
 // AdapterMetricName is the name the HPA asks the Stackdriver adapter for:
 // prometheus.googleapis.com|<metric>|gauge. It is derived, never typed.
@@ -288,3 +332,8 @@ func (c *Config) PrincipalMember(projectNumber string) string {
 	return fmt.Sprintf("principal://iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/subject/ns/%s/sa/%s",
 		projectNumber, c.WorkloadPool(), c.Adapter.Namespace, c.Adapter.ServiceAccount)
 }
+
+// WantsPodMonitoring reports whether the monitor step applies the
+// PodMonitoring: always for the adapter, which reads what it collects;
+// with the native backend when monitoring.pod-monitoring says so.
+func (c *Config) WantsPodMonitoring() bool { return !c.Native() || c.Monitoring.PodMonitoring }

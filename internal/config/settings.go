@@ -85,6 +85,7 @@ var Settings = []Setting{
 	{"monitoring.name", "", "name of the PodMonitoring", nil},
 	{"monitoring.path", "", "path Managed Prometheus scrapes", nil},
 	{"monitoring.interval", "scrape-interval", "scrape interval", []string{"monitor"}},
+	{"monitoring.pod-monitoring", "", "with hpa.backend native, keep the PodMonitoring too (Cloud Monitoring dashboards, and a switch back to the adapter with samples already there)", nil},
 
 	{"adapter.namespace", "", "namespace of the Custom Metrics Stackdriver Adapter", nil},
 	{"adapter.service-account", "", "Kubernetes service account of the adapter", nil},
@@ -102,6 +103,7 @@ var Settings = []Setting{
 	{"hpa.max-replicas", "max-replicas", "HPA maximum replicas", []string{"hpa"}},
 	{"hpa.metric", "metric", "running (vllm:num_requests_running, lower latency) or waiting (vllm:num_requests_waiting, throughput)", []string{"hpa"}},
 	{"hpa.target", "target", "target average value of the metric per pod", []string{"hpa"}},
+	{"hpa.backend", "backend", "how the HPA reads the metric: adapter (Stackdriver adapter, Workload Identity), native (GKE's native custom metrics: an AutoscalingMetric, no adapter, no IAM) or auto (native where the cluster serves it)", []string{"monitor", "adapter", "identity", "hpa"}},
 	{"hpa.scale-up-stabilization", "", "HPA scaleUp stabilization window", nil},
 	{"hpa.scale-up-pods", "", "HPA scaleUp policy: at most this many pods per period", nil},
 	{"hpa.scale-up-percent", "", "HPA scaleUp policy: at most this percent per period", nil},

@@ -226,6 +226,7 @@ func (c *Config) validate(needProject bool) error {
 		add("hpa.max-replicas", fmt.Sprint(h.MaxReplicas), fmt.Sprintf("between hpa.min-replicas (%d) and 1000", h.MinReplicas))
 	}
 	oneOf("hpa.metric", h.Metric, "running", "waiting")
+	oneOf("hpa.backend", h.Backend, BackendAdapter, BackendNative, BackendAuto)
 	switch {
 	case !(h.Target > 0) || h.Target > 1e6:
 		add("hpa.target", fmt.Sprint(h.Target), "a number greater than 0 and at most 1000000 (average per pod), such as 4")

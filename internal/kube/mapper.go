@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -91,4 +92,43 @@ func (m *mapper) reset() {
 	defer m.mu.Unlock()
 	m.mappings = map[schema.GroupVersionKind]*meta.RESTMapping{}
 	m.disc.Invalidate()
+}
+
+// Served reports whether the API server serves gvr (by its kind's group
+// version in discovery, re-read once when the cache does not have it).
+func (c *Client) Served(ctx context.Context, gvr schema.GroupVersionResource) (bool, error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		list, err := c.Discovery.ServerResourcesForGroupVersion(gvr.GroupVersion().String())
+		switch {
+		case err == nil:
+			for _, r := range list.APIResources {
+				if r.Name == gvr.Resource {
+					return true, nil
+				}
+			}
+		case !errors.Is(err, memory.ErrCacheNotFound) && !apierrors.IsNotFound(err):
+			return false, fmt.Errorf("discovery of %s: %w", gvr.GroupVersion(), err)
+		}
+		if c.Discovery.Fresh() {
+			return false, nil
+		}
+		c.Discovery.Invalidate()
+	}
+	return false, nil
+}
+
+// GroupServedCached reports whether discovery, as cached, lists group: no
+// request when the cache is fresh. For a cheap "can anything of this kind
+// exist" where a stale answer only delays a tidy-up.
+func (c *Client) GroupServedCached(group string) bool {
+	groups, err := c.Discovery.ServerGroups()
+	if err != nil {
+		return true // unknown: let the caller look
+	}
+	for _, g := range groups.Groups {
+		if g.Name == group {
+			return true
+		}
+	}
+	return false
 }

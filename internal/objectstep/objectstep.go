@@ -660,6 +660,35 @@ func (s *Step) Delete(ctx context.Context) error {
 	return nil
 }
 
+// DeleteObjects removes objs (objects of the step no longer wanted, such as
+// another backend's) by cleanup's rules, saying why; what is absent, or of
+// a kind the cluster does not serve, is passed over in silence.
+func (s *Step) DeleteObjects(ctx context.Context, objs []*unstructured.Unstructured, why string) error {
+	k, err := s.Kube()
+	if err != nil {
+		return err
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Cleanup)
+	defer cancel()
+	for _, obj := range objs {
+		live, err := k.Get(dctx, obj)
+		var nm *kube.NoMatchError
+		switch {
+		case errors.As(err, &nm):
+			continue
+		case err != nil:
+			return err
+		case live == nil:
+			continue
+		}
+		s.report.Action(s.name, kube.Ref(obj)+": "+why)
+		if err := s.removeOne(dctx, k, obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // removeOne reads obj, decides its fate and carries it out; a shared
 // object changed by another instance meanwhile is read and decided again.
 func (s *Step) removeOne(ctx context.Context, k *kube.Client, obj *unstructured.Unstructured) error {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
@@ -45,14 +46,15 @@ func customConfig() *config.Config {
 	}
 	c.HFToken = config.HFToken{SecretName: "hf", SecretKey: "token", EnvName: "HF_TOKEN"}
 	c.Service = config.Service{Name: "llama", Port: 80}
-	c.Monitoring = config.Monitoring{Name: "llama-metrics", Path: "/v1/metrics", Interval: 30 * time.Second}
+	// The native route alone: the AutoscalingMetric, no PodMonitoring.
+	c.Monitoring = config.Monitoring{Name: "llama-metrics", Path: "/v1/metrics", Interval: 30 * time.Second, PodMonitoring: false}
 	c.Adapter.Namespace = "metrics-adapter"
 	c.Adapter.ServiceAccount = "adapter"
 	c.Adapter.Image = "us-docker.pkg.dev/acme/mirror/custom-metrics-stackdriver-adapter"
 	c.Adapter.Tag = "v0.16.9-gke.0"
 	c.Identity.Mode = "direct"
 	c.HPA = config.HPA{
-		Name: "llama-hpa", MinReplicas: 2, MaxReplicas: 10, Metric: "waiting", Target: 2.5,
+		Name: "llama-hpa", MinReplicas: 2, MaxReplicas: 10, Metric: "waiting", Target: 2.5, Backend: config.BackendNative,
 		ScaleUpStabilization: 10 * time.Second, ScaleUpPods: 2, ScaleUpPercent: 50, ScaleUpPeriod: 30 * time.Second,
 		ScaleDownStabilization: 5 * time.Minute, ScaleDownPercent: 10, ScaleDownPeriod: time.Minute,
 	}
@@ -163,6 +165,15 @@ func TestObjectsDecodeStrictly(t *testing.T) {
 					}
 					if len(pm.Spec.Endpoints) < 1 || len(pm.Spec.Endpoints) > 10 || pm.Spec.Endpoints[0].Interval == "" {
 						t.Errorf("%s: endpoints must be 1-10, each with an interval: %+v", ref, pm.Spec.Endpoints)
+					}
+					continue
+				}
+				if o.GetKind() == "AutoscalingMetric" {
+					// Its schema is the CRD's (the API server checks it in
+					// the cmd tests): here, that it declares the HPA's gauge.
+					g, ok := nativemetrics.Find(o, cfg.GaugeName())
+					if !ok || g.PrometheusName != cfg.MetricName() || g.Port != int64(cfg.Workload.Port) || g.Selector["app"] != cfg.Workload.AppLabel {
+						t.Errorf("%s: declares %+v", ref, g)
 					}
 					continue
 				}

@@ -31,6 +31,18 @@ type Definition interface {
 	New(cfg *config.Config, deps Deps) Step
 }
 
+// BackendUser is a Definition whose step only one hpa.backend uses (the
+// adapter and identity: not native); the others serve every backend.
+type BackendUser interface {
+	UsedWith(cfg *config.Config) bool
+}
+
+// Retirer is a step that, once the HPA reads its metric, removes what this
+// instance built for a backend it no longer uses.
+type Retirer interface {
+	Retire(ctx context.Context) error
+}
+
 // Requirements are what a step needs before it may start; a Definition
 // that needs anything says so with Requires.
 type Requirements struct {

@@ -94,15 +94,28 @@ func Rendered() []render.Source {
 // Stack is every step built for one configuration and its clients.
 type Stack struct {
 	steps []step.Step
+	cfg   *config.Config
+	deps  step.Deps
 }
 
-// New builds every step.
+// New builds every step; one its backend does not use (see Used) applies
+// and checks as "not used", and is still cleaned up.
 func New(cfg *config.Config, deps step.Deps) *Stack {
-	s := &Stack{}
+	s := &Stack{cfg: cfg, deps: deps}
 	for _, d := range Ordered {
-		s.steps = append(s.steps, d.New(cfg, deps))
+		st := d.New(cfg, deps)
+		if !Used(d, cfg) {
+			st = &unused{Step: st, report: deps.Reporter(), why: "not used with hpa.backend " + cfg.HPA.Backend + " (GKE serves the metric: no adapter, no IAM)"}
+		}
+		s.steps = append(s.steps, st)
 	}
 	return s
+}
+
+// Used reports whether cfg's backend uses the step.
+func Used(d step.Definition, cfg *config.Config) bool {
+	u, ok := d.(step.BackendUser)
+	return !ok || u.UsedWith(cfg)
 }
 
 // Step returns the named step.
@@ -165,7 +178,7 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 			add(p.Check, p.OK, p.Message, p.Fix)
 		}
 	}
-	if Requires(names).GoogleAPIs && deps.GCP != nil {
+	if Requires(names).GoogleAPIs && deps.GCP != nil && !cfg.Native() {
 		// The project first: a --project that does not exist is refused
 		// here, before anything is created in it.
 		p, err := deps.GCP.Project(ctx, cfg.Project)

@@ -50,7 +50,7 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 	start := time.Now()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	tl := timeline.Start(wctx, k, cfg.Workload.Namespace, cfg.HPA.Name, cfg.Workload.Deployment, cfg.AdapterMetricName(), start, func(s timeline.Sample, rs *timeline.Rescale) {
+	tl := timeline.Start(wctx, k, cfg.Workload.Namespace, cfg.HPA.Name, cfg.Workload.Deployment, cfg.HPAMetricName(), start, func(s timeline.Sample, rs *timeline.Rescale) {
 		if rs != nil {
 			rec.Action("load", fmt.Sprintf("%s SuccessfulRescale: %s", rs.At, rs.Message))
 		}

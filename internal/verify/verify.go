@@ -52,6 +52,9 @@ func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server
 			return []step.Result{MetricsEndpoint(ctx, u, cfg.Workload.Model)}, nil
 		}},
 		adapter.Name: {Name: "custom-metric", Check: func(ctx context.Context) ([]step.Result, error) {
+			if cfg.Native() {
+				return []step.Result{NativeMetric(ctx, k, cfg)}, nil
+			}
 			return []step.Result{CustomMetric(ctx, k, cfg)}, nil
 		}},
 	}
@@ -200,6 +203,30 @@ type metricValueList struct {
 		} `json:"describedObject"`
 		Value string `json:"value"`
 	} `json:"items"`
+}
+
+// NativeMetric is the native route's metric as the HPA reads it: GKE
+// serves it to its HPA controller, not through custom.metrics.k8s.io, so
+// the HPA's own status is where it shows (currentMetrics, and the
+// ScalingActive condition when it cannot be read).
+func NativeMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.Result {
+	metric := cfg.HPAMetricName()
+	r := step.Result{Step: "custom-metric", Check: "metric read by the HPA"}
+	h, err := k.Typed.AutoscalingV2().HorizontalPodAutoscalers(cfg.Workload.Namespace).Get(ctx, cfg.HPA.Name, metav1.GetOptions{})
+	if err != nil {
+		r.Reason, r.Message = "HPAUnreadable", err.Error()
+		return r
+	}
+	ok, reason, message, current := hpa.Status(h, metric)
+	switch {
+	case current != "":
+		r.OK, r.Reason, r.Message = true, "Read", fmt.Sprintf("the HPA reads %s: current average %s per pod", metric, current)
+	case ok:
+		r.Reason, r.Message = "NoCurrentValue", fmt.Sprintf("the HPA is active but shows no current value of %s yet", metric)
+	default:
+		r.Reason, r.Message = reason, fmt.Sprintf("the HPA cannot read %s: %s", metric, message)
+	}
+	return r
 }
 
 // CustomMetric reads the HPA's metric through custom.metrics.k8s.io, as the

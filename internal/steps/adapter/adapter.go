@@ -51,6 +51,9 @@ type Definition struct{}
 
 func (Definition) Name() string { return Name }
 
+// UsedWith: GKE's native custom metrics need no adapter and no IAM.
+func (Definition) UsedWith(cfg *config.Config) bool { return !cfg.Native() }
+
 func (Definition) Help() step.Help {
 	return step.Help{
 		Short: "Install the Custom Metrics Stackdriver Adapter",

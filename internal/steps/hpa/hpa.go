@@ -71,7 +71,7 @@ func Judge(u *unstructured.Unstructured, cfg *config.Config) (r step.Result, fin
 		return r, false
 	}
 	var current string
-	r.OK, r.Reason, r.Message, current = Status(h, cfg.AdapterMetricName())
+	r.OK, r.Reason, r.Message, current = Status(h, cfg.HPAMetricName())
 	if current != "" {
 		r.Message = fmt.Sprintf("current %s / target %s; %s", current, render.Quantity(cfg.HPA.Target), r.Message)
 	}
@@ -122,8 +122,14 @@ const (
 	HintNoSamples = "the metric has no samples in Cloud Monitoring yet: a new metric takes up to 10 minutes to appear; if it lasts, check that Managed Prometheus scrapes the pods (vllm-hpa verify)"
 )
 
+// HintNative: GKE does not serve the native metric to the HPA.
+const HintNative = "GKE serves autoscaling.gke.io metrics when the cluster has the performance HPA profile and the AutoscalingMetric's pods serve the gauge; check with vllm-hpa verify (monitor, autoscalingmetric)"
+
 func explainHPA(reason, message string) string {
 	lower := strings.ToLower(message)
+	if reason == "FailedGetPodsMetric" && strings.Contains(message, "autoscaling.gke.io|") {
+		return message + " (" + HintNative + ")"
+	}
 	if reason == "FailedGetPodsMetric" {
 		switch {
 		case strings.Contains(lower, "403") || strings.Contains(lower, "forbidden") || strings.Contains(lower, "permission"):

@@ -53,6 +53,9 @@ type Definition struct{}
 
 func (Definition) Name() string { return Name }
 
+// UsedWith: GKE's native custom metrics need no adapter and no IAM.
+func (Definition) UsedWith(cfg *config.Config) bool { return !cfg.Native() }
+
 func (Definition) Help() step.Help {
 	return step.Help{
 		Short: "Give the adapter Workload Identity to read Cloud Monitoring",

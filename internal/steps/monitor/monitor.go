@@ -64,8 +64,22 @@ func (s *Step) podMonitoring() objectstep.One {
 // Wait waits, by watch, until the operator has configured the
 // PodMonitoring, then until there is evidence that its pods are scraped
 // (see Evidence), which spans several objects and the pods' own /metrics:
-// it is read again every evidencePeriod.
+// it is read again every evidencePeriod. With the native backend it then
+// waits for the AutoscalingMetric's evidence (see NativeEvidence).
 func (s *Step) Wait(ctx context.Context) error {
+	if s.cfg.WantsPodMonitoring() {
+		if err := s.waitPodMonitoring(ctx); err != nil {
+			return err
+		}
+	}
+	if s.cfg.Native() {
+		return s.waitNative(ctx)
+	}
+	return nil
+}
+
+// waitPodMonitoring waits for the PodMonitoring's condition and evidence.
+func (s *Step) waitPodMonitoring(ctx context.Context) error {
 	_, u, err := s.AwaitOne(ctx, s.podMonitoring())
 	if err != nil {
 		return err
@@ -74,16 +88,28 @@ func (s *Step) Wait(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var last string
-	for first := true; ; first = false {
+	first := true
+	return s.poll(ctx, "evidence that Managed Prometheus scrapes the pods", func(ctx context.Context) (step.Result, bool, error) {
 		if !first { // the first round judges the object the wait saw
+			var err error
 			if u, err = k.Dynamic.Resource(gmp.Resource).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.Monitoring.Name, metav1.GetOptions{}); err != nil {
-				return waitError(ctx, err, last)
+				return step.Result{}, false, err
 			}
 		}
-		r, final, err := s.judgeAll(ctx, k, u)
+		first = false
+		return s.judgeAll(ctx, k, u)
+	})
+}
+
+// poll judges evidence every evidencePeriod until it passes, its verdict
+// is final, or ctx ends (a timeout naming what and the last reason),
+// saying each new reason it waits for.
+func (s *Step) poll(ctx context.Context, what string, judge func(context.Context) (step.Result, bool, error)) error {
+	var last string
+	for {
+		r, final, err := judge(ctx)
 		if err != nil {
-			return waitError(ctx, err, last)
+			return waitError(ctx, err, what, last)
 		}
 		if r.OK {
 			s.Report().Result(r)
@@ -98,7 +124,7 @@ func (s *Step) Wait(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return waitError(ctx, ctx.Err(), last)
+			return waitError(ctx, ctx.Err(), what, last)
 		case <-time.After(evidencePeriod):
 		}
 	}
@@ -107,16 +133,41 @@ func (s *Step) Wait(ctx context.Context) error {
 // evidencePeriod is how often the wait reads the evidence again.
 const evidencePeriod = 2 * time.Second
 
-// waitError is a timeout naming the last reason, or err.
-func waitError(ctx context.Context, err error, last string) error {
+// waitError is a timeout naming what was awaited and the last reason, or
+// err.
+func waitError(ctx context.Context, err error, what, last string) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return &kube.TimeoutError{What: "evidence that Managed Prometheus scrapes the pods", LastReason: last}
+		return &kube.TimeoutError{What: what, LastReason: last}
 	}
 	return err
 }
 
 // Check judges the PodMonitoring and the evidence that it works.
 func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
+	var results []step.Result
+	if s.cfg.WantsPodMonitoring() {
+		r, err := s.checkPodMonitoring(ctx)
+		if err != nil {
+			return r, err
+		}
+		results = append(results, r...)
+	}
+	if s.cfg.Native() {
+		k, err := s.Kube()
+		if err != nil {
+			return nil, err
+		}
+		r, _, err := s.judgeNative(ctx, k)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+// checkPodMonitoring judges the PodMonitoring and the evidence it works.
+func (s *Step) checkPodMonitoring(ctx context.Context) ([]step.Result, error) {
 	k, err := s.Kube()
 	if err != nil {
 		return nil, err
@@ -200,34 +251,38 @@ func (s *Step) gather(ctx context.Context, k *kube.Client, u *unstructured.Unstr
 	if f.TargetStatus {
 		return f, nil
 	}
-	for _, p := range f.Pods {
+	f.Scraped, f.ScrapedWith, f.ScrapeError = s.scrapeReadyPod(ctx, k, f.Pods, []string{"vllm:num_requests_running", "vllm:num_requests_waiting"})
+	return f, nil
+}
+
+// scrapeReadyPod reads the first Ready pod's /metrics through the API
+// server: which pod, which of gauges it serves, or why not (no Ready pod:
+// all empty).
+func (s *Step) scrapeReadyPod(ctx context.Context, k *kube.Client, pods []corev1.Pod, gauges []string) (pod, with string, err error) {
+	for _, p := range pods {
 		if !ready(&p) {
 			continue
 		}
-		f.Scraped = p.Name
 		body, err := k.Typed.CoreV1().Pods(p.Namespace).ProxyGet("http", p.Name, fmt.Sprint(s.cfg.Workload.Port), s.cfg.Monitoring.Path, nil).DoRaw(ctx)
 		if err != nil {
-			f.ScrapeError = err
-			break
+			return p.Name, "", err
 		}
 		fams, err := promtext.Families(strings.NewReader(string(body)))
 		if err != nil {
-			f.ScrapeError = err
-			break
+			return p.Name, "", err
 		}
 		var have []string
-		for _, g := range []string{"vllm:num_requests_running", "vllm:num_requests_waiting"} {
+		for _, g := range gauges {
 			if _, ok := fams[g]; ok {
 				have = append(have, g)
 			}
 		}
 		if len(have) == 0 {
-			f.ScrapeError = fmt.Errorf("%s answers, without vllm:num_requests_running or vllm:num_requests_waiting", s.cfg.Monitoring.Path)
+			return p.Name, "", fmt.Errorf("%s answers, without %s", s.cfg.Monitoring.Path, strings.Join(gauges, " or "))
 		}
-		f.ScrapedWith = strings.Join(have, ", ")
-		break
+		return p.Name, strings.Join(have, ", "), nil
 	}
-	return f, nil
+	return "", "", nil
 }
 
 // Evidence judges whether Managed Prometheus can be shown to scrape the

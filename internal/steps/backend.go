@@ -1,0 +1,143 @@
+package steps
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
+)
+
+// ResolveBackend decides hpa.backend for a command that reaches the
+// cluster, before any step reads it, and says which and why. auto is
+// native when the container API shows a cluster that serves native
+// metrics (version, Rapid channel, performance HPA profile), or, without
+// the container API, when the cluster serves AutoscalingMetric; the
+// adapter otherwise. native is checked the same way and refused (exit 5,
+// with the gcloud fixes) where it cannot work; so is a cluster whose
+// AutoscalingMetrics already declare the most gauges GKE serves.
+func ResolveBackend(ctx context.Context, cfg *config.Config, deps step.Deps) error {
+	if cfg.HPA.Backend == config.BackendAdapter {
+		return nil
+	}
+	report := deps.Reporter()
+	reqs, where, err := nativeRequirements(ctx, cfg, deps)
+	if err != nil {
+		return err
+	}
+	supported := nativemetrics.Supported(reqs)
+	if cfg.HPA.Backend == config.BackendAuto {
+		if !supported {
+			cfg.HPA.Backend = config.BackendAdapter
+			report.Action("backend", "hpa.backend auto: adapter, as "+where+" does not serve GKE's native custom metrics ("+unmet(reqs)+")")
+			return nil
+		}
+		cfg.HPA.Backend = config.BackendNative
+		report.Action("backend", "hpa.backend auto: native, as "+where+" serves GKE's native custom metrics ("+met(reqs)+")")
+	} else if !supported {
+		var fixes []string
+		for _, r := range reqs {
+			if !r.OK {
+				fixes = append(fixes, r.Message+"; fix: "+r.Fix)
+			}
+		}
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("hpa.backend native: %s cannot serve GKE's native custom metrics (nothing was changed; --backend adapter works on any cluster):\n  %s", where, strings.Join(fixes, "\n  ")))
+	}
+	return checkMetricLimit(ctx, cfg, deps)
+}
+
+// ResolveOffline decides hpa.backend where no cluster is read (render, dry
+// runs): auto plans the adapter, and the note says so.
+func ResolveOffline(cfg *config.Config) (note string) {
+	if cfg.HPA.Backend != config.BackendAuto {
+		return ""
+	}
+	cfg.HPA.Backend = config.BackendAdapter
+	return "hpa.backend auto is decided from the cluster when up runs; shown for the adapter (--backend native shows the native route)"
+}
+
+// nativeRequirements are what native metrics need, judged from the
+// container API's view of the cluster when there is one, else from what
+// the API server serves.
+func nativeRequirements(ctx context.Context, cfg *config.Config, deps step.Deps) ([]nativemetrics.Requirement, string, error) {
+	location, name := cfg.Location, cfg.Cluster
+	if name == "" {
+		location, name = deps.ClusterLocation, deps.ClusterName
+	}
+	c := deps.Cluster
+	if c == nil && name != "" && deps.GCP != nil {
+		var err error
+		if c, err = deps.GCP.Cluster(ctx, cfg.Project, location, name); err != nil {
+			return nil, "", err
+		}
+	}
+	if c != nil {
+		return nativemetrics.Requirements(c, cfg.Project, location), "cluster " + c.Name, nil
+	}
+	if deps.Kube == nil {
+		return nil, "", fmt.Errorf("no connection to tell whether the cluster serves native metrics")
+	}
+	served, err := deps.Kube.Served(ctx, nativemetrics.Resource)
+	if err != nil {
+		return nil, "", err
+	}
+	r := nativemetrics.Requirement{Check: "api", OK: served, Message: nativemetrics.GroupVersion + " AutoscalingMetric served"}
+	if !served {
+		r.Message = "the API server does not serve " + nativemetrics.GroupVersion + " AutoscalingMetric (not a GKE cluster with native custom metrics; the container API was not read: give --cluster and --location, or use a gcloud kubeconfig context, to see why)"
+		r.Fix = "gcloud container clusters update CLUSTER --location LOCATION --release-channel=rapid --hpa-profile=performance (GKE " + nativemetrics.MinVersion + " or later)"
+	}
+	return []nativemetrics.Requirement{r}, "the cluster", nil
+}
+
+// checkMetricLimit refuses a cluster whose other AutoscalingMetrics
+// already declare the most gauges GKE serves per cluster.
+func checkMetricLimit(ctx context.Context, cfg *config.Config, deps step.Deps) error {
+	if deps.Kube == nil {
+		return nil
+	}
+	list, err := deps.Kube.Dynamic.Resource(nativemetrics.Resource).List(ctx, metav1.ListOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list AutoscalingMetrics: %w", err)
+	}
+	used := map[string]bool{}
+	for _, am := range list.Items {
+		if am.GetNamespace() == cfg.Workload.Namespace && am.GetName() == cfg.AutoscalingMetricName() {
+			continue // this instance's own, rewritten by this run
+		}
+		for _, g := range nativemetrics.Gauges(&am) {
+			used[am.GetNamespace()+"/"+am.GetName()+"/"+g] = true
+		}
+	}
+	if len(used)+1 > nativemetrics.MaxMetricsPerCluster {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("hpa.backend native: the cluster's AutoscalingMetrics already declare %d gauges, and GKE serves at most %d per cluster (nothing was changed): remove unused ones, or use --backend adapter",
+			len(used), nativemetrics.MaxMetricsPerCluster))
+	}
+	return nil
+}
+
+func unmet(rs []nativemetrics.Requirement) string {
+	var out []string
+	for _, r := range rs {
+		if !r.OK {
+			out = append(out, r.Message)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+func met(rs []nativemetrics.Requirement) string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Check+" "+r.Message)
+	}
+	return strings.Join(out, ", ")
+}
