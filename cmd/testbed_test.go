@@ -3,11 +3,13 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,6 +33,9 @@ type testbed struct {
 	cp      *localcluster.ControlPlane
 	metrics *localcluster.FakeMetrics
 	stop    func()
+	// podServer, when set, is the loopback address that serves every
+	// pod's port (kube-apiserver's pods/proxy); unset, pods serve nothing.
+	podServer atomic.Pointer[string]
 
 	adminOnce sync.Once
 	admin     *kube.Client
@@ -84,7 +89,11 @@ func startTestbeds() {
 func startTestbed() (*testbed, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
+	// GKE's native custom metrics, served from the testbed's fake values
+	// (bound once the testbed exists).
+	var native http.Handler
 	cp, err := localcluster.Start(ctx, localcluster.Options{
+		NativeMetrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { native.ServeHTTP(w, r) }),
 		Controllers:   true,
 		HPASyncPeriod: time.Second,
 		Aggregation:   true,
@@ -105,6 +114,13 @@ func startTestbed() (*testbed, error) {
 		return nil, err
 	}
 	tb := &testbed{cp: cp, metrics: &localcluster.FakeMetrics{Client: cp.Client}}
+	native = localcluster.NativeMetricsFromFake(tb.metrics, cp.Dynamic)
+	cp.PodBackend = func(namespace, name string, port int) (string, bool) {
+		if addr := tb.podServer.Load(); addr != nil {
+			return *addr, true
+		}
+		return "", false
+	}
 	tb.metrics.Set(runningMetric, "0")
 	srv := tb.metrics.Server()
 	cp.ServeService("custom-metrics", "custom-metrics-stackdriver-adapter", 443, strings.TrimPrefix(srv.URL, "https://"))

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 )
 
 // BinDirEnv names the directory holding etcd, kube-apiserver,
@@ -80,6 +82,12 @@ type Options struct {
 	// OperatorWritesTargets: the operator stand-in reports targets itself
 	// (a collector of the caller's otherwise).
 	OperatorWritesTargets bool
+	// NativeMetrics, if set, makes the cluster one that serves GKE's native
+	// custom metrics: the AutoscalingMetric CRD is installed, and the HPA
+	// controller reads autoscaling.gke.io|... metrics from this handler (a
+	// custom metrics API read) whatever APIService is registered, as GKE's
+	// does (see startNativeFront).
+	NativeMetrics http.Handler
 }
 
 // ControlPlane is a running etcd + kube-apiserver (+ controller manager).
@@ -106,6 +114,7 @@ type ControlPlane struct {
 	egress *egressProxy
 	pki    *pki
 	cancel context.CancelFunc
+	stops  []func() // in-process servers, stopped after the processes
 }
 
 // PKIFiles are the certificate files, for components that need them.
@@ -256,13 +265,24 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		return cp, err
 	}
 
+	if opts.NativeMetrics != nil {
+		if err := cp.InstallCRD(ctx, nativemetrics.CRD); err != nil {
+			return cp, err
+		}
+	}
 	if opts.Controllers {
 		sync := opts.HPASyncPeriod
 		if sync == 0 {
 			sync = 15 * time.Second
 		}
+		kcmConfig := cp.Kubeconfig
+		if opts.NativeMetrics != nil {
+			if kcmConfig, err = cp.startNativeFront(opts.NativeMetrics); err != nil {
+				return cp, err
+			}
+		}
 		if err := cp.spawn("kube-controller-manager", filepath.Join(bin, "kube-controller-manager"),
-			"--kubeconfig", cp.Kubeconfig,
+			"--kubeconfig", kcmConfig,
 			"--controllers", "deployment,replicaset,endpointslice,serviceaccount,garbagecollector,namespace,horizontalpodautoscaling",
 			"--leader-elect=false",
 			"--use-service-account-credentials=false",
@@ -406,6 +426,9 @@ func (cp *ControlPlane) Stop() {
 			_ = p.cmd.Process.Kill()
 			<-p.done
 		}
+	}
+	for _, stop := range cp.stops {
+		stop()
 	}
 	os.RemoveAll(cp.Dir)
 }

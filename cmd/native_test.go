@@ -1,0 +1,307 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
+	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
+)
+
+// nativeMetric is instance inst's native metric, as the HPA names it.
+func nativeMetric(inst instance) string {
+	return nativemetrics.MetricName(inst.name+"-vllm", "num-requests-running")
+}
+
+// servePods makes every pod of inst's testbed serve a vLLM simulator's
+// /metrics (GKE scrapes the AutoscalingMetric's pods; monitor reads one).
+func servePods(t *testing.T, inst instance) string {
+	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: time.Millisecond, OutputTokens: 1, MaxNumSeqs: 8})
+	srv := httptest.NewServer(sim.Handler())
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	inst.tb.podServer.Store(&addr)
+	t.Cleanup(func() { inst.tb.podServer.Store(nil); srv.Close() })
+	return srv.URL
+}
+
+// hpaWatch records every state of the HPA the API server stores while a
+// migration runs: how many of them had no valid metric.
+type hpaWatch struct {
+	mu       sync.Mutex
+	states   int
+	invalid  []string
+	switched bool // the metric's name changed during the watch
+	first    string
+	stop     func()
+}
+
+func watchHPA(t *testing.T, inst instance) *hpaWatch {
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := inst.tb.cp.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=gemma-server-hpa"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := &hpaWatch{}
+	done := make(chan struct{})
+	hw.stop = func() { cancel(); w.Stop(); <-done }
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if ev.Type != watch.Added && ev.Type != watch.Modified {
+				continue
+			}
+			h := ev.Object.(*autoscalingv2.HorizontalPodAutoscaler)
+			name := h.Spec.Metrics[0].Pods.Metric.Name
+			active := false
+			for _, c := range h.Status.Conditions {
+				if c.Type == autoscalingv2.ScalingActive && c.Status == corev1.ConditionTrue {
+					active = true
+				}
+			}
+			hw.mu.Lock()
+			hw.states++
+			if hw.first == "" {
+				hw.first = name
+			}
+			hw.switched = hw.switched || name != hw.first
+			if !active {
+				hw.invalid = append(hw.invalid, fmt.Sprintf("%s: %v", name, h.Status.Conditions))
+			}
+			hw.mu.Unlock()
+		}
+	}()
+	return hw
+}
+
+// TestNativeBackend: up --backend native builds the native route alone
+// (the AutoscalingMetric, the HPA on autoscaling.gke.io|...) with no
+// adapter and no Google credentials; verify checks it; moving to the
+// adapter and back switches the HPA first and then retires the other
+// route, and the HPA never stores a state without its metric for more
+// than one sync.
+func TestNativeBackend(t *testing.T) {
+	inst := newInstance(t, "native", "native-ns")
+	g := startGCP(t)
+	server := servePods(t, inst)
+	metrics := inst.tb.metrics
+	metrics.Set(nativeMetric(inst), "1")
+	metrics.Set(runningMetric, "1")
+	t.Cleanup(func() {
+		metrics.Delete(nativeMetric(inst))
+		metrics.Set(runningMetric, "0")
+		gcpRun(t, g, inst, "cleanup")
+	})
+	k := inst.tb.cp
+
+	// Native, from nothing: no Google credentials needed at all.
+	code, out, errOut := kubeRun(t, inst, "up", "--backend", "native", "-o", "json")
+	if code != 0 {
+		t.Fatalf("up --backend native: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "not used with hpa.backend native") {
+		t.Errorf("up does not say the adapter and identity are not used:\n%s", out)
+	}
+	am, err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(inst.namespace).Get(context.Background(), "native-vllm", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("no AutoscalingMetric: %v", err)
+	}
+	if g, ok := nativemetrics.Find(am, "num-requests-running"); !ok || g.PrometheusName != "vllm:num_requests_running" || g.Selector["app"] != "gemma-server" {
+		t.Errorf("AutoscalingMetric declares %+v", g)
+	}
+	if got := hpaMetric(t, inst); got != nativeMetric(inst) {
+		t.Errorf("HPA metric %q, want %q", got, nativeMetric(inst))
+	}
+	if _, err := k.Client.AppsV1().Deployments("custom-metrics").Get(context.Background(), "custom-metrics-stackdriver-adapter", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the native route created the adapter (%v)", err)
+	}
+	if g.Mutations() != 0 {
+		t.Errorf("the native route made %d Google API changes", g.Mutations())
+	}
+	code, out, errOut = kubeRun(t, inst, "verify", "--backend", "native", "--endpoint", server, "-o", "json")
+	if code != 0 {
+		t.Fatalf("verify --backend native: exit %d\n%s\n%s", code, out, errOut)
+	}
+	var doc verifyJSON
+	strict(t, out, &doc)
+	checks := map[string]bool{}
+	for _, s := range doc.Steps {
+		for _, c := range s.Checks {
+			checks[s.Step+"/"+c.Check] = c.OK
+		}
+	}
+	for _, want := range []string{"monitor/autoscalingmetric serves the gauge", "custom-metric/metric read by the HPA", "adapter/adapter not used", "identity/identity not used", "hpa/hpa scaling active"} {
+		if !checks[want] {
+			t.Errorf("verify: %s not passed: %v", want, checks)
+		}
+	}
+
+	// To the adapter: the adapter and the identity come up, the HPA
+	// switches, then the AutoscalingMetric goes.
+	w := watchHPA(t, inst)
+	gcpMustRun(t, g, inst, "up", "--backend", "adapter")
+	w.stop()
+	if got := hpaMetric(t, inst); got != runningMetric {
+		t.Errorf("HPA metric %q after the move to the adapter", got)
+	}
+	if _, err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(inst.namespace).Get(context.Background(), "native-vllm", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the AutoscalingMetric is still there after the move to the adapter (%v)", err)
+	}
+	w.check(t, "native -> adapter")
+
+	// And back: the HPA switches, then the adapter and identity go (this
+	// instance was their only user).
+	w = watchHPA(t, inst)
+	out = gcpMustRun(t, g, inst, "up", "--backend", "native")
+	w.stop()
+	if got := hpaMetric(t, inst); got != nativeMetric(inst) {
+		t.Errorf("HPA metric %q after the move to native", got)
+	}
+	if _, err := k.Client.AppsV1().Deployments("custom-metrics").Get(context.Background(), "custom-metrics-stackdriver-adapter", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the adapter is still there after the move to native (%v)\n%s", err, out)
+	}
+	if g.IAM.Account("metrics-adapter-gsa@my-proj.iam.gserviceaccount.com") != nil {
+		t.Errorf("the Google service account is still there after the move to native:\n%s", out)
+	}
+	w.check(t, "adapter -> native")
+}
+
+// check: the HPA's metric changed, and at most one stored state (one
+// sync) lacked a valid metric.
+func (w *hpaWatch) check(t *testing.T, what string) {
+	t.Helper()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.switched {
+		t.Errorf("%s: the watch saw no switch of the HPA's metric (%d states)", what, w.states)
+	}
+	if len(w.invalid) > 1 {
+		t.Errorf("%s: %d of %d HPA states without a valid metric (at most one sync allowed):\n%s", what, len(w.invalid), w.states, strings.Join(w.invalid, "\n"))
+	}
+	t.Logf("%s: %d HPA states, %d without a valid metric", what, w.states, len(w.invalid))
+}
+
+func hpaMetric(t *testing.T, inst instance) string {
+	t.Helper()
+	h, err := inst.tb.cp.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Get(context.Background(), "gemma-server-hpa", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.Spec.Metrics[0].Pods.Metric.Name
+}
+
+// TestNativeMetricLimit: a cluster whose other AutoscalingMetrics declare
+// 20 gauges refuses a native stack (exit 5), before anything changes; one
+// fewer leaves room.
+func TestNativeMetricLimit(t *testing.T) {
+	inst := newInstance(t, "limit", "limit-ns")
+	ctx := context.Background()
+	k := inst.tb.cp
+	ns := "others-metrics"
+	if _, err := k.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}) })
+	for i := range 20 {
+		am := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": nativemetrics.GroupVersion, "kind": "AutoscalingMetric",
+			"metadata": map[string]any{"name": fmt.Sprintf("other-%d", i), "namespace": ns},
+			"spec": map[string]any{"metrics": []any{map[string]any{"pod": map[string]any{
+				"selector":   map[string]any{"matchLabels": map[string]any{"app": "other"}},
+				"containers": []any{map[string]any{"endpoint": map[string]any{"port": int64(9090)}, "metrics": []any{map[string]any{"gauge": map[string]any{"name": "g", "prometheusMetricName": "g"}}}}},
+			}}}},
+		}}
+		if _, err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(ns).Create(ctx, am, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, out, errOut := kubeRun(t, inst, "monitor", "--backend", "native", "-o", "json")
+	if code != exitcode.Precondition || !strings.Contains(out, "already declare 20 gauges") || !strings.Contains(out, "at most 20 per cluster") {
+		t.Errorf("20 gauges elsewhere: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if list, _ := k.Dynamic.Resource(nativemetrics.Resource).Namespace(inst.namespace).List(ctx, metav1.ListOptions{}); len(list.Items) != 0 {
+		t.Errorf("the refused run created %d AutoscalingMetrics", len(list.Items))
+	}
+	if err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(ns).Delete(ctx, "other-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	servePods(t, inst)
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	if code, out, errOut := kubeRun(t, inst, "up", "--backend", "native", "--skip", "hpa", "-o", "json"); code != 0 {
+		t.Errorf("19 gauges elsewhere: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestAutoBackendByDiscovery: without the container API (a plain
+// kubeconfig), auto is native where the API server serves
+// AutoscalingMetric and the adapter where it does not, and says why.
+func TestAutoBackendByDiscovery(t *testing.T) {
+	inst := newInstance(t, "auto", "auto-ns")
+	servePods(t, inst)
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	if code, out, errOut := kubeRun(t, inst, "deploy"); code != 0 {
+		t.Fatalf("deploy: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, errOut := kubeRun(t, inst, "monitor", "--backend", "auto", "-o", "json")
+	if code != 0 || !strings.Contains(out, "hpa.backend auto: native, as the cluster serves") {
+		t.Fatalf("auto on a cluster with AutoscalingMetric: exit %d\n%s\n%s", code, out, errOut)
+	}
+	// The same cluster without the CRD (restored for the next test).
+	ctx := context.Background()
+	crds := inst.tb.cp.Dynamic.Resource(crdGVR)
+	crd, err := crds.Get(ctx, "autoscalingmetrics.autoscaling.gke.io", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crds.Delete(ctx, crd.GetName(), metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := inst.tb.cp.InstallCRD(ctx, nativemetrics.CRD); err != nil {
+			t.Error(err)
+		}
+	})
+	waitGone(t, func() bool {
+		_, err := crds.Get(ctx, crd.GetName(), metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	})
+	// A discovery cache of its own: this is a cluster that never served
+	// the kind, not one that stopped in the last hours.
+	fresh := map[string]string{"KUBECACHEDIR": t.TempDir()}
+	code, out, errOut = kubeRunEnv(t, inst, fresh, "monitor", "--backend", "auto", "-o", "json")
+	if code != 0 || !strings.Contains(out, "hpa.backend auto: adapter, as the cluster does not serve") {
+		t.Errorf("auto on a cluster without AutoscalingMetric: exit %d\n%s\n%s", code, out, errOut)
+	}
+	code, out, _ = kubeRunEnv(t, inst, fresh, "monitor", "--backend", "native", "-o", "json")
+	var doc earlyDoc
+	json.Unmarshal([]byte(out), &doc)
+	if code != exitcode.Precondition || !strings.Contains(doc.Error, "--hpa-profile=performance") {
+		t.Errorf("native on a cluster without AutoscalingMetric: exit %d, %s", code, doc.Error)
+	}
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+func waitGone(t *testing.T, gone func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if gone() {
+			return
+		}
+	}
+	t.Fatal("still there after 30 s")
+}
