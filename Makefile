@@ -13,7 +13,8 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 # The whole walkthrough on the local GKE emulator: up, load, 1 -> 3 -> 1,
-# cleanup. The first run builds the Kubernetes binaries.
+# cleanup. The first run builds the Kubernetes binaries. BACKEND=native
+# runs it on GKE's native custom metrics (no adapter, no IAM).
 demo:
 	@scripts/demo.sh
 

@@ -3,6 +3,8 @@
 # local GKE emulator (GKE's 15 s scrape and HPA sync intervals), run
 # `vllm-hpa up`, prove the HPA scales 1 -> 3 under the walkthrough's load and
 # back to 1 when it stops, clean up, and stop the emulator.
+# BACKEND=native (or auto) runs it on GKE's native custom metrics instead of
+# the Stackdriver adapter: no adapter, no IAM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -38,7 +40,8 @@ grep 'emulator ready' "$state/emulator.log" >&2
 # shellcheck disable=SC1091
 . "$state/env"
 
-say "vllm-hpa up"
+export VLLM_HPA_HPA_BACKEND="${BACKEND:-adapter}"
+say "vllm-hpa up (hpa.backend $VLLM_HPA_HPA_BACKEND)"
 vllm-hpa up
 
 say "vllm-hpa verify --load: the walkthrough's test (about 10 requests running, target 4)"

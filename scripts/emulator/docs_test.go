@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
 
 // Every command line in README.md and docs/ runs, as written, by this
@@ -26,8 +24,9 @@ import (
 //
 // What the test changes, and why:
 //   - the README's emulator block runs first (the other blocks need its
-//     cluster) and its emulator runs until the end; `make demo` runs last,
-//     after it stops, as it starts an emulator of its own;
+//     cluster) and its emulator runs until the end; `make demo` (and
+//     `BACKEND=native make demo`) run last, after it stops, as each starts
+//     an emulator of its own;
 //   - /tmp/emu becomes a directory of the test's, so that runs on one
 //     machine do not meet;
 //   - `hf_...`, the README's placeholder for a token, becomes a token;
@@ -209,13 +208,7 @@ func tail(s string, n int) string {
 var exampleOrder = []string{"up", "verify", "load", "render", "status", "sim", "config_view", "version", "cleanup"}
 
 func TestDocumentedCommands(t *testing.T) {
-	bin := os.Getenv(localcluster.BinDirEnv)
-	if bin == "" {
-		if os.Getenv(localcluster.RequireEnv) != "" {
-			t.Fatalf("%s is not set", localcluster.BinDirEnv)
-		}
-		t.Skipf("%s is not set: run make test", localcluster.BinDirEnv)
-	}
+	bin := k8sBin(t)
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +249,7 @@ func TestDocumentedCommands(t *testing.T) {
 		switch {
 		case strings.Contains(b.text, "vllm-hpa-emulator --dir /tmp/emu"):
 			emulator = append(emulator, b)
-		case strings.TrimSpace(b.text) == "make demo":
+		case strings.HasSuffix(strings.TrimSpace(b.text), "make demo"): // BACKEND=native make demo too
 			demo = append(demo, b)
 		case strings.TrimSpace(b.text) == "make test":
 			t.Logf("%s not run: this test runs inside `make test`", b)
@@ -264,8 +257,8 @@ func TestDocumentedCommands(t *testing.T) {
 			rest = append(rest, b)
 		}
 	}
-	if len(emulator) != 1 || len(demo) != 1 {
-		t.Fatalf("want the README's emulator block and its `make demo` once each; found %d and %d", len(emulator), len(demo))
+	if len(emulator) != 1 || len(demo) == 0 {
+		t.Fatalf("want the README's emulator block once and `make demo`; found %d and %d", len(emulator), len(demo))
 	}
 
 	tmp := t.TempDir()
@@ -298,5 +291,7 @@ func TestDocumentedCommands(t *testing.T) {
 		}
 	}
 	r.stopKept()
-	r.run(demo[0], repo, 15*time.Minute, false)
+	for _, b := range demo {
+		r.run(b, repo, 15*time.Minute, false)
+	}
 }

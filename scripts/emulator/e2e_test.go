@@ -87,7 +87,10 @@ func failing(t *testing.T, out string) []string {
 	return f
 }
 
-func TestWalkthroughOnEmulator(t *testing.T) {
+// k8sBin is the cached Kubernetes binaries' directory; without it the
+// test is skipped (or fails, when make test requires it).
+func k8sBin(t *testing.T) string {
+	t.Helper()
 	bin := os.Getenv(localcluster.BinDirEnv)
 	if bin == "" {
 		if os.Getenv(localcluster.RequireEnv) != "" {
@@ -95,6 +98,30 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 		}
 		t.Skipf("%s is not set: run make test", localcluster.BinDirEnv)
 	}
+	return bin
+}
+
+// scaledUpAndDown reads verify --load's document: the rescales must go up
+// to 3 and end at 1.
+func scaledUpAndDown(t *testing.T, r runResult) (doc verifyDoc, sizes []int32) {
+	t.Helper()
+	json.Unmarshal([]byte(r.out), &doc)
+	if doc.Timeline == nil || doc.Timeline.FirstScaleUp == nil {
+		t.Fatalf("no scale-up in the timeline:\n%s", r.errOut)
+	}
+	peak := int32(0)
+	for _, rs := range doc.Timeline.Rescales {
+		sizes = append(sizes, rs.NewSize)
+		peak = max(peak, rs.NewSize)
+	}
+	if peak != 3 || sizes[len(sizes)-1] != 1 {
+		t.Errorf("rescales %v, want up to 3 and back to 1", sizes)
+	}
+	return doc, sizes
+}
+
+func TestWalkthroughOnEmulator(t *testing.T) {
+	bin := k8sBin(t)
 	o := DefaultOptions()
 	o.Dir, o.Bin = t.TempDir(), bin
 	o.HPASyncPeriod, o.PodStartDelay = 2*time.Second, time.Second
@@ -132,20 +159,7 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	// The walkthrough's test: load that keeps about 10 requests running
 	// (10/s, 1 s answers), target 4: 1 -> 3, and back to 1.
 	r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "2m")
-	var doc verifyDoc
-	json.Unmarshal([]byte(r.out), &doc)
-	if doc.Timeline == nil || doc.Timeline.FirstScaleUp == nil {
-		t.Fatalf("no scale-up in the timeline:\n%s", r.errOut)
-	}
-	var sizes []int32
-	peak := int32(0)
-	for _, rs := range doc.Timeline.Rescales {
-		sizes = append(sizes, rs.NewSize)
-		peak = max(peak, rs.NewSize)
-	}
-	if peak != 3 || sizes[len(sizes)-1] != 1 {
-		t.Errorf("rescales %v, want up to 3 and back to 1", sizes)
-	}
+	doc, sizes := scaledUpAndDown(t, r)
 	t.Logf("rescales %v; load start -> first scale-up %.1fs, -> pods Ready %.1fs (bound: scrape 2s + HPA sync 2s + pod start 1s)",
 		sizes, *doc.Timeline.FirstScaleUp, *doc.Timeline.ScaledUpReady)
 

@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
+)
+
+// gkeNative stands in for GKE's native custom metrics: for every gauge an
+// AutoscalingMetric declares it scrapes the selected Running pods at the
+// given port and path every interval (its own samples: a PodMonitoring
+// plays no part), and answers the HPA controller's reads of
+// autoscaling.gke.io|NAME|GAUGE per pod, 404 for a gauge nothing declares
+// or that has no samples yet. The control plane routes the HPA
+// controller's reads here (localcluster.Options.NativeMetrics).
+type gkeNative struct {
+	store    *prometheus // the scraping and the samples, apart from Managed Prometheus'
+	interval time.Duration
+}
+
+func (n *gkeNative) run(ctx context.Context) {
+	for {
+		n.scrapeAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(n.interval):
+		}
+	}
+}
+
+func (n *gkeNative) scrapeAll(ctx context.Context) {
+	list, err := n.store.dynamic.Resource(nativemetrics.Resource).Namespace("").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	for i := range list.Items {
+		am := &list.Items[i]
+		for _, name := range nativemetrics.Gauges(am) {
+			g, _ := nativemetrics.Find(am, name)
+			pods, err := n.store.client.CoreV1().Pods(am.GetNamespace()).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(g.Selector).String()})
+			if err != nil {
+				continue
+			}
+			for j := range pods.Items {
+				pod := &pods.Items[j]
+				if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil {
+					_ = n.store.scrape(ctx, pod, g.Path)
+				}
+			}
+		}
+	}
+}
+
+// ServeHTTP answers /apis/custom.metrics.k8s.io/VERSION/namespaces/NS/pods/NAME/METRIC.
+func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/apis/custom.metrics.k8s.io/"), "/")
+	if len(parts) != 6 || parts[1] != "namespaces" || parts[3] != "pods" {
+		http.NotFound(w, r)
+		return
+	}
+	if n.store == nil { // not started yet
+		http.Error(w, "native metrics not started", http.StatusServiceUnavailable)
+		return
+	}
+	version, ns, podName, metric := parts[0], parts[2], parts[4], parts[5]
+	notFound := func(why string) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": why, "reason": "NotFound", "code": 404})
+	}
+	amName, gauge, ok := nativemetrics.ParseMetricName(metric)
+	if !ok {
+		notFound("not a native metric: " + metric)
+		return
+	}
+	am, err := n.store.dynamic.Resource(nativemetrics.Resource).Namespace(ns).Get(r.Context(), amName, metav1.GetOptions{})
+	if err != nil {
+		notFound("no AutoscalingMetric " + ns + "/" + amName)
+		return
+	}
+	g, ok := nativemetrics.Find(am, gauge)
+	if !ok {
+		notFound("AutoscalingMetric " + ns + "/" + amName + " declares no gauge " + gauge)
+		return
+	}
+	pods, err := n.store.client.CoreV1().Pods(ns).List(r.Context(), metav1.ListOptions{LabelSelector: r.URL.Query().Get("labelSelector")})
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	var items []any
+	for _, p := range pods.Items {
+		if podName != "*" && p.Name != podName {
+			continue
+		}
+		s, ok := n.store.value(g.PrometheusName, ns, p.Name)
+		if !ok {
+			continue
+		}
+		items = append(items, map[string]any{
+			"describedObject": map[string]any{"kind": "Pod", "namespace": ns, "name": p.Name, "apiVersion": "/v1"},
+			"metric":          map[string]any{"name": metric},
+			"timestamp":       s.at.UTC().Format(time.RFC3339),
+			"value":           quantity(s.value),
+		})
+	}
+	if len(items) == 0 {
+		notFound("no samples of " + metric + " yet")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/" + version, "metadata": map[string]any{}, "items": items})
+}
+
+// quantity writes a sample as the metrics API does (milli-units).
+func quantity(v float64) string {
+	return resource.NewMilliQuantity(int64(v*1000), resource.DecimalSI).String()
+}

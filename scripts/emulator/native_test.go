@@ -1,0 +1,64 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The native route end to end: on an emulated cluster that serves GKE's
+// native custom metrics (Rapid, performance profile), hpa.backend auto
+// picks native from the container API, up builds no adapter and calls no
+// Google API that changes anything, the HPA scales 1 -> 3 -> 1 on
+// autoscaling.gke.io|gemma-server-vllm|num-requests-running served by the
+// GKE stand-in, and cleanup leaves nothing.
+func TestNativeOnEmulator(t *testing.T) {
+	bin := k8sBin(t)
+	o := DefaultOptions()
+	o.Dir, o.Bin = t.TempDir(), bin
+	o.HPASyncPeriod, o.PodStartDelay, o.NativeInterval = 2*time.Second, time.Second, 2*time.Second
+	e, err := Start(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	cliEnv = map[string]string{
+		"HOME":                                  t.TempDir(),
+		"KUBECACHEDIR":                          t.TempDir(),
+		"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "5s",
+		"VLLM_HPA_HPA_BACKEND":                  "auto",
+	}
+	for k, v := range e.Env {
+		cliEnv[k] = v
+	}
+
+	r := must(t, "up")
+	if !strings.Contains(r.errOut, "hpa.backend auto: native, as cluster gpu-hpa serves") {
+		t.Errorf("up does not say it chose native:\n%s", r.errOut)
+	}
+	if n := e.GCP.Mutations(); n != 0 {
+		t.Errorf("the native route made %d Google API changes", n)
+	}
+	objects := owned(t, e)
+	for o := range objects {
+		if strings.Contains(o, "custom-metrics") || strings.Contains(o, "APIService") {
+			t.Errorf("the native route created %s", o)
+		}
+	}
+	if _, ok := objects["AutoscalingMetric default/gemma-server-vllm"]; !ok {
+		t.Errorf("no AutoscalingMetric among %v", objects)
+	}
+
+	r = must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "2m")
+	doc, sizes := scaledUpAndDown(t, r)
+	if !strings.Contains(r.errOut, "autoscaling.gke.io|gemma-server-vllm|num-requests-running above target") {
+		t.Errorf("the HPA did not scale on the native metric:\n%s", r.errOut)
+	}
+	t.Logf("native: rescales %v; load start -> first scale-up %.1fs, -> pods Ready %.1fs", sizes, *doc.Timeline.FirstScaleUp, *doc.Timeline.ScaledUpReady)
+
+	must(t, "cleanup")
+	if left := owned(t, e); len(left) != 0 {
+		t.Errorf("cleanup left %v", left)
+	}
+}
