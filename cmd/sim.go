@@ -35,6 +35,12 @@ func (o *simOptions) Validate() error {
 		return bad("max-num-seqs", fmt.Sprint(c.MaxNumSeqs), "between 1 and 100000")
 	case c.TokenLatency < 0 || c.TokenLatency > time.Minute:
 		return bad("token-latency", c.TokenLatency.String(), "between 0 and 1m")
+	case c.BatchLatency < 0 || c.BatchLatency > time.Second:
+		return bad("batch-latency", c.BatchLatency.String(), "between 0 and 1s")
+	case c.PrefillLatency < 0 || c.PrefillLatency > time.Second:
+		return bad("prefill-latency", c.PrefillLatency.String(), "between 0 and 1s")
+	case c.KVCacheTokens < 0 || c.KVCacheTokens > 1<<30:
+		return bad("kv-cache-tokens", fmt.Sprint(c.KVCacheTokens), "between 0 (unlimited) and 1073741824")
 	case strings.TrimSpace(c.Model) == "":
 		return bad("sim-model", c.Model, "a model id such as google/gemma-3-1b-it")
 	}
@@ -59,10 +65,15 @@ func newSimCmd(g *globalOptions, runF func(*simOptions) error) *cobra.Command {
 		Short: "Run a vLLM simulator (OpenAI API and vLLM's /metrics) to rehearse without a GPU",
 		Long: `Run a stand-in for the vLLM server: POST /v1/chat/completions (plain and
 stream: true), GET /v1/models, /health and /metrics with
-vllm:num_requests_running, vllm:num_requests_waiting (label model_name) and a
-latency histogram. Each answer takes --output-tokens x --token-latency; at
-most --max-num-seqs run at once and the rest wait, so num_requests_waiting
-rises under load as it does in vLLM. Runs until Ctrl+C.`,
+vllm:num_requests_running, vllm:num_requests_waiting, vllm:kv_cache_usage_perc
+(label model_name) and the time-to-first-token, inter-token and end-to-end
+latency histograms. Continuous batching: each decode step takes
+--token-latency plus --batch-latency per running request, so per-token
+latency grows with the batch; the prompt costs --prefill-latency per token
+first. At most --max-num-seqs run at once, and only while the KV cache
+(--kv-cache-tokens, prompt and answer reserved per request) has room; the
+rest wait in order, so num_requests_waiting rises under load as in vLLM.
+docs/simulator.md describes the model and its limits. Runs until Ctrl+C.`,
 		Example: "  vllm-hpa sim --listen 127.0.0.1:8081 & sleep 1\n  vllm-hpa load --endpoint http://127.0.0.1:8081 --rate 5 --duration 10s",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -97,5 +108,8 @@ rises under load as it does in vLLM. Runs until Ctrl+C.`,
 	f.DurationVar(&cfg.TokenLatency, "token-latency", cfg.TokenLatency, "time per generated token")
 	f.IntVar(&cfg.OutputTokens, "output-tokens", cfg.OutputTokens, "tokens per answer (unless max_tokens is smaller)")
 	f.IntVar(&cfg.MaxNumSeqs, "max-num-seqs", cfg.MaxNumSeqs, "requests running at once; the rest wait (vLLM's --max-num-seqs)")
+	f.DurationVar(&cfg.BatchLatency, "batch-latency", cfg.BatchLatency, "what each running request adds to a decode step (continuous batching)")
+	f.DurationVar(&cfg.PrefillLatency, "prefill-latency", cfg.PrefillLatency, "prefill time per prompt token (time to first token)")
+	f.IntVar(&cfg.KVCacheTokens, "kv-cache-tokens", cfg.KVCacheTokens, "KV cache size in tokens; a request waits until its prompt and answer fit (0: unlimited)")
 	return c
 }

@@ -1,8 +1,26 @@
 // Package vllmsim is a stand-in for the vLLM OpenAI-compatible server, so
-// that the stack can be rehearsed without a GPU: chat completions (plain and
-// streamed), the model list, /health, and /metrics with vLLM's own gauges.
-// Like vLLM it runs at most MaxNumSeqs requests at once; the rest wait in a
-// queue, so vllm:num_requests_waiting rises under load as it does in vLLM.
+// that the stack can be rehearsed, and tuned, without a GPU: chat
+// completions (plain and streamed), the model list, /health, and /metrics
+// with vLLM's own names.
+//
+// The model, and its limits (docs/simulator.md):
+//   - Continuous batching: every running request makes one token per decode
+//     step, and a step takes TokenLatency + BatchLatency x (requests
+//     running), so per-token latency grows with the batch as on a GPU.
+//   - Admission, first come first served as vLLM's scheduler: a request runs
+//     when fewer than MaxNumSeqs run and the KV cache (KVCacheTokens) has
+//     room for its prompt and its answer; the rest wait, in order, and
+//     vllm:num_requests_waiting counts them. Unlike vLLM, which allocates
+//     KV blocks as tokens come and preempts when the cache is full, the
+//     simulator reserves a request's whole context when it starts, so it
+//     never preempts.
+//   - Time to first token: the wait, then PrefillLatency per prompt token,
+//     then the first decode step.
+//   - Metrics: vllm:num_requests_running, vllm:num_requests_waiting,
+//     vllm:kv_cache_usage_perc (0-1; vllm:gpu_cache_usage_perc was its name
+//     until vLLM 0.12), vllm:time_to_first_token_seconds,
+//     vllm:inter_token_latency_seconds, vllm:e2e_request_latency_seconds and
+//     vllm:request_success_total.
 package vllmsim
 
 import (
@@ -21,26 +39,35 @@ import (
 // Config shapes the simulated server.
 type Config struct {
 	Model        string        // served model id
-	TokenLatency time.Duration // time per generated token
+	TokenLatency time.Duration // a decode step with nothing else running
 	OutputTokens int           // tokens per answer unless max_tokens is smaller
 	MaxNumSeqs   int           // requests running at once (vLLM's --max-num-seqs)
+	// BatchLatency is what each running request adds to a decode step.
+	BatchLatency time.Duration
+	// PrefillLatency is the prefill's time per prompt token.
+	PrefillLatency time.Duration
+	// KVCacheTokens is the KV cache's size in tokens (0: unlimited).
+	KVCacheTokens int
 }
 
 // DefaultConfig answers like a small model on one GPU: about 2 s for 100
-// tokens, 256 sequences at once.
+// tokens alone, each running request adding 0.5 ms to a decode step (a
+// batch of 40 doubles the time per token), 256 sequences at once and a KV
+// cache of 200,000 tokens.
 func DefaultConfig() Config {
-	return Config{Model: "google/gemma-3-1b-it", TokenLatency: 20 * time.Millisecond, OutputTokens: 100, MaxNumSeqs: 256}
+	return Config{Model: "google/gemma-3-1b-it", TokenLatency: 20 * time.Millisecond, OutputTokens: 100, MaxNumSeqs: 256,
+		BatchLatency: 500 * time.Microsecond, PrefillLatency: 100 * time.Microsecond, KVCacheTokens: 200000}
 }
 
 // Server is a simulated vLLM server.
 type Server struct {
 	cfg   Config
-	slots chan struct{}
+	sched *scheduler
 
-	running, waiting, swapped prometheus.Gauge
-	latency                   prometheus.Observer
-	success                   *prometheus.CounterVec
-	registry                  *prometheus.Registry
+	running, waiting, swapped, kvUsage prometheus.Gauge
+	latency, ttft, itl                 prometheus.Observer
+	success                            *prometheus.CounterVec
+	registry                           *prometheus.Registry
 
 	// Counters for tests: requests received, completed, failed.
 	Received, Completed, Failed atomic.Int64
@@ -51,7 +78,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxNumSeqs <= 0 {
 		cfg.MaxNumSeqs = 1
 	}
-	s := &Server{cfg: cfg, slots: make(chan struct{}, cfg.MaxNumSeqs), registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, registry: prometheus.NewRegistry()}
 	label := prometheus.Labels{"model_name": cfg.Model}
 	runningVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_running", Help: "Number of requests currently running on GPU."}, []string{"model_name"})
 	waitingVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_waiting", Help: "Number of requests waiting to be processed."}, []string{"model_name"})
@@ -60,10 +87,26 @@ func New(cfg Config) *Server {
 		Name: "vllm:e2e_request_latency_seconds", Help: "Histogram of end to end request latency in seconds.",
 		Buckets: []float64{0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60},
 	}, []string{"model_name"})
+	kvVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:kv_cache_usage_perc", Help: "KV-cache usage. 1 means 100 percent usage."}, []string{"model_name"})
+	ttftVec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "vllm:time_to_first_token_seconds", Help: "Histogram of time to first token in seconds.",
+		Buckets: []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80},
+	}, []string{"model_name"})
+	itlVec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "vllm:inter_token_latency_seconds", Help: "Histogram of inter-token latency in seconds.",
+		Buckets: []float64{0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10},
+	}, []string{"model_name"})
 	s.success = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vllm:request_success_total", Help: "Count of successfully processed requests."}, []string{"model_name", "finished_reason"})
-	s.registry.MustRegister(runningVec, waitingVec, swappedVec, latencyVec, s.success)
-	s.running, s.waiting, s.swapped = runningVec.With(label), waitingVec.With(label), swappedVec.With(label)
-	s.latency = latencyVec.With(label)
+	s.registry.MustRegister(runningVec, waitingVec, swappedVec, latencyVec, s.success, kvVec, ttftVec, itlVec)
+	s.running, s.waiting, s.swapped, s.kvUsage = runningVec.With(label), waitingVec.With(label), swappedVec.With(label), kvVec.With(label)
+	s.latency, s.ttft, s.itl = latencyVec.With(label), ttftVec.With(label), itlVec.With(label)
+	s.sched = &scheduler{maxSeqs: cfg.MaxNumSeqs, kvTokens: cfg.KVCacheTokens, onChange: func(running, waiting, kvUsed int) {
+		s.running.Set(float64(running))
+		s.waiting.Set(float64(waiting))
+		if cfg.KVCacheTokens > 0 {
+			s.kvUsage.Set(float64(kvUsed) / float64(cfg.KVCacheTokens))
+		}
+	}}
 	return s
 }
 
@@ -117,21 +160,23 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		tokens = *req.MaxTokens
 	}
 
-	// Queue for a slot, as vLLM's scheduler does beyond max-num-seqs.
-	s.waiting.Inc()
-	select {
-	case s.slots <- struct{}{}:
-		s.waiting.Dec()
-	case <-r.Context().Done():
-		s.waiting.Dec()
+	// Queue until the scheduler admits it: a free sequence slot and room
+	// in the KV cache for the whole context.
+	need := promptTokens(req) + tokens
+	if s.cfg.KVCacheTokens > 0 && need > s.cfg.KVCacheTokens {
+		s.Failed.Add(1)
+		openAIError(w, http.StatusBadRequest, fmt.Sprintf("the request needs %d tokens of context, more than the KV cache holds (%d)", need, s.cfg.KVCacheTokens), "BadRequestError")
+		return
+	}
+	if err := s.sched.admit(r.Context(), need); err != nil {
 		s.Failed.Add(1)
 		return
 	}
-	s.running.Inc()
-	defer func() {
-		s.running.Dec()
-		<-s.slots
-	}()
+	defer s.sched.release(need)
+	if err := sleep(r.Context(), time.Duration(promptTokens(req))*s.cfg.PrefillLatency); err != nil {
+		s.Failed.Add(1)
+		return
+	}
 
 	id := fmt.Sprintf("chatcmpl-%d", start.UnixNano())
 	var out strings.Builder
@@ -142,11 +187,21 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		flusher, _ = w.(http.Flusher)
 	}
+	last := time.Now()
 	for i := 0; i < tokens; i++ {
-		if err := sleep(r.Context(), s.cfg.TokenLatency); err != nil {
+		// One decode step, slower the more requests share it.
+		step := s.cfg.TokenLatency + time.Duration(s.sched.runningNow())*s.cfg.BatchLatency
+		if err := sleep(r.Context(), step); err != nil {
 			s.Failed.Add(1)
 			return // the client went away: vLLM aborts the request
 		}
+		now := time.Now()
+		if i == 0 {
+			s.ttft.Observe(now.Sub(start).Seconds())
+		} else {
+			s.itl.Observe(now.Sub(last).Seconds())
+		}
+		last = now
 		tok := words[i%len(words)] + " "
 		out.WriteString(tok)
 		if req.Stream {

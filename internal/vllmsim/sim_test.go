@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -146,4 +147,103 @@ func TestChatPlainAndStreamed(t *testing.T) {
 	if r.StatusCode != 404 {
 		t.Errorf("unknown model: %d", r.StatusCode)
 	}
+}
+
+// kvAndWaiting reads vllm:kv_cache_usage_perc and the waiting gauge.
+func kvAndWaiting(t *testing.T, url string) (kv, waiting float64) {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	fams, err := promtext.Families(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, ok1 := promtext.Gauge(fams, "vllm:kv_cache_usage_perc", map[string]string{"model_name": model})
+	waiting, ok2 := promtext.Gauge(fams, "vllm:num_requests_waiting", map[string]string{"model_name": model})
+	if !ok1 || !ok2 {
+		t.Fatal("kv cache or waiting gauge missing")
+	}
+	return kv, waiting
+}
+
+// TestKVCacheLimitsTheBatch: with room in the KV cache for two requests'
+// context, a third waits although sequence slots are free, and the usage
+// gauge reads the reserved share; a request larger than the cache is
+// refused.
+func TestKVCacheLimitsTheBatch(t *testing.T) {
+	// The prompt is 6 words (tokens), the answer 4: 10 per request.
+	s := vllmsim.New(vllmsim.Config{Model: model, TokenLatency: 500 * time.Millisecond, OutputTokens: 4, MaxNumSeqs: 100, KVCacheTokens: 25})
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := chat(srv.URL, false); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	eventually(t, srv.URL, 2, 1)
+	if kv, _ := kvAndWaiting(t, srv.URL); kv != 0.8 {
+		t.Errorf("kv cache usage %v, want 0.8 (20 of 25 tokens)", kv)
+	}
+	wg.Wait()
+	eventually(t, srv.URL, 0, 0)
+
+	small := vllmsim.New(vllmsim.Config{Model: model, TokenLatency: time.Millisecond, OutputTokens: 4, MaxNumSeqs: 1, KVCacheTokens: 5})
+	srv2 := httptest.NewServer(small.Handler())
+	defer srv2.Close()
+	resp, err := chat(srv2.URL, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("a request larger than the KV cache: HTTP %d, want 400", resp.StatusCode)
+	}
+}
+
+// TestBatchSlowsTokens: each running request adds BatchLatency to every
+// decode step, so answers take longer in a batch (continuous batching),
+// and the time to first token includes the prefill.
+func TestBatchSlowsTokens(t *testing.T) {
+	s := vllmsim.New(vllmsim.Config{Model: model, TokenLatency: 5 * time.Millisecond, BatchLatency: 5 * time.Millisecond, PrefillLatency: 10 * time.Millisecond, OutputTokens: 10, MaxNumSeqs: 100})
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	timed := func() time.Duration {
+		start := time.Now()
+		resp, err := chat(srv.URL, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return time.Since(start)
+	}
+	alone := timed()
+	// 6 prompt tokens x 10 ms + 10 steps x (5 + 5 x 1) ms = 160 ms.
+	if alone < 160*time.Millisecond {
+		t.Errorf("alone: %s, want at least 160ms", alone)
+	}
+	var wg sync.WaitGroup
+	times := make([]time.Duration, 8)
+	for i := range times {
+		wg.Add(1)
+		go func() { defer wg.Done(); times[i] = timed() }()
+	}
+	wg.Wait()
+	// 8 at once, all admitted together: while all run, a step takes
+	// 5 + 5 x 8 = 45 ms, so the last to finish took about 60 + 10 x 45 =
+	// 510 ms; 400 ms leaves room for starts spread by the scheduler, and
+	// is still well above the 160 ms of one alone without batching (a
+	// sleep is never shorter: a lower bound, not a timing).
+	slowest := slices.Max(times)
+	if slowest < 400*time.Millisecond {
+		t.Errorf("8 at once: slowest %s (alone %s), want at least 400ms: the batch did not slow the steps", slowest, alone)
+	}
+	t.Logf("alone %s, slowest of 8 at once %s", alone, slowest)
 }
