@@ -84,6 +84,8 @@ func badInputCases() []badInputCase {
 		{"target zero", "", nil, with("--target", "0"), "hpa.target"},
 		{"target negative", "", nil, with("--target", "-1"), "hpa.target"},
 		{"metric unknown", "", nil, with("--metric", "gpu"), "hpa.metric"},
+		{"kv-cache target above 1", "", nil, with("--metric", "kv-cache", "--target", "80"), "hpa.target"},
+		{"backend unknown", "", nil, with("--backend", "stackdriver"), "hpa.backend"},
 		{"scrape interval not a duration", "", nil, with("--scrape-interval", "fast"), "scrape-interval"},
 		{"interval in file without unit", "monitoring:\n  interval: 15\n", nil, with(), "monitoring.interval"},
 		{"timeout zero in env", "", map[string]string{"VLLM_HPA_TIMEOUTS_DEPLOY": "0s"}, with(), "timeouts.deploy"},

@@ -170,8 +170,9 @@ type Endpoints struct {
 
 // Metrics the HPA can scale on (hpa.metric), each a vLLM gauge.
 var Metrics = map[string]string{
-	"running": "vllm:num_requests_running",
-	"waiting": "vllm:num_requests_waiting",
+	"running":  "vllm:num_requests_running",
+	"waiting":  "vllm:num_requests_waiting",
+	"kv-cache": "vllm:kv_cache_usage_perc",
 }
 
 // MetricNames are the values hpa.metric takes, sorted.

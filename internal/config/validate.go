@@ -225,11 +225,13 @@ func (c *Config) validate(needProject bool) error {
 	if h.MaxReplicas < h.MinReplicas || h.MaxReplicas > 1000 {
 		add("hpa.max-replicas", fmt.Sprint(h.MaxReplicas), fmt.Sprintf("between hpa.min-replicas (%d) and 1000", h.MinReplicas))
 	}
-	oneOf("hpa.metric", h.Metric, "running", "waiting")
+	oneOf("hpa.metric", h.Metric, MetricNames()...)
 	oneOf("hpa.backend", h.Backend, BackendAdapter, BackendNative, BackendAuto)
 	switch {
 	case !(h.Target > 0) || h.Target > 1e6:
 		add("hpa.target", fmt.Sprint(h.Target), "a number greater than 0 and at most 1000000 (average per pod), such as 4")
+	case h.Metric == "kv-cache" && h.Target > 1:
+		add("hpa.target", fmt.Sprint(h.Target), "at most 1 with hpa.metric kv-cache: vllm:kv_cache_usage_perc is a fraction (1 is a full KV cache), such as 0.8")
 	case math.Round(h.Target*1000) < 1:
 		// The HPA's target is a quantity in thousandths: less than half of
 		// one would be written as 0, and the HPA would scale on nothing.
