@@ -225,3 +225,32 @@ func TestLoadInterrupted(t *testing.T) {
 		t.Errorf("summary of an interrupted load: %+v", doc.Summary)
 	}
 }
+
+// TestTuneDocument: tune against a simulator prints one document with its
+// levels, knee, recommendation and snippet; an objective nothing meets
+// exits 3; no objective is bad input.
+func TestTuneDocument(t *testing.T) {
+	t.Parallel()
+	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: 10 * time.Millisecond, BatchLatency: 4 * time.Millisecond, OutputTokens: 5, MaxNumSeqs: 64})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	args := []string{"tune", "--endpoint", srv.URL, "--step-duration", "1s", "--warmup", "200ms", "--max-concurrency", "8", "-o", "json"}
+	code, out, errOut := run(t, "", nil, append(args, "--slo-tpot", "30ms")...)
+	var doc tuneJSON
+	strict(t, out, &doc)
+	if code != 0 || doc.Knee == nil || doc.Recommendation == nil || doc.Recommendation.Target <= 0 || !strings.Contains(doc.Snippet, "metric: running") {
+		t.Fatalf("exit %d, document %s\n%s", code, out, errOut)
+	}
+	// (30-10)/4 = 5 requests at once meet 30 ms per token.
+	if k := doc.Knee.Concurrency; k < 4 || k > 5 {
+		t.Errorf("knee %d, want 5 (or 4 with the machine's overhead)", k)
+	}
+	code, out, _ = run(t, "", nil, append(args, "--slo-tpot", "1ms")...)
+	if d := oneDocument(t, code, out, "tune"); code != exitcode.CheckFailed || !strings.Contains(d.Error, "even one request at a time") {
+		t.Errorf("unmeetable objective: exit %d, %s", code, d.Error)
+	}
+	code, _, errOut = run(t, "", nil, append(args, "--slo-tpot", "0", "--slo-ttft", "0")...)
+	if code != exitcode.BadInput || !strings.Contains(errOut, "--slo-ttft, --slo-tpot or --slo-latency") {
+		t.Errorf("no objective: exit %d\n%s", code, errOut)
+	}
+}

@@ -150,6 +150,19 @@ func TestNativeBackend(t *testing.T) {
 		}
 	}
 
+	// tune --apply sets its recommendation on the HPA through the hpa step.
+	code, out, errOut = kubeRun(t, inst, "tune", "--apply", "--backend", "native", "--endpoint", server, "--slo-ttft", "5s",
+		"--max-concurrency", "4", "--step-duration", "1s", "--warmup", "0s", "-o", "json")
+	var tuned tuneJSON
+	strict(t, out, &tuned)
+	if code != 0 || !tuned.Applied || tuned.Recommendation == nil {
+		t.Fatalf("tune --apply: exit %d\n%s\n%s", code, out, errOut)
+	}
+	h, err := k.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Get(context.Background(), "gemma-server-hpa", metav1.GetOptions{})
+	if err != nil || h.Spec.Metrics[0].Pods.Target.AverageValue.AsApproximateFloat64() != tuned.Recommendation.Target {
+		t.Errorf("after tune --apply the HPA's target is %v, want %v (%v)", h.Spec.Metrics[0].Pods.Target.AverageValue, tuned.Recommendation.Target, err)
+	}
+
 	// To the adapter: the adapter and the identity come up, the HPA
 	// switches, then the AutoscalingMetric goes.
 	w := watchHPA(t, inst)

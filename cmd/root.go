@@ -239,7 +239,7 @@ Exit codes:
 		c.GroupID = "steps"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newUpCmd(g, nil), newVerifyCmd(g, nil), newStatusCmd(g, nil), newLoadCmd(g, nil), newCleanupCmd(g, nil), newRenderCmd(g, nil)} {
+	for _, c := range []*cobra.Command{newUpCmd(g, nil), newVerifyCmd(g, nil), newStatusCmd(g, nil), newLoadCmd(g, nil), newTuneCmd(g, nil), newCleanupCmd(g, nil), newRenderCmd(g, nil)} {
 		c.GroupID = "stack"
 		root.AddCommand(c)
 	}

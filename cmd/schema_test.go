@@ -48,7 +48,7 @@ func TestJSONSchemaDocumented(t *testing.T) {
 	}
 	doc := string(docBytes)
 	fields := map[string]bool{}
-	for _, v := range []any{verifyJSON{}, planJSON{}, statusStep{}, versionInfo{}, load.Summary{}, timeline.Timeline{}} {
+	for _, v := range []any{verifyJSON{}, planJSON{}, statusStep{}, versionInfo{}, load.Summary{}, timeline.Timeline{}, tuneJSON{}} {
 		jsonFields(reflect.TypeOf(v), map[reflect.Type]bool{}, fields)
 	}
 	for f := range fields {

@@ -77,11 +77,17 @@ func (l *loadFlags) validate(cmd *cobra.Command) error {
 	case strings.TrimSpace(l.prompt) == "":
 		return bad("prompt", l.prompt, "a non-empty message")
 	}
-	if l.endpoint != "" {
-		u, err := url.Parse(l.endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			return bad("endpoint", l.endpoint, "an http:// or https:// URL of the server, such as http://127.0.0.1:8081")
-		}
+	return validEndpoint(l.endpoint)
+}
+
+// validEndpoint checks --endpoint ("" is the port-forward).
+func validEndpoint(endpoint string) error {
+	if endpoint == "" {
+		return nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --endpoint %q: must be an http:// or https:// URL of the server, such as http://127.0.0.1:8081", endpoint))
 	}
 	return nil
 }

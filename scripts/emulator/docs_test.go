@@ -205,7 +205,7 @@ func tail(s string, n int) string {
 
 // exampleOrder is the order the commands' examples run in: build the
 // stack, check it, use it, then take it down.
-var exampleOrder = []string{"up", "verify", "load", "render", "status", "sim", "config_view", "version", "cleanup"}
+var exampleOrder = []string{"up", "verify", "load", "tune", "render", "status", "sim", "config_view", "version", "cleanup"}
 
 func TestDocumentedCommands(t *testing.T) {
 	bin := k8sBin(t)

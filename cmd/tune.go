@@ -1,0 +1,249 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/load"
+	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/render"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/hpa"
+	"github.com/vllm-hpa/vllm-hpa/internal/tune"
+	"github.com/vllm-hpa/vllm-hpa/internal/verify"
+)
+
+type tuneOptions struct {
+	*globalOptions
+	cfg            *config.Config
+	endpoint       string
+	prompt         string
+	maxTokens      int
+	requestTimeout time.Duration
+	slo            tune.SLO
+	maxConcurrency int
+	step, warmup   time.Duration
+	headroom       float64
+	apply          bool
+}
+
+// tuneJSON is tune's --output json document.
+type tuneJSON struct {
+	Command  string `json:"command"`
+	OK       bool   `json:"ok"`
+	ExitCode int    `json:"exitCode"`
+	Error    string `json:"error,omitempty"`
+	*tune.Result
+	// Snippet is the configuration that applies the recommendation.
+	Snippet string `json:"snippet,omitempty"`
+	// Applied: --apply updated the HPA.
+	Applied bool `json:"applied"`
+}
+
+func newTuneCmd(g *globalOptions, runF func(*tuneOptions) error) *cobra.Command {
+	o := &tuneOptions{globalOptions: g}
+	c := &cobra.Command{
+		Use:   "tune",
+		Short: "Find the load one vLLM server carries within a latency objective, and the HPA target for it",
+		Long: `Ramp the load on one vLLM server (doubling the requests in flight until the
+objective breaks, then bisecting), each level held --warmup plus
+--step-duration: measure time to first token and time per output token from
+streamed answers (90th percentiles) and read the server's own gauges. The
+knee is the most requests in flight that meet --slo-ttft, --slo-tpot and
+--slo-latency (0: not checked). tune recommends the HPA target for hpa.metric
+(--metric): its reading at the knee times --headroom, so that pods are added
+before the objective breaks; it prints the levels, a chart, the reasoning and
+the configuration to use, and --apply sets it on the HPA (the hpa step).
+Without --endpoint it port-forwards to a Ready pod behind the Service, as
+load does. Exits 3 when even one request at a time misses the objective.`,
+		Example: "  vllm-hpa tune --project my-proj --slo-tpot 100ms --max-concurrency 16 --step-duration 5s --warmup 1s",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if o.cfg, err = o.loadConfig(cmd); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(o)
+			}
+			return o.Run(cmd.Context())
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.endpoint, "endpoint", "", "base URL of the vLLM server, e.g. http://127.0.0.1:8081 (default: a port-forward to a Ready pod behind the Service)")
+	f.StringVar(&o.prompt, "prompt", load.DefaultPrompt, "the user message of each request")
+	f.IntVar(&o.maxTokens, "max-tokens", 0, "max_tokens of each request (0: the server's default)")
+	f.DurationVar(&o.requestTimeout, "request-timeout", 2*time.Minute, "how long one request may take")
+	f.DurationVar(&o.slo.TTFT, "slo-ttft", 2*time.Second, "objective: time to first token, 90th percentile (0: not checked)")
+	f.DurationVar(&o.slo.TPOT, "slo-tpot", 100*time.Millisecond, "objective: time per output token after the first, 90th percentile (0: not checked)")
+	f.DurationVar(&o.slo.Latency, "slo-latency", 0, "objective: whole answer, 90th percentile (0: not checked)")
+	f.IntVar(&o.maxConcurrency, "max-concurrency", 64, "the most requests in flight tried")
+	f.DurationVar(&o.step, "step-duration", 20*time.Second, "how long each level is measured")
+	f.DurationVar(&o.warmup, "warmup", 5*time.Second, "how long each level runs before it is measured")
+	f.Float64Var(&o.headroom, "headroom", 0.8, "the target as a fraction of the metric at the knee")
+	f.BoolVar(&o.apply, "apply", false, "set the recommended target on the HPA (the hpa step)")
+	config.AddStepFlags(f, "tune")
+	registerEnumCompletions(c)
+	return c
+}
+
+// Validate checks every flag before anything is sent.
+func (o *tuneOptions) Validate() error {
+	if err := validateConfig(o.cfg, o.endpoint == "" || o.apply); err != nil {
+		return err
+	}
+	bad := func(flag, value, allowed string) error {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))
+	}
+	switch {
+	case o.slo.TTFT < 0 || o.slo.TPOT < 0 || o.slo.Latency < 0:
+		return bad("slo-*", fmt.Sprint(o.slo), "0 (not checked) or a positive duration")
+	case o.slo.TTFT == 0 && o.slo.TPOT == 0 && o.slo.Latency == 0:
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("no objective: give --slo-ttft, --slo-tpot or --slo-latency"))
+	case o.maxConcurrency < 1 || o.maxConcurrency > maxConcurrency:
+		return bad("max-concurrency", fmt.Sprint(o.maxConcurrency), fmt.Sprintf("between 1 and %d", maxConcurrency))
+	case o.step < time.Second:
+		return bad("step-duration", o.step.String(), "at least 1s, long enough for several answers")
+	case o.warmup < 0:
+		return bad("warmup", o.warmup.String(), "0 or a positive duration")
+	case !(o.headroom > 0 && o.headroom <= 1):
+		return bad("headroom", fmt.Sprint(o.headroom), "a fraction above 0 and at most 1, such as 0.8")
+	case o.maxTokens < 0 || o.maxTokens > maxMaxTokens:
+		return bad("max-tokens", fmt.Sprint(o.maxTokens), fmt.Sprintf("between 0 (the server's default) and %d", maxMaxTokens))
+	case o.requestTimeout <= 0:
+		return bad("request-timeout", o.requestTimeout.String(), "a positive duration such as 2m")
+	case strings.TrimSpace(o.prompt) == "":
+		return bad("prompt", o.prompt, "a non-empty message")
+	}
+	if err := validEndpoint(o.endpoint); err != nil {
+		return err
+	}
+	if o.endpoint == "" || o.apply {
+		return o.f.CheckConnection(o.cfg)
+	}
+	return nil
+}
+
+// Run ramps the load, prints the levels and the recommendation, and with
+// --apply sets the target on the HPA.
+func (o *tuneOptions) Run(ctx context.Context) error {
+	rec := output.NewProgress(o.streams)
+	defer rec.Close()
+	var deps *step.Deps
+	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, OnMove: func(from, to string, why error) {
+		rec.Action("tune", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
+	}}
+	if o.endpoint == "" || o.apply {
+		d, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{GCPOptional: true}, rec)
+		if err != nil {
+			return o.printTune(rec, nil, err, false)
+		}
+		deps, server.Kube = &d, d.Kube
+	}
+	defer server.Close()
+	url, err := server.URL(ctx)
+	if err != nil {
+		return o.printTune(rec, nil, exitcode.With(exitcode.Precondition, err), false)
+	}
+	metric := o.cfg.MetricName()
+	rec.StepStarted("tune")
+	rec.Action("tune", fmt.Sprintf("ramping load on %s for %s: up to %d requests in flight, each level %s + %s warmup", url, metric, o.maxConcurrency, o.step, o.warmup))
+	res, err := tune.Run(ctx, tune.Options{
+		URL: url, Model: o.cfg.Workload.Model, Prompt: o.prompt, MaxTokens: o.maxTokens, SLO: o.slo, Metric: metric,
+		StepDuration: o.step, Warmup: o.warmup, MaxConcurrency: o.maxConcurrency, Headroom: o.headroom, RequestTimeout: o.requestTimeout,
+	}, func(l tune.Level) {
+		verdict := "meets the objective"
+		if !l.MeetsSLO {
+			verdict = "misses: " + l.Why
+		}
+		rec.Action("tune", fmt.Sprintf("%d in flight: %.1f answers/s, ttft p90 %s, tpot p90 %s; %s", l.Concurrency, l.Rate, secs(l.TTFTP90), secs(l.TPOTP90), verdict))
+	})
+	if err == tune.ErrNoLevelMeetsSLO {
+		err = exitcode.With(exitcode.CheckFailed, fmt.Errorf("%w (%s): loosen the objective, or check the server", err, res.Levels[0].Why))
+	}
+	rec.StepDone("tune", err)
+	if err != nil {
+		return o.printTune(rec, res, err, false)
+	}
+	applied := false
+	if o.apply {
+		if res.Recommendation.Target <= 0 {
+			return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("nothing to apply: %s", res.Recommendation.Reasoning)), false)
+		}
+		o.cfg.HPA.Target = res.Recommendation.Target
+		rec.StepStarted(hpa.Name)
+		err = steps.ResolveBackend(ctx, o.cfg, *deps)
+		if err == nil {
+			var st interface{ Apply(context.Context) error }
+			if st, err = steps.New(o.cfg, *deps).Step(hpa.Name); err == nil {
+				err = st.Apply(ctx)
+			}
+		}
+		rec.StepDone(hpa.Name, err)
+		applied = err == nil
+	}
+	return o.printTune(rec, res, err, applied)
+}
+
+func secs(s interface{ Float() float64 }) string { return fmt.Sprintf("%.3gs", s.Float()) }
+
+// snippet is the configuration that applies r.
+func (o *tuneOptions) snippet(r *tune.Recommendation) string {
+	if r == nil || r.Target <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("hpa:\n  metric: %s\n  target: %s\n", o.cfg.HPA.Metric, strconv.FormatFloat(r.Target, 'g', -1, 64))
+}
+
+func (o *tuneOptions) printTune(rec *output.Progress, res *tune.Result, runErr error, applied bool) error {
+	rec.Close()
+	doc := tuneJSON{Command: "tune", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Result: res, Applied: applied}
+	if runErr != nil {
+		doc.Error = runErr.Error()
+	}
+	if res != nil {
+		doc.Snippet = o.snippet(res.Recommendation)
+	}
+	if done, err := o.printDoc(doc); done {
+		if err != nil {
+			return err
+		}
+		return runErr
+	}
+	if res == nil || len(res.Levels) == 0 {
+		return runErr
+	}
+	w := o.streams.Out
+	fmt.Fprintf(w, "%-9s %9s %9s %9s %9s %8s %8s %8s  %s\n", "in flight", "answers/s", "ttft p50", "ttft p90", "tpot p90", "running", "waiting", "kv cache", "objective")
+	for _, l := range res.Levels {
+		verdict := "met"
+		if !l.MeetsSLO {
+			verdict = "missed: " + l.Why
+		}
+		fmt.Fprintf(w, "%-9d %9.1f %9s %9s %9s %8.1f %8.1f %7.0f%%  %s\n", l.Concurrency, l.Rate, secs(l.TTFTP50), secs(l.TTFTP90), secs(l.TPOTP90), l.Running, l.Waiting, l.KVCache*100, verdict)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprint(w, tune.Chart(res, o.slo))
+	if res.Knee != nil {
+		fmt.Fprintf(w, "\nknee: %d requests in flight\n%s\n", res.Knee.Concurrency, res.Recommendation.Reasoning)
+		if s := o.snippet(res.Recommendation); s != "" {
+			fmt.Fprintf(w, "\nconfiguration (vllm-hpa.yaml; --apply sets it on the HPA):\n%s", s)
+		}
+		if applied {
+			fmt.Fprintf(w, "applied: the HPA's target is now %s\n", render.Quantity(res.Recommendation.Target))
+		}
+	}
+	return runErr
+}

@@ -1,0 +1,61 @@
+package tune
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
+)
+
+// TestKneeOnTheSimulator: on a simulator whose decode step takes 20 ms
+// plus 5 ms per running request, a time-per-token objective of 120 ms is
+// met up to (120-20)/5 = 20 requests at once. tune finds the knee within
+// 10% of that, and recommends 80% of the running gauge there.
+func TestKneeOnTheSimulator(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{Model: "m", TokenLatency: 20 * time.Millisecond, BatchLatency: 5 * time.Millisecond, OutputTokens: 10, MaxNumSeqs: 256})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	var seen []int
+	res, err := Run(context.Background(), Options{
+		URL: srv.URL, Model: "m", Prompt: "hello", SLO: SLO{TPOT: 120 * time.Millisecond},
+		Metric: "vllm:num_requests_running", StepDuration: 2 * time.Second, Warmup: 500 * time.Millisecond,
+		MaxConcurrency: 64, Headroom: 0.8, RequestTimeout: time.Minute,
+	}, func(l Level) { seen = append(seen, l.Concurrency) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	const analytic = 20
+	if k := res.Knee.Concurrency; k < analytic*9/10 || k > analytic*11/10 {
+		t.Errorf("knee %d, want within 10%% of %d; levels %+v", k, analytic, res.Levels)
+	}
+	r := res.Recommendation
+	if r.Metric != "vllm:num_requests_running" || r.Target < 0.7*float64(res.Knee.Concurrency) || r.Target > 0.85*float64(res.Knee.Concurrency) || !strings.Contains(r.Reasoning, "80%") {
+		t.Errorf("recommendation %+v at knee %d", r, res.Knee.Concurrency)
+	}
+	t.Logf("levels measured in order %v; knee %d (analytic %d); target %g", seen, res.Knee.Concurrency, analytic, r.Target)
+}
+
+// TestRecommendWithoutQueue: scaling on the queue, where the server never
+// queues below the knee, is called out and running is proposed instead.
+func TestRecommendWithoutQueue(t *testing.T) {
+	r := recommend(Options{Metric: "vllm:num_requests_waiting", Headroom: 0.8}, Level{Concurrency: 20, Running: 19.5}, 21)
+	if r.Target != 0 || !strings.Contains(r.Reasoning, "--metric running") || !strings.Contains(r.Reasoning, "target 15 ") {
+		t.Errorf("%+v", r)
+	}
+}
+
+// TestNothingMeetsTheObjective: an objective even one request breaks is
+// an error, with the level that shows why.
+func TestNothingMeetsTheObjective(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{Model: "m", TokenLatency: 20 * time.Millisecond, OutputTokens: 3, MaxNumSeqs: 8})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	res, err := Run(context.Background(), Options{URL: srv.URL, Model: "m", Prompt: "hi", SLO: SLO{TPOT: time.Millisecond},
+		Metric: "vllm:num_requests_running", StepDuration: 500 * time.Millisecond, MaxConcurrency: 8, Headroom: 0.8, RequestTimeout: time.Minute}, nil)
+	if err != ErrNoLevelMeetsSLO || len(res.Levels) != 1 || !strings.Contains(res.Levels[0].Why, "tpot p90") {
+		t.Errorf("err %v, levels %+v", err, res.Levels)
+	}
+}
