@@ -12,6 +12,8 @@
 #     with GKE's intervals (15 s scrape, 15 s HPA sync) and a fast profile
 #     (2 s, 2 s), each against the bound those intervals set.
 #  4. The load generator's peak rate (scripts/bench-load.sh).
+#  5. tune on the simulator with a known knee: time per run and the knee
+#     found, three runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin_dir=$(scripts/build-k8s-cache.sh)
@@ -163,6 +165,19 @@ gke=$(react "$work/gke.json"); fast=$(react "$work/fast.json")
 echo "4. load generator" >&2
 load=$(scripts/bench-load.sh 5 2>/dev/null | tail -3)
 
+echo "5. tune" >&2
+vllm-hpa sim --listen 127.0.0.1:18090 --token-latency 20ms --batch-latency 5ms --output-tokens 10 >/dev/null 2>&1 &
+sim_pid=$!
+sleep 1
+tune_runs=""
+for i in 1 2 3; do
+  t0=$(date +%s.%N)
+  vllm-hpa tune --endpoint http://127.0.0.1:18090 --slo-tpot 120ms --step-duration 2s --warmup 500ms -o json > "$work/tune.json" 2>/dev/null
+  t1=$(date +%s.%N)
+  tune_runs+=$(python3 -c "import json; d=json.load(open('$work/tune.json')); print(f\"| $i | {$t1-$t0:.1f} s | {len(d['levels'])} | {d['knee']['concurrency']} | {d['recommendation']['target']:g} |\")")$'\n'
+done
+kill $sim_pid 2>/dev/null; wait $sim_pid 2>/dev/null || true
+
 cat > docs/benchmarks.md <<MD
 # Benchmarks
 
@@ -203,8 +218,16 @@ vllm-hpa also does more than the kubectl commands in those requests: it reads ev
 
 ## Load generator peak rate (5 s each against the simulator on loopback)
 
-\`\`\`
+\`\`\`text
 ${load}
 \`\`\`
+
+## tune on the simulator (a decode step of 20 ms + 5 ms per running request, objective 120 ms per token)
+
+The analytic knee is (120 - 20) / 5 = 20 requests in flight; each level is held 0.5 s, then measured for 2 s.
+
+| run | wall time | levels measured | knee found | recommended target (running) |
+|---|---|---|---|---|
+${tune_runs}
 MD
 echo "wrote docs/benchmarks.md" >&2

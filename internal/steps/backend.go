@@ -74,7 +74,12 @@ func nativeRequirements(ctx context.Context, cfg *config.Config, deps step.Deps)
 	if c == nil && name != "" && deps.GCP != nil {
 		var err error
 		if c, err = deps.GCP.Cluster(ctx, cfg.Project, location, name); err != nil {
-			return nil, "", err
+			if deps.Kube == nil {
+				return nil, "", err
+			}
+			// The API server can still say whether it serves the kind.
+			deps.Reporter().Action("backend", "cluster "+name+" not read from the container API ("+err.Error()+"): judging by what the API server serves")
+			c = nil
 		}
 	}
 	if c != nil {

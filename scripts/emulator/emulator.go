@@ -121,7 +121,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	e.Prom = newPrometheus(cp.Client, cp.Dynamic, sims)
 	go e.Prom.run(bg)
 	if o.NativeMetrics {
-		native.store = newPrometheus(cp.Client, cp.Dynamic, sims)
+		native.store.Store(newPrometheus(cp.Client, cp.Dynamic, sims))
 		go native.run(bg)
 	}
 	adapterAddr, err := startAdapter(bg, cp.Kubeconfig, filepath.Join(cp.Dir, "adapter-certs"), &stackdriverProvider{prom: e.Prom, client: cp.Client})

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,7 +24,9 @@ import (
 // or that has no samples yet. The control plane routes the HPA
 // controller's reads here (localcluster.Options.NativeMetrics).
 type gkeNative struct {
-	store    *prometheus // the scraping and the samples, apart from Managed Prometheus'
+	// store is the scraping and the samples, apart from Managed
+	// Prometheus'; set once the cluster's clients exist.
+	store    atomic.Pointer[prometheus]
 	interval time.Duration
 }
 
@@ -39,7 +42,8 @@ func (n *gkeNative) run(ctx context.Context) {
 }
 
 func (n *gkeNative) scrapeAll(ctx context.Context) {
-	list, err := n.store.dynamic.Resource(nativemetrics.Resource).Namespace("").List(ctx, metav1.ListOptions{})
+	store := n.store.Load()
+	list, err := store.dynamic.Resource(nativemetrics.Resource).Namespace("").List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return
 	}
@@ -47,14 +51,14 @@ func (n *gkeNative) scrapeAll(ctx context.Context) {
 		am := &list.Items[i]
 		for _, name := range nativemetrics.Gauges(am) {
 			g, _ := nativemetrics.Find(am, name)
-			pods, err := n.store.client.CoreV1().Pods(am.GetNamespace()).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(g.Selector).String()})
+			pods, err := store.client.CoreV1().Pods(am.GetNamespace()).List(ctx, metav1.ListOptions{LabelSelector: labels.SelectorFromSet(g.Selector).String()})
 			if err != nil {
 				continue
 			}
 			for j := range pods.Items {
 				pod := &pods.Items[j]
 				if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil {
-					_ = n.store.scrape(ctx, pod, g.Path)
+					_ = store.scrape(ctx, pod, g.Path)
 				}
 			}
 		}
@@ -68,7 +72,8 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	if n.store == nil { // not started yet
+	store := n.store.Load()
+	if store == nil { // not started yet
 		http.Error(w, "native metrics not started", http.StatusServiceUnavailable)
 		return
 	}
@@ -83,7 +88,7 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		notFound("not a native metric: " + metric)
 		return
 	}
-	am, err := n.store.dynamic.Resource(nativemetrics.Resource).Namespace(ns).Get(r.Context(), amName, metav1.GetOptions{})
+	am, err := store.dynamic.Resource(nativemetrics.Resource).Namespace(ns).Get(r.Context(), amName, metav1.GetOptions{})
 	if err != nil {
 		notFound("no AutoscalingMetric " + ns + "/" + amName)
 		return
@@ -93,7 +98,7 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		notFound("AutoscalingMetric " + ns + "/" + amName + " declares no gauge " + gauge)
 		return
 	}
-	pods, err := n.store.client.CoreV1().Pods(ns).List(r.Context(), metav1.ListOptions{LabelSelector: r.URL.Query().Get("labelSelector")})
+	pods, err := store.client.CoreV1().Pods(ns).List(r.Context(), metav1.ListOptions{LabelSelector: r.URL.Query().Get("labelSelector")})
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
@@ -103,7 +108,7 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if podName != "*" && p.Name != podName {
 			continue
 		}
-		s, ok := n.store.value(g.PrometheusName, ns, p.Name)
+		s, ok := store.value(g.PrometheusName, ns, p.Name)
 		if !ok {
 			continue
 		}
