@@ -113,10 +113,12 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 		zero := int64(0)
 		_ = r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	case pod.Spec.NodeName == "":
-		_ = r.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, &corev1.Binding{
+		if r.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, &corev1.Binding{
 			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
 			Target:     corev1.ObjectReference{Kind: "Node", Name: NodeName},
-		}, metav1.CreateOptions{})
+		}, metav1.CreateOptions{}) == nil {
+			r.event(ctx, pod, "default-scheduler", "Scheduled", "Successfully assigned "+pod.Namespace+"/"+pod.Name+" to "+NodeName)
+		}
 	case pod.Status.Phase == "" || (pod.Status.Phase == corev1.PodPending && !r.held(pod)):
 		r.schedule(ctx, pod)
 	}
@@ -144,6 +146,9 @@ func (r *PodRunner) schedule(ctx context.Context, pod *corev1.Pod) {
 	}
 	r.timers[key] = time.AfterFunc(r.StartDelay, func() { r.start(ctx, pod.Namespace, pod.Name) })
 	r.mu.Unlock()
+	for _, c := range pod.Spec.Containers {
+		r.event(ctx, pod, "kubelet", "Pulling", "Pulling image \""+c.Image+"\"")
+	}
 	if r.StartDelay > 0 {
 		r.setStatus(ctx, pod.Namespace, pod.Name, false, "ContainerCreating", "")
 	}
@@ -166,7 +171,24 @@ func (r *PodRunner) start(ctx context.Context, namespace, name string) {
 			return
 		}
 	}
+	for _, c := range pod.Spec.Containers {
+		r.event(ctx, pod, "kubelet", "Pulled", "Successfully pulled image \""+c.Image+"\"")
+		r.event(ctx, pod, "kubelet", "Created", "Created container "+c.Name)
+		r.event(ctx, pod, "kubelet", "Started", "Started container "+c.Name)
+	}
 	r.setStatus(ctx, namespace, name, true, "", "")
+}
+
+// event records what the scheduler or the kubelet would say of the pod.
+func (r *PodRunner) event(ctx context.Context, pod *corev1.Pod, component, reason, message string) {
+	now := metav1.Now()
+	_, _ = r.Client.CoreV1().Events(pod.Namespace).Create(ctx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{GenerateName: pod.Name + ".", Namespace: pod.Namespace},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, APIVersion: "v1"},
+		Reason:         reason, Message: message, Type: corev1.EventTypeNormal,
+		Source:         corev1.EventSource{Component: component, Host: NodeName},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+	}, metav1.CreateOptions{})
 }
 
 func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, ready bool, waitReason, waitMessage string) {
@@ -189,11 +211,24 @@ func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, ready
 			status = corev1.ConditionTrue
 			pod.Status.Phase = corev1.PodRunning
 		}
+		// A condition keeps its transition time while its status stays,
+		// as the kubelet keeps it (the stages of a scale-up are read from
+		// these times).
+		old := map[corev1.PodConditionType]corev1.PodCondition{}
+		for _, c := range pod.Status.Conditions {
+			old[c.Type] = c
+		}
+		cond := func(t corev1.PodConditionType, st corev1.ConditionStatus) corev1.PodCondition {
+			if c, ok := old[t]; ok && c.Status == st {
+				return c
+			}
+			return corev1.PodCondition{Type: t, Status: st, LastTransitionTime: now}
+		}
 		pod.Status.Conditions = []corev1.PodCondition{
-			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: corev1.ContainersReady, Status: status, LastTransitionTime: now},
-			{Type: corev1.PodReady, Status: status, LastTransitionTime: now},
+			cond(corev1.PodScheduled, corev1.ConditionTrue),
+			cond(corev1.PodInitialized, corev1.ConditionTrue),
+			cond(corev1.ContainersReady, status),
+			cond(corev1.PodReady, status),
 		}
 		pod.Status.ContainerStatuses = nil
 		for _, c := range pod.Spec.Containers {

@@ -13,6 +13,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/stages"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/timeline"
 )
@@ -41,6 +42,8 @@ type LoadTest struct {
 type LoadResult struct {
 	Load     *load.Summary      `json:"load,omitempty"`
 	Timeline *timeline.Timeline `json:"timeline,omitempty"`
+	// Stages explain the first scale-up (with --expect-replicas).
+	Stages *stages.Report `json:"stages,omitempty"`
 }
 
 // Run sends the load and watches; rec gets a "load" step.
@@ -55,6 +58,8 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 			rec.Action("load", fmt.Sprintf("%s SuccessfulRescale: %s", rs.At, rs.Message))
 		}
 	})
+	// New pods' first answers, probed from their start.
+	prober := stages.StartProber(wctx, k, cfg.Workload.Namespace, "app="+cfg.Workload.AppLabel, int(cfg.Workload.Port), cfg.Workload.Model, start)
 	loadCtx, stopLoad := context.WithCancelCause(ctx)
 	defer stopLoad(load.ErrStopped)
 	type result struct {
@@ -73,6 +78,12 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 	var waitErr error
 	if o.ExpectReplicas > 0 {
 		waitErr = o.waitScaleUp(ctx, tl, cfg.HPA.Target, start, rec)
+	}
+	var report *stages.Report
+	if waitErr == nil && o.ExpectReplicas > 0 {
+		// Under load still, until every new Ready pod has answered (or
+		// the wait's time is up), then stage by stage.
+		report = o.explainScaleUp(ctx, cfg, tl, prober, start, rec)
 	}
 	if o.ExpectReplicas > 0 || o.ScaleDown {
 		stopLoad(load.ErrStopped) // the scale-up is proven (or failed): stop sending
@@ -120,7 +131,7 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		rec.Action("load", line)
 	}
 	if o.Report != "" {
-		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t}, "", "  ")
+		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t, "stages": report}, "", "  ")
 		if o.Scrub != nil {
 			b = []byte(o.Scrub(string(b)))
 		}
@@ -129,7 +140,44 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		}
 	}
 	rec.StepDone("load", waitErr)
-	return &LoadResult{Load: res.sum, Timeline: &t}, waitErr
+	return &LoadResult{Load: res.sum, Timeline: &t, Stages: report}, waitErr
+}
+
+// warmWait bounds the wait for new pods' first answers after the
+// scale-up (Google measured pods Ready about 22 s before they served).
+const warmWait = 2 * time.Minute
+
+// explainScaleUp waits, under load, until every new Ready pod has
+// answered (at most warmWait), reads the stages and says them.
+func (o LoadTest) explainScaleUp(ctx context.Context, cfg *config.Config, tl *timeline.Watcher, prober *stages.Prober, start time.Time, rec *output.Progress) *stages.Report {
+	wctx, cancel := context.WithTimeout(ctx, warmWait)
+	defer cancel()
+	for prober.Pending(wctx) && wctx.Err() == nil {
+		rec.Status("waiting for the new pods' first answers")
+		select {
+		case <-wctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	rec.Status("")
+	t := tl.Timeline()
+	var above *timeline.Seconds
+	for _, s := range t.Samples {
+		if s.Metric != nil && *s.Metric > cfg.HPA.Target {
+			at := s.At
+			above = &at
+			break
+		}
+	}
+	report, err := prober.Read(ctx, above, t.FirstScaleUp)
+	if err != nil {
+		rec.Action("load", "stages not read: "+err.Error())
+		return nil
+	}
+	for _, line := range report.Lines() {
+		rec.Action("load", line)
+	}
+	return report
 }
 
 // waitScaleUp waits until ExpectReplicas are Ready, WaitTimeout passes,

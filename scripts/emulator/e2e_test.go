@@ -68,6 +68,15 @@ type verifyDoc struct {
 		FirstScaleUp  *float64 `json:"firstScaleUpSeconds"`
 		ScaledUpReady *float64 `json:"scaledUpReadySeconds"`
 	} `json:"timeline"`
+	Stages *struct {
+		Stages []struct {
+			Stage   string  `json:"stage"`
+			Seconds float64 `json:"seconds"`
+		} `json:"stages"`
+		Biggest *struct {
+			Stage string `json:"stage"`
+		} `json:"biggest"`
+	} `json:"stages"`
 }
 
 // failing returns "step/check: reason" for each failed check.
@@ -160,6 +169,24 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	// (10/s, 1 s answers), target 4: 1 -> 3, and back to 1.
 	r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "2m")
 	doc, sizes := scaledUpAndDown(t, r)
+	// The scale-up stage by stage, from the metric to the new pod's first
+	// answer.
+	var names, took []string
+	if doc.Stages != nil {
+		for _, s := range doc.Stages.Stages {
+			names = append(names, s.Stage)
+			took = append(took, fmt.Sprintf("%s +%.1fs", s.Stage, s.Seconds))
+		}
+	}
+	t.Logf("stages: %s", strings.Join(took, ", "))
+	for _, want := range []string{"metric above target", "hpa decision", "pod created", "scheduled", "image pulled", "container started", "ready", "first answer"} {
+		if !contains(names, want) {
+			t.Errorf("stage %q missing from %v\n%s", want, names, r.errOut)
+		}
+	}
+	if doc.Stages == nil || doc.Stages.Biggest == nil || !strings.Contains(r.errOut, "biggest stage: ") {
+		t.Errorf("no biggest stage named:\n%s", r.errOut)
+	}
 	t.Logf("rescales %v; load start -> first scale-up %.1fs, -> pods Ready %.1fs (bound: scrape 2s + HPA sync 2s + pod start 1s)",
 		sizes, *doc.Timeline.FirstScaleUp, *doc.Timeline.ScaledUpReady)
 
