@@ -235,15 +235,14 @@ func TestTuneDocument(t *testing.T) {
 	srv := httptest.NewServer(sim.Handler())
 	defer srv.Close()
 	args := []string{"tune", "--endpoint", srv.URL, "--step-duration", "1s", "--warmup", "200ms", "--max-concurrency", "8", "-o", "json"}
-	code, out, errOut := run(t, "", nil, append(args, "--slo-tpot", "30ms")...)
+	// 8 at once take 10 + 4 x 8 = 42 ms per token, far within 300 ms: the
+	// knee is the ceiling (the precise knee is internal/tune's test).
+	code, out, errOut := run(t, "", nil, append(args, "--slo-tpot", "300ms")...)
 	var doc tuneJSON
 	strict(t, out, &doc)
-	if code != 0 || doc.Knee == nil || doc.Recommendation == nil || doc.Recommendation.Target <= 0 || !strings.Contains(doc.Snippet, "metric: running") {
+	if code != 0 || doc.Knee == nil || doc.Knee.Concurrency != 8 || doc.Recommendation == nil || doc.Recommendation.Target <= 0 ||
+		!strings.Contains(doc.Snippet, "metric: running") || !strings.Contains(doc.Recommendation.Reasoning, "held up to --max-concurrency 8") {
 		t.Fatalf("exit %d, document %s\n%s", code, out, errOut)
-	}
-	// (30-10)/4 = 5 requests at once meet 30 ms per token.
-	if k := doc.Knee.Concurrency; k < 4 || k > 5 {
-		t.Errorf("knee %d, want 5 (or 4 with the machine's overhead)", k)
 	}
 	code, out, _ = run(t, "", nil, append(args, "--slo-tpot", "1ms")...)
 	if d := oneDocument(t, code, out, "tune"); code != exitcode.CheckFailed || !strings.Contains(d.Error, "even one request at a time") {

@@ -9,8 +9,9 @@
 #     process per command): wall time and API requests, counted by a proxy
 #     at kube-apiserver's door, on a first run and on a re-run.
 #  3. Reaction time (load start -> first SuccessfulRescale -> pods Ready)
-#     with GKE's intervals (15 s scrape, 15 s HPA sync) and a fast profile
-#     (2 s, 2 s), each against the bound those intervals set.
+#     with GKE's intervals (15 s scrape, 15 s HPA sync), with them on the
+#     native backend, and a fast profile (2 s, 2 s), each against the bound
+#     those intervals set.
 #  4. The load generator's peak rate (scripts/bench-load.sh).
 #  5. tune on the simulator with a known knee: time per run and the knee
 #     found, three runs.
@@ -151,6 +152,13 @@ start_emu "$emu_dir" 15s 0s
 vllm-hpa up >/dev/null 2>&1
 vllm-hpa verify --load --rate 10 --expect-replicas 3 --wait-timeout 5m --report "$work/gke.json" >/dev/null 2>&1
 stop_emu
+echo "3. reaction time, GKE intervals, native backend" >&2
+emu_dir=$work/emu-native
+start_emu "$emu_dir" 15s 0s
+. "$emu_dir/env"
+VLLM_HPA_HPA_BACKEND=native vllm-hpa up >/dev/null 2>&1
+VLLM_HPA_HPA_BACKEND=native vllm-hpa verify --load --rate 10 --expect-replicas 3 --wait-timeout 5m --report "$work/native.json" >/dev/null 2>&1
+stop_emu
 echo "3. reaction time, fast profile" >&2
 emu_dir=$work/emu-fast
 start_emu "$emu_dir" 2s 1s
@@ -160,19 +168,19 @@ vllm-hpa up >/dev/null 2>&1
 vllm-hpa verify --load --rate 10 --expect-replicas 3 --wait-timeout 5m --report "$work/fast.json" >/dev/null 2>&1
 stop_emu
 react() { python3 -c "import json; t=json.load(open('$1'))['timeline']; print(f\"{t['firstScaleUpSeconds']:.1f} s to the first scale-up, {t['scaledUpReadySeconds']:.1f} s to its pods Ready\")"; }
-gke=$(react "$work/gke.json"); fast=$(react "$work/fast.json")
+gke=$(react "$work/gke.json"); native=$(react "$work/native.json"); fast=$(react "$work/fast.json")
 
 echo "4. load generator" >&2
 load=$(scripts/bench-load.sh 5 2>/dev/null | tail -3)
 
 echo "5. tune" >&2
-vllm-hpa sim --listen 127.0.0.1:18090 --token-latency 20ms --batch-latency 5ms --output-tokens 10 >/dev/null 2>&1 &
+vllm-hpa sim --listen 127.0.0.1:18090 --token-latency 40ms --batch-latency 10ms --output-tokens 6 >/dev/null 2>&1 &
 sim_pid=$!
 sleep 1
 tune_runs=""
 for i in 1 2 3; do
   t0=$(date +%s.%N)
-  vllm-hpa tune --endpoint http://127.0.0.1:18090 --slo-tpot 120ms --step-duration 2s --warmup 500ms -o json > "$work/tune.json" 2>/dev/null
+  vllm-hpa tune --endpoint http://127.0.0.1:18090 --slo-tpot 240ms --step-duration 2s --warmup 500ms -o json > "$work/tune.json" 2>/dev/null
   t1=$(date +%s.%N)
   tune_runs+=$(python3 -c "import json; d=json.load(open('$work/tune.json')); print(f\"| $i | {$t1-$t0:.1f} s | {len(d['levels'])} | {d['knee']['concurrency']} | {d['recommendation']['target']:g} |\")")$'\n'
 done
@@ -214,6 +222,7 @@ vllm-hpa also does more than the kubectl commands in those requests: it reads ev
 ## Reaction time (walkthrough load: 10 requests/s of 1 s answers, target 4)
 
 - GKE's intervals (15 s scrape, 15 s HPA sync; bound for the first scale-up: 30 s plus a pod start of 0 s): ${gke}.
+- The same with \`hpa.backend native\` (the emulator's native stand-in reads the pods every 5 s; Google documents no interval): ${native}.
 - Fast profile (2 s scrape, 2 s HPA sync; bound 4 s plus a pod start of 1 s): ${fast}.
 
 ## Load generator peak rate (5 s each against the simulator on loopback)
@@ -222,9 +231,9 @@ vllm-hpa also does more than the kubectl commands in those requests: it reads ev
 ${load}
 \`\`\`
 
-## tune on the simulator (a decode step of 20 ms + 5 ms per running request, objective 120 ms per token)
+## tune on the simulator (a decode step of 40 ms + 10 ms per running request, objective 240 ms per token)
 
-The analytic knee is (120 - 20) / 5 = 20 requests in flight; each level is held 0.5 s, then measured for 2 s.
+The analytic knee is (240 - 40) / 10 = 20 requests in flight; each level is held 0.5 s, then measured for 2 s.
 
 | run | wall time | levels measured | knee found | recommended target (running) |
 |---|---|---|---|---|

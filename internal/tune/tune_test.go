@@ -10,17 +10,19 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
 )
 
-// TestKneeOnTheSimulator: on a simulator whose decode step takes 20 ms
-// plus 5 ms per running request, a time-per-token objective of 120 ms is
-// met up to (120-20)/5 = 20 requests at once. tune finds the knee within
-// 10% of that, and recommends 80% of the running gauge there.
+// TestKneeOnTheSimulator: on a simulator whose decode step takes 40 ms
+// plus 10 ms per running request, a time-per-token objective of 240 ms is
+// met up to (240-40)/10 = 20 requests at once. tune finds the knee within
+// 10% of that, and recommends 80% of the running gauge there. (The
+// latencies are large so that a busy machine's few milliseconds of timer
+// lag per token cannot move the knee by two levels.)
 func TestKneeOnTheSimulator(t *testing.T) {
-	sim := vllmsim.New(vllmsim.Config{Model: "m", TokenLatency: 20 * time.Millisecond, BatchLatency: 5 * time.Millisecond, OutputTokens: 10, MaxNumSeqs: 256})
+	sim := vllmsim.New(vllmsim.Config{Model: "m", TokenLatency: 40 * time.Millisecond, BatchLatency: 10 * time.Millisecond, OutputTokens: 6, MaxNumSeqs: 256})
 	srv := httptest.NewServer(sim.Handler())
 	defer srv.Close()
 	var seen []int
 	res, err := Run(context.Background(), Options{
-		URL: srv.URL, Model: "m", Prompt: "hello", SLO: SLO{TPOT: 120 * time.Millisecond},
+		URL: srv.URL, Model: "m", Prompt: "hello", SLO: SLO{TPOT: 240 * time.Millisecond},
 		Metric: "vllm:num_requests_running", StepDuration: 2 * time.Second, Warmup: 500 * time.Millisecond,
 		MaxConcurrency: 64, Headroom: 0.8, RequestTimeout: time.Minute,
 	}, func(l Level) { seen = append(seen, l.Concurrency) })
