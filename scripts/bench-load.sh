@@ -19,7 +19,7 @@ body='{"model":"google/gemma-3-1b-it","messages":[{"role":"user","content":"Expl
 
 sim_pid=
 start_sim() {
-  "$bin" sim --listen 127.0.0.1:$port --token-latency 0s --output-tokens 1 --max-num-seqs 100000 2>/dev/null &
+  "$bin" sim --listen 127.0.0.1:$port --token-latency 0s --batch-latency 0s --prefill-latency 0s --kv-cache-tokens 0 --output-tokens 1 --max-num-seqs 100000 2>/dev/null &
   sim_pid=$!
   for _ in $(seq 50); do curl -sf "$url/health" >/dev/null && return; sleep 0.1; done
   echo "simulator did not start" >&2; exit 1
