@@ -91,9 +91,15 @@ func startTestbed() (*testbed, error) {
 	defer cancel()
 	// GKE's native custom metrics, served from the testbed's fake values
 	// (bound once the testbed exists).
-	var native http.Handler
+	var native atomic.Pointer[http.Handler]
 	cp, err := localcluster.Start(ctx, localcluster.Options{
-		NativeMetrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { native.ServeHTTP(w, r) }),
+		NativeMetrics: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if h := native.Load(); h != nil {
+				(*h).ServeHTTP(w, r)
+				return
+			}
+			http.Error(w, "native metrics not started", http.StatusServiceUnavailable)
+		}),
 		Controllers:   true,
 		HPASyncPeriod: time.Second,
 		Aggregation:   true,
@@ -114,7 +120,8 @@ func startTestbed() (*testbed, error) {
 		return nil, err
 	}
 	tb := &testbed{cp: cp, metrics: &localcluster.FakeMetrics{Client: cp.Client}}
-	native = localcluster.NativeMetricsFromFake(tb.metrics, cp.Dynamic)
+	h := localcluster.NativeMetricsFromFake(tb.metrics, cp.Dynamic)
+	native.Store(&h)
 	cp.PodBackend = func(namespace, name string, port int) (string, bool) {
 		if addr := tb.podServer.Load(); addr != nil {
 			return *addr, true

@@ -122,11 +122,13 @@ func (f *nativeFront) groups(w http.ResponseWriter, r *http.Request) {
 }
 
 // resources is a custom metrics group version's resource list: the
-// adapter's when one serves it, else an empty one (native metrics are not
-// listed, as the adapter lists none).
+// adapter's answer when one is registered, else (404) an empty one
+// (native metrics are not listed, as the adapter lists none).
 func (f *nativeFront) resources(w http.ResponseWriter, r *http.Request, gv string) {
 	rec := f.upstream(r)
-	if rec.Code == http.StatusOK {
+	if rec.Code != http.StatusNotFound {
+		// The adapter's answer, or its failure (a registered but
+		// unavailable APIService is a 503 the controllers must see).
 		copyResponse(w, rec)
 		return
 	}

@@ -84,27 +84,28 @@ type Requirement struct {
 	Fix     string // the gcloud command that meets it
 }
 
-// Requirements judges c against what native metrics need; location and
-// project complete the gcloud fixes.
+// Requirements judges c against what native metrics need, in the order
+// their fixes apply (the Rapid channel first: it offers the version);
+// location and project complete the gcloud fixes.
 func Requirements(c *container.Cluster, project, location string) []Requirement {
 	loc := fmt.Sprintf("%s --location %s --project %s", c.Name, location, project)
 	var out []Requirement
-
-	r := Requirement{Check: "gke version", OK: VersionAtLeast(c.CurrentMasterVersion, MinVersion), Message: c.CurrentMasterVersion}
-	if !r.OK {
-		r.Message = fmt.Sprintf("control plane version %q is older than %s, the first that serves native custom metrics", c.CurrentMasterVersion, MinVersion)
-		r.Fix = fmt.Sprintf("gcloud container clusters upgrade %s --master --cluster-version=%s", loc, MinVersion)
-	}
-	out = append(out, r)
 
 	channel := "none"
 	if c.ReleaseChannel != nil && c.ReleaseChannel.Channel != "" {
 		channel = c.ReleaseChannel.Channel
 	}
-	r = Requirement{Check: "release channel", OK: channel == Channel, Message: channel}
+	r := Requirement{Check: "release channel", OK: channel == Channel, Message: channel}
 	if !r.OK {
 		r.Message = fmt.Sprintf("release channel %s, not %s: native custom metrics are in Preview on the Rapid channel", channel, Channel)
 		r.Fix = fmt.Sprintf("gcloud container clusters update %s --release-channel=rapid", loc)
+	}
+	out = append(out, r)
+
+	r = Requirement{Check: "gke version", OK: VersionAtLeast(c.CurrentMasterVersion, MinVersion), Message: c.CurrentMasterVersion}
+	if !r.OK {
+		r.Message = fmt.Sprintf("control plane version %q is older than %s, the first that serves native custom metrics", c.CurrentMasterVersion, MinVersion)
+		r.Fix = fmt.Sprintf("gcloud container clusters upgrade %s --master --cluster-version=%s", loc, MinVersion)
 	}
 	out = append(out, r)
 

@@ -53,6 +53,9 @@ func run() error {
 	if o.Bin == "" {
 		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", localcluster.BinDirEnv)
 	}
+	if o.NativeMetrics && o.NativeInterval <= 0 {
+		return fmt.Errorf("invalid --native-interval %s: must be a positive duration such as 5s", o.NativeInterval)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if o.Dir == "" {

@@ -57,7 +57,7 @@ func (n *gkeNative) scrapeAll(ctx context.Context) {
 			}
 			for j := range pods.Items {
 				pod := &pods.Items[j]
-				if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil {
+				if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil && servesPort(pod, g.Port) {
 					_ = store.scrape(ctx, pod, g.Path)
 				}
 			}
@@ -108,7 +108,9 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if podName != "*" && p.Name != podName {
 			continue
 		}
-		s, ok := store.value(g.PrometheusName, ns, p.Name)
+		// Samples older than a few scrapes are gone, as GKE keeps
+		// none once it stops reading a pod.
+		s, ok := store.valueWithin(g.PrometheusName, ns, p.Name, 3*n.interval)
 		if !ok {
 			continue
 		}
@@ -130,4 +132,17 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // quantity writes a sample as the metrics API does (milli-units).
 func quantity(v float64) string {
 	return resource.NewMilliQuantity(int64(v*1000), resource.DecimalSI).String()
+}
+
+// servesPort reports whether a container of the pod declares port: an
+// AutoscalingMetric naming another port reads nothing.
+func servesPort(pod *corev1.Pod, port int64) bool {
+	for _, c := range pod.Spec.Containers {
+		for _, p := range c.Ports {
+			if int64(p.ContainerPort) == port {
+				return true
+			}
+		}
+	}
+	return false
 }

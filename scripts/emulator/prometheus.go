@@ -216,10 +216,15 @@ func (p *prometheus) scrape(ctx context.Context, pod *corev1.Pod, path string) e
 // value is the pod's latest sample of the gauge within the adapter's
 // five-minute alignment window.
 func (p *prometheus) value(metric, namespace, pod string) (sample, bool) {
+	return p.valueWithin(metric, namespace, pod, 5*time.Minute)
+}
+
+// valueWithin is the pod's latest sample of the gauge no older than maxAge.
+func (p *prometheus) valueWithin(metric, namespace, pod string, maxAge time.Duration) (sample, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s, ok := p.samples[metric][namespace+"/"+pod]
-	if !ok || time.Since(s.at) > 5*time.Minute {
+	if !ok || time.Since(s.at) > maxAge {
 		return sample{}, false
 	}
 	return s, true
