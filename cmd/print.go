@@ -7,6 +7,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -153,6 +154,12 @@ func (o *stackOptions) printDeletePlans(ctx context.Context) error {
 	deps, err := o.f.Connect(ctx, o.cfg, o.need(), nil)
 	if err != nil {
 		return o.withIdentityHint(err)
+	}
+	if err := steps.InferBackend(ctx, o.cfg, deps); err != nil {
+		return err
+	}
+	if !o.cfg.Native() && steps.Requires(o.steps).GoogleAPIs && deps.GCP == nil && deps.GCPError != nil {
+		return o.withIdentityHint(exitcode.With(exitcode.Precondition, deps.GCPError))
 	}
 	s := steps.New(o.cfg, deps)
 	pending := step.Pending{}

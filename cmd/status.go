@@ -97,7 +97,10 @@ func (o *statusOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := steps.ResolveBackend(ctx, o.cfg, deps); err != nil {
+	if err := steps.InferBackend(ctx, o.cfg, deps); err != nil {
+		return err
+	}
+	if err := steps.ResolveBackend(ctx, o.cfg, &deps); err != nil {
 		return err
 	}
 	result := readStatus(ctx, o.cfg, steps.New(o.cfg, deps), deps.Kube)

@@ -18,6 +18,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/hpa"
 	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
@@ -93,9 +94,11 @@ func (o *stackOptions) applies() bool {
 }
 
 // need is what the command connects to: the Google APIs when a step
-// needs them, optional when the backend may turn out native (no IAM).
+// needs them; optional at connection, because the backend (native needs
+// no IAM) is known only once the cluster is read: Run refuses before any
+// change when the steps need them after all.
 func (o *stackOptions) need() cmdutil.Need {
-	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs, GCPOptional: o.cfg.HPA.Backend != config.BackendAdapter}
+	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs, GCPOptional: true}
 }
 
 // Run applies (or, for cleanup, deletes) the steps in order.
@@ -116,13 +119,25 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return o.printRun(rec, start, o.withIdentityHint(err))
 	}
+	if o.command == "up" || o.command == "cleanup" {
+		// A plain up keeps, and a plain cleanup finds, the route the
+		// stack has (one read).
+		if err := steps.InferBackend(ctx, o.cfg, deps); err != nil {
+			return o.printRun(rec, start, err)
+		}
+	}
 	if o.command != "cleanup" && o.cfg.HPA.Backend != config.BackendAdapter {
 		rec.StepStarted("backend")
-		err := steps.ResolveBackend(ctx, o.cfg, deps)
+		err := steps.ResolveBackend(ctx, o.cfg, &deps)
 		rec.StepDone("backend", err)
 		if err != nil {
 			return o.printRun(rec, start, err)
 		}
+	}
+	if !o.cfg.Native() && steps.Requires(o.steps).GoogleAPIs && deps.GCP == nil && deps.GCPError != nil {
+		// The adapter route's identity needs the Google APIs: say so
+		// before anything changes.
+		return o.printRun(rec, start, o.withIdentityHint(exitcode.With(exitcode.Precondition, deps.GCPError)))
 	}
 	s := steps.New(o.cfg, deps)
 	if o.command != "cleanup" && (o.cfg.Cluster != "" || deps.ClusterName != "" || steps.Requires(o.steps).GoogleAPIs) {
@@ -153,9 +168,11 @@ func (o *stackOptions) Run(ctx context.Context) error {
 			break
 		}
 	}
-	if runErr == nil && o.command == "up" {
-		// The HPA reads its metric from the configured backend: what this
-		// instance built for the other one can go.
+	if runErr == nil && o.command == "up" && slices.Contains(o.steps, hpa.Name) {
+		// The HPA reads its metric from the configured backend (the hpa
+		// step waited for a value of it): what this instance built for
+		// the other one can go. Not when hpa was skipped: the HPA may
+		// still read the old route.
 		// Each step says what it removes, in its own record.
 		if err := s.Retire(ctx); err != nil {
 			runErr = fmt.Errorf("retiring the other backend's parts: %w", err)

@@ -228,7 +228,10 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return o.printVerify(rec, start, err, verifyJSON{})
 	}
-	if err := steps.ResolveBackend(ctx, o.cfg, deps); err != nil {
+	if err := steps.InferBackend(ctx, o.cfg, deps); err != nil {
+		return o.printVerify(rec, start, err, verifyJSON{})
+	}
+	if err := steps.ResolveBackend(ctx, o.cfg, &deps); err != nil {
 		return o.printVerify(rec, start, err, verifyJSON{})
 	}
 	s := steps.New(o.cfg, deps)
@@ -238,6 +241,9 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	}}
 	defer server.Close()
 	runErr := verify.Checks(ctx, verify.Sections(o.cfg, s, deps.Kube, server, o.steps), rec)
+	if runErr != nil && ctx.Err() == nil {
+		runErr = verify.OtherBackendHint(ctx, deps.Kube, o.cfg, runErr)
+	}
 	doc := verifyJSON{}
 	if runErr == nil && o.withLoad {
 		url, err := server.URL(ctx)

@@ -16,6 +16,9 @@ import (
 // of the config file; nested structs are YAML sections. Environment variables
 // are VLLM_HPA_ followed by the key path upper-cased with '.' and '-' as '_'.
 type Config struct {
+	// given are the keys a flag, the environment or the file set (Load).
+	given map[string]bool
+
 	// Project is the GCP project id; every IAM member string derives from it.
 	Project string `key:"project"`
 	// Cluster and Location name the GKE cluster, for discovery through the
@@ -338,3 +341,7 @@ func (c *Config) PrincipalMember(projectNumber string) string {
 // PodMonitoring: always for the adapter, which reads what it collects;
 // with the native backend when monitoring.pod-monitoring says so.
 func (c *Config) WantsPodMonitoring() bool { return !c.Native() || c.Monitoring.PodMonitoring }
+
+// Given reports whether key was set by a flag, the environment or the
+// configuration file, not left at its default.
+func (c *Config) Given(key string) bool { return c.given[key] }

@@ -106,8 +106,11 @@ func Load(fs *pflag.FlagSet, env environ.Env) (*Config, error) {
 	}
 
 	var errs []error
+	cfg.given = map[string]bool{}
 	for _, f := range leaves {
-		if err := setField(f, rawValue(f.key, v, fs, env)); err != nil {
+		raw, given := rawValue(f.key, v, fs, env)
+		cfg.given[f.key] = given
+		if err := setField(f, raw); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -129,18 +132,19 @@ func Load(fs *pflag.FlagSet, env environ.Env) (*Config, error) {
 var pathKeys = []string{"hf-token.file", "kube.kubeconfig"}
 
 // rawValue is key's value by precedence: a flag the user set, else its
-// environment variable, else the config file or the default (viper).
-func rawValue(key string, v *viper.Viper, fs *pflag.FlagSet, env environ.Env) string {
+// environment variable, else the config file or the default (viper); given
+// is false for the default.
+func rawValue(key string, v *viper.Viper, fs *pflag.FlagSet, env environ.Env) (raw string, given bool) {
 	s, _ := SettingByKey(key)
 	if s.Flag != "" && fs != nil {
 		if fl := fs.Lookup(s.Flag); fl != nil && fl.Changed {
-			return fl.Value.String()
+			return fl.Value.String(), true
 		}
 	}
 	if val, ok := env.Lookup(s.Env()); ok {
-		return val
+		return val, true
 	}
-	return fmt.Sprint(v.Get(key))
+	return fmt.Sprint(v.Get(key)), v.InConfig(key)
 }
 
 func fieldByKey(fs []field, key string) field {

@@ -25,6 +25,11 @@ type ClusterWants struct {
 	// with Accelerator (read from the cluster: the container API does not
 	// list them).
 	ComputeClasses []string
+	// NoIdentity: nothing reads Google APIs from the pods (the native
+	// backend), so Workload Identity and the metadata server are not
+	// needed; NoManagedPrometheus: nothing is scraped by it (native
+	// without a PodMonitoring).
+	NoIdentity, NoManagedPrometheus bool
 }
 
 // MinMasterVersion: Managed Prometheus is on by default from GKE 1.27.
@@ -47,7 +52,9 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 		p.Message = fmt.Sprintf("the cluster's Workload Identity pool is %q, want %q", got, pool)
 		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --workload-pool=%s", w.Cluster, loc, pool)
 	}
-	out = append(out, p)
+	if !w.NoIdentity {
+		out = append(out, p)
+	}
 
 	gmp := c.MonitoringConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig.Enabled
 	p = Precondition{Check: "managed prometheus", OK: gmp, Message: "enabled"}
@@ -55,7 +62,9 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 		p.Message = "Managed Service for Prometheus is not enabled"
 		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --enable-managed-prometheus", w.Cluster, loc)
 	}
-	out = append(out, p)
+	if !w.NoManagedPrometheus {
+		out = append(out, p)
+	}
 
 	p = Precondition{Check: "master version", OK: versionAtLeast(c.CurrentMasterVersion, MinMasterVersion), Message: c.CurrentMasterVersion}
 	if !p.OK {
@@ -98,6 +107,9 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 		p.Fix = fmt.Sprintf("gcloud container node-pools create %s-pool --cluster %s %s --accelerator type=%s,count=1,gpu-driver-version=latest --workload-metadata=GKE_METADATA (or let node auto-provisioning create them: gcloud container clusters update %s %s --enable-autoprovisioning --max-accelerator type=%s,count=8)", w.Accelerator, w.Cluster, loc, w.Accelerator, w.Cluster, loc, w.Accelerator)
 	}
 	out = append(out, p)
+	if w.NoIdentity {
+		return out
+	}
 	p = Precondition{Check: "gke metadata server", OK: len(noMetadata) == 0, Message: "every node pool runs the GKE metadata server"}
 	if !p.OK {
 		p.Message = "node pools without the GKE metadata server: " + strings.Join(noMetadata, ", ")

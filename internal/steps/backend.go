@@ -12,6 +12,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/hpa"
 )
 
 // ResolveBackend decides hpa.backend for a command that reaches the
@@ -22,7 +23,9 @@ import (
 // adapter otherwise. native is checked the same way and refused (exit 5,
 // with the gcloud fixes) where it cannot work; so is a cluster whose
 // AutoscalingMetrics already declare the most gauges GKE serves.
-func ResolveBackend(ctx context.Context, cfg *config.Config, deps step.Deps) error {
+// The cluster read from the container API is kept in deps, for the
+// preconditions.
+func ResolveBackend(ctx context.Context, cfg *config.Config, deps *step.Deps) error {
 	if cfg.HPA.Backend == config.BackendAdapter {
 		return nil
 	}
@@ -49,7 +52,30 @@ func ResolveBackend(ctx context.Context, cfg *config.Config, deps step.Deps) err
 		}
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("hpa.backend native: %s cannot serve GKE's native custom metrics (nothing was changed; --backend adapter works on any cluster):\n  %s", where, strings.Join(fixes, "\n  ")))
 	}
-	return checkMetricLimit(ctx, cfg, deps)
+	return checkMetricLimit(ctx, cfg, *deps)
+}
+
+// InferBackend keeps, when hpa.backend is not given, the route the live HPA
+// reads (as an earlier up built it): a plain up, verify or status on a
+// native stack neither checks nor rebuilds the adapter. One read.
+func InferBackend(ctx context.Context, cfg *config.Config, deps step.Deps) error {
+	if cfg.Given("hpa.backend") || deps.Kube == nil {
+		return nil
+	}
+	h, err := deps.Kube.Typed.AutoscalingV2().HorizontalPodAutoscalers(cfg.Workload.Namespace).Get(ctx, cfg.HPA.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
+		return nil
+	case err != nil:
+		return err
+	}
+	if live := hpa.CurrentMetricName(h.Spec.Metrics); live != "" {
+		if _, _, native := nativemetrics.ParseMetricName(live); native {
+			cfg.HPA.Backend = config.BackendNative
+			deps.Reporter().Action("backend", "hpa.backend not given: the HPA reads "+live+", the native route, so native (--backend adapter moves it)")
+		}
+	}
+	return nil
 }
 
 // ResolveOffline decides hpa.backend where no cluster is read (render, dry
@@ -65,7 +91,7 @@ func ResolveOffline(cfg *config.Config) (note string) {
 // nativeRequirements are what native metrics need, judged from the
 // container API's view of the cluster when there is one, else from what
 // the API server serves.
-func nativeRequirements(ctx context.Context, cfg *config.Config, deps step.Deps) ([]nativemetrics.Requirement, string, error) {
+func nativeRequirements(ctx context.Context, cfg *config.Config, deps *step.Deps) ([]nativemetrics.Requirement, string, error) {
 	location, name := cfg.Location, cfg.Cluster
 	if name == "" {
 		location, name = deps.ClusterLocation, deps.ClusterName
@@ -81,6 +107,7 @@ func nativeRequirements(ctx context.Context, cfg *config.Config, deps step.Deps)
 			deps.Reporter().Action("backend", "cluster "+name+" not read from the container API ("+err.Error()+"): judging by what the API server serves")
 			c = nil
 		}
+		deps.Cluster = c
 	}
 	if c != nil {
 		return nativemetrics.Requirements(c, cfg.Project, location), "cluster " + c.Name, nil
@@ -94,7 +121,7 @@ func nativeRequirements(ctx context.Context, cfg *config.Config, deps step.Deps)
 	}
 	r := nativemetrics.Requirement{Check: "api", OK: served, Message: nativemetrics.GroupVersion + " AutoscalingMetric served"}
 	if !served {
-		r.Message = "the API server does not serve " + nativemetrics.GroupVersion + " AutoscalingMetric (not a GKE cluster with native custom metrics; the container API was not read: give --cluster and --location, or use a gcloud kubeconfig context, to see why)"
+		r.Message = "the API server does not serve " + nativemetrics.GroupVersion + " AutoscalingMetric (not a GKE cluster with native custom metrics; the container API was not read, so what is missing is not known: with Google credentials and --cluster/--location, or a gcloud kubeconfig context, vllm-hpa says which)"
 		r.Fix = "gcloud container clusters update CLUSTER --location LOCATION --release-channel=rapid --hpa-profile=performance (GKE " + nativemetrics.MinVersion + " or later)"
 	}
 	return []nativemetrics.Requirement{r}, "the cluster", nil
@@ -107,16 +134,21 @@ func checkMetricLimit(ctx context.Context, cfg *config.Config, deps step.Deps) e
 		return nil
 	}
 	list, err := deps.Kube.Dynamic.Resource(nativemetrics.Resource).List(ctx, metav1.ListOptions{})
-	if apierrors.IsNotFound(err) {
+	switch {
+	case apierrors.IsNotFound(err):
 		return nil
-	}
-	if err != nil {
+	case apierrors.IsForbidden(err):
+		deps.Reporter().Action("backend", fmt.Sprintf("the %d-metric limit not checked: the caller may not list AutoscalingMetrics in every namespace", nativemetrics.MaxMetricsPerCluster))
+		return nil
+	case err != nil:
 		return fmt.Errorf("list AutoscalingMetrics: %w", err)
 	}
 	used := map[string]bool{}
 	for _, am := range list.Items {
 		if am.GetNamespace() == cfg.Workload.Namespace && am.GetName() == cfg.AutoscalingMetricName() {
-			continue // this instance's own, rewritten by this run
+			// This instance's own: its gauges were counted when it was
+			// made (verify and status pass here; up rewrites it).
+			return nil
 		}
 		for _, g := range nativemetrics.Gauges(&am) {
 			used[am.GetNamespace()+"/"+am.GetName()+"/"+g] = true

@@ -50,7 +50,7 @@ func TestResolveBackend(t *testing.T) {
 			cl := native()
 			c.edit(cl)
 			var said actions
-			err := ResolveBackend(context.Background(), &cfg, step.Deps{Cluster: cl, Report: &said})
+			err := ResolveBackend(context.Background(), &cfg, &step.Deps{Cluster: cl, Report: &said})
 			text := strings.Join(said, "\n")
 			if err != nil {
 				text += err.Error()

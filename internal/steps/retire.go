@@ -15,6 +15,40 @@ type unused struct {
 	step.Step
 	report step.Reporter
 	why    string
+	// mayPass, if set, says whether Delete may pass over the step without
+	// its clients (the identity without Google credentials, when this
+	// instance never used the adapter route).
+	mayPass func(ctx context.Context) (bool, error)
+}
+
+// PlanDelete is the step's own, unless mayPass lets it pass over it.
+func (u *unused) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
+	if u.mayPass != nil {
+		pass, err := u.mayPass(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if pass {
+			return &step.Plan{Step: u.Name(), Notes: []string{"nothing to delete: the instance did not use the adapter route"}}, nil
+		}
+	}
+	return u.Step.PlanDelete(ctx, pending)
+}
+
+// Delete is the step's own, unless mayPass lets it pass over a step that
+// holds nothing of this instance and could not even be read.
+func (u *unused) Delete(ctx context.Context) error {
+	if u.mayPass != nil {
+		pass, err := u.mayPass(ctx)
+		if err != nil {
+			return err
+		}
+		if pass {
+			u.report.Action(u.Name(), "nothing to delete: instance did not use the adapter route (its Google parts were not read: no Google credentials)")
+			return nil
+		}
+	}
+	return u.Step.Delete(ctx)
 }
 
 func (u *unused) Plan(ctx context.Context) (*step.Plan, error) {
@@ -46,18 +80,18 @@ func (s *Stack) Retire(ctx context.Context) error {
 			return err
 		}
 		inner := ad.(*unused).Step
-		plan, err := inner.PlanDelete(ctx, step.Pending{})
+		used, err := s.usesAdapter(ctx)
 		if err != nil {
 			return err
 		}
-		if usedByThisInstance(plan) {
-			report.Action(adapter.Name, "instance "+s.cfg.Instance+" used the adapter route: removing its identity and adapter parts, now that the HPA reads the native metric")
+		if used {
+			report.Action(adapter.Name, "instance "+s.cfg.Instance+" used the adapter route: retiring its identity and adapter parts now that the HPA reads the native metric (shared parts stay while other instances use them)")
 			id, err := s.Step(identity.Name)
 			if err != nil {
 				return err
 			}
 			if s.deps.GCP == nil {
-				report.Action(identity.Name, "left in place in place: no Google credentials (with them, `vllm-hpa cleanup identity` removes it)")
+				report.Action(identity.Name, "the Google service account and its bindings left in place: no Google credentials (with them, `vllm-hpa cleanup identity` removes them)")
 			} else if err := id.(*unused).Step.Delete(ctx); err != nil {
 				return err
 			}
@@ -74,6 +108,23 @@ func (s *Stack) Retire(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// usesAdapter reports whether this instance uses the adapter route: a
+// cleanup of the adapter step would remove or release something of it.
+func (s *Stack) usesAdapter(ctx context.Context) (bool, error) {
+	ad, err := s.Step(adapter.Name)
+	if err != nil {
+		return false, err
+	}
+	if u, ok := ad.(*unused); ok {
+		ad = u.Step
+	}
+	plan, err := ad.PlanDelete(ctx, step.Pending{})
+	if err != nil {
+		return false, err
+	}
+	return usedByThisInstance(plan), nil
 }
 
 // usedByThisInstance reports whether a cleanup plan would remove or

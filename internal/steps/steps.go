@@ -105,7 +105,17 @@ func New(cfg *config.Config, deps step.Deps) *Stack {
 	for _, d := range Ordered {
 		st := d.New(cfg, deps)
 		if !Used(d, cfg) {
-			st = &unused{Step: st, report: deps.Reporter(), why: "not used with hpa.backend " + cfg.HPA.Backend + " (GKE serves the metric: no adapter, no IAM)"}
+			u := &unused{Step: st, report: deps.Reporter(), why: "not used with hpa.backend " + cfg.HPA.Backend + " (GKE serves the metric: no adapter, no IAM)"}
+			if d.Name() == identity.Name && deps.GCP == nil {
+				// Cleanup of a native stack without Google credentials:
+				// nothing of this instance is in IAM unless it used the
+				// adapter route.
+				u.mayPass = func(ctx context.Context) (bool, error) {
+					used, err := s.usesAdapter(ctx)
+					return !used, err
+				}
+			}
+			st = u
 		}
 		s.steps = append(s.steps, st)
 	}
@@ -164,7 +174,8 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 				return results, err
 			}
 		}
-		wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator}
+		wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator,
+			NoIdentity: cfg.Native(), NoManagedPrometheus: !cfg.WantsPodMonitoring()}
 		precs := gcp.CheckCluster(c, wants)
 		if !gpuNodes(precs) {
 			// ComputeClasses live in the cluster, not in the container

@@ -19,7 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/promtext"
 	"github.com/vllm-hpa/vllm-hpa/internal/reach"
@@ -203,6 +205,26 @@ type metricValueList struct {
 		} `json:"describedObject"`
 		Value string `json:"value"`
 	} `json:"items"`
+}
+
+// OtherBackendHint adds to a failed verify, when the live HPA reads its
+// metric from the other backend than cfg's, how to check the route it
+// uses: the checks were of the wrong one. One read, on failure only.
+func OtherBackendHint(ctx context.Context, k *kube.Client, cfg *config.Config, err error) error {
+	h, gerr := k.Typed.AutoscalingV2().HorizontalPodAutoscalers(cfg.Workload.Namespace).Get(ctx, cfg.HPA.Name, metav1.GetOptions{})
+	if gerr != nil || len(h.Spec.Metrics) == 0 || h.Spec.Metrics[0].Pods == nil {
+		return err
+	}
+	live := h.Spec.Metrics[0].Pods.Metric.Name
+	_, _, native := nativemetrics.ParseMetricName(live)
+	if native == cfg.Native() {
+		return err
+	}
+	want := config.BackendAdapter
+	if native {
+		want = config.BackendNative
+	}
+	return exitcode.With(exitcode.Of(err), fmt.Errorf("%w\nthe HPA reads %s, the %s route, but these checks were of hpa.backend %s: run verify with --backend %s (or set hpa.backend in the configuration)", err, live, want, cfg.HPA.Backend, want))
 }
 
 // NativeMetric is the native route's metric as the HPA reads it: GKE

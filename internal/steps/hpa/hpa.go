@@ -10,10 +10,14 @@ import (
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -31,8 +35,11 @@ func (Definition) Help() step.Help {
 	return step.Help{
 		Short: "Create the HorizontalPodAutoscaler on the vLLM metric",
 		Long: `Create or update the HPA that scales the vLLM Deployment on
-prometheus.googleapis.com|<metric>|gauge, then wait until it is AbleToScale and
-ScalingActive with ValidMetricFound, showing the current value.`,
+prometheus.googleapis.com|<metric>|gauge (hpa.backend adapter) or
+autoscaling.gke.io|<instance>-vllm|<gauge> (native), then wait until it is
+AbleToScale and ScalingActive with ValidMetricFound and a current value of
+that metric. A move between backends needs --backend given, and the native
+route its AutoscalingMetric (vllm-hpa monitor) in place first.`,
 	}
 }
 
@@ -46,6 +53,28 @@ func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
 type Step struct {
 	*objectstep.Step
 	cfg *config.Config
+	// movedFrom is the backend whose metric the HPA read before this run
+	// moved it ("" when it did not).
+	movedFrom string
+}
+
+// Apply applies the HPA and waits for its metric; when a move between
+// backends fails (the new metric is never read), it puts the HPA back on
+// the metric it read before, whose route is still in place (up retires
+// it only after this step), so that the HPA is not left without one.
+func (s *Step) Apply(ctx context.Context) error {
+	err := s.Step.Apply(ctx)
+	if err == nil || s.movedFrom == "" || ctx.Err() != nil {
+		return err
+	}
+	old := *s.cfg
+	old.HPA.Backend = s.movedFrom
+	back := Definition{}.New(&old, s.Deps()).(*Step)
+	if rerr := back.Step.Apply(ctx); rerr != nil {
+		return fmt.Errorf("%w; putting the HPA back on %s failed too: %v", err, old.HPAMetricName(), rerr)
+	}
+	s.Report().Action(Name, "the HPA is back on "+old.HPAMetricName()+", the route it read before: "+s.cfg.HPAMetricName()+" was not read")
+	return err
 }
 
 func (s *Step) hpa() objectstep.One {
@@ -54,6 +83,61 @@ func (s *Step) hpa() objectstep.One {
 		Kind: "HPA", Goal: "to find its metric", Check: "hpa scaling active",
 		Judge: func(u *unstructured.Unstructured) (step.Result, bool) { return Judge(u, s.cfg) },
 	}
+}
+
+// BeforeWrite refuses to point the HPA at a route that serves nothing: the
+// native route needs its AutoscalingMetric (the monitor step's), and a
+// move between backends (the live HPA names the other route's metric)
+// needs hpa.backend given, so that a run that forgot --backend does not
+// switch a stack's route. The live HPA was read with the others: one more
+// read only for the native source.
+func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstructured) error {
+	want := s.cfg.HPAMetricName()
+	for _, l := range live {
+		if l == nil || l.GetKind() != "HorizontalPodAutoscaler" {
+			continue
+		}
+		h, err := kube.Convert[autoscalingv2.HorizontalPodAutoscaler](l)
+		if err != nil {
+			return nil
+		}
+		cur := CurrentMetricName(h.Spec.Metrics)
+		_, _, curNative := nativemetrics.ParseMetricName(cur)
+		route := config.BackendAdapter
+		if curNative {
+			route = config.BackendNative
+		}
+		if cur != "" && curNative != s.cfg.Native() {
+			s.movedFrom = route
+		}
+		if s.movedFrom != "" && !s.cfg.Given("hpa.backend") {
+			return exitcode.With(exitcode.Precondition, fmt.Errorf("the HPA reads %s (hpa.backend %s) and hpa.backend is not given, so this run would move it to %s: give --backend %s to keep it, or --backend %s with up to move the stack (nothing was changed)",
+				cur, route, want, route, s.cfg.HPA.Backend))
+		}
+	}
+	if !s.cfg.Native() {
+		return nil
+	}
+	k, err := s.Kube()
+	if err != nil {
+		return err
+	}
+	_, err = k.Dynamic.Resource(nativemetrics.Resource).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.AutoscalingMetricName(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("the HPA would read %s, but AutoscalingMetric %s/%s does not exist: run vllm-hpa monitor --backend native (or up) first (nothing was changed)",
+			want, s.cfg.Workload.Namespace, s.cfg.AutoscalingMetricName()))
+	}
+	return objectstep.MissingAPI(err)
+}
+
+// CurrentMetricName is the first Pods metric an HPA spec names.
+func CurrentMetricName(metrics []autoscalingv2.MetricSpec) string {
+	for _, m := range metrics {
+		if m.Pods != nil {
+			return m.Pods.Metric.Name
+		}
+	}
+	return ""
 }
 
 // Wait waits until the HPA finds its metric.
@@ -99,6 +183,11 @@ func Status(h *autoscalingv2.HorizontalPodAutoscaler, metric string) (ok bool, r
 		return false, able.Reason, explainHPA(able.Reason, able.Message), current
 	case !hasActive || active.Status != corev1.ConditionTrue || active.Reason != "ValidMetricFound":
 		return false, active.Reason, explainHPA(active.Reason, active.Message), current
+	case current == "":
+		// The conditions may be of the metric the HPA named before (a
+		// move between backends): only a value of this metric proves the
+		// controller read it.
+		return false, "MetricNotRead", "the HPA controller has not read " + metric + " yet (its status is of an earlier spec)", current
 	}
 	return true, "ValidMetricFound", active.Message, current
 }
