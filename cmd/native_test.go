@@ -172,7 +172,8 @@ func TestNativeBackend(t *testing.T) {
 	}
 
 	// tune --apply sets its recommendation on the HPA through the hpa step.
-	code, out, errOut = kubeRun(t, inst, "tune", "--apply", "--backend", "native", "--endpoint", server, "--slo-ttft", "5s",
+	// Without --backend: the HPA's own route.
+	code, out, errOut = kubeRun(t, inst, "tune", "--apply", "--endpoint", server, "--slo-ttft", "5s",
 		"--max-concurrency", "4", "--step-duration", "1s", "--warmup", "0s", "-o", "json")
 	var tuned tuneJSON
 	strict(t, out, &tuned)

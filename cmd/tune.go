@@ -184,7 +184,11 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 		}
 		o.cfg.HPA.Target = res.Recommendation.Target
 		rec.StepStarted(hpa.Name)
-		err = steps.ResolveBackend(ctx, o.cfg, deps)
+		// The route the HPA reads, unless --backend says otherwise.
+		err = steps.InferBackend(ctx, o.cfg, *deps)
+		if err == nil {
+			err = steps.ResolveBackend(ctx, o.cfg, deps)
+		}
 		if err == nil {
 			var st interface{ Apply(context.Context) error }
 			if st, err = steps.New(o.cfg, *deps).Step(hpa.Name); err == nil {

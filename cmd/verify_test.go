@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -207,6 +208,8 @@ func TestVerifyLoadTimeline(t *testing.T) {
 		return fmt.Sprintf("%dm", inflight*1000/int64(max(pods, 1)))
 	})
 	defer metrics.Set(runningMetric, "0")
+	// The new pods answer their first-answer probes (through the pod proxy).
+	servePods(t, inst)
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	// Scale down without a stabilization window, so the test need not wait 30s.
 	env := map[string]string{"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "0s"}
@@ -253,7 +256,17 @@ func TestVerifyLoadTimeline(t *testing.T) {
 	if doc.Load == nil || doc.Load.Sent == 0 || doc.Load.Succeeded != doc.Load.Sent {
 		t.Errorf("load summary: %+v", doc.Load)
 	}
-	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"firstScaleUpSeconds"`) {
+	// The scale-up stage by stage, up to the new pods' first answers.
+	var stageNames []string
+	if doc.Stages != nil {
+		for _, st := range doc.Stages.Stages {
+			stageNames = append(stageNames, st.Name)
+		}
+	}
+	if !slices.Contains(stageNames, "first answer") || !slices.Contains(stageNames, "hpa decision") || doc.Stages.Biggest == nil {
+		t.Errorf("stages %v; want the decision through the first answer, and the biggest named", stageNames)
+	}
+	if b, err := os.ReadFile(report); err != nil || !strings.Contains(string(b), `"firstScaleUpSeconds"`) || !strings.Contains(string(b), `"firstAnswerSeconds"`) {
 		t.Errorf("report file: %v %s", err, b)
 	}
 	if !strings.Contains(errOut, "load start -> first scale-up") || !strings.Contains(errOut, "ready   ") {

@@ -152,25 +152,31 @@ func (p *Prober) probe(ctx context.Context, pod string) bool {
 	return status == 200
 }
 
-// Pending reports whether a new pod that is Ready has not answered yet.
-func (p *Prober) Pending(ctx context.Context) bool {
+// Pending reports whether a pod of r that was Ready has not answered yet
+// and still exists.
+func (p *Prober) Pending(ctx context.Context, r *Report) bool {
 	pods, err := p.k.Typed.CoreV1().Pods(p.ns).List(ctx, metav1.ListOptions{LabelSelector: p.sel})
 	if err != nil {
 		return false
 	}
+	exists := map[string]bool{}
+	for _, pod := range pods.Items {
+		exists[pod.Name] = pod.DeletionTimestamp == nil
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, pod := range pods.Items {
-		if !p.known[pod.Name] && p.answered[pod.Name].IsZero() && pod.DeletionTimestamp == nil && kube.PodReady(&pod) {
+	for _, np := range r.Pods {
+		if np.Ready != nil && exists[np.Name] && p.answered[np.Name].IsZero() {
 			return true
 		}
 	}
 	return false
 }
 
-// Read builds the report: the pods created since the load started, their
-// events and nodes, and the answers probed. metricAbove and decision are
-// from the HPA's timeline (nil when not seen).
+// Read builds the report while the new pods exist: the pods created since
+// the load started, their events and nodes, and the answers probed so far
+// (Finish adds the later ones). metricAbove and decision are from the
+// HPA's timeline (nil when not seen).
 func (p *Prober) Read(ctx context.Context, metricAbove, decision *Seconds) (*Report, error) {
 	r := &Report{MetricAbove: metricAbove, Decision: decision, Pods: []Pod{}, Stages: []Stage{}}
 	pods, err := p.k.Typed.CoreV1().Pods(p.ns).List(ctx, metav1.ListOptions{LabelSelector: p.sel})
@@ -189,10 +195,6 @@ func (p *Prober) Read(ctx context.Context, metricAbove, decision *Seconds) (*Rep
 		return &s
 	}
 	p.mu.Lock()
-	answered := map[string]time.Time{}
-	for k, v := range p.answered {
-		answered[k] = v
-	}
 	known := p.known
 	p.mu.Unlock()
 	for _, pod := range pods.Items {
@@ -236,15 +238,31 @@ func (p *Prober) Read(ctx context.Context, metricAbove, decision *Seconds) (*Rep
 				}
 			}
 		}
-		if t, ok := answered[pod.Name]; ok {
-			np.FirstAnswer = at(t)
-		}
-		if np.Ready != nil && np.FirstAnswer != nil && time.Duration(*np.FirstAnswer-*np.Ready) > WarmGap {
-			r.ReadyBeforeWarm = append(r.ReadyBeforeWarm, fmt.Sprintf("%s: Ready at %s, first answer at %s", pod.Name, *np.Ready, *np.FirstAnswer))
-		}
 		r.Pods = append(r.Pods, np)
 	}
 	sort.Slice(r.Pods, func(i, j int) bool { return r.Pods[i].Created < r.Pods[j].Created })
+	p.Finish(r)
+	return r, nil
+}
+
+// Finish adds the first answers probed since Read, flags the pods Ready
+// well before they answered, and lays out the slowest pod's way.
+func (p *Prober) Finish(r *Report) {
+	p.mu.Lock()
+	for i := range r.Pods {
+		if t, ok := p.answered[r.Pods[i].Name]; ok && !t.IsZero() {
+			s := Seconds(t.Sub(p.start))
+			r.Pods[i].FirstAnswer = &s
+		}
+	}
+	p.mu.Unlock()
+	r.ReadyBeforeWarm = nil
+	for _, np := range r.Pods {
+		if np.Ready != nil && np.FirstAnswer != nil && time.Duration(*np.FirstAnswer-*np.Ready) > WarmGap {
+			r.ReadyBeforeWarm = append(r.ReadyBeforeWarm, fmt.Sprintf("%s: Ready at %s, first answer at %s", np.Name, *np.Ready, *np.FirstAnswer))
+		}
+	}
+	r.Biggest, r.Advice = nil, ""
 	r.Stages = stagesOf(r, slowest(r.Pods))
 	for i := range r.Stages {
 		if r.Biggest == nil || r.Stages[i].Seconds > r.Biggest.Seconds {
@@ -254,7 +272,6 @@ func (p *Prober) Read(ctx context.Context, metricAbove, decision *Seconds) (*Rep
 	if r.Biggest != nil {
 		r.Advice = Advice[r.Biggest.Name]
 	}
-	return r, nil
 }
 
 func eventTime(e corev1.Event) time.Time {

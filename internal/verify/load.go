@@ -81,9 +81,8 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 	}
 	var report *stages.Report
 	if waitErr == nil && o.ExpectReplicas > 0 {
-		// Under load still, until every new Ready pod has answered (or
-		// the wait's time is up), then stage by stage.
-		report = o.explainScaleUp(ctx, cfg, tl, prober, start, rec)
+		// The new pods' stages, read while they exist (the load still on).
+		report = o.readStages(ctx, cfg, tl, prober)
 	}
 	if o.ExpectReplicas > 0 || o.ScaleDown {
 		stopLoad(load.ErrStopped) // the scale-up is proven (or failed): stop sending
@@ -103,6 +102,10 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		for _, l := range res.sum.Lines() {
 			rec.Action("load", l)
 		}
+	}
+	if report != nil {
+		// Their first answers are probed directly: no load needed.
+		o.awaitFirstAnswers(ctx, prober, report, rec)
 	}
 	if waitErr == nil && o.ScaleDown {
 		w, cancel := context.WithTimeout(ctx, o.WaitTimeout)
@@ -147,19 +150,8 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 // scale-up (Google measured pods Ready about 22 s before they served).
 const warmWait = 2 * time.Minute
 
-// explainScaleUp waits, under load, until every new Ready pod has
-// answered (at most warmWait), reads the stages and says them.
-func (o LoadTest) explainScaleUp(ctx context.Context, cfg *config.Config, tl *timeline.Watcher, prober *stages.Prober, start time.Time, rec *output.Progress) *stages.Report {
-	wctx, cancel := context.WithTimeout(ctx, warmWait)
-	defer cancel()
-	for prober.Pending(wctx) && wctx.Err() == nil {
-		rec.Status("waiting for the new pods' first answers")
-		select {
-		case <-wctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
-	rec.Status("")
+// readStages reads the new pods' stages once the scale-up is proven.
+func (o LoadTest) readStages(ctx context.Context, cfg *config.Config, tl *timeline.Watcher, prober *stages.Prober) *stages.Report {
 	t := tl.Timeline()
 	var above *timeline.Seconds
 	for _, s := range t.Samples {
@@ -171,13 +163,29 @@ func (o LoadTest) explainScaleUp(ctx context.Context, cfg *config.Config, tl *ti
 	}
 	report, err := prober.Read(ctx, above, t.FirstScaleUp)
 	if err != nil {
-		rec.Action("load", "stages not read: "+err.Error())
 		return nil
 	}
+	return report
+}
+
+// awaitFirstAnswers waits until every new Ready pod has answered a probe
+// (at most warmWait; pods the HPA removed meanwhile are not waited for),
+// then says the stages.
+func (o LoadTest) awaitFirstAnswers(ctx context.Context, prober *stages.Prober, report *stages.Report, rec *output.Progress) {
+	wctx, cancel := context.WithTimeout(ctx, warmWait)
+	defer cancel()
+	for prober.Pending(wctx, report) && wctx.Err() == nil {
+		rec.Status("waiting for the new pods' first answers")
+		select {
+		case <-wctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	rec.Status("")
+	prober.Finish(report)
 	for _, line := range report.Lines() {
 		rec.Action("load", line)
 	}
-	return report
 }
 
 // waitScaleUp waits until ExpectReplicas are Ready, WaitTimeout passes,
