@@ -31,7 +31,8 @@ func nativeMetric(inst instance) string {
 // servePods makes every pod of inst's testbed serve a vLLM simulator's
 // /metrics (GKE scrapes the AutoscalingMetric's pods; monitor reads one).
 func servePods(t *testing.T, inst instance) string {
-	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: time.Millisecond, OutputTokens: 1, MaxNumSeqs: 8})
+	// Answers of 100 ms: long enough that the gauges tune samples see them.
+	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: 20 * time.Millisecond, OutputTokens: 5, MaxNumSeqs: 8})
 	srv := httptest.NewServer(sim.Handler())
 	addr := strings.TrimPrefix(srv.URL, "http://")
 	inst.tb.podServer.Store(&addr)

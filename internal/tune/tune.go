@@ -175,7 +175,11 @@ func recommend(o Options, knee Level, broke int) *Recommendation {
 	}
 	r.Reasoning = fmt.Sprintf("one server meets the objective up to %d requests at once (%s); there %s averaged %.3g per pod, and the target is %.0f%% of it (%g), so the HPA adds pods before the objective breaks, leaving room for the time a new pod takes to serve",
 		knee.Concurrency, limit, o.Metric, v, o.Headroom*100, r.Target)
-	if r.Target <= 0 {
+	switch {
+	case r.Target <= 0 && o.Metric == "vllm:num_requests_running":
+		r.Reasoning = fmt.Sprintf("vllm:num_requests_running averaged %.3g at the knee (%d requests at once): the answers are too short for the gauge's samples to see them; lengthen them (--max-tokens) or the levels (--step-duration)",
+			v, knee.Concurrency)
+	case r.Target <= 0:
 		r.Reasoning = fmt.Sprintf("%s averaged %.3g at the knee (%d requests at once): the server does not queue before the objective breaks, so this metric cannot tell the load; scale on vllm:num_requests_running (--metric running) with target %g instead",
 			o.Metric, v, knee.Concurrency, roundTarget(knee.Running*o.Headroom))
 	}
