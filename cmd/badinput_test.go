@@ -225,7 +225,7 @@ users:
 					t.Errorf("stdout not empty on bad input:\n%s", out)
 				}
 				if format == "json" {
-					var doc errorDoc
+					var doc result
 					if err := json.Unmarshal([]byte(out), &doc); err != nil || doc.ExitCode != exitcode.BadInput || doc.OK || doc.Error == "" {
 						t.Errorf("stdout is not one JSON document with exitCode 2: %v\n%s", err, out)
 					}

@@ -22,19 +22,11 @@ import (
 // ok, exitCode and the error; the exit code means the same in every
 // command. UPDATE_GOLDEN=1 rewrites testdata/contract.
 
-// earlyDoc is the document of a command that failed before it did anything.
-type earlyDoc struct {
-	Command  string `json:"command"`
-	OK       bool   `json:"ok"`
-	ExitCode int    `json:"exitCode"`
-	Error    string `json:"error"`
-}
-
 // oneDocument decodes stdout as exactly one JSON document with the
 // contract's fields, and checks them against the exit code.
-func oneDocument(t *testing.T, code int, out, command string) earlyDoc {
+func oneDocument(t *testing.T, code int, out, command string) result {
 	t.Helper()
-	var doc earlyDoc
+	var doc result
 	d := json.NewDecoder(strings.NewReader(out))
 	if err := d.Decode(&doc); err != nil {
 		t.Fatalf("stdout is not one JSON document: %v\n%q", err, out)
@@ -161,7 +153,7 @@ func TestEarlyFailureDocuments(t *testing.T) {
 				t.Errorf("text: exit %d, stdout %q", code, out)
 			}
 			code, out, _ = run(t, dir, env, append(c.args, "-o", "yaml")...)
-			var y earlyDoc
+			var y result
 			if err := yaml.Unmarshal([]byte(out), &y); err != nil || y.Command != c.args[0] || y.ExitCode != code || y.OK || y.Error != doc.Error {
 				t.Errorf("yaml document %+v (%v), exit %d:\n%s", y, err, code, out)
 			}

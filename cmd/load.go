@@ -75,10 +75,7 @@ func (o *loadOptions) Validate(cmd *cobra.Command) error {
 
 // loadJSON is load's --output json document.
 type loadJSON struct {
-	Command  string `json:"command"`
-	OK       bool   `json:"ok"`
-	ExitCode int    `json:"exitCode"`
-	Error    string `json:"error,omitempty"`
+	result
 	*load.Summary
 }
 
@@ -117,15 +114,8 @@ func (o *loadOptions) Run(ctx context.Context) error {
 		runErr = ctx.Err()
 	}
 	rec.Close()
-	doc := loadJSON{Command: "load", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Summary: sum}
-	if runErr != nil {
-		doc.Error = runErr.Error()
-	}
-	if done, err := o.printDoc(doc); done {
-		if err != nil {
-			return err
-		}
-		return runErr
+	if done, err := o.printDocOf(loadJSON{resultOf("load", runErr), sum}, runErr); done {
+		return err
 	}
 	for _, line := range sum.Lines() {
 		fmt.Fprintln(o.streams.Out, line)

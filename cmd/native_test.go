@@ -154,7 +154,7 @@ func TestNativeBackend(t *testing.T) {
 	// A step command without --backend does not move the HPA off its
 	// route: it refuses, saying how to keep or move it.
 	code, out, _ = kubeRun(t, inst, "hpa", "-o", "json")
-	var refused earlyDoc
+	var refused result
 	json.Unmarshal([]byte(out), &refused)
 	if code != exitcode.Precondition || !strings.Contains(refused.Error, "give --backend native to keep it") || hpaMetric(t, inst) != nativeMetric(inst) {
 		t.Errorf("hpa without --backend on a native stack: exit %d, %s", code, refused.Error)
@@ -166,7 +166,7 @@ func TestNativeBackend(t *testing.T) {
 		t.Errorf("plain verify on a native stack: exit %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, _ = kubeRun(t, inst, "verify", "--backend", "adapter", "--endpoint", server, "-o", "json")
-	var wrong earlyDoc
+	var wrong result
 	json.Unmarshal([]byte(out), &wrong)
 	if code == 0 || !strings.Contains(wrong.Error, "run verify with --backend native") {
 		t.Errorf("verify --backend adapter on a native stack: exit %d, %s", code, wrong.Error)
@@ -333,7 +333,7 @@ func TestAutoBackendByDiscovery(t *testing.T) {
 		t.Errorf("auto on a cluster without AutoscalingMetric: exit %d\n%s\n%s", code, out, errOut)
 	}
 	code, out, _ = kubeRunEnv(t, inst, fresh, "monitor", "--backend", "native", "-o", "json")
-	var doc earlyDoc
+	var doc result
 	json.Unmarshal([]byte(out), &doc)
 	if code != exitcode.Precondition || !strings.Contains(doc.Error, "--hpa-profile=performance") {
 		t.Errorf("native on a cluster without AutoscalingMetric: exit %d, %s", code, doc.Error)

@@ -102,7 +102,7 @@ func (g *globalOptions) printError(err error, code int, args []string) {
 		g.output = outputFromArgs(args)
 	}
 	if g.output == outputJSON || g.output == outputYAML {
-		_, _ = g.printDoc(errorDoc{Command: g.command, OK: false, ExitCode: code, Error: msg})
+		_, _ = g.printDoc(result{Command: g.command, OK: false, ExitCode: code, Error: msg})
 	}
 }
 
@@ -122,13 +122,23 @@ func oneLineSuggestion(msg string) string {
 	return head + "; did you mean " + strings.Join(names, " or ") + "?"
 }
 
-// errorDoc is the document of a command that failed before it had a result
-// of its own.
-type errorDoc struct {
+// result starts every command's --output json/yaml document: the command,
+// whether it succeeded, its exit code and its error. Alone, it is the
+// document of a command that failed before it had a result of its own.
+type result struct {
 	Command  string `json:"command"`
 	OK       bool   `json:"ok"`
 	ExitCode int    `json:"exitCode"`
-	Error    string `json:"error"`
+	Error    string `json:"error,omitempty"`
+}
+
+// resultOf is command's result for its error (nil: success).
+func resultOf(command string, err error) result {
+	r := result{Command: command, OK: err == nil, ExitCode: exitcode.Of(err)}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	return r
 }
 
 // outputFromArgs finds --output/-o in args that Cobra could not parse.
@@ -323,6 +333,20 @@ func noArgs(cmd *cobra.Command, args []string) error {
 // printDoc writes v as the one document on stdout for --output json or
 // yaml and reports whether it did; for text the caller prints its own way.
 func (g *globalOptions) printDoc(v any) (bool, error) {
+	return g.printDocOf(v, nil)
+}
+
+// printDocOf is printDoc of a command's result document: once printed,
+// the error to return is the write's, else the command's own (runErr).
+func (g *globalOptions) printDocOf(v any, runErr error) (bool, error) {
+	done, err := g.marshalDoc(v)
+	if done && err == nil {
+		err = runErr
+	}
+	return done, err
+}
+
+func (g *globalOptions) marshalDoc(v any) (bool, error) {
 	switch g.output {
 	case outputJSON:
 		g.printedDoc = true

@@ -11,7 +11,6 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
-	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -49,11 +48,8 @@ type statusStep struct {
 
 // statusJSON is status's --output json document.
 type statusJSON struct {
-	Command  string       `json:"command"`
-	OK       bool         `json:"ok"`
-	ExitCode int          `json:"exitCode"`
-	Error    string       `json:"error,omitempty"`
-	Steps    []statusStep `json:"steps"`
+	result
+	Steps []statusStep `json:"steps"`
 }
 
 type statusOptions struct {
@@ -103,19 +99,12 @@ func (o *statusOptions) Run(ctx context.Context) error {
 	if err := steps.ResolveBackend(ctx, o.cfg, &deps); err != nil {
 		return err
 	}
-	result := readStatus(ctx, o.cfg, steps.New(o.cfg, deps), deps.Kube)
-	runErr := statusError(result)
-	doc := statusJSON{Command: "status", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Steps: result}
-	if runErr != nil {
-		doc.Error = runErr.Error()
+	read := readStatus(ctx, o.cfg, steps.New(o.cfg, deps), deps.Kube)
+	runErr := statusError(read)
+	if done, err := o.printDocOf(statusJSON{resultOf("status", runErr), read}, runErr); done {
+		return err
 	}
-	if done, err := o.printDoc(doc); done {
-		if err != nil {
-			return err
-		}
-		return runErr
-	}
-	if err := printStatusTable(o.streams.Out, result); err != nil {
+	if err := printStatusTable(o.streams.Out, read); err != nil {
 		return err
 	}
 	return runErr

@@ -193,22 +193,13 @@ func (o *stackOptions) withIdentityHint(err error) error {
 
 // runJSON is the --output json/yaml document of a run.
 type runJSON struct {
-	Command  string               `json:"command"`
-	OK       bool                 `json:"ok"`
-	ExitCode int                  `json:"exitCode"`
-	Error    string               `json:"error,omitempty"`
-	Seconds  units.Seconds        `json:"seconds"`
-	Steps    []*output.StepRecord `json:"steps"`
+	result
+	Seconds units.Seconds        `json:"seconds"`
+	Steps   []*output.StepRecord `json:"steps"`
 }
 
 func (o *stackOptions) runDoc(rec *output.Progress, start time.Time, runErr error) runJSON {
-	doc := runJSON{
-		Command: o.command, OK: runErr == nil, ExitCode: exitcode.Of(runErr),
-		Seconds: units.Seconds(time.Since(start)), Steps: rec.Steps(),
-	}
-	if runErr != nil {
-		doc.Error = runErr.Error()
-	}
+	doc := runJSON{resultOf(o.command, runErr), units.Seconds(time.Since(start)), rec.Steps()}
 	done := map[string]bool{}
 	for _, s := range doc.Steps {
 		done[s.Step] = true
@@ -223,11 +214,8 @@ func (o *stackOptions) runDoc(rec *output.Progress, start time.Time, runErr erro
 
 func (o *stackOptions) printRun(rec *output.Progress, start time.Time, runErr error) error {
 	doc := o.runDoc(rec, start, runErr)
-	if done, err := o.printDoc(doc); done {
-		if err != nil {
-			return err
-		}
-		return runErr
+	if done, err := o.printDocOf(doc, runErr); done {
+		return err
 	}
 	rec.Close() // no live line under the result
 	status := "done"

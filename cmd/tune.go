@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,7 +11,6 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
-	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -24,11 +22,8 @@ import (
 
 type tuneOptions struct {
 	*globalOptions
+	requestFlags
 	cfg            *config.Config
-	endpoint       string
-	prompt         string
-	maxTokens      int
-	requestTimeout time.Duration
 	slo            tune.SLO
 	maxConcurrency int
 	step, warmup   time.Duration
@@ -38,10 +33,7 @@ type tuneOptions struct {
 
 // tuneJSON is tune's --output json document.
 type tuneJSON struct {
-	Command  string `json:"command"`
-	OK       bool   `json:"ok"`
-	ExitCode int    `json:"exitCode"`
-	Error    string `json:"error,omitempty"`
+	result
 	*tune.Result
 	// Snippet is the configuration that applies the recommendation.
 	Snippet string `json:"snippet,omitempty"`
@@ -81,11 +73,8 @@ load does. Exits 3 when even one request at a time misses the objective.`,
 			return o.Run(cmd.Context())
 		},
 	}
+	o.requestFlags.add(c)
 	f := c.Flags()
-	f.StringVar(&o.endpoint, "endpoint", "", "base URL of the vLLM server, e.g. http://127.0.0.1:8081 (default: a port-forward to a Ready pod behind the Service)")
-	f.StringVar(&o.prompt, "prompt", load.DefaultPrompt, "the user message of each request")
-	f.IntVar(&o.maxTokens, "max-tokens", 0, "max_tokens of each request (0: the server's default)")
-	f.DurationVar(&o.requestTimeout, "request-timeout", 2*time.Minute, "how long one request may take")
 	f.DurationVar(&o.slo.TTFT, "slo-ttft", 2*time.Second, "objective: time to first token, 90th percentile (0: not checked)")
 	f.DurationVar(&o.slo.TPOT, "slo-tpot", 100*time.Millisecond, "objective: time per output token after the first, 90th percentile (0: not checked)")
 	f.DurationVar(&o.slo.Latency, "slo-latency", 0, "objective: whole answer, 90th percentile (0: not checked)")
@@ -120,14 +109,8 @@ func (o *tuneOptions) Validate() error {
 		return bad("warmup", o.warmup.String(), "0 or a positive duration")
 	case !(o.headroom > 0 && o.headroom <= 1):
 		return bad("headroom", fmt.Sprint(o.headroom), "a fraction above 0 and at most 1, such as 0.8")
-	case o.maxTokens < 0 || o.maxTokens > maxMaxTokens:
-		return bad("max-tokens", fmt.Sprint(o.maxTokens), fmt.Sprintf("between 0 (the server's default) and %d", maxMaxTokens))
-	case o.requestTimeout <= 0:
-		return bad("request-timeout", o.requestTimeout.String(), "a positive duration such as 2m")
-	case strings.TrimSpace(o.prompt) == "":
-		return bad("prompt", o.prompt, "a non-empty message")
 	}
-	if err := validEndpoint(o.endpoint); err != nil {
+	if err := o.requestFlags.validate(); err != nil {
 		return err
 	}
 	if o.endpoint == "" || o.apply {
@@ -213,18 +196,12 @@ func (o *tuneOptions) snippet(r *tune.Recommendation) string {
 
 func (o *tuneOptions) printTune(rec *output.Progress, res *tune.Result, runErr error, applied bool) error {
 	rec.Close()
-	doc := tuneJSON{Command: "tune", OK: runErr == nil, ExitCode: exitcode.Of(runErr), Result: res, Applied: applied}
-	if runErr != nil {
-		doc.Error = runErr.Error()
-	}
+	doc := tuneJSON{result: resultOf("tune", runErr), Result: res, Applied: applied}
 	if res != nil {
 		doc.Snippet = o.snippet(res.Recommendation)
 	}
-	if done, err := o.printDoc(doc); done {
-		if err != nil {
-			return err
-		}
-		return runErr
+	if done, err := o.printDocOf(doc, runErr); done {
+		return err
 	}
 	if res == nil || len(res.Levels) == 0 {
 		return runErr

@@ -23,16 +23,46 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/verify"
 )
 
-// loadFlags are the load's shape, shared by `load` and `verify --load`.
-type loadFlags struct {
+// requestFlags are how each request is sent, and to which server: shared
+// by load, verify --load and tune.
+type requestFlags struct {
 	endpoint       string
-	rate           float64
-	concurrency    int
-	duration       time.Duration
 	prompt         string
 	maxTokens      int
 	requestTimeout time.Duration
-	rateSet        bool // --rate was given
+}
+
+func (r *requestFlags) add(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&r.endpoint, "endpoint", "", "base URL of the vLLM server, e.g. http://127.0.0.1:8081 (default: a port-forward to a Ready pod behind the Service)")
+	f.StringVar(&r.prompt, "prompt", load.DefaultPrompt, "the user message of each request")
+	f.IntVar(&r.maxTokens, "max-tokens", 0, "max_tokens of each request (0: the server's default)")
+	f.DurationVar(&r.requestTimeout, "request-timeout", 2*time.Minute, "how long one request may take")
+}
+
+// validate checks the request flags before anything is sent.
+func (r *requestFlags) validate() error {
+	bad := func(flag, value, allowed string) error {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))
+	}
+	switch {
+	case r.maxTokens < 0 || r.maxTokens > maxMaxTokens:
+		return bad("max-tokens", fmt.Sprint(r.maxTokens), fmt.Sprintf("between 0 (the server's default) and %d", maxMaxTokens))
+	case r.requestTimeout <= 0:
+		return bad("request-timeout", r.requestTimeout.String(), "a positive duration such as 2m")
+	case strings.TrimSpace(r.prompt) == "":
+		return bad("prompt", r.prompt, "a non-empty message")
+	}
+	return validEndpoint(r.endpoint)
+}
+
+// loadFlags are the load's shape, shared by `load` and `verify --load`.
+type loadFlags struct {
+	requestFlags
+	rate        float64
+	concurrency int
+	duration    time.Duration
+	rateSet     bool // --rate was given
 }
 
 // Bounds of a load: beyond them the generator would spend its memory on
@@ -44,14 +74,11 @@ const (
 )
 
 func (l *loadFlags) add(c *cobra.Command, defaultDuration time.Duration) {
+	l.requestFlags.add(c)
 	f := c.Flags()
-	f.StringVar(&l.endpoint, "endpoint", "", "base URL of the vLLM server, e.g. http://127.0.0.1:8081 (default: a port-forward to a Ready pod behind the Service)")
 	f.Float64Var(&l.rate, "rate", 1, "requests started per second, whether or not earlier ones answered (open loop, like the walkthrough's loop)")
 	f.IntVar(&l.concurrency, "concurrency", 0, "instead of --rate: keep this many requests in flight (closed loop)")
 	f.DurationVar(&l.duration, "duration", defaultDuration, "how long to send (0: until stopped)")
-	f.StringVar(&l.prompt, "prompt", load.DefaultPrompt, "the user message of each request")
-	f.IntVar(&l.maxTokens, "max-tokens", 0, "max_tokens of each request (0: the server's default)")
-	f.DurationVar(&l.requestTimeout, "request-timeout", 2*time.Minute, "how long one request may take")
 }
 
 // validate checks every load flag before anything is sent; cmd says which
@@ -70,14 +97,8 @@ func (l *loadFlags) validate(cmd *cobra.Command) error {
 		return bad("concurrency", fmt.Sprint(l.concurrency), fmt.Sprintf("between 0 (use --rate) and %d", maxConcurrency))
 	case l.duration < 0:
 		return bad("duration", l.duration.String(), "0 (until stopped) or a positive duration such as 5m")
-	case l.maxTokens < 0 || l.maxTokens > maxMaxTokens:
-		return bad("max-tokens", fmt.Sprint(l.maxTokens), fmt.Sprintf("between 0 (the server's default) and %d", maxMaxTokens))
-	case l.requestTimeout <= 0:
-		return bad("request-timeout", l.requestTimeout.String(), "a positive duration such as 2m")
-	case strings.TrimSpace(l.prompt) == "":
-		return bad("prompt", l.prompt, "a non-empty message")
 	}
-	return validEndpoint(l.endpoint)
+	return l.requestFlags.validate()
 }
 
 // validEndpoint checks --endpoint ("" is the port-forward).

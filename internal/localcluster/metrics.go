@@ -1,7 +1,6 @@
 package localcluster
 
 import (
-	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -75,10 +74,7 @@ func (f *FakeMetrics) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	ok = ok || fn != nil
 	if !ok {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure",
-			"message": "Cannot find metric(s) for pods " + metric, "reason": "NotFound", "code": 404})
+		MetricNotFound(w, "Cannot find metric(s) for pods "+metric)
 		return
 	}
 	pods, err := f.Client.CoreV1().Pods(ns).List(r.Context(), metav1.ListOptions{LabelSelector: r.URL.Query().Get("labelSelector")})
@@ -87,7 +83,7 @@ func (f *FakeMetrics) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var items []any
-	now := time.Now().UTC().Format(time.RFC3339)
+	now := time.Now()
 	if fn != nil {
 		value = fn(len(pods.Items))
 	}
@@ -95,13 +91,30 @@ func (f *FakeMetrics) serve(w http.ResponseWriter, r *http.Request) {
 		if podName != "*" && p.Name != podName {
 			continue
 		}
-		items = append(items, map[string]any{
-			"describedObject": map[string]any{"kind": "Pod", "namespace": ns, "name": p.Name, "apiVersion": "/v1"},
-			"metric":          map[string]any{"name": metric},
-			"timestamp":       now,
-			"value":           value,
-		})
+		items = append(items, MetricValue(ns, p.Name, metric, value, now))
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/v1beta2", "metadata": map[string]any{}, "items": items})
+	WriteMetricValues(w, "v1beta2", items)
+}
+
+// MetricNotFound answers as a custom metrics API server does for a metric
+// it has no value of (the HPA's FailedGetPodsMetric).
+func MetricNotFound(w http.ResponseWriter, message string) {
+	writeJSON(w, http.StatusNotFound, map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure",
+		"message": message, "reason": "NotFound", "code": 404})
+}
+
+// MetricValue is one pod's value (a quantity) of metric at a time, as a
+// MetricValueList lists it.
+func MetricValue(namespace, pod, metric, value string, at time.Time) map[string]any {
+	return map[string]any{
+		"describedObject": map[string]any{"kind": "Pod", "namespace": namespace, "name": pod, "apiVersion": "/v1"},
+		"metric":          map[string]any{"name": metric},
+		"timestamp":       at.UTC().Format(time.RFC3339),
+		"value":           value,
+	}
+}
+
+// WriteMetricValues answers a custom.metrics.k8s.io/version MetricValueList.
+func WriteMetricValues(w http.ResponseWriter, version string, items []any) {
+	writeJSON(w, http.StatusOK, map[string]any{"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/" + version, "metadata": map[string]any{}, "items": items})
 }

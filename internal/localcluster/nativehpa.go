@@ -163,8 +163,7 @@ func NativeMetricsFromFake(f *FakeMetrics, dyn dynamic.Interface) http.Handler {
 			}
 		}
 		if !declared {
-			writeJSON(w, http.StatusNotFound, map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure",
-				"message": "no AutoscalingMetric in " + ns + " declares " + metric, "reason": "NotFound", "code": 404})
+			MetricNotFound(w, "no AutoscalingMetric in "+ns+" declares "+metric)
 			return
 		}
 		// FakeMetrics serves the v1beta2 shape of the path.

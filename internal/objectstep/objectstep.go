@@ -493,7 +493,7 @@ func (s *Step) decideRemoval(ctx context.Context, k *kube.Client, obj, live *uns
 	case j.Verdict == owner.Shared:
 		return step.RemoveKeep, "used by " + strings.Join(j.Users, ", ") + ", not by instance " + s.cfg.Instance
 	case s.shared && len(j.Users) > 1:
-		return step.RemoveUnuse, "still used by " + strings.Join(without(j.Users, s.cfg.Instance), ", ")
+		return step.RemoveUnuse, "still used by " + strings.Join(owner.Others(j.Users, s.cfg.Instance), ", ")
 	case j.Adopted:
 		return step.RemoveRelease, "adopted, not created by vllm-hpa"
 	case live.GetKind() == "Namespace":
@@ -514,16 +514,6 @@ func ownershipMarks(live *unstructured.Unstructured) map[string]any {
 		}
 	}
 	return marks
-}
-
-func without(list []string, x string) []string {
-	var out []string
-	for _, v := range list {
-		if v != x {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // namespaceResidents says why namespace ns must stay, or "" when it holds

@@ -249,3 +249,15 @@ func equalJSON(a, b any) bool {
 	_ = json.Unmarshal(jb, &nb)
 	return reflect.DeepEqual(na, nb)
 }
+
+// Others are the users of a shared part (instances, or the clusters a
+// service account serves) other than this one.
+func Others(users []string, this string) []string {
+	var out []string
+	for _, u := range users {
+		if u != this {
+			out = append(out, u)
+		}
+	}
+	return out
+}

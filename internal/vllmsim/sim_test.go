@@ -20,6 +20,13 @@ const model = "google/gemma-3-1b-it"
 
 func gauges(t *testing.T, url string) (running, waiting float64) {
 	t.Helper()
+	v := gaugeValues(t, url, "vllm:num_requests_running", "vllm:num_requests_waiting")
+	return v[0], v[1]
+}
+
+// gaugeValues reads the named gauges of the model from /metrics.
+func gaugeValues(t *testing.T, url string, names ...string) []float64 {
+	t.Helper()
 	resp, err := http.Get(url + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -29,13 +36,15 @@ func gauges(t *testing.T, url string) (running, waiting float64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ok1, ok2 bool
-	running, ok1 = promtext.Gauge(fams, "vllm:num_requests_running", map[string]string{"model_name": model})
-	waiting, ok2 = promtext.Gauge(fams, "vllm:num_requests_waiting", map[string]string{"model_name": model})
-	if !ok1 || !ok2 {
-		t.Fatalf("gauges missing from /metrics")
+	out := make([]float64, len(names))
+	for i, n := range names {
+		v, ok := promtext.Gauge(fams, n, map[string]string{"model_name": model})
+		if !ok {
+			t.Fatalf("%s missing from /metrics", n)
+		}
+		out[i] = v
 	}
-	return running, waiting
+	return out
 }
 
 // eventually polls the gauges until they read want (a state, not a time).
@@ -149,26 +158,6 @@ func TestChatPlainAndStreamed(t *testing.T) {
 	}
 }
 
-// kvAndWaiting reads vllm:kv_cache_usage_perc and the waiting gauge.
-func kvAndWaiting(t *testing.T, url string) (kv, waiting float64) {
-	t.Helper()
-	resp, err := http.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	fams, err := promtext.Families(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, ok1 := promtext.Gauge(fams, "vllm:kv_cache_usage_perc", map[string]string{"model_name": model})
-	waiting, ok2 := promtext.Gauge(fams, "vllm:num_requests_waiting", map[string]string{"model_name": model})
-	if !ok1 || !ok2 {
-		t.Fatal("kv cache or waiting gauge missing")
-	}
-	return kv, waiting
-}
-
 // TestKVCacheLimitsTheBatch: with room in the KV cache for two requests'
 // context, a third waits although sequence slots are free, and the usage
 // gauge reads the reserved share; a request larger than the cache is
@@ -189,7 +178,7 @@ func TestKVCacheLimitsTheBatch(t *testing.T) {
 		}()
 	}
 	eventually(t, srv.URL, 2, 1)
-	if kv, _ := kvAndWaiting(t, srv.URL); kv != 0.8 {
+	if kv := gaugeValues(t, srv.URL, "vllm:kv_cache_usage_perc")[0]; kv != 0.8 {
 		t.Errorf("kv cache usage %v, want 0.8 (20 of 25 tokens)", kv)
 	}
 	wg.Wait()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 )
 
@@ -78,24 +78,20 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	version, ns, podName, metric := parts[0], parts[2], parts[4], parts[5]
-	notFound := func(why string) {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]any{"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": why, "reason": "NotFound", "code": 404})
-	}
+
 	amName, gauge, ok := nativemetrics.ParseMetricName(metric)
 	if !ok {
-		notFound("not a native metric: " + metric)
+		localcluster.MetricNotFound(w, "not a native metric: "+metric)
 		return
 	}
 	am, err := store.dynamic.Resource(nativemetrics.Resource).Namespace(ns).Get(r.Context(), amName, metav1.GetOptions{})
 	if err != nil {
-		notFound("no AutoscalingMetric " + ns + "/" + amName)
+		localcluster.MetricNotFound(w, "no AutoscalingMetric "+ns+"/"+amName)
 		return
 	}
 	g, ok := nativemetrics.Find(am, gauge)
 	if !ok {
-		notFound("AutoscalingMetric " + ns + "/" + amName + " declares no gauge " + gauge)
+		localcluster.MetricNotFound(w, "AutoscalingMetric "+ns+"/"+amName+" declares no gauge "+gauge)
 		return
 	}
 	pods, err := store.client.CoreV1().Pods(ns).List(r.Context(), metav1.ListOptions{LabelSelector: r.URL.Query().Get("labelSelector")})
@@ -114,19 +110,13 @@ func (n *gkeNative) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !ok {
 			continue
 		}
-		items = append(items, map[string]any{
-			"describedObject": map[string]any{"kind": "Pod", "namespace": ns, "name": p.Name, "apiVersion": "/v1"},
-			"metric":          map[string]any{"name": metric},
-			"timestamp":       s.at.UTC().Format(time.RFC3339),
-			"value":           quantity(s.value),
-		})
+		items = append(items, localcluster.MetricValue(ns, p.Name, metric, quantity(s.value), s.at))
 	}
 	if len(items) == 0 {
-		notFound("no samples of " + metric + " yet")
+		localcluster.MetricNotFound(w, "no samples of "+metric+" yet")
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"kind": "MetricValueList", "apiVersion": "custom.metrics.k8s.io/" + version, "metadata": map[string]any{}, "items": items})
+	localcluster.WriteMetricValues(w, version, items)
 }
 
 // quantity writes a sample as the metrics API does (milli-units).

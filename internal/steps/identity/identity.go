@@ -221,7 +221,7 @@ func (s *Step) Apply(ctx context.Context) error {
 	}
 	// The adapter, and so its identity, is shared by every instance on
 	// the cluster: one instance may not switch it under the others.
-	if others := without(ksa.users, cfg.Instance); ksa.gsa != want && ksa.gsa != "" && len(others) > 0 {
+	if others := owner.Others(ksa.users, cfg.Instance); ksa.gsa != want && ksa.gsa != "" && len(others) > 0 {
 		return exitcode.With(exitcode.Conflict, fmt.Errorf("the adapter on this cluster acts as %s for instance(s) %s; instance %s asks for %s: use the same identity settings (--identity-mode, --gsa-name), or clean the other instances up first",
 			ksa.gsa, strings.Join(others, ", "), cfg.Instance, orDefault(want, "direct mode (no Google service account)")))
 	}
@@ -378,7 +378,7 @@ func (s *Step) releaseAccount(ctx context.Context, email, cluster string, record
 		return gcp.Classify(err, "get service account "+email)
 	}
 	if ourAccount(a) {
-		if rest := without(accountClusters(a.Description), cluster); len(rest) > 0 {
+		if rest := owner.Others(accountClusters(a.Description), cluster); len(rest) > 0 {
 			if err := s.accounts().SetDescription(ctx, a, describeClusters(rest)); err != nil {
 				return gcp.Classify(err, "remove this cluster from service account "+email)
 			}
@@ -666,7 +666,7 @@ func (s *Step) planIdentityRemoval(ctx context.Context, k *kube.Client) (identit
 		return identityRemoval{}, err
 	}
 	r := identityRemoval{ksa: ksa}
-	if others := without(ksa.users, s.cfg.Instance); len(others) > 0 {
+	if others := owner.Others(ksa.users, s.cfg.Instance); len(others) > 0 {
 		r.keepReason = "the adapter on this cluster is still used by instance(s) " + strings.Join(others, ", ")
 		return r, nil
 	}
@@ -708,7 +708,7 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 			return nil, gcp.Classify(err, "get service account "+email)
 		}
 		if ourAccount(a) {
-			if rest := without(accountClusters(a.Description), cluster); len(rest) > 0 {
+			if rest := owner.Others(accountClusters(a.Description), cluster); len(rest) > 0 {
 				p.Removals = append(p.Removals, step.Removal{Object: "Google service account " + email, Action: step.RemoveUnuse, Reason: fmt.Sprintf("still used by %d other cluster(s)", len(rest))})
 				continue
 			}
@@ -805,16 +805,6 @@ func Calls(cfg *config.Config, projectNumber string) []step.GCPCall {
 			Role: "roles/iam.workloadIdentityUser", Member: cfg.KSAMember(),
 			Note: "add this member only (etag-guarded read-modify-write)"},
 	}
-}
-
-func without(list []string, x string) []string {
-	var out []string
-	for _, v := range list {
-		if v != x {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 func orDefault(s, def string) string {
