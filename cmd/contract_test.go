@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -243,5 +244,37 @@ func TestTuneDocument(t *testing.T) {
 	code, _, errOut = run(t, "", nil, append(args, "--slo-tpot", "0", "--slo-ttft", "0")...)
 	if code != exitcode.BadInput || !strings.Contains(errOut, "--slo-ttft, --slo-tpot or --slo-latency") {
 		t.Errorf("no objective: exit %d\n%s", code, errOut)
+	}
+}
+
+// TestTuneServerNeverAnswers: a server that accepts connections and never
+// answers ends tune within its bounds (each request and gauge read within
+// --request-timeout), exit 3, naming the timeouts; it does not hang.
+func TestTuneServerNeverAnswers(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never written to
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang fails, not stalls, the suite
+	defer cancel()
+	code, out, errOut := runCtx(t, ctx, "", nil, "tune", "--endpoint", "http://"+l.Addr().String(), "--slo-tpot", "100ms",
+		"--request-timeout", "1s", "--step-duration", "1s", "--warmup", "0s", "--max-concurrency", "2", "-o", "json")
+	if ctx.Err() != nil {
+		t.Fatalf("tune did not end within a minute against a server that never answers")
+	}
+	d := oneDocument(t, code, out, "tune")
+	if code != exitcode.CheckFailed || !strings.Contains(d.Error, "no answer in the measured window") {
+		t.Errorf("exit %d, %s\n%s", code, d.Error, errOut)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
@@ -160,7 +161,13 @@ func deleteAndWait(t *testing.T, r dynamic.ResourceInterface, name string) {
 // labels: what a user who copied the walkthrough's manifests by hand has.
 func rendered(t *testing.T, inst instance, stepName, kind, name string) *unstructured.Unstructured {
 	t.Helper()
-	objs, err := render.Objects(inst.config(), stepName, stepName == "adapter")
+	return renderedFrom(t, inst.config(), stepName, kind, name)
+}
+
+// renderedFrom is rendered for a configuration of the test's own.
+func renderedFrom(t *testing.T, cfg *config.Config, stepName, kind, name string) *unstructured.Unstructured {
+	t.Helper()
+	objs, err := render.Objects(cfg, stepName, stepName == "adapter")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,14 +212,16 @@ func TestRefusesForeignObjects(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		step, kind, name string
+		backend          string // hpa.backend, when not the default
 	}{
-		{"deploy", "Service", "llm-service"},                 // same selector and port as vllm-hpa's
-		{"deploy", "Deployment", "vllm-gemma-deployment"},    // someone's own vLLM
-		{"deploy", "Secret", "hf-secret"},                    // someone's own token
-		{"monitor", "PodMonitoring", "gemma-pod-monitoring"}, // someone's own scrape config
-		{"hpa", "HorizontalPodAutoscaler", "gemma-server-hpa"},
-		{"adapter", "ClusterRole", "external-metrics-reader"}, // upstream's rules, applied by hand
-		{"adapter", "APIService", "v1beta1.external.metrics.k8s.io"},
+		{"deploy", "Service", "llm-service", ""},                 // same selector and port as vllm-hpa's
+		{"deploy", "Deployment", "vllm-gemma-deployment", ""},    // someone's own vLLM
+		{"deploy", "Secret", "hf-secret", ""},                    // someone's own token
+		{"monitor", "PodMonitoring", "gemma-pod-monitoring", ""}, // someone's own scrape config
+		{"hpa", "HorizontalPodAutoscaler", "gemma-server-hpa", ""},
+		{"adapter", "ClusterRole", "external-metrics-reader", ""}, // upstream's rules, applied by hand
+		{"adapter", "APIService", "v1beta1.external.metrics.k8s.io", ""},
+		{"monitor", "AutoscalingMetric", "", "native"}, // someone's own declaration of the same gauge, same name
 	}
 	for i, c := range cases {
 		t.Run(c.kind, func(t *testing.T) {
@@ -225,10 +234,16 @@ func TestRefusesForeignObjects(t *testing.T) {
 			if c.step == "deploy" {
 				createForeign(t, inst.tb, nil, namespaceObj(inst.namespace))
 			}
-			createForeign(t, inst.tb, f, rendered(t, inst, c.step, c.kind, c.name))
+			cfg, args := inst.config(), []string{c.step, "-o", "json"}
+			if c.backend != "" {
+				cfg.HPA.Backend = c.backend
+				args = append(args, "--backend", c.backend)
+			}
+			foreign := renderedFrom(t, cfg, c.step, c.kind, c.name)
+			createForeign(t, inst.tb, f, foreign)
 			before := ownedObjects(t, inst)
-			code, out, errOut := kubeRun(t, inst, c.step, "-o", "json")
-			if code != exitcode.Conflict || !strings.Contains(errOut, c.kind+" ") || !strings.Contains(errOut, c.name) || !strings.Contains(errOut, "written by kubectl") || !strings.Contains(errOut, "--adopt") {
+			code, out, errOut := kubeRun(t, inst, args...)
+			if code != exitcode.Conflict || !strings.Contains(errOut, c.kind+" ") || !strings.Contains(errOut, foreign.GetName()) || !strings.Contains(errOut, "written by kubectl") || !strings.Contains(errOut, "--adopt") {
 				t.Errorf("%s over a foreign %s: exit %d, want %d naming it, its owner and --adopt:\n%s", c.step, c.kind, code, exitcode.Conflict, errOut)
 			}
 			var doc runJSON
