@@ -12,12 +12,15 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/iam/admin/apiv1/adminpb"
 	"cloud.google.com/go/iam/apiv1/iampb"
 	container "google.golang.org/api/container/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -253,4 +256,64 @@ func TestMonitoringAPIDisabled(t *testing.T) {
 	if left := ownedObjects(t, inst); len(left) != 0 {
 		t.Errorf("Kubernetes objects written: %v", keys(left))
 	}
+}
+
+// A run interrupted right after it created the account leaves one IAM does
+// not show yet; the next run's read of it may be refused
+// PERMISSION_DENIED, as IAM answers for a new account. That is not the
+// caller's own denial: the create tells them apart (ALREADY_EXISTS), and
+// the account is used. A caller who truly may not read it is refused by
+// the create too, and the read's denial is the error.
+func TestResumeAfterAccountCreated(t *testing.T) {
+	inst := newInstance(t, "resume", "resume-ns")
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	mustRun(t, inst, "adapter")
+
+	t.Run("new account", func(t *testing.T) {
+		g := startGCP(t)
+		g.SetBehaviour(gcpfake.Behaviour{NewAccountWindow: 3 * time.Second, MaxPrincipals: 1500})
+		t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity") })
+		g.Projects.Denied = func(method, resource string) bool { return method == "SetIamPolicy" }
+		if code, _, errOut := gcpRun(t, g, inst, "identity"); code != exitcode.Denied {
+			t.Fatalf("first run exit %d, want %d:\n%s", code, exitcode.Denied, errOut)
+		}
+		first := g.IAM.Account(gsaEmail)
+		if first == nil {
+			t.Fatal("the first run did not create the account")
+		}
+		g.Projects.Denied = nil
+		var denials atomic.Int32
+		g.IAM.Faults = func(method string) error {
+			if method == "GetServiceAccount" && denials.Add(1) == 1 {
+				return status.Error(codes.PermissionDenied, "Permission 'iam.serviceAccounts.get' denied on resource (or it may not exist).")
+			}
+			return nil
+		}
+		code, _, errOut := gcpRun(t, g, inst, "identity")
+		if code != 0 {
+			t.Fatalf("re-run exit %d:\n%s", code, errOut)
+		}
+		if !strings.Contains(errOut, "Google service account "+gsaEmail+" exists (created by vllm-hpa") {
+			t.Errorf("the re-run does not say it found its own account:\n%s", errOut)
+		}
+		if a := g.IAM.Account(gsaEmail); a == nil || a.UniqueId != first.UniqueId {
+			t.Errorf("the account was replaced: %v, was %v", a, first)
+		}
+		if !gcpfake.HasMember(g.Projects.Policy("my-proj"), viewerRole, gsaMember) || !gcpfake.HasMember(g.IAM.AccountPolicy(gsaEmail), wiRole, ksaMember) {
+			t.Error("a binding is missing after the re-run")
+		}
+	})
+	t.Run("caller denied", func(t *testing.T) {
+		g := startGCP(t)
+		g.IAM.Denied = func(method, resource string) bool {
+			return method == "GetServiceAccount" || method == "CreateServiceAccount"
+		}
+		code, _, errOut := gcpRun(t, g, inst, "identity")
+		if code != exitcode.Denied || !strings.Contains(errOut, "get service account "+gsaEmail+": permission denied") {
+			t.Errorf("exit %d, want %d and the read's denial:\n%s", code, exitcode.Denied, errOut)
+		}
+		if g.IAM.Account(gsaEmail) != nil {
+			t.Error("an account was created for a caller who may not create one")
+		}
+	})
 }

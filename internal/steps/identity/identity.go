@@ -299,10 +299,19 @@ func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool,
 		return false, nil
 	case err == nil:
 		return false, exitcode.With(exitcode.Conflict, fmt.Errorf("the Google service account %s exists and was not created by vllm-hpa: choose another --gsa-name, or use it with --adopt (cleanup then leaves it)", email))
-	case status.Code(err) != codes.NotFound:
+	case status.Code(err) != codes.NotFound && status.Code(err) != codes.PermissionDenied:
 		return false, gcp.Classify(err, "get service account "+email)
 	}
+	// NOT_FOUND, or PERMISSION_DENIED, which IAM also answers for an
+	// account created in the last minute (by a run that was interrupted
+	// right after): the create tells them apart, answering ALREADY_EXISTS
+	// for an account that is there and PERMISSION_DENIED again for a
+	// caller who may not read it.
+	readErr := err
 	_, retries, err := s.accounts().Create(ctx, cfg.Identity.GSAName, cfg.Identity.GSADisplayName, describeClusters([]string{cluster}))
+	if status.Code(readErr) == codes.PermissionDenied && status.Code(err) == codes.PermissionDenied {
+		return false, gcp.Classify(readErr, "get service account "+email)
+	}
 	if status.Code(err) == codes.AlreadyExists {
 		// Another run created it at the same time, or an earlier attempt of
 		// ours whose answer was lost: ours if it carries the marker.
