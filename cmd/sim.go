@@ -41,6 +41,10 @@ func (o *simOptions) Validate() error {
 		return bad("prefill-latency", c.PrefillLatency.String(), "between 0 and 1s")
 	case c.KVCacheTokens < 0 || c.KVCacheTokens > 1<<30:
 		return bad("kv-cache-tokens", fmt.Sprint(c.KVCacheTokens), "between 0 (unlimited) and 1073741824")
+	case c.LoadTime < 0 || c.LoadTime > time.Hour:
+		return bad("load-time", c.LoadTime.String(), "between 0 and 1h, such as 90s")
+	case c.WarmupTime < 0 || c.WarmupTime > time.Hour:
+		return bad("warmup-time", c.WarmupTime.String(), "between 0 and 1h, such as 20s")
 	case strings.TrimSpace(c.Model) == "":
 		return bad("sim-model", c.Model, "a model id such as google/gemma-3-1b-it")
 	}
@@ -111,5 +115,7 @@ docs/simulator.md describes the model and its limits. Runs until Ctrl+C.`,
 	f.DurationVar(&cfg.BatchLatency, "batch-latency", cfg.BatchLatency, "what each running request adds to a decode step (continuous batching)")
 	f.DurationVar(&cfg.PrefillLatency, "prefill-latency", cfg.PrefillLatency, "prefill time per prompt token (time to first token)")
 	f.IntVar(&cfg.KVCacheTokens, "kv-cache-tokens", cfg.KVCacheTokens, "KV cache size in tokens; a request waits until its prompt and answer fit (0: unlimited)")
+	f.DurationVar(&cfg.LoadTime, "load-time", cfg.LoadTime, "model load after start: /health answers 503 and nothing is served")
+	f.DurationVar(&cfg.WarmupTime, "warmup-time", cfg.WarmupTime, "warm-up after the load: /health answers 200, completions wait (Ready before warm)")
 	return c
 }

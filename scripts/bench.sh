@@ -50,7 +50,7 @@ size_kubectl=$(stat -c %s "$kubectl")
 
 start_emu() { # dir hpa-sync
   mkdir -p "$1"
-  vllm-hpa-emulator --dir "$1" --k8s-bin "$bin_dir" --hpa-sync-period "$2" --pod-start-delay "$3" --count-requests > "$1/log" 2>&1 &
+  vllm-hpa-emulator --dir "$1" --k8s-bin "$bin_dir" --profile fast --hpa-sync-period "$2" --image-pull "$3" --count-requests > "$1/log" 2>&1 &
   emu_pid=$!
   for _ in $(seq 600); do [ -f "$1/env" ] && return; sleep 0.1; done
   echo "emulator did not start" >&2; cat "$1/log" >&2; exit 1

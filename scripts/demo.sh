@@ -36,7 +36,7 @@ for _ in $(seq 600); do
   sleep 0.1
 done
 [ -f "$state/env" ] || { echo "the emulator did not start" >&2; exit 1; }
-grep 'emulator ready' "$state/emulator.log" >&2
+grep -E '^(emulator ready|profile )' "$state/emulator.log" >&2
 # shellcheck disable=SC1091
 . "$state/env"
 

@@ -61,8 +61,13 @@ type Options struct {
 	Aggregation bool
 	// RunPods starts a PodRunner (see Pods) in place of scheduler and kubelet.
 	RunPods bool
-	// PodStartDelay is how long a pod takes to become Ready.
+	// PodStartDelay is how long a pod takes to start (its image pull).
 	PodStartDelay time.Duration
+	// PodReady and PodProbePeriod are the PodRunner's readiness probe;
+	// GPUNodes its cluster autoscaler.
+	PodReady       func(*corev1.Pod) bool
+	PodProbePeriod time.Duration
+	GPUNodes       GPUNodes
 	// PodStarted and PodStopped are the PodRunner's hooks; KubeletPort its
 	// Node's kubelet port (see PodRunner).
 	PodStarted  func(*corev1.Pod) error
@@ -314,7 +319,8 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	bg, cancel := context.WithCancel(context.Background())
 	cp.cancel = cancel
 	if opts.RunPods {
-		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, KubeletPort: opts.KubeletPort}
+		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, KubeletPort: opts.KubeletPort,
+			Ready: opts.PodReady, ProbePeriod: opts.PodProbePeriod, GPUNodes: opts.GPUNodes}
 		if err := cp.Pods.ensureNode(ctx); err != nil {
 			return cp, err
 		}

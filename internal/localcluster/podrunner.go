@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -19,12 +20,22 @@ import (
 // NodeName is the one Node the pod runner binds pods to.
 const NodeName = "vllm-hpa-test-node"
 
-// PodRunner plays the scheduler and kubelet: it binds every pod to NodeName,
-// then after StartDelay reports it Running and Ready, and finishes the
-// deletion of pods being deleted. Pod IPs are never dialed.
+// PodRunner plays the scheduler, the kubelet and (with GPUNodes) GKE's
+// cluster autoscaler: it binds every pod to a node, then after StartDelay
+// (the image pull) starts it, reports it Ready when its readiness probe
+// passes, and finishes the deletion of pods being deleted. Pod IPs are
+// never dialed.
 type PodRunner struct {
 	Client     kubernetes.Interface
 	StartDelay time.Duration
+	// Ready, if set, is the pod's readiness probe, run every ProbePeriod
+	// once it has started (unset: Ready as soon as it starts).
+	Ready       func(pod *corev1.Pod) bool
+	ProbePeriod time.Duration
+	// GPUNodes, when its Provisioning is set, gives NodeName only
+	// GPUNodes.GPUs GPUs; a pod that asks for a GPU none has left is
+	// unschedulable until a node made for it is Ready.
+	GPUNodes GPUNodes
 	// Hold, when it returns a non-empty reason for a pod, keeps it Pending
 	// with that reason as its container's waiting reason (e.g. ImagePullBackOff).
 	Hold func(pod *corev1.Pod) (reason, message string)
@@ -40,6 +51,34 @@ type PodRunner struct {
 	nextIP atomic.Uint32
 	mu     sync.Mutex
 	timers map[string]*time.Timer
+
+	// The GPU nodes' bookkeeping (under mu): which node each bound pod's
+	// GPUs are on, the pods waiting for a node, the nodes being made.
+	gpuNodes     []string
+	gpusOn       map[types.UID]placedPod
+	unplaced     map[types.UID]*corev1.Pod
+	provisioning int
+}
+
+// GPUNodes models GKE's cluster autoscaler adding GPU nodes, as it does
+// on a Standard cluster's autoscaled pool (or with node auto-provisioning,
+// or on Autopilot): the scheduler's FailedScheduling, the autoscaler's
+// TriggeredScaleUp (NotTriggerScaleUp once Max nodes exist), and a node
+// that registers after 80% of Provisioning and is Ready at Provisioning.
+// Nodes are not removed: the autoscaler waits 10 minutes before it
+// removes an unneeded node.
+type GPUNodes struct {
+	GPUs         int // per node
+	Provisioning time.Duration
+	Max          int // nodes with GPUs, the first included
+}
+
+// GPUResource is the extended resource of NVIDIA's device plugin.
+const GPUResource corev1.ResourceName = "nvidia.com/gpu"
+
+type placedPod struct {
+	node string
+	gpus int
 }
 
 // Run creates the Node and runs until ctx ends.
@@ -67,16 +106,28 @@ func (r *PodRunner) Run(ctx context.Context) error {
 }
 
 func (r *PodRunner) ensureNode(ctx context.Context) error {
+	gpus := 8
+	if r.GPUNodes.Provisioning > 0 {
+		gpus = r.GPUNodes.GPUs
+	}
+	r.mu.Lock()
+	r.gpuNodes = []string{NodeName}
+	r.mu.Unlock()
+	return r.createNode(ctx, NodeName, gpus, true)
+}
+
+// createNode registers a node with gpus GPUs, Ready or not yet.
+func (r *PodRunner) createNode(ctx context.Context, name string, gpus int, ready bool) error {
 	node := &corev1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: NodeName, Labels: map[string]string{
-			"kubernetes.io/hostname":                  NodeName,
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+			"kubernetes.io/hostname":                  name,
 			"cloud.google.com/gke-accelerator":        "nvidia-l4",
 			"cloud.google.com/gke-gpu-driver-version": "latest",
 		}},
 	}
 	created, err := r.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
-		created, err = r.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		created, err = r.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 	}
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
@@ -86,7 +137,11 @@ func (r *PodRunner) ensureNode(ctx context.Context) error {
 		corev1.ResourceMemory:           resource.MustParse("256Gi"),
 		corev1.ResourceEphemeralStorage: resource.MustParse("1Ti"),
 		corev1.ResourcePods:             resource.MustParse("110"),
-		"nvidia.com/gpu":                resource.MustParse("8"),
+		GPUResource:                     *resource.NewQuantity(int64(gpus), resource.DecimalSI),
+	}
+	readiness, reason := corev1.ConditionTrue, "KubeletReady"
+	if !ready {
+		readiness, reason = corev1.ConditionFalse, "KubeletNotReady"
 	}
 	created.Status = corev1.NodeStatus{
 		Capacity:    capacity,
@@ -95,7 +150,7 @@ func (r *PodRunner) ensureNode(ctx context.Context) error {
 		Addresses:       []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}},
 		DaemonEndpoints: corev1.NodeDaemonEndpoints{KubeletEndpoint: corev1.DaemonEndpoint{Port: r.KubeletPort}},
 		Conditions: []corev1.NodeCondition{{
-			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+			Type: corev1.NodeReady, Status: readiness, Reason: reason,
 			LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(),
 		}},
 	}
@@ -109,19 +164,154 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 		if r.Stopped != nil {
 			r.Stopped(pod)
 		}
+		r.mu.Lock()
+		delete(r.gpusOn, pod.UID)
+		delete(r.unplaced, pod.UID)
+		r.mu.Unlock()
 		// No kubelet will confirm the deletion: finish it.
 		zero := int64(0)
 		_ = r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
 	case pod.Spec.NodeName == "":
-		if r.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, &corev1.Binding{
-			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
-			Target:     corev1.ObjectReference{Kind: "Node", Name: NodeName},
-		}, metav1.CreateOptions{}) == nil {
-			r.event(ctx, pod, "default-scheduler", "Scheduled", "Successfully assigned "+pod.Namespace+"/"+pod.Name+" to "+NodeName)
+		node := r.place(ctx, pod)
+		if node == "" {
+			return
 		}
+		if err := r.Client.CoreV1().Pods(pod.Namespace).Bind(ctx, &corev1.Binding{
+			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
+			Target:     corev1.ObjectReference{Kind: "Node", Name: node},
+		}, metav1.CreateOptions{}); err != nil {
+			r.mu.Lock()
+			delete(r.gpusOn, pod.UID)
+			r.mu.Unlock()
+			return
+		}
+		r.event(ctx, pod, "default-scheduler", "Scheduled", "Successfully assigned "+pod.Namespace+"/"+pod.Name+" to "+node)
 	case pod.Status.Phase == "" || (pod.Status.Phase == corev1.PodPending && !r.held(pod)):
 		r.schedule(ctx, pod)
+	case pod.Status.Phase == corev1.PodRunning && !podReady(pod):
+		r.probe(ctx, pod)
 	}
+}
+
+// gpusOf is what the pod asks of GPUs.
+func gpusOf(pod *corev1.Pod) int {
+	n := 0
+	for _, c := range pod.Spec.Containers {
+		if q, ok := c.Resources.Limits[GPUResource]; ok {
+			n += int(q.Value())
+		} else if q, ok := c.Resources.Requests[GPUResource]; ok {
+			n += int(q.Value())
+		}
+	}
+	return n
+}
+
+// place chooses the pod's node and reserves its GPUs there; "" when none
+// has room, after the scheduler's and the cluster autoscaler's events.
+func (r *PodRunner) place(ctx context.Context, pod *corev1.Pod) string {
+	need := gpusOf(pod)
+	if r.GPUNodes.Provisioning <= 0 || need == 0 {
+		return NodeName
+	}
+	r.mu.Lock()
+	if r.gpusOn == nil {
+		r.gpusOn, r.unplaced = map[types.UID]placedPod{}, map[types.UID]*corev1.Pod{}
+	}
+	if p, ok := r.gpusOn[pod.UID]; ok {
+		r.mu.Unlock()
+		return p.node // a bind in flight
+	}
+	used := map[string]int{}
+	for _, p := range r.gpusOn {
+		used[p.node] += p.gpus
+	}
+	for _, n := range r.gpuNodes {
+		if used[n]+need <= r.GPUNodes.GPUs {
+			r.gpusOn[pod.UID] = placedPod{node: n, gpus: need}
+			delete(r.unplaced, pod.UID)
+			r.mu.Unlock()
+			return n
+		}
+	}
+	_, known := r.unplaced[pod.UID]
+	r.unplaced[pod.UID] = pod
+	if known {
+		r.mu.Unlock()
+		return ""
+	}
+	// A pod newly unschedulable: the scheduler says why; the autoscaler
+	// adds nodes for every GPU asked for beyond the nodes being made.
+	nodes := len(r.gpuNodes)
+	waiting := 0
+	for _, p := range r.unplaced {
+		waiting += gpusOf(p)
+	}
+	perNode := max(r.GPUNodes.GPUs, 1)
+	wanted := (waiting+perNode-1)/perNode - r.provisioning
+	room := r.GPUNodes.Max - nodes - r.provisioning
+	add := max(min(wanted, room), 0)
+	from := nodes + r.provisioning
+	r.provisioning += add
+	r.mu.Unlock()
+
+	r.warn(ctx, pod, "default-scheduler", "FailedScheduling", fmt.Sprintf("0/%d nodes are available: %d Insufficient %s. preemption: 0/%d nodes are available: %d No preemption victims found for incoming pod.", nodes, nodes, GPUResource, nodes, nodes))
+	switch {
+	case add > 0:
+		r.event(ctx, pod, "cluster-autoscaler", "TriggeredScaleUp", fmt.Sprintf("pod triggered scale-up: [{gpu-pool %d->%d (max: %d)}]", from, from+add, r.GPUNodes.Max))
+		for i := 0; i < add; i++ {
+			go r.provision(ctx, fmt.Sprintf("gpu-pool-node-%d", from+i+1))
+		}
+	case room <= 0:
+		r.event(ctx, pod, "cluster-autoscaler", "NotTriggerScaleUp", "pod didn't trigger scale-up: 1 max node group size reached")
+	default:
+		r.event(ctx, pod, "cluster-autoscaler", "TriggeredScaleUp", fmt.Sprintf("pod triggered scale-up: [{gpu-pool %d->%d (max: %d)}] (nodes already being added)", nodes, from, r.GPUNodes.Max))
+	}
+	r.setUnschedulable(ctx, pod)
+	return ""
+}
+
+// provision makes a GPU node: it registers NotReady, turns Ready, then the
+// pods waiting for room are scheduled again.
+func (r *PodRunner) provision(ctx context.Context, name string) {
+	wait := func(d time.Duration) bool {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
+	p := r.GPUNodes.Provisioning
+	if !wait(p*4/5) || r.createNode(ctx, name, r.GPUNodes.GPUs, false) != nil || !wait(p-p*4/5) || r.createNode(ctx, name, r.GPUNodes.GPUs, true) != nil {
+		return
+	}
+	r.mu.Lock()
+	r.gpuNodes = append(r.gpuNodes, name)
+	r.provisioning--
+	var waiting []*corev1.Pod
+	for _, pod := range r.unplaced {
+		waiting = append(waiting, pod)
+	}
+	r.mu.Unlock()
+	for _, pod := range waiting {
+		r.sync(ctx, pod)
+	}
+}
+
+// setUnschedulable records what the scheduler writes on a pod it cannot
+// place.
+func (r *PodRunner) setUnschedulable(ctx context.Context, pod *corev1.Pod) {
+	_ = retryOnConflict(func() error {
+		live, err := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil || live.Spec.NodeName != "" {
+			return err
+		}
+		live.Status.Phase = corev1.PodPending
+		live.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
+			Message: "0/1 nodes are available: Insufficient " + string(GPUResource), LastTransitionTime: metav1.Now()}}
+		_, err = r.Client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, live, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 func (r *PodRunner) held(pod *corev1.Pod) bool {
@@ -150,7 +340,7 @@ func (r *PodRunner) schedule(ctx context.Context, pod *corev1.Pod) {
 		r.event(ctx, pod, "kubelet", "Pulling", "Pulling image \""+c.Image+"\"")
 	}
 	if r.StartDelay > 0 {
-		r.setStatus(ctx, pod.Namespace, pod.Name, false, "ContainerCreating", "")
+		r.setStatus(ctx, pod.Namespace, pod.Name, waiting, "ContainerCreating", "")
 	}
 }
 
@@ -161,13 +351,13 @@ func (r *PodRunner) start(ctx context.Context, namespace, name string) {
 	}
 	if r.Hold != nil {
 		if reason, msg := r.Hold(pod); reason != "" {
-			r.setStatus(ctx, namespace, name, false, reason, msg)
+			r.setStatus(ctx, namespace, name, waiting, reason, msg)
 			return
 		}
 	}
 	if r.Started != nil {
 		if err := r.Started(pod); err != nil {
-			r.setStatus(ctx, namespace, name, false, "StartError", err.Error())
+			r.setStatus(ctx, namespace, name, waiting, "StartError", err.Error())
 			return
 		}
 	}
@@ -176,22 +366,85 @@ func (r *PodRunner) start(ctx context.Context, namespace, name string) {
 		r.event(ctx, pod, "kubelet", "Created", "Created container "+c.Name)
 		r.event(ctx, pod, "kubelet", "Started", "Started container "+c.Name)
 	}
-	r.setStatus(ctx, namespace, name, true, "", "")
+	if r.Ready == nil || r.Ready(pod) {
+		r.setStatus(ctx, namespace, name, running, "", "")
+		return
+	}
+	r.setStatus(ctx, namespace, name, runningNotReady, "", "")
 }
 
-// event records what the scheduler or the kubelet would say of the pod.
+// probe runs the pod's readiness probe every ProbePeriod, once per pod,
+// until it passes (then the pod is Ready) or the pod is gone.
+func (r *PodRunner) probe(ctx context.Context, pod *corev1.Pod) {
+	key := "probe/" + string(pod.UID)
+	r.mu.Lock()
+	if _, ok := r.timers[key]; ok || r.Ready == nil {
+		r.mu.Unlock()
+		return
+	}
+	period := r.ProbePeriod
+	if period <= 0 {
+		period = 10 * time.Second
+	}
+	var tick func()
+	tick = func() {
+		live, err := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil || live.UID != pod.UID || live.DeletionTimestamp != nil || ctx.Err() != nil {
+			return
+		}
+		if r.Ready(live) {
+			r.setStatus(ctx, pod.Namespace, pod.Name, running, "", "")
+			return
+		}
+		r.mu.Lock()
+		r.timers[key] = time.AfterFunc(period, tick)
+		r.mu.Unlock()
+	}
+	r.timers[key] = time.AfterFunc(period, tick)
+	r.mu.Unlock()
+}
+
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// event records what the scheduler, the kubelet or the cluster autoscaler
+// would say of the pod; warn, a warning.
 func (r *PodRunner) event(ctx context.Context, pod *corev1.Pod, component, reason, message string) {
+	r.record(ctx, pod, component, corev1.EventTypeNormal, reason, message)
+}
+
+func (r *PodRunner) warn(ctx context.Context, pod *corev1.Pod, component, reason, message string) {
+	r.record(ctx, pod, component, corev1.EventTypeWarning, reason, message)
+}
+
+func (r *PodRunner) record(ctx context.Context, pod *corev1.Pod, component, kind, reason, message string) {
 	now := metav1.Now()
 	_, _ = r.Client.CoreV1().Events(pod.Namespace).Create(ctx, &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{GenerateName: pod.Name + ".", Namespace: pod.Namespace},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, APIVersion: "v1"},
-		Reason:         reason, Message: message, Type: corev1.EventTypeNormal,
-		Source:         corev1.EventSource{Component: component, Host: NodeName},
+		Reason:         reason, Message: message, Type: kind,
+		Source:         corev1.EventSource{Component: component},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}, metav1.CreateOptions{})
 }
 
-func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, ready bool, waitReason, waitMessage string) {
+// containerState is what setStatus reports of a pod's containers.
+type containerState int
+
+const (
+	waiting         containerState = iota // not started: Pending
+	runningNotReady                       // started, its readiness probe not passed yet
+	running                               // started and Ready
+)
+
+func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, state containerState, waitReason, waitMessage string) {
+	ready := state == running
 	_ = retryOnConflict(func() error {
 		pod, err := r.Client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -207,9 +460,11 @@ func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, ready
 		}
 		status := corev1.ConditionFalse
 		pod.Status.Phase = corev1.PodPending
+		if state != waiting {
+			pod.Status.Phase = corev1.PodRunning
+		}
 		if ready {
 			status = corev1.ConditionTrue
-			pod.Status.Phase = corev1.PodRunning
 		}
 		// A condition keeps its transition time while its status stays,
 		// as the kubelet keeps it (the stages of a scale-up are read from
@@ -230,11 +485,19 @@ func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, ready
 			cond(corev1.ContainersReady, status),
 			cond(corev1.PodReady, status),
 		}
+		previous := pod.Status.ContainerStatuses
 		pod.Status.ContainerStatuses = nil
 		for _, c := range pod.Spec.Containers {
-			cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: ready, Started: &ready}
-			if ready {
-				cs.State.Running = &corev1.ContainerStateRunning{StartedAt: now}
+			started := state != waiting
+			cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: ready, Started: &started}
+			if started {
+				at := now
+				for _, old := range previous {
+					if old.Name == c.Name && old.State.Running != nil {
+						at = old.State.Running.StartedAt // kept, as the kubelet keeps it
+					}
+				}
+				cs.State.Running = &corev1.ContainerStateRunning{StartedAt: at}
 			} else {
 				cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: waitReason, Message: waitMessage}
 			}

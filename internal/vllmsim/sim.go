@@ -48,6 +48,15 @@ type Config struct {
 	PrefillLatency time.Duration
 	// KVCacheTokens is the KV cache's size in tokens (0: unlimited).
 	KVCacheTokens int
+	// LoadTime is how long the server loads its model after it starts:
+	// /health answers 503 and nothing is served, as vLLM serves nothing
+	// before its engine is up.
+	LoadTime time.Duration
+	// WarmupTime follows the load: /health answers 200 (so a readiness
+	// probe on it passes) but completions wait until it ends, as the
+	// first requests of a vLLM server wait for compilation and CUDA
+	// graph capture: the pod is Ready before it is warm.
+	WarmupTime time.Duration
 }
 
 // DefaultConfig answers like a small model on one GPU: about 2 s for 100
@@ -71,6 +80,34 @@ type Server struct {
 
 	// Counters for tests: requests received, completed, failed.
 	Received, Completed, Failed atomic.Int64
+
+	born time.Time // when it started: LoadTime and WarmupTime count from here
+}
+
+// loaded and warm are when the model is loaded and when the server is
+// warm.
+func (s *Server) loaded() time.Time { return s.born.Add(s.cfg.LoadTime) }
+func (s *Server) warm() time.Time   { return s.loaded().Add(s.cfg.WarmupTime) }
+
+// whileLoading answers 503 until the model is loaded; it reports whether
+// it did.
+func (s *Server) whileLoading(w http.ResponseWriter) bool {
+	left := time.Until(s.loaded())
+	if left <= 0 {
+		return false
+	}
+	w.Header().Set("Retry-After", fmt.Sprint(int(left.Seconds())+1))
+	openAIError(w, http.StatusServiceUnavailable, "the model is loading", "ServiceUnavailableError")
+	return true
+}
+
+// serving wraps h so that it answers only once the model is loaded.
+func (s *Server) serving(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.whileLoading(w) {
+			h.ServeHTTP(w, r)
+		}
+	})
 }
 
 // New returns a server for cfg.
@@ -78,7 +115,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxNumSeqs <= 0 {
 		cfg.MaxNumSeqs = 1
 	}
-	s := &Server{cfg: cfg, registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, registry: prometheus.NewRegistry(), born: time.Now()}
 	label := prometheus.Labels{"model_name": cfg.Model}
 	runningVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_running", Help: "Number of requests currently running on GPU."}, []string{"model_name"})
 	waitingVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_waiting", Help: "Number of requests waiting to be processed."}, []string{"model_name"})
@@ -117,7 +154,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/models", s.models)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	return mux
+	return s.serving(mux)
 }
 
 type chatRequest struct {
@@ -160,6 +197,12 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		tokens = *req.MaxTokens
 	}
 
+	// Before the server is warm a request waits (compilation, CUDA
+	// graphs): counted in no gauge, as vLLM's first requests.
+	if err := sleep(r.Context(), time.Until(s.warm())); err != nil {
+		s.Failed.Add(1)
+		return
+	}
 	// Queue until the scheduler admits it: a free sequence slot and room
 	// in the KV cache for the whole context.
 	need := promptTokens(req) + tokens

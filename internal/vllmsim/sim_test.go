@@ -236,3 +236,55 @@ func TestBatchSlowsTokens(t *testing.T) {
 	}
 	t.Logf("alone %s, slowest of 8 at once %s", alone, slowest)
 }
+
+// While the model loads the server answers 503 everywhere (a readiness
+// probe on /health fails); then /health passes while completions still
+// wait for the warm-up: Ready before warm.
+func TestLoadThenWarmUp(t *testing.T) {
+	cfg := vllmsim.DefaultConfig()
+	cfg.OutputTokens, cfg.TokenLatency = 2, time.Millisecond
+	cfg.LoadTime, cfg.WarmupTime = 300*time.Millisecond, 400*time.Millisecond
+	born := time.Now()
+	srv := httptest.NewServer(vllmsim.New(cfg).Handler())
+	defer srv.Close()
+
+	for _, path := range []string{"/health", "/metrics", "/v1/models"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+			t.Errorf("%s while loading: %s, want 503 with Retry-After", path, resp.Status)
+		}
+	}
+	// Poll /health as a readiness probe does, until it passes.
+	for {
+		resp, err := http.Get(srv.URL + "/health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	healthy := time.Now()
+	if healthy.Sub(born) < cfg.LoadTime {
+		t.Errorf("/health passed %s after start, before the %s load", healthy.Sub(born), cfg.LoadTime)
+	}
+	resp, err := chat(srv.URL, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	answered := time.Now()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("chat after the load: %s", resp.Status)
+	}
+	// The model's lower bound: the first answer comes after load + warm-up.
+	if answered.Sub(born) < cfg.LoadTime+cfg.WarmupTime {
+		t.Errorf("first answer %s after start, before load + warm-up (%s)", answered.Sub(born), cfg.LoadTime+cfg.WarmupTime)
+	}
+}

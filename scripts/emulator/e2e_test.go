@@ -133,7 +133,7 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	bin := k8sBin(t)
 	o := DefaultOptions()
 	o.Dir, o.Bin = t.TempDir(), bin
-	o.HPASyncPeriod, o.PodStartDelay = 2*time.Second, time.Second
+	o.HPASyncPeriod, o.ImagePull = 2*time.Second, time.Second
 	ctx := context.Background()
 	e, err := Start(ctx, o)
 	if err != nil {

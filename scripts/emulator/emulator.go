@@ -21,9 +21,24 @@ type Options struct {
 	Dir           string // where kubeconfig and env go
 	Bin           string // the cached Kubernetes binaries
 	HPASyncPeriod time.Duration
-	PodStartDelay time.Duration
-	Sim           vllmsim.Config // per pod; the model comes from MODEL_ID
-	Project       string
+	// ImagePull is how long a pod's image takes to pull: from its
+	// scheduling to its container's start.
+	ImagePull time.Duration
+	// ProbePeriod is how often the kubelet runs the readiness probe
+	// (the deployment's periodSeconds: 10).
+	ProbePeriod time.Duration
+	// Sim is each vLLM pod's simulator (the model comes from MODEL_ID);
+	// its LoadTime and WarmupTime are the model's load and warm-up.
+	Sim vllmsim.Config
+	// IngestionDelay is how long a scraped sample takes to reach the
+	// Stackdriver adapter's queries (Managed Prometheus's ingestion into
+	// Cloud Monitoring and the adapter's query, together).
+	IngestionDelay time.Duration
+	// GPUNodes is the cluster autoscaler's GPU pool; without Provisioning
+	// one node holds every GPU pod.
+	GPUNodes localcluster.GPUNodes
+	Project  string
+	// ProjectNumber is the emulated project's number.
 	ProjectNumber string
 	// TargetStatus enables Managed Prometheus's target status in
 	// gmp-public/config (GKE's default: off).
@@ -39,15 +54,20 @@ type Options struct {
 	NativeInterval time.Duration
 }
 
-// DefaultOptions are GKE's intervals and the walkthrough's names; the
-// project and cluster are those the README and docs/ name (my-proj,
-// gpu-hpa in us-central1), so that every documented command runs on it.
+// Profiles are the emulator's timing profiles.
+var Profiles = []string{"gke", "fast"}
+
+// DefaultOptions are the fast profile: GKE's intervals (scrape, HPA sync)
+// and the walkthrough's names, and pods that start in 3 s on a node that
+// has room for them all. The project and cluster are those the README and
+// docs/ name (my-proj, gpu-hpa in us-central1), so that every documented
+// command runs on it.
 func DefaultOptions() Options {
 	return Options{
 		HPASyncPeriod: 15 * time.Second,
-		PodStartDelay: 3 * time.Second,
-		Sim:           vllmsim.Config{TokenLatency: 20 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256},
-		Project:       "my-proj", ProjectNumber: "123456789012",
+		ImagePull:     3 * time.Second, ProbePeriod: 10 * time.Second,
+		Sim:     vllmsim.Config{TokenLatency: 20 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256},
+		Project: "my-proj", ProjectNumber: "123456789012",
 		// Google documents up to a minute; the demo keeps it short.
 		Google:  gcpfake.Behaviour{NewAccountWindow: 5 * time.Second, MaxPrincipals: gcpfake.DefaultBehaviour.MaxPrincipals},
 		Cluster: "gpu-hpa", Location: "us-central1",
@@ -55,6 +75,55 @@ func DefaultOptions() Options {
 		// performance profile collects them faster.
 		NativeMetrics: true, NativeInterval: 5 * time.Second,
 	}
+}
+
+// The gke profile's lags, from Google's vLLM reference architecture
+// (GoogleCloudPlatform/accelerated-platforms, online-inference-gpu):
+// before compression, a scale-up from load to the new pod's first answer
+// takes about 5.5 minutes against the published 4.3-7.4.
+const (
+	// The adapter saw the metric 48-54 s after saturation with a 15 s
+	// scrape: 40 s of ingestion and query after a scrape 0-15 s late.
+	gkeIngestion = 40 * time.Second
+	// A GPU node: 1-2 minutes (RTX PRO 6000) to 2-3 (H100).
+	gkeNodeProvisioning = 90 * time.Second
+	// The vLLM image (about 10 GB) without image streaming.
+	gkeImagePull = 45 * time.Second
+	// vLLM's start before the weights (the published 1-1.5 min, less the
+	// pull), the weights with a model streamer (about 20 s), compilation
+	// and CUDA graph capture (1.3-2.7 min): /health fails all along.
+	gkeModelLoad = 30*time.Second + 20*time.Second + 100*time.Second
+	// Pods were Ready about 22 s before they served.
+	gkeWarmup = 22 * time.Second
+)
+
+// GKEOptions is the gke profile: the fast profile's names and intervals
+// with the published lags of a scale-up on GKE. The metric's path (scrape,
+// ingestion, HPA sync) keeps its real timing; the pod's path (node, pull,
+// model load, warm-up) is divided by compress, so that a demo finishes in
+// minutes.
+func GKEOptions(compress float64) Options {
+	o := DefaultOptions()
+	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) / compress) }
+	o.IngestionDelay = gkeIngestion
+	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: scale(gkeNodeProvisioning), Max: 8}
+	o.ImagePull, o.ProbePeriod = scale(gkeImagePull), scale(o.ProbePeriod)
+	o.Sim.LoadTime, o.Sim.WarmupTime = scale(gkeModelLoad), scale(gkeWarmup)
+	return o
+}
+
+// Profile returns the options of profile name ("gke" divides the pod's
+// path by compress).
+func Profile(name string, compress float64) (Options, error) {
+	switch {
+	case name == "fast":
+		return DefaultOptions(), nil
+	case name == "gke" && compress >= 1 && compress <= 100:
+		return GKEOptions(compress), nil
+	case name == "gke":
+		return Options{}, fmt.Errorf("invalid --compress %g: between 1 (GKE's published timings) and 100", compress)
+	}
+	return Options{}, fmt.Errorf("invalid --profile %q: one of %s", name, strings.Join(Profiles, ", "))
 }
 
 // Emulator is a running emulated GKE cluster and project.
@@ -96,7 +165,9 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	defer cancelStart()
 	lopts := localcluster.Options{
 		Controllers: true, HPASyncPeriod: o.HPASyncPeriod, Aggregation: true,
-		RunPods: true, PodStartDelay: o.PodStartDelay, PodStarted: sims.start, PodStopped: sims.stop, KubeletPort: kubeletPort,
+		RunPods: true, PodStartDelay: o.ImagePull, PodStarted: sims.start, PodStopped: sims.stop, KubeletPort: kubeletPort,
+		// The deployment's readiness probe: GET /health.
+		PodReady: sims.healthy, PodProbePeriod: o.ProbePeriod, GPUNodes: o.GPUNodes,
 		Monitoring: true, TargetStatus: o.TargetStatus,
 	}
 	// GKE's native metrics, bound to the cluster's clients once it runs.
@@ -118,10 +189,12 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	}
 	e.stops = append(e.stops, cp.Stop, cancel)
 
-	e.Prom = newPrometheus(cp.Client, cp.Dynamic, sims)
+	e.Prom = newPrometheus(cp.Client, cp.Dynamic, sims, o.IngestionDelay)
 	go e.Prom.run(bg)
 	if o.NativeMetrics {
-		native.store.Store(newPrometheus(cp.Client, cp.Dynamic, sims))
+		// GKE collects native metrics itself, without Cloud
+		// Monitoring's ingestion.
+		native.store.Store(newPrometheus(cp.Client, cp.Dynamic, sims, 0))
 		go native.run(bg)
 	}
 	adapterAddr, err := startAdapter(bg, cp.Kubeconfig, filepath.Join(cp.Dir, "adapter-certs"), &stackdriverProvider{prom: e.Prom, client: cp.Client})

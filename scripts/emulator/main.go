@@ -19,7 +19,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
@@ -32,11 +35,36 @@ func main() {
 }
 
 func run() error {
-	o := DefaultOptions()
+	// The profile sets every timing's default, so it is read before the
+	// flags that override one of them.
+	profile, compress := "gke", 10.0
+	if v, ok := preFlag(os.Args[1:], "profile"); ok {
+		profile = v
+	}
+	if v, ok := preFlag(os.Args[1:], "compress"); ok {
+		c, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("invalid --compress %q: a number such as 10", v)
+		}
+		compress = c
+	}
+	o, err := Profile(profile, compress)
+	if err != nil {
+		return err
+	}
+	flag.String("profile", profile, "timing profile: gke (the published lags of a scale-up on GKE, the pod's path divided by --compress) or fast (pods Ready in 3 s, no node to wait for, no ingestion lag)")
+	flag.Float64("compress", compress, "gke profile: divide the pod's path (node provisioning, image pull, model load, warm-up, probe period) by this; 1 is GKE's published timings")
 	flag.StringVar(&o.Dir, "dir", "", "directory for kubeconfig and env (default: a temporary directory, removed on exit)")
 	flag.StringVar(&o.Bin, "k8s-bin", os.Getenv(localcluster.BinDirEnv), "directory of etcd, kube-apiserver and kube-controller-manager (scripts/build-k8s-cache.sh prints it)")
 	flag.DurationVar(&o.HPASyncPeriod, "hpa-sync-period", o.HPASyncPeriod, "the HPA controller's sync period (GKE's is 15s)")
-	flag.DurationVar(&o.PodStartDelay, "pod-start-delay", o.PodStartDelay, "how long a pod takes to become Ready (model loading)")
+	flag.DurationVar(&o.ImagePull, "image-pull", o.ImagePull, "how long a pod's image takes to pull (Pulling to Pulled)")
+	flag.DurationVar(&o.Sim.LoadTime, "model-load", o.Sim.LoadTime, "how long vLLM takes to start and load the model, /health failing (the readiness probe keeps the pod not Ready)")
+	flag.DurationVar(&o.Sim.WarmupTime, "warmup", o.Sim.WarmupTime, "after the load, how long completions wait while /health passes (Ready before warm)")
+	flag.DurationVar(&o.ProbePeriod, "probe-period", o.ProbePeriod, "how often the kubelet runs the readiness probe")
+	flag.DurationVar(&o.IngestionDelay, "ingestion-delay", o.IngestionDelay, "how long a scraped sample takes to reach the Stackdriver adapter (Cloud Monitoring ingestion and query); the native route has none")
+	flag.DurationVar(&o.GPUNodes.Provisioning, "node-provisioning", o.GPUNodes.Provisioning, "how long the cluster autoscaler takes to add a GPU node for a pod that does not fit (0: one node has room for every pod)")
+	flag.IntVar(&o.GPUNodes.GPUs, "gpus-per-node", o.GPUNodes.GPUs, "GPUs per node when nodes are provisioned")
+	flag.IntVar(&o.GPUNodes.Max, "max-nodes", o.GPUNodes.Max, "the GPU node pool's maximum size (NotTriggerScaleUp beyond it)")
 	flag.DurationVar(&o.Sim.TokenLatency, "token-latency", o.Sim.TokenLatency, "the simulated server's time per token")
 	flag.IntVar(&o.Sim.OutputTokens, "output-tokens", o.Sim.OutputTokens, "tokens per simulated answer")
 	flag.IntVar(&o.Sim.MaxNumSeqs, "max-num-seqs", o.Sim.MaxNumSeqs, "simulated requests running at once per pod")
@@ -52,6 +80,9 @@ func run() error {
 	flag.Parse()
 	if o.Bin == "" {
 		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", localcluster.BinDirEnv)
+	}
+	if o.GPUNodes.Provisioning > 0 && (o.GPUNodes.GPUs < 1 || o.GPUNodes.Max < 1) {
+		return fmt.Errorf("invalid --gpus-per-node %d or --max-nodes %d: at least 1 each when --node-provisioning is set", o.GPUNodes.GPUs, o.GPUNodes.Max)
 	}
 	if o.NativeMetrics && o.NativeInterval <= 0 {
 		return fmt.Errorf("invalid --native-interval %s: must be a positive duration such as 5s", o.NativeInterval)
@@ -83,7 +114,47 @@ func run() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "emulator ready in %.1fs: kube-apiserver %s, HPA sync %s; source %s\n", e.Started.Seconds(), e.CP.URL, o.HPASyncPeriod, env)
+	fmt.Fprintln(os.Stderr, describe(profile, compress, o))
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "emulator stopping")
 	return nil
+}
+
+// preFlag finds -name or --name's value among args, as the flag package
+// would parse it.
+func preFlag(args []string, name string) (string, bool) {
+	for i, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, p := range []string{"-", "--"} {
+			if v, ok := strings.CutPrefix(a, p+name+"="); ok {
+				return v, true
+			}
+			if a == p+name && i+1 < len(args) {
+				return args[i+1], true
+			}
+		}
+	}
+	return "", false
+}
+
+// describe says what the profile models and what it compresses.
+func describe(profile string, compress float64, o Options) string {
+	s := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
+	metric := fmt.Sprintf("metric: scrape at the PodMonitoring's interval, ingestion to the adapter %s, native metrics every %s, HPA sync %s", s(o.IngestionDelay), s(o.NativeInterval), s(o.HPASyncPeriod))
+	node := "one node with room for every pod"
+	if o.GPUNodes.Provisioning > 0 {
+		node = fmt.Sprintf("a GPU node (%d GPU) in %s, up to %d nodes", o.GPUNodes.GPUs, s(o.GPUNodes.Provisioning), o.GPUNodes.Max)
+	}
+	pod := fmt.Sprintf("pod: %s, image pull %s, model load %s, warm-up %s, readiness probe every %s", node, s(o.ImagePull), s(o.Sim.LoadTime), s(o.Sim.WarmupTime), s(o.ProbePeriod))
+	head := "profile fast"
+	if profile == "gke" {
+		head = "profile gke (Google's published scale-up lags"
+		if compress != 1 {
+			head += fmt.Sprintf("; the pod's path %gx faster than on GKE, the metric's path real-time", compress)
+		}
+		head += ")"
+	}
+	return head + ": " + metric + "; " + pod
 }

@@ -17,7 +17,7 @@ func TestNativeOnEmulator(t *testing.T) {
 	bin := k8sBin(t)
 	o := DefaultOptions()
 	o.Dir, o.Bin = t.TempDir(), bin
-	o.HPASyncPeriod, o.PodStartDelay, o.NativeInterval = 2*time.Second, time.Second, 2*time.Second
+	o.HPASyncPeriod, o.ImagePull, o.NativeInterval = 2*time.Second, time.Second, 2*time.Second
 	e, err := Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -80,6 +80,25 @@ func (s *simulators) stop(pod *corev1.Pod) {
 	}
 }
 
+// healthy is the vLLM pod's readiness probe (GET /health, as the
+// deployment's); a pod of another workload is always ready.
+func (s *simulators) healthy(pod *corev1.Pod) bool {
+	if _, ok := isVLLM(pod); !ok {
+		return true
+	}
+	addr, err := s.addr(pod.Namespace, pod.Name)
+	if err != nil {
+		return false
+	}
+	client := http.Client{Timeout: 5 * time.Second} // the probe's timeoutSeconds
+	resp, err := client.Get("http://" + addr + "/health")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
 // addr is where pod's server listens.
 func (s *simulators) addr(namespace, pod string) (string, error) {
 	s.mu.Lock()

@@ -35,14 +35,18 @@ type prometheus struct {
 	dynamic dynamic.Interface
 	sims    *simulators
 
+	// ingestion is how long a scraped sample takes to be queryable: Cloud
+	// Monitoring's ingestion and the adapter's query, together.
+	ingestion time.Duration
+
 	mu      sync.Mutex
-	samples map[string]map[string]sample  // metric -> namespace/pod -> sample
-	loops   map[string]context.CancelFunc // PodMonitoring uid -> its scrape loop
+	samples map[string]map[string][]sample // metric -> namespace/pod -> samples, oldest first
+	loops   map[string]context.CancelFunc  // PodMonitoring uid -> its scrape loop
 	Scrapes int64
 }
 
-func newPrometheus(c kubernetes.Interface, d dynamic.Interface, sims *simulators) *prometheus {
-	return &prometheus{client: c, dynamic: d, sims: sims, samples: map[string]map[string]sample{}, loops: map[string]context.CancelFunc{}}
+func newPrometheus(c kubernetes.Interface, d dynamic.Interface, sims *simulators, ingestion time.Duration) *prometheus {
+	return &prometheus{client: c, dynamic: d, sims: sims, ingestion: ingestion, samples: map[string]map[string][]sample{}, loops: map[string]context.CancelFunc{}}
 }
 
 // run keeps one scrape loop per PodMonitoring generation, re-listing every
@@ -206,9 +210,15 @@ func (p *prometheus) scrape(ctx context.Context, pod *corev1.Pod, path string) e
 			sum += m.GetGauge().GetValue()
 		}
 		if p.samples[name] == nil {
-			p.samples[name] = map[string]sample{}
+			p.samples[name] = map[string][]sample{}
 		}
-		p.samples[name][pod.Namespace+"/"+pod.Name] = sample{value: sum, at: now}
+		key := pod.Namespace + "/" + pod.Name
+		// Keep the samples not queryable yet and the newest that is.
+		kept := append(p.samples[name][key], sample{value: sum, at: now})
+		for len(kept) > 1 && now.Sub(kept[1].at) >= p.ingestion {
+			kept = kept[1:]
+		}
+		p.samples[name][key] = kept
 	}
 	return nil
 }
@@ -219,20 +229,28 @@ func (p *prometheus) value(metric, namespace, pod string) (sample, bool) {
 	return p.valueWithin(metric, namespace, pod, 5*time.Minute)
 }
 
-// valueWithin is the pod's latest sample of the gauge no older than maxAge.
+// valueWithin is the pod's latest queryable sample of the gauge no older
+// than maxAge.
 func (p *prometheus) valueWithin(metric, namespace, pod string, maxAge time.Duration) (sample, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s, ok := p.samples[metric][namespace+"/"+pod]
-	if !ok || time.Since(s.at) > maxAge {
-		return sample{}, false
+	samples := p.samples[metric][namespace+"/"+pod]
+	for i := len(samples) - 1; i >= 0; i-- {
+		if s := samples[i]; time.Since(s.at) >= p.ingestion {
+			return s, time.Since(s.at) <= maxAge
+		}
 	}
-	return s, true
+	return sample{}, false
 }
 
-// known reports whether any sample of the gauge was ever scraped.
+// known reports whether any sample of the gauge is queryable.
 func (p *prometheus) known(metric string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.samples[metric]) > 0
+	for _, samples := range p.samples[metric] {
+		if len(samples) > 0 && time.Since(samples[0].at) >= p.ingestion {
+			return true
+		}
+	}
+	return false
 }
