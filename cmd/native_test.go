@@ -276,7 +276,7 @@ func TestNativeMetricLimit(t *testing.T) {
 		}
 	}
 	code, out, errOut := kubeRun(t, inst, "monitor", "--backend", "native", "-o", "json")
-	if code != exitcode.Precondition || !strings.Contains(out, "already declare 20 gauges") || !strings.Contains(out, "at most 20 per cluster") {
+	if code != exitcode.Precondition || !strings.Contains(out, "other AutoscalingMetrics declare 20 gauges") || !strings.Contains(out, "at most 20 per cluster") {
 		t.Errorf("20 gauges elsewhere: exit %d\n%s\n%s", code, out, errOut)
 	}
 	if list, _ := k.Dynamic.Resource(nativemetrics.Resource).Namespace(inst.namespace).List(ctx, metav1.ListOptions{}); len(list.Items) != 0 {

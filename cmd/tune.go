@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -140,11 +141,14 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return o.printTune(rec, nil, exitcode.With(exitcode.Precondition, err), false)
 	}
-	metric := o.cfg.MetricName()
+	var gauges []string
+	for _, m := range o.cfg.ScaledMetrics() {
+		gauges = append(gauges, m.Gauge)
+	}
 	rec.StepStarted("tune")
-	rec.Action("tune", fmt.Sprintf("ramping load on %s for %s: up to %d requests in flight, each level %s + %s warmup", url, metric, o.maxConcurrency, o.step, o.warmup))
+	rec.Action("tune", fmt.Sprintf("ramping load on %s for %s: up to %d requests in flight, each level %s + %s warmup", url, strings.Join(gauges, " and "), o.maxConcurrency, o.step, o.warmup))
 	res, err := tune.Run(ctx, tune.Options{
-		URL: url, Model: o.cfg.Workload.Model, Prompt: o.prompt, MaxTokens: o.maxTokens, SLO: o.slo, Metric: metric,
+		URL: url, Model: o.cfg.Workload.Model, Prompt: o.prompt, MaxTokens: o.maxTokens, SLO: o.slo, Metric: gauges[0], Also: gauges[1:],
 		StepDuration: o.step, Warmup: o.warmup, MaxConcurrency: o.maxConcurrency, Headroom: o.headroom, RequestTimeout: o.requestTimeout,
 	}, func(l tune.Level) {
 		verdict := "meets the objective"
@@ -162,10 +166,12 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 	}
 	applied := false
 	if o.apply {
-		if res.Recommendation.Target <= 0 {
-			return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("nothing to apply: %s", res.Recommendation.Reasoning)), false)
+		for i, r := range res.Recommendations {
+			if r.Target <= 0 {
+				return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("nothing to apply: %s", r.Reasoning)), false)
+			}
+			o.cfg.SetTarget(o.cfg.MetricKeys()[i], r.Target)
 		}
-		o.cfg.HPA.Target = res.Recommendation.Target
 		rec.StepStarted(hpa.Name)
 		// The route the HPA reads, unless --backend says otherwise.
 		err = steps.InferBackend(ctx, o.cfg, *deps)
@@ -186,19 +192,24 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 
 func secs(s interface{ Float() float64 }) string { return fmt.Sprintf("%.3gs", s.Float()) }
 
-// snippet is the configuration that applies r.
-func (o *tuneOptions) snippet(r *tune.Recommendation) string {
-	if r == nil || r.Target <= 0 {
-		return ""
+// snippet is the configuration that applies rs, one target per metric.
+func (o *tuneOptions) snippet(rs []*tune.Recommendation) string {
+	out := fmt.Sprintf("hpa:\n  metric: %s\n", o.cfg.HPA.Metric)
+	for i, r := range rs {
+		if r == nil || r.Target <= 0 {
+			return ""
+		}
+		key := strings.TrimPrefix(o.cfg.TargetKey(o.cfg.MetricKeys()[i]), "hpa.")
+		out += fmt.Sprintf("  %s: %s\n", key, strconv.FormatFloat(r.Target, 'g', -1, 64))
 	}
-	return fmt.Sprintf("hpa:\n  metric: %s\n  target: %s\n", o.cfg.HPA.Metric, strconv.FormatFloat(r.Target, 'g', -1, 64))
+	return out
 }
 
 func (o *tuneOptions) printTune(rec *output.Progress, res *tune.Result, runErr error, applied bool) error {
 	rec.Close()
 	doc := tuneJSON{result: resultOf("tune", runErr), Result: res, Applied: applied}
 	if res != nil {
-		doc.Snippet = o.snippet(res.Recommendation)
+		doc.Snippet = o.snippet(res.Recommendations)
 	}
 	if done, err := o.printDocOf(doc, runErr); done {
 		return err
@@ -218,12 +229,19 @@ func (o *tuneOptions) printTune(rec *output.Progress, res *tune.Result, runErr e
 	fmt.Fprintln(w)
 	fmt.Fprint(w, tune.Chart(res, o.slo))
 	if res.Knee != nil {
-		fmt.Fprintf(w, "\nknee: %d requests in flight\n%s\n", res.Knee.Concurrency, res.Recommendation.Reasoning)
-		if s := o.snippet(res.Recommendation); s != "" {
+		fmt.Fprintf(w, "\nknee: %d requests in flight\n", res.Knee.Concurrency)
+		for _, r := range res.Recommendations {
+			fmt.Fprintln(w, r.Reasoning)
+		}
+		if s := o.snippet(res.Recommendations); s != "" {
 			fmt.Fprintf(w, "\nconfiguration (vllm-hpa.yaml; --apply sets it on the HPA):\n%s", s)
 		}
 		if applied {
-			fmt.Fprintf(w, "applied: the HPA's target is now %s\n", render.Quantity(res.Recommendation.Target))
+			var targets []string
+			for _, r := range res.Recommendations {
+				targets = append(targets, r.Metric+" "+render.Quantity(r.Target))
+			}
+			fmt.Fprintf(w, "applied: the HPA's targets are now %s\n", strings.Join(targets, ", "))
 		}
 	}
 	return runErr

@@ -62,7 +62,7 @@ func TestVerifyEachCheck(t *testing.T) {
 	code, ok, reason, errOut := verifyRun(sim.URL)
 	want := []string{
 		"deploy/deployment available", "deploy/token secret holds a token", "deploy/service endpoints ready",
-		"metrics/vllm /metrics carries both gauges",
+		"metrics/vllm /metrics carries the gauges",
 		"monitor/podmonitoring configured",
 		"adapter/adapter available", "adapter/apiservice v1beta1.custom.metrics.k8s.io available",
 		"adapter/apiservice v1beta2.custom.metrics.k8s.io available", "adapter/apiservice v1beta1.external.metrics.k8s.io available",
@@ -84,7 +84,7 @@ func TestVerifyEachCheck(t *testing.T) {
 		check, reason string
 		breakIt       func() (endpoint string, restore func())
 	}{
-		{"metrics/vllm /metrics carries both gauges", "GaugeMissing", func() (string, func()) {
+		{"metrics/vllm /metrics carries the gauges", "GaugeMissing", func() (string, func()) {
 			other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				fmt.Fprintln(w, "# TYPE vllm:num_requests_running gauge")
 				fmt.Fprintln(w, `vllm:num_requests_running{model_name="google/gemma-3-1b-it"} 0`)

@@ -7,6 +7,7 @@ package config
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
@@ -125,11 +126,18 @@ type Identity struct {
 
 // HPA is the HorizontalPodAutoscaler on the vLLM Deployment.
 type HPA struct {
-	Name        string  `key:"name"`
-	MinReplicas int32   `key:"min-replicas"`
-	MaxReplicas int32   `key:"max-replicas"`
-	Metric      string  `key:"metric"`
-	Target      float64 `key:"target"`
+	Name        string `key:"name"`
+	MinReplicas int32  `key:"min-replicas"`
+	MaxReplicas int32  `key:"max-replicas"`
+	// Metric is one of Metrics, or several joined by "+" (a combined
+	// strategy: the HPA scales on whichever asks for most replicas).
+	Metric string  `key:"metric"`
+	Target float64 `key:"target"` // the first metric's target
+	// The targets of the metrics that follow the first in a combined
+	// strategy (hpa.metric waiting+kv-cache: KVCacheTarget).
+	RunningTarget float64 `key:"running-target"`
+	WaitingTarget float64 `key:"waiting-target"`
+	KVCacheTarget float64 `key:"kv-cache-target"`
 	// Backend is how the HPA reads the metric: adapter (the Stackdriver
 	// adapter, through Cloud Monitoring), native (GKE's native custom
 	// metrics, an AutoscalingMetric) or auto (native where the cluster
@@ -245,6 +253,8 @@ func Default() Config {
 			MaxReplicas: 5,
 			Metric:      "running",
 			Target:      4,
+			// Starting points for a combined strategy; tune measures them.
+			RunningTarget: 4, WaitingTarget: 4, KVCacheTarget: 0.8,
 			// The walkthrough's route; native is a Preview GKE feature,
 			// chosen by name or by auto, never silently.
 			Backend:                BackendAdapter,
@@ -274,8 +284,71 @@ func (c *Config) HFTokenValue() string { return c.HFToken.value }
 // SetHFToken sets the token; used by Load and by tests.
 func (c *Config) SetHFToken(v string) { c.HFToken.value = v }
 
-// MetricName is the vLLM gauge the HPA scales on, e.g. vllm:num_requests_running.
-func (c *Config) MetricName() string { return Metrics[c.HPA.Metric] }
+// MetricKeys are hpa.metric's metrics, in order: one, or several joined
+// by "+".
+func (c *Config) MetricKeys() []string { return strings.Split(c.HPA.Metric, "+") }
+
+// MetricName is the vLLM gauge of the HPA's first metric, e.g.
+// vllm:num_requests_running.
+func (c *Config) MetricName() string { return Metrics[c.MetricKeys()[0]] }
+
+// TargetKey is the setting that holds metric key's target: hpa.target for
+// the first metric, hpa.<key>-target for the others.
+func (c *Config) TargetKey(key string) string {
+	if key == c.MetricKeys()[0] {
+		return "hpa.target"
+	}
+	return "hpa." + key + "-target"
+}
+
+// ScaledMetric is one metric the HPA scales on.
+type ScaledMetric struct {
+	Key    string  // running, waiting or kv-cache
+	Gauge  string  // vLLM's name, e.g. vllm:num_requests_running
+	Target float64 // average per pod
+	// HPAName is the name the HPA reads it by, for the backend.
+	HPAName string
+	// GaugeName is its name in the AutoscalingMetric (native backend).
+	GaugeName string
+}
+
+// ScaledMetrics are the metrics the HPA scales on, the first first.
+func (c *Config) ScaledMetrics() []ScaledMetric {
+	var out []ScaledMetric
+	for _, k := range c.MetricKeys() {
+		m := ScaledMetric{Key: k, Gauge: Metrics[k], Target: c.targetOf(k)}
+		m.GaugeName = nativemetrics.GaugeName(m.Gauge)
+		m.HPAName = c.hpaMetricName(m.Gauge)
+		out = append(out, m)
+	}
+	return out
+}
+
+// SetTarget sets metric key's target (the setting TargetKey names).
+func (c *Config) SetTarget(key string, v float64) {
+	switch {
+	case key == c.MetricKeys()[0]:
+		c.HPA.Target = v
+	case key == "running":
+		c.HPA.RunningTarget = v
+	case key == "waiting":
+		c.HPA.WaitingTarget = v
+	default:
+		c.HPA.KVCacheTarget = v
+	}
+}
+
+func (c *Config) targetOf(key string) float64 {
+	switch {
+	case key == c.MetricKeys()[0]:
+		return c.HPA.Target
+	case key == "running":
+		return c.HPA.RunningTarget
+	case key == "waiting":
+		return c.HPA.WaitingTarget
+	}
+	return c.HPA.KVCacheTarget
+}
 
 // The values of hpa.backend.
 const (
@@ -291,24 +364,30 @@ func (c *Config) Native() bool { return c.HPA.Backend == BackendNative }
 // (native backend).
 func (c *Config) AutoscalingMetricName() string { return c.Instance + "-vllm" }
 
-// GaugeName is the native gauge name of the HPA's metric.
+// GaugeName is the native gauge name of the HPA's first metric.
 func (c *Config) GaugeName() string { return nativemetrics.GaugeName(c.MetricName()) }
 
-// HPAMetricName is the metric the HPA names, for its backend: the
-// adapter's prometheus.googleapis.com|<metric>|gauge, or the native
-// autoscaling.gke.io|<AutoscalingMetric>|<gauge>.
-func (c *Config) HPAMetricName() string {
+// HPAMetricName is the name the HPA reads its first metric by.
+func (c *Config) HPAMetricName() string { return c.hpaMetricName(c.MetricName()) }
+
+// hpaMetricName is the name the HPA reads vLLM's gauge by, for its
+// backend: the adapter's prometheus.googleapis.com|<gauge>|gauge, or the
+// native autoscaling.gke.io|<AutoscalingMetric>|<gauge's native name>.
+func (c *Config) hpaMetricName(gauge string) string {
 	if c.Native() {
-		return nativemetrics.MetricName(c.AutoscalingMetricName(), c.GaugeName())
+		return nativemetrics.MetricName(c.AutoscalingMetricName(), nativemetrics.GaugeName(gauge))
 	}
-	return c.AdapterMetricName()
+	return AdapterMetricName(gauge)
 }
 
-// AdapterMetricName is the name the HPA asks the Stackdriver adapter for:
-// prometheus.googleapis.com|<metric>|gauge. It is derived, never typed.
-func (c *Config) AdapterMetricName() string {
-	return "prometheus.googleapis.com|" + c.MetricName() + "|gauge"
-}
+// AdapterMetricName is the name the HPA reads the first metric by through
+// the Stackdriver adapter.
+func (c *Config) AdapterMetricName() string { return AdapterMetricName(c.MetricName()) }
+
+// AdapterMetricName is the name the HPA asks the Stackdriver adapter for
+// vLLM's gauge by: prometheus.googleapis.com|<gauge>|gauge. It is
+// derived, never typed.
+func AdapterMetricName(gauge string) string { return "prometheus.googleapis.com|" + gauge + "|gauge" }
 
 // AdapterImage is the adapter's image reference with its pinned tag.
 func (c *Config) AdapterImage() string { return c.Adapter.Image + ":" + c.Adapter.Tag }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -225,17 +226,34 @@ func (c *Config) validate(needProject bool) error {
 	if h.MaxReplicas < h.MinReplicas || h.MaxReplicas > 1000 {
 		add("hpa.max-replicas", fmt.Sprint(h.MaxReplicas), fmt.Sprintf("between hpa.min-replicas (%d) and 1000", h.MinReplicas))
 	}
-	oneOf("hpa.metric", h.Metric, MetricNames()...)
+	keys := c.MetricKeys()
+	for i, k := range keys {
+		if _, ok := Metrics[k]; !ok || slices.Contains(keys[:i], k) {
+			add("hpa.metric", h.Metric, "one of "+strings.Join(MetricNames(), ", ")+", or several joined by + (such as waiting+kv-cache: the HPA scales on whichever asks for most replicas), each once")
+			keys = nil
+			break
+		}
+	}
 	oneOf("hpa.backend", h.Backend, BackendAdapter, BackendNative, BackendAuto)
-	switch {
-	case !(h.Target > 0) || h.Target > 1e6:
-		add("hpa.target", fmt.Sprint(h.Target), "a number greater than 0 and at most 1000000 (average per pod), such as 4")
-	case h.Metric == "kv-cache" && h.Target > 1:
-		add("hpa.target", fmt.Sprint(h.Target), "at most 1 with hpa.metric kv-cache: vllm:kv_cache_usage_perc is a fraction (1 is a full KV cache), such as 0.8")
-	case math.Round(h.Target*1000) < 1:
-		// The HPA's target is a quantity in thousandths: less than half of
-		// one would be written as 0, and the HPA would scale on nothing.
-		add("hpa.target", fmt.Sprint(h.Target), "at least 0.001: the HPA's target is a quantity in thousandths, and this would round to 0")
+	if len(keys) > 0 && c.Given("hpa."+keys[0]+"-target") {
+		add("hpa."+keys[0]+"-target", fmt.Sprint(c.targetOf(keys[0])), "not set: "+keys[0]+" is hpa.metric's first metric, whose target is hpa.target")
+	}
+	for _, m := range c.ScaledMetrics() {
+		if keys == nil {
+			break
+		}
+		key := c.TargetKey(m.Key)
+		switch t := m.Target; {
+		case !(t > 0) || t > 1e6:
+			add(key, fmt.Sprint(t), "a number greater than 0 and at most 1000000 (average per pod), such as 4")
+		case m.Key == "kv-cache" && t > 1:
+			add(key, fmt.Sprint(t), "at most 1 for kv-cache: vllm:kv_cache_usage_perc is a fraction (1 is a full KV cache), such as 0.8")
+		case math.Round(t*1000) < 1:
+			// The HPA's target is a quantity in thousandths: less than
+			// half of one would be written as 0, and the HPA would
+			// scale on nothing.
+			add(key, fmt.Sprint(t), "at least 0.001: the HPA's target is a quantity in thousandths, and this would round to 0")
+		}
 	}
 	// The API server's limits for HPA behavior.
 	seconds("hpa.scale-up-stabilization", h.ScaleUpStabilization, 0, time.Hour)

@@ -54,7 +54,7 @@ func customConfig() *config.Config {
 	c.Adapter.Tag = "v0.16.9-gke.0"
 	c.Identity.Mode = "direct"
 	c.HPA = config.HPA{
-		Name: "llama-hpa", MinReplicas: 2, MaxReplicas: 10, Metric: "waiting", Target: 2.5, Backend: config.BackendNative,
+		Name: "llama-hpa", MinReplicas: 2, MaxReplicas: 10, Metric: "waiting+kv-cache", Target: 2.5, KVCacheTarget: 0.75, Backend: config.BackendNative,
 		ScaleUpStabilization: 10 * time.Second, ScaleUpPods: 2, ScaleUpPercent: 50, ScaleUpPeriod: 30 * time.Second,
 		ScaleDownStabilization: 5 * time.Minute, ScaleDownPercent: 10, ScaleDownPeriod: time.Minute,
 	}

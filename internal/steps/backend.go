@@ -146,17 +146,15 @@ func checkMetricLimit(ctx context.Context, cfg *config.Config, deps step.Deps) e
 	used := map[string]bool{}
 	for _, am := range list.Items {
 		if am.GetNamespace() == cfg.Workload.Namespace && am.GetName() == cfg.AutoscalingMetricName() {
-			// This instance's own: its gauges were counted when it was
-			// made (verify and status pass here; up rewrites it).
-			return nil
+			continue // this instance's own: its gauges are counted as configured below
 		}
 		for _, g := range nativemetrics.Gauges(&am) {
 			used[am.GetNamespace()+"/"+am.GetName()+"/"+g] = true
 		}
 	}
-	if len(used)+1 > nativemetrics.MaxMetricsPerCluster {
-		return exitcode.With(exitcode.Precondition, fmt.Errorf("hpa.backend native: the cluster's AutoscalingMetrics already declare %d gauges, and GKE serves at most %d per cluster (nothing was changed): remove unused ones, or use --backend adapter",
-			len(used), nativemetrics.MaxMetricsPerCluster))
+	if want := len(cfg.ScaledMetrics()); len(used)+want > nativemetrics.MaxMetricsPerCluster {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("hpa.backend native: the cluster's other AutoscalingMetrics declare %d gauges, this instance needs %d, and GKE serves at most %d per cluster (nothing was changed): remove unused ones, or use --backend adapter",
+			len(used), want, nativemetrics.MaxMetricsPerCluster))
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -24,11 +25,14 @@ import (
 
 // Sample is the state at one moment, At after the start.
 type Sample struct {
-	At       Seconds  `json:"atSeconds"`
-	Metric   *float64 `json:"metric,omitempty"` // the HPA's current average value, once known
-	Desired  int32    `json:"desiredReplicas"`
-	Replicas int32    `json:"replicas"`
-	Ready    int32    `json:"readyReplicas"`
+	At     Seconds  `json:"atSeconds"`
+	Metric *float64 `json:"metric,omitempty"` // the HPA's current average value of its first metric, once known
+	// OtherMetrics are the current average values of a combined
+	// strategy's further metrics, by the name the HPA reads them by.
+	OtherMetrics map[string]float64 `json:"otherMetrics,omitempty"`
+	Desired      int32              `json:"desiredReplicas"`
+	Replicas     int32              `json:"replicas"`
+	Ready        int32              `json:"readyReplicas"`
 }
 
 // Describe is the sample for a live line: the metric as the HPA reads it
@@ -85,8 +89,9 @@ var (
 	eventGVR  = schema.GroupVersionResource{Version: "v1", Resource: "events"}
 )
 
-// Start begins recording from start until ctx ends.
-func Start(ctx context.Context, k *kube.Client, ns, hpa, deployment, metric string, start time.Time, onSample func(Sample, *Rescale)) *Watcher {
+// Start begins recording from start until ctx ends; metrics are the names
+// the HPA reads its metrics by, the first first.
+func Start(ctx context.Context, k *kube.Client, ns, hpa, deployment string, metrics []string, start time.Time, onSample func(Sample, *Rescale)) *Watcher {
 	r := &Watcher{tl: Timeline{Start: start, Samples: []Sample{}, Rescales: []Rescale{}}, seen: map[string]int32{}, changed: make(chan struct{}), OnSample: onSample, initial: -1}
 	watch := func(w kube.Watch, f func([]*unstructured.Unstructured)) {
 		go kube.Until(ctx, "timeline", w, func(objs []*unstructured.Unstructured) (bool, string, error) {
@@ -102,11 +107,24 @@ func Start(ctx context.Context, k *kube.Client, ns, hpa, deployment, metric stri
 			}
 			r.update(func(s *Sample) {
 				s.Desired = h.Status.DesiredReplicas
+				var others map[string]float64 // a new map: earlier samples keep theirs
 				for _, m := range h.Status.CurrentMetrics {
-					if m.Pods != nil && m.Pods.Metric.Name == metric && m.Pods.Current.AverageValue != nil {
-						v := m.Pods.Current.AverageValue.AsApproximateFloat64()
-						s.Metric = &v
+					if m.Pods == nil || m.Pods.Current.AverageValue == nil {
+						continue
 					}
+					v := m.Pods.Current.AverageValue.AsApproximateFloat64()
+					switch i := slices.Index(metrics, m.Pods.Metric.Name); {
+					case i == 0:
+						s.Metric = &v
+					case i > 0:
+						if others == nil {
+							others = map[string]float64{}
+						}
+						others[m.Pods.Metric.Name] = v
+					}
+				}
+				if others != nil {
+					s.OtherMetrics = others
 				}
 			}, nil)
 		}

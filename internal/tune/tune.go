@@ -40,8 +40,10 @@ type Options struct {
 	Prompt    string
 	MaxTokens int // 0: the server's default
 	SLO       SLO
-	// Metric is the vLLM gauge the HPA will scale on.
+	// Metric is the vLLM gauge the HPA will scale on; Also, the further
+	// gauges of a combined strategy.
 	Metric string
+	Also   []string
 	// StepDuration is how long each level is measured, after Warmup.
 	StepDuration, Warmup time.Duration
 	MaxConcurrency       int
@@ -95,6 +97,9 @@ type Result struct {
 	Levels         []Level         `json:"levels"`
 	Knee           *Level          `json:"knee"`
 	Recommendation *Recommendation `json:"recommendation"`
+	// Recommendations are every metric's (a combined strategy's), the
+	// first being Recommendation.
+	Recommendations []*Recommendation `json:"recommendations"`
 }
 
 // ErrNoLevelMeetsSLO: even one request at a time breaks the objective.
@@ -158,7 +163,10 @@ func Run(ctx context.Context, o Options, report func(Level)) (*Result, error) {
 	}
 	knee := measured[lo]
 	res.Knee = &knee
-	res.Recommendation = recommend(o, knee, hi)
+	for _, m := range append([]string{o.Metric}, o.Also...) {
+		res.Recommendations = append(res.Recommendations, recommend(o, m, knee, hi))
+	}
+	res.Recommendation = res.Recommendations[0]
 	return res, nil
 }
 
@@ -166,22 +174,22 @@ func Run(ctx context.Context, o Options, report func(Level)) (*Result, error) {
 // knee, and says why; a metric that reads nothing at the knee (no queue
 // before the objective breaks) cannot tell load, and the reasoning says
 // to scale on running instead.
-func recommend(o Options, knee Level, broke int) *Recommendation {
-	v := knee.Value(o.Metric)
-	r := &Recommendation{Metric: o.Metric, Target: roundTarget(v * o.Headroom)}
+func recommend(o Options, metric string, knee Level, broke int) *Recommendation {
+	v := knee.Value(metric)
+	r := &Recommendation{Metric: metric, Target: roundTarget(v * o.Headroom)}
 	limit := fmt.Sprintf("the objective broke at %d", broke)
 	if broke == 0 {
 		limit = fmt.Sprintf("the objective held up to --max-concurrency %d, so the knee may be higher", knee.Concurrency)
 	}
 	r.Reasoning = fmt.Sprintf("one server meets the objective up to %d requests at once (%s); there %s averaged %.3g per pod, and the target is %.0f%% of it (%g), so the HPA adds pods before the objective breaks, leaving room for the time a new pod takes to serve",
-		knee.Concurrency, limit, o.Metric, v, o.Headroom*100, r.Target)
+		knee.Concurrency, limit, metric, v, o.Headroom*100, r.Target)
 	switch {
-	case r.Target <= 0 && o.Metric == "vllm:num_requests_running":
+	case r.Target <= 0 && metric == "vllm:num_requests_running":
 		r.Reasoning = fmt.Sprintf("vllm:num_requests_running averaged %.3g at the knee (%d requests at once): the answers are too short for the gauge's samples to see them; lengthen them (--max-tokens) or the levels (--step-duration)",
 			v, knee.Concurrency)
 	case r.Target <= 0:
 		r.Reasoning = fmt.Sprintf("%s averaged %.3g at the knee (%d requests at once): the server does not queue before the objective breaks, so this metric cannot tell the load; scale on vllm:num_requests_running (--metric running) with target %g instead",
-			o.Metric, v, knee.Concurrency, roundTarget(knee.Running*o.Headroom))
+			metric, v, knee.Concurrency, roundTarget(knee.Running*o.Headroom))
 	}
 	return r
 }

@@ -43,7 +43,7 @@ func TestKneeOnTheSimulator(t *testing.T) {
 // TestRecommendWithoutQueue: scaling on the queue, where the server never
 // queues below the knee, is called out and running is proposed instead.
 func TestRecommendWithoutQueue(t *testing.T) {
-	r := recommend(Options{Metric: "vllm:num_requests_waiting", Headroom: 0.8}, Level{Concurrency: 20, Running: 19.5}, 21)
+	r := recommend(Options{Headroom: 0.8}, "vllm:num_requests_waiting", Level{Concurrency: 20, Running: 19.5}, 21)
 	if r.Target != 0 || !strings.Contains(r.Reasoning, "--metric running") || !strings.Contains(r.Reasoning, "target 15 ") {
 		t.Errorf("%+v", r)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
@@ -53,7 +54,11 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 	start := time.Now()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	tl := timeline.Start(wctx, k, cfg.Workload.Namespace, cfg.HPA.Name, cfg.Workload.Deployment, cfg.HPAMetricName(), start, func(s timeline.Sample, rs *timeline.Rescale) {
+	var names []string
+	for _, m := range cfg.ScaledMetrics() {
+		names = append(names, m.HPAName)
+	}
+	tl := timeline.Start(wctx, k, cfg.Workload.Namespace, cfg.HPA.Name, cfg.Workload.Deployment, names, start, func(s timeline.Sample, rs *timeline.Rescale) {
 		if rs != nil {
 			rec.Action("load", fmt.Sprintf("%s SuccessfulRescale: %s", rs.At, rs.Message))
 		}
@@ -77,7 +82,7 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 
 	var waitErr error
 	if o.ExpectReplicas > 0 {
-		waitErr = o.waitScaleUp(ctx, tl, cfg.HPA.Target, start, rec)
+		waitErr = o.waitScaleUp(ctx, tl, cfg.ScaledMetrics(), start, rec)
 	}
 	var report *stages.Report
 	if waitErr == nil && o.ExpectReplicas > 0 {
@@ -153,12 +158,15 @@ const warmWait = 2 * time.Minute
 // readStages reads the new pods' stages once the scale-up is proven.
 func (o LoadTest) readStages(ctx context.Context, cfg *config.Config, tl *timeline.Watcher, prober *stages.Prober) *stages.Report {
 	t := tl.Timeline()
+	// The first moment any metric was above its target.
 	var above *timeline.Seconds
-	for _, s := range t.Samples {
-		if s.Metric != nil && *s.Metric > cfg.HPA.Target {
-			at := s.At
-			above = &at
-			break
+	for _, m := range cfg.ScaledMetrics() {
+		for _, s := range metricSamples(t.Samples, m.HPAName, cfg.HPAMetricName()) {
+			if s.Metric != nil && *s.Metric > m.Target && (above == nil || s.At < *above) {
+				at := s.At
+				above = &at
+				break
+			}
 		}
 	}
 	report, err := prober.Read(ctx, above, t.FirstScaleUp)
@@ -190,7 +198,7 @@ func (o LoadTest) awaitFirstAnswers(ctx context.Context, prober *stages.Prober, 
 
 // waitScaleUp waits until ExpectReplicas are Ready, WaitTimeout passes,
 // or the samples show the load is too light to get there (see TooLight).
-func (o LoadTest) waitScaleUp(ctx context.Context, tl *timeline.Watcher, target float64, start time.Time, rec *output.Progress) error {
+func (o LoadTest) waitScaleUp(ctx context.Context, tl *timeline.Watcher, metrics []config.ScaledMetric, start time.Time, rec *output.Progress) error {
 	settle := o.Settle
 	if settle == 0 {
 		settle = DefaultSettle
@@ -207,7 +215,7 @@ func (o LoadTest) waitScaleUp(ctx context.Context, tl *timeline.Watcher, target 
 			case <-w.Done():
 				return
 			case <-t.C:
-				if why, light := TooLight(tl.Timeline().Samples, timeline.Seconds(time.Since(start)), target, o.ExpectReplicas, settle); light {
+				if why, light := TooLightAll(tl.Timeline().Samples, timeline.Seconds(time.Since(start)), metrics, o.ExpectReplicas, settle); light {
 					giveUp(errors.New(why))
 					return
 				}
@@ -261,6 +269,41 @@ func TooLight(samples []timeline.Sample, now timeline.Seconds, target float64, w
 		return "", false
 	}
 	return fmt.Sprintf("the metric peaked at %.2f per pod (%.2f in all), target %g: %d replicas need more than %g in all; raise --rate (or --concurrency): each request in flight adds about 1 to vllm:num_requests_running", peakPer, peak, target, want, needed), true
+}
+
+// TooLightAll is TooLight for every metric of a combined strategy: the
+// HPA takes the largest count, so the load is too light only when it is
+// for each metric.
+func TooLightAll(samples []timeline.Sample, now timeline.Seconds, metrics []config.ScaledMetric, want int32, settle time.Duration) (string, bool) {
+	var whys []string
+	for _, m := range metrics {
+		why, light := TooLight(metricSamples(samples, m.HPAName, metrics[0].HPAName), now, m.Target, want, settle)
+		if !light {
+			return "", false
+		}
+		if len(metrics) > 1 {
+			why = m.Key + ": " + why
+		}
+		whys = append(whys, why)
+	}
+	return strings.Join(whys, "; "), len(whys) > 0
+}
+
+// metricSamples are the samples with Metric the value of the HPA's metric
+// name (first is the name of its first metric, which Metric holds).
+func metricSamples(samples []timeline.Sample, name, first string) []timeline.Sample {
+	if name == first {
+		return samples
+	}
+	out := make([]timeline.Sample, len(samples))
+	for i, s := range samples {
+		out[i] = s
+		out[i].Metric = nil
+		if v, ok := s.OtherMetrics[name]; ok {
+			out[i].Metric = &v
+		}
+	}
+	return out
 }
 
 // Describe says what a load sends, for progress lines.

@@ -51,7 +51,7 @@ func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server
 			if err != nil {
 				return []step.Result{{Step: "metrics", Check: "vllm /metrics reachable", Reason: "Unreachable", Message: err.Error()}}, nil
 			}
-			return []step.Result{MetricsEndpoint(ctx, u, cfg.Workload.Model)}, nil
+			return []step.Result{MetricsEndpoint(ctx, u, cfg.Workload.Model, RequiredGauges(cfg))}, nil
 		}},
 		adapter.Name: {Name: "custom-metric", Check: func(ctx context.Context) ([]step.Result, error) {
 			if cfg.Native() {
@@ -159,10 +159,21 @@ func (s *Server) Close() {
 // Gauges are the vLLM gauges verify requires on /metrics.
 var Gauges = []string{"vllm:num_requests_running", "vllm:num_requests_waiting"}
 
-// MetricsEndpoint fetches base/metrics and checks that both gauges are
+// RequiredGauges are Gauges and those of the HPA's metrics.
+func RequiredGauges(cfg *config.Config) []string {
+	out := slices.Clone(Gauges)
+	for _, m := range cfg.ScaledMetrics() {
+		if !slices.Contains(out, m.Gauge) {
+			out = append(out, m.Gauge)
+		}
+	}
+	return out
+}
+
+// MetricsEndpoint fetches base/metrics and checks that the gauges are
 // there for the model, parsing the Prometheus text format.
-func MetricsEndpoint(ctx context.Context, base, model string) step.Result {
-	r := step.Result{Step: "metrics", Check: "vllm /metrics carries both gauges"}
+func MetricsEndpoint(ctx context.Context, base, model string, gauges []string) step.Result {
+	r := step.Result{Step: "metrics", Check: "vllm /metrics carries the gauges"}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
@@ -182,7 +193,7 @@ func MetricsEndpoint(ctx context.Context, base, model string) step.Result {
 		return r
 	}
 	var have, missing []string
-	for _, g := range Gauges {
+	for _, g := range gauges {
 		if v, ok := promtext.Gauge(fams, g, map[string]string{"model_name": model}); ok {
 			have = append(have, fmt.Sprintf("%s=%g", g, v))
 		} else {
@@ -232,22 +243,27 @@ func OtherBackendHint(ctx context.Context, k *kube.Client, cfg *config.Config, e
 // the HPA's own status is where it shows (currentMetrics, and the
 // ScalingActive condition when it cannot be read).
 func NativeMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.Result {
-	metric := cfg.HPAMetricName()
 	r := step.Result{Step: "custom-metric", Check: "metric read by the HPA"}
 	h, err := k.Typed.AutoscalingV2().HorizontalPodAutoscalers(cfg.Workload.Namespace).Get(ctx, cfg.HPA.Name, metav1.GetOptions{})
 	if err != nil {
 		r.Reason, r.Message = "HPAUnreadable", err.Error()
 		return r
 	}
-	ok, reason, message, current := hpa.Status(h, metric)
-	switch {
-	case current != "":
-		r.OK, r.Reason, r.Message = true, "Read", fmt.Sprintf("the HPA reads %s: current average %s per pod", metric, current)
-	case ok:
-		r.Reason, r.Message = "NoCurrentValue", fmt.Sprintf("the HPA is active but shows no current value of %s yet", metric)
-	default:
-		r.Reason, r.Message = reason, fmt.Sprintf("the HPA cannot read %s: %s", metric, message)
+	var read []string
+	for _, m := range cfg.ScaledMetrics() {
+		ok, reason, message, current := hpa.Status(h, m.HPAName)
+		switch {
+		case current != "":
+			read = append(read, fmt.Sprintf("the HPA reads %s: current average %s per pod", m.HPAName, current))
+			continue
+		case ok:
+			r.Reason, r.Message = "NoCurrentValue", fmt.Sprintf("the HPA is active but shows no current value of %s yet", m.HPAName)
+		default:
+			r.Reason, r.Message = reason, fmt.Sprintf("the HPA cannot read %s: %s", m.HPAName, message)
+		}
+		return r
 	}
+	r.OK, r.Reason, r.Message = true, "Read", strings.Join(read, "; ")
 	return r
 }
 
@@ -255,7 +271,23 @@ func NativeMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.
 // HPA controller does, and checks that every Ready pod of the Deployment has
 // a value.
 func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.Result {
-	metric := cfg.AdapterMetricName()
+	var values []string
+	metrics := cfg.ScaledMetrics()
+	for _, m := range metrics {
+		r := customMetric(ctx, k, cfg, config.AdapterMetricName(m.Gauge))
+		if !r.OK {
+			return r
+		}
+		if len(metrics) > 1 {
+			r.Message = m.Key + ": " + r.Message
+		}
+		values = append(values, r.Message)
+	}
+	return step.Result{Step: "custom-metric", Check: "metric readable for every pod", OK: true, Message: strings.Join(values, "; ")}
+}
+
+// customMetric is CustomMetric's check of one metric.
+func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metric string) step.Result {
 	r := step.Result{Step: "custom-metric", Check: "metric readable for every pod"}
 	sel := labels.Set{"app": cfg.Workload.AppLabel}.String()
 	pods, err := k.Typed.CoreV1().Pods(cfg.Workload.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})

@@ -154,10 +154,26 @@ func Judge(u *unstructured.Unstructured, cfg *config.Config) (r step.Result, fin
 		r.Reason, r.Message = "Invalid", err.Error()
 		return r, false
 	}
-	var current string
-	r.OK, r.Reason, r.Message, current = Status(h, cfg.HPAMetricName())
-	if current != "" {
-		r.Message = fmt.Sprintf("current %s / target %s; %s", current, render.Quantity(cfg.HPA.Target), r.Message)
+	// Every metric of a combined strategy needs a current value: the
+	// controller may find one valid metric and scale on it alone.
+	metrics := cfg.ScaledMetrics()
+	var values []string
+	for i, m := range metrics {
+		ok, reason, message, current := Status(h, m.HPAName)
+		if i == 0 || (r.OK && !ok) {
+			r.OK, r.Reason, r.Message = ok, reason, message
+		}
+		if current == "" {
+			continue
+		}
+		value := fmt.Sprintf("current %s / target %s", current, render.Quantity(m.Target))
+		if len(metrics) > 1 {
+			value = m.Key + " " + value
+		}
+		values = append(values, value)
+	}
+	if len(values) > 0 {
+		r.Message = strings.Join(values, ", ") + "; " + r.Message
 	}
 	return r, false
 }

@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,8 +54,8 @@ func NativeEvidence(cfg *config.Config, f NativeFacts) step.Result {
 	case !f.Found:
 		r.Reason, r.Message = "NotFound", fmt.Sprintf("AutoscalingMetric %s/%s does not exist (vllm-hpa monitor creates it)", cfg.Workload.Namespace, cfg.AutoscalingMetricName())
 		return r
-	case !f.Declared || f.Gauge.PrometheusName != cfg.MetricName():
-		r.Reason, r.Message = "GaugeNotDeclared", fmt.Sprintf("AutoscalingMetric %s does not declare gauge %s for %s (vllm-hpa monitor rewrites it)", cfg.AutoscalingMetricName(), cfg.GaugeName(), cfg.MetricName())
+	case !f.Declared:
+		r.Reason, r.Message = "GaugeNotDeclared", fmt.Sprintf("AutoscalingMetric %s does not declare gauge %s for %s (vllm-hpa monitor rewrites it)", cfg.AutoscalingMetricName(), f.Gauge.Name, f.Gauge.PrometheusName)
 		return r
 	}
 	for _, c := range f.Conditions {
@@ -103,7 +104,20 @@ func (s *Step) gatherNative(ctx context.Context, k *kube.Client) (NativeFacts, e
 		return f, fmt.Errorf("read AutoscalingMetric %s: %w", s.cfg.AutoscalingMetricName(), err)
 	}
 	f.Found = true
-	f.Gauge, f.Declared = nativemetrics.Find(u, s.cfg.GaugeName())
+	// Every gauge of the HPA's metrics, declared for its Prometheus
+	// metric; Gauge is the first, or the first missing.
+	var gauges []string
+	for i, m := range s.cfg.ScaledMetrics() {
+		g, ok := nativemetrics.Find(u, m.GaugeName)
+		ok = ok && g.PrometheusName == m.Gauge
+		if i == 0 || (f.Declared && !ok) {
+			f.Gauge, f.Declared = g, ok
+		}
+		if !ok {
+			f.Gauge.Name, f.Gauge.PrometheusName = m.GaugeName, m.Gauge
+		}
+		gauges = append(gauges, m.Gauge)
+	}
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 	for _, c := range conds {
 		if m, ok := c.(map[string]any); ok {
@@ -119,7 +133,19 @@ func (s *Step) gatherNative(ctx context.Context, k *kube.Client) (NativeFacts, e
 		return f, err
 	}
 	f.Pods = pods.Items
-	f.Scraped, f.ScrapedWith, f.ScrapeError = s.scrapeReadyPod(ctx, k, f.Pods, []string{f.Gauge.PrometheusName})
+	f.Scraped, f.ScrapedWith, f.ScrapeError = s.scrapeReadyPod(ctx, k, f.Pods, gauges)
+	if f.ScrapeError == nil && f.Scraped != "" {
+		// GKE reads each gauge: the pod must serve them all.
+		var missing []string
+		for _, g := range gauges {
+			if !slices.Contains(strings.Split(f.ScrapedWith, ", "), g) {
+				missing = append(missing, g)
+			}
+		}
+		if len(missing) > 0 {
+			f.ScrapeError = fmt.Errorf("%s answers without %s", s.cfg.Monitoring.Path, strings.Join(missing, ", "))
+		}
+	}
 	return f, nil
 }
 
