@@ -145,7 +145,10 @@ func (p *podDiagnoser) run(ctx context.Context, once bool, changed func()) {
 					continue
 				}
 				if ready, reason, msg := Diagnose(pod); !ready {
-					diag[pod.Name] = reason + ": " + eventHint(reason, msg)
+					diag[pod.Name] = reason
+					if hint := eventHint(reason, msg); hint != "" {
+						diag[pod.Name] += ": " + hint
+					}
 				}
 			}
 			p.mu.Lock()
