@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -90,7 +91,8 @@ func badInputCases() []badInputCase {
 		{"combined metric empty part", "", nil, with("--metric", "waiting+"), "hpa.metric"},
 		{"combined kv-cache target above 1", "", nil, with("--metric", "waiting+kv-cache", "--kv-cache-target", "80"), "hpa.kv-cache-target"},
 		{"combined further target zero in env", "", map[string]string{"VLLM_HPA_HPA_RUNNING_TARGET": "0"}, with("--metric", "kv-cache+running", "--target", "0.8"), "hpa.running-target"},
-		{"first metric's own target key", "hpa:\n  waiting-target: 3\n", nil, with("--metric", "waiting+kv-cache"), "hpa.waiting-target"},
+		{"first metric's own target unlike hpa.target", "hpa:\n  waiting-target: 3\n", nil, with("--metric", "waiting+kv-cache", "--target", "5"), "hpa.waiting-target"},
+		{"unused metric's target out of range", "", nil, with("--metric", "waiting", "--kv-cache-target", "5"), "hpa.kv-cache-target"},
 		{"backend unknown", "", nil, with("--backend", "stackdriver"), "hpa.backend"},
 		{"scrape interval not a duration", "", nil, with("--scrape-interval", "fast"), "scrape-interval"},
 		{"interval in file without unit", "monitoring:\n  interval: 15\n", nil, with(), "monitoring.interval"},
@@ -360,4 +362,37 @@ func TestREADMEConfigReference(t *testing.T) {
 		}
 	}
 	walk(root)
+}
+
+// Each metric's target, as the HPA is rendered with it: the first metric's
+// is hpa.target when given, else its own key, else hpa.target's default,
+// but kv-cache's own 0.8 (a fraction); a further metric's is its own.
+func TestMetricTargets(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		want []string // averageValue of each metric, in order
+	}{
+		{[]string{"--metric", "running"}, []string{`"4"`}},
+		{[]string{"--metric", "kv-cache"}, []string{`"800m"`}},
+		{[]string{"--metric", "kv-cache", "--kv-cache-target", "0.6"}, []string{`"600m"`}},
+		{[]string{"--metric", "kv-cache", "--target", "0.7", "--kv-cache-target", "0.7"}, []string{`"700m"`}},
+		{[]string{"--metric", "waiting+kv-cache", "--target", "3", "--kv-cache-target", "0.5"}, []string{`"3"`, `"500m"`}},
+		{[]string{"--metric", "kv-cache+running"}, []string{`"800m"`, `"4"`}},
+	} {
+		code, out, errOut := run(t, dir, nil, append([]string{"render", "hpa", "--project", "my-proj"}, c.args...)...)
+		if code != 0 {
+			t.Errorf("%v: exit %d: %s", c.args, code, errOut)
+			continue
+		}
+		var got []string
+		for _, line := range strings.Split(out, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "averageValue: "); ok {
+				got = append(got, v)
+			}
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%v: averageValues %v, want %v", c.args, got, c.want)
+		}
+	}
 }

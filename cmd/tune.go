@@ -166,11 +166,23 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 	}
 	applied := false
 	if o.apply {
+		// Each metric's recommendation that has one; a metric that read
+		// nothing at the knee keeps its configured target.
+		set := 0
 		for i, r := range res.Recommendations {
+			key := o.cfg.MetricKeys()[i]
 			if r.Target <= 0 {
-				return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("nothing to apply: %s", r.Reasoning)), false)
+				rec.Action("tune", fmt.Sprintf("%s keeps its target (%s): %s", key, o.cfg.TargetKey(key), r.Reasoning))
+				continue
 			}
-			o.cfg.SetTarget(o.cfg.MetricKeys()[i], r.Target)
+			o.cfg.SetTarget(key, r.Target)
+			set++
+		}
+		if set == 0 {
+			return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("nothing to apply: %s", res.Recommendation.Reasoning)), false)
+		}
+		if err := o.cfg.ValidateWithoutProject(); err != nil {
+			return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("the recommended targets cannot be applied: %w", err)), false)
 		}
 		rec.StepStarted(hpa.Name)
 		// The route the HPA reads, unless --backend says otherwise.
@@ -193,14 +205,20 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 func secs(s interface{ Float() float64 }) string { return fmt.Sprintf("%.3gs", s.Float()) }
 
 // snippet is the configuration that applies rs, one target per metric.
+// A metric without a recommendation is left out (it keeps its target).
 func (o *tuneOptions) snippet(rs []*tune.Recommendation) string {
 	out := fmt.Sprintf("hpa:\n  metric: %s\n", o.cfg.HPA.Metric)
+	set := 0
 	for i, r := range rs {
 		if r == nil || r.Target <= 0 {
-			return ""
+			continue
 		}
 		key := strings.TrimPrefix(o.cfg.TargetKey(o.cfg.MetricKeys()[i]), "hpa.")
 		out += fmt.Sprintf("  %s: %s\n", key, strconv.FormatFloat(r.Target, 'g', -1, 64))
+		set++
+	}
+	if set == 0 {
+		return ""
 	}
 	return out
 }
@@ -239,7 +257,9 @@ func (o *tuneOptions) printTune(rec *output.Progress, res *tune.Result, runErr e
 		if applied {
 			var targets []string
 			for _, r := range res.Recommendations {
-				targets = append(targets, r.Metric+" "+render.Quantity(r.Target))
+				if r.Target > 0 {
+					targets = append(targets, r.Metric+" "+render.Quantity(r.Target))
+				}
 			}
 			fmt.Fprintf(w, "applied: the HPA's targets are now %s\n", strings.Join(targets, ", "))
 		}

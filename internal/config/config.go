@@ -6,6 +6,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"time"
@@ -292,13 +293,14 @@ func (c *Config) MetricKeys() []string { return strings.Split(c.HPA.Metric, "+")
 // vllm:num_requests_running.
 func (c *Config) MetricName() string { return Metrics[c.MetricKeys()[0]] }
 
-// TargetKey is the setting that holds metric key's target: hpa.target for
-// the first metric, hpa.<key>-target for the others.
+// TargetKey is the setting that holds metric key's target (see
+// targetOf).
 func (c *Config) TargetKey(key string) string {
-	if key == c.MetricKeys()[0] {
-		return "hpa.target"
+	own := "hpa." + key + "-target"
+	if key != c.MetricKeys()[0] || (!c.Given("hpa.target") && (c.Given(own) || key == "kv-cache")) {
+		return own
 	}
-	return "hpa." + key + "-target"
+	return "hpa.target"
 }
 
 // ScaledMetric is one metric the HPA scales on.
@@ -324,30 +326,45 @@ func (c *Config) ScaledMetrics() []ScaledMetric {
 	return out
 }
 
-// SetTarget sets metric key's target (the setting TargetKey names).
-func (c *Config) SetTarget(key string, v float64) {
-	switch {
-	case key == c.MetricKeys()[0]:
-		c.HPA.Target = v
-	case key == "running":
-		c.HPA.RunningTarget = v
-	case key == "waiting":
-		c.HPA.WaitingTarget = v
-	default:
-		c.HPA.KVCacheTarget = v
-	}
+// Copy is a copy of c that can be changed without changing c.
+func (c *Config) Copy() *Config {
+	out := *c
+	out.given = maps.Clone(c.given)
+	return &out
 }
 
-func (c *Config) targetOf(key string) float64 {
-	switch {
-	case key == c.MetricKeys()[0]:
-		return c.HPA.Target
-	case key == "running":
-		return c.HPA.RunningTarget
-	case key == "waiting":
-		return c.HPA.WaitingTarget
+// SetTarget sets metric key's target, as if given (tune --apply).
+func (c *Config) SetTarget(key string, v float64) {
+	if c.given == nil {
+		c.given = map[string]bool{}
 	}
-	return c.HPA.KVCacheTarget
+	if key == c.MetricKeys()[0] {
+		c.HPA.Target, c.given["hpa.target"] = v, true
+	}
+	*c.ownTarget(key) = v
+	c.given["hpa."+key+"-target"] = true
+}
+
+// ownTarget is the field of hpa.<key>-target.
+func (c *Config) ownTarget(key string) *float64 {
+	switch key {
+	case "running":
+		return &c.HPA.RunningTarget
+	case "waiting":
+		return &c.HPA.WaitingTarget
+	}
+	return &c.HPA.KVCacheTarget
+}
+
+// targetOf is metric key's target. The first metric's is hpa.target when
+// given, else its own hpa.<key>-target when given, else hpa.target's
+// default, but for kv-cache, a fraction, whose own default (0.8) applies;
+// a further metric's is its own.
+func (c *Config) targetOf(key string) float64 {
+	if key == c.MetricKeys()[0] && (c.Given("hpa.target") || (!c.Given("hpa."+key+"-target") && key != "kv-cache")) {
+		return c.HPA.Target
+	}
+	return *c.ownTarget(key)
 }
 
 // The values of hpa.backend.

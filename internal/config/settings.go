@@ -101,7 +101,7 @@ var Settings = []Setting{
 	{"hpa.name", "", "name of the HorizontalPodAutoscaler", nil},
 	{"hpa.min-replicas", "min-replicas", "HPA minimum replicas", []string{"hpa"}},
 	{"hpa.max-replicas", "max-replicas", "HPA maximum replicas", []string{"hpa"}},
-	{"hpa.metric", "metric", "running (vllm:num_requests_running, lower latency), waiting (vllm:num_requests_waiting, throughput) or kv-cache (vllm:kv_cache_usage_perc, 0-1: KV cache pressure); or several joined by + (waiting+kv-cache: the HPA scales on whichever asks for most replicas)", []string{"hpa", "tune"}},
+	{"hpa.metric", "metric", "running (vllm:num_requests_running, lower latency), waiting (vllm:num_requests_waiting, throughput) or kv-cache (vllm:kv_cache_usage_perc, 0-1: KV cache pressure); or several joined by + (waiting+kv-cache: the HPA scales on whichever asks for most replicas)", []string{"monitor", "hpa", "tune"}},
 	{"hpa.target", "target", "target average value per pod of hpa.metric's first metric", []string{"hpa"}},
 	{"hpa.running-target", "running-target", "target of running when it follows the first metric of a combined hpa.metric", []string{"hpa"}},
 	{"hpa.waiting-target", "waiting-target", "target of waiting when it follows the first metric of a combined hpa.metric", []string{"hpa"}},

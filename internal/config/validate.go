@@ -235,24 +235,35 @@ func (c *Config) validate(needProject bool) error {
 		}
 	}
 	oneOf("hpa.backend", h.Backend, BackendAdapter, BackendNative, BackendAuto)
-	if len(keys) > 0 && c.Given("hpa."+keys[0]+"-target") {
-		add("hpa."+keys[0]+"-target", fmt.Sprint(c.targetOf(keys[0])), "not set: "+keys[0]+" is hpa.metric's first metric, whose target is hpa.target")
+	if len(keys) > 0 && c.Given("hpa.target") && c.Given("hpa."+keys[0]+"-target") && *c.ownTarget(keys[0]) != h.Target {
+		add("hpa."+keys[0]+"-target", fmt.Sprint(*c.ownTarget(keys[0])), fmt.Sprintf("equal to hpa.target (%g), or not set: %s is hpa.metric's first metric, whose target hpa.target gives", h.Target, keys[0]))
 	}
-	for _, m := range c.ScaledMetrics() {
-		if keys == nil {
-			break
-		}
-		key := c.TargetKey(m.Key)
-		switch t := m.Target; {
+	target := func(key, metric string, t float64) {
+		switch {
 		case !(t > 0) || t > 1e6:
 			add(key, fmt.Sprint(t), "a number greater than 0 and at most 1000000 (average per pod), such as 4")
-		case m.Key == "kv-cache" && t > 1:
+		case metric == "kv-cache" && t > 1:
 			add(key, fmt.Sprint(t), "at most 1 for kv-cache: vllm:kv_cache_usage_perc is a fraction (1 is a full KV cache), such as 0.8")
 		case math.Round(t*1000) < 1:
 			// The HPA's target is a quantity in thousandths: less than
 			// half of one would be written as 0, and the HPA would
 			// scale on nothing.
 			add(key, fmt.Sprint(t), "at least 0.001: the HPA's target is a quantity in thousandths, and this would round to 0")
+		}
+	}
+	checked := map[string]bool{}
+	if keys != nil {
+		for _, m := range c.ScaledMetrics() {
+			key := c.TargetKey(m.Key)
+			target(key, m.Key, m.Target)
+			checked[key] = true
+		}
+	}
+	// A target given for a metric the HPA does not use is still checked:
+	// a later --metric would use it.
+	for _, m := range MetricNames() {
+		if key := "hpa." + m + "-target"; c.Given(key) && !checked[key] {
+			target(key, m, *c.ownTarget(m))
 		}
 	}
 	// The API server's limits for HPA behavior.
