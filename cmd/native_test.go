@@ -160,6 +160,16 @@ func TestNativeBackend(t *testing.T) {
 		t.Errorf("hpa without --backend on a native stack: exit %d, %s", code, refused.Error)
 	}
 
+	// A combined strategy whose gauge the AutoscalingMetric does not
+	// declare yet: refused before the HPA is written, with the fix.
+	code, out, _ = kubeRun(t, inst, "hpa", "--backend", "native", "--metric", "running+kv-cache", "-o", "json")
+	var undeclared result
+	json.Unmarshal([]byte(out), &undeclared)
+	if code != exitcode.Precondition || !strings.Contains(undeclared.Error, "does not declare gauge kv-cache-usage-perc") ||
+		!strings.Contains(undeclared.Error, "monitor --backend native --metric running+kv-cache") || hpaMetric(t, inst) != nativeMetric(inst) {
+		t.Errorf("hpa with an undeclared gauge: exit %d, %s", code, undeclared.Error)
+	}
+
 	// A plain verify checks the route the HPA reads; one told to check
 	// the other fails, and says which route the HPA reads.
 	if code, out, errOut := kubeRun(t, inst, "verify", "--endpoint", server, "-o", "json"); code != 0 || !strings.Contains(out, "hpa.backend not given: the HPA reads autoscaling.gke.io") {

@@ -54,8 +54,55 @@ type Step struct {
 	*objectstep.Step
 	cfg *config.Config
 	// movedFrom is the backend whose metric the HPA read before this run
-	// moved it ("" when it did not).
-	movedFrom string
+	// moved it ("" when it did not), movedMetrics what it read there.
+	movedFrom    string
+	movedMetrics []autoscalingv2.MetricSpec
+}
+
+// metricNames are the names the HPA reads cfg's metrics by.
+func metricNames(cfg *config.Config) string {
+	var out []string
+	for _, m := range cfg.ScaledMetrics() {
+		out = append(out, m.HPAName)
+	}
+	return strings.Join(out, " and ")
+}
+
+// restoreMetrics sets cfg's metrics and targets to those of an HPA spec,
+// so that a failed move puts back what the HPA read, not the new metrics
+// on the old route; a metric it does not know leaves cfg's.
+func restoreMetrics(cfg *config.Config, metrics []autoscalingv2.MetricSpec) {
+	var keys []string
+	targets := map[string]float64{}
+	for _, m := range metrics {
+		if m.Pods == nil || m.Pods.Target.AverageValue == nil {
+			return
+		}
+		key := metricKey(m.Pods.Metric.Name)
+		if key == "" {
+			return
+		}
+		keys = append(keys, key)
+		targets[key] = float64(m.Pods.Target.AverageValue.MilliValue()) / 1000 // as rendered: thousandths
+	}
+	if len(keys) == 0 {
+		return
+	}
+	cfg.HPA.Metric = strings.Join(keys, "+")
+	for _, k := range keys {
+		cfg.SetTarget(k, targets[k])
+	}
+}
+
+// metricKey is the hpa.metric name of an HPA metric name of either route.
+func metricKey(name string) string {
+	_, gauge, native := nativemetrics.ParseMetricName(name)
+	for key, prom := range config.Metrics {
+		if (native && gauge == nativemetrics.GaugeName(prom)) || (!native && name == config.AdapterMetricName(prom)) {
+			return key
+		}
+	}
+	return ""
 }
 
 // Apply applies the HPA and waits for its metric; when a move between
@@ -67,13 +114,14 @@ func (s *Step) Apply(ctx context.Context) error {
 	if err == nil || s.movedFrom == "" || ctx.Err() != nil {
 		return err
 	}
-	old := *s.cfg
+	old := s.cfg.Copy()
 	old.HPA.Backend = s.movedFrom
-	back := Definition{}.New(&old, s.Deps()).(*Step)
+	restoreMetrics(old, s.movedMetrics)
+	back := Definition{}.New(old, s.Deps()).(*Step)
 	if rerr := back.Step.Apply(ctx); rerr != nil {
-		return fmt.Errorf("%w; putting the HPA back on %s failed too: %v", err, old.HPAMetricName(), rerr)
+		return fmt.Errorf("%w; putting the HPA back on %s failed too: %v", err, metricNames(old), rerr)
 	}
-	s.Report().Action(Name, "the HPA is back on "+old.HPAMetricName()+", the route it read before: "+s.cfg.HPAMetricName()+" was not read")
+	s.Report().Action(Name, "the HPA is back on "+metricNames(old)+", the route it read before: "+metricNames(s.cfg)+" was not read")
 	return err
 }
 
@@ -108,7 +156,7 @@ func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstr
 			route = config.BackendNative
 		}
 		if cur != "" && curNative != s.cfg.Native() {
-			s.movedFrom = route
+			s.movedFrom, s.movedMetrics = route, h.Spec.Metrics
 		}
 		if s.movedFrom != "" && !s.cfg.Given("hpa.backend") {
 			return exitcode.With(exitcode.Precondition, fmt.Errorf("the HPA reads %s (hpa.backend %s) and hpa.backend is not given, so this run would move it to %s: give --backend %s to keep it, or --backend %s with up to move the stack (nothing was changed)",
@@ -122,12 +170,23 @@ func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstr
 	if err != nil {
 		return err
 	}
-	_, err = k.Dynamic.Resource(nativemetrics.Resource).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.AutoscalingMetricName(), metav1.GetOptions{})
+	am, err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.AutoscalingMetricName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("the HPA would read %s, but AutoscalingMetric %s/%s does not exist: run vllm-hpa monitor --backend native (or up) first (nothing was changed)",
 			want, s.cfg.Workload.Namespace, s.cfg.AutoscalingMetricName()))
 	}
-	return objectstep.MissingAPI(err)
+	if err != nil {
+		return objectstep.MissingAPI(err)
+	}
+	// Each gauge the HPA will read, declared for its vLLM metric (a
+	// combined strategy added after monitor ran would read nothing).
+	for _, m := range s.cfg.ScaledMetrics() {
+		if g, ok := nativemetrics.Find(am, m.GaugeName); !ok || g.PrometheusName != m.Gauge {
+			return exitcode.With(exitcode.Precondition, fmt.Errorf("the HPA would read %s, but AutoscalingMetric %s/%s does not declare gauge %s for %s: run vllm-hpa monitor --backend native --metric %s (or up) first (nothing was changed)",
+				m.HPAName, s.cfg.Workload.Namespace, s.cfg.AutoscalingMetricName(), m.GaugeName, m.Gauge, s.cfg.HPA.Metric))
+		}
+	}
+	return nil
 }
 
 // CurrentMetricName is the first Pods metric an HPA spec names.
@@ -203,7 +262,13 @@ func Status(h *autoscalingv2.HorizontalPodAutoscaler, metric string) (ok bool, r
 		// The conditions may be of the metric the HPA named before (a
 		// move between backends): only a value of this metric proves the
 		// controller read it.
-		return false, "MetricNotRead", "the HPA controller has not read " + metric + " yet (its status is of an earlier spec)", current
+		// (Or, in a combined strategy, the controller scales on the
+		// metrics it can read and leaves this one blank.)
+		hint := HintNoSamples
+		if _, _, native := nativemetrics.ParseMetricName(metric); native {
+			hint = HintNative
+		}
+		return false, "MetricNotRead", "the HPA controller shows no current value of " + metric + ": it has not read it yet (its status may be of an earlier spec) or cannot read it (" + hint + ")", current
 	}
 	return true, "ValidMetricFound", active.Message, current
 }

@@ -1,6 +1,7 @@
 package hpa
 
 import (
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"strings"
 	"testing"
 
@@ -68,5 +69,40 @@ func TestExplainFailedGetPodsMetric(t *testing.T) {
 	}
 	if !strings.Contains(HintDenied, "about 2 minutes") || !strings.Contains(HintNoSamples, "up to 10 minutes") {
 		t.Error("the hints do not name the waits")
+	}
+}
+
+// A failed move puts back what the HPA read: its metrics and targets on
+// the old route, not the new configuration's metrics there.
+func TestRestoreMetrics(t *testing.T) {
+	pods := func(name, target string) autoscalingv2.MetricSpec {
+		q := resource.MustParse(target)
+		return autoscalingv2.MetricSpec{Type: autoscalingv2.PodsMetricSourceType, Pods: &autoscalingv2.PodsMetricSource{
+			Metric: autoscalingv2.MetricIdentifier{Name: name}, Target: autoscalingv2.MetricTarget{Type: autoscalingv2.AverageValueMetricType, AverageValue: &q}}}
+	}
+	cfg := config.Default()
+	cfg.HPA.Metric, cfg.HPA.Backend = "waiting+kv-cache", config.BackendAdapter
+	old := cfg.Copy()
+	old.HPA.Backend = config.BackendNative
+	restoreMetrics(old, []autoscalingv2.MetricSpec{pods("autoscaling.gke.io|gemma-server-vllm|num-requests-running", "3")})
+	got := old.ScaledMetrics()
+	if len(got) != 1 || got[0].HPAName != "autoscaling.gke.io|gemma-server-vllm|num-requests-running" || got[0].Target != 3 {
+		t.Errorf("restored %+v, want running at 3 on the native route", got)
+	}
+	if cfg.HPA.Metric != "waiting+kv-cache" || cfg.Given("hpa.target") {
+		t.Errorf("restoring changed the configuration it was copied from: %q, hpa.target given %v", cfg.HPA.Metric, cfg.Given("hpa.target"))
+	}
+	// Both of a combined strategy, from the adapter's names.
+	restoreMetrics(old, []autoscalingv2.MetricSpec{
+		pods("prometheus.googleapis.com|vllm:num_requests_waiting|gauge", "5"),
+		pods("prometheus.googleapis.com|vllm:kv_cache_usage_perc|gauge", "700m"),
+	})
+	if old.HPA.Metric != "waiting+kv-cache" || old.ScaledMetrics()[1].Target != 0.7 {
+		t.Errorf("restored %q %+v", old.HPA.Metric, old.ScaledMetrics())
+	}
+	// A metric it does not know leaves the configuration as it was.
+	restoreMetrics(old, []autoscalingv2.MetricSpec{pods("custom|other", "1")})
+	if old.HPA.Metric != "waiting+kv-cache" {
+		t.Errorf("an unknown metric changed hpa.metric to %q", old.HPA.Metric)
 	}
 }
