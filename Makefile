@@ -28,7 +28,7 @@ k8s-cache:
 TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 16
 # Packages whose goroutines share state, run under the race detector.
-RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout
+RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout ./internal/localcluster
 
 # All tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
@@ -40,7 +40,7 @@ test: lint
 	@set -e; \
 	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
 	log=$$(mktemp); \
-	( cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./... ) > $$log 2>&1 & emulator=$$!; \
+	( cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 40m ./... ) > $$log 2>&1 & emulator=$$!; \
 	status=0; \
 	$(GO) test -count=1 -timeout 30m -parallel $(TEST_PARALLEL) ./... || status=$$?; \
 	$(GO) test -count=1 -race $(RACE_PKGS) || status=$$?; \

@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -96,6 +97,16 @@ func (r *PodRunner) Run(ctx context.Context) error {
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    handle,
 		UpdateFunc: func(_, obj any) { handle(obj) },
+		// A pod deleted at once (--force --grace-period=0) is never seen
+		// terminating: its process stops and its GPUs are freed here.
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if pod, ok := obj.(*corev1.Pod); ok {
+				r.forget(ctx, pod)
+			}
+		},
 	}); err != nil {
 		return err
 	}
@@ -141,7 +152,24 @@ func (r *PodRunner) createNode(ctx context.Context, name string, gpus int, ready
 	}
 	readiness, reason := corev1.ConditionTrue, "KubeletReady"
 	if !ready {
+		// Registered, not Ready: tainted by the node lifecycle
+		// controller, and no GPUs until the device plugin reports them.
 		readiness, reason = corev1.ConditionFalse, "KubeletNotReady"
+		capacity[GPUResource] = resource.MustParse("0")
+		// (kube-apiserver's TaintNodesByCondition admission may have
+		// added the taint already.)
+		notReady := corev1.Taint{Key: corev1.TaintNodeNotReady, Effect: corev1.TaintEffectNoSchedule}
+		if !slices.ContainsFunc(created.Spec.Taints, func(t corev1.Taint) bool { return notReady.MatchTaint(&t) }) {
+			created.Spec.Taints = append(created.Spec.Taints, notReady)
+			if created, err = r.Client.CoreV1().Nodes().Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+		}
+	} else if len(created.Spec.Taints) > 0 {
+		created.Spec.Taints = nil
+		if created, err = r.Client.CoreV1().Nodes().Update(ctx, created, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
 	}
 	created.Status = corev1.NodeStatus{
 		Capacity:    capacity,
@@ -161,13 +189,7 @@ func (r *PodRunner) createNode(ctx context.Context, name string, gpus int, ready
 func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 	switch {
 	case pod.DeletionTimestamp != nil:
-		if r.Stopped != nil {
-			r.Stopped(pod)
-		}
-		r.mu.Lock()
-		delete(r.gpusOn, pod.UID)
-		delete(r.unplaced, pod.UID)
-		r.mu.Unlock()
+		r.forget(ctx, pod)
 		// No kubelet will confirm the deletion: finish it.
 		zero := int64(0)
 		_ = r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
@@ -180,9 +202,13 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 			ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID},
 			Target:     corev1.ObjectReference{Kind: "Node", Name: node},
 		}, metav1.CreateOptions{}); err != nil {
-			r.mu.Lock()
-			delete(r.gpusOn, pod.UID)
-			r.mu.Unlock()
+			// Another sync of the same pod may have bound it: release its
+			// GPUs only if it is still unbound.
+			if live, gerr := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{}); gerr == nil && live.UID == pod.UID && live.Spec.NodeName == "" {
+				r.mu.Lock()
+				delete(r.gpusOn, pod.UID)
+				r.mu.Unlock()
+			}
 			return
 		}
 		r.event(ctx, pod, "default-scheduler", "Scheduled", "Successfully assigned "+pod.Namespace+"/"+pod.Name+" to "+node)
@@ -190,6 +216,28 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 		r.schedule(ctx, pod)
 	case pod.Status.Phase == corev1.PodRunning && !podReady(pod):
 		r.probe(ctx, pod)
+	}
+}
+
+// forget stops a deleted pod and frees its GPUs; the pods waiting for a
+// GPU are scheduled again.
+func (r *PodRunner) forget(ctx context.Context, pod *corev1.Pod) {
+	if r.Stopped != nil {
+		r.Stopped(pod)
+	}
+	r.mu.Lock()
+	_, held := r.gpusOn[pod.UID]
+	delete(r.gpusOn, pod.UID)
+	delete(r.unplaced, pod.UID)
+	var waiting []*corev1.Pod
+	if held {
+		for _, p := range r.unplaced {
+			waiting = append(waiting, p)
+		}
+	}
+	r.mu.Unlock()
+	for _, p := range waiting {
+		r.sync(ctx, p)
 	}
 }
 
@@ -254,19 +302,20 @@ func (r *PodRunner) place(ctx context.Context, pod *corev1.Pod) string {
 	r.provisioning += add
 	r.mu.Unlock()
 
-	r.warn(ctx, pod, "default-scheduler", "FailedScheduling", fmt.Sprintf("0/%d nodes are available: %d Insufficient %s. preemption: 0/%d nodes are available: %d No preemption victims found for incoming pod.", nodes, nodes, GPUResource, nodes, nodes))
+	why := fmt.Sprintf("0/%d nodes are available: %d Insufficient %s. preemption: 0/%d nodes are available: %d No preemption victims found for incoming pod.", nodes, nodes, GPUResource, nodes, nodes)
+	r.warn(ctx, pod, "default-scheduler", "FailedScheduling", why)
 	switch {
 	case add > 0:
 		r.event(ctx, pod, "cluster-autoscaler", "TriggeredScaleUp", fmt.Sprintf("pod triggered scale-up: [{gpu-pool %d->%d (max: %d)}]", from, from+add, r.GPUNodes.Max))
 		for i := 0; i < add; i++ {
 			go r.provision(ctx, fmt.Sprintf("gpu-pool-node-%d", from+i+1))
 		}
-	case room <= 0:
+	case wanted > 0:
 		r.event(ctx, pod, "cluster-autoscaler", "NotTriggerScaleUp", "pod didn't trigger scale-up: 1 max node group size reached")
-	default:
-		r.event(ctx, pod, "cluster-autoscaler", "TriggeredScaleUp", fmt.Sprintf("pod triggered scale-up: [{gpu-pool %d->%d (max: %d)}] (nodes already being added)", nodes, from, r.GPUNodes.Max))
 	}
-	r.setUnschedulable(ctx, pod)
+	// (A pod that nodes already being added will take gets no event of
+	// the autoscaler's, as with the real one.)
+	r.setUnschedulable(ctx, pod, why)
 	return ""
 }
 
@@ -282,12 +331,14 @@ func (r *PodRunner) provision(ctx context.Context, name string) {
 		}
 	}
 	p := r.GPUNodes.Provisioning
-	if !wait(p*4/5) || r.createNode(ctx, name, r.GPUNodes.GPUs, false) != nil || !wait(p-p*4/5) || r.createNode(ctx, name, r.GPUNodes.GPUs, true) != nil {
+	made := wait(p*4/5) && r.createNode(ctx, name, r.GPUNodes.GPUs, false) == nil && wait(p-p*4/5) && r.createNode(ctx, name, r.GPUNodes.GPUs, true) == nil
+	r.mu.Lock()
+	r.provisioning--
+	if !made {
+		r.mu.Unlock()
 		return
 	}
-	r.mu.Lock()
 	r.gpuNodes = append(r.gpuNodes, name)
-	r.provisioning--
 	var waiting []*corev1.Pod
 	for _, pod := range r.unplaced {
 		waiting = append(waiting, pod)
@@ -300,7 +351,7 @@ func (r *PodRunner) provision(ctx context.Context, name string) {
 
 // setUnschedulable records what the scheduler writes on a pod it cannot
 // place.
-func (r *PodRunner) setUnschedulable(ctx context.Context, pod *corev1.Pod) {
+func (r *PodRunner) setUnschedulable(ctx context.Context, pod *corev1.Pod, why string) {
 	_ = retryOnConflict(func() error {
 		live, err := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil || live.Spec.NodeName != "" {
@@ -308,7 +359,7 @@ func (r *PodRunner) setUnschedulable(ctx context.Context, pod *corev1.Pod) {
 		}
 		live.Status.Phase = corev1.PodPending
 		live.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable,
-			Message: "0/1 nodes are available: Insufficient " + string(GPUResource), LastTransitionTime: metav1.Now()}}
+			Message: why, LastTransitionTime: metav1.Now()}}
 		_, err = r.Client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, live, metav1.UpdateOptions{})
 		return err
 	})
@@ -419,6 +470,15 @@ func (r *PodRunner) event(ctx context.Context, pod *corev1.Pod, component, reaso
 	r.record(ctx, pod, component, corev1.EventTypeNormal, reason, message)
 }
 
+// host is the node an event's component runs on: the pod's, for the
+// kubelet; none for the control plane's components.
+func host(pod *corev1.Pod, component string) string {
+	if component == "kubelet" {
+		return pod.Spec.NodeName
+	}
+	return ""
+}
+
 func (r *PodRunner) warn(ctx context.Context, pod *corev1.Pod, component, reason, message string) {
 	r.record(ctx, pod, component, corev1.EventTypeWarning, reason, message)
 }
@@ -429,7 +489,7 @@ func (r *PodRunner) record(ctx context.Context, pod *corev1.Pod, component, kind
 		ObjectMeta:     metav1.ObjectMeta{GenerateName: pod.Name + ".", Namespace: pod.Namespace},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID, APIVersion: "v1"},
 		Reason:         reason, Message: message, Type: kind,
-		Source:         corev1.EventSource{Component: component},
+		Source:         corev1.EventSource{Component: component, Host: host(pod, component)},
 		FirstTimestamp: now, LastTimestamp: now, Count: 1,
 	}, metav1.CreateOptions{})
 }

@@ -82,9 +82,34 @@ func TestPodRunnerProvisionsGPUNodes(t *testing.T) {
 	if err != nil || len(nodes.Items) != 3 {
 		t.Fatalf("%d nodes, want 3 (%v)", len(nodes.Items), err)
 	}
+	for _, n := range nodes.Items {
+		gpus := n.Status.Allocatable[localcluster.GPUResource]
+		if len(n.Spec.Taints) > 0 || gpus.Value() != 1 {
+			t.Errorf("node %s Ready with taints %v and %s GPUs, want none and 1", n.Name, n.Spec.Taints, gpus.String())
+		}
+	}
+	on := map[string]string{}
+	for _, name := range []string{"vllm-1", "vllm-2", "vllm-3"} {
+		p, _ := c.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		if other, ok := on[p.Spec.NodeName]; ok {
+			t.Errorf("%s and %s share node %s of 1 GPU", other, name, p.Spec.NodeName)
+		}
+		on[p.Spec.NodeName] = name
+	}
 	if p, _ := c.CoreV1().Pods("default").Get(ctx, "vllm-4", metav1.GetOptions{}); p.Spec.NodeName != "" {
 		t.Errorf("vllm-4 bound to %s beyond the pool's maximum", p.Spec.NodeName)
 	}
+
+	// A pod deleted at once frees its GPU: the waiting pod takes it.
+	zero := int64(0)
+	freed, _ := c.CoreV1().Pods("default").Get(ctx, "vllm-2", metav1.GetOptions{})
+	if err := c.CoreV1().Pods("default").Delete(ctx, "vllm-2", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "vllm-4 scheduled on the freed node", func() bool {
+		p, err := c.CoreV1().Pods("default").Get(ctx, "vllm-4", metav1.GetOptions{})
+		return err == nil && p.Spec.NodeName == freed.Spec.NodeName
+	})
 
 	// Started, not Ready, until the probe passes.
 	waitFor(t, ctx, "vllm-1 running", func() bool {

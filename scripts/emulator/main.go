@@ -78,6 +78,12 @@ func run() error {
 	flag.DurationVar(&o.NativeInterval, "native-interval", o.NativeInterval, "how often the native metrics stand-in scrapes the AutoscalingMetrics' pods")
 	counted := flag.Bool("count-requests", false, "also write DIR/kubeconfig-counted, through a proxy that counts requests; GET http://ADDR/counts (ADDR in DIR/counter) reads and resets them (benchmarks)")
 	flag.Parse()
+	if flag.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: the emulator takes only flags", flag.Arg(0))
+	}
+	if _, given := preFlag(os.Args[1:], "compress"); given && profile != "gke" {
+		return fmt.Errorf("--compress applies to --profile gke only")
+	}
 	if o.Bin == "" {
 		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", localcluster.BinDirEnv)
 	}
@@ -120,23 +126,24 @@ func run() error {
 	return nil
 }
 
-// preFlag finds -name or --name's value among args, as the flag package
-// would parse it.
-func preFlag(args []string, name string) (string, bool) {
+// preFlag finds -name or --name's value among args as the flag package
+// parses it: the last one given wins. (The emulator takes no arguments,
+// and run refuses any, so a flag after one is never silently dropped.)
+func preFlag(args []string, name string) (value string, found bool) {
 	for i, a := range args {
 		if a == "--" {
 			break
 		}
 		for _, p := range []string{"-", "--"} {
 			if v, ok := strings.CutPrefix(a, p+name+"="); ok {
-				return v, true
+				value, found = v, true
 			}
 			if a == p+name && i+1 < len(args) {
-				return args[i+1], true
+				value, found = args[i+1], true
 			}
 		}
 	}
-	return "", false
+	return value, found
 }
 
 // describe says what the profile models and what it compresses.
