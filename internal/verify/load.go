@@ -268,7 +268,14 @@ func TooLight(samples []timeline.Sample, now timeline.Seconds, target float64, w
 	if read < 3 || time.Duration(now-first) < settle || time.Duration(now-peakAt) < settle/2 || peak > needed {
 		return "", false
 	}
-	return fmt.Sprintf("the metric peaked at %.2f per pod (%.2f in all), target %g: %d replicas need more than %g in all; raise --rate (or --concurrency): each request in flight adds about 1 to vllm:num_requests_running", peakPer, peak, target, want, needed), true
+	return fmt.Sprintf("the metric peaked at %.2f per pod (%.2f in all), target %g: %d replicas need more than %g in all; raise --rate (or --concurrency)", peakPer, peak, target, want, needed), true
+}
+
+// loadAdvice says how the load moves each gauge, for TooLight's verdict.
+var loadAdvice = map[string]string{
+	"running":  "each request in flight adds about 1 to vllm:num_requests_running",
+	"waiting":  "requests wait only beyond what a server runs at once (max-num-seqs, or a full KV cache)",
+	"kv-cache": "each request in flight holds its prompt and answer in the KV cache (longer answers: --max-tokens)",
 }
 
 // TooLightAll is TooLight for every metric of a combined strategy: the
@@ -281,6 +288,7 @@ func TooLightAll(samples []timeline.Sample, now timeline.Seconds, metrics []conf
 		if !light {
 			return "", false
 		}
+		why += ": " + loadAdvice[m.Key]
 		if len(metrics) > 1 {
 			why = m.Key + ": " + why
 		}

@@ -1,6 +1,7 @@
 package verify
 
 import (
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +53,31 @@ func TestTooLight(t *testing.T) {
 	asked[3].Desired = 3
 	if _, light := TooLight(asked, at(300), 4, 3, settle); light {
 		t.Error("too light although the HPA desires 3")
+	}
+}
+
+// A combined strategy is too light only when every metric is: the HPA
+// takes the largest count, so a second metric above its need keeps the
+// wait going.
+func TestTooLightAll(t *testing.T) {
+	settle := 2 * time.Minute
+	kv := "prometheus.googleapis.com|vllm:kv_cache_usage_perc|gauge"
+	metrics := []config.ScaledMetric{
+		{Key: "running", Target: 4, HPAName: "prometheus.googleapis.com|vllm:num_requests_running|gauge"},
+		{Key: "kv-cache", Target: 0.2, HPAName: kv},
+	}
+	withKV := func(v float64) []timeline.Sample {
+		s := samples([3]float64{20, 0.9, 1}, [3]float64{35, 1.0, 1}, [3]float64{50, 1.0, 1}, [3]float64{65, 0.9, 1})
+		for i := range s {
+			s[i].OtherMetrics = map[string]float64{kv: v}
+		}
+		return s
+	}
+	if why, light := TooLightAll(withKV(0.57), at(150), metrics, 3, settle); light {
+		t.Errorf("too light although kv-cache (0.57, target 0.2) asks for 3: %s", why)
+	}
+	why, light := TooLightAll(withKV(0.1), at(150), metrics, 3, settle)
+	if !light || !strings.Contains(why, "running: ") || !strings.Contains(why, "kv-cache: ") || !strings.Contains(why, "holds its prompt and answer") {
+		t.Errorf("both metrics light: light=%v %q", light, why)
 	}
 }

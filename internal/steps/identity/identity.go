@@ -327,7 +327,8 @@ func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool,
 		if gerr == nil {
 			return false, exitcode.With(exitcode.Conflict, fmt.Errorf("the Google service account %s was just created by someone else: choose another --gsa-name", email))
 		}
-		err = gerr
+		// It exists (ALREADY_EXISTS): what failed is reading it.
+		return false, gcp.Classify(gerr, "get service account "+email)
 	}
 	if err != nil {
 		return false, gcp.Classify(err, "create service account "+email)
@@ -598,6 +599,11 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 		switch {
 		case status.Code(err) == codes.NotFound:
 			result("google service account exists", false, "NotFound", cfg.GSAEmail()+" does not exist (or, created in the last minute, IAM does not show it yet): run vllm-hpa identity")
+		case status.Code(err) == codes.PermissionDenied:
+			// IAM answers so for an account created in the last minute
+			// too: a failed check, not the caller's denial (a caller
+			// who may read nothing is refused by the policy reads next).
+			result("google service account exists", false, "PermissionDenied", "IAM refused to read "+cfg.GSAEmail()+": created in the last minute, IAM may not show it yet (check again shortly); otherwise the caller lacks iam.serviceAccounts.get (roles/iam.serviceAccountViewer)")
 		case err != nil:
 			return nil, gcp.Classify(err, "get service account "+cfg.GSAEmail())
 		case a.Disabled:
@@ -709,6 +715,11 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 	}
 	for _, email := range r.accounts {
 		a, err := s.accounts().Get(ctx, email)
+		if email == r.ksa.gsa && (status.Code(err) == codes.NotFound || status.Code(err) == codes.PermissionDenied) {
+			// The adapter acts as it, so it existed: IAM may not show a
+			// new account yet (as releaseAccount reads it).
+			a, err = s.readNewAccount(ctx, email)
+		}
 		switch {
 		case status.Code(err) == codes.NotFound:
 			p.Removals = append(p.Removals, step.Removal{Object: "Google service account " + email, Action: step.RemoveAbsent})

@@ -112,9 +112,9 @@ func (s *Step) gatherNative(ctx context.Context, k *kube.Client) (NativeFacts, e
 		ok = ok && g.PrometheusName == m.Gauge
 		if i == 0 || (f.Declared && !ok) {
 			f.Gauge, f.Declared = g, ok
-		}
-		if !ok {
-			f.Gauge.Name, f.Gauge.PrometheusName = m.GaugeName, m.Gauge
+			if !ok { // the first missing is the one the check names
+				f.Gauge.Name, f.Gauge.PrometheusName = m.GaugeName, m.Gauge
+			}
 		}
 		gauges = append(gauges, m.Gauge)
 	}
