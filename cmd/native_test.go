@@ -48,6 +48,7 @@ type hpaWatch struct {
 	invalid  []string
 	switched bool // the metric's name changed during the watch
 	first    string
+	lastRV   string // the resourceVersion of the last state seen
 	stop     func()
 }
 
@@ -59,7 +60,24 @@ func watchHPA(t *testing.T, inst instance) *hpaWatch {
 	}
 	hw := &hpaWatch{}
 	done := make(chan struct{})
-	hw.stop = func() { cancel(); w.Stop(); <-done }
+	// Stop once the watch has delivered the HPA's state as it is now: on a
+	// busy machine the last events arrive after the command returns.
+	hw.stop = func() {
+		defer func() { cancel(); w.Stop(); <-done }()
+		h, err := inst.tb.cp.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Get(context.Background(), "gemma-server-hpa", metav1.GetOptions{})
+		if err != nil {
+			return
+		}
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			hw.mu.Lock()
+			seen := hw.lastRV == h.ResourceVersion
+			hw.mu.Unlock()
+			if seen {
+				return
+			}
+		}
+		t.Errorf("the watch did not deliver the HPA's state %s within a minute", h.ResourceVersion)
+	}
 	go func() {
 		defer close(done)
 		for ev := range w.ResultChan() {
@@ -75,6 +93,7 @@ func watchHPA(t *testing.T, inst instance) *hpaWatch {
 				}
 			}
 			hw.mu.Lock()
+			hw.lastRV = h.ResourceVersion
 			hw.states++
 			if hw.first == "" {
 				hw.first = name

@@ -133,9 +133,10 @@ type HPA struct {
 	// Metric is one of Metrics, or several joined by "+" (a combined
 	// strategy: the HPA scales on whichever asks for most replicas).
 	Metric string  `key:"metric"`
-	Target float64 `key:"target"` // the first metric's target
-	// The targets of the metrics that follow the first in a combined
-	// strategy (hpa.metric waiting+kv-cache: KVCacheTarget).
+	Target float64 `key:"target"` // the first metric's target (see targetOf)
+	// Each metric's own target: a further metric's in a combined
+	// strategy (hpa.metric waiting+kv-cache: KVCacheTarget), and the
+	// first's when hpa.target is not given.
 	RunningTarget float64 `key:"running-target"`
 	WaitingTarget float64 `key:"waiting-target"`
 	KVCacheTarget float64 `key:"kv-cache-target"`

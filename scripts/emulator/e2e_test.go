@@ -129,27 +129,49 @@ func scaledUpAndDown(t *testing.T, r runResult) (doc verifyDoc, sizes []int32) {
 	return doc, sizes
 }
 
-func TestWalkthroughOnEmulator(t *testing.T) {
-	bin := k8sBin(t)
+// testOptions are the fast profile with the short intervals the tests
+// use: a 2 s HPA sync, pods that start in 1 s.
+func testOptions(t *testing.T) Options {
 	o := DefaultOptions()
-	o.Dir, o.Bin = t.TempDir(), bin
-	o.HPASyncPeriod, o.ImagePull = 2*time.Second, time.Second
-	ctx := context.Background()
-	e, err := Start(ctx, o)
+	o.Dir, o.Bin = t.TempDir(), k8sBin(t)
+	o.HPASyncPeriod, o.ImagePull, o.NativeInterval = 2*time.Second, time.Second, 2*time.Second
+	return o
+}
+
+// startEmulator starts an emulator with o for the test's length.
+func startEmulator(t *testing.T, o Options) *Emulator {
+	t.Helper()
+	e, err := Start(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Stop()
+	t.Cleanup(e.Stop)
 	t.Logf("emulator started in %s", e.Started.Round(time.Millisecond))
+	return e
+}
+
+// useEmulator points vllm-hpa at e: its settings, a 2 s scrape, a 5 s
+// scale-down stabilization, a home and caches of the test's own, then env.
+func useEmulator(t *testing.T, e *Emulator, env map[string]string) {
 	cliEnv = map[string]string{
 		"HOME":                                  t.TempDir(),
 		"KUBECACHEDIR":                          t.TempDir(), // not the user's ~/.kube
 		"VLLM_HPA_MONITORING_INTERVAL":          "2s",
 		"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "5s",
 	}
-	for k, v := range e.Env {
-		cliEnv[k] = v
+	for _, m := range []map[string]string{e.Env, env} {
+		for k, v := range m {
+			cliEnv[k] = v
+		}
 	}
+}
+
+func TestWalkthroughOnEmulator(t *testing.T) {
+	o := testOptions(t)
+	o.NativeInterval = DefaultOptions().NativeInterval
+	e := startEmulator(t, o)
+	useEmulator(t, e, nil)
+	ctx := context.Background()
 
 	must(t, "up")
 	objects, mutations := owned(t, e), e.GCP.Mutations()

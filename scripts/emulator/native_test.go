@@ -1,10 +1,8 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
-	"time"
 )
 
 // The native route end to end: on an emulated cluster that serves GKE's
@@ -14,24 +12,8 @@ import (
 // autoscaling.gke.io|gemma-server-vllm|num-requests-running served by the
 // GKE stand-in, and cleanup leaves nothing.
 func TestNativeOnEmulator(t *testing.T) {
-	bin := k8sBin(t)
-	o := DefaultOptions()
-	o.Dir, o.Bin = t.TempDir(), bin
-	o.HPASyncPeriod, o.ImagePull, o.NativeInterval = 2*time.Second, time.Second, 2*time.Second
-	e, err := Start(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
-	cliEnv = map[string]string{
-		"HOME":                                  t.TempDir(),
-		"KUBECACHEDIR":                          t.TempDir(),
-		"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "5s",
-		"VLLM_HPA_HPA_BACKEND":                  "auto",
-	}
-	for k, v := range e.Env {
-		cliEnv[k] = v
-	}
+	e := startEmulator(t, testOptions(t))
+	useEmulator(t, e, map[string]string{"VLLM_HPA_HPA_BACKEND": "auto"})
 
 	r := must(t, "up")
 	if !strings.Contains(r.errOut, "hpa.backend auto: native, as cluster gpu-hpa serves") {

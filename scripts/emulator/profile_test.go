@@ -1,13 +1,13 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
+	"github.com/vllm-hpa/vllm-hpa/internal/stages"
 )
 
 // The gke profile's lags, shortened, on the adapter route: the metric
@@ -16,77 +16,47 @@ import (
 // TriggeredScaleUp), pull, load (not Ready while /health fails), and are
 // Ready before they can answer. verify --load's stages show each.
 func TestGKEProfileOnEmulator(t *testing.T) {
-	bin := k8sBin(t)
 	o := GKEOptions(1)
-	o.Dir, o.Bin = t.TempDir(), bin
+	o.Dir, o.Bin = t.TempDir(), k8sBin(t)
 	o.HPASyncPeriod, o.IngestionDelay = 2*time.Second, 4*time.Second
 	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: 3 * time.Second, Max: 4}
 	o.ImagePull, o.ProbePeriod = time.Second, 500*time.Millisecond
 	// Long enough that Ready comes WarmGap before the first answer.
 	o.Sim.LoadTime, o.Sim.WarmupTime = 2*time.Second, 7*time.Second
-	e, err := Start(context.Background(), o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Stop()
-	cliEnv = map[string]string{
-		"HOME":                                  t.TempDir(),
-		"KUBECACHEDIR":                          t.TempDir(),
-		"VLLM_HPA_MONITORING_INTERVAL":          "2s",
-		"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "5s",
-	}
-	for k, v := range e.Env {
-		cliEnv[k] = v
-	}
+	e := startEmulator(t, o)
+	useEmulator(t, e, nil)
 	must(t, "up")
 	r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "3m")
 	scaledUpAndDown(t, r)
 
-	var doc struct {
-		Stages struct {
-			MetricAbove *float64 `json:"metricAboveTargetSeconds"`
-			Decision    *float64 `json:"decisionSeconds"`
-			Pods        []struct {
-				Name             string   `json:"pod"`
-				NodeCreated      *float64 `json:"nodeCreatedSeconds"`
-				NodeReady        *float64 `json:"nodeReadySeconds"`
-				Scheduled        *float64 `json:"scheduledSeconds"`
-				Pulled           *float64 `json:"imagePulledSeconds"`
-				Started          *float64 `json:"startedSeconds"`
-				Ready            *float64 `json:"readySeconds"`
-				FirstAnswer      *float64 `json:"firstAnswerSeconds"`
-				FailedScheduling bool     `json:"failedScheduling"`
-				TriggeredScaleUp bool     `json:"triggeredScaleUp"`
-			} `json:"pods"`
-			ReadyBeforeWarm []string `json:"readyBeforeWarm"`
-		} `json:"stages"`
-	}
+	var doc struct{ Stages stages.Report }
 	if err := json.Unmarshal([]byte(r.out), &doc); err != nil {
 		t.Fatal(err)
 	}
 	s := doc.Stages
+	d := func(v *stages.Seconds) time.Duration { return time.Duration(*v) }
 	// The model's lower bounds, not timings of this machine: a sample is
 	// queryable IngestionDelay after its scrape, the scrape follows the
 	// load.
-	if s.MetricAbove == nil || *s.MetricAbove < o.IngestionDelay.Seconds() {
-		t.Errorf("metric above target at %v s, before the %s ingestion delay", s.MetricAbove, o.IngestionDelay)
+	if s.MetricAbove == nil || d(s.MetricAbove) < o.IngestionDelay {
+		t.Errorf("metric above target at %v, before the %s ingestion delay", s.MetricAbove, o.IngestionDelay)
 	}
 	if s.Decision == nil || len(s.Pods) != 2 {
 		t.Fatalf("want a decision and 2 new pods:\n%s", r.errOut)
 	}
+	const slack = 500 * time.Millisecond // events and conditions are stamped in whole seconds
 	for _, p := range s.Pods {
 		if !p.FailedScheduling || !p.TriggeredScaleUp || p.NodeCreated == nil || p.NodeReady == nil {
 			t.Errorf("%s: no node provisioning seen (failedScheduling %v, triggeredScaleUp %v, node %v/%v)", p.Name, p.FailedScheduling, p.TriggeredScaleUp, p.NodeCreated, p.NodeReady)
 			continue
 		}
-		all := []*float64{p.Scheduled, p.Pulled, p.Started, p.Ready, p.FirstAnswer}
-		for _, v := range all {
+		for _, v := range []*stages.Seconds{p.Scheduled, p.Pulled, p.Started, p.Ready, p.FirstAnswer} {
 			if v == nil {
 				t.Fatalf("%s: a stage is missing: %+v", p.Name, p)
 			}
 		}
-		if *p.Scheduled < *p.NodeReady || *p.Pulled-*p.Scheduled < o.ImagePull.Seconds()-0.5 ||
-			*p.Ready-*p.Started < o.Sim.LoadTime.Seconds()-0.5 || *p.FirstAnswer < *p.Ready {
+		if d(p.Scheduled) < d(p.NodeReady) || d(p.Pulled)-d(p.Scheduled) < o.ImagePull-slack ||
+			d(p.Ready)-d(p.Started) < o.Sim.LoadTime-slack || d(p.FirstAnswer) < d(p.Ready) {
 			t.Errorf("%s: stages out of the model's order or shorter than its lags: %+v", p.Name, p)
 		}
 	}
