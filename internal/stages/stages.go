@@ -4,7 +4,7 @@
 // when a node had to be made for it, the node), image pull, container
 // start, Ready, and its first answer to a real request. The first answer is
 // probed directly (a one-token chat completion through the API server's pod
-// proxy, every second from the pod's start), because a pod can be Ready
+// proxy, every quarter second from the pod's start), because a pod can be Ready
 // well before it serves.
 package stages
 
@@ -96,12 +96,18 @@ type Prober struct {
 	mu       sync.Mutex
 	answered map[string]time.Time
 	known    map[string]bool // pods there before the load: not new
+	probing  map[string]bool // pods with a probe in flight
 }
 
+// probeEvery is how often a new pod that has not answered is probed: a
+// pod the HPA removes soon after it starts must still be caught.
+const probeEvery = 250 * time.Millisecond
+
 // StartProber records the pods there now, then probes every pod created
-// since, every second, until ctx ends.
+// since, each on its own (a slow pod delays no other), every probeEvery
+// until it answers or ctx ends.
 func StartProber(ctx context.Context, k *kube.Client, namespace, selector string, port int, model string, start time.Time) *Prober {
-	p := &Prober{k: k, ns: namespace, sel: selector, port: port, model: model, start: start, answered: map[string]time.Time{}, known: map[string]bool{}}
+	p := &Prober{k: k, ns: namespace, sel: selector, port: port, model: model, start: start, answered: map[string]time.Time{}, known: map[string]bool{}, probing: map[string]bool{}}
 	if pods, err := k.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector}); err == nil {
 		for _, pod := range pods.Items {
 			p.known[pod.Name] = true
@@ -112,7 +118,7 @@ func StartProber(ctx context.Context, k *kube.Client, namespace, selector string
 }
 
 func (p *Prober) run(ctx context.Context) {
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -125,17 +131,27 @@ func (p *Prober) run(ctx context.Context) {
 			continue
 		}
 		for _, pod := range pods.Items {
-			p.mu.Lock()
-			skip := p.known[pod.Name] || !p.answered[pod.Name].IsZero()
-			p.mu.Unlock()
-			if skip || pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
+			if pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
 				continue
 			}
-			if p.probe(ctx, pod.Name) {
-				p.mu.Lock()
-				p.answered[pod.Name] = time.Now()
-				p.mu.Unlock()
+			p.mu.Lock()
+			skip := p.known[pod.Name] || !p.answered[pod.Name].IsZero() || p.probing[pod.Name]
+			if !skip {
+				p.probing[pod.Name] = true
 			}
+			p.mu.Unlock()
+			if skip {
+				continue
+			}
+			go func(name string) {
+				ok := p.probe(ctx, name)
+				p.mu.Lock()
+				defer p.mu.Unlock()
+				delete(p.probing, name)
+				if ok {
+					p.answered[name] = time.Now()
+				}
+			}(pod.Name)
 		}
 	}
 }
