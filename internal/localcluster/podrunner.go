@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,6 +237,18 @@ func (r *PodRunner) forget(ctx context.Context, pod *corev1.Pod) {
 		}
 	}
 	r.mu.Unlock()
+	r.retry(ctx, waiting)
+}
+
+// retry schedules the waiting pods again, oldest first, as the
+// scheduler's queue takes them (by priority, then creation time).
+func (r *PodRunner) retry(ctx context.Context, waiting []*corev1.Pod) {
+	slices.SortFunc(waiting, func(a, b *corev1.Pod) int {
+		if c := a.CreationTimestamp.Compare(b.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
 	for _, p := range waiting {
 		r.sync(ctx, p)
 	}
@@ -344,9 +357,7 @@ func (r *PodRunner) provision(ctx context.Context, name string) {
 		waiting = append(waiting, pod)
 	}
 	r.mu.Unlock()
-	for _, pod := range waiting {
-		r.sync(ctx, pod)
-	}
+	r.retry(ctx, waiting)
 }
 
 // setUnschedulable records what the scheduler writes on a pod it cannot
