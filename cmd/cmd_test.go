@@ -89,6 +89,8 @@ func badInputCases() []badInputCase {
 		{"combined metric twice", "", nil, with("--metric", "waiting+waiting"), "hpa.metric"},
 		{"combined metric unknown", "", nil, with("--metric", "waiting+gpu"), "hpa.metric"},
 		{"combined metric empty part", "", nil, with("--metric", "waiting+"), "hpa.metric"},
+		{"combined metric with spaces", "", nil, with("--metric", "waiting + kv-cache"), "hpa.metric"},
+		{"combined metric comma", "", nil, with("--metric", "waiting,kv-cache"), "hpa.metric"},
 		{"combined kv-cache target above 1", "", nil, with("--metric", "waiting+kv-cache", "--kv-cache-target", "80"), "hpa.kv-cache-target"},
 		{"combined further target zero in env", "", map[string]string{"VLLM_HPA_HPA_RUNNING_TARGET": "0"}, with("--metric", "kv-cache+running", "--target", "0.8"), "hpa.running-target"},
 		{"first metric's own target unlike hpa.target", "hpa:\n  waiting-target: 3\n", nil, with("--metric", "waiting+kv-cache", "--target", "5"), "hpa.waiting-target"},

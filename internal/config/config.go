@@ -327,6 +327,16 @@ func (c *Config) ScaledMetrics() []ScaledMetric {
 	return out
 }
 
+// HPAMetricNames are the names the HPA reads its metrics by, the first
+// first.
+func (c *Config) HPAMetricNames() []string {
+	var out []string
+	for _, m := range c.ScaledMetrics() {
+		out = append(out, m.HPAName)
+	}
+	return out
+}
+
 // Copy is a copy of c that can be changed without changing c.
 func (c *Config) Copy() *Config {
 	out := *c

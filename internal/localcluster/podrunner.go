@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 )
 
 // NodeName is the one Node the pod runner binds pods to.
@@ -215,7 +217,7 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 		r.event(ctx, pod, "default-scheduler", "Scheduled", "Successfully assigned "+pod.Namespace+"/"+pod.Name+" to "+node)
 	case pod.Status.Phase == "" || (pod.Status.Phase == corev1.PodPending && !r.held(pod)):
 		r.schedule(ctx, pod)
-	case pod.Status.Phase == corev1.PodRunning && !podReady(pod):
+	case pod.Status.Phase == corev1.PodRunning && !kube.PodReady(pod):
 		r.probe(ctx, pod)
 	}
 }
@@ -464,15 +466,6 @@ func (r *PodRunner) probe(ctx context.Context, pod *corev1.Pod) {
 	}
 	r.timers[key] = time.AfterFunc(period, tick)
 	r.mu.Unlock()
-}
-
-func podReady(pod *corev1.Pod) bool {
-	for _, c := range pod.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // event records what the scheduler, the kubelet or the cluster autoscaler

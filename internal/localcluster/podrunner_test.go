@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 )
 
@@ -116,13 +117,13 @@ func TestPodRunnerProvisionsGPUNodes(t *testing.T) {
 		p, err := c.CoreV1().Pods("default").Get(ctx, "vllm-1", metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodRunning
 	})
-	if p, _ := c.CoreV1().Pods("default").Get(ctx, "vllm-1", metav1.GetOptions{}); isReady(p) {
+	if p, _ := c.CoreV1().Pods("default").Get(ctx, "vllm-1", metav1.GetOptions{}); kube.PodReady(p) {
 		t.Error("vllm-1 Ready before its probe passed")
 	}
 	healthy.Store(true)
 	waitFor(t, ctx, "vllm-1 Ready once its probe passes", func() bool {
 		p, err := c.CoreV1().Pods("default").Get(ctx, "vllm-1", metav1.GetOptions{})
-		return err == nil && isReady(p)
+		return err == nil && kube.PodReady(p)
 	})
 }
 
@@ -135,15 +136,6 @@ func reasons(ctx context.Context, c kubernetes.Interface, pod string) map[string
 		}
 	}
 	return out
-}
-
-func isReady(p *corev1.Pod) bool {
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // waitFor polls cond until it holds, failing t when ctx ends first.

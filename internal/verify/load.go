@@ -54,11 +54,7 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 	start := time.Now()
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
-	var names []string
-	for _, m := range cfg.ScaledMetrics() {
-		names = append(names, m.HPAName)
-	}
-	tl := timeline.Start(wctx, k, cfg.Workload.Namespace, cfg.HPA.Name, cfg.Workload.Deployment, names, start, func(s timeline.Sample, rs *timeline.Rescale) {
+	tl := timeline.Start(wctx, k, cfg.Workload.Namespace, cfg.HPA.Name, cfg.Workload.Deployment, cfg.HPAMetricNames(), start, func(s timeline.Sample, rs *timeline.Rescale) {
 		if rs != nil {
 			rec.Action("load", fmt.Sprintf("%s SuccessfulRescale: %s", rs.At, rs.Message))
 		}

@@ -59,15 +59,6 @@ type Step struct {
 	movedMetrics []autoscalingv2.MetricSpec
 }
 
-// metricNames are the names the HPA reads cfg's metrics by.
-func metricNames(cfg *config.Config) string {
-	var out []string
-	for _, m := range cfg.ScaledMetrics() {
-		out = append(out, m.HPAName)
-	}
-	return strings.Join(out, " and ")
-}
-
 // restoreMetrics sets cfg's metrics and targets to those of an HPA spec,
 // so that a failed move puts back what the HPA read, not the new metrics
 // on the old route; a metric it does not know leaves cfg's.
@@ -119,9 +110,9 @@ func (s *Step) Apply(ctx context.Context) error {
 	restoreMetrics(old, s.movedMetrics)
 	back := Definition{}.New(old, s.Deps()).(*Step)
 	if rerr := back.Step.Apply(ctx); rerr != nil {
-		return fmt.Errorf("%w; putting the HPA back on %s failed too: %v", err, metricNames(old), rerr)
+		return fmt.Errorf("%w; putting the HPA back on %s failed too: %v", err, strings.Join(old.HPAMetricNames(), " and "), rerr)
 	}
-	s.Report().Action(Name, "the HPA is back on "+metricNames(old)+", the route it read before: "+metricNames(s.cfg)+" was not read")
+	s.Report().Action(Name, "the HPA is back on "+strings.Join(old.HPAMetricNames(), " and ")+", the route it read before: "+strings.Join(s.cfg.HPAMetricNames(), " and ")+" was not read")
 	return err
 }
 
