@@ -21,19 +21,22 @@ func Families(r io.Reader) (map[string]*dto.MetricFamily, error) {
 	return fams, nil
 }
 
-// Gauge returns the value of the gauge name whose labels include all of
-// want, and whether there is one.
+// Gauge returns the sum of the series of gauge name whose labels include
+// all of want, whatever other labels they carry (vLLM adds engine from
+// 0.10, one series per engine with data parallelism), and whether there
+// is one.
 func Gauge(fams map[string]*dto.MetricFamily, name string, want map[string]string) (float64, bool) {
 	f, ok := fams[name]
 	if !ok || f.GetType() != dto.MetricType_GAUGE {
 		return 0, false
 	}
+	sum, found := 0.0, false
 	for _, m := range f.GetMetric() {
 		if matches(m, want) {
-			return m.GetGauge().GetValue(), true
+			sum, found = sum+m.GetGauge().GetValue(), true
 		}
 	}
-	return 0, false
+	return sum, found
 }
 
 func matches(m *dto.Metric, want map[string]string) bool {

@@ -73,10 +73,10 @@ type Server struct {
 	cfg   Config
 	sched *scheduler
 
-	running, waiting, swapped, kvUsage prometheus.Gauge
-	latency, ttft, itl                 prometheus.Observer
-	success                            *prometheus.CounterVec
-	registry                           *prometheus.Registry
+	running, waiting, kvUsage prometheus.Gauge
+	latency, ttft, itl        prometheus.Observer
+	success                   *prometheus.CounterVec
+	registry                  *prometheus.Registry
 
 	// Counters for tests: requests received, completed, failed.
 	Received, Completed, Failed atomic.Int64
@@ -116,26 +116,28 @@ func New(cfg Config) *Server {
 		cfg.MaxNumSeqs = 1
 	}
 	s := &Server{cfg: cfg, registry: prometheus.NewRegistry(), born: time.Now()}
-	label := prometheus.Labels{"model_name": cfg.Model}
-	runningVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_running", Help: "Number of requests currently running on GPU."}, []string{"model_name"})
-	waitingVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_waiting", Help: "Number of requests waiting to be processed."}, []string{"model_name"})
-	swappedVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_swapped", Help: "Number of requests swapped to CPU. DEPRECATED: KV cache offloading is not used in V1"}, []string{"model_name"})
+	// vLLM (0.10 and later) labels every metric with the model and its
+	// engine (one, as with no data parallelism: "0").
+	names := []string{"model_name", "engine"}
+	label := prometheus.Labels{"model_name": cfg.Model, "engine": "0"}
+	runningVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_running", Help: "Number of requests in model execution batches."}, names)
+	waitingVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:num_requests_waiting", Help: "Number of requests waiting to be processed."}, names)
 	latencyVec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "vllm:e2e_request_latency_seconds", Help: "Histogram of end to end request latency in seconds.",
 		Buckets: []float64{0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60},
-	}, []string{"model_name"})
-	kvVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:kv_cache_usage_perc", Help: "KV-cache usage. 1 means 100 percent usage."}, []string{"model_name"})
+	}, names)
+	kvVec := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "vllm:kv_cache_usage_perc", Help: "KV-cache usage. 1 means 100 percent usage."}, names)
 	ttftVec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "vllm:time_to_first_token_seconds", Help: "Histogram of time to first token in seconds.",
 		Buckets: []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80},
-	}, []string{"model_name"})
+	}, names)
 	itlVec := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "vllm:inter_token_latency_seconds", Help: "Histogram of inter-token latency in seconds.",
 		Buckets: []float64{0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10},
-	}, []string{"model_name"})
-	s.success = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vllm:request_success_total", Help: "Count of successfully processed requests."}, []string{"model_name", "finished_reason"})
-	s.registry.MustRegister(runningVec, waitingVec, swappedVec, latencyVec, s.success, kvVec, ttftVec, itlVec)
-	s.running, s.waiting, s.swapped, s.kvUsage = runningVec.With(label), waitingVec.With(label), swappedVec.With(label), kvVec.With(label)
+	}, names)
+	s.success = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vllm:request_success_total", Help: "Count of successfully processed requests."}, []string{"model_name", "engine", "finished_reason"})
+	s.registry.MustRegister(runningVec, waitingVec, latencyVec, s.success, kvVec, ttftVec, itlVec)
+	s.running, s.waiting, s.kvUsage = runningVec.With(label), waitingVec.With(label), kvVec.With(label)
 	s.latency, s.ttft, s.itl = latencyVec.With(label), ttftVec.With(label), itlVec.With(label)
 	s.sched = &scheduler{maxSeqs: cfg.MaxNumSeqs, kvTokens: cfg.KVCacheTokens, onChange: func(running, waiting, kvUsed int) {
 		s.running.Set(float64(running))
@@ -256,7 +258,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.latency.Observe(time.Since(start).Seconds())
-	s.success.WithLabelValues(s.cfg.Model, "length").Inc()
+	s.success.WithLabelValues(s.cfg.Model, "0", "length").Inc()
 	s.Completed.Add(1)
 	usage := map[string]any{"prompt_tokens": promptTokens(req), "completion_tokens": tokens, "total_tokens": promptTokens(req) + tokens}
 	if req.Stream {
