@@ -3,6 +3,7 @@ package cmd
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -203,13 +204,10 @@ users:
 					writeFile(t, dir, name, content)
 				}
 				env := map[string]string{
-					"HF_TOKEN":                            "hf_testTOKEN",
-					"VLLM_HPA_KUBE_KUBECONFIG":            kubeconfig,
-					"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
-					"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
-					"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
-					"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
+					"HF_TOKEN":                 "hf_testTOKEN",
+					"VLLM_HPA_KUBE_KUBECONFIG": kubeconfig,
 				}
+				maps.Copy(env, g.Env())
 				for k, v := range c.env {
 					env[k] = v
 				}

@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -52,12 +53,9 @@ func TestFaults(t *testing.T) {
 	}
 	g.IAM.Faults, g.Projects.Faults = gcpFaults, gcpFaults
 	env := map[string]string{
-		"VLLM_HPA_KUBE_KUBECONFIG":            fp.Kubeconfig,
-		"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
-		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
-		"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
-		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
+		"VLLM_HPA_KUBE_KUBECONFIG": fp.Kubeconfig,
 	}
+	maps.Copy(env, g.Env())
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	runs, ok := faultRuns(), 0
 	var foreignLost int
@@ -109,8 +107,8 @@ func TestKilledUpRecovers(t *testing.T) {
 	cp := inst.tb.cp
 	env := append(os.Environ(),
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
-		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
-		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint, "VLLM_HPA_ENDPOINTS_SERVICE_USAGE="+g.ServiceUsageEndpoint)
+		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace)
+	env = append(env, g.EnvList()...)
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	runs := faultRuns()
 	var points []string

@@ -220,7 +220,8 @@ func TestPolicyFull(t *testing.T) {
 	g.Projects.SetPolicy("my-proj", &iampb.Policy{Version: 1, Bindings: []*iampb.Binding{{Role: "roles/viewer", Members: members}}})
 
 	code, _, errOut := gcpRun(t, g, inst, "identity")
-	if code != exitcode.Precondition || !strings.Contains(errOut, "the IAM policy is full") || !strings.Contains(errOut, "maximum allowed size 1500") {
+	// Counted before the write, as Google counts: every occurrence.
+	if code != exitcode.Precondition || !strings.Contains(errOut, "the IAM policy of projects/my-proj is full: it would hold 1501 principals (Google allows 1500") {
 		t.Errorf("exit %d, want %d:\n%s", code, exitcode.Precondition, errOut)
 	}
 	if gcpfake.HasMember(g.Projects.Policy("my-proj"), viewerRole, gsaMember) || len(gcpfake.Members(g.Projects.Policy("my-proj"), "roles/viewer")) != 1500 {
@@ -240,7 +241,7 @@ func TestMonitoringAPIDisabled(t *testing.T) {
 		mustRun(t, inst, "adapter")
 		t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity", "adapter") })
 		code, _, errOut := gcpRun(t, g, inst, "identity")
-		if code != 0 || !strings.Contains(errOut, "cloud monitoring api not checked: the caller may not read Service Usage") {
+		if code != 0 || !strings.Contains(errOut, "APIs not checked: the caller may not read Service Usage") {
 			t.Errorf("exit %d:\n%s", code, errOut)
 		}
 	})

@@ -46,12 +46,7 @@ func startGCP(t *testing.T) *gcpfake.GCP {
 // gcpRun runs vllm-hpa with the Google APIs pointed at the fakes.
 func gcpRun(t *testing.T, g *gcpfake.GCP, inst instance, args ...string) (int, string, string) {
 	t.Helper()
-	return kubeRunEnv(t, inst, map[string]string{
-		"VLLM_HPA_ENDPOINTS_IAM":              g.IAMEndpoint,
-		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
-		"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
-		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
-	}, args...)
+	return kubeRunEnv(t, inst, g.Env(), args...)
 }
 
 func gcpMustRun(t *testing.T, g *gcpfake.GCP, inst instance, args ...string) string {
@@ -377,11 +372,42 @@ func TestIdentityErrors(t *testing.T) {
 		if g.Mutations() != before {
 			t.Error("a taken account name still led to IAM writes")
 		}
-		// Adopting it works, and cleanup then leaves the account.
+		// Adopting it works, and cleanup then leaves the account (and
+		// removes the grants vllm-hpa made).
 		gcpMustRun(t, g, inst, "identity", "--adopt-existing-gsa")
 		gcpMustRun(t, g, inst, "cleanup", "identity", "--adopt-existing-gsa")
 		if g.IAM.Account(gsaEmail) == nil {
 			t.Error("cleanup deleted an account vllm-hpa did not create")
+		}
+		if gcpfake.HasMember(g.Projects.Policy("my-proj"), viewerRole, gsaMember) || gcpfake.HasMember(g.IAM.AccountPolicy(gsaEmail), wiRole, ksaMember) {
+			t.Error("cleanup left the grants vllm-hpa made")
+		}
+	})
+	// An adopted account whose grants were there already: up says so, and
+	// cleanup leaves every one of them, as they are not vllm-hpa's.
+	t.Run("adopted with its grants in place", func(t *testing.T) {
+		g := startGCP(t)
+		g.IAM.PutAccount("my-proj", "metrics-adapter-gsa", "Someone else's", "made by hand")
+		g.Projects.SetPolicy("my-proj", &iampb.Policy{Version: 3, Bindings: []*iampb.Binding{{Role: viewerRole, Members: []string{gsaMember, "user:ops@example.com"}}}})
+		setAccountPolicy(t, g, &iampb.Policy{Bindings: []*iampb.Binding{{Role: wiRole, Members: []string{ksaMember}}}})
+		project, account := g.Projects.Policy("my-proj"), g.IAM.AccountPolicy(gsaEmail)
+		out := gcpMustRun(t, g, inst, "identity", "--adopt-existing-gsa", "-o", "json")
+		if strings.Count(out, "already granted") != 2 {
+			t.Errorf("identity does not say both grants were in place:\n%s", out)
+		}
+		code, out, errOut := gcpRun(t, g, inst, "cleanup", "identity", "--adopt-existing-gsa", "--dry-run", "-o", "json")
+		if code != 0 || strings.Count(out, "found in place, not made by vllm-hpa") != 2 {
+			t.Errorf("cleanup --dry-run: exit %d, does not keep both grants:\n%s\n%s", code, out, errOut)
+		}
+		gcpMustRun(t, g, inst, "cleanup", "identity", "--adopt-existing-gsa")
+		if got := g.Projects.Policy("my-proj"); !proto.Equal(&iampb.Policy{Bindings: got.Bindings}, &iampb.Policy{Bindings: project.Bindings}) {
+			t.Errorf("cleanup changed the project's grants it found: %v, were %v", got.Bindings, project.Bindings)
+		}
+		if got := g.IAM.AccountPolicy(gsaEmail); !proto.Equal(&iampb.Policy{Bindings: got.Bindings}, &iampb.Policy{Bindings: account.Bindings}) {
+			t.Errorf("cleanup changed the account's grants it found: %v, were %v", got.Bindings, account.Bindings)
+		}
+		if a, _ := ksaAnnotation(t, inst); a != "" {
+			t.Errorf("the annotation stays: %q", a)
 		}
 	})
 }

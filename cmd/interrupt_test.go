@@ -22,8 +22,8 @@ func TestInterruptedUpResumes(t *testing.T) {
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	env := append(os.Environ(),
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
-		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace,
-		"VLLM_HPA_ENDPOINTS_IAM="+g.IAMEndpoint, "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER="+g.ResourceManagerEndpoint, "VLLM_HPA_ENDPOINTS_CONTAINER="+g.ContainerEndpoint, "VLLM_HPA_ENDPOINTS_SERVICE_USAGE="+g.ServiceUsageEndpoint)
+		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace)
+	env = append(env, g.EnvList()...)
 
 	c := cliCommand(env, "up", "-o", "json")
 	stderr, _ := c.StderrPipe()

@@ -26,7 +26,8 @@ import (
 const gkeToken = "ya29.test-access-token"
 
 // fakeGoogle is a token endpoint (for a service-account key's JWT flow) and
-// a container API that describes the test control plane as a GKE cluster.
+// a container API that describes the test control plane as a GKE cluster
+// (and a Service Usage API with every API enabled).
 type fakeGoogle struct {
 	tokens, clusterGets atomic.Int32
 	badAuth             atomic.Int32
@@ -47,6 +48,16 @@ func (f *fakeGoogle) serve(t *testing.T, cp *localcluster.ControlPlane) (tokenUR
 		if r.Header.Get("Authorization") != "Bearer "+gkeToken {
 			f.badAuth.Add(1)
 			http.Error(w, `{"error":{"code":401,"message":"unauthenticated"}}`, http.StatusUnauthorized)
+			return
+		}
+		if strings.HasSuffix(r.URL.Path, "/services:batchGet") {
+			// Service Usage: every API enabled.
+			var services []any
+			for _, n := range r.URL.Query()["names"] {
+				services = append(services, map[string]any{"name": n, "state": "ENABLED", "config": map[string]any{"name": n[strings.LastIndex(n, "/")+1:]}})
+			}
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]any{"services": services})
 			return
 		}
 		f.clusterGets.Add(1)
@@ -99,12 +110,13 @@ func TestConnectThroughContainerAPI(t *testing.T) {
 	tokenURL, containerURL := f.serve(t, cp)
 	adc := serviceAccountKey(t, tokenURL)
 	env := map[string]string{
-		"HF_TOKEN":                       "hf_testTOKEN",
-		"GOOGLE_APPLICATION_CREDENTIALS": adc,
-		"KUBECONFIG":                     filepath.Join(t.TempDir(), "none"), // no kubeconfig at all
-		"VLLM_HPA_ENDPOINTS_CONTAINER":   containerURL,
-		"VLLM_HPA_INSTANCE":              inst.name,
-		"VLLM_HPA_WORKLOAD_NAMESPACE":    inst.namespace,
+		"HF_TOKEN":                         "hf_testTOKEN",
+		"GOOGLE_APPLICATION_CREDENTIALS":   adc,
+		"KUBECONFIG":                       filepath.Join(t.TempDir(), "none"), // no kubeconfig at all
+		"VLLM_HPA_ENDPOINTS_CONTAINER":     containerURL,
+		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE": containerURL,
+		"VLLM_HPA_INSTANCE":                inst.name,
+		"VLLM_HPA_WORKLOAD_NAMESPACE":      inst.namespace,
 	}
 	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 	code, out, errOut := run(t, "", env, "deploy", "--project", "my-proj", "--cluster", "gpu-hpa", "--location", "us-central1", "--timeout", "60s")

@@ -40,6 +40,13 @@ func TestMain(m *testing.M) {
 	// A credentials file that does not exist ends the lookup of
 	// Application Default Credentials before it asks a metadata server.
 	os.Setenv("GOOGLE_APPLICATION_CREDENTIALS", filepath.Join(home, "no-credentials.json"))
+	// Any request for an address that is not loopback (a Google endpoint a
+	// test forgot to point at a fake) goes to a proxy that does not exist
+	// and fails at once; loopback is never proxied.
+	for _, k := range []string{"HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"} {
+		os.Setenv(k, "http://127.0.0.1:9")
+	}
+	os.Setenv("NO_PROXY", "127.0.0.1,localhost,::1")
 	code := m.Run()
 	stopTestbeds()
 	os.RemoveAll(home)

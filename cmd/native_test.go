@@ -290,7 +290,13 @@ func TestNativeMetricLimit(t *testing.T) {
 	if _, err := k.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { k.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}) })
+	t.Cleanup(func() {
+		// The AutoscalingMetrics go at once, not when the namespace
+		// controller gets to them: the next test on this control plane
+		// counts what is left.
+		k.Dynamic.Resource(nativemetrics.Resource).Namespace(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		k.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	})
 	for i := range 20 {
 		am := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": nativemetrics.GroupVersion, "kind": "AutoscalingMetric",

@@ -73,7 +73,7 @@ func (o *stackOptions) Validate() error {
 	}
 	if o.timeout > 0 {
 		t := &o.cfg.Timeouts
-		t.Deploy, t.Monitor, t.Adapter, t.HPA, t.Cleanup = o.timeout, o.timeout, o.timeout, o.timeout, o.timeout
+		t.Deploy, t.Monitor, t.Adapter, t.Identity, t.HPA, t.Cleanup = o.timeout, o.timeout, o.timeout, o.timeout, o.timeout, o.timeout
 	}
 	if err := o.applySkip(); err != nil {
 		return err
@@ -94,11 +94,13 @@ func (o *stackOptions) applies() bool {
 }
 
 // need is what the command connects to: the Google APIs when a step
-// needs them; optional at connection, because the backend (native needs
-// no IAM) is known only once the cluster is read: Run refuses before any
-// change when the steps need them after all.
+// needs them, or explains with them (the hpa step says why the adapter
+// serves no value from IAM and Cloud Monitoring); optional at
+// connection, because the backend (native needs no IAM) is known only
+// once the cluster is read: Run refuses before any change when the steps
+// need them after all.
 func (o *stackOptions) need() cmdutil.Need {
-	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs, GCPOptional: true}
+	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs || slices.Contains(o.steps, hpa.Name), GCPOptional: true}
 }
 
 // Run applies (or, for cleanup, deletes) the steps in order.

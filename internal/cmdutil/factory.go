@@ -131,7 +131,7 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 	}
 	if need.IAM || cfg.Cluster != "" {
 		e := cfg.Endpoints
-		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage}, need.IAM)
+		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage, Monitoring: e.Monitoring}, need.IAM)
 		switch {
 		case err != nil && need.GCPOptional && !viaGKE:
 			deps.GCPError = err

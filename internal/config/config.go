@@ -72,6 +72,10 @@ type Workload struct {
 	Accelerator      string `key:"accelerator"`
 	GPUDriverVersion string `key:"gpu-driver-version"`
 	Spot             bool   `key:"spot"`
+	// ComputeClass, when set, is the GKE ComputeClass the pods select
+	// (nodeSelector cloud.google.com/compute-class): the class then says
+	// which GPU, driver and Spot, in place of the accelerator selectors.
+	ComputeClass string `key:"compute-class"`
 }
 
 // HFToken says where the Hugging Face token goes. The token itself is never a
@@ -161,8 +165,12 @@ type Timeouts struct {
 	Deploy  time.Duration `key:"deploy"`
 	Monitor time.Duration `key:"monitor"`
 	Adapter time.Duration `key:"adapter"`
-	HPA     time.Duration `key:"hpa"`
-	Cleanup time.Duration `key:"cleanup"`
+	// Identity bounds the wait, once the grants are made, for the adapter
+	// to read Cloud Monitoring (IAM applies them in about 2 minutes,
+	// sometimes 7 or more).
+	Identity time.Duration `key:"identity"`
+	HPA      time.Duration `key:"hpa"`
+	Cleanup  time.Duration `key:"cleanup"`
 }
 
 // Kube says how to reach the Kubernetes API server.
@@ -179,6 +187,7 @@ type Endpoints struct {
 	ResourceManager string `key:"resource-manager"`
 	Container       string `key:"container"`
 	ServiceUsage    string `key:"service-usage"`
+	Monitoring      string `key:"monitoring"`
 }
 
 // Metrics the HPA can scale on (hpa.metric), each a vLLM gauge.
@@ -272,6 +281,10 @@ func Default() Config {
 			Deploy:  15 * time.Minute, // a GPU node may have to be provisioned
 			Monitor: 2 * time.Minute,
 			Adapter: 5 * time.Minute,
+			// IAM applies new grants in about 2 minutes, sometimes 7
+			// or more, and a pod that crashed before waits out its
+			// back-off.
+			Identity: 10 * time.Minute,
 			// IAM changes take about 2 minutes (sometimes 7 or more), and a
 			// new metric up to 10 minutes to appear in Cloud Monitoring.
 			HPA:     15 * time.Minute,

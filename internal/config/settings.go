@@ -73,6 +73,7 @@ var Settings = []Setting{
 	{"workload.accelerator", "accelerator", "GKE accelerator (nodeSelector cloud.google.com/gke-accelerator), e.g. nvidia-l4", []string{"deploy"}},
 	{"workload.gpu-driver-version", "", "nodeSelector cloud.google.com/gke-gpu-driver-version (latest or default)", nil},
 	{"workload.spot", "", "tolerate Spot nodes (cloud.google.com/gke-spot=true:NoSchedule)", nil},
+	{"workload.compute-class", "compute-class", "GKE ComputeClass the vLLM pods select (nodeSelector cloud.google.com/compute-class), in place of the accelerator selectors; up chooses the cluster's one class with a GPU rule for workload.accelerator when that is the only way to GPU nodes", []string{"deploy"}},
 
 	{"hf-token.file", "hf-token-file", "file holding the Hugging Face token (else the HF_TOKEN environment variable); never a flag value", []string{"deploy"}},
 	{"hf-token.secret-name", "", "name of the Secret that holds the Hugging Face token", nil},
@@ -118,6 +119,7 @@ var Settings = []Setting{
 	{"timeouts.deploy", "", "how long deploy waits for the vLLM Deployment", nil},
 	{"timeouts.monitor", "", "how long monitor waits for the PodMonitoring", nil},
 	{"timeouts.adapter", "", "how long adapter waits for the adapter and its APIServices", nil},
+	{"timeouts.identity", "", "how long identity waits, once the grants are made, for the adapter to read Cloud Monitoring", nil},
 	{"timeouts.hpa", "", "how long hpa waits for the HPA to find its metric", nil},
 	{"timeouts.cleanup", "", "how long cleanup waits for deletions", nil},
 
@@ -129,6 +131,7 @@ var Settings = []Setting{
 	{"endpoints.resource-manager", "", "Resource Manager API endpoint override", nil},
 	{"endpoints.container", "", "container (GKE) API endpoint override", nil},
 	{"endpoints.service-usage", "", "Service Usage API endpoint override", nil},
+	{"endpoints.monitoring", "", "Cloud Monitoring API endpoint override", nil},
 }
 
 // SettingByKey returns the setting for key.

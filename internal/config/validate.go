@@ -186,6 +186,9 @@ func (c *Config) validate(needProject bool) error {
 		add("workload.accelerator", w.Accelerator, "a GKE GPU accelerator type such as nvidia-l4, nvidia-tesla-t4 or nvidia-h100-80gb")
 	}
 	oneOf("workload.gpu-driver-version", w.GPUDriverVersion, "latest", "default")
+	if w.ComputeClass != "" {
+		k8s("workload.compute-class", w.ComputeClass, validation.IsDNS1123Subdomain, "a ComputeClass name: lowercase letters, digits, '-' and '.'")
+	}
 
 	dnsSubdomain("hf-token.secret-name", c.HFToken.SecretName)
 	k8s("hf-token.secret-key", c.HFToken.SecretKey, validation.IsConfigMapKey, "a Secret key: letters, digits, '-', '_' or '.'")
@@ -278,6 +281,7 @@ func (c *Config) validate(needProject bool) error {
 	positive("timeouts.deploy", c.Timeouts.Deploy)
 	positive("timeouts.monitor", c.Timeouts.Monitor)
 	positive("timeouts.adapter", c.Timeouts.Adapter)
+	positive("timeouts.identity", c.Timeouts.Identity)
 	positive("timeouts.hpa", c.Timeouts.HPA)
 	positive("timeouts.cleanup", c.Timeouts.Cleanup)
 
@@ -286,6 +290,7 @@ func (c *Config) validate(needProject bool) error {
 		{"endpoints.resource-manager", c.Endpoints.ResourceManager},
 		{"endpoints.container", c.Endpoints.Container},
 		{"endpoints.service-usage", c.Endpoints.ServiceUsage},
+		{"endpoints.monitoring", c.Endpoints.Monitoring},
 	} {
 		if ep.value != "" && strings.ContainsAny(ep.value, " \t") {
 			add(ep.key, ep.value, "host:port or a URL, without spaces")

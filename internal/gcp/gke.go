@@ -143,7 +143,11 @@ func GetCluster(ctx context.Context, endpoint string, ts oauth2.TokenSource, pro
 		return nil, err
 	}
 	name := ClusterName(project, location, cluster)
-	c, err := svc.Projects.Locations.Clusters.Get(name).Context(ctx).Do()
+	var c *container.Cluster
+	_, err = Retry(ctx, DefaultBackoff, func(ctx context.Context) (err error) {
+		c, err = svc.Projects.Locations.Clusters.Get(name).Context(ctx).Do()
+		return err
+	})
 	if err != nil {
 		return nil, Classify(err, "get cluster "+name)
 	}

@@ -78,16 +78,23 @@ type RMWStats struct {
 	Reads, Writes, Retries int
 }
 
-// Backoff is the retry schedule of a read-modify-write cycle refused for a
-// stale etag (or a transient error): exponential with full jitter.
+// Backoff is the retry schedule of a call Google refused for a reason
+// that may pass (Retryable): exponential with full jitter, never sooner
+// than the RetryInfo delay Google asks for, and within a budget of
+// attempts and of time.
 type Backoff struct {
 	Initial, Max time.Duration
 	Attempts     int
+	// Budget bounds the time spent waiting between attempts (0: no
+	// bound but Attempts).
+	Budget time.Duration
 }
 
-// DefaultBackoff retries for about a minute at most: on a busy shared
-// policy most cycles can lose the race, and each retry is cheap.
-var DefaultBackoff = Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Attempts: 100}
+// DefaultBackoff retries for about a minute at most on quick refusals (on
+// a busy shared policy most cycles can lose the race, and each retry is
+// cheap), and waits two minutes at most in all, whatever delay Google
+// asks for.
+var DefaultBackoff = Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Attempts: 100, Budget: 2 * time.Minute}
 
 func (b Backoff) delay(attempt int) time.Duration {
 	d := b.Initial << attempt
@@ -97,13 +104,59 @@ func (b Backoff) delay(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(d)) + 1)
 }
 
-// retryable: a stale etag (ABORTED; 409 over REST) or a transient failure.
-func retryable(err error) bool {
-	switch status.Code(err) {
-	case codes.Aborted, codes.Unavailable, codes.DeadlineExceeded:
-		return true
+// retrier counts one call's attempts and the time it waited.
+type retrier struct {
+	b      Backoff
+	waited time.Duration
+}
+
+// again waits before attempt+1 of a call that failed with err, and
+// reports whether to make it: err must be Retryable, and the attempts and
+// the budget not spent. A stale etag is routine; anything else Google
+// refused is said through ctx's notice.
+func (r *retrier) again(ctx context.Context, attempt int, err error) (bool, error) {
+	if !Retryable(err) || attempt+1 >= r.b.Attempts {
+		return false, nil
 	}
-	return false
+	d := r.b.delay(attempt)
+	det, _ := DetailsOf(err)
+	if det.RetryDelay > d {
+		d = det.RetryDelay
+	}
+	if r.b.Budget > 0 && r.waited+d > r.b.Budget {
+		return false, nil
+	}
+	r.waited += d
+	if det.Code != codes.Aborted {
+		why := det.Code.String()
+		if det.Reason != "" {
+			why += " " + det.Reason
+		}
+		if m := det.Metadata["quota_metric"]; m != "" {
+			why += " (" + m + ")"
+		}
+		say(ctx, fmt.Sprintf("Google answered %s: retrying in %s (attempt %d)", why, d.Round(10*time.Millisecond), attempt+2))
+	}
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(d):
+	}
+	return true, nil
+}
+
+type noticeKey struct{}
+
+// WithNotice makes the Google calls made with ctx say, through notice, why
+// they wait before a retry (a quota, a busy service).
+func WithNotice(ctx context.Context, notice func(string)) context.Context {
+	return context.WithValue(ctx, noticeKey{}, notice)
+}
+
+func say(ctx context.Context, msg string) {
+	if n, ok := ctx.Value(noticeKey{}).(func(string)); ok && n != nil {
+		n(msg)
+	}
 }
 
 // SetMember makes member hold role (present) or not (absent) in p's
@@ -131,13 +184,20 @@ func RemoveMembers(ctx context.Context, p Policy, role string, match func(member
 // when it did not); a write refused for a stale etag starts again from the
 // read.
 func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Backoff) (changed bool, stats RMWStats, err error) {
+	r := retrier{b: b}
 	for attempt := 0; ; attempt++ {
 		var pol *iampb.Policy
 		pol, err = p.Get(ctx)
 		stats.Reads++
 		if err == nil {
+			before, _ := policySize(pol)
 			if !modify(pol) {
 				return false, stats, nil
+			}
+			// A change that adds a member is checked against Google's
+			// limits before the write (one that removes never is).
+			if n, g := policySize(pol); n > before && (n > MaxPolicyPrincipals || g > MaxPolicyGroups) {
+				return false, stats, &PolicyFullError{Resource: p.Resource(), Principals: n, Groups: g}
 			}
 			// Version 3 is required once any binding has a condition and
 			// harmless otherwise; the etag read above guards the write.
@@ -148,15 +208,14 @@ func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Ba
 				return true, stats, nil
 			}
 		}
-		if !retryable(err) || attempt+1 >= b.Attempts {
+		retry, werr := r.again(ctx, attempt, err)
+		if werr != nil {
+			return false, stats, werr
+		}
+		if !retry {
 			return false, stats, err
 		}
 		stats.Retries++
-		select {
-		case <-ctx.Done():
-			return false, stats, ctx.Err()
-		case <-time.After(b.delay(attempt)):
-		}
 	}
 }
 
@@ -225,19 +284,22 @@ func (s RMWStats) String() string {
 	return plural(s.Writes, "write") + ", " + plural(s.Retries, "retry")
 }
 
-// Retry runs call until it succeeds or fails for good: UNAVAILABLE,
-// ABORTED and DEADLINE_EXCEEDED are retried with b's backoff. It returns
-// how many retries it took.
+// Retry runs call until it succeeds or fails for good: what Retryable
+// accepts is retried with b's backoff, for as long as Google asks. It
+// returns how many retries it took.
 func Retry(ctx context.Context, b Backoff, call func(context.Context) error) (int, error) {
+	r := retrier{b: b}
 	for attempt := 0; ; attempt++ {
 		err := call(ctx)
-		if err == nil || !retryable(err) || attempt+1 >= b.Attempts {
-			return attempt, err
+		if err == nil {
+			return attempt, nil
 		}
-		select {
-		case <-ctx.Done():
-			return attempt, ctx.Err()
-		case <-time.After(b.delay(attempt)):
+		retry, werr := r.again(ctx, attempt, err)
+		if werr != nil {
+			return attempt, werr
+		}
+		if !retry {
+			return attempt, err
 		}
 	}
 }
@@ -249,25 +311,59 @@ func Retry(ctx context.Context, b Backoff, call func(context.Context) error) (in
 var NewResourceWindow = 90 * time.Second
 
 // MemberNotYetVisible reports whether err is how IAM refuses a policy that
-// names a service account it does not see yet: INVALID_ARGUMENT "Service
-// account ... does not exist". Only that is retried for a policy the new
-// account is merely a member of (the project's): a PERMISSION_DENIED there
-// is the caller's own and waiting will not cure it.
+// names, as the one member the write adds, a service account it does not
+// see yet: INVALID_ARGUMENT (its message says the account "does not
+// exist"; Google attaches no ErrorInfo, so the code and the member the
+// caller added decide, not the text). The policy's size is checked before
+// any write (see PolicyFullError), so it is not why. A PERMISSION_DENIED
+// there is the caller's own and waiting will not cure it.
 func MemberNotYetVisible(err error) bool {
-	msg := strings.ToLower(status.Convert(err).Message())
-	return status.Code(err) == codes.InvalidArgument &&
-		strings.Contains(msg, "service account") && strings.Contains(msg, "does not exist")
+	d, ok := DetailsOf(err)
+	return ok && d.Code == codes.InvalidArgument
 }
 
 // AccountNotYetVisible reports whether err is how IAM answers about a new
-// service account itself (a read of it or of its own policy) before it
-// sees it: NOT_FOUND or PERMISSION_DENIED, or a policy naming it refused.
+// service account itself (a read or write of it or of its own policy)
+// before it sees it: NOT_FOUND or PERMISSION_DENIED.
 func AccountNotYetVisible(err error) bool {
-	switch status.Code(err) {
-	case codes.NotFound, codes.PermissionDenied:
-		return true
+	d, ok := DetailsOf(err)
+	return ok && (d.Code == codes.NotFound || d.Code == codes.PermissionDenied)
+}
+
+// Google's limits on one IAM policy: every occurrence of a principal in
+// its bindings counts (the same member in two roles counts twice), Google
+// groups also on their own.
+const (
+	MaxPolicyPrincipals = 1500
+	MaxPolicyGroups     = 250
+)
+
+// PolicyFullError is a change that would take a policy past Google's
+// limits: refused before it is written.
+type PolicyFullError struct {
+	Resource           string
+	Principals, Groups int
+}
+
+func (e *PolicyFullError) Error() string {
+	return fmt.Sprintf("the IAM policy of %s is full: it would hold %d principals (Google allows %d, each occurrence counted) and %d groups (Google allows %d); remove members that are no longer used, or grant to groups, then re-run",
+		e.Resource, e.Principals, MaxPolicyPrincipals, e.Groups, MaxPolicyGroups)
+}
+
+// ExitCode: a full policy is the project's state, not the caller's input.
+func (e *PolicyFullError) ExitCode() int { return exitcode.Precondition }
+
+// policySize counts a policy's principals as Google does.
+func policySize(pol *iampb.Policy) (principals, groups int) {
+	for _, b := range pol.Bindings {
+		for _, m := range b.Members {
+			principals++
+			if strings.HasPrefix(m, "group:") {
+				groups++
+			}
+		}
 	}
-	return MemberNotYetVisible(err)
+	return principals, groups
 }
 
 // WhileNew runs call until it succeeds, fails otherwise than notYetVisible

@@ -2,6 +2,8 @@ package gcp_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
 )
@@ -104,5 +107,44 @@ func TestSetMemberRetriesTransientAndStale(t *testing.T) {
 	_, stats, err = gcp.SetMember(context.Background(), gcp.ProjectPolicy(projectsClient(t, g), "p-1"), "roles/monitoring.viewer", "user:d@example.com", true, gcp.DefaultBackoff)
 	if status.Code(err) != codes.PermissionDenied || stats.Retries != 0 {
 		t.Errorf("denied: err=%v stats=%+v", err, stats)
+	}
+}
+
+// Google counts every occurrence of a principal toward a policy's 1,500
+// (and groups toward 250): a write that would pass either is refused
+// before it is made (exit 5), and a removal from a full policy still
+// goes through.
+func TestPolicyFullRefusedBeforeWrite(t *testing.T) {
+	g, err := gcpfake.Start(gcpfake.Project{ID: "p-1", Number: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	var members []string
+	for i := 0; i < 750; i++ {
+		members = append(members, fmt.Sprintf("user:u%d@example.com", i))
+	}
+	// 750 members in two roles: 1,500 principals as Google counts them.
+	g.Projects.SetPolicy("p-1", &iampb.Policy{Version: 3, Bindings: []*iampb.Binding{
+		{Role: "roles/viewer", Members: members}, {Role: "roles/browser", Members: members},
+	}})
+	p := gcp.ProjectPolicy(projectsClient(t, g), "p-1")
+	writes := g.Projects.Counters.Mutations.Load()
+	_, _, err = gcp.SetMember(context.Background(), p, "roles/monitoring.viewer", "user:u1@example.com", true, gcp.DefaultBackoff)
+	var full *gcp.PolicyFullError
+	if !errors.As(err, &full) || full.Principals != 1501 || exitcode.Of(err) != exitcode.Precondition {
+		t.Fatalf("err %v (exit %d), want the policy full at 1501", err, exitcode.Of(err))
+	}
+	if g.Projects.Counters.Mutations.Load() != writes {
+		t.Error("the refused change was written")
+	}
+	if _, _, err := gcp.SetMember(context.Background(), p, "roles/viewer", "user:u1@example.com", false, gcp.DefaultBackoff); err != nil {
+		t.Errorf("removal from a full policy: %v", err)
+	}
+	// The fake refuses as Google does: every occurrence counted.
+	pol := g.Projects.Policy("p-1")
+	pol.Bindings = append(pol.Bindings, &iampb.Binding{Role: "roles/editor", Members: []string{"user:a@example.com", "user:b@example.com"}})
+	if _, err := g.Projects.SetIamPolicy(context.Background(), &iampb.SetIamPolicyRequest{Resource: "projects/p-1", Policy: pol}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("the fake took 1,501 principals: %v", err)
 	}
 }

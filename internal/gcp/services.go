@@ -3,48 +3,73 @@ package gcp
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"cloud.google.com/go/resourcemanager/apiv3/resourcemanagerpb"
-
 	"google.golang.org/api/serviceusage/v1"
+)
 
-	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+// The Google APIs vllm-hpa calls, or that the stack needs enabled.
+const (
+	ServiceIAM             = "iam.googleapis.com"
+	ServiceResourceManager = "cloudresourcemanager.googleapis.com"
+	ServiceContainer       = "container.googleapis.com"
+	ServiceServiceUsage    = "serviceusage.googleapis.com"
+	// ServiceMonitoring is the API the adapter reads every metric through
+	// (and vllm-hpa reads the samples behind them).
+	ServiceMonitoring = "monitoring.googleapis.com"
 )
 
 // MonitoringAPI is the service the adapter reads metrics from.
-const MonitoringAPI = "monitoring.googleapis.com"
+const MonitoringAPI = ServiceMonitoring
 
-// ServiceEnabled reads, through the Service Usage API, whether service is
-// enabled on project.
-func (c *Clients) ServiceEnabled(ctx context.Context, project, service string) (bool, error) {
+// maxBatchGet is how many services one Service Usage batchGet may name.
+const maxBatchGet = 30
+
+// DisabledServices reads, with one Service Usage batchGet, which of
+// services are not enabled on project. When Service Usage itself is not
+// enabled, it is the one service returned, and the others are not known
+// (unknown is true).
+func (c *Clients) DisabledServices(ctx context.Context, project string, services []string) (disabled []string, unknown bool, err error) {
 	svc, err := serviceusage.NewService(ctx, restOptions(c.opts.ServiceUsageEndpoint, c.ts)...)
 	if err != nil {
-		return false, err
+		return nil, false, err
 	}
-	name := "projects/" + project + "/services/" + service
-	var s *serviceusage.GoogleApiServiceusageV1Service
-	_, err = Retry(ctx, DefaultBackoff, func(ctx context.Context) (err error) {
-		s, err = svc.Services.Get(name).Context(ctx).Do()
-		return err
-	})
-	if err != nil {
-		return false, Classify(err, "read whether "+service+" is enabled on project "+project)
+	parent := "projects/" + project
+	for batch := range slices.Chunk(services, maxBatchGet) {
+		names := make([]string, len(batch))
+		for i, s := range batch {
+			names[i] = parent + "/services/" + s
+		}
+		var resp *serviceusage.BatchGetServicesResponse
+		_, err = Retry(ctx, DefaultBackoff, func(ctx context.Context) (err error) {
+			resp, err = svc.Services.BatchGet(parent).Names(names...).Context(ctx).Do()
+			return err
+		})
+		if d, ok := DetailsOf(err); ok && d.Reason == ReasonServiceDisabled && d.Metadata["service"] == ServiceServiceUsage {
+			return []string{ServiceServiceUsage}, true, nil
+		}
+		if err != nil {
+			return nil, false, Classify(err, "read which APIs are enabled on project "+project)
+		}
+		for _, s := range resp.Services {
+			if s.State != "ENABLED" {
+				name := s.Name[strings.LastIndex(s.Name, "/")+1:]
+				if s.Config != nil && s.Config.Name != "" {
+					name = s.Config.Name
+				}
+				disabled = append(disabled, name)
+			}
+		}
 	}
-	return s.State == "ENABLED", nil
+	slices.Sort(disabled)
+	return disabled, false, nil
 }
 
-// CheckMonitoringAPI fails (exit 5, with the gcloud fix) unless the Cloud
-// Monitoring API is enabled on project: the adapter reads every metric
-// through it.
-func (c *Clients) CheckMonitoringAPI(ctx context.Context, project string) error {
-	ok, err := c.ServiceEnabled(ctx, project, MonitoringAPI)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		return exitcode.With(exitcode.Precondition, fmt.Errorf("the Cloud Monitoring API (%s) is not enabled on project %s, so the adapter cannot read the metric; enable it with: gcloud services enable %s --project %s", MonitoringAPI, project, MonitoringAPI, project))
-	}
-	return nil
+// EnableCommand is the one gcloud line that enables services on project.
+func EnableCommand(project string, services []string) string {
+	return fmt.Sprintf("gcloud services enable %s --project %s", strings.Join(services, " "), project)
 }
 
 // Project reads project through Resource Manager. Google answers

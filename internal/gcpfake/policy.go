@@ -13,10 +13,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -25,10 +25,57 @@ import (
 type policyStore struct {
 	mu       sync.Mutex
 	policies map[string]*iampb.Policy
-	serial   atomic.Int64
+	// granted is when each unconditional grant (role, member) of each
+	// policy was written, for IAM's propagation delay; a grant set up by a
+	// test (SetPolicy) is as old as can be.
+	granted map[string]map[grant]time.Time
+	serial  atomic.Int64
 }
 
-func newPolicyStore() *policyStore { return &policyStore{policies: map[string]*iampb.Policy{}} }
+// grant is one member of one role's unconditional binding.
+type grant struct{ role, member string }
+
+func newPolicyStore() *policyStore {
+	return &policyStore{policies: map[string]*iampb.Policy{}, granted: map[string]map[grant]time.Time{}}
+}
+
+// grants are p's unconditional grants.
+func grants(p *iampb.Policy) map[grant]bool {
+	out := map[grant]bool{}
+	for _, b := range p.Bindings {
+		if b.Condition != nil {
+			continue
+		}
+		for _, m := range b.Members {
+			out[grant{b.Role, m}] = true
+		}
+	}
+	return out
+}
+
+// stamp records when each grant of the policy now held for resource was
+// written: a grant kept keeps its time, a new one gets at. (s.mu held)
+func (s *policyStore) stamp(resource string, p *iampb.Policy, at time.Time) {
+	old := s.granted[resource]
+	next := map[grant]time.Time{}
+	for g := range grants(p) {
+		if t, ok := old[g]; ok {
+			next[g] = t
+		} else {
+			next[g] = at
+		}
+	}
+	s.granted[resource] = next
+}
+
+// GrantedAt is when member was granted role (unconditionally) on
+// resource, and whether it holds it.
+func (s *policyStore) GrantedAt(resource, role, member string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.granted[resource][grant{role, member}]
+	return t, ok
+}
 
 func (s *policyStore) etag() []byte { return []byte(fmt.Sprintf("etag-%d", s.serial.Add(1))) }
 
@@ -64,14 +111,14 @@ func (s *policyStore) set(resource string, p *iampb.Policy) (*iampb.Policy, erro
 	defer s.mu.Unlock()
 	cur, ok := s.policies[resource]
 	if ok && len(p.Etag) > 0 && string(p.Etag) != string(cur.Etag) {
-		return nil, status.Error(codes.Aborted, "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff.")
+		return nil, Plain(codes.Aborted, "There were concurrent policy changes. Please retry the whole read-modify-write with exponential backoff.").GRPC()
 	}
 	for _, b := range p.Bindings {
 		if strings.Contains(b.Role, "_withcond_") {
-			return nil, status.Errorf(codes.InvalidArgument, "role %s is a version 1 rendering of a conditional binding: read the policy at version 3", b.Role)
+			return nil, Plain(codes.InvalidArgument, "role %s is a version 1 rendering of a conditional binding: read the policy at version 3", b.Role).GRPC()
 		}
 		if b.Condition != nil && p.Version < 3 {
-			return nil, status.Error(codes.InvalidArgument, "a policy with conditional bindings must be version 3")
+			return nil, Plain(codes.InvalidArgument, "a policy with conditional bindings must be version 3").GRPC()
 		}
 	}
 	next := proto.Clone(p).(*iampb.Policy)
@@ -85,6 +132,7 @@ func (s *policyStore) set(resource string, p *iampb.Policy) (*iampb.Policy, erro
 	next.Bindings = kept
 	next.Etag = s.etag()
 	s.policies[resource] = next
+	s.stamp(resource, next, time.Now())
 	return proto.Clone(next).(*iampb.Policy), nil
 }
 
@@ -98,6 +146,7 @@ func (s *policyStore) SetPolicy(resource string, p *iampb.Policy) {
 	next := proto.Clone(p).(*iampb.Policy)
 	next.Etag = s.etag()
 	s.policies[resource] = next
+	s.stamp(resource, next, time.Time{})
 }
 
 func hasConditions(p *iampb.Policy) bool {
@@ -159,6 +208,7 @@ func (s *policyStore) rename(from, to string) {
 		if changed {
 			p.Etag = s.etag()
 			s.policies[res] = p
+			s.stamp(res, p, time.Now())
 		}
 	}
 }
@@ -168,4 +218,5 @@ func (s *policyStore) delete(resource string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.policies, resource)
+	delete(s.granted, resource)
 }

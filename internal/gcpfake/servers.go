@@ -8,12 +8,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"cloud.google.com/go/iam/admin/apiv1/adminpb"
 	"cloud.google.com/go/iam/apiv1/iampb"
+	"cloud.google.com/go/monitoring/apiv3/v2/monitoringpb"
 	"cloud.google.com/go/resourcemanager/apiv3/resourcemanagerpb"
 	container "google.golang.org/api/container/v1"
 	"google.golang.org/grpc"
@@ -39,22 +41,34 @@ type Behaviour struct {
 	// refused INVALID_ARGUMENT "Service account ... does not exist" (Google:
 	// up to about 60 s). 0 turns it off.
 	NewAccountWindow time.Duration
-	// MaxPrincipals a policy may hold (Google: 1,500).
+	// MaxPrincipals a policy may hold, every occurrence of a member
+	// counted (Google: 1,500, of which 250 Google groups).
 	MaxPrincipals int
+	// IAMPropagation: a grant takes effect for the workloads that rely on
+	// it (Authenticate, Allowed) this long after it is written (Google:
+	// typically 2 minutes, sometimes 7 or more). 0: at once.
+	IAMPropagation time.Duration
+	// IngestionDelay: a sample written to Cloud Monitoring is queryable
+	// this long after it was written.
+	IngestionDelay time.Duration
 }
 
-// DefaultBehaviour is what Start uses.
-var DefaultBehaviour = Behaviour{NewAccountWindow: 2 * time.Second, MaxPrincipals: 1500}
+// maxGroups is how many Google groups a policy may hold.
+const maxGroups = 250
+
+// DefaultBehaviour is what Start uses: every documented delay on.
+var DefaultBehaviour = Behaviour{NewAccountWindow: 2 * time.Second, MaxPrincipals: 1500, IAMPropagation: 2 * time.Minute, IngestionDelay: 40 * time.Second}
 
 // GCP is every fake, sharing one view of projects, accounts and policies.
 type GCP struct {
-	IAM      *IAM
-	Projects *Projects
-	GKE      *Container
-	Services *ServiceUsage
+	IAM        *IAM
+	Projects   *Projects
+	GKE        *Container
+	Services   *ServiceUsage
+	Monitoring *Monitoring
 
 	// Endpoints for vllm-hpa's endpoints.* settings.
-	IAMEndpoint, ResourceManagerEndpoint, ContainerEndpoint, ServiceUsageEndpoint string
+	IAMEndpoint, ResourceManagerEndpoint, ContainerEndpoint, ServiceUsageEndpoint, MonitoringEndpoint string
 
 	grpcServer *grpc.Server
 	httpServer *httptest.Server
@@ -62,16 +76,31 @@ type GCP struct {
 	mu        sync.Mutex
 	behaviour Behaviour
 	pools     map[string]bool // projects with a Workload Identity pool
+	disabled  map[string]bool // PROJECT/SERVICE: services not enabled
+	org       OrgPolicy
+	perimeter map[string]bool // services behind a VPC-SC perimeter the caller is outside of
+	throttled int             // calls still to answer RESOURCE_EXHAUSTED
+	throttle  time.Duration   // the RetryInfo delay they ask for
+}
+
+// OrgPolicy are the organization policy constraints the fakes enforce.
+type OrgPolicy struct {
+	// DisableServiceAccountCreation: iam.disableServiceAccountCreation.
+	DisableServiceAccountCreation bool
+	// AllowedMember, if set, is iam.allowedPolicyMemberDomains: a policy
+	// naming a member it refuses is refused.
+	AllowedMember func(member string) bool
 }
 
 // Start serves the fakes on loopback for the given projects, with
 // DefaultBehaviour.
 func Start(projects ...Project) (*GCP, error) {
-	g := &GCP{behaviour: DefaultBehaviour, pools: map[string]bool{}}
+	g := &GCP{behaviour: DefaultBehaviour, pools: map[string]bool{}, disabled: map[string]bool{}, perimeter: map[string]bool{}}
 	g.IAM = &IAM{g: g, accounts: map[string]*account{}, policies: newPolicyStore(), projects: map[string]bool{}}
 	g.Projects = &Projects{g: g, projects: map[string]Project{}, policies: newPolicyStore()}
 	g.GKE = &Container{g: g, clusters: map[string]*container.Cluster{}}
-	g.Services = &ServiceUsage{g: g, disabled: map[string]bool{}}
+	g.Services = &ServiceUsage{g: g}
+	g.Monitoring = newMonitoring(g)
 	for _, p := range projects {
 		g.AddProject(p)
 	}
@@ -82,15 +111,18 @@ func Start(projects ...Project) (*GCP, error) {
 	g.grpcServer = grpc.NewServer()
 	adminpb.RegisterIAMServer(g.grpcServer, g.IAM)
 	resourcemanagerpb.RegisterProjectsServer(g.grpcServer, g.Projects)
+	monitoringpb.RegisterMetricServiceServer(g.grpcServer, g.Monitoring)
 	go g.grpcServer.Serve(l)
 	// "http://" tells vllm-hpa to dial plaintext without credentials.
 	g.IAMEndpoint = "http://" + l.Addr().String()
 	g.ResourceManagerEndpoint = g.IAMEndpoint
+	g.MonitoringEndpoint = g.IAMEndpoint
 	mux := http.NewServeMux()
 	mux.Handle("/v1/projects/{project}/locations/{location}/clusters/{cluster}", g.GKE)
-	mux.Handle("/v1/projects/{project}/services/{service}", g.Services)
+	mux.HandleFunc("/v1/projects/{project}/services/{service}", g.Services.get)
+	mux.HandleFunc("/v1/projects/{project}/services:batchGet", g.Services.batchGet)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "the fake does not serve "+r.URL.Path)
+		Plain(codes.NotFound, "the fake does not serve %s", r.URL.Path).WriteREST(w)
 	})
 	g.httpServer = httptest.NewServer(mux)
 	g.ContainerEndpoint = g.httpServer.URL + "/"
@@ -105,7 +137,91 @@ func (g *GCP) Env() map[string]string {
 		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": g.ResourceManagerEndpoint,
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
 		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
+		"VLLM_HPA_ENDPOINTS_MONITORING":       g.MonitoringEndpoint,
 	}
+}
+
+// EnvList is Env as KEY=VALUE entries, for a process's environment.
+func (g *GCP) EnvList() []string {
+	var out []string
+	for k, v := range g.Env() {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SetOrgPolicy sets the organization policy constraints in force.
+func (g *GCP) SetOrgPolicy(p OrgPolicy) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.org = p
+}
+
+func (g *GCP) orgPolicy() OrgPolicy {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.org
+}
+
+// SetPerimeter puts service (e.g. iam.googleapis.com) behind a VPC Service
+// Controls perimeter the caller is outside of (blocked), or not.
+func (g *GCP) SetPerimeter(service string, blocked bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.perimeter[service] = blocked
+}
+
+// Throttle makes the next calls (of any API) answer RESOURCE_EXHAUSTED
+// RATE_LIMIT_EXCEEDED, asking for retry (0: no RetryInfo).
+func (g *GCP) Throttle(calls int, retry time.Duration) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.throttled, g.throttle = calls, retry
+}
+
+// SetEnabled enables or disables service (e.g. monitoring.googleapis.com)
+// on project: every fake refuses calls to a disabled API as Google does.
+func (g *GCP) SetEnabled(project, service string, enabled bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.disabled[project+"/"+service] = !enabled
+}
+
+// Enabled reports whether service is enabled on project (id or number).
+func (g *GCP) Enabled(project, service string) bool {
+	if p, ok := g.Projects.byIDOrNumber(project); ok {
+		project = p.ID
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return !g.disabled[project+"/"+service]
+}
+
+// gate is what Google answers before it looks at a call to service for
+// project at all: a VPC Service Controls perimeter, the API not enabled, a
+// rate limit. nil lets the call through.
+func (g *GCP) gate(service, project string) *GoogleError {
+	p, known := g.Projects.byIDOrNumber(project)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	switch {
+	case g.perimeter[service]:
+		return PerimeterViolation(service, "vpcsc-"+strings.ReplaceAll(service, ".", "-")+"-violation", p.Number)
+	case known && g.disabled[p.ID+"/"+service]:
+		return ServiceDisabled(service, p.Number)
+	case g.throttled > 0:
+		g.throttled--
+		return RateLimited(service, p.Number, g.throttle)
+	}
+	return nil
+}
+
+// projectOf is the project of a resource name projects/P/...
+func projectOf(name string) string {
+	rest, _ := strings.CutPrefix(name, "projects/")
+	p, _, _ := strings.Cut(rest, "/")
+	return p
 }
 
 // SetBehaviour changes how harsh the fakes are.
@@ -173,19 +289,33 @@ var (
 // Workload Identity member of a project without a pool.
 func (g *GCP) validate(p *iampb.Policy) error {
 	b := g.current()
+	// Google counts every occurrence of a principal, and groups on their
+	// own as well.
 	members := map[string]bool{}
+	occurrences, groups := 0, 0
 	for _, bnd := range p.Bindings {
 		for _, m := range bnd.Members {
 			members[m] = true
+			occurrences++
+			if strings.HasPrefix(m, "group:") {
+				groups++
+			}
 		}
 	}
-	if b.MaxPrincipals > 0 && len(members) > b.MaxPrincipals {
-		return status.Errorf(codes.InvalidArgument, "The number of members in the policy (%d) is larger than the maximum allowed size %d.", len(members), b.MaxPrincipals)
+	if b.MaxPrincipals > 0 && occurrences > b.MaxPrincipals {
+		return Plain(codes.InvalidArgument, "The number of members in the policy (%d) is larger than the maximum allowed size %d.", occurrences, b.MaxPrincipals).GRPC()
 	}
+	if groups > maxGroups {
+		return Plain(codes.InvalidArgument, "The number of groups in the policy (%d) is larger than the maximum allowed size %d.", groups, maxGroups).GRPC()
+	}
+	org := g.orgPolicy()
 	for m := range members {
+		if org.AllowedMember != nil && !org.AllowedMember(m) {
+			return OrgPolicyViolation("iam.allowedPolicyMemberDomains", "", "One or more users named in the policy do not belong to a permitted customer,  perhaps due to an organization policy.").GRPC()
+		}
 		if sm := accountMember.FindStringSubmatch(m); sm != nil {
 			if !g.IAM.visible(sm[1]) {
-				return status.Errorf(codes.InvalidArgument, "Service account %s does not exist.", sm[1])
+				return Plain(codes.InvalidArgument, "Service account %s does not exist.", sm[1]).GRPC()
 			}
 			continue
 		}
@@ -196,7 +326,7 @@ func (g *GCP) validate(p *iampb.Policy) error {
 			pool = sm[2]
 		}
 		if pool != "" && !g.hasPool(pool) {
-			return status.Errorf(codes.InvalidArgument, "Identity Pool does not exist (%s.svc.id.goog). Please check that you specified a valid resource name as returned in the `name` attribute in the configuration API.", pool)
+			return Plain(codes.InvalidArgument, "Identity Pool does not exist (%s.svc.id.goog). Please check that you specified a valid resource name as returned in the `name` attribute in the configuration API.", pool).GRPC()
 		}
 	}
 	return nil
@@ -229,14 +359,24 @@ type IAM struct {
 	unseen   int // answers given for accounts IAM does not see yet
 }
 
+// iamPermissions are the permissions of the IAM admin API's methods.
+var iamPermissions = map[string]string{
+	"GetServiceAccount": "iam.serviceAccounts.get", "CreateServiceAccount": "iam.serviceAccounts.create",
+	"PatchServiceAccount": "iam.serviceAccounts.update", "DeleteServiceAccount": "iam.serviceAccounts.delete",
+	"GetIamPolicy": "iam.serviceAccounts.getIamPolicy", "SetIamPolicy": "iam.serviceAccounts.setIamPolicy",
+}
+
 func (f *IAM) check(method, resource string) error {
 	if f.Faults != nil {
 		if err := f.Faults(method); err != nil {
 			return err
 		}
 	}
+	if e := f.g.gate("iam.googleapis.com", projectOf(resource)); e != nil {
+		return e.GRPC()
+	}
 	if f.Denied != nil && f.Denied(method, resource) {
-		return status.Errorf(codes.PermissionDenied, "Permission 'iam.serviceAccounts.%s' denied on resource %s (or it may not exist)", strings.ToLower(method[:1])+method[1:], resource)
+		return PermissionDenied("iam.googleapis.com", iamPermissions[method], resource).GRPC()
 	}
 	return nil
 }
@@ -255,14 +395,14 @@ func (f *IAM) lookup(method, name string) (*account, error) {
 	defer f.mu.Unlock()
 	a, ok := f.accounts[accountEmail(name)]
 	if !ok {
-		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", name)
+		return nil, Plain(codes.NotFound, "Unknown service account %s", name).GRPC()
 	}
 	if time.Since(a.created) < f.g.current().NewAccountWindow {
 		f.unseen++
 		if f.unseen%2 == 0 {
-			return nil, status.Errorf(codes.PermissionDenied, "Permission 'iam.serviceAccounts.%s' denied on resource (or it may not exist).", strings.ToLower(method[:1])+method[1:])
+			return nil, PermissionDenied("iam.googleapis.com", "iam.serviceAccounts."+method, "").GRPC()
 		}
-		return nil, status.Errorf(codes.NotFound, "Unknown service account %s", name)
+		return nil, Plain(codes.NotFound, "Unknown service account %s", name).GRPC()
 	}
 	return a, nil
 }
@@ -295,17 +435,20 @@ func (f *IAM) CreateServiceAccount(ctx context.Context, req *adminpb.CreateServi
 		return nil, err
 	}
 	project := strings.TrimPrefix(req.Name, "projects/")
+	if f.g.orgPolicy().DisableServiceAccountCreation {
+		return nil, OrgPolicyViolation("iam.disableServiceAccountCreation", "projects/"+project+"/serviceAccounts/?configvalue=", "Service account creation is not allowed on this project.").GRPC()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.projects[project] {
-		return nil, status.Errorf(codes.NotFound, "Project %s not found or deleted.", project)
+		return nil, Plain(codes.NotFound, "Project %s not found or deleted.", project).GRPC()
 	}
 	email := fmt.Sprintf("%s@%s.iam.gserviceaccount.com", req.AccountId, project)
 	if _, ok := f.accounts[email]; ok {
-		return nil, status.Errorf(codes.AlreadyExists, "Service account %s already exists within project %s.", req.AccountId, req.Name)
+		return nil, Plain(codes.AlreadyExists, "Service account %s already exists within project %s.", req.AccountId, req.Name).GRPC()
 	}
 	if req.ServiceAccount != nil && len(req.ServiceAccount.Description) > maxDescription {
-		return nil, status.Errorf(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(req.ServiceAccount.Description), maxDescription)
+		return nil, Plain(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(req.ServiceAccount.Description), maxDescription).GRPC()
 	}
 	f.nextID++
 	sa := &adminpb.ServiceAccount{
@@ -340,16 +483,16 @@ func (f *IAM) PatchServiceAccount(ctx context.Context, req *adminpb.PatchService
 		switch p {
 		case "description":
 			if len(sa.Description) > maxDescription {
-				return nil, status.Errorf(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(sa.Description), maxDescription)
+				return nil, Plain(codes.InvalidArgument, "Description is too long: %d bytes, at most %d", len(sa.Description), maxDescription).GRPC()
 			}
 			a.sa.Description = sa.Description
 		case "display_name":
 			if len(sa.DisplayName) > 100 {
-				return nil, status.Errorf(codes.InvalidArgument, "Display name is too long")
+				return nil, Plain(codes.InvalidArgument, "Display name is too long").GRPC()
 			}
 			a.sa.DisplayName = sa.DisplayName
 		default:
-			return nil, status.Errorf(codes.InvalidArgument, "Invalid update mask path %q", p)
+			return nil, Plain(codes.InvalidArgument, "Invalid update mask path %q", p).GRPC()
 		}
 	}
 	return cloneAccount(a.sa), nil
@@ -462,6 +605,21 @@ type Projects struct {
 	policies *policyStore
 }
 
+// byIDOrNumber finds a project by its id or its number.
+func (f *Projects) byIDOrNumber(s string) (Project, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p, ok := f.projects[s]; ok {
+		return p, true
+	}
+	for _, p := range f.projects {
+		if p.Number == s {
+			return p, true
+		}
+	}
+	return Project{}, false
+}
+
 func (f *Projects) lookup(method, name string) (Project, error) {
 	if f.Faults != nil {
 		if err := f.Faults(method); err != nil {
@@ -469,13 +627,15 @@ func (f *Projects) lookup(method, name string) (Project, error) {
 		}
 	}
 	id := strings.TrimPrefix(name, "projects/")
-	f.mu.Lock()
-	p, ok := f.projects[id]
-	f.mu.Unlock()
+	if e := f.g.gate("cloudresourcemanager.googleapis.com", id); e != nil {
+		return Project{}, e.GRPC()
+	}
+	p, ok := f.byIDOrNumber(id)
 	// GCP answers 403 alike for a project that does not exist and one the
 	// caller may not see, so that existence does not leak.
 	if !ok || f.Denied != nil && f.Denied(method, name) {
-		return Project{}, status.Errorf(codes.PermissionDenied, "The caller does not have permission (resourcemanager.projects.%s on %s)", strings.ToLower(method[:1])+method[1:], name)
+		perm := map[string]string{"GetProject": "get", "GetIamPolicy": "getIamPolicy", "SetIamPolicy": "setIamPolicy"}[method]
+		return Project{}, PermissionDenied("cloudresourcemanager.googleapis.com", "resourcemanager.projects."+perm, "//cloudresourcemanager.googleapis.com/"+name).GRPC()
 	}
 	return p, nil
 }
@@ -538,6 +698,9 @@ func (f *Projects) Writer(projectID string) (get func() *iampb.Policy, set func(
 // Container fakes the container API's clusters.get.
 type Container struct {
 	Counters Counters
+	// Denied, if set, refuses the caller on the clusters (by resource
+	// name) it returns true for: container.clusters.get.
+	Denied func(name string) bool
 
 	g        *GCP
 	mu       sync.Mutex
@@ -558,16 +721,24 @@ func (f *Container) PutCluster(name string, c *container.Cluster) {
 func (f *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
 		f.Counters.Mutations.Add(1)
-		writeError(w, http.StatusNotImplemented, "UNIMPLEMENTED", "not implemented by the fake")
+		Plain(codes.Unimplemented, "not implemented by the fake").WriteREST(w)
 		return
 	}
 	f.Counters.Reads.Add(1)
 	name := strings.TrimPrefix(r.URL.Path, "/v1/")
+	if e := f.g.gate("container.googleapis.com", r.PathValue("project")); e != nil {
+		e.WriteREST(w)
+		return
+	}
+	if f.Denied != nil && f.Denied(name) {
+		PermissionDenied("container.googleapis.com", "container.clusters.get", name).WriteREST(w)
+		return
+	}
 	f.mu.Lock()
 	c, ok := f.clusters[name]
 	f.mu.Unlock()
 	if !ok {
-		writeError(w, http.StatusNotFound, "NOT_FOUND", "Not found: "+name+".")
+		Plain(codes.NotFound, "Not found: %s.", name).WriteREST(w)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -576,52 +747,86 @@ func (f *Container) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // --- Service Usage ----------------------------------------------------------
 
-// ServiceUsage fakes the Service Usage API's services.get: every service is
-// enabled unless SetEnabled says otherwise.
+// ServiceUsage fakes the Service Usage API's services.get and
+// services.batchGet: a service is enabled unless GCP.SetEnabled says
+// otherwise.
 type ServiceUsage struct {
 	Counters Counters
 	// Denied, if set, refuses the caller on the projects it returns true
 	// for (a caller without serviceusage.services.get).
 	Denied func(project string) bool
 
-	g        *GCP
-	mu       sync.Mutex
-	disabled map[string]bool // projects/P/services/S
+	g *GCP
 }
 
-// SetEnabled enables or disables a service (e.g. monitoring.googleapis.com)
-// on a project.
+// SetEnabled enables or disables a service on a project (GCP.SetEnabled).
 func (f *ServiceUsage) SetEnabled(project, service string, enabled bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.disabled["projects/"+project+"/services/"+service] = !enabled
+	f.g.SetEnabled(project, service, enabled)
 }
 
-func (f *ServiceUsage) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// project reads the request's project as Service Usage does: refused for
+// a caller without the permission (or a project that does not exist).
+func (f *ServiceUsage) project(w http.ResponseWriter, r *http.Request) (Project, bool) {
 	f.Counters.Reads.Add(1)
-	project, service := r.PathValue("project"), r.PathValue("service")
-	f.g.Projects.mu.Lock()
-	p, ok := f.g.Projects.projects[project]
-	f.g.Projects.mu.Unlock()
-	if !ok || f.Denied != nil && f.Denied(project) {
-		writeError(w, http.StatusForbidden, "PERMISSION_DENIED", "Permission denied to get service ["+service+"]")
-		return
+	id := r.PathValue("project")
+	if e := f.g.gate("serviceusage.googleapis.com", id); e != nil {
+		e.WriteREST(w)
+		return Project{}, false
 	}
-	f.mu.Lock()
+	p, ok := f.g.Projects.byIDOrNumber(id)
+	if !ok || f.Denied != nil && f.Denied(p.ID) {
+		PermissionDenied("serviceusage.googleapis.com", "serviceusage.services.get", "projects/"+id).WriteREST(w)
+		return Project{}, false
+	}
+	return p, true
+}
+
+// service is how Service Usage describes service on p.
+func (f *ServiceUsage) service(p Project, service string) map[string]any {
 	state := "ENABLED"
-	if f.disabled["projects/"+project+"/services/"+service] {
+	if !f.g.Enabled(p.ID, service) {
 		state = "DISABLED"
 	}
-	f.mu.Unlock()
-	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{
+	return map[string]any{
 		"name": "projects/" + p.Number + "/services/" + service, "parent": "projects/" + p.Number, "state": state,
-		"config": map[string]any{"name": service},
-	})
+		"config": map[string]any{"name": service, "title": ServiceTitles[service]},
+	}
 }
 
-func writeError(w http.ResponseWriter, code int, status, message string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"code": code, "message": message, "status": status}})
+func (f *ServiceUsage) get(w http.ResponseWriter, r *http.Request) {
+	p, ok := f.project(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, f.service(p, r.PathValue("service")))
+}
+
+// maxBatchGet is how many services one batchGet may name.
+const maxBatchGet = 30
+
+func (f *ServiceUsage) batchGet(w http.ResponseWriter, r *http.Request) {
+	p, ok := f.project(w, r)
+	if !ok {
+		return
+	}
+	names := r.URL.Query()["names"]
+	if len(names) == 0 || len(names) > maxBatchGet {
+		Plain(codes.InvalidArgument, "A single request can get a maximum of %d services at a time; %d were requested.", maxBatchGet, len(names)).WriteREST(w)
+		return
+	}
+	var services []any
+	for _, n := range names {
+		parent, service, ok := strings.Cut(n, "/services/")
+		if !ok || parent != "projects/"+r.PathValue("project") {
+			Plain(codes.InvalidArgument, "Invalid service name %q: it must be of the parent %s.", n, "projects/"+r.PathValue("project")).WriteREST(w)
+			return
+		}
+		services = append(services, f.service(p, service))
+	}
+	writeJSON(w, map[string]any{"services": services})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=UTF-8")
+	json.NewEncoder(w).Encode(v)
 }

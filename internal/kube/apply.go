@@ -336,25 +336,58 @@ func managerOf(msg string) string {
 	return msg
 }
 
+// OwnedByOthers reports whether a field manager other than vllm-hpa's
+// applies owns the field at path (e.g. "spec", "replicas": the HPA
+// controller's or kubectl's scale).
+func OwnedByOthers(live *unstructured.Unstructured, path ...string) bool {
+	for _, mf := range live.GetManagedFields() {
+		if (mf.Manager == FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply) || mf.FieldsV1 == nil {
+			continue
+		}
+		if owns(mf.FieldsV1.Raw, path) {
+			return true
+		}
+	}
+	return false
+}
+
+// owns reports whether a managed fields set holds path.
+func owns(raw []byte, path []string) bool {
+	var node map[string]any
+	if json.Unmarshal(raw, &node) != nil {
+		return false
+	}
+	for _, p := range path {
+		next, ok := node["f:"+p].(map[string]any)
+		if !ok {
+			return false
+		}
+		node = next
+	}
+	return true
+}
+
+// ConflictOnlyOn reports whether err is a server-side apply conflict on
+// the one field (e.g. ".spec.replicas") and no other.
+func ConflictOnlyOn(err error, field string) bool {
+	var ce *ConflictError
+	if !errors.As(err, &ce) {
+		return false
+	}
+	for _, c := range ce.Conflicts {
+		if c.Field != field {
+			return false
+		}
+	}
+	return len(ce.Conflicts) > 0
+}
+
 // AppliedByUs reports whether vllm-hpa's server-side applies own the field
 // at path (e.g. "metadata", "annotations", "iam.gke.io/gcp-service-account")
 // of live, as its managedFields record.
 func AppliedByUs(live *unstructured.Unstructured, path ...string) bool {
 	for _, mf := range live.GetManagedFields() {
-		if mf.Manager != FieldManager || mf.Operation != metav1.ManagedFieldsOperationApply || mf.FieldsV1 == nil {
-			continue
-		}
-		var set map[string]any
-		if json.Unmarshal(mf.FieldsV1.Raw, &set) != nil {
-			continue
-		}
-		node, ok := set, true
-		for _, p := range path {
-			if node, ok = node["f:"+p].(map[string]any); !ok {
-				break
-			}
-		}
-		if ok {
+		if mf.Manager == FieldManager && mf.Operation == metav1.ManagedFieldsOperationApply && mf.FieldsV1 != nil && owns(mf.FieldsV1.Raw, path) {
 			return true
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -70,9 +71,12 @@ type Options struct {
 	GPUNodes       GPUNodes
 	// PodStarted and PodStopped are the PodRunner's hooks; KubeletPort its
 	// Node's kubelet port (see PodRunner).
-	PodStarted  func(*corev1.Pod) error
-	PodStopped  func(*corev1.Pod)
-	KubeletPort int32
+	PodStarted func(*corev1.Pod) error
+	// PodCrashBackoff is the kubelet's first restart back-off for a pod
+	// whose PodStarted says it exits (*ExitError).
+	PodCrashBackoff time.Duration
+	PodStopped      func(*corev1.Pod)
+	KubeletPort     int32
 	// StaticToken, if set, is a bearer token kube-apiserver accepts for an
 	// administrator (as GKE accepts Google OAuth tokens).
 	StaticToken string
@@ -320,7 +324,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	cp.cancel = cancel
 	if opts.RunPods {
 		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, KubeletPort: opts.KubeletPort,
-			Ready: opts.PodReady, ProbePeriod: opts.PodProbePeriod, GPUNodes: opts.GPUNodes}
+			Ready: opts.PodReady, ProbePeriod: opts.PodProbePeriod, GPUNodes: opts.GPUNodes, CrashBackoff: opts.PodCrashBackoff}
 		if err := cp.Pods.ensureNode(ctx); err != nil {
 			return cp, err
 		}
@@ -341,6 +345,13 @@ func (cp *ControlPlane) spawn(name, path string, args ...string) error {
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// The control plane dials only loopback and its egress proxy: never
+	// through an HTTP proxy the caller's environment names (tests send
+	// anything not loopback to one that does not exist).
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		k, _, _ := strings.Cut(kv, "=")
+		return strings.EqualFold(k, "HTTPS_PROXY") || strings.EqualFold(k, "HTTP_PROXY") || strings.EqualFold(k, "NO_PROXY")
+	})
 	// Its own process group, and killed if the test binary dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -2,6 +2,7 @@ package localcluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -47,8 +48,13 @@ type PodRunner struct {
 	KubeletPort int32
 	// Started, if set, runs when a pod starts, before it is reported
 	// Ready (e.g. to start the process it stands for); an error keeps the
-	// pod Pending with the error as its waiting reason.
+	// pod Pending with the error as its waiting reason, but an *ExitError
+	// is its process exiting at start: the kubelet restarts it after its
+	// back-off (CrashLoopBackOff), and Started runs again.
 	Started func(pod *corev1.Pod) error
+	// CrashBackoff is the kubelet's first restart back-off, doubled on
+	// each restart up to 30 times it (the kubelet's: 10 s to 5 minutes).
+	CrashBackoff time.Duration
 	// Stopped, if set, runs when a pod is deleted.
 	Stopped func(pod *corev1.Pod)
 
@@ -217,7 +223,7 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 		r.event(ctx, pod, "default-scheduler", "Scheduled", "Successfully assigned "+pod.Namespace+"/"+pod.Name+" to "+node)
 	case pod.Status.Phase == "" || (pod.Status.Phase == corev1.PodPending && !r.held(pod)):
 		r.schedule(ctx, pod)
-	case pod.Status.Phase == corev1.PodRunning && !kube.PodReady(pod):
+	case pod.Status.Phase == corev1.PodRunning && !kube.PodReady(pod) && allRunning(pod):
 		r.probe(ctx, pod)
 	}
 }
@@ -421,6 +427,11 @@ func (r *PodRunner) start(ctx context.Context, namespace, name string) {
 	}
 	if r.Started != nil {
 		if err := r.Started(pod); err != nil {
+			var exit *ExitError
+			if errors.As(err, &exit) {
+				r.crash(ctx, pod, exit)
+				return
+			}
 			r.setStatus(ctx, namespace, name, waiting, "StartError", err.Error())
 			return
 		}
@@ -435,6 +446,97 @@ func (r *PodRunner) start(ctx context.Context, namespace, name string) {
 		return
 	}
 	r.setStatus(ctx, namespace, name, runningNotReady, "", "")
+}
+
+// ExitError is a pod's process exiting as it starts.
+type ExitError struct {
+	Code int32
+	// Message is what the kubelet keeps as the container's termination
+	// message (its last log lines, with FallbackToLogsOnError).
+	Message string
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit code %d: %s", e.Code, e.Message) }
+
+// crash records the pod's container exiting, as the kubelet does (its
+// last state Terminated with the exit code and message, one more restart,
+// waiting in CrashLoopBackOff), and starts it again after the back-off.
+func (r *PodRunner) crash(ctx context.Context, pod *corev1.Pod, exit *ExitError) {
+	var restarts int32
+	var backoff time.Duration
+	_ = retryOnConflict(func() error {
+		live, err := r.Client.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+		if err != nil || live.UID != pod.UID {
+			return err
+		}
+		now := metav1.Now()
+		if live.Status.PodIP == "" {
+			r.assignIP(live, now)
+		}
+		live.Status.Phase = corev1.PodRunning
+		live.Status.Conditions = []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: corev1.ContainersReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", LastTransitionTime: now},
+			{Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "ContainersNotReady", LastTransitionTime: now},
+		}
+		previous := map[string]corev1.ContainerStatus{}
+		for _, cs := range live.Status.ContainerStatuses {
+			previous[cs.Name] = cs
+		}
+		live.Status.ContainerStatuses = nil
+		for _, c := range live.Spec.Containers {
+			restarts = previous[c.Name].RestartCount + 1
+			backoff = r.crashBackoff(restarts)
+			started := false
+			live.Status.ContainerStatuses = append(live.Status.ContainerStatuses, corev1.ContainerStatus{
+				Name: c.Name, Image: c.Image, ImageID: c.Image, Started: &started, RestartCount: restarts,
+				State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff",
+					Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backoff, c.Name, live.Name, live.Namespace, live.UID)}},
+				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+					ExitCode: exit.Code, Reason: "Error", Message: exit.Message, StartedAt: now, FinishedAt: now}},
+			})
+		}
+		_, err = r.Client.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, live, metav1.UpdateOptions{})
+		return err
+	})
+	if restarts == 0 {
+		return
+	}
+	for _, c := range pod.Spec.Containers {
+		r.warn(ctx, pod, "kubelet", "BackOff", "Back-off restarting failed container "+c.Name+" in pod "+pod.Name+"_"+pod.Namespace+"("+string(pod.UID)+")")
+	}
+	key := "restart/" + string(pod.UID)
+	r.mu.Lock()
+	if r.timers == nil {
+		r.timers = map[string]*time.Timer{}
+	}
+	r.timers[key] = time.AfterFunc(backoff, func() { r.start(ctx, pod.Namespace, pod.Name) })
+	r.mu.Unlock()
+}
+
+// crashBackoff is the kubelet's back-off before restart n (1-based).
+func (r *PodRunner) crashBackoff(n int32) time.Duration {
+	first := r.CrashBackoff
+	if first <= 0 {
+		first = 10 * time.Second
+	}
+	d := first
+	for i := int32(1); i < n && d < 30*first; i++ {
+		d *= 2
+	}
+	return min(d, 30*first)
+}
+
+// allRunning reports whether every container of the pod runs (not waiting
+// in a back-off).
+func allRunning(pod *corev1.Pod) bool {
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.State.Running == nil {
+			return false
+		}
+	}
+	return len(pod.Status.ContainerStatuses) > 0
 }
 
 // probe runs the pod's readiness probe every ProbePeriod, once per pod,
@@ -516,11 +618,7 @@ func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, state
 		}
 		now := metav1.Now()
 		if pod.Status.PodIP == "" {
-			n := r.nextIP.Add(1)
-			pod.Status.PodIP = fmt.Sprintf("10.244.%d.%d", n/250, n%250+2)
-			pod.Status.PodIPs = []corev1.PodIP{{IP: pod.Status.PodIP}}
-			pod.Status.HostIP = "127.0.0.1"
-			pod.Status.StartTime = &now
+			r.assignIP(pod, now)
 		}
 		status := corev1.ConditionFalse
 		pod.Status.Phase = corev1.PodPending
@@ -554,6 +652,13 @@ func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, state
 		for _, c := range pod.Spec.Containers {
 			started := state != waiting
 			cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, Ready: ready, Started: &started}
+			for _, old := range previous {
+				if old.Name == c.Name {
+					// The kubelet keeps a container's restarts and how it
+					// last ended.
+					cs.RestartCount, cs.LastTerminationState = old.RestartCount, old.LastTerminationState
+				}
+			}
 			if started {
 				at := now
 				for _, old := range previous {
@@ -570,6 +675,15 @@ func (r *PodRunner) setStatus(ctx context.Context, namespace, name string, state
 		_, err = r.Client.CoreV1().Pods(namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 		return err
 	})
+}
+
+// assignIP gives a pod its IP and start time, once.
+func (r *PodRunner) assignIP(pod *corev1.Pod, now metav1.Time) {
+	n := r.nextIP.Add(1)
+	pod.Status.PodIP = fmt.Sprintf("10.244.%d.%d", n/250, n%250+2)
+	pod.Status.PodIPs = []corev1.PodIP{{IP: pod.Status.PodIP}}
+	pod.Status.HostIP = "127.0.0.1"
+	pod.Status.StartTime = &now
 }
 
 func retryOnConflict(f func() error) error {

@@ -79,6 +79,11 @@ type (
 	ExtraDeleter interface {
 		ExtraDeletes() []*unstructured.Unstructured
 	}
+	// ApplyRetrier says which failed applies another read may cure (a
+	// field another manager took between the read and the apply).
+	ApplyRetrier interface {
+		RetryApply(err error) bool
+	}
 )
 
 // New is the shared part of step name; hooks is the concrete step.
@@ -268,7 +273,11 @@ func (s *Step) applyOwned(ctx context.Context, k *kube.Client, rendered, live *u
 			opts.ResourceVersion = live.GetResourceVersion()
 		}
 		out, action, err := s.applyOne(ctx, k, obj, live, opts)
-		if !kube.IsStale(err) || attempt >= maxStaleRetries {
+		retry := kube.IsStale(err)
+		if r, ok := s.hooks.(ApplyRetrier); ok && err != nil && r.RetryApply(err) {
+			retry = true
+		}
+		if !retry || attempt >= maxStaleRetries {
 			return out, action, err
 		}
 		if err := Uninterrupted(ctx, func(ctx context.Context) (err error) {

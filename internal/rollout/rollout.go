@@ -32,7 +32,68 @@ const diagnoseAfter = 2 * time.Second
 // slow, a watch on its pods (and their warning events) explains what holds
 // it up. A rollout past its progress deadline fails the check at once.
 func Wait(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string, seen []*unstructured.Unstructured) error {
+	return wait(ctx, k, report, stepName, ns, name, podSelector, seen, false)
+}
+
+// WaitUnlessCrashing is Wait that ends with a *Crashed error as soon as a
+// pod of the Deployment has exited and is restarting: a process that
+// cannot start, which waiting alone will not cure.
+func WaitUnlessCrashing(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string, seen []*unstructured.Unstructured) error {
+	return wait(ctx, k, report, stepName, ns, name, podSelector, seen, true)
+}
+
+// Crashed is a rollout whose pod exits at start and restarts.
+type Crashed struct {
+	Pod      string
+	Restarts int32
+	// Message is the container's last termination message (its last log
+	// lines where the container asks for them on error).
+	Message string
+}
+
+func (c *Crashed) Error() string {
+	msg := fmt.Sprintf("pod %s exits at start (restarted %d times)", c.Pod, c.Restarts)
+	if c.Message != "" {
+		msg += ": " + c.Message
+	}
+	return msg
+}
+
+// CrashLoop reports whether a pod's container exits and restarts, with
+// its last termination message.
+func CrashLoop(p *corev1.Pod) (*Crashed, bool) {
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Ready || cs.RestartCount == 0 {
+			continue
+		}
+		c := &Crashed{Pod: p.Name, Restarts: cs.RestartCount}
+		if t := cs.LastTerminationState.Terminated; t != nil {
+			c.Message = strings.TrimSpace(t.Message)
+			if c.Message == "" {
+				c.Message = fmt.Sprintf("exit code %d (%s)", t.ExitCode, t.Reason)
+			}
+		}
+		return c, true
+	}
+	return nil, false
+}
+
+func wait(ctx context.Context, k *kube.Client, report step.Reporter, stepName, ns, name, podSelector string, seen []*unstructured.Unstructured, stopOnCrash bool) error {
 	diag := &podDiagnoser{k: k, ns: ns, deployment: name, selector: podSelector, pods: map[string]string{}, events: map[string]string{}}
+	var crashed *Crashed
+	var crashMu sync.Mutex
+	waitCtx, stopWait := context.WithCancel(ctx)
+	defer stopWait()
+	if stopOnCrash {
+		diag.onCrash = func(c *Crashed) {
+			crashMu.Lock()
+			if crashed == nil {
+				crashed = c
+			}
+			crashMu.Unlock()
+			stopWait()
+		}
+	}
 	dctx, stop := context.WithCancel(ctx)
 	var deployReason string
 	var mu sync.Mutex
@@ -63,7 +124,7 @@ func Wait(ctx context.Context, k *kube.Client, report step.Reporter, stepName, n
 	}()
 	// No progress line may follow the step's result.
 	defer func() { stop(); <-diagDone }()
-	err := kube.Until(ctx, "Deployment "+ns+"/"+name+" to be available",
+	err := kube.Until(waitCtx, "Deployment "+ns+"/"+name+" to be available",
 		kube.Watch{Resource: k.Dynamic.Resource(kube.DeploymentsGVR).Namespace(ns), Name: name, Seen: seen},
 		kube.Existing("Deployment "+ns+"/"+name, func(u *unstructured.Unstructured) (bool, string, error) {
 			d, err := kube.Convert[appsv1.Deployment](u)
@@ -82,6 +143,12 @@ func Wait(ctx context.Context, k *kube.Client, report step.Reporter, stepName, n
 			mu.Unlock()
 			progress()
 		})
+	crashMu.Lock()
+	c := crashed
+	crashMu.Unlock()
+	if c != nil && err != nil && ctx.Err() == nil {
+		return c
+	}
 	var te *kube.TimeoutError
 	if errors.As(err, &te) {
 		select {
@@ -105,6 +172,9 @@ func Wait(ctx context.Context, k *kube.Client, report step.Reporter, stepName, n
 type podDiagnoser struct {
 	k                        *kube.Client
 	ns, deployment, selector string
+
+	// onCrash, if set, hears of a pod that exits and restarts.
+	onCrash func(*Crashed)
 
 	mu     sync.Mutex
 	pods   map[string]string // pod name -> "Reason: message" while not ready
@@ -143,6 +213,9 @@ func (p *podDiagnoser) run(ctx context.Context, once bool, changed func()) {
 				pod, err := kube.Convert[corev1.Pod](o)
 				if err != nil {
 					continue
+				}
+				if c, ok := CrashLoop(pod); ok && p.onCrash != nil && pod.DeletionTimestamp == nil {
+					p.onCrash(c)
 				}
 				if ready, reason, msg := Diagnose(pod); !ready {
 					diag[pod.Name] = reason

@@ -8,8 +8,11 @@ package steps
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
+	"google.golang.org/api/container/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,6 +21,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/adapter"
@@ -122,6 +126,9 @@ func New(cfg *config.Config, deps step.Deps) *Stack {
 	return s
 }
 
+// Deps are the clients the stack's steps act through.
+func (s *Stack) Deps() step.Deps { return s.deps }
+
 // Used reports whether cfg's backend uses the step.
 func Used(d step.Definition, cfg *config.Config) bool {
 	u, ok := d.(step.BackendUser)
@@ -161,11 +168,42 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 	if cluster == "" {
 		location, cluster = deps.ClusterLocation, deps.ClusterName
 	}
+	var disabled []string
+	if deps.GCP != nil {
+		// Every Google API this run calls, or that the stack needs, in
+		// one read: a disabled one is found before anything changes.
+		services := requiredServices(cfg, names, cluster != "")
+		if len(services) > 0 {
+			var unknown bool
+			var err error
+			disabled, unknown, err = deps.GCP.DisabledServices(ctx, cfg.Project, services)
+			switch {
+			case exitcode.Of(err) == exitcode.Denied:
+				// Reading Service Usage is a permission the steps
+				// themselves do not need: say what was not checked and
+				// go on (a disabled API still stops the call that needs
+				// it, exit 5, naming it).
+				report.Action("preconditions", "APIs not checked: the caller may not read Service Usage (serviceusage.services.get, e.g. roles/serviceusage.serviceUsageViewer): "+strings.Join(services, ", "))
+			case err != nil:
+				return results, err
+			case len(disabled) > 0:
+				msg := "not enabled on project " + cfg.Project + ": " + strings.Join(disabled, ", ")
+				if unknown {
+					msg += " (the others, " + strings.Join(slices.DeleteFunc(slices.Clone(services), func(s string) bool { return slices.Contains(disabled, s) }), ", ") + ", cannot be checked without it)"
+				}
+				add("google apis", false, msg, gcp.EnableCommand(cfg.Project, disabled))
+			default:
+				add("google apis", true, "enabled: "+strings.Join(services, ", "), "")
+			}
+		}
+	}
 	switch {
 	case cluster == "":
 		report.Action("preconditions", "cluster preconditions not checked: no --cluster/--location given, and the kubeconfig context is not a GKE one (gke_PROJECT_LOCATION_CLUSTER)")
 	case deps.GCP == nil:
 		report.Action("preconditions", "cluster "+cluster+" not checked: no Google API clients (the steps run need none)")
+	case deps.Cluster == nil && (slices.Contains(disabled, gcp.ServiceContainer) || slices.Contains(disabled, gcp.ServiceServiceUsage)):
+		report.Action("preconditions", "cluster "+cluster+" not checked: the Kubernetes Engine API cannot be read (see google apis)")
 	default:
 		c := deps.Cluster
 		var err error
@@ -174,22 +212,15 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 				return results, err
 			}
 		}
-		wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator,
-			NoIdentity: cfg.Native(), NoManagedPrometheus: !cfg.WantsPodMonitoring()}
-		precs := gcp.CheckCluster(c, wants)
-		if !gpuNodes(precs) {
-			// ComputeClasses live in the cluster, not in the container
-			// API: read only when no node pool or auto-provisioning will do.
-			if wants.ComputeClasses, err = gpuComputeClasses(ctx, deps, cfg.Workload.Accelerator); err != nil {
-				return results, err
-			}
-			precs = gcp.CheckCluster(c, wants)
+		precs, err := clusterPreconditions(ctx, cfg, deps, c, location, cluster, names)
+		if err != nil {
+			return results, err
 		}
 		for _, p := range precs {
 			add(p.Check, p.OK, p.Message, p.Fix)
 		}
 	}
-	if Requires(names).GoogleAPIs && deps.GCP != nil && !cfg.Native() {
+	if Requires(names).GoogleAPIs && deps.GCP != nil && !cfg.Native() && len(failed) == 0 {
 		// The project first: a --project that does not exist is refused
 		// here, before anything is created in it.
 		p, err := deps.GCP.Project(ctx, cfg.Project)
@@ -197,24 +228,121 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 			return results, err
 		}
 		add("project", true, cfg.Project+" ("+p.Name+")", "")
-		err = deps.GCP.CheckMonitoringAPI(ctx, cfg.Project)
-		switch {
-		case exitcode.Of(err) == exitcode.Precondition:
-			add("cloud monitoring api", false, gcp.MonitoringAPI+" is not enabled on project "+cfg.Project, "gcloud services enable "+gcp.MonitoringAPI+" --project "+cfg.Project)
-		case exitcode.Of(err) == exitcode.Denied:
-			// Reading Service Usage is a permission the steps themselves
-			// do not need: say what was not checked and go on.
-			report.Action("preconditions", "cloud monitoring api not checked: the caller may not read Service Usage (serviceusage.services.get, e.g. roles/serviceusage.serviceUsageViewer)")
-		case err != nil:
-			return results, err
-		default:
-			add("cloud monitoring api", true, gcp.MonitoringAPI+" enabled", "")
-		}
 	}
 	if len(failed) > 0 {
 		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("the cluster or project is not ready for the stack (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))
 	}
 	return results, nil
+}
+
+// clusterPreconditions judges the cluster c: the container API's view
+// (gcp.CheckCluster), and where GPU nodes come from a ComputeClass, which
+// one the vLLM pods select; on Autopilot, the pods the named steps create
+// against Autopilot's rules.
+func clusterPreconditions(ctx context.Context, cfg *config.Config, deps step.Deps, c *container.Cluster, location, cluster string, names []string) ([]gcp.Precondition, error) {
+	wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator,
+		NoIdentity: cfg.Native(), NoManagedPrometheus: !cfg.WantsPodMonitoring()}
+	precs := gcp.CheckCluster(c, wants)
+	viaClass := !gpuNodes(precs)
+	if viaClass || cfg.Workload.ComputeClass != "" {
+		// ComputeClasses live in the cluster, not in the container API:
+		// read only when one is named, or no node pool or
+		// auto-provisioning will do.
+		var err error
+		if wants.ComputeClasses, err = gpuComputeClasses(ctx, deps, cfg.Workload.Accelerator); err != nil {
+			return nil, err
+		}
+		precs = gcp.CheckCluster(c, wants)
+	}
+	if slices.Contains(names, deploy.Name) {
+		if p, ok := ComputeClass(&cfg.Workload, wants.ComputeClasses, viaClass); ok {
+			precs = append(precs, p)
+		}
+	}
+	if c.Autopilot != nil && c.Autopilot.Enabled {
+		precs = append(precs, autopilotRules(cfg, names)...)
+	}
+	return precs, nil
+}
+
+// ComputeClass decides the ComputeClass the vLLM pods select, from the
+// cluster's classes with a GPU rule for the accelerator (classes) and
+// whether the cluster's GPU nodes come only from one (viaClass): a class
+// named must be one of them; else the one class there is is selected
+// (setting w.ComputeClass), as a class serves only the pods that select
+// it; several make the user choose. false: nothing to say.
+func ComputeClass(w *config.Workload, classes []string, viaClass bool) (gcp.Precondition, bool) {
+	switch {
+	case w.ComputeClass != "" && !slices.Contains(classes, w.ComputeClass):
+		return gcp.Precondition{Check: "compute class", Message: fmt.Sprintf("workload.compute-class %s is not a ComputeClass of this cluster with a GPU rule for %s (classes that have one: %s)", w.ComputeClass, w.Accelerator, orNone(classes)),
+			Fix: "name one of them with --compute-class, or create " + w.ComputeClass + " with a priorities[].gpu.type " + w.Accelerator + " rule"}, true
+	case w.ComputeClass != "":
+		return gcp.Precondition{Check: "compute class", OK: true, Message: w.ComputeClass + " creates " + w.Accelerator + " nodes; the vLLM pods select it"}, true
+	case viaClass && len(classes) == 1:
+		w.ComputeClass = classes[0]
+		return gcp.Precondition{Check: "compute class", OK: true, Message: w.ComputeClass + " is the cluster's one way to " + w.Accelerator + " nodes: the vLLM pods select it (workload.compute-class)"}, true
+	case viaClass && len(classes) > 1:
+		return gcp.Precondition{Check: "compute class", Message: "the cluster's " + w.Accelerator + " nodes come only from ComputeClasses (" + strings.Join(classes, ", ") + "), which serve only the pods that select one",
+			Fix: "choose one with --compute-class"}, true
+	}
+	return gcp.Precondition{}, false
+}
+
+// autopilotRules checks the pods the named steps create against
+// Autopilot's admission rules, which would refuse them at creation.
+func autopilotRules(cfg *config.Config, names []string) []gcp.Precondition {
+	var out []gcp.Precondition
+	for _, d := range Rendered() {
+		if !slices.Contains(names, d.Step) {
+			continue
+		}
+		objs, err := render.Objects(cfg, d.Step, d.Shared)
+		if err != nil {
+			continue
+		}
+		for _, o := range objs {
+			if o.GetKind() != "Deployment" {
+				continue
+			}
+			dep, err := kube.Convert[appsv1.Deployment](o)
+			if err != nil {
+				continue
+			}
+			p := gcp.Precondition{Check: "autopilot rules " + o.GetName(), OK: true, Message: "the pods meet Autopilot's rules"}
+			if v := gcp.AutopilotViolations(dep.Spec.Template.Spec); len(v) > 0 {
+				p.OK, p.Message, p.Fix = false, "Autopilot would refuse the pods of Deployment "+o.GetName()+": "+strings.Join(v, "; "), "change the settings named ("+gcp.AutopilotRulesPage+")"
+			}
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func orNone(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
+}
+
+// requiredServices are the Google APIs a run of the named steps calls, or
+// that the stack it builds needs enabled: the container API when the
+// cluster is read through it; on the adapter route with identity, IAM,
+// Resource Manager and Cloud Monitoring (which the adapter reads, and
+// vllm-hpa reads to explain a metric it does not serve); Service Usage,
+// through which this is read.
+func requiredServices(cfg *config.Config, names []string, viaContainer bool) []string {
+	var out []string
+	if viaContainer {
+		out = append(out, gcp.ServiceContainer)
+	}
+	if Requires(names).GoogleAPIs && !cfg.Native() {
+		out = append(out, gcp.ServiceIAM, gcp.ServiceResourceManager, gcp.ServiceMonitoring)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return append(out, gcp.ServiceServiceUsage)
 }
 
 // gpuNodes reports whether the cluster's preconditions find a way to GPU

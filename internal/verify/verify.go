@@ -30,6 +30,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/adapter"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/hpa"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/identity"
 )
 
 // Section is one group of checks, printed under its name.
@@ -57,7 +58,10 @@ func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server
 			if cfg.Native() {
 				return []step.Result{NativeMetric(ctx, k, cfg)}, nil
 			}
-			return []step.Result{CustomMetric(ctx, k, cfg)}, nil
+			explain := func(ctx context.Context, gauge string) identity.Diagnosis {
+				return identity.Explain(ctx, cfg, s.Deps(), gauge)
+			}
+			return []step.Result{CustomMetric(ctx, k, cfg, explain)}, nil
 		}},
 	}
 	var out []Section
@@ -267,14 +271,23 @@ func NativeMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.
 	return r
 }
 
+// Explainer says why the adapter does not serve a gauge's metric, from
+// vllm-hpa's own evidence (identity.Explain).
+type Explainer func(ctx context.Context, gauge string) identity.Diagnosis
+
 // CustomMetric reads the HPA's metric through custom.metrics.k8s.io, as the
 // HPA controller does, and checks that every Ready pod of the Deployment has
-// a value.
-func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.Result {
+// a value; when one has none, explain names the cause (the adapter's 404
+// has many).
+func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config, explain Explainer) step.Result {
 	var values []string
 	metrics := cfg.ScaledMetrics()
 	for _, m := range metrics {
 		r := customMetric(ctx, k, cfg, config.AdapterMetricName(m.Gauge))
+		if !r.OK && (r.Reason == "MetricNotFound" || r.Reason == "PodsWithoutValue") && explain != nil {
+			d := explain(ctx, m.Gauge)
+			r.Reason, r.Message = d.Reason, r.Message+": "+d.Message
+		}
 		if !r.OK {
 			return r
 		}
@@ -303,9 +316,12 @@ func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metri
 	if err != nil {
 		switch status {
 		case http.StatusNotFound:
-			r.Reason, r.Message = "MetricNotFound", fmt.Sprintf("the adapter found no samples of %s (Cannot find metric(s)): %s", metric, hpa.HintNoSamples)
+			// The adapter answers so for any failure to read the metric's
+			// descriptor, its identity's included: the caller names the
+			// cause.
+			r.Reason, r.Message = "MetricNotFound", fmt.Sprintf("the adapter answered 404 for %s (%s)", metric, err)
 		case http.StatusForbidden:
-			r.Reason, r.Message = "Forbidden", err.Error()+" ("+hpa.HintDenied+")"
+			r.Reason, r.Message = "Forbidden", err.Error()+" (the caller may not read custom.metrics.k8s.io)"
 		case http.StatusServiceUnavailable:
 			r.Reason, r.Message = "ServiceUnavailable", err.Error()+" (the adapter's APIService is not Available)"
 		default:
@@ -338,7 +354,7 @@ func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metri
 	case len(have)+len(missing) == 0:
 		r.Reason, r.Message = "NoReadyPods", "no Ready pod of the Deployment"
 	case len(missing) > 0:
-		r.Reason, r.Message = "PodsWithoutValue", "no value for "+strings.Join(missing, ", ")
+		r.Reason, r.Message = "PodsWithoutValue", "the adapter has no value for "+strings.Join(missing, ", ")
 	default:
 		r.OK, r.Message = true, strings.Join(have, " ")
 	}

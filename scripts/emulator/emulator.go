@@ -10,6 +10,7 @@ import (
 	"time"
 
 	container "google.golang.org/api/container/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
@@ -34,6 +35,14 @@ type Options struct {
 	// Stackdriver adapter's queries (Managed Prometheus's ingestion into
 	// Cloud Monitoring and the adapter's query, together).
 	IngestionDelay time.Duration
+	// IAMPropagation is how long an IAM grant takes to apply to the
+	// adapter's identity (Google: typically 2 minutes, sometimes 7 or
+	// more); until then the adapter is denied.
+	IAMPropagation time.Duration
+	// CrashBackoff is the kubelet's first restart back-off for a pod whose
+	// process exits at start (the adapter without identity): 10 s on GKE,
+	// doubled on each restart up to 5 minutes.
+	CrashBackoff time.Duration
 	// GPUNodes is the cluster autoscaler's GPU pool; without Provisioning
 	// one node holds every GPU pod.
 	GPUNodes localcluster.GPUNodes
@@ -65,7 +74,7 @@ var Profiles = []string{"gke", "fast"}
 func DefaultOptions() Options {
 	return Options{
 		HPASyncPeriod: 15 * time.Second,
-		ImagePull:     3 * time.Second, ProbePeriod: 10 * time.Second,
+		ImagePull:     3 * time.Second, ProbePeriod: 10 * time.Second, CrashBackoff: time.Second,
 		Sim:     vllmsim.Config{TokenLatency: 20 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256},
 		Project: "my-proj", ProjectNumber: "123456789012",
 		// Google documents up to a minute; the demo keeps it short.
@@ -95,6 +104,11 @@ const (
 	gkeModelLoad = 30*time.Second + 20*time.Second + 100*time.Second
 	// Pods were Ready about 22 s before they served.
 	gkeWarmup = 22 * time.Second
+	// IAM applies a grant in about 2 minutes (sometimes 7 or more:
+	// cloud.google.com/iam/docs/access-change-propagation).
+	gkeIAMPropagation = 2 * time.Minute
+	// The kubelet's first back-off before restarting a crashed container.
+	gkeCrashBackoff = 10 * time.Second
 )
 
 // GKEOptions is the gke profile: the fast profile's names and intervals
@@ -105,7 +119,8 @@ const (
 func GKEOptions(compress float64) Options {
 	o := DefaultOptions()
 	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) / compress) }
-	o.IngestionDelay = gkeIngestion
+	o.IngestionDelay, o.IAMPropagation = gkeIngestion, gkeIAMPropagation
+	o.CrashBackoff = scale(gkeCrashBackoff)
 	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: scale(gkeNodeProvisioning), Max: 8}
 	o.ImagePull, o.ProbePeriod = scale(gkeImagePull), scale(o.ProbePeriod)
 	o.Sim.LoadTime, o.Sim.WarmupTime = scale(gkeModelLoad), scale(gkeWarmup)
@@ -149,6 +164,17 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		}
 	}()
 	os.Setenv(localcluster.BinDirEnv, o.Bin)
+	// The Google APIs first: the adapter's pods authenticate against them
+	// as they start.
+	if e.GCP, err = gcpfake.Start(gcpfake.Project{ID: o.Project, Number: o.ProjectNumber}); err != nil {
+		return e, err
+	}
+	e.stops = append(e.stops, e.GCP.Stop)
+	behaviour := o.Google
+	behaviour.IngestionDelay, behaviour.IAMPropagation = o.IngestionDelay, o.IAMPropagation
+	e.GCP.SetBehaviour(behaviour)
+	target := monitoredCluster{project: o.Project, location: o.Location, cluster: o.Cluster}
+	adapter := &stackdriverProvider{gcp: e.GCP, target: target}
 	sims := newSimulators(o.Sim)
 	e.stops = append(e.stops, sims.stopAll)
 	kl := &kubelet{sims: sims}
@@ -165,7 +191,19 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	defer cancelStart()
 	lopts := localcluster.Options{
 		Controllers: true, HPASyncPeriod: o.HPASyncPeriod, Aggregation: true,
-		RunPods: true, PodStartDelay: o.ImagePull, PodStarted: sims.start, PodStopped: sims.stop, KubeletPort: kubeletPort,
+		RunPods: true, PodStartDelay: o.ImagePull, KubeletPort: kubeletPort, PodCrashBackoff: o.CrashBackoff,
+		// A vLLM pod runs a simulator; an adapter pod authenticates as
+		// the real adapter does at start.
+		PodStarted: func(pod *corev1.Pod) error {
+			if isAdapter(pod) {
+				return adapter.startPod(pod)
+			}
+			return sims.start(pod)
+		},
+		PodStopped: func(pod *corev1.Pod) {
+			adapter.stopPod(pod)
+			sims.stop(pod)
+		},
 		// The deployment's readiness probe: GET /health.
 		PodReady: sims.healthy, PodProbePeriod: o.ProbePeriod, GPUNodes: o.GPUNodes,
 		Monitoring: true, TargetStatus: o.TargetStatus,
@@ -189,15 +227,19 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	}
 	e.stops = append(e.stops, cp.Stop, cancel)
 
-	e.Prom = newPrometheus(cp.Client, cp.Dynamic, sims, o.IngestionDelay)
+	// Managed Prometheus writes to Cloud Monitoring, which holds each
+	// sample IngestionDelay before the adapter can read it.
+	e.Prom = newPrometheus(cp.Client, cp.Dynamic, sims)
+	e.Prom.sink, e.Prom.target = e.GCP.Monitoring, target
 	go e.Prom.run(bg)
 	if o.NativeMetrics {
 		// GKE collects native metrics itself, without Cloud
 		// Monitoring's ingestion.
-		native.store.Store(newPrometheus(cp.Client, cp.Dynamic, sims, 0))
+		native.store.Store(newPrometheus(cp.Client, cp.Dynamic, sims))
 		go native.run(bg)
 	}
-	adapterAddr, err := startAdapter(bg, cp.Kubeconfig, filepath.Join(cp.Dir, "adapter-certs"), &stackdriverProvider{prom: e.Prom, client: cp.Client})
+	adapter.client = cp.Client
+	adapterAddr, err := startAdapter(bg, cp.Kubeconfig, filepath.Join(cp.Dir, "adapter-certs"), adapter)
 	if err != nil {
 		return e, err
 	}
@@ -205,11 +247,6 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	// creates (in whatever namespace it is configured to use).
 	cp.ServeService("*", "custom-metrics-stackdriver-adapter", 443, adapterAddr)
 
-	if e.GCP, err = gcpfake.Start(gcpfake.Project{ID: o.Project, Number: o.ProjectNumber}); err != nil {
-		return e, err
-	}
-	e.stops = append(e.stops, e.GCP.Stop)
-	e.GCP.SetBehaviour(o.Google)
 	channel, profile := "REGULAR", "NONE"
 	if o.NativeMetrics {
 		channel, profile = "RAPID", "PERFORMANCE"
@@ -245,6 +282,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		"VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER": e.GCP.ResourceManagerEndpoint,
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        e.GCP.ContainerEndpoint,
 		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    e.GCP.ServiceUsageEndpoint,
+		"VLLM_HPA_ENDPOINTS_MONITORING":       e.GCP.MonitoringEndpoint,
 		// The simulator loads no model, so any token will do.
 		"HF_TOKEN": "hf_emulatorLocalToken",
 	}
@@ -258,7 +296,7 @@ func (e *Emulator) WriteEnv() (string, error) {
 	var b strings.Builder
 	b.WriteString("# vllm-hpa settings for the local GKE emulator: source this file\n")
 	for _, k := range []string{"KUBECONFIG", "VLLM_HPA_KUBE_KUBECONFIG", "VLLM_HPA_PROJECT", "VLLM_HPA_CLUSTER", "VLLM_HPA_LOCATION",
-		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "VLLM_HPA_ENDPOINTS_SERVICE_USAGE", "HF_TOKEN"} {
+		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "VLLM_HPA_ENDPOINTS_SERVICE_USAGE", "VLLM_HPA_ENDPOINTS_MONITORING", "HF_TOKEN"} {
 		fmt.Fprintf(&b, "export %s=%s\n", k, e.Env[k])
 	}
 	path := filepath.Join(e.Dir, "env")

@@ -70,6 +70,8 @@ func run() error {
 	flag.IntVar(&o.Sim.MaxNumSeqs, "max-num-seqs", o.Sim.MaxNumSeqs, "simulated requests running at once per pod")
 	flag.BoolVar(&o.TargetStatus, "target-status", o.TargetStatus, "enable Managed Prometheus target status in gmp-public/config (GKE's default: off)")
 	flag.DurationVar(&o.Google.NewAccountWindow, "new-account-window", o.Google.NewAccountWindow, "how long IAM does not see a new service account (Google: up to about a minute)")
+	flag.DurationVar(&o.IAMPropagation, "iam-propagation", o.IAMPropagation, "how long an IAM grant takes to apply to the adapter's identity (Google: typically 2 minutes, sometimes 7 or more); until then the adapter is denied")
+	flag.DurationVar(&o.CrashBackoff, "crash-backoff", o.CrashBackoff, "the kubelet's first back-off before restarting a container that exited (doubled each time, up to 30 times it)")
 	flag.StringVar(&o.Project, "project", o.Project, "the emulated GCP project id")
 	flag.StringVar(&o.ProjectNumber, "project-number", o.ProjectNumber, "the emulated project's number")
 	flag.StringVar(&o.Cluster, "cluster", o.Cluster, "the emulated GKE cluster's name")

@@ -58,7 +58,7 @@ func (n *gkeNative) scrapeAll(ctx context.Context) {
 			for j := range pods.Items {
 				pod := &pods.Items[j]
 				if pod.Status.Phase == corev1.PodRunning && pod.DeletionTimestamp == nil && servesPort(pod, g.Port) {
-					_ = store.scrape(ctx, pod, g.Path)
+					_ = store.scrape(ctx, pod, g.Path, nil)
 				}
 			}
 		}

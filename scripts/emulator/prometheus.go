@@ -15,6 +15,9 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
 	"github.com/vllm-hpa/vllm-hpa/internal/promtext"
 )
@@ -34,19 +37,23 @@ type prometheus struct {
 	client  kubernetes.Interface
 	dynamic dynamic.Interface
 	sims    *simulators
-
-	// ingestion is how long a scraped sample takes to be queryable: Cloud
-	// Monitoring's ingestion and the adapter's query, together.
-	ingestion time.Duration
+	// sink, when set, is Cloud Monitoring: every scraped gauge series is
+	// written there as Managed Service for Prometheus writes it, for the
+	// project, location and cluster of target.
+	sink   *gcpfake.Monitoring
+	target monitoredCluster
 
 	mu      sync.Mutex
-	samples map[string]map[string][]sample // metric -> namespace/pod -> samples, oldest first
-	loops   map[string]context.CancelFunc  // PodMonitoring uid -> its scrape loop
+	samples map[string]sample             // metric|namespace/pod -> its newest sample
+	loops   map[string]context.CancelFunc // PodMonitoring uid -> its scrape loop
 	Scrapes int64
 }
 
-func newPrometheus(c kubernetes.Interface, d dynamic.Interface, sims *simulators, ingestion time.Duration) *prometheus {
-	return &prometheus{client: c, dynamic: d, sims: sims, ingestion: ingestion, samples: map[string]map[string][]sample{}, loops: map[string]context.CancelFunc{}}
+// monitoredCluster is where Managed Prometheus's series say they come from.
+type monitoredCluster struct{ project, location, cluster string }
+
+func newPrometheus(c kubernetes.Interface, d dynamic.Interface, sims *simulators) *prometheus {
+	return &prometheus{client: c, dynamic: d, sims: sims, samples: map[string]sample{}, loops: map[string]context.CancelFunc{}}
 }
 
 // run keeps one scrape loop per PodMonitoring generation, re-listing every
@@ -119,7 +126,7 @@ func (p *prometheus) scrapeLoop(ctx context.Context, pm *gmp.PodMonitoring) {
 					continue
 				}
 				active++
-				if err := p.scrape(ctx, pod, path); err != nil {
+				if err := p.scrape(ctx, pod, path, pm); err != nil {
 					unhealthy++
 					lastErr = err.Error()
 				}
@@ -177,7 +184,7 @@ func (p *prometheus) targetStatus(ctx context.Context, pm *gmp.PodMonitoring, na
 	res.UpdateStatus(ctx, u, metav1.UpdateOptions{})
 }
 
-func (p *prometheus) scrape(ctx context.Context, pod *corev1.Pod, path string) error {
+func (p *prometheus) scrape(ctx context.Context, pod *corev1.Pod, path string, pm *gmp.PodMonitoring) error {
 	addr, err := p.sims.addr(pod.Namespace, pod.Name)
 	if err != nil {
 		return err
@@ -198,6 +205,9 @@ func (p *prometheus) scrape(ctx context.Context, pod *corev1.Pod, path string) e
 		return err
 	}
 	now := time.Now()
+	if p.sink != nil && pm != nil {
+		p.export(pod, pm, fams, now)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.Scrapes++
@@ -209,48 +219,66 @@ func (p *prometheus) scrape(ctx context.Context, pod *corev1.Pod, path string) e
 		for _, m := range f.GetMetric() {
 			sum += m.GetGauge().GetValue()
 		}
-		if p.samples[name] == nil {
-			p.samples[name] = map[string][]sample{}
-		}
-		key := pod.Namespace + "/" + pod.Name
-		// Keep the samples not queryable yet and the newest that is.
-		kept := append(p.samples[name][key], sample{value: sum, at: now})
-		for len(kept) > 1 && now.Sub(kept[1].at) >= p.ingestion {
-			kept = kept[1:]
-		}
-		p.samples[name][key] = kept
+		p.samples[name+"|"+pod.Namespace+"/"+pod.Name] = sample{value: sum, at: now}
 	}
 	return nil
 }
 
-// value is the pod's latest sample of the gauge within the adapter's
-// five-minute alignment window.
-func (p *prometheus) value(metric, namespace, pod string) (sample, bool) {
-	return p.valueWithin(metric, namespace, pod, 5*time.Minute)
+// defaultTargetLabels are the pod metadata a PodMonitoring adds to its
+// series unless it says otherwise.
+var defaultTargetLabels = []string{"container", "pod", "top_level_controller_name", "top_level_controller_type"}
+
+// export writes each vLLM gauge series of a scrape to Cloud Monitoring as
+// Managed Service for Prometheus does: metric type
+// prometheus.googleapis.com/NAME/gauge, monitored resource
+// prometheus_target (project, location, cluster, namespace, job: the
+// PodMonitoring, instance: pod:port), the series' own labels and the
+// PodMonitoring's target labels (pod among them by default) as metric
+// labels.
+func (p *prometheus) export(pod *corev1.Pod, pm *gmp.PodMonitoring, fams map[string]*dto.MetricFamily, at time.Time) {
+	port := ""
+	if len(pm.Spec.Endpoints) > 0 {
+		port = pm.Spec.Endpoints[0].Port.String()
+	}
+	resource := map[string]string{
+		"project_id": p.target.project, "location": p.target.location, "cluster": p.target.cluster,
+		"namespace": pod.Namespace, "job": pm.Name, "instance": pod.Name + ":" + port,
+	}
+	targets := pm.Spec.TargetLabels.Metadata
+	if targets == nil {
+		targets = defaultTargetLabels
+	}
+	meta := map[string]string{"pod": pod.Name, "node": pod.Spec.NodeName, "top_level_controller_type": "Deployment"}
+	if len(pod.Spec.Containers) > 0 {
+		meta["container"] = pod.Spec.Containers[0].Name
+	}
+	if len(pod.OwnerReferences) > 0 {
+		// The ReplicaSet's Deployment: its name less the template hash.
+		rs := pod.OwnerReferences[0].Name
+		meta["top_level_controller_name"] = rs[:max(strings.LastIndex(rs, "-"), 0)]
+	}
+	for name, f := range fams {
+		if !strings.HasPrefix(name, "vllm:") || f.GetType() != dto.MetricType_GAUGE {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for _, t := range targets {
+				labels[t] = meta[t]
+			}
+			p.sink.Write(p.target.project, "prometheus.googleapis.com/"+name+"/gauge", resource, labels, m.GetGauge().GetValue(), at)
+		}
+	}
 }
 
-// valueWithin is the pod's latest queryable sample of the gauge no older
-// than maxAge.
+// valueWithin is the pod's latest sample of the gauge no older than
+// maxAge.
 func (p *prometheus) valueWithin(metric, namespace, pod string, maxAge time.Duration) (sample, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	samples := p.samples[metric][namespace+"/"+pod]
-	for i := len(samples) - 1; i >= 0; i-- {
-		if s := samples[i]; time.Since(s.at) >= p.ingestion {
-			return s, time.Since(s.at) <= maxAge
-		}
-	}
-	return sample{}, false
-}
-
-// known reports whether any sample of the gauge is queryable.
-func (p *prometheus) known(metric string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, samples := range p.samples[metric] {
-		if len(samples) > 0 && time.Since(samples[0].at) >= p.ingestion {
-			return true
-		}
-	}
-	return false
+	s, ok := p.samples[metric+"|"+namespace+"/"+pod]
+	return s, ok && time.Since(s.at) <= maxAge
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
+	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/rollout"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
@@ -140,25 +141,69 @@ func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
 	return nil
 }
 
-// Wait waits for the adapter's rollout, then for its APIServices.
+// IdentityPending reports whether the adapter's Kubernetes service
+// account (nil: absent) shows that the identity step has not given the
+// adapter its identity yet: no record of its grants, or, in gsa mode, not
+// the annotation it wants.
+func IdentityPending(ksa *unstructured.Unstructured, cfg *config.Config) bool {
+	if ksa == nil {
+		return true
+	}
+	a := ksa.GetAnnotations()
+	if _, ok := a[GrantsAnnotation]; !ok {
+		return true
+	}
+	return cfg.Identity.Mode == "gsa" && a[WorkloadIdentityAnnotation] != cfg.GSAEmail()
+}
+
+// GrantsAnnotation, on the adapter's KSA, records the identity's IAM grants
+// (the identity step writes it).
+const GrantsAnnotation = "vllm-hpa.io/iam-grants"
+
+// Wait waits for the adapter to serve. The real adapter exits at start
+// when it cannot read Cloud Monitoring, so until the identity step has
+// given it Workload Identity its pods restart: then the step ends with
+// its objects in place, and the identity step waits for it to serve.
 func (s *Step) Wait(ctx context.Context) error {
-	ns, k, report := s.cfg.Adapter.Namespace, s.Deps().Kube, s.Report()
-	if err := rollout.Wait(ctx, k, report, Name, ns, DeploymentName, Pods,
-		s.Seen(kube.DeploymentsGVR, ns, DeploymentName)); err != nil {
+	k, report := s.Deps().Kube, s.Report()
+	ksa, err := k.Get(ctx, ServiceAccountObject(s.cfg))
+	if err != nil {
 		return err
 	}
-	report.Result(step.Result{Step: Name, Check: "adapter available", OK: true})
-	names, err := s.apiServiceNames()
+	pending := IdentityPending(ksa, s.cfg)
+	err = WaitServing(ctx, k, report, Name, s.cfg, s.Seen(kube.DeploymentsGVR, s.cfg.Adapter.Namespace, DeploymentName), s.Seen(kube.APIServicesGVR, "", ""), pending)
+	var crashed *rollout.Crashed
+	if pending && errors.As(err, &crashed) {
+		report.Action(Name, "the adapter's pods exit at start until it can read Cloud Monitoring ("+crashed.Error()+"): it serves once it has Workload Identity (vllm-hpa identity, which waits for it)")
+		return nil
+	}
+	return err
+}
+
+// WaitServing waits until the adapter serves: its Deployment's rollout
+// done and its APIServices Available, reporting each as stepName's. With
+// stopOnCrash a pod that exits at start ends the wait (*rollout.Crashed).
+func WaitServing(ctx context.Context, k *kube.Client, report step.Reporter, stepName string, cfg *config.Config, seenDeployment, seenAPIServices []*unstructured.Unstructured, stopOnCrash bool) error {
+	ns := cfg.Adapter.Namespace
+	wait := rollout.Wait
+	if stopOnCrash {
+		wait = rollout.WaitUnlessCrashing
+	}
+	if err := wait(ctx, k, report, stepName, ns, DeploymentName, Pods, seenDeployment); err != nil {
+		return err
+	}
+	report.Result(step.Result{Step: stepName, Check: "adapter available", OK: true})
+	names, err := APIServiceNames(cfg)
 	if err != nil {
 		return err
 	}
 	var results []step.Result
 	err = kube.Until(ctx, "the metrics APIServices to be Available",
-		kube.Watch{Resource: k.Dynamic.Resource(kube.APIServicesGVR), LabelSelector: owner.SharedSelector(s.cfg.Instance), Seen: s.Seen(kube.APIServicesGVR, "", "")},
+		kube.Watch{Resource: k.Dynamic.Resource(kube.APIServicesGVR), LabelSelector: owner.SharedSelector(cfg.Instance), Seen: seenAPIServices},
 		func(objs []*unstructured.Unstructured) (bool, string, error) {
-			results = APIServiceResults(Name, names, objs)
+			results = APIServiceResults(stepName, names, objs)
 			return allOK(results), firstFailure(results), nil
-		}, func(r string) { report.Waiting(Name, r) })
+		}, func(r string) { report.Waiting(stepName, r) })
 	if err == nil {
 		for _, r := range results {
 			report.Result(r)
@@ -167,9 +212,9 @@ func (s *Step) Wait(ctx context.Context) error {
 	return err
 }
 
-// apiServiceNames are the APIServices the step renders.
-func (s *Step) apiServiceNames() ([]string, error) {
-	objs, err := s.Objects()
+// APIServiceNames are the APIServices the step renders.
+func APIServiceNames(cfg *config.Config) ([]string, error) {
+	objs, err := render.Objects(cfg, Name, Definition{}.Shared())
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +227,17 @@ func (s *Step) apiServiceNames() ([]string, error) {
 	return names, nil
 }
 
+// ServiceAccountObject is the adapter's Kubernetes service account, by
+// name only.
+func ServiceAccountObject(cfg *config.Config) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("v1")
+	u.SetKind("ServiceAccount")
+	u.SetNamespace(cfg.Adapter.Namespace)
+	u.SetName(cfg.Adapter.ServiceAccount)
+	return u
+}
+
 // Check judges the adapter's rollout and its APIServices.
 func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 	k, err := s.Kube()
@@ -192,7 +248,7 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	names, err := s.apiServiceNames()
+	names, err := APIServiceNames(s.cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -62,8 +62,8 @@ type Step struct {
 }
 
 // Prepare puts the token into the Secret (there is none without one:
-// commands refuse to start deploy without it), and the live replica count
-// into the Deployment.
+// commands refuse to start deploy without it), and leaves the replica
+// count to whoever scales the Deployment.
 func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
 	switch obj.GetKind() {
 	case "Secret":
@@ -72,16 +72,40 @@ func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
 		}
 		return render.SetSecretToken(s.cfg, obj, s.cfg.HFTokenValue())
 	case "Deployment":
-		// The HPA owns the replica count once it exists: apply the live
-		// count so that a re-run never scales the Deployment back.
-		if live != nil {
-			if n, found, _ := unstructured.NestedInt64(live.Object, "spec", "replicas"); found {
-				return unstructured.SetNestedField(obj.Object, n, "spec", "replicas")
-			}
-		}
+		return Replicas(obj, live)
 	}
 	return nil
 }
+
+// Replicas decides spec.replicas of the Deployment vllm-hpa applies, as
+// Kubernetes advises for a Deployment an HPA manages: it is rendered only
+// when workload.replicas is given (else the default, 1, and the HPA's
+// count thereafter), and once the Deployment exists it is never set to
+// anything but its live value. Once another manager owns it (the HPA
+// controller, kubectl scale) vllm-hpa leaves it out, so that neither a
+// re-run nor a race with the HPA can scale the Deployment back; while
+// vllm-hpa alone owns it, it applies the live count (leaving it out then
+// would reset it to 1).
+func Replicas(obj, live *unstructured.Unstructured) error {
+	switch {
+	case live == nil:
+		return nil
+	case kube.OwnedByOthers(live, "spec", "replicas") || !kube.AppliedByUs(live, "spec", "replicas"):
+		unstructured.RemoveNestedField(obj.Object, "spec", "replicas")
+		return nil
+	}
+	n, found, _ := unstructured.NestedInt64(live.Object, "spec", "replicas")
+	if !found {
+		unstructured.RemoveNestedField(obj.Object, "spec", "replicas")
+		return nil
+	}
+	return unstructured.SetNestedField(obj.Object, n, "spec", "replicas")
+}
+
+// RetryApply: the HPA (or kubectl) scaled the Deployment between the read
+// and the apply, taking the replica count over: read it again, then the
+// count is left to them.
+func (s *Step) RetryApply(err error) bool { return kube.ConflictOnlyOn(err, ".spec.replicas") }
 
 func (s *Step) podSelector() string { return labels.Set{"app": s.cfg.Workload.AppLabel}.String() }
 

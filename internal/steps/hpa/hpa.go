@@ -7,6 +7,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +23,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/identity"
 )
 
 // Name is the step's name and command.
@@ -190,8 +193,65 @@ func CurrentMetricName(metrics []autoscalingv2.MetricSpec) string {
 	return ""
 }
 
-// Wait waits until the HPA finds its metric.
-func (s *Step) Wait(ctx context.Context) error { return s.WaitOne(ctx, s.hpa()) }
+// explainEvery is how often a wait on the adapter route says why the
+// adapter serves no value, from vllm-hpa's evidence.
+var explainEvery = 30 * time.Second
+
+// Wait waits until the HPA finds its metric. On the adapter route, while
+// the HPA cannot read it, it says why every explainEvery, and a timeout
+// ends with the cause, never a list of guesses: the adapter's one 404 has
+// many.
+func (s *Step) Wait(ctx context.Context) error {
+	o := s.hpa()
+	if s.cfg.Native() {
+		return s.WaitOne(ctx, o)
+	}
+	judge := o.Judge
+	var failing atomic.Bool
+	o.Judge = func(u *unstructured.Unstructured) (step.Result, bool) {
+		r, final := judge(u)
+		failing.Store(!r.OK && adapterFailure(r.Reason))
+		return r, final
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(explainEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if failing.Load() {
+					d := s.explain(ctx)
+					s.Report().Waiting(Name, "the adapter serves no value of "+s.cfg.HPAMetricName()+": "+d.Message)
+				}
+			}
+		}
+	}()
+	err := s.WaitOne(ctx, o)
+	close(stop)
+	<-done
+	if err != nil && failing.Load() && exitcode.Of(err) == exitcode.Timeout {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		d := s.explain(ectx)
+		return fmt.Errorf("%w\ncause (%s): %s", err, d.Reason, d.Message)
+	}
+	return err
+}
+
+// adapterFailure: the HPA's reasons for not reading the adapter's value.
+func adapterFailure(reason string) bool {
+	return reason == "FailedGetPodsMetric" || reason == "MetricNotRead"
+}
+
+// explain says why the adapter serves no value of the first metric.
+func (s *Step) explain(ctx context.Context) identity.Diagnosis {
+	return identity.Explain(ctx, s.cfg, s.Deps(), s.cfg.MetricName())
+}
 
 // Check judges the HPA.
 func (s *Step) Check(ctx context.Context) ([]step.Result, error) { return s.CheckOne(ctx, s.hpa()) }
@@ -255,7 +315,7 @@ func Status(h *autoscalingv2.HorizontalPodAutoscaler, metric string) (ok bool, r
 		// controller read it.
 		// (Or, in a combined strategy, the controller scales on the
 		// metrics it can read and leaves this one blank.)
-		hint := HintNoSamples
+		hint := HintAdapter
 		if _, _, native := nativemetrics.ParseMetricName(metric); native {
 			hint = HintNative
 		}
@@ -266,7 +326,7 @@ func Status(h *autoscalingv2.HorizontalPodAutoscaler, metric string) (ok bool, r
 
 // hpaHints say what an HPA condition reason means for this stack.
 var hpaHints = map[string]string{
-	"FailedGetPodsMetric":          "the custom metrics API returned no value: check that the adapter is Available, has Workload Identity (roles/monitoring.viewer), and that Managed Prometheus scrapes the pods; a new metric can take a few minutes to appear in Cloud Monitoring",
+	"FailedGetPodsMetric":          HintAdapter,
 	"FailedGetScale":               "the HPA cannot read its target's scale: does the vLLM Deployment exist?",
 	"InvalidMetricSourceType":      "the HPA's metric spec is not valid for the controller",
 	"InvalidSelector":              "the target's label selector is invalid",
@@ -274,31 +334,18 @@ var hpaHints = map[string]string{
 	"FailedComputeMetricsReplicas": "the controller could not compute a replica count from the metric",
 }
 
-// Hints for what the adapter answers the HPA, by what it says: Google
-// documents both waits.
-const (
-	// HintDenied: Cloud Monitoring refused the adapter.
-	HintDenied = "the adapter is denied by Cloud Monitoring: IAM changes take about 2 minutes to apply, sometimes 7 or more, so this is expected right after vllm-hpa identity; if it lasts, check roles/monitoring.viewer with vllm-hpa verify"
-	// HintNoSamples: the metric has no samples in Cloud Monitoring yet.
-	HintNoSamples = "the metric has no samples in Cloud Monitoring yet: a new metric takes up to 10 minutes to appear; if it lasts, check that Managed Prometheus scrapes the pods (vllm-hpa verify)"
-)
+// HintAdapter: the Stackdriver adapter served no value. It answers one 404
+// for every failure to read the metric (its identity, a grant, the API,
+// or no samples yet), so no message tells the cause: vllm-hpa's evidence
+// does.
+const HintAdapter = "the adapter answers so for any failure to read the metric from Cloud Monitoring, and for a metric with no samples yet; vllm-hpa verify names the cause"
 
 // HintNative: GKE does not serve the native metric to the HPA.
 const HintNative = "GKE serves autoscaling.gke.io metrics when the cluster has the performance HPA profile and the AutoscalingMetric's pods serve the gauge; check with vllm-hpa verify (monitor, autoscalingmetric)"
 
 func explainHPA(reason, message string) string {
-	lower := strings.ToLower(message)
 	if reason == "FailedGetPodsMetric" && strings.Contains(message, "autoscaling.gke.io|") {
 		return message + " (" + HintNative + ")"
-	}
-	if reason == "FailedGetPodsMetric" {
-		switch {
-		case strings.Contains(lower, "403") || strings.Contains(lower, "forbidden") || strings.Contains(lower, "permission"):
-			return message + " (" + HintDenied + ")"
-		case strings.Contains(lower, "404") || strings.Contains(lower, "cannot find metric") || strings.Contains(lower, "not found") ||
-			strings.Contains(lower, "could not find the metric") || strings.Contains(lower, "no metrics returned"):
-			return message + " (" + HintNoSamples + ")"
-		}
 	}
 	if hint, ok := hpaHints[reason]; ok {
 		return message + " (" + hint + ")"

@@ -37,7 +37,7 @@ func TestStatus(t *testing.T) {
 	}{
 		{"not evaluated", hpa(nil, ""), false, "NoConditions", "", ""},
 		{"cannot scale", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: {"False", "FailedGetScale"}}, ""), false, "FailedGetScale", "does the vLLM Deployment exist", ""},
-		{"no metric", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: able, autoscalingv2.ScalingActive: {"False", "FailedGetPodsMetric"}}, ""), false, "FailedGetPodsMetric", "Workload Identity", ""},
+		{"no metric", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: able, autoscalingv2.ScalingActive: {"False", "FailedGetPodsMetric"}}, ""), false, "FailedGetPodsMetric", "vllm-hpa verify names the cause", ""},
 		{"scaling disabled", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: able, autoscalingv2.ScalingActive: {"False", "ScalingDisabled"}}, ""), false, "ScalingDisabled", "0 replicas", ""},
 		{"active", hpa(map[autoscalingv2.HorizontalPodAutoscalerConditionType][2]string{autoscalingv2.AbleToScale: able, autoscalingv2.ScalingActive: {"True", "ValidMetricFound"}}, "500m"), true, "ValidMetricFound", "", "500m"},
 	}
@@ -49,26 +49,27 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-// The HPA's messages when Cloud Monitoring refuses the adapter (IAM still
-// propagating) or has no samples yet (a new metric), as the adapter and the
-// HPA controller word them, get the hint that names the wait.
+// Whatever the adapter route's FailedGetPodsMetric says (the real
+// adapter's 404 for any failure to read Cloud Monitoring, in its older and
+// newer words, an aggregator error, an empty list), the hint does not
+// guess a cause from the text: it says that vllm-hpa names it. The native
+// route's names GKE's requirements.
 func TestExplainFailedGetPodsMetric(t *testing.T) {
 	prefix := "unable to get metric " + metric + ": unable to fetch metrics from custom metrics API: "
-	cases := []struct{ message, hint string }{
-		{prefix + "googleapi: Error 403: Permission monitoring.timeSeries.list denied (or the resource may not exist)., forbidden", HintDenied},
-		{prefix + "the server is currently unable to handle the request (get pods.custom.metrics.k8s.io *): Forbidden", HintDenied},
-		{prefix + "googleapi: Error 404: Cannot find metric(s) that match type = \"prometheus.googleapis.com/vllm:num_requests_running/gauge\"., notFound", HintNoSamples},
-		{prefix + "the server could not find the metric " + metric + " for pods", HintNoSamples},
-		{prefix + "no metrics returned from custom metrics API", HintNoSamples},
-	}
-	for _, c := range cases {
-		got := explainHPA("FailedGetPodsMetric", c.message)
-		if !strings.HasPrefix(got, c.message) || !strings.Contains(got, c.hint) {
-			t.Errorf("%q:\n got %q\nwant the hint %q", c.message, got, c.hint)
+	for _, message := range []string{
+		prefix + `the server could not find the descriptor for metric "prometheus.googleapis.com/vllm:num_requests_running/gauge"`,
+		prefix + "the server could not find the descriptor for metric prometheus.googleapis.com/vllm:num_requests_running/gauge: googleapi: Error 403: Permission monitoring.metricDescriptors.get denied (or the resource may not exist)., forbidden",
+		prefix + "the server is currently unable to handle the request (get pods.custom.metrics.k8s.io *)",
+		"unable to get metric " + metric + ": no metrics returned from custom metrics API",
+	} {
+		got := explainHPA("FailedGetPodsMetric", message)
+		if !strings.HasPrefix(got, message) || !strings.Contains(got, HintAdapter) {
+			t.Errorf("%q:\n got %q\nwant the hint %q", message, got, HintAdapter)
 		}
 	}
-	if !strings.Contains(HintDenied, "about 2 minutes") || !strings.Contains(HintNoSamples, "up to 10 minutes") {
-		t.Error("the hints do not name the waits")
+	native := "unable to get metric autoscaling.gke.io|gemma-server-vllm|vllm_num_requests_running: not served"
+	if got := explainHPA("FailedGetPodsMetric", native); !strings.Contains(got, HintNative) {
+		t.Errorf("native: %q", got)
 	}
 }
 

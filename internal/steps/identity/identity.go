@@ -14,11 +14,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"cloud.google.com/go/iam/admin/apiv1/adminpb"
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -166,6 +168,9 @@ func (s *Step) clients() (*gcp.Clients, *kube.Client, error) {
 		}
 		return nil, nil, errors.New("no Google API clients")
 	}
+	if s.deps.GCP.IAM == nil || s.deps.GCP.Projects == nil {
+		return nil, nil, errors.New("no IAM clients: the command did not open them")
+	}
 	if s.deps.Kube == nil {
 		return nil, nil, errors.New("no Kubernetes connection")
 	}
@@ -207,6 +212,7 @@ func (s *Step) Apply(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx = s.withNotice(ctx)
 	cfg := s.cfg
 	ksa, err := s.readKSA(ctx, k)
 	if err != nil {
@@ -226,14 +232,22 @@ func (s *Step) Apply(ctx context.Context) error {
 			ksa.gsa, strings.Join(others, ", "), cfg.Instance, orDefault(want, "direct mode (no Google service account)")))
 	}
 	project := gcp.ProjectPolicy(g.Projects, cfg.Project)
+	// What the adapter's identity relies on, made or found, recorded on
+	// its KSA: cleanup removes only what vllm-hpa made.
+	record := Grants(ksa.live)
+	note := func(p gcp.Policy, role, member string, changed bool) {
+		record = noteGrant(record, Grant{Resource: p.Resource(), Role: role, Member: member}, changed, time.Now())
+	}
 	if cfg.Identity.Mode == "direct" {
 		member, err := s.principal(ctx)
 		if err != nil {
 			return err
 		}
-		if err := s.setMember(ctx, project, RoleMonitoringViewer, member, true); err != nil {
+		changed, err := s.setMember(ctx, project, RoleMonitoringViewer, member, true)
+		if err != nil {
 			return err
 		}
+		note(project, RoleMonitoringViewer, member, changed)
 	} else {
 		cluster, err := kube.ClusterID(ctx, k)
 		if err != nil {
@@ -247,15 +261,27 @@ func (s *Step) Apply(ctx context.Context) error {
 		if created {
 			newAccount = cfg.GSAEmail()
 		}
-		if err := s.setMemberOfNew(ctx, project, RoleMonitoringViewer, cfg.GSAMember(), newAccount, gcp.MemberNotYetVisible); err != nil {
+		changed, err := s.setMemberOfNew(ctx, project, RoleMonitoringViewer, cfg.GSAMember(), newAccount, gcp.MemberNotYetVisible)
+		if err != nil {
 			return err
 		}
+		note(project, RoleMonitoringViewer, cfg.GSAMember(), changed)
 		account := gcp.AccountPolicy(g.IAM, cfg.Project, cfg.GSAEmail())
-		if err := s.setMemberOfNew(ctx, account, RoleWorkloadIdentity, cfg.KSAMember(), newAccount, gcp.AccountNotYetVisible); err != nil {
+		if changed, err = s.setMemberOfNew(ctx, account, RoleWorkloadIdentity, cfg.KSAMember(), newAccount, gcp.AccountNotYetVisible); err != nil {
 			return err
 		}
+		note(account, RoleWorkloadIdentity, cfg.KSAMember(), changed)
 	}
-	if err := s.setIdentity(ctx, k, ksa, want); err != nil {
+	if ksa.gsa != "" && ksa.gsa != want {
+		// The account acted as before is released below, with its grants.
+		record = slices.DeleteFunc(record, func(g Grant) bool { return mentions(g, ksa.gsa) })
+	}
+	if cfg.Identity.Mode == "gsa" {
+		// The direct route's grant, if an earlier run used it, is no
+		// longer what the adapter relies on (cleanup still removes it).
+		record = slices.DeleteFunc(record, func(g Grant) bool { return strings.HasPrefix(g.Member, "principal://") && !g.Made })
+	}
+	if err := s.setIdentity(ctx, k, ksa, want, record); err != nil {
 		return err
 	}
 	// The account the adapter acted as before (another --gsa-name, or
@@ -265,9 +291,63 @@ func (s *Step) Apply(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return s.releaseAccount(ctx, ksa.gsa, cluster, true)
+		if err := s.releaseAccount(ctx, ksa.gsa, cluster, true, Grants(ksa.live)); err != nil {
+			return err
+		}
+	}
+	return s.waitAdapter(ctx, k)
+}
+
+// waitAdapter waits, the grants made, until the adapter serves: IAM
+// applies new grants in about 2 minutes (sometimes 7 or more), and until
+// then the adapter exits at start. A pod that crashed before waits out a
+// back-off of up to 5 minutes: it is started afresh.
+func (s *Step) waitAdapter(ctx context.Context, k *kube.Client) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Identity)
+	defer cancel()
+	if err := s.restartCrashing(ctx, k); err != nil {
+		return err
+	}
+	s.report.Waiting(Name, "the adapter reads Cloud Monitoring once IAM applies its grants: typically 2 minutes after they were made, sometimes 7 or more")
+	err := adapter.WaitServing(ctx, k, s.report, Name, s.cfg, nil, nil, false)
+	if exitcode.Of(err) == exitcode.Timeout {
+		return fmt.Errorf("the adapter does not serve %s after its identity was set (timeouts.identity): IAM may take longer than usual, or something else stops it: vllm-hpa verify says why: %w", s.cfg.Timeouts.Identity, err)
+	}
+	return err
+}
+
+// restartCrashing deletes the adapter's pods that exit at start, so that
+// their replacements start now rather than after the back-off.
+func (s *Step) restartCrashing(ctx context.Context, k *kube.Client) error {
+	pods, err := k.Typed.CoreV1().Pods(s.cfg.Adapter.Namespace).List(ctx, metav1.ListOptions{LabelSelector: adapter.Pods})
+	if err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		c, crashing := rollout.CrashLoop(p)
+		if !crashing || p.DeletionTimestamp != nil {
+			continue
+		}
+		err := k.Typed.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &p.UID}})
+		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("restart adapter pod %s: %w", p.Name, err)
+		}
+		s.say(fmt.Sprintf("adapter pod %s restarted now that it has its identity (it had exited at start %d times: %s)", p.Name, c.Restarts, c.Message))
 	}
 	return nil
+}
+
+// mentions reports whether a grant is to or on the Google service account
+// email.
+func mentions(g Grant, email string) bool {
+	return g.Member == "serviceAccount:"+email || strings.HasSuffix(g.Resource, "/serviceAccounts/"+email)
+}
+
+// withNotice makes the Google calls made with ctx say why they wait before
+// a retry, on the step's progress.
+func (s *Step) withNotice(ctx context.Context) context.Context {
+	return gcp.WithNotice(ctx, func(msg string) { s.report.Waiting(Name, msg) })
 }
 
 // principal is the KSA's Workload Identity Federation principal, which
@@ -373,7 +453,7 @@ func (s *Step) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluste
 // user removes its project role and deletes it, if vllm-hpa created it.
 // An account vllm-hpa did not create keeps everything but the members
 // vllm-hpa added.
-func (s *Step) releaseAccount(ctx context.Context, email, cluster string, recorded bool) error {
+func (s *Step) releaseAccount(ctx context.Context, email, cluster string, recorded bool, record []Grant) error {
 	a, err := s.accounts().Get(ctx, email)
 	if recorded && (status.Code(err) == codes.NotFound || status.Code(err) == codes.PermissionDenied) {
 		// The adapter acts as it, so it existed: IAM may not show a new
@@ -397,17 +477,31 @@ func (s *Step) releaseAccount(ctx context.Context, email, cluster string, record
 		}
 	}
 	project := gcp.ProjectPolicy(s.deps.GCP.Projects, s.cfg.Project)
-	// The project's member first: deleting a bound account would leave it
-	// behind as deleted:serviceAccount:...
-	if err := s.setMember(ctx, project, RoleMonitoringViewer, "serviceAccount:"+email, false); err != nil {
-		return err
-	}
-	if err := s.setMember(ctx, gcp.AccountPolicy(s.deps.GCP.IAM, s.cfg.Project, email), RoleWorkloadIdentity, s.cfg.KSAMember(), false); err != nil {
-		return err
-	}
+	account := gcp.AccountPolicy(s.deps.GCP.IAM, s.cfg.Project, email)
 	if !ourAccount(a) {
+		// Not vllm-hpa's account: only the grants vllm-hpa made go.
+		for _, g := range []struct {
+			p            gcp.Policy
+			role, member string
+		}{{project, RoleMonitoringViewer, "serviceAccount:" + email}, {account, RoleWorkloadIdentity, s.cfg.KSAMember()}} {
+			if made, _ := madeByUs(record, g.p.Resource(), g.role, g.member, false); !made {
+				s.say(fmt.Sprintf("%s: %s for %s left in place (found there, not made by vllm-hpa)", g.p.Resource(), g.role, g.member))
+				continue
+			}
+			if _, err := s.setMember(ctx, g.p, g.role, g.member, false); err != nil {
+				return err
+			}
+		}
 		s.say("Google service account " + email + " not created by vllm-hpa: left in place")
 		return nil
+	}
+	// The project's member first: deleting a bound account would leave it
+	// behind as deleted:serviceAccount:...
+	if _, err := s.setMember(ctx, project, RoleMonitoringViewer, "serviceAccount:"+email, false); err != nil {
+		return err
+	}
+	if _, err := s.setMember(ctx, account, RoleWorkloadIdentity, s.cfg.KSAMember(), false); err != nil {
+		return err
 	}
 	if err := s.accounts().Delete(ctx, email); err != nil && status.Code(err) != codes.NotFound {
 		return gcp.Classify(err, "delete service account "+email)
@@ -442,9 +536,21 @@ func checkEnabled(a *adminpb.ServiceAccount, project string) error {
 	return exitcode.With(exitcode.Precondition, fmt.Errorf("the Google service account %s is disabled: it exists but cannot authenticate, so the adapter cannot read Cloud Monitoring; enable it with: gcloud iam service-accounts enable %s --project %s", a.Email, a.Email, project))
 }
 
+// madeByUs reports whether the record says vllm-hpa made a grant; a
+// record that does not exist (an earlier version kept none) answers
+// unrecorded, which the caller decides.
+func madeByUs(record []Grant, resource, role, member string, unrecorded bool) (made, known bool) {
+	if record == nil {
+		return unrecorded, false
+	}
+	g, ok := Recorded(record, resource, role, member)
+	return ok && g.Made, ok
+}
+
 // setMember adds or removes one member of one role by an etag-guarded
-// read-modify-write, and reports what it did.
-func (s *Step) setMember(ctx context.Context, p gcp.Policy, role, member string, present bool) error {
+// read-modify-write, and reports what it did and whether it changed the
+// policy.
+func (s *Step) setMember(ctx context.Context, p gcp.Policy, role, member string, present bool) (bool, error) {
 	return s.changeMember(ctx, p, role, member, present, "", nil)
 }
 
@@ -453,11 +559,11 @@ func (s *Step) setMember(ctx context.Context, p gcp.Policy, role, member string,
 // PERMISSION_DENIED and a policy naming it is refused INVALID_ARGUMENT
 // "does not exist". The errors notYetVisible accepts are retried (for up
 // to gcp.NewResourceWindow) and counted.
-func (s *Step) setMemberOfNew(ctx context.Context, p gcp.Policy, role, member, newAccount string, notYetVisible func(error) bool) error {
+func (s *Step) setMemberOfNew(ctx context.Context, p gcp.Policy, role, member, newAccount string, notYetVisible func(error) bool) (bool, error) {
 	return s.changeMember(ctx, p, role, member, true, newAccount, notYetVisible)
 }
 
-func (s *Step) changeMember(ctx context.Context, p gcp.Policy, role, member string, present bool, newAccount string, notYetVisible func(error) bool) error {
+func (s *Step) changeMember(ctx context.Context, p gcp.Policy, role, member string, present bool, newAccount string, notYetVisible func(error) bool) (bool, error) {
 	var changed bool
 	var stats gcp.RMWStats
 	waits := 0
@@ -476,7 +582,11 @@ func (s *Step) changeMember(ctx context.Context, p gcp.Policy, role, member stri
 		if !present {
 			verb = "remove"
 		}
-		return gcp.Classify(err, fmt.Sprintf("%s %s for %s on %s", verb, role, member, p.Resource()))
+		what := fmt.Sprintf("%s %s for %s on %s", verb, role, member, p.Resource())
+		if d, ok := gcp.DetailsOf(err); ok && present && d.Code == codes.InvalidArgument && exitcode.Of(err) == exitcode.Failure {
+			return false, s.refusedMember(what, member, d.Message)
+		}
+		return false, gcp.Classify(err, what)
 	}
 	what := fmt.Sprintf("%s: %s for %s", p.Resource(), role, member)
 	waited := ""
@@ -493,22 +603,45 @@ func (s *Step) changeMember(ctx context.Context, p gcp.Policy, role, member stri
 	default:
 		s.say(fmt.Sprintf("%s removed (%s)", what, stats))
 	}
-	return nil
+	return changed, nil
+}
+
+// refusedMember explains IAM refusing, as INVALID_ARGUMENT, the one member
+// a write added. Google attaches no ErrorInfo: the member says which cause
+// it is. A Workload Identity member (the KSA's, of either route) is
+// refused until a cluster of the project enables Workload Identity, which
+// creates the pool; any other is refused as IAM does not know it. The
+// policy's size was checked before the write.
+func (s *Step) refusedMember(what, member, message string) error {
+	if member == s.cfg.KSAMember() || strings.HasPrefix(member, "principal://") {
+		pool := s.cfg.WorkloadPool()
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: IAM refused the member (%s): the Workload Identity pool %s does not exist until a GKE cluster of the project enables Workload Identity: gcloud container clusters update CLUSTER --location LOCATION --workload-pool=%s", what, message, pool, pool))
+	}
+	return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: IAM refused the member (%s)", what, message))
 }
 
 // setIdentity makes the adapter act as gsa ("" for none): the KSA's
 // Workload Identity annotation, and the same on the adapter's pod template,
 // whose change rolls the pods (whichever command changed it). Both are
 // merge patches, so that the adapter step's own applies leave them alone.
-func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string) error {
+func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string, record []Grant) error {
 	var value any = gsa
 	if gsa == "" {
 		value = nil
 	}
+	annotations := map[string]any{}
 	if ksa.gsa != gsa {
-		if _, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{WorkloadIdentityAnnotation: value}, ""); err != nil {
+		annotations[WorkloadIdentityAnnotation] = value
+	}
+	if enc := encodeGrants(record); ksa.live.GetAnnotations()[GrantsAnnotation] != fmt.Sprint(enc) && !(enc == nil && !hasAnnotation(ksa.live, GrantsAnnotation)) {
+		annotations[GrantsAnnotation] = enc
+	}
+	if len(annotations) > 0 {
+		if _, err := k.PatchMetadata(ctx, ksa.live, nil, annotations, ""); err != nil {
 			return err
 		}
+	}
+	if ksa.gsa != gsa {
 		s.say(fmt.Sprintf("%s: annotation %s %s", kube.Ref(ksa.live), WorkloadIdentityAnnotation, describeChange(ksa.gsa, gsa)))
 	} else {
 		s.say(fmt.Sprintf("%s: annotation %s unchanged", kube.Ref(ksa.live), WorkloadIdentityAnnotation))
@@ -534,6 +667,11 @@ func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, 
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Adapter)
 	defer cancel()
 	return rollout.Wait(wctx, k, s.report, Name, s.cfg.Adapter.Namespace, adapter.DeploymentName, adapter.Pods, nil)
+}
+
+func hasAnnotation(u *unstructured.Unstructured, key string) bool {
+	_, ok := u.GetAnnotations()[key]
+	return ok
 }
 
 func describeChange(from, to string) string {
@@ -564,15 +702,67 @@ func adapterDeployment(cfg *config.Config) *unstructured.Unstructured {
 }
 
 func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
-	g, k, err := s.clients()
+	e, err := s.readEvidence(ctx)
 	if err != nil {
 		return nil, err
 	}
+	return e.results(s.cfg), nil
+}
+
+// Evidence is what vllm-hpa reads of the adapter's identity: the Google
+// service account (gsa mode), each grant the identity needs, and the
+// adapter's Kubernetes service account (its annotation and the record of
+// grants).
+type Evidence struct {
+	Mode string
+	// Account is the Google service account (gsa mode).
+	Account AccountState
+	// Bindings are the grants the identity needs, as read.
+	Bindings []BindingState
+	// KSA is the adapter's Kubernetes service account (nil: absent).
+	KSA *unstructured.Unstructured
+	// WantAnnotation is the annotation the KSA should carry ("" in
+	// direct mode).
+	WantAnnotation string
+}
+
+// AccountState is a Google service account as IAM shows it.
+type AccountState struct {
+	Email string
+	// Found: IAM returned it; Unseen: IAM refused to read it, as it does
+	// for one created in the last minute (or a caller who may not).
+	Found, Unseen, Disabled bool
+}
+
+// BindingState is one grant as read from its policy.
+type BindingState struct {
+	Resource, Role, Member string
+	// NoResource: the policy's resource does not exist.
+	NoResource, Held bool
+}
+
+// readEvidence reads the identity's state: the account, each grant's
+// policy, the KSA.
+func (s *Step) readEvidence(ctx context.Context) (Evidence, error) {
 	cfg := s.cfg
-	var results []step.Result
-	result := func(check string, ok bool, reason, msg string) {
-		results = append(results, step.Result{Step: s.Name(), Check: check, OK: ok, Reason: reason, Message: msg})
+	e := Evidence{Mode: cfg.Identity.Mode}
+	if cfg.Identity.Mode == "gsa" {
+		e.Account.Email, e.WantAnnotation = cfg.GSAEmail(), cfg.GSAEmail()
 	}
+	// The KSA first: what Kubernetes alone shows is evidence even when
+	// Google cannot be asked.
+	if s.deps.Kube != nil {
+		ksa, err := s.readKSA(ctx, s.deps.Kube)
+		if err != nil {
+			return e, err
+		}
+		e.KSA = ksa.live
+	}
+	g, _, err := s.clients()
+	if err != nil {
+		return e, err
+	}
+	ctx = s.withNotice(ctx)
 	binding := func(p gcp.Policy, role, member string) error {
 		var pol *iampb.Policy
 		_, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
@@ -582,66 +772,90 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 		if err != nil && status.Code(err) != codes.NotFound {
 			return gcp.Classify(err, "read the IAM policy of "+p.Resource())
 		}
-		results = append(results, BindingResult(pol, p.Resource(), role, member))
+		e.Bindings = append(e.Bindings, bindingState(pol, p.Resource(), role, member))
 		return nil
 	}
 	project := gcp.ProjectPolicy(g.Projects, cfg.Project)
 	if cfg.Identity.Mode == "direct" {
 		member, err := s.principal(ctx)
 		if err != nil {
-			return nil, err
+			return e, err
 		}
 		if err := binding(project, RoleMonitoringViewer, member); err != nil {
-			return nil, err
+			return e, err
 		}
 	} else {
 		a, err := s.accounts().Get(ctx, cfg.GSAEmail())
 		switch {
 		case status.Code(err) == codes.NotFound:
-			result("google service account exists", false, "NotFound", cfg.GSAEmail()+" does not exist (or, created in the last minute, IAM does not show it yet): run vllm-hpa identity")
 		case status.Code(err) == codes.PermissionDenied:
-			// IAM answers so for an account created in the last minute
-			// too: a failed check, not the caller's denial (a caller
-			// who may read nothing is refused by the policy reads next).
-			result("google service account exists", false, "PermissionDenied", "IAM refused to read "+cfg.GSAEmail()+": created in the last minute, IAM may not show it yet (check again shortly); otherwise the caller lacks iam.serviceAccounts.get (roles/iam.serviceAccountViewer)")
+			e.Account.Unseen = true
 		case err != nil:
-			return nil, gcp.Classify(err, "get service account "+cfg.GSAEmail())
-		case a.Disabled:
-			result("google service account exists", false, "Disabled", checkEnabled(a, cfg.Project).Error())
+			return e, gcp.Classify(err, "get service account "+cfg.GSAEmail())
 		default:
-			result("google service account exists", true, "", cfg.GSAEmail())
+			e.Account.Found, e.Account.Disabled = true, a.Disabled
 		}
 		if err := binding(project, RoleMonitoringViewer, cfg.GSAMember()); err != nil {
-			return nil, err
+			return e, err
 		}
 		if err := binding(gcp.AccountPolicy(g.IAM, cfg.Project, cfg.GSAEmail()), RoleWorkloadIdentity, cfg.KSAMember()); err != nil {
-			return nil, err
+			return e, err
 		}
 	}
-	ksa, err := s.readKSA(ctx, k)
-	if err != nil {
-		return nil, err
+	return e, nil
+}
+
+// results are verify's checks of the evidence: the account (gsa mode),
+// each grant, the annotation.
+func (e Evidence) results(cfg *config.Config) []step.Result {
+	var out []step.Result
+	if e.Mode == "gsa" {
+		r := step.Result{Step: Name, Check: "google service account exists"}
+		switch a := e.Account; {
+		case a.Unseen:
+			// IAM answers so for an account created in the last minute
+			// too: a failed check, not the caller's denial (a caller who
+			// may read nothing is refused by the policy reads).
+			r.Reason, r.Message = "PermissionDenied", "IAM refused to read "+a.Email+": created in the last minute, IAM may not show it yet (check again shortly); otherwise the caller lacks iam.serviceAccounts.get (roles/iam.serviceAccountViewer)"
+		case !a.Found:
+			r.Reason, r.Message = "NotFound", a.Email+" does not exist (or, created in the last minute, IAM does not show it yet): run vllm-hpa identity"
+		case a.Disabled:
+			r.Reason, r.Message = "Disabled", checkEnabled(&adminpb.ServiceAccount{Email: a.Email, Disabled: true}, cfg.Project).Error()
+		default:
+			r.OK, r.Message = true, a.Email
+		}
+		out = append(out, r)
 	}
-	want := ""
-	if cfg.Identity.Mode == "gsa" {
-		want = cfg.GSAEmail()
+	for _, b := range e.Bindings {
+		out = append(out, b.result())
 	}
-	return append(results, AnnotationResult(ksa.live, cfg, want)), nil
+	return append(out, AnnotationResult(e.KSA, cfg, e.WantAnnotation))
+}
+
+// result is the grant's check.
+func (b BindingState) result() step.Result {
+	r := step.Result{Step: Name, Check: b.Role + " binding"}
+	switch {
+	case b.NoResource:
+		r.Reason, r.Message = "NotFound", b.Resource+" does not exist"
+	case b.Held:
+		r.OK, r.Message = true, b.Member+" on "+b.Resource
+	default:
+		r.Reason, r.Message = "MemberMissing", b.Member+" does not hold "+b.Role+" on "+b.Resource+": run vllm-hpa identity"
+	}
+	return r
 }
 
 // BindingResult judges one role binding in a policy read from resource
 // (nil: the resource does not exist).
 func BindingResult(pol *iampb.Policy, resource, role, member string) step.Result {
-	r := step.Result{Step: Name, Check: role + " binding"}
-	switch {
-	case pol == nil:
-		r.Reason, r.Message = "NotFound", resource+" does not exist"
-	case gcp.HasMember(pol, role, member):
-		r.OK, r.Message = true, member+" on "+resource
-	default:
-		r.Reason, r.Message = "MemberMissing", member+" does not hold "+role+" on "+resource+": run vllm-hpa identity"
-	}
-	return r
+	return bindingState(pol, resource, role, member).result()
+}
+
+// bindingState is a grant as a policy read from resource shows it (nil:
+// the resource does not exist); only an unconditional binding counts.
+func bindingState(pol *iampb.Policy, resource, role, member string) BindingState {
+	return BindingState{Resource: resource, Role: role, Member: member, NoResource: pol == nil, Held: pol != nil && gcp.HasMember(pol, role, member)}
 }
 
 // AnnotationResult judges the adapter's KSA (nil: absent) against the
@@ -700,6 +914,7 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 	if err != nil {
 		return nil, err
 	}
+	ctx = s.withNotice(ctx)
 	r, err := s.planIdentityRemoval(ctx, k)
 	if err != nil {
 		return nil, err
@@ -713,6 +928,7 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 	if err != nil {
 		return nil, err
 	}
+	record := Grants(r.ksa.live)
 	for _, email := range r.accounts {
 		a, err := s.accounts().Get(ctx, email)
 		if email == r.ksa.gsa && (status.Code(err) == codes.NotFound || status.Code(err) == codes.PermissionDenied) {
@@ -733,9 +949,16 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 				continue
 			}
 		}
-		p.Removals = append(p.Removals,
-			step.Removal{Object: fmt.Sprintf("projects/%s: %s for serviceAccount:%s", s.cfg.Project, RoleMonitoringViewer, email), Action: step.RemoveDelete},
-			step.Removal{Object: fmt.Sprintf("%s: %s for %s", gcp.AccountName(s.cfg.Project, email), RoleWorkloadIdentity, s.cfg.KSAMember()), Action: step.RemoveDelete})
+		for _, g := range []struct{ resource, role, member string }{
+			{"projects/" + s.cfg.Project, RoleMonitoringViewer, "serviceAccount:" + email},
+			{gcp.AccountName(s.cfg.Project, email), RoleWorkloadIdentity, s.cfg.KSAMember()},
+		} {
+			rm := step.Removal{Object: fmt.Sprintf("%s: %s for %s", g.resource, g.role, g.member), Action: step.RemoveDelete}
+			if made, _ := madeByUs(record, g.resource, g.role, g.member, false); !ourAccount(a) && !made {
+				rm.Action, rm.Reason = step.RemoveKeep, "found in place, not made by vllm-hpa"
+			}
+			p.Removals = append(p.Removals, rm)
+		}
 		if ourAccount(a) {
 			p.Removals = append(p.Removals, step.Removal{Object: "Google service account " + email, Action: step.RemoveDelete})
 		} else {
@@ -747,7 +970,11 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 		if err != nil {
 			return nil, err
 		}
-		p.Removals = append(p.Removals, step.Removal{Object: fmt.Sprintf("projects/%s: %s for %s", s.cfg.Project, RoleMonitoringViewer, member), Action: step.RemoveDelete})
+		rm := step.Removal{Object: fmt.Sprintf("projects/%s: %s for %s", s.cfg.Project, RoleMonitoringViewer, member), Action: step.RemoveDelete}
+		if made, _ := madeByUs(record, "projects/"+s.cfg.Project, RoleMonitoringViewer, member, true); !made {
+			rm.Action, rm.Reason = step.RemoveKeep, "found in place, not made by vllm-hpa"
+		}
+		p.Removals = append(p.Removals, rm)
 	}
 	if r.ksa.gsa != "" {
 		p.Removals = append(p.Removals, step.Removal{Object: kube.Ref(r.ksa.live) + " annotation " + WorkloadIdentityAnnotation, Action: step.RemoveDelete})
@@ -765,6 +992,7 @@ func (s *Step) Delete(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx = s.withNotice(ctx)
 	r, err := s.planIdentityRemoval(ctx, k)
 	if err != nil {
 		return err
@@ -777,8 +1005,9 @@ func (s *Step) Delete(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	record := Grants(r.ksa.live)
 	for _, email := range r.accounts {
-		if err := s.releaseAccount(ctx, email, cluster, email == r.ksa.gsa); err != nil {
+		if err := s.releaseAccount(ctx, email, cluster, email == r.ksa.gsa, record); err != nil {
 			return err
 		}
 	}
@@ -787,15 +1016,27 @@ func (s *Step) Delete(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.setMember(ctx, gcp.ProjectPolicy(s.deps.GCP.Projects, s.cfg.Project), RoleMonitoringViewer, member, false); err != nil {
-			return err
+		project := gcp.ProjectPolicy(s.deps.GCP.Projects, s.cfg.Project)
+		// Before vllm-hpa kept a record, the direct route's grant was
+		// always its own.
+		if made, _ := madeByUs(record, project.Resource(), RoleMonitoringViewer, member, true); made {
+			if _, err := s.setMember(ctx, project, RoleMonitoringViewer, member, false); err != nil {
+				return err
+			}
+		} else {
+			s.say(fmt.Sprintf("%s: %s for %s left in place (found there, not made by vllm-hpa)", project.Resource(), RoleMonitoringViewer, member))
 		}
 	}
-	if r.ksa.live != nil && r.ksa.gsa != "" {
-		if _, err := k.PatchMetadata(ctx, r.ksa.live, nil, map[string]any{WorkloadIdentityAnnotation: nil}, ""); err != nil {
+	if r.ksa.live != nil && (r.ksa.gsa != "" || hasAnnotation(r.ksa.live, GrantsAnnotation)) {
+		if _, err := k.PatchMetadata(ctx, r.ksa.live, nil, map[string]any{WorkloadIdentityAnnotation: nil, GrantsAnnotation: nil}, ""); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil // a cleanup at the same time removed the adapter
+			}
 			return err
 		}
-		s.say(kube.Ref(r.ksa.live) + ": annotation " + WorkloadIdentityAnnotation + " removed")
+		if r.ksa.gsa != "" {
+			s.say(kube.Ref(r.ksa.live) + ": annotation " + WorkloadIdentityAnnotation + " removed")
+		}
 	}
 	return nil
 }

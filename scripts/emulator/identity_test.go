@@ -1,0 +1,117 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/iam/apiv1/iampb"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
+)
+
+// The emulator's adapter needs the identity the real one needs, and
+// answers the real one's 404 for every failure; vllm-hpa names the cause
+// from its own evidence.
+func TestAdapterNeedsIdentity(t *testing.T) {
+	e := startEmulator(t, testOptions(t))
+	useEmulator(t, e, map[string]string{"VLLM_HPA_TIMEOUTS_HPA": "15s"})
+	gsa := "metrics-adapter-gsa@my-proj.iam.gserviceaccount.com"
+
+	// No identity: the adapter exits at start, the adapter step says so,
+	// and the hpa wait ends naming the identity, not "no samples".
+	r := vllmHPA(t, "up", "--skip", "identity")
+	if r.code != exitcode.Timeout || !strings.Contains(r.errOut, "cause (IdentityNotSet)") || !strings.Contains(r.errOut, "the adapter's pods exit at start until it can read Cloud Monitoring") {
+		t.Fatalf("up --skip identity: exit %d, want %d naming the identity:\n%s", r.code, exitcode.Timeout, r.errOut)
+	}
+	if !strings.Contains(r.errOut, "Failed request to stackdriver api") {
+		t.Errorf("the adapter's own last words are not shown:\n%s", r.errOut)
+	}
+	// The identity step is what makes the metric flow.
+	must(t, "up")
+	must(t, "verify")
+
+	verifyFails := func(t *testing.T, want ...string) runResult {
+		t.Helper()
+		r := vllmHPA(t, "verify", "-o", "json")
+		got := failing(t, r.out)
+		for _, w := range want {
+			if r.code != exitcode.CheckFailed || !contains(got, w) {
+				t.Errorf("verify: exit %d, failing %v, want %s", r.code, got, w)
+			}
+		}
+		return r
+	}
+	project := func() *iampb.Policy { return e.GCP.Projects.Policy("my-proj") }
+	withoutViewer := func() {
+		p := project()
+		for _, b := range p.Bindings {
+			if b.Role == "roles/monitoring.viewer" {
+				b.Members = nil
+			}
+		}
+		get, set := e.GCP.Projects.Writer("my-proj")
+		p.Etag = get().Etag
+		if err := set(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("grant removed by someone else", func(t *testing.T) {
+		withoutViewer()
+		r := verifyFails(t, "identity/roles/monitoring.viewer binding: MemberMissing", "custom-metric/metric readable for every pod: GrantMissing")
+		if !strings.Contains(r.errOut, "does not hold roles/monitoring.viewer on projects/my-proj (removed by someone?)") {
+			t.Errorf("the cause is not named:\n%s", r.errOut)
+		}
+		must(t, "identity")
+	})
+	t.Run("grant just made", func(t *testing.T) {
+		b := gcpfake.DefaultBehaviour
+		b.NewAccountWindow, b.IngestionDelay = 0, 0
+		e.GCP.SetBehaviour(b) // Google's 2 minutes
+		defer func() { b.IAMPropagation = 0; e.GCP.SetBehaviour(b) }()
+		withoutViewer()
+		must(t, "identity")
+		r := verifyFails(t, "custom-metric/metric readable for every pod: IAMPropagating")
+		if !strings.Contains(r.errOut, "IAM still propagating: roles/monitoring.viewer for serviceAccount:"+gsa+" was granted") || !strings.Contains(r.errOut, "left of the usual 2 minutes") {
+			t.Errorf("the wait is not explained with the time left:\n%s", r.errOut)
+		}
+	})
+	t.Run("account disabled", func(t *testing.T) {
+		e.GCP.IAM.SetDisabled(gsa, true)
+		defer e.GCP.IAM.SetDisabled(gsa, false)
+		r := verifyFails(t, "identity/google service account exists: Disabled", "custom-metric/metric readable for every pod: AccountDisabled")
+		if !strings.Contains(r.errOut, "gcloud iam service-accounts enable "+gsa) {
+			t.Errorf("no fix named:\n%s", r.errOut)
+		}
+	})
+	t.Run("monitoring api off", func(t *testing.T) {
+		e.GCP.SetEnabled("my-proj", "monitoring.googleapis.com", false)
+		defer e.GCP.SetEnabled("my-proj", "monitoring.googleapis.com", true)
+		verifyFails(t, "custom-metric/metric readable for every pod: MonitoringAPIDisabled")
+	})
+	must(t, "verify")
+	must(t, "cleanup")
+	if left := owned(t, e); len(left) != 0 {
+		t.Errorf("cleanup left %v", left)
+	}
+}
+
+// No samples in Cloud Monitoring (here: none ever ingested), identity all
+// in place: then, and only then, "no samples yet".
+func TestNoSamplesSaidAsSuch(t *testing.T) {
+	o := testOptions(t)
+	o.IngestionDelay = time.Hour
+	e := startEmulator(t, o)
+	useEmulator(t, e, map[string]string{"VLLM_HPA_TIMEOUTS_HPA": "10s"})
+	r := vllmHPA(t, "up")
+	if r.code != exitcode.Timeout || !strings.Contains(r.errOut, "cause (NoSamples): the identity is in place; Cloud Monitoring holds no sample of vllm:num_requests_running") {
+		t.Errorf("up: exit %d, want %d naming the missing samples:\n%s", r.code, exitcode.Timeout, r.errOut)
+	}
+	r = vllmHPA(t, "verify", "-o", "json")
+	if !contains(failing(t, r.out), "custom-metric/metric readable for every pod: NoSamples") {
+		t.Errorf("verify: %v", failing(t, r.out))
+	}
+	must(t, "cleanup")
+}
