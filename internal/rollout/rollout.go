@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -68,7 +69,7 @@ func CrashLoop(p *corev1.Pod) (*Crashed, bool) {
 		}
 		c := &Crashed{Pod: p.Name, Restarts: cs.RestartCount}
 		if t := cs.LastTerminationState.Terminated; t != nil {
-			c.Message = strings.TrimSpace(t.Message)
+			c.Message = lastWords(t.Message)
 			if c.Message == "" {
 				c.Message = fmt.Sprintf("exit code %d (%s)", t.ExitCode, t.Reason)
 			}
@@ -265,7 +266,7 @@ func eventHint(reason, message string) string {
 	case reason == "ImagePullBackOff" || reason == "ErrImagePull":
 		return message + " (check workload.image and that the cluster can pull it)"
 	case reason == "CrashLoopBackOff":
-		return message + " (see kubectl logs; for vLLM a wrong model id, a missing Hugging Face token or too little GPU memory are common)"
+		return message + " (kubectl logs --previous says why; for the vLLM server a wrong model id, a missing Hugging Face token or too little GPU memory are common)"
 	case reason == "CreateContainerConfigError":
 		return message + " (a referenced Secret or key is missing)"
 	}
@@ -323,6 +324,19 @@ func Diagnose(p *corev1.Pod) (ready bool, reason, message string) {
 		}
 	}
 	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && w.Reason == "CrashLoopBackOff" {
+			// The kubelet's back-off message says nothing of why: the
+			// container's last words do (its termination message).
+			msg := fmt.Sprintf("container %s exits at start (restarted %d times)", cs.Name, cs.RestartCount)
+			if t := cs.LastTerminationState.Terminated; t != nil {
+				if last := lastWords(t.Message); last != "" {
+					msg += ": " + last
+				} else {
+					msg += fmt.Sprintf(", last exit %d (%s)", t.ExitCode, t.Reason)
+				}
+			}
+			return false, w.Reason, msg
+		}
 		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "ContainerCreating" && w.Reason != "PodInitializing" {
 			return false, w.Reason, w.Message
 		}
@@ -343,7 +357,28 @@ func Diagnose(p *corev1.Pod) (ready bool, reason, message string) {
 	return false, string(orDefault(string(p.Status.Phase), "Pending")), "waiting for the pod to be scheduled and started"
 }
 
-// endpointsReady counts the ready endpoints across a Service's slices.
+// lastWords is the error a process exited with, from its termination
+// message (its last log lines): the last klog entry (a line such as
+// "F1203 04:07:55.725130 1 adapter.go:152] ...", with the lines it goes
+// on over), else the last line; at most 300 characters.
+func lastWords(message string) string {
+	lines := strings.Split(strings.TrimSpace(message), "\n")
+	from := len(lines) - 1
+	for i := len(lines) - 1; i >= 0; i-- {
+		if klogHeader.MatchString(lines[i]) {
+			from = i
+			break
+		}
+	}
+	last := strings.Join(strings.Fields(strings.Join(lines[from:], " ")), " ")
+	if len(last) > 300 {
+		last = last[:300] + "..."
+	}
+	return last
+}
+
+// klogHeader starts a klog entry: severity, date, time.
+var klogHeader = regexp.MustCompile(`^[IWEF][0-9]{4} [0-9:.]+ `)
 
 func orDefault(s, def string) string {
 	if s == "" {

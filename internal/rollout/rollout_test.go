@@ -83,3 +83,23 @@ func TestSummarizeMostFrequentFirst(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// A crashing container's diagnosis is its last words, not the kubelet's
+// back-off message: the last klog entry of its termination message.
+func TestCrashLoopLastWords(t *testing.T) {
+	pod := &corev1.Pod{Status: corev1.PodStatus{ContainerStatuses: []corev1.ContainerStatus{{
+		Name: "adapter", RestartCount: 3,
+		State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff", Message: "back-off 40s restarting failed container=adapter pod=x_y(uid)"}},
+		LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 255, Reason: "Error",
+			Message: "I1203 04:07:55.000000       1 adapter.go:100] starting\nF1203 04:07:55.725130       1 adapter.go:152] Failed request to stackdriver api: 403 Unable to generate access token\nThis error could be caused by a missing IAM policy binding\n\thttps://example.com`"}},
+	}}}}
+	ready, reason, msg := Diagnose(pod)
+	want := "container adapter exits at start (restarted 3 times): F1203 04:07:55.725130 1 adapter.go:152] Failed request to stackdriver api: 403 Unable to generate access token This error could be caused by a missing IAM policy binding https://example.com`"
+	if ready || reason != "CrashLoopBackOff" || msg != want {
+		t.Errorf("%v %s %q", ready, reason, msg)
+	}
+	c, ok := CrashLoop(pod)
+	if !ok || c.Restarts != 3 {
+		t.Errorf("CrashLoop: %+v %v", c, ok)
+	}
+}

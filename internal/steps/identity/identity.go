@@ -281,32 +281,38 @@ func (s *Step) Apply(ctx context.Context) error {
 		// longer what the adapter relies on (cleanup still removes it).
 		record = slices.DeleteFunc(record, func(g Grant) bool { return strings.HasPrefix(g.Member, "principal://") && !g.Made })
 	}
-	if err := s.setIdentity(ctx, k, ksa, want, record); err != nil {
+	rolled, err := s.setIdentity(ctx, k, ksa, want, record)
+	if err != nil {
+		return err
+	}
+	if err := s.waitAdapter(ctx, k, rolled); err != nil {
 		return err
 	}
 	// The account the adapter acted as before (another --gsa-name, or
-	// the gsa route before direct): this cluster no longer uses it.
+	// the gsa route before direct): once the adapter serves as the new
+	// one, this cluster no longer uses it.
 	if ksa.gsa != "" && ksa.gsa != want {
 		cluster, err := kube.ClusterID(ctx, k)
 		if err != nil {
 			return err
 		}
-		if err := s.releaseAccount(ctx, ksa.gsa, cluster, true, Grants(ksa.live)); err != nil {
-			return err
-		}
+		return s.releaseAccount(ctx, ksa.gsa, cluster, true, Grants(ksa.live))
 	}
-	return s.waitAdapter(ctx, k)
+	return nil
 }
 
 // waitAdapter waits, the grants made, until the adapter serves: IAM
 // applies new grants in about 2 minutes (sometimes 7 or more), and until
-// then the adapter exits at start. A pod that crashed before waits out a
-// back-off of up to 5 minutes: it is started afresh.
-func (s *Step) waitAdapter(ctx context.Context, k *kube.Client) error {
+// then the adapter exits at start. Unless its pods are being replaced
+// (rolled), one that crashed before waits out a back-off of up to 5
+// minutes: it is started afresh.
+func (s *Step) waitAdapter(ctx context.Context, k *kube.Client, rolled bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Identity)
 	defer cancel()
-	if err := s.restartCrashing(ctx, k); err != nil {
-		return err
+	if !rolled {
+		if err := s.restartCrashing(ctx, k); err != nil {
+			return err
+		}
 	}
 	s.report.Waiting(Name, "the adapter reads Cloud Monitoring once IAM applies its grants: typically 2 minutes after they were made, sometimes 7 or more")
 	err := adapter.WaitServing(ctx, k, s.report, Name, s.cfg, nil, nil, false)
@@ -622,9 +628,10 @@ func (s *Step) refusedMember(what, member, message string) error {
 
 // setIdentity makes the adapter act as gsa ("" for none): the KSA's
 // Workload Identity annotation, and the same on the adapter's pod template,
-// whose change rolls the pods (whichever command changed it). Both are
-// merge patches, so that the adapter step's own applies leave them alone.
-func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string, record []Grant) error {
+// whose change rolls the pods (whichever command changed it; rolled says
+// it did), and the record of grants. All are merge patches, so that the
+// adapter step's own applies leave them alone.
+func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string, record []Grant) (rolled bool, err error) {
 	var value any = gsa
 	if gsa == "" {
 		value = nil
@@ -638,7 +645,7 @@ func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, 
 	}
 	if len(annotations) > 0 {
 		if _, err := k.PatchMetadata(ctx, ksa.live, nil, annotations, ""); err != nil {
-			return err
+			return false, err
 		}
 	}
 	if ksa.gsa != gsa {
@@ -649,24 +656,22 @@ func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, 
 	deploy := adapterDeployment(s.cfg)
 	live, err := k.Get(ctx, deploy)
 	if err != nil || live == nil {
-		return err
+		return false, err
 	}
 	running, _, _ := unstructured.NestedString(live.Object, "spec", "template", "metadata", "annotations", PodIdentityAnnotation)
 	if running == gsa {
-		return nil
+		return false, nil
 	}
 	r, err := k.Resource(deploy)
 	if err != nil {
-		return err
+		return false, err
 	}
 	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{%q:%s}}}}}`, PodIdentityAnnotation, jsonValue(value))
 	if _, err := r.Patch(ctx, deploy.GetName(), "application/merge-patch+json", []byte(patch), metav1.PatchOptions{FieldManager: kube.FieldManager}); err != nil {
-		return fmt.Errorf("restart the adapter pods: %w", err)
+		return false, fmt.Errorf("restart the adapter pods: %w", err)
 	}
 	s.say(fmt.Sprintf("adapter pods restarted to act as %s (were started for %s)", orDefault(gsa, "no Google service account"), orDefault(running, "none")))
-	wctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Adapter)
-	defer cancel()
-	return rollout.Wait(wctx, k, s.report, Name, s.cfg.Adapter.Namespace, adapter.DeploymentName, adapter.Pods, nil)
+	return true, nil
 }
 
 func hasAnnotation(u *unstructured.Unstructured, key string) bool {
