@@ -318,3 +318,67 @@ func TestResumeAfterAccountCreated(t *testing.T) {
 		}
 	})
 }
+
+// What Google answers before it looks at a call: an organization policy,
+// a VPC Service Controls perimeter, a rate limit, APIs switched off. Each
+// is said as itself, with its fix and its exit code; what waiting cures is
+// retried and said.
+func TestGoogleRefusals(t *testing.T) {
+	inst := newInstance(t, "refused", "refused-ns")
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	mustRun(t, inst, "adapter")
+
+	t.Run("org policy forbids new accounts", func(t *testing.T) {
+		g := startGCP(t)
+		g.SetOrgPolicy(gcpfake.OrgPolicy{DisableServiceAccountCreation: true})
+		t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity") })
+		code, _, errOut := gcpRun(t, g, inst, "identity")
+		if code != exitcode.Precondition || !strings.Contains(errOut, "constraints/iam.disableServiceAccountCreation") || !strings.Contains(errOut, "--identity-mode direct") {
+			t.Errorf("exit %d, want %d naming the constraint and --identity-mode direct:\n%s", code, exitcode.Precondition, errOut)
+		}
+		if g.IAM.Account(gsaEmail) != nil {
+			t.Error("an account was created against the policy")
+		}
+	})
+
+	t.Run("perimeter", func(t *testing.T) {
+		g := startGCP(t)
+		g.SetPerimeter("iam.googleapis.com", true)
+		code, _, errOut := gcpRun(t, g, inst, "identity")
+		if code != exitcode.Precondition || !strings.Contains(errOut, "VPC Service Controls perimeter around iam.googleapis.com") ||
+			!strings.Contains(errOut, "vpcServiceControlsUniqueIdentifier: vpcsc-iam-googleapis-com-violation") {
+			t.Errorf("exit %d, want %d naming the perimeter:\n%s", code, exitcode.Precondition, errOut)
+		}
+		if g.Mutations() != 0 {
+			t.Errorf("%d mutating calls", g.Mutations())
+		}
+	})
+
+	t.Run("rate limited", func(t *testing.T) {
+		g := startGCP(t)
+		t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity") })
+		g.Throttle(2, 200*time.Millisecond)
+		code, _, errOut := gcpRun(t, g, inst, "identity")
+		if code != 0 || !strings.Contains(errOut, "Google answered ResourceExhausted RATE_LIMIT_EXCEEDED") {
+			t.Errorf("exit %d, want 0 after retries said on stderr:\n%s", code, errOut)
+		}
+		if !gcpfake.HasMember(g.Projects.Policy("my-proj"), viewerRole, gsaMember) {
+			t.Error("the grant is missing after the retries")
+		}
+	})
+
+	// Every API that is off, in one list and one gcloud line, before
+	// anything changes.
+	t.Run("several APIs off", func(t *testing.T) {
+		g := startGCP(t)
+		g.SetEnabled("my-proj", "iam.googleapis.com", false)
+		g.SetEnabled("my-proj", "monitoring.googleapis.com", false)
+		code, _, errOut := gcpRun(t, g, inst, "identity")
+		if code != exitcode.Precondition || !strings.Contains(errOut, "gcloud services enable iam.googleapis.com monitoring.googleapis.com --project my-proj") {
+			t.Errorf("exit %d, want %d with one gcloud line for both:\n%s", code, exitcode.Precondition, errOut)
+		}
+		if g.Mutations() != 0 {
+			t.Errorf("%d mutating calls", g.Mutations())
+		}
+	})
+}

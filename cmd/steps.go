@@ -118,6 +118,13 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	defer rec.Close()
 	start := time.Now()
 	deps, err := o.f.Connect(ctx, o.cfg, o.need(), rec)
+	if _, off := gcp.As[*gcp.ServiceDisabledError](err); off && deps.GCP != nil {
+		// The cluster read through the container API found it off: name
+		// every API the run needs that is, in one list.
+		if serr := steps.CheckServices(ctx, o.cfg, deps, o.steps); serr != nil {
+			err = serr
+		}
+	}
 	if err != nil {
 		return o.printRun(rec, start, o.withIdentityHint(err))
 	}
@@ -142,6 +149,16 @@ func (o *stackOptions) Run(ctx context.Context) error {
 		return o.printRun(rec, start, o.withIdentityHint(exitcode.With(exitcode.Precondition, deps.GCPError)))
 	}
 	s := steps.New(o.cfg, deps)
+	if o.command == "cleanup" && steps.Requires(o.steps).GoogleAPIs && deps.GCP != nil {
+		// Cleanup writes IAM too: the APIs it calls, before the first
+		// deletion.
+		rec.StepStarted("preconditions")
+		err := steps.CheckServices(ctx, o.cfg, deps, o.steps)
+		rec.StepDone("preconditions", err)
+		if err != nil {
+			return o.printRun(rec, start, err)
+		}
+	}
 	if o.command != "cleanup" && (o.cfg.Cluster != "" || deps.ClusterName != "" || steps.Requires(o.steps).GoogleAPIs) {
 		// The cluster's and the project's preconditions, before anything
 		// changes.

@@ -98,10 +98,11 @@ func TestVerifyEachCheck(t *testing.T) {
 			nudgePodMonitoring(t, inst, "False")
 			return sim.URL, func() { cp.Operator.Decide(nil); nudgePodMonitoring(t, inst, "True") }
 		}},
-		// The adapter's 404 has many causes: here the identity holds and
-		// Cloud Monitoring holds no sample (nothing writes there on this
-		// control plane), so that is the cause.
-		{"custom-metric/metric readable for every pod", "NoSamples", func() (string, func()) {
+		// The adapter's 404 has many causes: here every grant is seconds
+		// old and the samples cannot be read (the kubeconfig context does
+		// not name a GKE cluster), so IAM's propagation is the one named.
+		// Each other cause is a row of identity's Judge table.
+		{"custom-metric/metric readable for every pod", "IAMPropagating", func() (string, func()) {
 			metrics.Delete(runningMetric)
 			return sim.URL, func() { metrics.Set(runningMetric, "0") }
 		}},

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sort"
 	"strings"
 	"time"
 
@@ -220,6 +219,9 @@ func Retryable(err error) bool {
 	if d.Metadata["quota_limit_value"] == "0" {
 		return false // no quota at all: waiting will not grant one
 	}
+	if d.HTTPStatus == 501 || d.Code == codes.Unimplemented {
+		return false
+	}
 	if d.HTTPStatus >= 500 || d.HTTPStatus == 429 {
 		return true
 	}
@@ -338,7 +340,11 @@ func Classify(err error, what string) error {
 	case ReasonSecurityPolicyViolated:
 		return wrap(exitcode.Precondition, &PerimeterError{Service: d.Metadata["service"], UniqueID: d.Metadata["uid"], Message: d.Message})
 	case ReasonCustomOrgPolicy:
-		return wrap(exitcode.Precondition, &OrgPolicyError{Constraint: d.Metadata["customConstraints"], Message: d.Message})
+		constraint := d.Metadata["customConstraints"]
+		if constraint == "" {
+			constraint = "(a managed constraint Google did not name)"
+		}
+		return wrap(exitcode.Precondition, &OrgPolicyError{Constraint: constraint, Message: d.Message})
 	case ReasonBillingDisabled:
 		return wrap(exitcode.Precondition, fmt.Errorf("billing is not enabled on %s, which %s needs: link a billing account (gcloud billing projects link %s --billing-account ACCOUNT)", d.Metadata["consumer"], d.Metadata["service"], strings.TrimPrefix(d.Metadata["consumer"], "projects/")))
 	case ReasonConsumerInvalid:
@@ -348,7 +354,11 @@ func Classify(err error, what string) error {
 		perm := d.Metadata["permission"]
 		msg := "permission denied: the caller lacks " + perm
 		if r := d.Metadata["resource"]; r != "" {
-			msg += " on " + r + ", or it does not exist (Google does not tell them apart: check that --project names a project that exists)"
+			msg += " on " + r + ", or it does not exist (Google does not tell them apart"
+			if isProject(r) {
+				msg += ": check that --project names a project that exists"
+			}
+			msg += ")"
 		}
 		if role := RoleFor(perm); role != "" {
 			msg += "; grant the caller a role that holds it, e.g. " + role
@@ -362,6 +372,9 @@ func Classify(err error, what string) error {
 	case ReasonUserProjectDenied:
 		return wrap(exitcode.Denied, fmt.Errorf("the caller may not use the quota project %s (%s): grant it roles/serviceusage.serviceUsageConsumer there, or set another quota project (gcloud auth application-default set-quota-project)", d.Metadata["consumer"], d.Message))
 	case ReasonRateLimitExceeded, ReasonResourceQuotaExceeded:
+		if d.Metadata["quota_limit_value"] == "0" {
+			return wrap(exitcode.Precondition, fmt.Errorf("the project has no quota for this call (quota metric %s, limit %s = 0): ask for quota, https://cloud.google.com/docs/quotas/help/request_increase", d.Metadata["quota_metric"], d.Metadata["quota_limit"]))
+		}
 		return wrap(exitcode.Failure, fmt.Errorf("quota exceeded: %s (quota metric %s, limit %s = %s): re-run later, or ask for a higher quota", d.Message, d.Metadata["quota_metric"], d.Metadata["quota_limit"], d.Metadata["quota_limit_value"]))
 	}
 	for _, l := range d.Legacy {
@@ -385,22 +398,17 @@ func Classify(err error, what string) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// isProject reports whether a resource name is a project itself
+// (projects/P, or //cloudresourcemanager.googleapis.com/projects/P).
+func isProject(resource string) bool {
+	_, rest, ok := strings.Cut(resource, "projects/")
+	return ok && !strings.Contains(rest, "/")
+}
+
 // As finds the typed cause (*ServiceDisabledError, *OrgPolicyError,
 // *PerimeterError) of a classified error.
 func As[T error](err error) (T, bool) {
 	var t T
 	ok := errors.As(err, &t)
 	return t, ok
-}
-
-// Services names the services of a list of errors, sorted.
-func Services(errs []*ServiceDisabledError) []string {
-	var out []string
-	for _, e := range errs {
-		if e.Service != "" {
-			out = append(out, e.Service)
-		}
-	}
-	sort.Strings(out)
-	return out
 }

@@ -22,7 +22,8 @@ import (
 // apart by code and by what the write added, never by message: a policy
 // naming the new account as its one added member is refused
 // INVALID_ARGUMENT; the account itself answers NOT_FOUND or
-// PERMISSION_DENIED. What waiting does not cure is neither.
+// PERMISSION_DENIED without another reason. What waiting does not cure
+// is neither.
 func TestNotYetVisible(t *testing.T) {
 	cases := []struct {
 		err             error
@@ -32,7 +33,9 @@ func TestNotYetVisible(t *testing.T) {
 		{gcpfake.Plain(codes.NotFound, "Unknown service account").GRPC(), false, true},
 		{gcpfake.PermissionDenied("iam.googleapis.com", "iam.serviceAccounts.getIamPolicy", "").GRPC(), false, true},
 		{gcpfake.Plain(codes.Unavailable, "try again").GRPC(), false, false},
-		{gcpfake.ServiceDisabled("iam.googleapis.com", "1").GRPC(), false, true},
+		// A disabled API is not cured by waiting for the account: it is
+		// said as itself (exit 5), not retried as "not yet visible".
+		{gcpfake.ServiceDisabled("iam.googleapis.com", "1").GRPC(), false, false},
 	}
 	for _, c := range cases {
 		if got := gcp.MemberNotYetVisible(c.err); got != c.member {

@@ -85,16 +85,19 @@ type RMWStats struct {
 type Backoff struct {
 	Initial, Max time.Duration
 	Attempts     int
-	// Budget bounds the time spent waiting between attempts (0: no
+	// Budget bounds the time from the first attempt to the last (0: no
 	// bound but Attempts).
 	Budget time.Duration
+	// PerAttempt bounds each attempt (0: the call's own bound), so that a
+	// service that accepts and never answers costs one attempt's time.
+	PerAttempt time.Duration
 }
 
-// DefaultBackoff retries for about a minute at most on quick refusals (on
-// a busy shared policy most cycles can lose the race, and each retry is
-// cheap), and waits two minutes at most in all, whatever delay Google
-// asks for.
-var DefaultBackoff = Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Attempts: 100, Budget: 2 * time.Minute}
+// DefaultBackoff retries quick refusals many times (on a busy shared
+// policy most cycles can lose the race, and each retry is cheap), gives
+// each attempt 30 s, and stops two minutes after the first attempt,
+// whatever delay Google asks for.
+var DefaultBackoff = Backoff{Initial: 20 * time.Millisecond, Max: time.Second, Attempts: 100, Budget: 2 * time.Minute, PerAttempt: 30 * time.Second}
 
 func (b Backoff) delay(attempt int) time.Duration {
 	d := b.Initial << attempt
@@ -104,10 +107,22 @@ func (b Backoff) delay(attempt int) time.Duration {
 	return time.Duration(rand.Int64N(int64(d)) + 1)
 }
 
-// retrier counts one call's attempts and the time it waited.
+// retrier counts one call's attempts from its start.
 type retrier struct {
-	b      Backoff
-	waited time.Duration
+	b     Backoff
+	start time.Time
+}
+
+func newRetrier(b Backoff) *retrier { return &retrier{b: b, start: time.Now()} }
+
+// attempt runs one attempt of call, within the attempt's bound.
+func (r *retrier) attempt(ctx context.Context, call func(context.Context) error) error {
+	if r.b.PerAttempt <= 0 {
+		return call(ctx)
+	}
+	actx, cancel := context.WithTimeout(ctx, r.b.PerAttempt)
+	defer cancel()
+	return call(actx)
 }
 
 // again waits before attempt+1 of a call that failed with err, and
@@ -123,10 +138,9 @@ func (r *retrier) again(ctx context.Context, attempt int, err error) (bool, erro
 	if det.RetryDelay > d {
 		d = det.RetryDelay
 	}
-	if r.b.Budget > 0 && r.waited+d > r.b.Budget {
+	if r.b.Budget > 0 && time.Since(r.start)+d > r.b.Budget {
 		return false, nil
 	}
-	r.waited += d
 	if det.Code != codes.Aborted {
 		why := det.Code.String()
 		if det.Reason != "" {
@@ -184,10 +198,13 @@ func RemoveMembers(ctx context.Context, p Policy, role string, match func(member
 // when it did not); a write refused for a stale etag starts again from the
 // read.
 func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Backoff) (changed bool, stats RMWStats, err error) {
-	r := retrier{b: b}
+	r := newRetrier(b)
 	for attempt := 0; ; attempt++ {
 		var pol *iampb.Policy
-		pol, err = p.Get(ctx)
+		err = r.attempt(ctx, func(ctx context.Context) (err error) {
+			pol, err = p.Get(ctx)
+			return err
+		})
 		stats.Reads++
 		if err == nil {
 			before, _ := policySize(pol)
@@ -202,7 +219,10 @@ func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Ba
 			// Version 3 is required once any binding has a condition and
 			// harmless otherwise; the etag read above guards the write.
 			pol.Version = PolicyVersion
-			_, err = p.Set(ctx, pol)
+			err = r.attempt(ctx, func(ctx context.Context) error {
+				_, err := p.Set(ctx, pol)
+				return err
+			})
 			stats.Writes++
 			if err == nil {
 				return true, stats, nil
@@ -288,9 +308,9 @@ func (s RMWStats) String() string {
 // accepts is retried with b's backoff, for as long as Google asks. It
 // returns how many retries it took.
 func Retry(ctx context.Context, b Backoff, call func(context.Context) error) (int, error) {
-	r := retrier{b: b}
+	r := newRetrier(b)
 	for attempt := 0; ; attempt++ {
-		err := call(ctx)
+		err := r.attempt(ctx, call)
 		if err == nil {
 			return attempt, nil
 		}
@@ -324,10 +344,18 @@ func MemberNotYetVisible(err error) bool {
 
 // AccountNotYetVisible reports whether err is how IAM answers about a new
 // service account itself (a read or write of it or of its own policy)
-// before it sees it: NOT_FOUND or PERMISSION_DENIED.
+// before it sees it: NOT_FOUND, or a PERMISSION_DENIED that is IAM's own
+// (no reason, or IAM_PERMISSION_DENIED) and no API off, perimeter or
+// constraint, which waiting would not cure.
 func AccountNotYetVisible(err error) bool {
 	d, ok := DetailsOf(err)
-	return ok && (d.Code == codes.NotFound || d.Code == codes.PermissionDenied)
+	switch {
+	case !ok:
+		return false
+	case d.Code == codes.NotFound:
+		return true
+	}
+	return d.Code == codes.PermissionDenied && (d.Reason == "" || d.Reason == ReasonIAMPermissionDenied) && len(d.Violations) == 0
 }
 
 // Google's limits on one IAM policy: every occurrence of a principal in

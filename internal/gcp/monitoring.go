@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,6 +80,27 @@ func (c *Clients) Samples(ctx context.Context, q SeriesQuery) (map[string]float6
 		},
 	}
 	out := map[string]float64{}
+	// At most maxPodsPerQuery pods a query, as the adapter queries them.
+	for pods := range slices.Chunk(q.Pods, maxPodsPerQuery) {
+		part := q
+		part.Pods = pods
+		req.Filter = part.Filter()
+		got, err := c.samples(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		maps.Copy(out, got)
+	}
+	return out, nil
+}
+
+// maxPodsPerQuery is how many pods one query names (Cloud Monitoring's
+// one_of takes at most 100 values).
+const maxPodsPerQuery = 100
+
+// samples runs one query, retried whole.
+func (c *Clients) samples(ctx context.Context, req *monitoringpb.ListTimeSeriesRequest) (map[string]float64, error) {
+	out := map[string]float64{}
 	_, err := Retry(ctx, DefaultBackoff, func(ctx context.Context) error {
 		clear(out)
 		it := c.Monitoring.ListTimeSeries(ctx, req)
@@ -102,7 +125,7 @@ func (c *Clients) Samples(ctx context.Context, q SeriesQuery) (map[string]float6
 		return nil, ErrNoSuchMetric
 	}
 	if err != nil {
-		return nil, Classify(err, "read the samples of "+MetricType(q.Gauge)+" in Cloud Monitoring")
+		return nil, Classify(err, "read the samples in Cloud Monitoring ("+req.Filter+")")
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package gcp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -21,20 +22,20 @@ const (
 	ServiceMonitoring = "monitoring.googleapis.com"
 )
 
-// MonitoringAPI is the service the adapter reads metrics from.
-const MonitoringAPI = ServiceMonitoring
-
 // maxBatchGet is how many services one Service Usage batchGet may name.
 const maxBatchGet = 30
 
+// ErrServiceUsageOff is the Service Usage API itself not enabled: which
+// APIs are cannot be read.
+var ErrServiceUsageOff = errors.New("the Service Usage API is not enabled")
+
 // DisabledServices reads, with one Service Usage batchGet, which of
-// services are not enabled on project. When Service Usage itself is not
-// enabled, it is the one service returned, and the others are not known
-// (unknown is true).
-func (c *Clients) DisabledServices(ctx context.Context, project string, services []string) (disabled []string, unknown bool, err error) {
+// services are not enabled on project (ErrServiceUsageOff when Service
+// Usage itself is not).
+func (c *Clients) DisabledServices(ctx context.Context, project string, services []string) (disabled []string, err error) {
 	svc, err := serviceusage.NewService(ctx, restOptions(c.opts.ServiceUsageEndpoint, c.ts)...)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	parent := "projects/" + project
 	for batch := range slices.Chunk(services, maxBatchGet) {
@@ -48,10 +49,10 @@ func (c *Clients) DisabledServices(ctx context.Context, project string, services
 			return err
 		})
 		if d, ok := DetailsOf(err); ok && d.Reason == ReasonServiceDisabled && d.Metadata["service"] == ServiceServiceUsage {
-			return []string{ServiceServiceUsage}, true, nil
+			return nil, ErrServiceUsageOff
 		}
 		if err != nil {
-			return nil, false, Classify(err, "read which APIs are enabled on project "+project)
+			return nil, Classify(err, "read which APIs are enabled on project "+project)
 		}
 		for _, s := range resp.Services {
 			if s.State != "ENABLED" {
@@ -64,7 +65,7 @@ func (c *Clients) DisabledServices(ctx context.Context, project string, services
 		}
 	}
 	slices.Sort(disabled)
-	return disabled, false, nil
+	return disabled, nil
 }
 
 // EnableCommand is the one gcloud line that enables services on project.

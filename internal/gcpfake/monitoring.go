@@ -151,6 +151,10 @@ type Clause struct {
 	Values []string
 }
 
+// maxOneOf is how many values a one_of may list (the Stackdriver adapter
+// queries at most 100 pods at once for the same reason).
+const maxOneOf = 100
+
 // ParseFilter reads the part of the filter language the stack's queries
 // use.
 func ParseFilter(s string) (Filter, error) {
@@ -163,6 +167,9 @@ func ParseFilter(s string) (Filter, error) {
 		}
 		var values []string
 		if inner, ok := strings.CutPrefix(value, "one_of("); ok && strings.HasSuffix(inner, ")") {
+			if n := len(splitQuoted(strings.TrimSuffix(inner, ")"))); n > maxOneOf {
+				return nil, fmt.Errorf("one_of takes at most %d values, the filter gives %d", maxOneOf, n)
+			}
 			for _, v := range splitQuoted(strings.TrimSuffix(inner, ")")) {
 				u, err := strconv.Unquote(strings.TrimSpace(v))
 				if err != nil {

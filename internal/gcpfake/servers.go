@@ -275,7 +275,7 @@ func (g *GCP) Mutations() int64 {
 
 // Reads is the number of reading calls all fakes received.
 func (g *GCP) Reads() int64 {
-	return g.IAM.Counters.Reads.Load() + g.Projects.Counters.Reads.Load() + g.GKE.Counters.Reads.Load() + g.Services.Counters.Reads.Load()
+	return g.IAM.Counters.Reads.Load() + g.Projects.Counters.Reads.Load() + g.GKE.Counters.Reads.Load() + g.Services.Counters.Reads.Load() + g.Monitoring.Counters.Reads.Load()
 }
 
 var (

@@ -77,8 +77,10 @@ func (g *GCP) Allowed(project, member, permission string, now time.Time) error {
 	if !ok {
 		return fmt.Errorf("googleapi: Error 403: Permission %s denied (or the resource may not exist)., forbidden", permission)
 	}
-	if !g.Enabled(p.ID, "monitoring.googleapis.com") {
-		return fmt.Errorf("googleapi: Error 403: %s, accessNotConfigured", ServiceDisabled("monitoring.googleapis.com", p.Number).Message)
+	// What Google answers before it looks at the call: the API off, a
+	// perimeter, a rate limit.
+	if e := g.gate("monitoring.googleapis.com", p.ID); e != nil {
+		return fmt.Errorf("googleapi: Error %d: %s", e.HTTP, e.Message)
 	}
 	for role, perms := range roles {
 		for _, perm := range perms {

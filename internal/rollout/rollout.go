@@ -47,6 +47,9 @@ func WaitUnlessCrashing(ctx context.Context, k *kube.Client, report step.Reporte
 type Crashed struct {
 	Pod      string
 	Restarts int32
+	// Reason is how the container last ended: Error (it exited non-zero),
+	// OOMKilled...
+	Reason string
 	// Message is the container's last termination message (its last log
 	// lines where the container asks for them on error).
 	Message string
@@ -60,16 +63,16 @@ func (c *Crashed) Error() string {
 	return msg
 }
 
-// CrashLoop reports whether a pod's container exits and restarts, with
-// its last termination message.
+// CrashLoop reports whether a pod's container is in CrashLoopBackOff
+// (it exited and waits to be restarted), with how it last ended.
 func CrashLoop(p *corev1.Pod) (*Crashed, bool) {
 	for _, cs := range p.Status.ContainerStatuses {
-		if cs.Ready || cs.RestartCount == 0 {
+		if cs.Ready || cs.State.Waiting == nil || cs.State.Waiting.Reason != "CrashLoopBackOff" {
 			continue
 		}
 		c := &Crashed{Pod: p.Name, Restarts: cs.RestartCount}
 		if t := cs.LastTerminationState.Terminated; t != nil {
-			c.Message = lastWords(t.Message)
+			c.Reason, c.Message = t.Reason, lastWords(t.Message)
 			if c.Message == "" {
 				c.Message = fmt.Sprintf("exit code %d (%s)", t.ExitCode, t.Reason)
 			}

@@ -7,6 +7,7 @@ package steps
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -152,6 +153,8 @@ func (s *Stack) Step(name string) (step.Step, error) {
 // Cloud Monitoring API is enabled. Each failure names its gcloud fix.
 func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, names []string) ([]step.Result, error) {
 	report := deps.Reporter()
+	// A throttled or flaky read is retried; the wait is said here too.
+	ctx = gcp.WithNotice(ctx, func(msg string) { report.Waiting("preconditions", msg) })
 	var results []step.Result
 	var failed []string
 	add := func(check string, ok bool, message, fix string) {
@@ -168,41 +171,16 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 	if cluster == "" {
 		location, cluster = deps.ClusterLocation, deps.ClusterName
 	}
-	var disabled []string
-	if deps.GCP != nil {
-		// Every Google API this run calls, or that the stack needs, in
-		// one read: a disabled one is found before anything changes.
-		services := requiredServices(cfg, names, cluster != "")
-		if len(services) > 0 {
-			var unknown bool
-			var err error
-			disabled, unknown, err = deps.GCP.DisabledServices(ctx, cfg.Project, services)
-			switch {
-			case exitcode.Of(err) == exitcode.Denied:
-				// Reading Service Usage is a permission the steps
-				// themselves do not need: say what was not checked and
-				// go on (a disabled API still stops the call that needs
-				// it, exit 5, naming it).
-				report.Action("preconditions", "APIs not checked: the caller may not read Service Usage (serviceusage.services.get, e.g. roles/serviceusage.serviceUsageViewer): "+strings.Join(services, ", "))
-			case err != nil:
-				return results, err
-			case len(disabled) > 0:
-				msg := "not enabled on project " + cfg.Project + ": " + strings.Join(disabled, ", ")
-				if unknown {
-					msg += " (the others, " + strings.Join(slices.DeleteFunc(slices.Clone(services), func(s string) bool { return slices.Contains(disabled, s) }), ", ") + ", cannot be checked without it)"
-				}
-				add("google apis", false, msg, gcp.EnableCommand(cfg.Project, disabled))
-			default:
-				add("google apis", true, "enabled: "+strings.Join(services, ", "), "")
-			}
-		}
+	disabled, err := checkServices(ctx, cfg, deps, names, cluster != "", add)
+	if err != nil {
+		return results, err
 	}
 	switch {
 	case cluster == "":
 		report.Action("preconditions", "cluster preconditions not checked: no --cluster/--location given, and the kubeconfig context is not a GKE one (gke_PROJECT_LOCATION_CLUSTER)")
 	case deps.GCP == nil:
 		report.Action("preconditions", "cluster "+cluster+" not checked: no Google API clients (the steps run need none)")
-	case deps.Cluster == nil && (slices.Contains(disabled, gcp.ServiceContainer) || slices.Contains(disabled, gcp.ServiceServiceUsage)):
+	case deps.Cluster == nil && slices.Contains(disabled, gcp.ServiceContainer):
 		report.Action("preconditions", "cluster "+cluster+" not checked: the Kubernetes Engine API cannot be read (see google apis)")
 	default:
 		c := deps.Cluster
@@ -233,6 +211,58 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("the cluster or project is not ready for the stack (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))
 	}
 	return results, nil
+}
+
+// checkServices reads, in one Service Usage batchGet, whether every Google
+// API a run of the named steps calls (or the stack needs) is enabled, and
+// adds the check; it returns the disabled ones. What cannot be read (the
+// caller may not, or Service Usage itself is off) is said and not
+// checked: a disabled API still stops the call that needs it, exit 5,
+// naming it.
+func checkServices(ctx context.Context, cfg *config.Config, deps step.Deps, names []string, viaContainer bool, add func(check string, ok bool, message, fix string)) ([]string, error) {
+	services := requiredServices(cfg, names, viaContainer)
+	if deps.GCP == nil || len(services) == 0 {
+		return nil, nil
+	}
+	report := deps.Reporter()
+	disabled, err := deps.GCP.DisabledServices(ctx, cfg.Project, services)
+	switch {
+	case errors.Is(err, gcp.ErrServiceUsageOff):
+		report.Action("preconditions", "APIs not checked: the Service Usage API is off on project "+cfg.Project+" (enable it with them if you like: "+gcp.EnableCommand(cfg.Project, append(services, gcp.ServiceServiceUsage))+")")
+	case exitcode.Of(err) == exitcode.Denied:
+		report.Action("preconditions", "APIs not checked: the caller may not read Service Usage (serviceusage.services.get, e.g. roles/serviceusage.serviceUsageViewer): "+strings.Join(services, ", "))
+	case err != nil:
+		return nil, err
+	case len(disabled) > 0:
+		add("google apis", false, "not enabled on project "+cfg.Project+": "+strings.Join(disabled, ", "), gcp.EnableCommand(cfg.Project, disabled))
+	default:
+		add("google apis", true, "enabled: "+strings.Join(services, ", "), "")
+	}
+	return disabled, nil
+}
+
+// CheckServices is the API check alone, for a command that writes without
+// the cluster's preconditions (cleanup), or whose connection found one API
+// off (a cluster read through the container API): every API the named
+// steps call, in one list, exit 5 when any is off.
+func CheckServices(ctx context.Context, cfg *config.Config, deps step.Deps, names []string) error {
+	var failed []string
+	ctx = gcp.WithNotice(ctx, func(msg string) { deps.Reporter().Waiting("preconditions", msg) })
+	_, err := checkServices(ctx, cfg, deps, names, cfg.Cluster != "" || deps.ClusterName != "", func(check string, ok bool, message, fix string) {
+		r := step.Result{Step: "preconditions", Check: check, OK: ok, Message: message}
+		if !ok {
+			r.Reason, r.Message = "NotMet", message+"; fix: "+fix
+			failed = append(failed, r.Message)
+		}
+		deps.Reporter().Result(r)
+	})
+	if err != nil {
+		return err
+	}
+	if len(failed) > 0 {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("Google APIs the run calls are not enabled (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))
+	}
+	return nil
 }
 
 // clusterPreconditions judges the cluster c: the container API's view
@@ -329,8 +359,7 @@ func orNone(list []string) string {
 // that the stack it builds needs enabled: the container API when the
 // cluster is read through it; on the adapter route with identity, IAM,
 // Resource Manager and Cloud Monitoring (which the adapter reads, and
-// vllm-hpa reads to explain a metric it does not serve); Service Usage,
-// through which this is read.
+// vllm-hpa reads to explain a metric it does not serve).
 func requiredServices(cfg *config.Config, names []string, viaContainer bool) []string {
 	var out []string
 	if viaContainer {
@@ -339,10 +368,7 @@ func requiredServices(cfg *config.Config, names []string, viaContainer bool) []s
 	if Requires(names).GoogleAPIs && !cfg.Native() {
 		out = append(out, gcp.ServiceIAM, gcp.ServiceResourceManager, gcp.ServiceMonitoring)
 	}
-	if len(out) == 0 {
-		return nil
-	}
-	return append(out, gcp.ServiceServiceUsage)
+	return out
 }
 
 // gpuNodes reports whether the cluster's preconditions find a way to GPU

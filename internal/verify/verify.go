@@ -58,8 +58,8 @@ func Sections(cfg *config.Config, s *steps.Stack, k *kube.Client, server *Server
 			if cfg.Native() {
 				return []step.Result{NativeMetric(ctx, k, cfg)}, nil
 			}
-			explain := func(ctx context.Context, gauge string) identity.Diagnosis {
-				return identity.Explain(ctx, cfg, s.Deps(), gauge)
+			explain := func(ctx context.Context, gauge string, served []string) identity.Diagnosis {
+				return identity.Explain(ctx, cfg, s.Deps(), gauge, served)
 			}
 			return []step.Result{CustomMetric(ctx, k, cfg, explain)}, nil
 		}},
@@ -273,7 +273,7 @@ func NativeMetric(ctx context.Context, k *kube.Client, cfg *config.Config) step.
 
 // Explainer says why the adapter does not serve a gauge's metric, from
 // vllm-hpa's own evidence (identity.Explain).
-type Explainer func(ctx context.Context, gauge string) identity.Diagnosis
+type Explainer func(ctx context.Context, gauge string, served []string) identity.Diagnosis
 
 // CustomMetric reads the HPA's metric through custom.metrics.k8s.io, as the
 // HPA controller does, and checks that every Ready pod of the Deployment has
@@ -283,9 +283,9 @@ func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config, expla
 	var values []string
 	metrics := cfg.ScaledMetrics()
 	for _, m := range metrics {
-		r := customMetric(ctx, k, cfg, config.AdapterMetricName(m.Gauge))
+		r, served := customMetric(ctx, k, cfg, config.AdapterMetricName(m.Gauge))
 		if !r.OK && (r.Reason == "MetricNotFound" || r.Reason == "PodsWithoutValue") && explain != nil {
-			d := explain(ctx, m.Gauge)
+			d := explain(ctx, m.Gauge, served)
 			r.Reason, r.Message = d.Reason, r.Message+": "+d.Message
 		}
 		if !r.OK {
@@ -299,14 +299,15 @@ func CustomMetric(ctx context.Context, k *kube.Client, cfg *config.Config, expla
 	return step.Result{Step: "custom-metric", Check: "metric readable for every pod", OK: true, Message: strings.Join(values, "; ")}
 }
 
-// customMetric is CustomMetric's check of one metric.
-func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metric string) step.Result {
-	r := step.Result{Step: "custom-metric", Check: "metric readable for every pod"}
+// customMetric is CustomMetric's check of one metric, and the pods the
+// adapter served a value for.
+func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metric string) (r step.Result, served []string) {
+	r = step.Result{Step: "custom-metric", Check: "metric readable for every pod"}
 	sel := labels.Set{"app": cfg.Workload.AppLabel}.String()
 	pods, err := k.Typed.CoreV1().Pods(cfg.Workload.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
 	if err != nil {
 		r.Reason, r.Message = "ListPods", err.Error()
-		return r
+		return r, nil
 	}
 	// client-go escapes the '|' of the metric name in the path.
 	path := fmt.Sprintf("/apis/custom.metrics.k8s.io/v1beta2/namespaces/%s/pods/*/%s", cfg.Workload.Namespace, metric)
@@ -327,12 +328,12 @@ func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metri
 		default:
 			r.Reason, r.Message = "RequestFailed", err.Error()
 		}
-		return r
+		return r, nil
 	}
 	var list metricValueList
 	if err := json.Unmarshal(body, &list); err != nil {
 		r.Reason, r.Message = "Unparsable", err.Error()
-		return r
+		return r, nil
 	}
 	values := map[string]string{}
 	for _, it := range list.Items {
@@ -345,6 +346,7 @@ func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metri
 		}
 		if v, ok := values[p.Name]; ok {
 			have = append(have, p.Name+"="+v)
+			served = append(served, p.Name)
 		} else {
 			missing = append(missing, p.Name)
 		}
@@ -358,5 +360,5 @@ func customMetric(ctx context.Context, k *kube.Client, cfg *config.Config, metri
 	default:
 		r.OK, r.Message = true, strings.Join(have, " ")
 	}
-	return r
+	return r, served
 }

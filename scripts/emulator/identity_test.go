@@ -106,7 +106,7 @@ func TestNoSamplesSaidAsSuch(t *testing.T) {
 	e := startEmulator(t, o)
 	useEmulator(t, e, map[string]string{"VLLM_HPA_TIMEOUTS_HPA": "10s"})
 	r := vllmHPA(t, "up")
-	if r.code != exitcode.Timeout || !strings.Contains(r.errOut, "cause (NoSamples): the identity is in place; Cloud Monitoring holds no sample of vllm:num_requests_running") {
+	if r.code != exitcode.Timeout || !strings.Contains(r.errOut, "cause (NoSamples): every grant is in place; Cloud Monitoring holds no sample of vllm:num_requests_running") {
 		t.Errorf("up: exit %d, want %d naming the missing samples:\n%s", r.code, exitcode.Timeout, r.errOut)
 	}
 	r = vllmHPA(t, "verify", "-o", "json")

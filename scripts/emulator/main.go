@@ -71,7 +71,7 @@ func run() error {
 	flag.BoolVar(&o.TargetStatus, "target-status", o.TargetStatus, "enable Managed Prometheus target status in gmp-public/config (GKE's default: off)")
 	flag.DurationVar(&o.Google.NewAccountWindow, "new-account-window", o.Google.NewAccountWindow, "how long IAM does not see a new service account (Google: up to about a minute)")
 	flag.DurationVar(&o.IAMPropagation, "iam-propagation", o.IAMPropagation, "how long an IAM grant takes to apply to the adapter's identity (Google: typically 2 minutes, sometimes 7 or more); until then the adapter is denied")
-	flag.DurationVar(&o.CrashBackoff, "crash-backoff", o.CrashBackoff, "the kubelet's first back-off before restarting a container that exited (doubled each time, up to 30 times it)")
+	flag.DurationVar(&o.CrashBackoff, "crash-backoff", o.CrashBackoff, "the kubelet's first back-off before restarting a container that exited (doubled each time, up to 30 times it; 0 is the kubelet's own, 10s)")
 	flag.StringVar(&o.Project, "project", o.Project, "the emulated GCP project id")
 	flag.StringVar(&o.ProjectNumber, "project-number", o.ProjectNumber, "the emulated project's number")
 	flag.StringVar(&o.Cluster, "cluster", o.Cluster, "the emulated GKE cluster's name")
@@ -91,6 +91,9 @@ func run() error {
 	}
 	if o.GPUNodes.Provisioning > 0 && (o.GPUNodes.GPUs < 1 || o.GPUNodes.Max < 1) {
 		return fmt.Errorf("invalid --gpus-per-node %d or --max-nodes %d: at least 1 each when --node-provisioning is set", o.GPUNodes.GPUs, o.GPUNodes.Max)
+	}
+	if o.IAMPropagation < 0 || o.CrashBackoff < 0 {
+		return fmt.Errorf("invalid --iam-propagation %s or --crash-backoff %s: durations of 0 or more", o.IAMPropagation, o.CrashBackoff)
 	}
 	if o.NativeMetrics && o.NativeInterval <= 0 {
 		return fmt.Errorf("invalid --native-interval %s: must be a positive duration such as 5s", o.NativeInterval)

@@ -173,7 +173,9 @@ func (s *Step) Wait(ctx context.Context) error {
 	pending := IdentityPending(ksa, s.cfg)
 	err = WaitServing(ctx, k, report, Name, s.cfg, s.Seen(kube.DeploymentsGVR, s.cfg.Adapter.Namespace, DeploymentName), s.Seen(kube.APIServicesGVR, "", ""), pending)
 	var crashed *rollout.Crashed
-	if pending && errors.As(err, &crashed) {
+	// It exits with an error, as the adapter does when Cloud Monitoring
+	// refuses it (not killed for its memory, say).
+	if pending && errors.As(err, &crashed) && crashed.Reason == "Error" {
 		report.Action(Name, "the adapter's pods exit at start until it can read Cloud Monitoring ("+crashed.Error()+"): it serves once it has Workload Identity (vllm-hpa identity, which waits for it)")
 		return nil
 	}

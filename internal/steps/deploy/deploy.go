@@ -18,6 +18,7 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
@@ -72,9 +73,30 @@ func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
 		}
 		return render.SetSecretToken(s.cfg, obj, s.cfg.HFTokenValue())
 	case "Deployment":
+		KeepComputeClass(s.cfg, obj, live)
 		return Replicas(obj, live)
 	}
 	return nil
+}
+
+// KeepComputeClass keeps the ComputeClass the live Deployment's pods
+// select, when vllm-hpa selected it (up chose the cluster's one way to GPU
+// nodes) and workload.compute-class names none: a later run that cannot
+// read the cluster's classes (no Google credentials, deploy alone) must
+// not move the pods back to selectors no node answers.
+func KeepComputeClass(cfg *config.Config, obj, live *unstructured.Unstructured) {
+	if cfg.Workload.ComputeClass != "" || live == nil {
+		return
+	}
+	path := []string{"spec", "template", "spec", "nodeSelector"}
+	class, _, _ := unstructured.NestedString(live.Object, append(path, gcp.ComputeClassLabel)...)
+	if class == "" || !kube.AppliedByUs(live, append(path, gcp.ComputeClassLabel)...) {
+		return
+	}
+	cfg.Workload.ComputeClass = class
+	_ = unstructured.SetNestedStringMap(obj.Object, map[string]string{gcp.ComputeClassLabel: class}, path...)
+	// The class decides Spot, as it would have rendered.
+	unstructured.RemoveNestedField(obj.Object, "spec", "template", "spec", "tolerations")
 }
 
 // Replicas decides spec.replicas of the Deployment vllm-hpa applies, as

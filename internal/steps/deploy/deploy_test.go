@@ -112,3 +112,46 @@ func TestReplicasLeftToTheirOwner(t *testing.T) {
 		}
 	}
 }
+
+// A ComputeClass up chose stays selected when a later run cannot read the
+// cluster's classes: the pods never move back to selectors no node
+// answers. One someone else set is theirs.
+func TestKeepComputeClass(t *testing.T) {
+	rendered := func() *unstructured.Unstructured {
+		cfg := config.Default()
+		objs, err := render.Objects(&cfg, Name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objs {
+			if o.GetKind() == "Deployment" {
+				return o
+			}
+		}
+		t.Fatal("no Deployment")
+		return nil
+	}
+	live := func(manager string) *unstructured.Unstructured {
+		u := rendered()
+		unstructured.SetNestedStringMap(u.Object, map[string]string{gcp.ComputeClassLabel: "vllm-l4"}, "spec", "template", "spec", "nodeSelector")
+		u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: manager, Operation: metav1.ManagedFieldsOperationApply,
+			FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:template":{"f:spec":{"f:nodeSelector":{"f:cloud.google.com/compute-class":{}}}}}}`)}}})
+		return u
+	}
+	cfg := config.Default()
+	obj := rendered()
+	KeepComputeClass(&cfg, obj, live(kube.FieldManager))
+	sel, _, _ := unstructured.NestedStringMap(obj.Object, "spec", "template", "spec", "nodeSelector")
+	if len(sel) != 1 || sel[gcp.ComputeClassLabel] != "vllm-l4" || cfg.Workload.ComputeClass != "vllm-l4" {
+		t.Errorf("kept: %v (%q)", sel, cfg.Workload.ComputeClass)
+	}
+	if _, found, _ := unstructured.NestedSlice(obj.Object, "spec", "template", "spec", "tolerations"); found {
+		t.Error("the Spot toleration stays beside the class")
+	}
+	cfg = config.Default()
+	obj = rendered()
+	KeepComputeClass(&cfg, obj, live("someone-else"))
+	if sel, _, _ := unstructured.NestedStringMap(obj.Object, "spec", "template", "spec", "nodeSelector"); sel[gcp.ComputeClassLabel] != "" {
+		t.Errorf("took over someone else's class: %v", sel)
+	}
+}

@@ -213,7 +213,8 @@ func (s *Step) Wait(ctx context.Context) error {
 		failing.Store(!r.OK && adapterFailure(r.Reason))
 		return r, final
 	}
-	stop := make(chan struct{})
+	// The explanations end with the wait: one in flight is cancelled.
+	ectx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -221,27 +222,35 @@ func (s *Step) Wait(ctx context.Context) error {
 		defer t.Stop()
 		for {
 			select {
-			case <-stop:
+			case <-ectx.Done():
 				return
 			case <-t.C:
 				if failing.Load() {
-					d := s.explain(ctx)
-					s.Report().Waiting(Name, "the adapter serves no value of "+s.cfg.HPAMetricName()+": "+d.Message)
+					d := s.explain(ectx)
+					if ectx.Err() == nil {
+						s.Report().Waiting(Name, "the adapter serves no value of "+s.cfg.HPAMetricName()+": "+d.Message)
+					}
 				}
 			}
 		}
 	}()
 	err := s.WaitOne(ctx, o)
-	close(stop)
+	stop()
 	<-done
 	if err != nil && failing.Load() && exitcode.Of(err) == exitcode.Timeout {
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		// The wait's time is up: one more read, of at most
+		// explainAfterTimeout, names the cause (Ctrl+C never gets here).
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), explainAfterTimeout)
 		defer cancel()
-		d := s.explain(ectx)
+		d := s.explain(tctx)
 		return fmt.Errorf("%w\ncause (%s): %s", err, d.Reason, d.Message)
 	}
 	return err
 }
+
+// explainAfterTimeout bounds the read that names the cause once the wait
+// has timed out.
+const explainAfterTimeout = 10 * time.Second
 
 // adapterFailure: the HPA's reasons for not reading the adapter's value.
 func adapterFailure(reason string) bool {
@@ -250,7 +259,7 @@ func adapterFailure(reason string) bool {
 
 // explain says why the adapter serves no value of the first metric.
 func (s *Step) explain(ctx context.Context) identity.Diagnosis {
-	return identity.Explain(ctx, s.cfg, s.Deps(), s.cfg.MetricName())
+	return identity.Explain(ctx, s.cfg, s.Deps(), s.cfg.MetricName(), nil)
 }
 
 // Check judges the HPA.

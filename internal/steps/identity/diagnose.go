@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -50,6 +51,9 @@ type Why struct {
 	// Gauge is the metric's vLLM gauge; Pods the workload's Ready pods.
 	Gauge string
 	Pods  []string
+	// Served are the pods the adapter gave a value for (when known): its
+	// identity then works.
+	Served []string
 	// Samples are the pods with a sample in Cloud Monitoring; NoSuchMetric
 	// when it knows no sample of the metric at all; SamplesErr when they
 	// could not be read (MonitoringOff when because the API is off).
@@ -59,18 +63,23 @@ type Why struct {
 	MonitoringOff bool
 	// AdapterExit is why the adapter's pods exit at start ("" when they
 	// do not).
-	AdapterExit string
-	Now         time.Time
+	AdapterExit      string
+	AdapterNamespace string
+	Now              time.Time
 }
 
-// Judge names the cause from the evidence, the likeliest first: the
-// identity not set up, the Monitoring API off, the annotation, the
-// account, each grant, a grant too recent for IAM to have applied it,
-// then the samples. Only when all of the identity holds is "no samples
-// yet" the answer.
+// Judge names the cause from the evidence, the likeliest first. When the
+// adapter serves some pods its identity works, so only the samples of the
+// others can be the cause. Otherwise: the identity not set up, the
+// Monitoring API off, the annotation, the account, each grant; then no
+// samples in Cloud Monitoring (a cause whatever else is), a grant too
+// recent for IAM to have applied it, samples that could not be read.
 func Judge(w Why) Diagnosis {
 	e := w.Identity
 	record := Grants(e.KSA)
+	if len(w.Served) > 0 {
+		return w.missingSamples("the adapter serves " + strings.Join(w.Served, ", ") + ", so its identity works")
+	}
 	switch {
 	case e.KSA == nil && w.IdentityErr == nil:
 		return Diagnosis{"IdentityNotSet", "the adapter's Kubernetes service account does not exist: run vllm-hpa adapter, then vllm-hpa identity"}
@@ -101,9 +110,12 @@ func Judge(w Why) Diagnosis {
 			return Diagnosis{"GrantMissing", b.Member + " does not hold " + b.Role + " on " + b.Resource + " (removed by someone?): run vllm-hpa identity"}
 		}
 	}
-	// The identity holds as far as vllm-hpa can see. No samples is then
-	// a cause whatever else is: the adapter cannot serve what Cloud
-	// Monitoring does not hold.
+	if len(w.Pods) == 0 {
+		return Diagnosis{"NoReadyPods", "the identity's grants are in place; the Deployment has no Ready pod for the adapter to serve (vllm-hpa verify, deploy)"}
+	}
+	// Every grant is in place as IAM shows it. No samples is a cause
+	// whatever else is: the adapter cannot serve what Cloud Monitoring
+	// does not hold.
 	propagating := ""
 	if g, ok := newestMade(record); ok && w.Now.Sub(g.At) < PropagationLong {
 		age := w.Now.Sub(g.At).Round(time.Second)
@@ -114,7 +126,7 @@ func Judge(w Why) Diagnosis {
 		propagating = fmt.Sprintf("IAM still propagating: %s for %s was granted %s ago; %s", g.Role, g.Member, age, left)
 	}
 	if w.SamplesErr == nil && (w.NoSuchMetric || len(w.Samples) == 0) {
-		msg := "the identity is in place; Cloud Monitoring holds no sample of " + w.Gauge + " for the pods yet: Managed Prometheus writes one within a scrape interval and a minute, a brand-new metric takes up to 10 minutes; if it lasts, check that Managed Prometheus scrapes the pods (vllm-hpa verify, monitor)"
+		msg := "every grant is in place; Cloud Monitoring holds no sample of " + w.Gauge + " for the pods yet: " + samplesWait
 		if propagating != "" {
 			msg += "; and " + propagating
 		}
@@ -124,18 +136,30 @@ func Judge(w Why) Diagnosis {
 		return Diagnosis{"IAMPropagating", propagating}
 	}
 	if w.SamplesErr != nil {
-		return Diagnosis{"SamplesNotRead", "the identity is in place, and its grants are older than IAM's propagation; the samples in Cloud Monitoring could not be read (" + w.SamplesErr.Error() + ")" + w.exitSaid()}
+		return Diagnosis{"SamplesNotRead", "every grant is in place as IAM shows it; the samples in Cloud Monitoring could not be read (" + w.SamplesErr.Error() + ")" + w.exitSaid()}
 	}
+	return w.missingSamples("every grant is in place, older than IAM's propagation")
+}
+
+// samplesWait is how long samples take to appear.
+const samplesWait = "Managed Prometheus writes one within a scrape interval and a minute, a brand-new metric takes up to 10 minutes; if it lasts, check that Managed Prometheus scrapes the pods (vllm-hpa verify, monitor)"
+
+// missingSamples names the pods Cloud Monitoring holds no sample of, given
+// what is known of the identity; Unexplained when every pod has one.
+func (w Why) missingSamples(identity string) Diagnosis {
 	var missing []string
 	for _, p := range w.Pods {
-		if _, ok := w.Samples[p]; !ok {
+		if _, ok := w.Samples[p]; !ok && !slices.Contains(w.Served, p) {
 			missing = append(missing, p)
 		}
 	}
-	if len(missing) > 0 {
-		return Diagnosis{"NoSamples", "the identity is in place; Cloud Monitoring holds no sample of " + w.Gauge + " for " + strings.Join(missing, ", ") + " yet (new pods appear after their first scrape and a minute of ingestion)"}
+	switch {
+	case w.SamplesErr != nil:
+		return Diagnosis{"SamplesNotRead", identity + "; the samples in Cloud Monitoring could not be read (" + w.SamplesErr.Error() + ")"}
+	case len(missing) > 0:
+		return Diagnosis{"NoSamples", identity + "; Cloud Monitoring holds no sample of " + w.Gauge + " for " + strings.Join(missing, ", ") + " yet (a new pod appears after its first scrape and a minute of ingestion)"}
 	}
-	return Diagnosis{"Unexplained", "the identity, its grants (older than IAM's propagation) and the samples in Cloud Monitoring are all in place" + w.exitSaid() + "; see the adapter's log: kubectl logs -n " + e.KSA.GetNamespace() + " deploy/" + adapter.DeploymentName}
+	return Diagnosis{"Unexplained", identity + ", and Cloud Monitoring holds samples for every pod" + w.exitSaid() + "; see the adapter's log: kubectl logs -n " + w.AdapterNamespace + " deploy/" + adapter.DeploymentName}
 }
 
 func (w Why) samplesSaid() string {
@@ -178,11 +202,13 @@ func newestMade(record []Grant) (Grant, bool) {
 }
 
 // Explain reads the evidence and judges why the adapter does not serve
-// the metric of gauge for the workload's Ready pods. Reads it cannot make
-// (no Google credentials, a permission) are said, not guessed.
-func Explain(ctx context.Context, cfg *config.Config, deps step.Deps, gauge string) Diagnosis {
+// the metric of gauge for the workload's Ready pods; served are the pods
+// it did give a value for, when the caller knows. Reads it cannot make (no
+// Google credentials, a permission, a cluster it cannot name) are said,
+// not guessed.
+func Explain(ctx context.Context, cfg *config.Config, deps step.Deps, gauge string, served []string) Diagnosis {
 	s := Definition{}.New(cfg, deps).(*Step)
-	w := Why{Gauge: gauge, Now: time.Now()}
+	w := Why{Gauge: gauge, Served: served, AdapterNamespace: cfg.Adapter.Namespace, Now: time.Now()}
 	if deps.Kube == nil {
 		return Diagnosis{"IdentityNotRead", "no Kubernetes connection to read the adapter's identity"}
 	}
@@ -197,13 +223,21 @@ func Explain(ctx context.Context, cfg *config.Config, deps step.Deps, gauge stri
 		sort.Strings(w.Pods)
 	}
 	w.AdapterExit = adapterExit(ctx, deps.Kube, cfg)
-	if deps.GCP == nil || deps.GCP.Monitoring == nil || len(w.Pods) == 0 {
-		w.SamplesErr = errors.New("not read: no Google API clients, or no Ready pod")
-		return Judge(w)
-	}
 	location, cluster := cfg.Location, cfg.Cluster
 	if cluster == "" {
 		location, cluster = deps.ClusterLocation, deps.ClusterName
+	}
+	switch {
+	case deps.GCP == nil || deps.GCP.Monitoring == nil:
+		w.SamplesErr = errors.New("not read: no Google API clients")
+		return Judge(w)
+	case cluster == "" || location == "":
+		// The series are the cluster's by name: a query without it
+		// would find nothing and say so falsely.
+		w.SamplesErr = errors.New("not read: the cluster's name and location are not known (give --cluster and --location, or use the kubeconfig context gcloud writes, gke_PROJECT_LOCATION_CLUSTER)")
+		return Judge(w)
+	case len(w.Pods) == 0:
+		return Judge(w)
 	}
 	w.Samples, w.SamplesErr = deps.GCP.Samples(s.withNotice(ctx), gcp.SeriesQuery{Project: cfg.Project, Location: location, Cluster: cluster, Namespace: cfg.Workload.Namespace, Gauge: gauge, Pods: w.Pods})
 	if errors.Is(w.SamplesErr, gcp.ErrNoSuchMetric) {

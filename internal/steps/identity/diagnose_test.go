@@ -37,7 +37,7 @@ func TestJudgeNamesTheCause(t *testing.T) {
 	recent := []Grant{old[0], {Resource: wi.Resource, Role: wi.Role, Member: wi.Member, Made: true, At: now.Add(-30 * time.Second)}}
 	healthy := Evidence{Mode: "gsa", Account: AccountState{Email: gsa, Found: true}, Bindings: []BindingState{viewer, wi}, KSA: ksa(gsa, old...), WantAnnotation: gsa}
 	with := func(change func(*Why)) Why {
-		w := Why{Identity: healthy, Gauge: "vllm:num_requests_running", Pods: []string{"p1", "p2"}, Samples: map[string]float64{"p1": 1, "p2": 2}, Now: now}
+		w := Why{Identity: healthy, Gauge: "vllm:num_requests_running", Pods: []string{"p1", "p2"}, Samples: map[string]float64{"p1": 1, "p2": 2}, AdapterNamespace: "custom-metrics", Now: now}
 		w.Identity.Bindings = []BindingState{viewer, wi}
 		change(&w)
 		return w
@@ -80,7 +80,15 @@ func TestJudgeNamesTheCause(t *testing.T) {
 			p := BindingState{Resource: "projects/my-proj", Role: RoleMonitoringViewer, Member: "principal://x", Held: true}
 			w.Identity = Evidence{Mode: "direct", Bindings: []BindingState{p}, KSA: ksa("", Grant{Resource: p.Resource, Role: p.Role, Member: p.Member, At: now})}
 			w.Samples = nil
-		}), "NoSamples", "identity is in place"},
+		}), "NoSamples", "every grant is in place"},
+		// The adapter serves p1: its identity works, whatever the age of
+		// its grants, and p2's samples are the cause.
+		{"a new pod, grant just made, the adapter serving the other", with(func(w *Why) {
+			w.Identity.KSA = ksa(gsa, recent...)
+			w.Served = []string{"p1"}
+			delete(w.Samples, "p2")
+		}), "NoSamples", "the adapter serves p1, so its identity works; Cloud Monitoring holds no sample of vllm:num_requests_running for p2 yet"},
+		{"no Ready pod", with(func(w *Why) { w.Pods = nil }), "NoReadyPods", "no Ready pod"},
 	}
 	for _, c := range cases {
 		d := Judge(c.why)

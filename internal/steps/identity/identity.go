@@ -28,6 +28,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/rollout"
@@ -235,8 +236,18 @@ func (s *Step) Apply(ctx context.Context) error {
 	// What the adapter's identity relies on, made or found, recorded on
 	// its KSA: cleanup removes only what vllm-hpa made.
 	record := Grants(ksa.live)
-	note := func(p gcp.Policy, role, member string, changed bool) {
+	// A grant made is recorded at once, before anything else can fail:
+	// a run cut short after it must not leave it to be found, and so
+	// kept, by the next.
+	note := func(p gcp.Policy, role, member string, changed bool) error {
 		record = noteGrant(record, Grant{Resource: p.Resource(), Role: role, Member: member}, changed, time.Now())
+		if !changed {
+			return nil
+		}
+		return objectstep.Uninterrupted(ctx, func(ctx context.Context) error {
+			_, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{GrantsAnnotation: encodeGrants(record)}, "")
+			return err
+		})
 	}
 	if cfg.Identity.Mode == "direct" {
 		member, err := s.principal(ctx)
@@ -247,7 +258,9 @@ func (s *Step) Apply(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		note(project, RoleMonitoringViewer, member, changed)
+		if err := note(project, RoleMonitoringViewer, member, changed); err != nil {
+			return err
+		}
 	} else {
 		cluster, err := kube.ClusterID(ctx, k)
 		if err != nil {
@@ -265,21 +278,32 @@ func (s *Step) Apply(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		note(project, RoleMonitoringViewer, cfg.GSAMember(), changed)
+		if err := note(project, RoleMonitoringViewer, cfg.GSAMember(), changed); err != nil {
+			return err
+		}
 		account := gcp.AccountPolicy(g.IAM, cfg.Project, cfg.GSAEmail())
 		if changed, err = s.setMemberOfNew(ctx, account, RoleWorkloadIdentity, cfg.KSAMember(), newAccount, gcp.AccountNotYetVisible); err != nil {
 			return err
 		}
-		note(account, RoleWorkloadIdentity, cfg.KSAMember(), changed)
+		if err := note(account, RoleWorkloadIdentity, cfg.KSAMember(), changed); err != nil {
+			return err
+		}
 	}
 	if ksa.gsa != "" && ksa.gsa != want {
 		// The account acted as before is released below, with its grants.
 		record = slices.DeleteFunc(record, func(g Grant) bool { return mentions(g, ksa.gsa) })
 	}
+	var oldDirect []Grant // the direct route's grants vllm-hpa made, when moving to gsa
 	if cfg.Identity.Mode == "gsa" {
 		// The direct route's grant, if an earlier run used it, is no
-		// longer what the adapter relies on (cleanup still removes it).
+		// longer what the adapter relies on: one found is forgotten, one
+		// made is removed once the adapter serves as the account.
 		record = slices.DeleteFunc(record, func(g Grant) bool { return strings.HasPrefix(g.Member, "principal://") && !g.Made })
+		for _, g := range record {
+			if strings.HasPrefix(g.Member, "principal://") {
+				oldDirect = append(oldDirect, g)
+			}
+		}
 	}
 	rolled, err := s.setIdentity(ctx, k, ksa, want, record)
 	if err != nil {
@@ -287,6 +311,17 @@ func (s *Step) Apply(ctx context.Context) error {
 	}
 	if err := s.waitAdapter(ctx, k, rolled); err != nil {
 		return err
+	}
+	if len(oldDirect) > 0 {
+		for _, g := range oldDirect {
+			if _, err := s.setMember(ctx, project, g.Role, g.Member, false); err != nil {
+				return err
+			}
+			record = forget(record, g)
+		}
+		if _, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{GrantsAnnotation: encodeGrants(record)}, ""); err != nil {
+			return err
+		}
 	}
 	// The account the adapter acted as before (another --gsa-name, or
 	// the gsa route before direct): once the adapter serves as the new
@@ -385,7 +420,7 @@ func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool,
 		return false, nil
 	case err == nil:
 		return false, exitcode.With(exitcode.Conflict, fmt.Errorf("the Google service account %s exists and was not created by vllm-hpa: choose another --gsa-name, or use it with --adopt (cleanup then leaves it)", email))
-	case status.Code(err) != codes.NotFound && status.Code(err) != codes.PermissionDenied:
+	case !gcp.AccountNotYetVisible(err):
 		return false, gcp.Classify(err, "get service account "+email)
 	}
 	// NOT_FOUND, or PERMISSION_DENIED, which IAM also answers for an
@@ -461,7 +496,7 @@ func (s *Step) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluste
 // vllm-hpa added.
 func (s *Step) releaseAccount(ctx context.Context, email, cluster string, recorded bool, record []Grant) error {
 	a, err := s.accounts().Get(ctx, email)
-	if recorded && (status.Code(err) == codes.NotFound || status.Code(err) == codes.PermissionDenied) {
+	if recorded && gcp.AccountNotYetVisible(err) {
 		// The adapter acts as it, so it existed: IAM may not show a new
 		// account yet.
 		a, err = s.readNewAccount(ctx, email)
@@ -793,7 +828,7 @@ func (s *Step) readEvidence(ctx context.Context) (Evidence, error) {
 		a, err := s.accounts().Get(ctx, cfg.GSAEmail())
 		switch {
 		case status.Code(err) == codes.NotFound:
-		case status.Code(err) == codes.PermissionDenied:
+		case gcp.AccountNotYetVisible(err):
 			e.Account.Unseen = true
 		case err != nil:
 			return e, gcp.Classify(err, "get service account "+cfg.GSAEmail())
@@ -910,7 +945,12 @@ func (s *Step) planIdentityRemoval(ctx context.Context, k *kube.Client) (identit
 	if s.cfg.Identity.Mode == "gsa" && s.cfg.GSAEmail() != ksa.gsa {
 		r.accounts = append(r.accounts, s.cfg.GSAEmail())
 	}
+	// The direct route's grant: this mode's, or one vllm-hpa made before
+	// a move to gsa that did not finish.
 	r.direct = s.cfg.Identity.Mode == "direct"
+	for _, g := range Grants(ksa.live) {
+		r.direct = r.direct || (g.Made && strings.HasPrefix(g.Member, "principal://"))
+	}
 	return r, nil
 }
 
@@ -936,7 +976,7 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 	record := Grants(r.ksa.live)
 	for _, email := range r.accounts {
 		a, err := s.accounts().Get(ctx, email)
-		if email == r.ksa.gsa && (status.Code(err) == codes.NotFound || status.Code(err) == codes.PermissionDenied) {
+		if email == r.ksa.gsa && gcp.AccountNotYetVisible(err) {
 			// The adapter acts as it, so it existed: IAM may not show a
 			// new account yet (as releaseAccount reads it).
 			a, err = s.readNewAccount(ctx, email)
