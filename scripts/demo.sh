@@ -4,7 +4,9 @@
 # `vllm-hpa up`, prove the HPA scales 1 -> 3 under the walkthrough's load and
 # back to 1 when it stops, clean up, and stop the emulator.
 # BACKEND=native (or auto) runs it on GKE's native custom metrics instead of
-# the Stackdriver adapter: no adapter, no IAM.
+# the Stackdriver adapter: no adapter, no IAM. EMULATOR_ARGS are added to
+# the emulator's flags (the tests run "--compress 50 --compress-metric-path":
+# every lag of the gke profile, in its order, at a fiftieth of its length).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -28,7 +30,8 @@ stop_emulator() {
 trap stop_emulator EXIT
 
 say "starting the local GKE emulator"
-vllm-hpa-emulator --dir "$state" --k8s-bin "$bin_dir" > "$state/emulator.log" 2>&1 &
+# shellcheck disable=SC2086 # EMULATOR_ARGS is a list of flags
+vllm-hpa-emulator --dir "$state" --k8s-bin "$bin_dir" ${EMULATOR_ARGS:-} > "$state/emulator.log" 2>&1 &
 emulator_pid=$!
 for _ in $(seq 600); do
   [ -f "$state/env" ] && break

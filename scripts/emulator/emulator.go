@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,7 +55,11 @@ type Options struct {
 	// gmp-public/config (GKE's default: off).
 	TargetStatus bool
 	// Google is how harsh the Google API fakes are.
-	Google   gcpfake.Behaviour
+	Google gcpfake.Behaviour
+	// Settings are vllm-hpa settings the profile asks for beside the
+	// connection (a compressed metric path's scrape interval and
+	// scale-down window), written to the env file as well.
+	Settings map[string]string
 	Cluster  string
 	Location string
 	// NativeMetrics: the cluster serves GKE's native custom metrics (Rapid
@@ -109,17 +115,34 @@ const (
 	gkeIAMPropagation = 2 * time.Minute
 	// The kubelet's first back-off before restarting a crashed container.
 	gkeCrashBackoff = 10 * time.Second
+	// vllm-hpa's defaults for the metric's path, compressed with it:
+	// monitoring.interval and hpa.scale-down-stabilization.
+	gkeScrapeInterval  = 15 * time.Second
+	gkeScaleDownWindow = 30 * time.Second
 )
 
 // GKEOptions is the gke profile: the fast profile's names and intervals
-// with the published lags of a scale-up on GKE. The metric's path (scrape,
-// ingestion, HPA sync) keeps its real timing; the pod's path (node, pull,
-// model load, warm-up) is divided by compress, so that a demo finishes in
-// minutes.
-func GKEOptions(compress float64) Options {
+// with the published lags of a scale-up on GKE. The pod's path (node,
+// pull, model load, warm-up) is divided by compress, so that a demo
+// finishes in minutes. The metric's path (scrape, ingestion, IAM's
+// propagation, HPA sync, the scale-down window) keeps its real timing
+// unless metricPath: then it is divided too (never below a second), so
+// that a test sees every stage of a gke scale-up in its order, at a
+// fiftieth of its length.
+func GKEOptions(compress float64, metricPath bool) Options {
 	o := DefaultOptions()
 	scale := func(d time.Duration) time.Duration { return time.Duration(float64(d) / compress) }
 	o.IngestionDelay, o.IAMPropagation = gkeIngestion, gkeIAMPropagation
+	if metricPath {
+		atLeastSecond := func(d time.Duration) time.Duration { return max(scale(d), time.Second).Round(time.Second) }
+		o.IngestionDelay, o.IAMPropagation = scale(gkeIngestion), scale(gkeIAMPropagation)
+		o.HPASyncPeriod, o.NativeInterval = atLeastSecond(o.HPASyncPeriod), atLeastSecond(o.NativeInterval)
+		o.Google.NewAccountWindow = scale(o.Google.NewAccountWindow)
+		o.Settings = map[string]string{
+			"VLLM_HPA_MONITORING_INTERVAL":          atLeastSecond(gkeScrapeInterval).String(),
+			"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": atLeastSecond(gkeScaleDownWindow).String(),
+		}
+	}
 	o.CrashBackoff = scale(gkeCrashBackoff)
 	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: scale(gkeNodeProvisioning), Max: 8}
 	o.ImagePull, o.ProbePeriod = scale(gkeImagePull), scale(o.ProbePeriod)
@@ -128,13 +151,13 @@ func GKEOptions(compress float64) Options {
 }
 
 // Profile returns the options of profile name ("gke" divides the pod's
-// path by compress).
-func Profile(name string, compress float64) (Options, error) {
+// path by compress, and the metric's path too when metricPath).
+func Profile(name string, compress float64, metricPath bool) (Options, error) {
 	switch {
 	case name == "fast":
 		return DefaultOptions(), nil
 	case name == "gke" && compress >= 1 && compress <= 100:
-		return GKEOptions(compress), nil
+		return GKEOptions(compress, metricPath), nil
 	case name == "gke":
 		return Options{}, fmt.Errorf("invalid --compress %g: between 1 (GKE's published timings) and 100", compress)
 	}
@@ -149,6 +172,8 @@ type Emulator struct {
 	GCP     *gcpfake.GCP
 	Prom    *prometheus
 	Started time.Duration // time to start
+	// Settings are the profile's vllm-hpa settings (Options.Settings).
+	Settings map[string]string
 
 	stops []func()
 }
@@ -221,7 +246,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	e.CP = cp
 	// kube-apiserver proxies to a vLLM pod's port (pods/proxy) through
 	// its simulator.
-	cp.PodBackend = func(namespace, name string, port int) (string, bool) {
+	cp.PodAddress = func(namespace, name string, port int) (string, bool) {
 		addr, err := sims.addr(namespace, name)
 		return addr, err == nil
 	}
@@ -286,6 +311,10 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		// The simulator loads no model, so any token will do.
 		"HF_TOKEN": "hf_emulatorLocalToken",
 	}
+	for k, v := range o.Settings {
+		e.Env[k] = v
+	}
+	e.Settings = o.Settings
 	e.Started = time.Since(begin)
 	return e, nil
 }
@@ -298,6 +327,9 @@ func (e *Emulator) WriteEnv() (string, error) {
 	for _, k := range []string{"KUBECONFIG", "VLLM_HPA_KUBE_KUBECONFIG", "VLLM_HPA_PROJECT", "VLLM_HPA_CLUSTER", "VLLM_HPA_LOCATION",
 		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "VLLM_HPA_ENDPOINTS_SERVICE_USAGE", "VLLM_HPA_ENDPOINTS_MONITORING", "HF_TOKEN"} {
 		fmt.Fprintf(&b, "export %s=%s\n", k, e.Env[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Settings)) {
+		fmt.Fprintf(&b, "export %s=%s\n", k, e.Settings[k])
 	}
 	path := filepath.Join(e.Dir, "env")
 	tmp := path + ".tmp"

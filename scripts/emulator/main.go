@@ -48,10 +48,12 @@ func run() error {
 		}
 		compress = c
 	}
-	o, err := Profile(profile, compress)
+	metricPath := boolPreFlag(os.Args[1:], "compress-metric-path")
+	o, err := Profile(profile, compress, metricPath)
 	if err != nil {
 		return err
 	}
+	flag.Bool("compress-metric-path", metricPath, "gke profile: divide the metric's path (ingestion, IAM propagation, HPA sync, the scrape interval and scale-down window it writes to the env file) by --compress as well, never below 1s (tests)")
 	flag.String("profile", profile, "timing profile: gke (the published lags of a scale-up on GKE, the pod's path divided by --compress) or fast (pods Ready in 3 s, no node to wait for, no ingestion lag)")
 	flag.Float64("compress", compress, "gke profile: divide the pod's path (node provisioning, image pull, model load, warm-up, probe period) by this; 1 is GKE's published timings")
 	flag.StringVar(&o.Dir, "dir", "", "directory for kubeconfig and env (default: a temporary directory, removed on exit)")
@@ -83,8 +85,8 @@ func run() error {
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: the emulator takes only flags", flag.Arg(0))
 	}
-	if _, given := preFlag(os.Args[1:], "compress"); given && profile != "gke" {
-		return fmt.Errorf("--compress applies to --profile gke only")
+	if _, given := preFlag(os.Args[1:], "compress"); (given || metricPath) && profile != "gke" {
+		return fmt.Errorf("--compress and --compress-metric-path apply to --profile gke only")
 	}
 	if o.Bin == "" {
 		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", localcluster.BinDirEnv)
@@ -125,7 +127,7 @@ func run() error {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "emulator ready in %.1fs: kube-apiserver %s, HPA sync %s; source %s\n", e.Started.Seconds(), e.CP.URL, o.HPASyncPeriod, env)
-	fmt.Fprintln(os.Stderr, describe(profile, compress, o))
+	fmt.Fprintln(os.Stderr, describe(profile, compress, metricPath, o))
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "emulator stopping")
 	return nil
@@ -151,10 +153,30 @@ func preFlag(args []string, name string) (value string, found bool) {
 	return value, found
 }
 
+// boolPreFlag reports whether the boolean flag name is set in args
+// (-name, --name, --name=true), before the flags are parsed.
+func boolPreFlag(args []string, name string) bool {
+	set := false
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		for _, p := range []string{"-", "--"} {
+			if a == p+name {
+				set = true
+			}
+			if v, ok := strings.CutPrefix(a, p+name+"="); ok {
+				set, _ = strconv.ParseBool(v)
+			}
+		}
+	}
+	return set
+}
+
 // describe says what the profile models and what it compresses.
-func describe(profile string, compress float64, o Options) string {
+func describe(profile string, compress float64, metricPath bool, o Options) string {
 	s := func(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
-	metric := fmt.Sprintf("metric: scrape at the PodMonitoring's interval, ingestion to the adapter %s, native metrics every %s, HPA sync %s", s(o.IngestionDelay), s(o.NativeInterval), s(o.HPASyncPeriod))
+	metric := fmt.Sprintf("metric: scrape at the PodMonitoring's interval, ingestion to the adapter %s, IAM propagation %s, native metrics every %s, HPA sync %s", s(o.IngestionDelay), s(o.IAMPropagation), s(o.NativeInterval), s(o.HPASyncPeriod))
 	node := "one node with room for every pod"
 	if o.GPUNodes.Provisioning > 0 {
 		node = fmt.Sprintf("a GPU node (%d GPU) in %s, up to %d nodes", o.GPUNodes.GPUs, s(o.GPUNodes.Provisioning), o.GPUNodes.Max)
@@ -163,7 +185,10 @@ func describe(profile string, compress float64, o Options) string {
 	head := "profile fast"
 	if profile == "gke" {
 		head = "profile gke (Google's published scale-up lags"
-		if compress != 1 {
+		switch {
+		case compress != 1 && metricPath:
+			head += fmt.Sprintf("; the pod's and the metric's paths %gx faster than on GKE", compress)
+		case compress != 1:
 			head += fmt.Sprintf("; the pod's path %gx faster than on GKE, the metric's path real-time", compress)
 		}
 		head += ")"

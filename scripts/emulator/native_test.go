@@ -12,6 +12,7 @@ import (
 // autoscaling.gke.io|gemma-server-vllm|num-requests-running served by the
 // GKE stand-in, and cleanup leaves nothing.
 func TestNativeOnEmulator(t *testing.T) {
+	t.Parallel()
 	e := startEmulator(t, testOptions(t))
 	useEmulator(t, e, map[string]string{"VLLM_HPA_HPA_BACKEND": "auto"})
 
@@ -63,6 +64,24 @@ func TestPreFlag(t *testing.T) {
 		v, ok := preFlag(c.args, "profile")
 		if v != c.value || ok != c.found {
 			t.Errorf("%v: %q %v, want %q %v", c.args, v, ok, c.value, c.found)
+		}
+	}
+}
+
+func TestBoolPreFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		set  bool
+	}{
+		{[]string{"--compress", "50", "--compress-metric-path"}, true},
+		{[]string{"-compress-metric-path"}, true},
+		{[]string{"--compress-metric-path=false"}, false},
+		{[]string{"--compress-metric-path=true", "--dir", "d"}, true},
+		{[]string{"--dir", "d"}, false},
+		{[]string{"--", "--compress-metric-path"}, false},
+	} {
+		if got := boolPreFlag(c.args, "compress-metric-path"); got != c.set {
+			t.Errorf("%v: %v, want %v", c.args, got, c.set)
 		}
 	}
 }
