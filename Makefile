@@ -7,7 +7,7 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X $(PKG)/cmd.version=$(VERSION) -X $(PKG)/cmd.commit=$(COMMIT) -X $(PKG)/cmd.date=$(DATE)
 
-.PHONY: build demo test test-faults test-unit lint install k8s-cache clean
+.PHONY: build demo test test-e2e test-faults test-unit lint install k8s-cache clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
@@ -27,6 +27,8 @@ k8s-cache:
 # $(TEST_CLUSTERS) control planes (VLLM_HPA_TEST_CLUSTERS) for its run.
 TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 16
+# Emulators the end-to-end tests run at once.
+EMULATORS ?= 3
 # Packages whose goroutines share state, run under the race detector.
 RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout ./internal/localcluster
 
@@ -34,13 +36,15 @@ RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllms
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
 # failure rather than a skip), the race detector on the packages with
 # goroutines and on the CLI's input handling, and the emulator's end-to-end
-# test (beside the others, in the background). The fault tests run 2 rounds
-# here (make test-faults: 20).
+# tests (beside the others, in the background, each on an emulator of its
+# own; the demos with the gke profile's every lag at a fiftieth: make
+# test-e2e runs them at full length). The fault tests run 2 rounds here
+# (make test-faults: 20).
 test: lint
 	@set -e; \
 	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
 	log=$$(mktemp); \
-	( cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 40m ./... ) > $$log 2>&1 & emulator=$$!; \
+	( cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m -parallel $(EMULATORS) ./... ) > $$log 2>&1 & emulator=$$!; \
 	status=0; \
 	$(GO) test -count=1 -timeout 30m -parallel $(TEST_PARALLEL) ./... || status=$$?; \
 	$(GO) test -count=1 -race $(RACE_PKGS) || status=$$?; \
@@ -48,6 +52,13 @@ test: lint
 	emulator_status=0; wait $$emulator || emulator_status=$$?; \
 	cat $$log; rm -f $$log; \
 	[ $$status -eq 0 ] && [ $$emulator_status -eq 0 ]
+
+# The README's demos at the gke profile's own timings (about 6 minutes
+# each: IAM's 2-minute propagation, 40 s of ingestion, GKE's 15 s scrape
+# and HPA sync), one after the other.
+test-e2e:
+	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_E2E_FULL=1 && \
+	  cd scripts/emulator && $(GO) test -count=1 -timeout 40m -run 'TestDocumentedCommands' -v ./...
 
 # The fault tests at full length: 20 rounds of up and cleanup through a
 # proxy that breaks 10% of Kubernetes requests, with 10% of Google API calls

@@ -11,6 +11,7 @@ import (
 // fill to 0.57): the HPA scales 1 -> 3 (its maximum) on kv-cache alone,
 // so the second metric is read and the HPA takes the larger count.
 func TestCombinedStrategyOnEmulator(t *testing.T) {
+	t.Parallel()
 	o := testOptions(t)
 	o.Sim.KVCacheTokens = 1000
 	e := startEmulator(t, o)

@@ -207,19 +207,30 @@ func tail(s string, n int) string {
 // stack, check it, use it, then take it down.
 var exampleOrder = []string{"up", "verify", "load", "tune", "render", "status", "sim", "config_view", "version", "cleanup"}
 
-func TestDocumentedCommands(t *testing.T) {
-	bin := k8sBin(t)
+// documented are the blocks of commands of README.md and docs/: the
+// README's emulator block, the `make demo` blocks, the rest, and the
+// commands' examples by command.
+type documented struct {
+	repo           string
+	emulator, demo []docBlock
+	rest           []docBlock
+	examples       map[string]docBlock
+}
+
+func readDocumented(t *testing.T) documented {
+	t.Helper()
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
 	}
+	d := documented{repo: repo, examples: map[string]docBlock{}}
 
 	// Every block of commands, and none that is not labelled.
 	var sh []docBlock
 	docs, _ := filepath.Glob(filepath.Join(repo, "docs", "*.md"))
 	files := []string{"README.md"}
-	for _, d := range docs {
-		files = append(files, strings.TrimPrefix(d, repo+"/"))
+	for _, f := range docs {
+		files = append(files, strings.TrimPrefix(f, repo+"/"))
 	}
 	for _, f := range files {
 		blocks, unlabelled := fencedBlocks(t, repo, f)
@@ -229,11 +240,10 @@ func TestDocumentedCommands(t *testing.T) {
 		}
 	}
 	pages, _ := filepath.Glob(filepath.Join(repo, "docs", "commands", "vllm-hpa_*.md"))
-	ex := map[string]docBlock{}
 	for _, p := range pages {
 		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "vllm-hpa_"), ".md")
 		if b, ok := examples(t, repo, strings.TrimPrefix(p, repo+"/")); ok {
-			ex[name] = b
+			d.examples[name] = b
 			if !slices.Contains(exampleOrder, name) {
 				t.Errorf("%s has examples that exampleOrder does not place", b)
 			}
@@ -242,56 +252,82 @@ func TestDocumentedCommands(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-
-	var emulator, demo []docBlock
-	var rest []docBlock
 	for _, b := range sh {
 		switch {
 		case strings.Contains(b.text, "vllm-hpa-emulator --dir /tmp/emu"):
-			emulator = append(emulator, b)
+			d.emulator = append(d.emulator, b)
 		case strings.HasSuffix(strings.TrimSpace(b.text), "make demo"): // BACKEND=native make demo too
-			demo = append(demo, b)
-		case strings.TrimSpace(b.text) == "make test":
-			t.Logf("%s not run: this test runs inside `make test`", b)
+			d.demo = append(d.demo, b)
+		case strings.HasPrefix(strings.TrimSpace(b.text), "make test"):
+			t.Logf("%s not run: this test runs inside `make test` (or `make test-e2e`)", b)
 		default:
-			rest = append(rest, b)
+			d.rest = append(d.rest, b)
 		}
 	}
-	if len(emulator) != 1 || len(demo) == 0 {
-		t.Fatalf("want the README's emulator block once and `make demo`; found %d and %d", len(emulator), len(demo))
+	if len(d.emulator) != 1 || len(d.demo) == 0 {
+		t.Fatalf("want the README's emulator block once and `make demo`; found %d and %d", len(d.emulator), len(d.demo))
 	}
+	return d
+}
 
+// newBlockRunner runs blocks in the user's environment, with vllm-hpa
+// installed where the test says, kubectl, the caches kept (no rebuild of
+// the Kubernetes binaries) and kubectl's and vllm-hpa's discovery caches
+// its own.
+func newBlockRunner(t *testing.T, repo string, extra ...string) *blockRunner {
+	bin := k8sBin(t)
 	tmp := t.TempDir()
 	gobin := filepath.Join(tmp, "gobin")
 	r := &blockRunner{t: t, repo: repo, emuDir: filepath.Join(tmp, "emu"), logDir: filepath.Join(tmp, "logs")}
 	os.MkdirAll(r.logDir, 0o755)
-	// The user's environment, with vllm-hpa installed where this test
-	// says, kubectl, the caches kept (no rebuild of the Kubernetes
-	// binaries) and kubectl's and vllm-hpa's discovery caches its own.
 	cache := filepath.Dir(filepath.Dir(bin))
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "VLLM_HPA_") || k == "HF_TOKEN" || k == "KUBECONFIG" || k == "GOBIN" || k == "PATH" {
+		if strings.HasPrefix(k, "VLLM_HPA_") || k == "HF_TOKEN" || k == "KUBECONFIG" || k == "GOBIN" || k == "PATH" || k == "EMULATOR_ARGS" {
 			continue
 		}
 		r.env = append(r.env, kv)
 	}
 	r.env = append(r.env, "PATH="+gobin+":"+bin+":"+os.Getenv("PATH"), "GOBIN="+gobin, "VLLM_HPA_CACHE="+cache,
 		"KUBECACHEDIR="+filepath.Join(tmp, "kubecache"), "NO_COLOR=1")
-	defer r.stopKept()
+	r.env = append(r.env, extra...)
+	t.Cleanup(r.stopKept)
+	return r
+}
 
-	r.run(emulator[0], repo, 10*time.Minute, true)
-	for _, b := range rest {
-		r.run(b, repo, 10*time.Minute, false)
+// fullLengthEnv, set, runs the demos at the gke profile's own timings
+// (make test-e2e); unset, with every lag of the profile in its order at a
+// fiftieth of its length (make test).
+const fullLengthEnv = "VLLM_HPA_E2E_FULL"
+
+// TestDocumentedCommands runs every block, then the commands' examples,
+// on the README's emulator; then, once it has stopped, the `make demo`
+// lines, each with an emulator of its own (they build bin/ as the blocks
+// do: one after the other). make test-e2e runs the demos alone, at full
+// length.
+func TestDocumentedCommands(t *testing.T) {
+	t.Parallel()
+	d := readDocumented(t)
+	compressed, timeout := "EMULATOR_ARGS=--compress 50 --compress-metric-path", 5*time.Minute
+	full := os.Getenv(fullLengthEnv) != ""
+	if full {
+		compressed, timeout = "EMULATOR_ARGS=", 15*time.Minute
 	}
-	work := t.TempDir() // files the examples write (verify --report)
-	for _, name := range exampleOrder {
-		if b, ok := ex[name]; ok {
-			r.run(b, work, 10*time.Minute, false)
+	r := newBlockRunner(t, d.repo, compressed)
+	if !full {
+		r.run(d.emulator[0], d.repo, 10*time.Minute, true)
+		for _, b := range d.rest {
+			r.run(b, d.repo, 10*time.Minute, false)
 		}
+		work := t.TempDir() // files the examples write (verify --report)
+		for _, name := range exampleOrder {
+			if b, ok := d.examples[name]; ok {
+				r.run(b, work, 10*time.Minute, false)
+			}
+		}
+		r.stopKept()
 	}
-	r.stopKept()
-	for _, b := range demo {
-		r.run(b, repo, 15*time.Minute, false)
+	for _, b := range d.demo {
+		r.run(b, d.repo, timeout, false)
 	}
 }

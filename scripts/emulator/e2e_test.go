@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,13 +34,27 @@ type runResult struct {
 	out, errOut string
 }
 
-// cliEnv is the environment vllm-hpa runs with: the emulator's settings.
-var cliEnv map[string]string
+// cliEnvs are the environments vllm-hpa runs with in each top-level test
+// (its emulator's settings): the tests run in parallel, each on an
+// emulator of its own.
+var cliEnvs sync.Map
+
+// topLevel is the name of t's top-level test.
+func topLevel(t *testing.T) string {
+	name, _, _ := strings.Cut(t.Name(), "/")
+	return name
+}
+
+func cliEnv(t *testing.T) map[string]string {
+	env, _ := cliEnvs.Load(topLevel(t))
+	m, _ := env.(map[string]string)
+	return m
+}
 
 func vllmHPA(t *testing.T, args ...string) runResult {
 	t.Helper()
 	streams, out, errOut := iostreams.Test()
-	code := cmd.Run(context.Background(), cmdutil.New(streams, environ.New(cliEnv, t.TempDir())), args)
+	code := cmd.Run(context.Background(), cmdutil.New(streams, environ.New(cliEnv(t), t.TempDir())), args)
 	return runResult{code, out.String(), errOut.String()}
 }
 
@@ -152,21 +167,23 @@ func startEmulator(t *testing.T, o Options) *Emulator {
 
 // useEmulator points vllm-hpa at e: its settings, a 2 s scrape, a 5 s
 // scale-down stabilization, a home and caches of the test's own, then env.
-func useEmulator(t *testing.T, e *Emulator, env map[string]string) {
-	cliEnv = map[string]string{
+func useEmulator(t *testing.T, e *Emulator, extra map[string]string) {
+	env := map[string]string{
 		"HOME":                                  t.TempDir(),
 		"KUBECACHEDIR":                          t.TempDir(), // not the user's ~/.kube
 		"VLLM_HPA_MONITORING_INTERVAL":          "2s",
 		"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "5s",
 	}
-	for _, m := range []map[string]string{e.Env, env} {
+	for _, m := range []map[string]string{e.Env, extra} {
 		for k, v := range m {
-			cliEnv[k] = v
+			env[k] = v
 		}
 	}
+	cliEnvs.Store(topLevel(t), env)
 }
 
 func TestWalkthroughOnEmulator(t *testing.T) {
+	t.Parallel()
 	o := testOptions(t)
 	o.NativeInterval = DefaultOptions().NativeInterval
 	e := startEmulator(t, o)

@@ -16,9 +16,10 @@ import (
 // TriggeredScaleUp), pull, load (not Ready while /health fails), and are
 // Ready before they can answer. verify --load's stages show each.
 func TestGKEProfileOnEmulator(t *testing.T) {
-	o := GKEOptions(1)
+	t.Parallel()
+	o := GKEOptions(1, false)
 	o.Dir, o.Bin = t.TempDir(), k8sBin(t)
-	o.HPASyncPeriod, o.IngestionDelay = 2*time.Second, 4*time.Second
+	o.HPASyncPeriod, o.IngestionDelay, o.IAMPropagation = 2*time.Second, 4*time.Second, 4*time.Second
 	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: 3 * time.Second, Max: 4}
 	o.ImagePull, o.ProbePeriod = time.Second, 500*time.Millisecond
 	// Long enough that Ready comes WarmGap before the first answer.
