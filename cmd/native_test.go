@@ -17,6 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
@@ -52,13 +54,30 @@ type hpaWatch struct {
 	stop     func()
 }
 
+// watchHPA records every state of the HPA from now on. The testbed's API
+// server closes each watch after 5-10 s: a RetryWatcher resumes from the
+// last state seen, so a slow run loses none.
 func watchHPA(t *testing.T, inst instance) *hpaWatch {
 	ctx, cancel := context.WithCancel(context.Background())
-	w, err := inst.tb.cp.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=gemma-server-hpa"})
+	hpas := inst.tb.cp.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace)
+	only := "metadata.name=gemma-server-hpa"
+	list, err := hpas.List(ctx, metav1.ListOptions{FieldSelector: only})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, list.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = only
+			return hpas.Watch(ctx, o)
+		},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	hw := &hpaWatch{}
+	for i := range list.Items { // the state now, as a watch from 0 would add it
+		hw.record(&list.Items[i])
+	}
 	done := make(chan struct{})
 	// Stop once the watch has delivered the HPA's state as it is now: on a
 	// busy machine the last events arrive after the command returns.
@@ -84,28 +103,32 @@ func watchHPA(t *testing.T, inst instance) *hpaWatch {
 			if ev.Type != watch.Added && ev.Type != watch.Modified {
 				continue
 			}
-			h := ev.Object.(*autoscalingv2.HorizontalPodAutoscaler)
-			name := h.Spec.Metrics[0].Pods.Metric.Name
-			active := false
-			for _, c := range h.Status.Conditions {
-				if c.Type == autoscalingv2.ScalingActive && c.Status == corev1.ConditionTrue {
-					active = true
-				}
-			}
-			hw.mu.Lock()
-			hw.lastRV = h.ResourceVersion
-			hw.states++
-			if hw.first == "" {
-				hw.first = name
-			}
-			hw.switched = hw.switched || name != hw.first
-			if !active {
-				hw.invalid = append(hw.invalid, fmt.Sprintf("%s: %v", name, h.Status.Conditions))
-			}
-			hw.mu.Unlock()
+			hw.record(ev.Object.(*autoscalingv2.HorizontalPodAutoscaler))
 		}
 	}()
 	return hw
+}
+
+// record is one state of the HPA.
+func (hw *hpaWatch) record(h *autoscalingv2.HorizontalPodAutoscaler) {
+	name := h.Spec.Metrics[0].Pods.Metric.Name
+	active := false
+	for _, c := range h.Status.Conditions {
+		if c.Type == autoscalingv2.ScalingActive && c.Status == corev1.ConditionTrue {
+			active = true
+		}
+	}
+	hw.mu.Lock()
+	hw.lastRV = h.ResourceVersion
+	hw.states++
+	if hw.first == "" {
+		hw.first = name
+	}
+	hw.switched = hw.switched || name != hw.first
+	if !active {
+		hw.invalid = append(hw.invalid, fmt.Sprintf("%s: %v", name, h.Status.Conditions))
+	}
+	hw.mu.Unlock()
 }
 
 // TestNativeBackend: up --backend native builds the native route alone

@@ -37,6 +37,9 @@ func TestRerunLeavesReplicas(t *testing.T) {
 			t.Fatalf("the HPA did not scale to 3 (at %d)", replicas())
 		}
 	}
+	// At the target per pod, the HPA holds 3 (the fake serves every pod
+	// the same value: 12 would take it on to its maximum).
+	inst.tb.metrics.Set(runningMetric, "4")
 	mustRun(t, inst, "up", "--skip", "identity")
 	if n := replicas(); n != 3 {
 		t.Errorf("up scaled the Deployment to %d", n)

@@ -9,14 +9,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
-	"github.com/vllm-hpa/vllm-hpa/internal/step"
-	"github.com/vllm-hpa/vllm-hpa/internal/steps"
-	"github.com/vllm-hpa/vllm-hpa/internal/steps/hpa"
+	"github.com/vllm-hpa/vllm-hpa/internal/session"
 	"github.com/vllm-hpa/vllm-hpa/internal/tune"
 	"github.com/vllm-hpa/vllm-hpa/internal/verify"
 )
@@ -42,7 +39,7 @@ type tuneJSON struct {
 	Applied bool `json:"applied"`
 }
 
-func newTuneCmd(g *globalOptions, runF func(*tuneOptions) error) *cobra.Command {
+func newTuneCmd(g *globalOptions) *cobra.Command {
 	o := &tuneOptions{globalOptions: g}
 	c := &cobra.Command{
 		Use:   "tune",
@@ -60,19 +57,7 @@ Without --endpoint it port-forwards to a Ready pod behind the Service, as
 load does. Exits 3 when even one request at a time misses the objective.`,
 		Example: "  vllm-hpa tune --project my-proj --slo-tpot 100ms --max-concurrency 16 --step-duration 5s --warmup 1s",
 		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var err error
-			if o.cfg, err = o.loadConfig(cmd); err != nil {
-				return err
-			}
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(o)
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:    runCommand(o, nil),
 	}
 	o.requestFlags.add(c)
 	f := c.Flags()
@@ -84,12 +69,18 @@ load does. Exits 3 when even one request at a time misses the objective.`,
 	f.DurationVar(&o.warmup, "warmup", 5*time.Second, "how long each level runs before it is measured")
 	f.Float64Var(&o.headroom, "headroom", 0.8, "the target as a fraction of the metric at the knee")
 	f.BoolVar(&o.apply, "apply", false, "set the recommended target on the HPA (the hpa step)")
-	config.AddStepFlags(f, "tune")
+	config.AddFlagsFor(f, []string{"instance", "workload.namespace", "workload.model", "service.name", "hpa.metric", "hpa.backend"})
 	registerEnumCompletions(c)
 	return c
 }
 
 // Validate checks every flag before anything is sent.
+// Complete loads the configuration.
+func (o *tuneOptions) Complete(cmd *cobra.Command, _ []string) (err error) {
+	o.cfg, err = o.loadConfig(cmd)
+	return err
+}
+
 func (o *tuneOptions) Validate() error {
 	if err := validateConfig(o.cfg, o.endpoint == "" || o.apply); err != nil {
 		return err
@@ -125,16 +116,16 @@ func (o *tuneOptions) Validate() error {
 func (o *tuneOptions) Run(ctx context.Context) error {
 	rec := output.NewProgress(o.streams)
 	defer rec.Close()
-	var deps *step.Deps
+	var sess *session.Session
 	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, OnMove: func(from, to string, why error) {
-		rec.Action("tune", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
+		rec.Action("tune", fmt.Sprintf("port-forward moved from pod %s to %s (%v): the level it cut across is measured again", from, to, why))
 	}}
 	if o.endpoint == "" || o.apply {
-		d, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{GCPOptional: true}, rec)
-		if err != nil {
+		var err error
+		if sess, err = session.Open(ctx, o.f, o.cfg, session.Options{Purpose: session.Tune, Progress: rec}); err != nil {
 			return o.printTune(rec, nil, err, false)
 		}
-		deps, server.Kube = &d, d.Kube
+		server.Kube = sess.Deps.Kube
 	}
 	defer server.Close()
 	url, err := server.URL(ctx)
@@ -150,6 +141,7 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 	res, err := tune.Run(ctx, tune.Options{
 		URL: url, Model: o.cfg.Workload.Model, Prompt: o.prompt, MaxTokens: o.maxTokens, SLO: o.slo, Metric: gauges[0], Also: gauges[1:],
 		StepDuration: o.step, Warmup: o.warmup, MaxConcurrency: o.maxConcurrency, Headroom: o.headroom, RequestTimeout: o.requestTimeout,
+		Moves: server.Moves,
 	}, func(l tune.Level) {
 		verdict := "meets the objective"
 		if !l.MeetsSLO {
@@ -166,37 +158,7 @@ func (o *tuneOptions) Run(ctx context.Context) error {
 	}
 	applied := false
 	if o.apply {
-		// Each metric's recommendation that has one; a metric that read
-		// nothing at the knee keeps its configured target.
-		set := 0
-		for i, r := range res.Recommendations {
-			key := o.cfg.MetricKeys()[i]
-			if r.Target <= 0 {
-				rec.Action("tune", fmt.Sprintf("%s keeps its target (%s): %s", key, o.cfg.TargetKey(key), r.Reasoning))
-				continue
-			}
-			o.cfg.SetTarget(key, r.Target)
-			set++
-		}
-		if set == 0 {
-			return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("nothing to apply: %s", res.Recommendation.Reasoning)), false)
-		}
-		if err := o.cfg.ValidateWithoutProject(); err != nil {
-			return o.printTune(rec, res, exitcode.With(exitcode.CheckFailed, fmt.Errorf("the recommended targets cannot be applied: %w", err)), false)
-		}
-		rec.StepStarted(hpa.Name)
-		// The route the HPA reads, unless --backend says otherwise.
-		err = steps.InferBackend(ctx, o.cfg, *deps)
-		if err == nil {
-			err = steps.ResolveBackend(ctx, o.cfg, deps)
-		}
-		if err == nil {
-			var st interface{ Apply(context.Context) error }
-			if st, err = steps.New(o.cfg, *deps).Step(hpa.Name); err == nil {
-				err = st.Apply(ctx)
-			}
-		}
-		rec.StepDone(hpa.Name, err)
+		err = sess.ApplyTargets(ctx, res.Recommendations)
 		applied = err == nil
 	}
 	return o.printTune(rec, res, err, applied)

@@ -39,10 +39,9 @@ type Tunnel struct {
 	localPort int
 	pod       string
 	failed    map[string]bool // pods whose connection broke
+	moves     int             // how often the tunnel moved to another pod
 	stop      chan struct{}
 	done      chan struct{}
-	// Moves counts how often the tunnel moved to another pod.
-	Moves int
 	// OnMove, if set, is told when the tunnel moves and why.
 	OnMove func(from, to string, why error)
 }
@@ -73,6 +72,14 @@ func (t *Tunnel) Pod() string {
 	return t.pod
 }
 
+// Moves is how often the tunnel has moved to another pod: requests in
+// flight across a move fail, and what they measured is not the server's.
+func (t *Tunnel) Moves() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.moves
+}
+
 // Close stops forwarding.
 func (t *Tunnel) Close() {
 	select {
@@ -101,7 +108,9 @@ func (t *Tunnel) supervise(ctx context.Context, errc <-chan error) {
 				var ferr error
 				errc, ferr = t.forward(ctx)
 				if ferr == nil {
-					t.Moves++
+					t.mu.Lock()
+					t.moves++
+					t.mu.Unlock()
 					if t.OnMove != nil {
 						t.OnMove(from, t.Pod(), err)
 					}

@@ -53,7 +53,16 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Client sends the requests (nil: one with RequestTimeout).
 	Client *http.Client
+	// Moves, if set, counts the moves of the path to the server (a
+	// port-forward that moved to another pod, as when the HPA scales
+	// down): a level a move cut across is measured again, up to
+	// MaxRemeasures times, as its failures were the path's, not the
+	// server's.
+	Moves func() int
 }
+
+// MaxRemeasures bounds how often one level is measured again after a move.
+const MaxRemeasures = 3
 
 // Level is one measured concurrency.
 type Level struct {
@@ -102,6 +111,14 @@ type Result struct {
 	Recommendations []*Recommendation `json:"recommendations"`
 }
 
+// moves is o.Moves(), or 0.
+func moves(o Options) int {
+	if o.Moves == nil {
+		return 0
+	}
+	return o.Moves()
+}
+
 // ErrNoLevelMeetsSLO: even one request at a time breaks the objective.
 var ErrNoLevelMeetsSLO = errors.New("even one request at a time does not meet the objective")
 
@@ -117,9 +134,16 @@ func Run(ctx context.Context, o Options, report func(Level)) (*Result, error) {
 		if l, ok := measured[c]; ok {
 			return l, nil
 		}
-		l, err := measureLevel(ctx, o, c)
-		if err != nil {
-			return l, err
+		var l Level
+		for attempt := 0; ; attempt++ {
+			before := moves(o)
+			var err error
+			if l, err = measureLevel(ctx, o, c); err != nil {
+				return l, err
+			}
+			if moves(o) == before || attempt == MaxRemeasures {
+				break
+			}
 		}
 		measured[c] = l
 		res.Levels = append(res.Levels, l)

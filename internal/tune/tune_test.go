@@ -61,3 +61,34 @@ func TestNothingMeetsTheObjective(t *testing.T) {
 		t.Errorf("err %v, levels %+v", err, res.Levels)
 	}
 }
+
+// A level the path to the server moved across (a port-forward whose pod
+// the HPA scaled away) is measured again: its failures were the path's.
+// Moves that never stop are not waited out forever.
+func TestLevelCutByAMoveIsMeasuredAgain(t *testing.T) {
+	sim := vllmsim.New(vllmsim.Config{Model: "m", TokenLatency: time.Millisecond, OutputTokens: 2, MaxNumSeqs: 8})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	for _, c := range []struct {
+		name         string
+		movesFor     int // the first measurements a move cuts across
+		wantMeasured int
+	}{
+		{"one move", 1, 2},
+		{"moves all along", 100, 1 + MaxRemeasures},
+		{"no move", 0, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			calls := 0
+			o := Options{URL: srv.URL, Model: "m", Prompt: "hi", SLO: SLO{TPOT: time.Millisecond},
+				Metric: "vllm:num_requests_running", StepDuration: 100 * time.Millisecond, MaxConcurrency: 1, Headroom: 0.8, RequestTimeout: time.Minute,
+				// Each call is one read before or after a measurement: a
+				// move happens during each of the first movesFor.
+				Moves: func() int { calls++; return min(calls/2, c.movesFor) }}
+			res, _ := Run(context.Background(), o, nil)
+			if measured := calls / 2; measured != c.wantMeasured || len(res.Levels) != 1 {
+				t.Errorf("level 1 measured %d times, %d levels reported; want %d and 1", measured, len(res.Levels), c.wantMeasured)
+			}
+		})
+	}
+}

@@ -56,6 +56,14 @@ type Definition struct{}
 
 func (Definition) Name() string { return Name }
 
+// Settings are the keys identity's command takes as flags.
+func (Definition) Settings() []string {
+	return []string{"instance", "adopt", "kube.force-conflicts", "identity.mode", "identity.gsa-name", "identity.adopt-existing-gsa", "hpa.backend"}
+}
+
+// Timeout is the key of how long the step waits.
+func (Definition) Timeout() string { return "timeouts.identity" }
+
 // UsedWith: GKE's native custom metrics need no adapter and no IAM.
 func (Definition) UsedWith(cfg *config.Config) bool { return !cfg.Native() }
 
@@ -78,7 +86,7 @@ restarts the adapter's pods.`,
 func (Definition) Requires() step.Requirements { return step.Requirements{GoogleAPIs: true} }
 
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
-	return &Step{cfg: cfg, deps: deps, report: deps.Reporter()}
+	return &Identity{cfg: cfg, deps: deps, report: deps.Reporter()}
 }
 
 // The description of every Google service account vllm-hpa creates starts
@@ -116,18 +124,18 @@ func describeClusters(clusters []string) string {
 
 func ourAccount(a *adminpb.ServiceAccount) bool { return strings.HasPrefix(a.Description, gsaMarker) }
 
-// Step gives the adapter Workload Identity: Google IAM through the GCP
+// Identity gives the adapter Workload Identity: Google IAM through the GCP
 // clients, and the KSA annotation through Kubernetes. Like the adapter it
 // serves, it is shared by every instance on the cluster.
-type Step struct {
+type Identity struct {
 	cfg    *config.Config
 	deps   step.Deps
 	report step.Reporter
 }
 
-func (s *Step) Name() string { return Name }
+func (s *Identity) Name() string { return Name }
 
-func (s *Step) Plan(ctx context.Context) (*step.Plan, error) {
+func (s *Identity) Plan(ctx context.Context) (*step.Plan, error) {
 	p := &step.Plan{Step: s.Name(), GCPCalls: Calls(s.cfg, "")}
 	ksa, err := s.renderedKSA()
 	if err != nil {
@@ -139,7 +147,7 @@ func (s *Step) Plan(ctx context.Context) (*step.Plan, error) {
 
 // renderedKSA is the adapter's ServiceAccount as the identity step wants
 // it: as the adapter step renders it, annotated in gsa mode.
-func (s *Step) renderedKSA() (*unstructured.Unstructured, error) {
+func (s *Identity) renderedKSA() (*unstructured.Unstructured, error) {
 	objs, err := render.Objects(s.cfg, adapter.Name, adapter.Definition{}.Shared())
 	if err != nil {
 		return nil, err
@@ -160,7 +168,7 @@ func (s *Step) renderedKSA() (*unstructured.Unstructured, error) {
 	return nil, errors.New("render: the adapter has no ServiceAccount")
 }
 
-func (s *Step) clients() (*gcp.Clients, *kube.Client, error) {
+func (s *Identity) clients() (*gcp.Clients, *kube.Client, error) {
 	if s.deps.GCP == nil {
 		if s.deps.GCPError != nil {
 			// Exit 5, as in up: the same missing credentials mean the
@@ -178,9 +186,9 @@ func (s *Step) clients() (*gcp.Clients, *kube.Client, error) {
 	return s.deps.GCP, s.deps.Kube, nil
 }
 
-func (s *Step) say(msg string) { s.report.Action(Name, msg) }
+func (s *Identity) say(msg string) { s.report.Action(Name, msg) }
 
-func (s *Step) accounts() gcp.Accounts {
+func (s *Identity) accounts() gcp.Accounts {
 	return gcp.Accounts{Clients: s.deps.GCP, Project: s.cfg.Project}
 }
 
@@ -192,7 +200,7 @@ type adapterKSA struct {
 	gsa   string // its Workload Identity annotation
 }
 
-func (s *Step) readKSA(ctx context.Context, k *kube.Client) (adapterKSA, error) {
+func (s *Identity) readKSA(ctx context.Context, k *kube.Client) (adapterKSA, error) {
 	ksa, err := s.renderedKSA()
 	if err != nil {
 		return adapterKSA{}, err
@@ -208,7 +216,7 @@ func (s *Step) readKSA(ctx context.Context, k *kube.Client) (adapterKSA, error) 
 	return a, nil
 }
 
-func (s *Step) Apply(ctx context.Context) error {
+func (s *Identity) Apply(ctx context.Context) error {
 	g, k, err := s.clients()
 	if err != nil {
 		return err
@@ -341,7 +349,7 @@ func (s *Step) Apply(ctx context.Context) error {
 // then the adapter exits at start. Unless its pods are being replaced
 // (rolled), one that crashed before waits out a back-off of up to 5
 // minutes: it is started afresh.
-func (s *Step) waitAdapter(ctx context.Context, k *kube.Client, rolled bool) error {
+func (s *Identity) waitAdapter(ctx context.Context, k *kube.Client, rolled bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Identity)
 	defer cancel()
 	if !rolled {
@@ -351,6 +359,22 @@ func (s *Step) waitAdapter(ctx context.Context, k *kube.Client, rolled bool) err
 	}
 	s.report.Waiting(Name, "the adapter reads Cloud Monitoring once IAM applies its grants: typically 2 minutes after they were made, sometimes 7 or more")
 	err := adapter.WaitServing(ctx, k, s.report, Name, s.cfg, nil, nil, false)
+	if err == nil {
+		// A pod started for the old identity serves its grace period
+		// out, answering 404 as that identity: the HPA may meet it
+		// until it is gone.
+		err = kube.Until(ctx, "the adapter's old pods to be gone",
+			kube.Watch{Resource: k.Dynamic.Resource(kube.PodsGVR).Namespace(s.cfg.Adapter.Namespace), LabelSelector: adapter.Pods},
+			func(pods []*unstructured.Unstructured) (bool, string, error) {
+				var leaving []string
+				for _, p := range pods {
+					if p.GetDeletionTimestamp() != nil {
+						leaving = append(leaving, p.GetName())
+					}
+				}
+				return len(leaving) == 0, "adapter pods still terminating, acting as the old identity: " + strings.Join(leaving, ", "), nil
+			}, func(r string) { s.report.Waiting(Name, r) })
+	}
 	if exitcode.Of(err) == exitcode.Timeout {
 		return fmt.Errorf("the adapter does not serve %s after its identity was set (timeouts.identity): IAM may take longer than usual, or something else stops it: vllm-hpa verify says why: %w", s.cfg.Timeouts.Identity, err)
 	}
@@ -359,7 +383,7 @@ func (s *Step) waitAdapter(ctx context.Context, k *kube.Client, rolled bool) err
 
 // restartCrashing deletes the adapter's pods that exit at start, so that
 // their replacements start now rather than after the back-off.
-func (s *Step) restartCrashing(ctx context.Context, k *kube.Client) error {
+func (s *Identity) restartCrashing(ctx context.Context, k *kube.Client) error {
 	pods, err := k.Typed.CoreV1().Pods(s.cfg.Adapter.Namespace).List(ctx, metav1.ListOptions{LabelSelector: adapter.Pods})
 	if err != nil {
 		return err
@@ -387,13 +411,13 @@ func mentions(g Grant, email string) bool {
 
 // withNotice makes the Google calls made with ctx say why they wait before
 // a retry, on the step's progress.
-func (s *Step) withNotice(ctx context.Context) context.Context {
+func (s *Identity) withNotice(ctx context.Context) context.Context {
 	return gcp.WithNotice(ctx, func(msg string) { s.report.Waiting(Name, msg) })
 }
 
 // principal is the KSA's Workload Identity Federation principal, which
 // needs the project number.
-func (s *Step) principal(ctx context.Context) (string, error) {
+func (s *Identity) principal(ctx context.Context) (string, error) {
 	p, err := s.deps.GCP.Project(ctx, s.cfg.Project)
 	if err != nil {
 		return "", err
@@ -405,7 +429,7 @@ func (s *Step) principal(ctx context.Context) (string, error) {
 // cluster as its first user. An account vllm-hpa created is used, and this
 // cluster recorded on it; one it did not create is used only when adopting
 // is allowed (and is never changed or deleted).
-func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool, err error) {
+func (s *Identity) ensureAccount(ctx context.Context, cluster string) (created bool, err error) {
 	cfg := s.cfg
 	email := cfg.GSAEmail()
 	a, err := s.accounts().Get(ctx, email)
@@ -460,7 +484,7 @@ func (s *Step) ensureAccount(ctx context.Context, cluster string) (created bool,
 
 // readNewAccount reads an account that was just created: IAM may not see
 // it yet (NOT_FOUND) for a while.
-func (s *Step) readNewAccount(ctx context.Context, email string) (*adminpb.ServiceAccount, error) {
+func (s *Identity) readNewAccount(ctx context.Context, email string) (*adminpb.ServiceAccount, error) {
 	var a *adminpb.ServiceAccount
 	err := gcp.WhileNew(ctx, func(msg string) { s.report.Waiting(Name, msg) }, "service account "+email, gcp.AccountNotYetVisible, func(ctx context.Context) (err error) {
 		a, err = s.accounts().Get(ctx, email)
@@ -470,7 +494,7 @@ func (s *Step) readNewAccount(ctx context.Context, email string) (*adminpb.Servi
 }
 
 // useAccount records cluster among the users of vllm-hpa's account a.
-func (s *Step) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluster string) error {
+func (s *Identity) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluster string) error {
 	if err := checkEnabled(a, s.cfg.Project); err != nil {
 		return err
 	}
@@ -494,7 +518,7 @@ func (s *Step) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluste
 // user removes its project role and deletes it, if vllm-hpa created it.
 // An account vllm-hpa did not create keeps everything but the members
 // vllm-hpa added.
-func (s *Step) releaseAccount(ctx context.Context, email, cluster string, recorded bool, record []Grant) error {
+func (s *Identity) releaseAccount(ctx context.Context, email, cluster string, recorded bool, record []Grant) error {
 	a, err := s.accounts().Get(ctx, email)
 	if recorded && gcp.AccountNotYetVisible(err) {
 		// The adapter acts as it, so it existed: IAM may not show a new
@@ -555,7 +579,7 @@ func (s *Step) releaseAccount(ctx context.Context, email, cluster string, record
 // ours in the project's policy: deleted:serviceAccount:EMAIL?uid=N members
 // of the role vllm-hpa granted it (when the account was deleted while
 // still bound, by an interrupted cleanup or by hand).
-func (s *Step) removeDeletedMembers(ctx context.Context, email string) error {
+func (s *Identity) removeDeletedMembers(ctx context.Context, email string) error {
 	prefix := "deleted:serviceAccount:" + email + "?uid="
 	project := gcp.ProjectPolicy(s.deps.GCP.Projects, s.cfg.Project)
 	changed, stats, err := gcp.RemoveMembers(ctx, project, RoleMonitoringViewer, func(m string) bool { return strings.HasPrefix(m, prefix) }, gcp.DefaultBackoff)
@@ -591,7 +615,7 @@ func madeByUs(record []Grant, resource, role, member string, unrecorded bool) (m
 // setMember adds or removes one member of one role by an etag-guarded
 // read-modify-write, and reports what it did and whether it changed the
 // policy.
-func (s *Step) setMember(ctx context.Context, p gcp.Policy, role, member string, present bool) (bool, error) {
+func (s *Identity) setMember(ctx context.Context, p gcp.Policy, role, member string, present bool) (bool, error) {
 	return s.changeMember(ctx, p, role, member, present, "", nil)
 }
 
@@ -600,11 +624,11 @@ func (s *Step) setMember(ctx context.Context, p gcp.Policy, role, member string,
 // PERMISSION_DENIED and a policy naming it is refused INVALID_ARGUMENT
 // "does not exist". The errors notYetVisible accepts are retried (for up
 // to gcp.NewResourceWindow) and counted.
-func (s *Step) setMemberOfNew(ctx context.Context, p gcp.Policy, role, member, newAccount string, notYetVisible func(error) bool) (bool, error) {
+func (s *Identity) setMemberOfNew(ctx context.Context, p gcp.Policy, role, member, newAccount string, notYetVisible func(error) bool) (bool, error) {
 	return s.changeMember(ctx, p, role, member, true, newAccount, notYetVisible)
 }
 
-func (s *Step) changeMember(ctx context.Context, p gcp.Policy, role, member string, present bool, newAccount string, notYetVisible func(error) bool) (bool, error) {
+func (s *Identity) changeMember(ctx context.Context, p gcp.Policy, role, member string, present bool, newAccount string, notYetVisible func(error) bool) (bool, error) {
 	var changed bool
 	var stats gcp.RMWStats
 	waits := 0
@@ -653,7 +677,7 @@ func (s *Step) changeMember(ctx context.Context, p gcp.Policy, role, member stri
 // refused until a cluster of the project enables Workload Identity, which
 // creates the pool; any other is refused as IAM does not know it. The
 // policy's size was checked before the write.
-func (s *Step) refusedMember(what, member, message string) error {
+func (s *Identity) refusedMember(what, member, message string) error {
 	if member == s.cfg.KSAMember() || strings.HasPrefix(member, "principal://") {
 		pool := s.cfg.WorkloadPool()
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: IAM refused the member (%s): the Workload Identity pool %s does not exist until a GKE cluster of the project enables Workload Identity: gcloud container clusters update CLUSTER --location LOCATION --workload-pool=%s", what, message, pool, pool))
@@ -666,7 +690,7 @@ func (s *Step) refusedMember(what, member, message string) error {
 // whose change rolls the pods (whichever command changed it; rolled says
 // it did), and the record of grants. All are merge patches, so that the
 // adapter step's own applies leave them alone.
-func (s *Step) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string, record []Grant) (rolled bool, err error) {
+func (s *Identity) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string, record []Grant) (rolled bool, err error) {
 	var value any = gsa
 	if gsa == "" {
 		value = nil
@@ -741,7 +765,7 @@ func adapterDeployment(cfg *config.Config) *unstructured.Unstructured {
 	return u
 }
 
-func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
+func (s *Identity) Check(ctx context.Context) ([]step.Result, error) {
 	e, err := s.readEvidence(ctx)
 	if err != nil {
 		return nil, err
@@ -783,7 +807,7 @@ type BindingState struct {
 
 // readEvidence reads the identity's state: the account, each grant's
 // policy, the KSA.
-func (s *Step) readEvidence(ctx context.Context) (Evidence, error) {
+func (s *Identity) readEvidence(ctx context.Context) (Evidence, error) {
 	cfg := s.cfg
 	e := Evidence{Mode: cfg.Identity.Mode}
 	if cfg.Identity.Mode == "gsa" {
@@ -929,7 +953,7 @@ type identityRemoval struct {
 	ksa        adapterKSA
 }
 
-func (s *Step) planIdentityRemoval(ctx context.Context, k *kube.Client) (identityRemoval, error) {
+func (s *Identity) planIdentityRemoval(ctx context.Context, k *kube.Client) (identityRemoval, error) {
 	ksa, err := s.readKSA(ctx, k)
 	if err != nil {
 		return identityRemoval{}, err
@@ -954,7 +978,7 @@ func (s *Step) planIdentityRemoval(ctx context.Context, k *kube.Client) (identit
 	return r, nil
 }
 
-func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
+func (s *Identity) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
 	_, k, err := s.clients()
 	if err != nil {
 		return nil, err
@@ -1032,7 +1056,7 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 // account(s) it used (the last user deletes one vllm-hpa created, after
 // removing its project role), or the direct route's member is removed; and
 // the KSA annotation goes.
-func (s *Step) Delete(ctx context.Context) error {
+func (s *Identity) Delete(ctx context.Context) error {
 	_, k, err := s.clients()
 	if err != nil {
 		return err
