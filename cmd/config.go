@@ -8,6 +8,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
 
 func newConfigCmd(g *globalOptions) *cobra.Command {
@@ -42,7 +43,7 @@ config file (--output yaml, the default for text) or JSON (--output json).`,
 			return validateConfig(cfg, true)
 		},
 	}
-	config.AddStepFlags(view.Flags())
+	config.AddFlagsFor(view.Flags(), steps.Settings())
 	c.AddCommand(view)
 	return c
 }

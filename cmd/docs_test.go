@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra/doc"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
 
 // TestCommandReference keeps docs/commands (generated with cobra/doc) in
@@ -94,5 +95,44 @@ func TestInlineCommandsExist(t *testing.T) {
 	}
 	if seen < 10 {
 		t.Errorf("only %d commands in code spans: is the pattern still right?", seen)
+	}
+}
+
+// The step lists the docs write out are the binary's: the walkthrough's
+// steps (steps.Names), the steps that render objects (render
+// --list-steps), and verify's probes (steps.Probes), in order.
+func TestDocumentedStepLists(t *testing.T) {
+	t.Parallel()
+	read := func(f string) string {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	quoted := func(names []string) string {
+		q := make([]string, len(names))
+		for i, n := range names {
+			q[i] = "`" + n + "`"
+		}
+		return strings.Join(q, ", ")
+	}
+	var probes []string
+	for _, p := range steps.Probes() {
+		probes = append(probes, "`"+p.Name+"`")
+	}
+	output := read("../docs/output.md")
+	for _, want := range []string{
+		"## up, " + strings.Join(steps.Names(), ", ") + ", cleanup, verify\n",
+		"`preconditions`, " + quoted(steps.Names()) + "; verify adds " + strings.Join(probes, ", ") + " and `load`",
+	} {
+		if !strings.Contains(output, want) {
+			t.Errorf("docs/output.md does not list the binary's steps: want %q", want)
+		}
+	}
+	rendered := renderedNames()
+	want := "(all steps, or one of " + strings.Join(rendered[:len(rendered)-1], ", ") + ", " + rendered[len(rendered)-1] + ")"
+	if !strings.Contains(read("../README.md"), want) {
+		t.Errorf("README.md's render row does not list render --list-steps: want %q", want)
 	}
 }

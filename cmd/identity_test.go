@@ -461,8 +461,13 @@ func TestPreconditions(t *testing.T) {
 		g.GKE.PutCluster("projects/my-proj/locations/us-central1/clusters/gpu-hpa", good())
 		t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
 		code, out, errOut := gcpRun(t, g, inst, "deploy", "--cluster", "gpu-hpa", "--location", "us-central1", "--kubeconfig", inst.tb.cp.Kubeconfig)
-		if code != 0 || !strings.Contains(errOut, "✓ workload identity pool") {
+		if code != 0 || !strings.Contains(errOut, "✓ gpu nodes") {
 			t.Errorf("exit %d: %s %s", code, out, errOut)
+		}
+		// Each step's own preconditions: deploy needs GPU nodes, not
+		// the identity's pool or Managed Prometheus.
+		if strings.Contains(errOut, "workload identity pool") || strings.Contains(errOut, "managed prometheus") {
+			t.Errorf("deploy checked other steps' preconditions:\n%s", errOut)
 		}
 	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
@@ -17,10 +18,11 @@ import (
 type loadOptions struct {
 	*globalOptions
 	loadFlags
-	cfg *config.Config
+	cfg   *config.Config
+	flags *pflag.FlagSet
 }
 
-func newLoadCmd(g *globalOptions, runF func(*loadOptions) error) *cobra.Command {
+func newLoadCmd(g *globalOptions) *cobra.Command {
 	o := &loadOptions{globalOptions: g}
 	c := &cobra.Command{
 		Use:   "load",
@@ -39,32 +41,27 @@ Without --endpoint it port-forwards to a Ready pod behind the Service (and
 needs --project for the configuration).`,
 		Example: "  vllm-hpa load --project my-proj --rate 2 --duration 10s\n  vllm-hpa load --project my-proj --concurrency 10 --duration 10s",
 		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			var err error
-			if o.cfg, err = o.loadConfig(cmd); err != nil {
-				return err
-			}
-			if err := o.Validate(cmd); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(o)
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:    runCommand(o, nil),
 	}
 	o.loadFlags.add(c, 0)
-	config.AddStepFlags(c.Flags(), "load")
+	config.AddFlagsFor(c.Flags(), []string{"workload.namespace", "workload.model", "service.name"})
 	return c
+}
+
+// Complete loads the configuration.
+func (o *loadOptions) Complete(cmd *cobra.Command, _ []string) (err error) {
+	o.flags = cmd.Flags()
+	o.cfg, err = o.loadConfig(cmd)
+	return err
 }
 
 // Validate checks the flags, and the configuration and kubeconfig when the
 // load goes through a port-forward.
-func (o *loadOptions) Validate(cmd *cobra.Command) error {
+func (o *loadOptions) Validate() error {
 	if err := validateConfig(o.cfg, o.endpoint == ""); err != nil {
 		return err
 	}
-	if err := o.loadFlags.validate(cmd); err != nil {
+	if err := o.loadFlags.validate(o.flags); err != nil {
 		return err
 	}
 	if o.endpoint == "" {

@@ -18,9 +18,10 @@ Use "vllm-hpa options" for the flags every command takes (--project, --cluster, 
 // newOptionsCmd lists the flags every command takes.
 func newOptionsCmd(g *globalOptions) *cobra.Command {
 	c := &cobra.Command{
-		Use:   "options",
-		Short: "List the flags every command takes",
-		Args:  noArgs,
+		Annotations: map[string]string{localOnly: "true"},
+		Use:         "options",
+		Short:       "List the flags every command takes",
+		Args:        noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fmt.Fprintln(g.streams.Out, "The following flags can be given to any command:")
 			fmt.Fprintln(g.streams.Out)

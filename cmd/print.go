@@ -7,9 +7,9 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
+	"github.com/vllm-hpa/vllm-hpa/internal/session"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
@@ -151,29 +151,13 @@ func tokenSource(o *stackOptions) string {
 // would be deleted, released (adopted objects), left to other instances,
 // or kept.
 func (o *stackOptions) printDeletePlans(ctx context.Context) error {
-	deps, err := o.f.Connect(ctx, o.cfg, o.need(), nil)
+	s, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: session.PlanDelete, Steps: o.steps})
 	if err != nil {
-		return o.withIdentityHint(err)
-	}
-	if err := steps.InferBackend(ctx, o.cfg, deps); err != nil {
 		return err
 	}
-	if !o.cfg.Native() && steps.Requires(o.steps).GoogleAPIs && deps.GCP == nil && deps.GCPError != nil {
-		return o.withIdentityHint(exitcode.With(exitcode.Precondition, deps.GCPError))
-	}
-	s := steps.New(o.cfg, deps)
-	pending := step.Pending{}
-	var plans []*step.Plan
-	for _, name := range o.steps {
-		st, err := s.Step(name)
-		if err != nil {
-			return err
-		}
-		p, err := st.PlanDelete(ctx, pending)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		plans = append(plans, p)
+	plans, err := s.DeletePlans(ctx)
+	if err != nil {
+		return err
 	}
 	if o.output != outputText {
 		doc := planJSON{Command: o.command, OK: true, DryRun: true, Steps: []stepPlanJSON{}}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
@@ -223,7 +224,7 @@ Exit codes:
 			if g.verbose >= 2 {
 				g.f.Trace = func(rc *rest.Config) { rc.Wrap(output.TraceTransport(streams.ErrOut)) }
 			}
-			return nil
+			return rejectUnusedGlobals(cmd)
 		},
 	}
 	root.SetVersionTemplate("vllm-hpa {{.Version}}\n")
@@ -249,11 +250,11 @@ Exit codes:
 		c.GroupID = "steps"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newUpCmd(g, nil), newVerifyCmd(g, nil), newStatusCmd(g, nil), newLoadCmd(g, nil), newTuneCmd(g, nil), newCleanupCmd(g, nil), newRenderCmd(g, nil)} {
+	for _, c := range []*cobra.Command{newUpCmd(g, nil), newVerifyCmd(g, nil), newStatusCmd(g), newLoadCmd(g), newTuneCmd(g), newCleanupCmd(g, nil), newRenderCmd(g)} {
 		c.GroupID = "stack"
 		root.AddCommand(c)
 	}
-	root.AddCommand(newConfigCmd(g), newVersionCmd(g), newSimCmd(g, nil), newOptionsCmd(g))
+	root.AddCommand(newConfigCmd(g), newVersionCmd(g), newSimCmd(g), newOptionsCmd(g))
 	// Cobra lists a group's commands alphabetically; the walkthrough's
 	// steps read best in their order.
 	root.InitDefaultVersionFlag()
@@ -366,4 +367,31 @@ func (g *globalOptions) marshalDoc(v any) (bool, error) {
 		return true, err
 	}
 	return false, nil
+}
+
+// localOnly marks a command that reaches no project and no cluster
+// (version, sim, options): it refuses the global flags that say how to,
+// rather than accept them and do nothing.
+const localOnly = "vllm-hpa/local-only"
+
+// rejectUnusedGlobals refuses, on a localOnly command, every global flag
+// but those of its output (--output, -v, --no-color).
+func rejectUnusedGlobals(cmd *cobra.Command) error {
+	if cmd.Annotations[localOnly] == "" {
+		return nil
+	}
+	var given []string
+	cmd.Root().PersistentFlags().VisitAll(func(f *pflag.Flag) {
+		switch f.Name {
+		case "output", "verbose", "no-color", "help":
+			return
+		}
+		if f.Changed {
+			given = append(given, "--"+f.Name)
+		}
+	})
+	if len(given) == 0 {
+		return nil
+	}
+	return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid flag %s: %s reaches no project and no cluster; leave it out", strings.Join(given, ", "), cmd.CommandPath()))
 }

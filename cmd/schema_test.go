@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
+	"github.com/vllm-hpa/vllm-hpa/internal/session"
 	"github.com/vllm-hpa/vllm-hpa/internal/timeline"
 )
 
@@ -48,7 +49,7 @@ func TestJSONSchemaDocumented(t *testing.T) {
 	}
 	doc := string(docBytes)
 	fields := map[string]bool{}
-	for _, v := range []any{verifyJSON{}, planJSON{}, statusStep{}, versionInfo{}, load.Summary{}, timeline.Timeline{}, tuneJSON{}} {
+	for _, v := range []any{verifyJSON{}, planJSON{}, session.StepStatus{}, versionInfo{}, load.Summary{}, timeline.Timeline{}, tuneJSON{}, stepListJSON{}} {
 		jsonFields(reflect.TypeOf(v), map[reflect.Type]bool{}, fields)
 	}
 	for f := range fields {

@@ -22,6 +22,31 @@ type simOptions struct {
 	listen string
 }
 
+// Complete has nothing to read: the simulator takes only its flags.
+func (o *simOptions) Complete(*cobra.Command, []string) error { return nil }
+
+// Run serves the simulator until ctx ends (Ctrl+C).
+func (o *simOptions) Run(ctx context.Context) error {
+	cfg := &o.cfg
+	l, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("cannot listen on --listen %q: %w", o.listen, err))
+	}
+	srv := &http.Server{Handler: vllmsim.New(*cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(o.streams.ErrOut, "vLLM simulator for %s on http://%s (%d tokens x %s, %d at once); Ctrl+C stops\n",
+		cfg.Model, l.Addr(), cfg.OutputTokens, cfg.TokenLatency, cfg.MaxNumSeqs)
+	go func() {
+		<-ctx.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	}()
+	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
 // Validate checks the simulator's flags before it listens.
 func (o *simOptions) Validate() error {
 	bad := func(flag, value, allowed string) error {
@@ -61,12 +86,13 @@ func (o *simOptions) Validate() error {
 	return nil
 }
 
-func newSimCmd(g *globalOptions, runF func(*simOptions) error) *cobra.Command {
+func newSimCmd(g *globalOptions) *cobra.Command {
 	o := &simOptions{globalOptions: g, cfg: vllmsim.DefaultConfig()}
 	cfg := &o.cfg
 	c := &cobra.Command{
-		Use:   "sim",
-		Short: "Run a vLLM simulator (OpenAI API and vLLM's /metrics) to rehearse without a GPU",
+		Annotations: map[string]string{localOnly: "true"},
+		Use:         "sim",
+		Short:       "Run a vLLM simulator (OpenAI API and vLLM's /metrics) to rehearse without a GPU",
 		Long: `Run a stand-in for the vLLM server: POST /v1/chat/completions (plain and
 stream: true), GET /v1/models, /health and /metrics with
 vllm:num_requests_running, vllm:num_requests_waiting, vllm:kv_cache_usage_perc
@@ -80,31 +106,7 @@ rest wait in order, so num_requests_waiting rises under load as in vLLM.
 docs/simulator.md describes the model and its limits. Runs until Ctrl+C.`,
 		Example: "  vllm-hpa sim --listen 127.0.0.1:8081 & sleep 1\n  vllm-hpa load --endpoint http://127.0.0.1:8081 --rate 5 --duration 10s",
 		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(o)
-			}
-			l, err := net.Listen("tcp", o.listen)
-			if err != nil {
-				return exitcode.With(exitcode.Precondition, fmt.Errorf("cannot listen on --listen %q: %w", o.listen, err))
-			}
-			srv := &http.Server{Handler: vllmsim.New(*cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
-			fmt.Fprintf(g.streams.ErrOut, "vLLM simulator for %s on http://%s (%d tokens x %s, %d at once); Ctrl+C stops\n",
-				cfg.Model, l.Addr(), cfg.OutputTokens, cfg.TokenLatency, cfg.MaxNumSeqs)
-			go func() {
-				<-cmd.Context().Done()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				srv.Shutdown(ctx)
-			}()
-			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		},
+		RunE:    runCommand(o, nil),
 	}
 	f := c.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8081", "address to listen on")

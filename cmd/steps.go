@@ -2,23 +2,21 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
-	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/session"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
-	"github.com/vllm-hpa/vllm-hpa/internal/steps/hpa"
 	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
@@ -32,6 +30,7 @@ type stackOptions struct {
 	skip         []string // up, verify and cleanup: steps left out
 	keepWorkload bool     // cleanup
 	cfg          *config.Config
+	flags        *pflag.FlagSet // the command's, for what was given
 }
 
 func (o *stackOptions) addFlags(c *cobra.Command, what string) {
@@ -56,7 +55,8 @@ func (o *stackOptions) applySkip() error {
 }
 
 // Complete loads the configuration.
-func (o *stackOptions) Complete(cmd *cobra.Command) (err error) {
+func (o *stackOptions) Complete(cmd *cobra.Command, _ []string) (err error) {
+	o.flags = cmd.Flags()
 	o.cfg, err = o.loadConfig(cmd)
 	return err
 }
@@ -72,8 +72,10 @@ func (o *stackOptions) Validate() error {
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --timeout %s: must be positive", o.timeout))
 	}
 	if o.timeout > 0 {
-		t := &o.cfg.Timeouts
-		t.Deploy, t.Monitor, t.Adapter, t.Identity, t.HPA, t.Cleanup = o.timeout, o.timeout, o.timeout, o.timeout, o.timeout, o.timeout
+		for _, d := range steps.Ordered {
+			o.cfg.SetDuration(d.Timeout(), o.timeout)
+		}
+		o.cfg.SetDuration("timeouts.cleanup", o.timeout)
 	}
 	if err := o.applySkip(); err != nil {
 		return err
@@ -93,16 +95,6 @@ func (o *stackOptions) applies() bool {
 	return o.command == "up" || slices.Contains(steps.Names(), o.command)
 }
 
-// need is what the command connects to: the Google APIs when a step
-// needs them, or explains with them (the hpa step says why the adapter
-// serves no value from IAM and Cloud Monitoring); optional at
-// connection, because the backend (native needs no IAM) is known only
-// once the cluster is read: Run refuses before any change when the steps
-// need them after all.
-func (o *stackOptions) need() cmdutil.Need {
-	return cmdutil.Need{IAM: steps.Requires(o.steps).GoogleAPIs || slices.Contains(o.steps, hpa.Name), GCPOptional: true}
-}
-
 // Run applies (or, for cleanup, deletes) the steps in order.
 func (o *stackOptions) Run(ctx context.Context) error {
 	if o.dryRun && o.command != "cleanup" {
@@ -117,97 +109,15 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	rec := output.NewProgress(o.streams)
 	defer rec.Close()
 	start := time.Now()
-	deps, err := o.f.Connect(ctx, o.cfg, o.need(), rec)
-	if _, off := gcp.As[*gcp.ServiceDisabledError](err); off && deps.GCP != nil {
-		// The cluster read through the container API found it off: name
-		// every API the run needs that is, in one list.
-		if serr := steps.CheckServices(ctx, o.cfg, deps, o.steps); serr != nil {
-			err = serr
-		}
+	purpose := session.Apply
+	if o.command == "cleanup" {
+		purpose = session.Delete
 	}
-	if err != nil {
-		return o.printRun(rec, start, o.withIdentityHint(err))
+	s, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: purpose, Steps: o.steps, Whole: o.command == "up", Progress: rec})
+	if err == nil {
+		err = s.Run(ctx)
 	}
-	if o.command == "up" || o.command == "cleanup" {
-		// A plain up keeps, and a plain cleanup finds, the route the
-		// stack has (one read).
-		if err := steps.InferBackend(ctx, o.cfg, deps); err != nil {
-			return o.printRun(rec, start, err)
-		}
-	}
-	if o.command != "cleanup" && o.cfg.HPA.Backend != config.BackendAdapter {
-		rec.StepStarted("backend")
-		err := steps.ResolveBackend(ctx, o.cfg, &deps)
-		rec.StepDone("backend", err)
-		if err != nil {
-			return o.printRun(rec, start, err)
-		}
-	}
-	if !o.cfg.Native() && steps.Requires(o.steps).GoogleAPIs && deps.GCP == nil && deps.GCPError != nil {
-		// The adapter route's identity needs the Google APIs: say so
-		// before anything changes.
-		return o.printRun(rec, start, o.withIdentityHint(exitcode.With(exitcode.Precondition, deps.GCPError)))
-	}
-	s := steps.New(o.cfg, deps)
-	if o.command == "cleanup" && steps.Requires(o.steps).GoogleAPIs && deps.GCP != nil {
-		// Cleanup writes IAM too: the APIs it calls, before the first
-		// deletion.
-		rec.StepStarted("preconditions")
-		err := steps.CheckServices(ctx, o.cfg, deps, o.steps)
-		rec.StepDone("preconditions", err)
-		if err != nil {
-			return o.printRun(rec, start, err)
-		}
-	}
-	if o.command != "cleanup" && (o.cfg.Cluster != "" || deps.ClusterName != "" || steps.Requires(o.steps).GoogleAPIs) {
-		// The cluster's and the project's preconditions, before anything
-		// changes.
-		rec.StepStarted("preconditions")
-		_, err := steps.Preconditions(ctx, o.cfg, deps, o.steps)
-		rec.StepDone("preconditions", err)
-		if err != nil {
-			return o.printRun(rec, start, err)
-		}
-	}
-	var runErr error
-	for _, name := range o.steps {
-		st, err := s.Step(name)
-		if err != nil {
-			return err
-		}
-		rec.StepStarted(name)
-		if o.command == "cleanup" {
-			err = st.Delete(ctx)
-		} else {
-			err = st.Apply(ctx)
-		}
-		rec.StepDone(name, err)
-		if err != nil {
-			runErr = fmt.Errorf("%s: %w", name, err)
-			break
-		}
-	}
-	if runErr == nil && o.command == "up" && slices.Contains(o.steps, hpa.Name) {
-		// The HPA reads its metric from the configured backend (the hpa
-		// step waited for a value of it): what this instance built for
-		// the other one can go. Not when hpa was skipped: the HPA may
-		// still read the old route.
-		// Each step says what it removes, in its own record.
-		if err := s.Retire(ctx); err != nil {
-			runErr = fmt.Errorf("retiring the other backend's parts: %w", err)
-		}
-	}
-	return o.printRun(rec, start, runErr)
-}
-
-// withIdentityHint adds, to a failure to reach the Google APIs, that the
-// Kubernetes-only steps run without them (unless the cluster itself is
-// reached through the Google APIs).
-func (o *stackOptions) withIdentityHint(err error) error {
-	if !cmdutil.ViaGKE(o.cfg) && steps.Requires(o.steps).GoogleAPIs && errors.As(err, new(*gcp.NoCredentialsError)) {
-		return exitcode.With(exitcode.Precondition, fmt.Errorf("%w; the identity step needs Google credentials: give them, or leave it out with --skip identity", err))
-	}
-	return err
+	return o.printRun(rec, start, err)
 }
 
 // runJSON is the --output json/yaml document of a run.
@@ -258,23 +168,6 @@ func (o *stackOptions) printRun(rec *output.Progress, start time.Time, runErr er
 	return runErr
 }
 
-// runStack is the RunE of a command built on stackOptions: Complete,
-// Validate, then runF (tests) or Run.
-func runStack(o *stackOptions, runF func(*stackOptions) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		if err := o.Complete(cmd); err != nil {
-			return err
-		}
-		if err := o.Validate(); err != nil {
-			return err
-		}
-		if runF != nil {
-			return runF(o)
-		}
-		return o.Run(cmd.Context())
-	}
-}
-
 func newStepCmds(g *globalOptions) []*cobra.Command {
 	var cmds []*cobra.Command
 	for _, d := range steps.Ordered {
@@ -292,10 +185,10 @@ func newStepCmd(g *globalOptions, d step.Definition, runF func(*stackOptions) er
 		Short: help.Short,
 		Long:  help.Long,
 		Args:  noArgs,
-		RunE:  runStack(o, runF),
+		RunE:  runCommand(o, runF),
 	}
 	o.addFlags(c, "this step would create or change (objects and Google API calls)")
-	config.AddStepFlags(c.Flags(), d.Name())
+	config.AddFlagsFor(c.Flags(), d.Settings())
 	registerEnumCompletions(c)
 	return c
 }
@@ -310,11 +203,11 @@ Each step is idempotent: a re-run changes nothing that is already right.
 --skip leaves steps out (--skip identity needs no Google credentials).`,
 		Example: "  vllm-hpa up --project my-proj\n  vllm-hpa up --project my-proj --skip identity",
 		Args:    noArgs,
-		RunE:    runStack(o, runF),
+		RunE:    runCommand(o, runF),
 	}
 	o.addFlags(c, "every step would create or change (objects and Google API calls)")
 	o.addSkipFlag(c)
-	config.AddStepFlags(c.Flags())
+	config.AddFlagsFor(c.Flags(), steps.Settings())
 	registerEnumCompletions(c)
 	return c
 }
@@ -351,13 +244,13 @@ changes nothing.`,
 					o.steps = append(o.steps, name)
 				}
 			}
-			return runStack(o, runF)(cmd, nil)
+			return runCommand(o, runF)(cmd, nil)
 		},
 	}
 	o.addFlags(c, "would be deleted, released or kept (it reads the cluster and the project)")
 	o.addSkipFlag(c)
 	c.Flags().BoolVar(&o.keepWorkload, "keep-workload", false, "keep the vLLM Deployment, Service and Secret")
-	config.AddStepFlags(c.Flags())
+	config.AddFlagsFor(c.Flags(), steps.Settings())
 	registerEnumCompletions(c)
 	return c
 }

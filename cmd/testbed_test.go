@@ -122,7 +122,7 @@ func startTestbed() (*testbed, error) {
 	tb := &testbed{cp: cp, metrics: &localcluster.FakeMetrics{Client: cp.Client}}
 	h := localcluster.NativeMetricsFromFake(tb.metrics, cp.Dynamic)
 	native.Store(&h)
-	cp.PodBackend = func(namespace, name string, port int) (string, bool) {
+	cp.PodAddress = func(namespace, name string, port int) (string, bool) {
 		if addr := tb.podServer.Load(); addr != nil {
 			return *addr, true
 		}

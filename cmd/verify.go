@@ -12,13 +12,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/session"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 	"github.com/vllm-hpa/vllm-hpa/internal/verify"
 )
@@ -83,8 +84,8 @@ func (l *loadFlags) add(c *cobra.Command, defaultDuration time.Duration) {
 
 // validate checks every load flag before anything is sent; cmd says which
 // were given.
-func (l *loadFlags) validate(cmd *cobra.Command) error {
-	l.rateSet = cmd.Flags().Changed("rate")
+func (l *loadFlags) validate(flags *pflag.FlagSet) error {
+	l.rateSet = flags.Changed("rate")
 	bad := func(flag, value, allowed string) error {
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))
 	}
@@ -161,18 +162,7 @@ are not Ready within --wait-timeout; --scale-down then stops the load and
 waits for the HPA to scale back to its minimum.`,
 		Example: "  vllm-hpa verify --project my-proj\n  vllm-hpa verify --project my-proj --load --rate 10 --expect-replicas 3 --report timeline.json",
 		Args:    noArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := o.Complete(cmd); err != nil {
-				return err
-			}
-			if err := o.Validate(cmd); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(o)
-			}
-			return o.Run(cmd.Context())
-		},
+		RunE:    runCommand(o, runF),
 	}
 	o.loadFlags.add(c, 0)
 	c.Flags().BoolVar(&o.withLoad, "load", false, "after the checks pass, send load and record how the HPA scales")
@@ -181,17 +171,17 @@ waits for the HPA to scale back to its minimum.`,
 	c.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 10*time.Minute, "with --load: how long to wait for --expect-replicas and --scale-down")
 	c.Flags().StringVar(&o.report, "report", "", "with --load: write the timeline and load summary as JSON to this file")
 	o.addSkipFlag(c)
-	config.AddStepFlags(c.Flags())
+	config.AddFlagsFor(c.Flags(), steps.ReadSettings())
 	registerEnumCompletions(c)
 	return c
 }
 
 // Validate checks every flag before anything is read or sent.
-func (o *verifyOptions) Validate(cmd *cobra.Command) error {
+func (o *verifyOptions) Validate() error {
 	if err := validateConfig(o.cfg, true); err != nil {
 		return err
 	}
-	if err := o.loadFlags.validate(cmd); err != nil {
+	if err := o.loadFlags.validate(o.flags); err != nil {
 		return err
 	}
 	if err := o.applySkip(); err != nil {
@@ -200,7 +190,7 @@ func (o *verifyOptions) Validate(cmd *cobra.Command) error {
 	bad := func(flag, value, allowed string) error {
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))
 	}
-	given := func(flag string) bool { return cmd.Flags().Changed(flag) }
+	given := func(flag string) bool { return o.flags.Changed(flag) }
 	switch {
 	case !o.withLoad && (given("expect-replicas") || given("scale-down") || given("report") || given("rate") || given("concurrency") || given("duration")):
 		return exitcode.With(exitcode.BadInput, errors.New("--expect-replicas, --scale-down, --report, --rate, --concurrency and --duration need --load"))
@@ -246,23 +236,17 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	}
 	start := time.Now()
 	// The Google APIs also explain a metric the adapter does not serve.
-	deps, err := o.f.Connect(ctx, o.cfg, cmdutil.Need{IAM: true, GCPOptional: true}, rec)
+	sess, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: session.Read, Steps: o.steps, Progress: rec})
 	if err != nil {
 		return o.printVerify(rec, start, err, verifyJSON{})
 	}
-	if err := steps.InferBackend(ctx, o.cfg, deps); err != nil {
-		return o.printVerify(rec, start, err, verifyJSON{})
-	}
-	if err := steps.ResolveBackend(ctx, o.cfg, &deps); err != nil {
-		return o.printVerify(rec, start, err, verifyJSON{})
-	}
-	s := steps.New(o.cfg, deps)
+	s, deps := sess.Stack, sess.Deps
 
 	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, Kube: deps.Kube, OnMove: func(from, to string, why error) {
 		rec.Action("metrics", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
 	}}
 	defer server.Close()
-	runErr := verify.Checks(ctx, verify.Sections(o.cfg, s, deps.Kube, server, o.steps), rec)
+	runErr := verify.Checks(ctx, verify.Sections(o.cfg, s, server, o.steps), rec)
 	if runErr != nil && ctx.Err() == nil {
 		runErr = verify.OtherBackendHint(ctx, deps.Kube, o.cfg, runErr)
 	}
@@ -283,7 +267,7 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 }
 
 func (o *verifyOptions) printVerify(rec *output.Progress, start time.Time, runErr error, doc verifyJSON) error {
-	runErr = o.withIdentityHint(runErr)
+	runErr = session.IdentityHint(o.cfg, o.steps, runErr)
 	if o.output == outputText {
 		return o.printRun(rec, start, runErr)
 	}

@@ -45,9 +45,10 @@ func buildVersion() versionInfo {
 
 func newVersionCmd(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
-		Use:   "version",
-		Short: "Print the version and build information",
-		Args:  noArgs,
+		Annotations: map[string]string{localOnly: "true"},
+		Use:         "version",
+		Short:       "Print the version and build information",
+		Args:        noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			v := buildVersion()
 			if done, err := g.printDoc(v); done {

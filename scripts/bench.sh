@@ -69,7 +69,9 @@ start_emu "$emu_dir" 1s 0s
 export VLLM_HPA_KUBE_KUBECONFIG=$emu_dir/kubeconfig-counted
 export KUBECONFIG=$emu_dir/kubeconfig-counted
 export VLLM_HPA_MONITORING_INTERVAL=1s
-for s in deploy monitor adapter hpa; do vllm-hpa render "$s" > "$work/$s.yaml"; done
+# The steps with objects, from the binary (the walkthrough's order).
+mapfile -t rendered < <(vllm-hpa render --list-steps)
+for s in "${rendered[@]}"; do vllm-hpa render "$s" > "$work/$s.yaml"; done
 k() { "$kubectl" "$@" >/dev/null; }
 # Each tool in two parts: deploy, monitor and adapter; then hpa. Between
 # them, untimed, the wait for the first scrape of the new pod to reach the
@@ -78,7 +80,7 @@ k() { "$kubectl" "$@" >/dev/null; }
 # for it.
 ours() {
   case $1 in
-  1) for s in deploy monitor adapter; do vllm-hpa "$s" >/dev/null 2>&1; done ;;
+  1) for s in "${rendered[@]}"; do [ "$s" = hpa ] || vllm-hpa "$s" >/dev/null 2>&1; done ;;
   2) vllm-hpa hpa >/dev/null 2>&1 ;;
   esac
 }

@@ -29,6 +29,9 @@ type Factory struct {
 	// Trace, if set, adjusts the Kubernetes client configuration (-vv
 	// wraps its transport to print each request).
 	Trace func(*rest.Config)
+	// Connector, if set, is Connect: a test's fake clients, or its
+	// failure to connect, in place of the real connection.
+	Connector func(ctx context.Context, cfg *config.Config, need Need, rec *output.Progress) (step.Deps, error)
 
 	mu     sync.Mutex
 	closer []func()
@@ -51,8 +54,10 @@ func (f *Factory) Close() {
 
 // Need says which clients a command needs.
 type Need struct {
-	// IAM: the IAM and Resource Manager clients (the identity step).
-	IAM bool
+	// GoogleAPIs: the IAM, Resource Manager and Cloud Monitoring clients
+	// (as step.Requirements.GoogleAPIs: the identity step, and the hpa
+	// step that explains with them).
+	GoogleAPIs bool
 	// GCPOptional: Google APIs that cannot be reached (no credentials)
 	// are reported by the steps that need them instead of stopping a
 	// read-only command.
@@ -98,6 +103,9 @@ func (f *Factory) CheckConnection(cfg *config.Config) error {
 // no gcloud); the Google APIs when identity runs or a cluster is named
 // (for its preconditions).
 func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, rec *output.Progress) (step.Deps, error) {
+	if f.Connector != nil {
+		return f.Connector(ctx, cfg, need, rec)
+	}
 	deps := step.Deps{ForceConflicts: cfg.Kube.ForceConflicts, Adopt: cfg.Adopt}
 	if rec != nil {
 		deps.Report = rec
@@ -129,9 +137,9 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 		}
 		gopts.TokenSource = ts
 	}
-	if need.IAM || cfg.Cluster != "" {
+	if need.GoogleAPIs || cfg.Cluster != "" {
 		e := cfg.Endpoints
-		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage, Monitoring: e.Monitoring}, need.IAM)
+		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage, Monitoring: e.Monitoring}, need.GoogleAPIs)
 		switch {
 		case err != nil && need.GCPOptional && !viaGKE:
 			deps.GCPError = err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,19 +32,18 @@ const ConfigFlag = "config"
 // (how to reach the project and the cluster), for the root command.
 func AddGlobalFlags(fs *pflag.FlagSet) {
 	fs.String(ConfigFlag, "", "config file (default ./"+DefaultFile+" if present; env "+EnvPrefix+"_CONFIG)")
-	AddFlags(fs, func(s Setting) bool { return s.InScope(ScopeGlobal) })
+	AddFlags(fs, func(s Setting) bool { return s.Global })
 }
 
-// AddStepFlags registers the flags of the settings that matter to the
-// given steps; with none, every step's (a command on the whole stack).
-func AddStepFlags(fs *pflag.FlagSet, steps ...string) {
-	AddFlags(fs, func(s Setting) bool {
-		if s.InScope(ScopeGlobal) {
-			return false
-		}
-		return len(steps) == 0 || s.InScope(steps...)
-	})
+// AddFlagsFor registers the flags of the settings keys (those that have
+// one), in the order of Settings.
+func AddFlagsFor(fs *pflag.FlagSet, keys []string) {
+	AddFlags(fs, func(s Setting) bool { return !s.Global && slices.Contains(keys, s.Key) })
 }
+
+// ChangeKeys are the settings that say how to change what exists (take
+// objects over, force fields): a command that only reads has none.
+var ChangeKeys = []string{"adopt", "kube.force-conflicts", "identity.adopt-existing-gsa"}
 
 // AddFlags registers a flag for every setting with a flag that keep
 // accepts, with the default configuration's value as its shown default.

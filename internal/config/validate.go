@@ -278,12 +278,12 @@ func (c *Config) validate(needProject bool) error {
 	rangeInt("hpa.scale-up-percent", h.ScaleUpPercent, 1, 10000)
 	rangeInt("hpa.scale-down-percent", h.ScaleDownPercent, 1, 100)
 
-	positive("timeouts.deploy", c.Timeouts.Deploy)
-	positive("timeouts.monitor", c.Timeouts.Monitor)
-	positive("timeouts.adapter", c.Timeouts.Adapter)
-	positive("timeouts.identity", c.Timeouts.Identity)
-	positive("timeouts.hpa", c.Timeouts.HPA)
-	positive("timeouts.cleanup", c.Timeouts.Cleanup)
+	// Every step's timeout, and cleanup's.
+	for _, f := range fields(c) {
+		if d, ok := f.value.Interface().(time.Duration); ok && strings.HasPrefix(f.key, "timeouts.") {
+			positive(f.key, d)
+		}
+	}
 
 	for _, ep := range []struct{ key, value string }{
 		{"endpoints.iam", c.Endpoints.IAM},

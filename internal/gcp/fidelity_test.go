@@ -151,17 +151,9 @@ func TestRESTConfigEndpointTypes(t *testing.T) {
 
 // GPU nodes may come later: from node auto-provisioning with an
 // accelerator limit or from a ComputeClass; Autopilot says what it checks.
-func TestCheckClusterGPUNodes(t *testing.T) {
+func TestGPUNodes(t *testing.T) {
 	wants := gcp.ClusterWants{Project: "my-proj", Location: "us-central1", Cluster: "gpu-hpa", Accelerator: "nvidia-l4"}
-	gpu := func(c *container.Cluster, w gcp.ClusterWants) gcp.Precondition {
-		for _, p := range gcp.CheckCluster(c, w) {
-			if p.Check == "gpu nodes" {
-				return p
-			}
-		}
-		t.Fatal("no gpu nodes check")
-		return gcp.Precondition{}
-	}
+	gpu := gcp.GPUNodes
 	standard := func() *container.Cluster {
 		return &container.Cluster{NodePools: []*container.NodePool{{Name: "default", Config: &container.NodeConfig{}}}}
 	}

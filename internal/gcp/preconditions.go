@@ -17,7 +17,7 @@ type Precondition struct {
 	Fix     string
 }
 
-// ClusterWants is what the stack needs of the cluster.
+// ClusterWants name the cluster and what the stack needs of it.
 type ClusterWants struct {
 	Project, Location, Cluster string
 	Accelerator                string // the GPU node pool's accelerator type
@@ -25,61 +25,65 @@ type ClusterWants struct {
 	// with Accelerator (read from the cluster: the container API does not
 	// list them).
 	ComputeClasses []string
-	// NoIdentity: nothing reads Google APIs from the pods (the native
-	// backend), so Workload Identity and the metadata server are not
-	// needed; NoManagedPrometheus: nothing is scraped by it (native
-	// without a PodMonitoring).
-	NoIdentity, NoManagedPrometheus bool
+}
+
+// where is the gcloud flags that name the cluster's location and project.
+func (w ClusterWants) where() string {
+	return fmt.Sprintf("--location %s --project %s", w.Location, w.Project)
 }
 
 // MinMasterVersion: Managed Prometheus is on by default from GKE 1.27.
 const MinMasterVersion = "1.27"
 
-// CheckCluster judges a cluster as the container API describes it.
-func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
-	loc := fmt.Sprintf("--location %s --project %s", w.Location, w.Project)
-	pool := w.Project + ".svc.id.goog"
-	var out []Precondition
+// Each judge below is one precondition of the cluster as the container
+// API describes it; the step that needs it asks for it
+// (step.Preconditioner).
 
+// WorkloadIdentityPool: the cluster's pool is PROJECT.svc.id.goog (the
+// adapter's identity).
+func WorkloadIdentityPool(c *container.Cluster, w ClusterWants) Precondition {
+	pool := w.Project + ".svc.id.goog"
 	got := ""
 	if c.WorkloadIdentityConfig != nil {
 		got = c.WorkloadIdentityConfig.WorkloadPool
 	}
-	p := Precondition{Check: "workload identity pool", OK: got == pool}
-	if p.OK {
-		p.Message = pool
-	} else {
+	p := Precondition{Check: "workload identity pool", OK: got == pool, Message: pool}
+	if !p.OK {
 		p.Message = fmt.Sprintf("the cluster's Workload Identity pool is %q, want %q", got, pool)
-		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --workload-pool=%s", w.Cluster, loc, pool)
+		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --workload-pool=%s", w.Cluster, w.where(), pool)
 	}
-	if !w.NoIdentity {
-		out = append(out, p)
-	}
+	return p
+}
 
-	gmp := c.MonitoringConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig.Enabled
-	p = Precondition{Check: "managed prometheus", OK: gmp, Message: "enabled"}
-	if !gmp {
+// ManagedPrometheus: Managed Service for Prometheus is on (the
+// PodMonitoring is its).
+func ManagedPrometheus(c *container.Cluster, w ClusterWants) Precondition {
+	on := c.MonitoringConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig != nil && c.MonitoringConfig.ManagedPrometheusConfig.Enabled
+	p := Precondition{Check: "managed prometheus", OK: on, Message: "enabled"}
+	if !on {
 		p.Message = "Managed Service for Prometheus is not enabled"
-		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --enable-managed-prometheus", w.Cluster, loc)
+		p.Fix = fmt.Sprintf("gcloud container clusters update %s %s --enable-managed-prometheus", w.Cluster, w.where())
 	}
-	if !w.NoManagedPrometheus {
-		out = append(out, p)
-	}
+	return p
+}
 
-	p = Precondition{Check: "master version", OK: versionAtLeast(c.CurrentMasterVersion, MinMasterVersion), Message: c.CurrentMasterVersion}
+// MasterVersion: the control plane is at least MinMasterVersion.
+func MasterVersion(c *container.Cluster, w ClusterWants) Precondition {
+	p := Precondition{Check: "master version", OK: versionAtLeast(c.CurrentMasterVersion, MinMasterVersion), Message: c.CurrentMasterVersion}
 	if !p.OK {
 		p.Message = fmt.Sprintf("control plane version %q is older than %s", c.CurrentMasterVersion, MinMasterVersion)
-		p.Fix = fmt.Sprintf("gcloud container clusters upgrade %s %s --master --cluster-version=%s", w.Cluster, loc, MinMasterVersion)
+		p.Fix = fmt.Sprintf("gcloud container clusters upgrade %s %s --master --cluster-version=%s", w.Cluster, w.where(), MinMasterVersion)
 	}
-	out = append(out, p)
+	return p
+}
 
-	if c.Autopilot != nil && c.Autopilot.Enabled {
-		out = append(out, Precondition{Check: "gpu nodes", OK: true, Message: "Autopilot provisions " + w.Accelerator + " nodes on demand (checked: Autopilot is on; not checked: the project's GPU quota and the zone's " + w.Accelerator + " capacity, which show as FailedScheduling while deploy waits)"})
-		return out
+// GPUNodes: a way to nodes with the accelerator: Autopilot, a node pool
+// of it, node auto-provisioning with a limit for it, or a ComputeClass.
+func GPUNodes(c *container.Cluster, w ClusterWants) Precondition {
+	if autopilot(c) {
+		return Precondition{Check: "gpu nodes", OK: true, Message: "Autopilot provisions " + w.Accelerator + " nodes on demand (checked: Autopilot is on; not checked: the project's GPU quota and the zone's " + w.Accelerator + " capacity, which show as FailedScheduling while deploy waits)"}
 	}
-	// Standard: a node pool of the accelerator, and the GKE metadata server
-	// on every pool (else pods get the node's identity, not Workload Identity).
-	var gpuPools, noMetadata []string
+	var gpuPools []string
 	for _, np := range c.NodePools {
 		if np.Config == nil {
 			continue
@@ -89,11 +93,8 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 				gpuPools = append(gpuPools, np.Name)
 			}
 		}
-		if np.Config.WorkloadMetadataConfig == nil || np.Config.WorkloadMetadataConfig.Mode != "GKE_METADATA" {
-			noMetadata = append(noMetadata, np.Name)
-		}
 	}
-	p = Precondition{Check: "gpu nodes", OK: len(gpuPools) > 0, Message: "node pools with " + w.Accelerator + ": " + strings.Join(gpuPools, ", ")}
+	p := Precondition{Check: "gpu nodes", OK: len(gpuPools) > 0, Message: "node pools with " + w.Accelerator + ": " + strings.Join(gpuPools, ", ")}
 	switch limit := napLimit(c, w.Accelerator); {
 	case p.OK:
 	case limit > 0:
@@ -103,21 +104,35 @@ func CheckCluster(c *container.Cluster, w ClusterWants) []Precondition {
 		p.OK, p.Message = true, fmt.Sprintf("no node pool of %s yet: ComputeClass %s creates them on demand", w.Accelerator, strings.Join(w.ComputeClasses, ", "))
 	}
 	if !p.OK {
+		loc := w.where()
 		p.Message = "Standard cluster without a node pool of " + w.Accelerator
 		p.Fix = fmt.Sprintf("gcloud container node-pools create %s-pool --cluster %s %s --accelerator type=%s,count=1,gpu-driver-version=latest --workload-metadata=GKE_METADATA (or let node auto-provisioning create them: gcloud container clusters update %s %s --enable-autoprovisioning --max-accelerator type=%s,count=8)", w.Accelerator, w.Cluster, loc, w.Accelerator, w.Cluster, loc, w.Accelerator)
 	}
-	out = append(out, p)
-	if w.NoIdentity {
-		return out
+	return p
+}
+
+// MetadataServer: every node pool of a Standard cluster runs the GKE
+// metadata server, else pods get the node's identity, not Workload
+// Identity. false: Autopilot, which always does.
+func MetadataServer(c *container.Cluster, w ClusterWants) (Precondition, bool) {
+	if autopilot(c) {
+		return Precondition{}, false
 	}
-	p = Precondition{Check: "gke metadata server", OK: len(noMetadata) == 0, Message: "every node pool runs the GKE metadata server"}
+	var noMetadata []string
+	for _, np := range c.NodePools {
+		if np.Config != nil && (np.Config.WorkloadMetadataConfig == nil || np.Config.WorkloadMetadataConfig.Mode != "GKE_METADATA") {
+			noMetadata = append(noMetadata, np.Name)
+		}
+	}
+	p := Precondition{Check: "gke metadata server", OK: len(noMetadata) == 0, Message: "every node pool runs the GKE metadata server"}
 	if !p.OK {
 		p.Message = "node pools without the GKE metadata server: " + strings.Join(noMetadata, ", ")
-		p.Fix = fmt.Sprintf("gcloud container node-pools update %s --cluster %s %s --workload-metadata=GKE_METADATA", noMetadata[0], w.Cluster, loc)
+		p.Fix = fmt.Sprintf("gcloud container node-pools update %s --cluster %s %s --workload-metadata=GKE_METADATA", noMetadata[0], w.Cluster, w.where())
 	}
-	out = append(out, p)
-	return out
+	return p, true
 }
+
+func autopilot(c *container.Cluster) bool { return c.Autopilot != nil && c.Autopilot.Enabled }
 
 // napLimit is how many GPUs of accelerator node auto-provisioning may
 // create (0: none, or auto-provisioning is off).

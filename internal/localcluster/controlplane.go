@@ -114,10 +114,10 @@ type ControlPlane struct {
 	Pods *PodRunner
 	// Operator is the Managed Prometheus stand-in (Options.Monitoring).
 	Operator *MonitoringOperator
-	// PodBackend, if set, gives the loopback address that serves a pod's
+	// PodAddress, if set, gives the loopback address that serves a pod's
 	// port, so that kube-apiserver can proxy to the pod (pods/proxy):
 	// the pod's IP is never dialed.
-	PodBackend func(namespace, name string, port int) (string, bool)
+	PodAddress func(namespace, name string, port int) (string, bool)
 
 	procs  []*process
 	egress *egressProxy

@@ -148,7 +148,7 @@ func (p *egressProxy) resolve(target string) (string, bool) {
 // resolvePod maps a pod's IP and port (kube-apiserver proxying to a pod)
 // to the loopback address PodBackend gives for it.
 func (p *egressProxy) resolvePod(ip, port string) (string, bool) {
-	backend := p.cp.PodBackend
+	backend := p.cp.PodAddress
 	n, err := strconv.Atoi(port)
 	if backend == nil || err != nil {
 		return "", false

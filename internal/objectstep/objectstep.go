@@ -29,8 +29,8 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
-// Step is the shared part of a step made of rendered Kubernetes objects.
-type Step struct {
+// Base is the shared part of a step made of rendered Kubernetes objects.
+type Base struct {
 	name    string
 	cfg     *config.Config
 	deps    step.Deps
@@ -87,32 +87,32 @@ type (
 )
 
 // New is the shared part of step name; hooks is the concrete step.
-func New(name string, cfg *config.Config, deps step.Deps, o Options, hooks any) *Step {
-	return &Step{name: name, cfg: cfg, deps: deps, report: deps.Reporter(), timeout: o.Timeout, shared: o.Shared, hooks: hooks}
+func New(name string, cfg *config.Config, deps step.Deps, o Options, hooks any) *Base {
+	return &Base{name: name, cfg: cfg, deps: deps, report: deps.Reporter(), timeout: o.Timeout, shared: o.Shared, hooks: hooks}
 }
 
 // Name is the step's name.
-func (s *Step) Name() string { return s.name }
+func (s *Base) Name() string { return s.name }
 
 // Shared reports whether the step's objects are shared by every instance.
-func (s *Step) Shared() bool { return s.shared }
+func (s *Base) Shared() bool { return s.shared }
 
 // Config is the step's configuration.
-func (s *Step) Config() *config.Config { return s.cfg }
+func (s *Base) Config() *config.Config { return s.cfg }
 
 // Deps are the step's clients.
-func (s *Step) Deps() step.Deps { return s.deps }
+func (s *Base) Deps() step.Deps { return s.deps }
 
 // Report is where the step's progress goes.
-func (s *Step) Report() step.Reporter { return s.report }
+func (s *Base) Report() step.Reporter { return s.report }
 
 // Objects are the step's rendered objects, in apply order.
-func (s *Step) Objects() ([]*unstructured.Unstructured, error) {
+func (s *Base) Objects() ([]*unstructured.Unstructured, error) {
 	return render.Objects(s.cfg, s.name, s.shared)
 }
 
 // Plan lists the objects Apply would apply.
-func (s *Step) Plan(ctx context.Context) (*step.Plan, error) {
+func (s *Base) Plan(ctx context.Context) (*step.Plan, error) {
 	objs, err := s.Objects()
 	if err != nil {
 		return nil, err
@@ -121,20 +121,20 @@ func (s *Step) Plan(ctx context.Context) (*step.Plan, error) {
 }
 
 // Kube is the Kubernetes connection, or an error without one.
-func (s *Step) Kube() (*kube.Client, error) {
+func (s *Base) Kube() (*kube.Client, error) {
 	if s.deps.Kube == nil {
 		return nil, errors.New("no Kubernetes connection")
 	}
 	return s.deps.Kube, nil
 }
 
-func (s *Step) judge(live *unstructured.Unstructured) owner.Judgement {
+func (s *Base) judge(live *unstructured.Unstructured) owner.Judgement {
 	return owner.Judge(live, s.cfg.Instance, s.shared)
 }
 
 // Apply reads every object, refuses what is not provably this instance's,
 // applies them in order, and waits for the step's conditions.
-func (s *Step) Apply(ctx context.Context) error {
+func (s *Base) Apply(ctx context.Context) error {
 	k, err := s.Kube()
 	if err != nil {
 		return err
@@ -199,7 +199,7 @@ func (s *Step) Apply(ctx context.Context) error {
 // it would write exists and is not provably this instance's (or a shared
 // part of vllm-hpa's): someone else's (unless --adopt), or another
 // instance's. Namespaces are never refused: one that exists is used as is.
-func (s *Step) refuseForeign(objs, live []*unstructured.Unstructured) error {
+func (s *Base) refuseForeign(objs, live []*unstructured.Unstructured) error {
 	var foreign, other []string
 	for i, obj := range objs {
 		if obj.GetKind() == "Namespace" {
@@ -251,7 +251,7 @@ const maxStaleRetries = 10
 // it. A shared object is applied on condition that it is as read, so that
 // two instances updating its users at once cannot drop each other; a
 // stale read is read again.
-func (s *Step) applyOwned(ctx context.Context, k *kube.Client, rendered, live *unstructured.Unstructured) (*unstructured.Unstructured, kube.Action, error) {
+func (s *Base) applyOwned(ctx context.Context, k *kube.Client, rendered, live *unstructured.Unstructured) (*unstructured.Unstructured, kube.Action, error) {
 	for attempt := 0; ; attempt++ {
 		obj := rendered.DeepCopy()
 		j := s.judge(live)
@@ -322,7 +322,7 @@ func keepRestore(obj, live *unstructured.Unstructured, j owner.Judgement) error 
 // owns them: with one list per resource type and namespace where a step
 // has several objects of a type, and a read by name where it has one (so
 // that no other Secret is ever read).
-func (s *Step) readLive(ctx context.Context, k *kube.Client, objs []*unstructured.Unstructured) ([]*unstructured.Unstructured, error) {
+func (s *Base) readLive(ctx context.Context, k *kube.Client, objs []*unstructured.Unstructured) ([]*unstructured.Unstructured, error) {
 	type resource struct{ apiVersion, kind, namespace string }
 	count := map[resource]int{}
 	for _, obj := range objs {
@@ -359,7 +359,7 @@ func (s *Step) readLive(ctx context.Context, k *kube.Client, objs []*unstructure
 // applyOne applies obj. A namespace the server says is missing is created
 // first, labelled as this instance's so that cleanup may remove it again
 // (a namespace the step renders itself comes first in its order).
-func (s *Step) applyOne(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured, opts kube.ApplyOptions) (*unstructured.Unstructured, kube.Action, error) {
+func (s *Base) applyOne(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured, opts kube.ApplyOptions) (*unstructured.Unstructured, kube.Action, error) {
 	var out *unstructured.Unstructured
 	var action kube.Action
 	apply := func(ctx context.Context) (err error) {
@@ -387,7 +387,7 @@ func (s *Step) applyOne(ctx context.Context, k *kube.Client, obj, live *unstruct
 // Seen returns the objects of resource gvr in namespace ns that this run
 // applied, as the server answered (where the step's waits start), only the
 // one named unless name is "".
-func (s *Step) Seen(gvr schema.GroupVersionResource, ns, name string) []*unstructured.Unstructured {
+func (s *Base) Seen(gvr schema.GroupVersionResource, ns, name string) []*unstructured.Unstructured {
 	var objs []*unstructured.Unstructured
 	for _, o := range s.applied {
 		if r, err := s.deps.Kube.GVR(o); err == nil && r == gvr && o.GetNamespace() == ns && (name == "" || o.GetName() == name) {
@@ -442,7 +442,7 @@ type removal struct {
 
 // PlanDelete reads each of the step's objects and decides, without
 // changing anything, what cleanup would do to it.
-func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
+func (s *Base) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
 	k, err := s.Kube()
 	if err != nil {
 		return nil, err
@@ -461,7 +461,7 @@ func (s *Step) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan
 // planRemovals decides, in deletion order (the reverse of applying), the
 // fate of each object; pending collects what will be deleted, so that a
 // namespace is judged as it will be once they are gone.
-func (s *Step) planRemovals(ctx context.Context, k *kube.Client, pending step.Pending) ([]removal, error) {
+func (s *Base) planRemovals(ctx context.Context, k *kube.Client, pending step.Pending) ([]removal, error) {
 	order, err := s.deletionOrder()
 	if err != nil {
 		return nil, err
@@ -489,7 +489,7 @@ func (s *Step) planRemovals(ctx context.Context, k *kube.Client, pending step.Pe
 // decideRemoval is cleanup's rule for one object: delete only what this
 // instance created (a shared part only when no other instance uses it),
 // release what it adopted, and keep everything else.
-func (s *Step) decideRemoval(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured, pending step.Pending) (string, string) {
+func (s *Base) decideRemoval(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured, pending step.Pending) (string, string) {
 	if live == nil {
 		return step.RemoveAbsent, ""
 	}
@@ -530,7 +530,7 @@ func ownershipMarks(live *unstructured.Unstructured) map[string]any {
 // cleanup deletes (with what depends on it, by owner references): every
 // namespaced resource type is listed, and a list that cannot be read
 // keeps the namespace.
-func (s *Step) namespaceResidents(ctx context.Context, k *kube.Client, ns string, pending step.Pending) string {
+func (s *Base) namespaceResidents(ctx context.Context, k *kube.Client, ns string, pending step.Pending) string {
 	items, err := k.ScanNamespace(ctx, ns)
 	if err != nil {
 		return err.Error()
@@ -620,7 +620,7 @@ func builtIn(o *unstructured.Unstructured) bool {
 
 // deletionOrder is the reverse of the apply order, then the step's extra
 // deletions.
-func (s *Step) deletionOrder() ([]*unstructured.Unstructured, error) {
+func (s *Base) deletionOrder() ([]*unstructured.Unstructured, error) {
 	objs, err := s.Objects()
 	if err != nil {
 		return nil, err
@@ -637,7 +637,7 @@ func (s *Step) deletionOrder() ([]*unstructured.Unstructured, error) {
 
 // Delete carries out the step's removals in order and waits until each
 // deleted object is gone.
-func (s *Step) Delete(ctx context.Context) error {
+func (s *Base) Delete(ctx context.Context) error {
 	k, err := s.Kube()
 	if err != nil {
 		return err
@@ -662,7 +662,7 @@ func (s *Step) Delete(ctx context.Context) error {
 // DeleteObjects removes objs (objects of the step no longer wanted, such as
 // another backend's) by cleanup's rules, saying why; what is absent, or of
 // a kind the cluster does not serve, is passed over in silence.
-func (s *Step) DeleteObjects(ctx context.Context, objs []*unstructured.Unstructured, why string) error {
+func (s *Base) DeleteObjects(ctx context.Context, objs []*unstructured.Unstructured, why string) error {
 	k, err := s.Kube()
 	if err != nil {
 		return err
@@ -693,7 +693,7 @@ func (s *Step) DeleteObjects(ctx context.Context, objs []*unstructured.Unstructu
 
 // removeOne reads obj, decides its fate and carries it out; a shared
 // object changed by another instance meanwhile is read and decided again.
-func (s *Step) removeOne(ctx context.Context, k *kube.Client, obj *unstructured.Unstructured) error {
+func (s *Base) removeOne(ctx context.Context, k *kube.Client, obj *unstructured.Unstructured) error {
 	ref := kube.Ref(obj)
 	for attempt := 0; ; attempt++ {
 		live, err := k.Get(ctx, obj)
@@ -766,7 +766,7 @@ func (s *Step) removeOne(ctx context.Context, k *kube.Client, obj *unstructured.
 
 // deleteAndWait deletes exactly the object that was judged (by UID) and
 // waits until it is gone.
-func (s *Step) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) error {
+func (s *Base) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) error {
 	ref := kube.Ref(obj)
 	if live.GetDeletionTimestamp() == nil {
 		r, err := k.Resource(obj)
@@ -845,7 +845,7 @@ type One struct {
 
 func (o One) what() string { return o.Kind + " " + o.Namespace + "/" + o.Name }
 
-func (s *Step) result(o One, u *unstructured.Unstructured) (step.Result, bool) {
+func (s *Base) result(o One, u *unstructured.Unstructured) (step.Result, bool) {
 	r, final := o.Judge(u)
 	r.Step, r.Check = s.name, o.Check
 	return r, final
@@ -853,7 +853,7 @@ func (s *Step) result(o One, u *unstructured.Unstructured) (step.Result, bool) {
 
 // WaitOne waits, by watch, until o's object passes its judge and reports
 // the passing result; a final failure ends the wait as a failed check.
-func (s *Step) WaitOne(ctx context.Context, o One) error {
+func (s *Base) WaitOne(ctx context.Context, o One) error {
 	r, _, err := s.AwaitOne(ctx, o)
 	if err == nil {
 		s.report.Result(r)
@@ -864,7 +864,7 @@ func (s *Step) WaitOne(ctx context.Context, o One) error {
 // AwaitOne is WaitOne that returns the passing result and the object it
 // judged instead of reporting it, for a step whose wait goes on past this
 // object.
-func (s *Step) AwaitOne(ctx context.Context, o One) (step.Result, *unstructured.Unstructured, error) {
+func (s *Base) AwaitOne(ctx context.Context, o One) (step.Result, *unstructured.Unstructured, error) {
 	k, err := s.Kube()
 	if err != nil {
 		return step.Result{}, nil, err
@@ -885,7 +885,7 @@ func (s *Step) AwaitOne(ctx context.Context, o One) (step.Result, *unstructured.
 }
 
 // CheckOne reads o's object and judges it.
-func (s *Step) CheckOne(ctx context.Context, o One) ([]step.Result, error) {
+func (s *Base) CheckOne(ctx context.Context, o One) ([]step.Result, error) {
 	k, err := s.Kube()
 	if err != nil {
 		return nil, err

@@ -29,6 +29,57 @@ type Definition interface {
 	// New builds the step for a configuration and the clients it acts
 	// through.
 	New(cfg *config.Config, deps Deps) Step
+	// Settings are the configuration keys the step reads that its
+	// command (and up's, cleanup's, verify's) takes as flags.
+	Settings() []string
+	// Timeout is the key of how long the step waits for its conditions
+	// (timeouts.NAME), which --timeout sets.
+	Timeout() string
+}
+
+// ClusterFacts are what a step's preconditions judge: the cluster as the
+// container API describes it and names it, with the run's configuration
+// and clients (to read more of the cluster where the container API says
+// nothing, as of ComputeClasses).
+type ClusterFacts struct {
+	Config  *config.Config
+	Deps    Deps
+	Cluster *container.Cluster
+	Wants   gcp.ClusterWants
+}
+
+// Preconditioner is a Definition with needs of the project or the
+// cluster, checked before anything changes.
+type Preconditioner interface {
+	// Services are the Google APIs the step calls, or that what it
+	// builds needs enabled.
+	Services(cfg *config.Config) []string
+	// Preconditions judge the cluster for the step.
+	Preconditions(ctx context.Context, f ClusterFacts) ([]gcp.Precondition, error)
+}
+
+// Probe is a step's extra section of verify: what reading the step's
+// objects cannot prove (the server's /metrics after deploy; the HPA's
+// metric through the route it reads, once the adapter is up). It runs
+// right after the checks of step After, and only when After is verified.
+type Probe struct {
+	Name  string // the section's name in verify's output
+	After string // the step it follows
+	Check func(ctx context.Context, env ProbeEnv) []Result
+}
+
+// ProbeEnv is what a probe reads through.
+type ProbeEnv struct {
+	Config *config.Config
+	Deps   Deps
+	// ServerURL is the vLLM server's base URL: a port-forward to a Ready
+	// pod, or --endpoint.
+	ServerURL func(ctx context.Context) (string, error)
+}
+
+// Prober is a Definition that adds a section to verify.
+type Prober interface {
+	Probe() Probe
 }
 
 // BackendUser is a Definition whose step only one hpa.backend uses (the

@@ -14,10 +14,6 @@ import (
 
 	"google.golang.org/api/container/v1"
 	appsv1 "k8s.io/api/apps/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -58,6 +54,29 @@ func Lookup(name string) (step.Definition, bool) {
 		}
 	}
 	return nil, false
+}
+
+// Settings are the keys the named steps (all, with none) take as flags,
+// each once, in the steps' order.
+func Settings(names ...string) []string {
+	var keys []string
+	for _, d := range Ordered {
+		if len(names) > 0 && !slices.Contains(names, d.Name()) {
+			continue
+		}
+		for _, k := range d.Settings() {
+			if !slices.Contains(keys, k) {
+				keys = append(keys, k)
+			}
+		}
+	}
+	return keys
+}
+
+// ReadSettings are Settings without those that say how to change what
+// exists (config.ChangeKeys): a read-only command's flags.
+func ReadSettings() []string {
+	return slices.DeleteFunc(Settings(), func(k string) bool { return slices.Contains(config.ChangeKeys, k) })
 }
 
 // Requires is what the named steps need, together.
@@ -265,57 +284,29 @@ func CheckServices(ctx context.Context, cfg *config.Config, deps step.Deps, name
 	return nil
 }
 
-// clusterPreconditions judges the cluster c: the container API's view
-// (gcp.CheckCluster), and where GPU nodes come from a ComputeClass, which
-// one the vLLM pods select; on Autopilot, the pods the named steps create
+// clusterPreconditions judges the cluster c: its control plane's version,
+// what each named step that the backend uses needs of it
+// (step.Preconditioner), and on Autopilot the pods the named steps create
 // against Autopilot's rules.
 func clusterPreconditions(ctx context.Context, cfg *config.Config, deps step.Deps, c *container.Cluster, location, cluster string, names []string) ([]gcp.Precondition, error) {
-	wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator,
-		NoIdentity: cfg.Native(), NoManagedPrometheus: !cfg.WantsPodMonitoring()}
-	precs := gcp.CheckCluster(c, wants)
-	viaClass := !gpuNodes(precs)
-	if viaClass || cfg.Workload.ComputeClass != "" {
-		// ComputeClasses live in the cluster, not in the container API:
-		// read only when one is named, or no node pool or
-		// auto-provisioning will do.
-		var err error
-		if wants.ComputeClasses, err = gpuComputeClasses(ctx, deps, cfg.Workload.Accelerator); err != nil {
+	facts := step.ClusterFacts{Config: cfg, Deps: deps, Cluster: c,
+		Wants: gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: cluster, Accelerator: cfg.Workload.Accelerator}}
+	precs := []gcp.Precondition{gcp.MasterVersion(c, facts.Wants)}
+	for _, d := range Ordered {
+		p, ok := d.(step.Preconditioner)
+		if !ok || !slices.Contains(names, d.Name()) || !Used(d, cfg) {
+			continue
+		}
+		more, err := p.Preconditions(ctx, facts)
+		if err != nil {
 			return nil, err
 		}
-		precs = gcp.CheckCluster(c, wants)
-	}
-	if slices.Contains(names, deploy.Name) {
-		if p, ok := ComputeClass(&cfg.Workload, wants.ComputeClasses, viaClass); ok {
-			precs = append(precs, p)
-		}
+		precs = append(precs, more...)
 	}
 	if c.Autopilot != nil && c.Autopilot.Enabled {
 		precs = append(precs, autopilotRules(cfg, names)...)
 	}
 	return precs, nil
-}
-
-// ComputeClass decides the ComputeClass the vLLM pods select, from the
-// cluster's classes with a GPU rule for the accelerator (classes) and
-// whether the cluster's GPU nodes come only from one (viaClass): a class
-// named must be one of them; else the one class there is is selected
-// (setting w.ComputeClass), as a class serves only the pods that select
-// it; several make the user choose. false: nothing to say.
-func ComputeClass(w *config.Workload, classes []string, viaClass bool) (gcp.Precondition, bool) {
-	switch {
-	case w.ComputeClass != "" && !slices.Contains(classes, w.ComputeClass):
-		return gcp.Precondition{Check: "compute class", Message: fmt.Sprintf("workload.compute-class %s is not a ComputeClass of this cluster with a GPU rule for %s (classes that have one: %s)", w.ComputeClass, w.Accelerator, orNone(classes)),
-			Fix: "name one of them with --compute-class, or create " + w.ComputeClass + " with a priorities[].gpu.type " + w.Accelerator + " rule"}, true
-	case w.ComputeClass != "":
-		return gcp.Precondition{Check: "compute class", OK: true, Message: w.ComputeClass + " creates " + w.Accelerator + " nodes; the vLLM pods select it"}, true
-	case viaClass && len(classes) == 1:
-		w.ComputeClass = classes[0]
-		return gcp.Precondition{Check: "compute class", OK: true, Message: w.ComputeClass + " is the cluster's one way to " + w.Accelerator + " nodes: the vLLM pods select it (workload.compute-class)"}, true
-	case viaClass && len(classes) > 1:
-		return gcp.Precondition{Check: "compute class", Message: "the cluster's " + w.Accelerator + " nodes come only from ComputeClasses (" + strings.Join(classes, ", ") + "), which serve only the pods that select one",
-			Fix: "choose one with --compute-class"}, true
-	}
-	return gcp.Precondition{}, false
 }
 
 // autopilotRules checks the pods the named steps create against
@@ -348,65 +339,35 @@ func autopilotRules(cfg *config.Config, names []string) []gcp.Precondition {
 	return out
 }
 
-func orNone(list []string) string {
-	if len(list) == 0 {
-		return "none"
-	}
-	return strings.Join(list, ", ")
-}
-
 // requiredServices are the Google APIs a run of the named steps calls, or
 // that the stack it builds needs enabled: the container API when the
-// cluster is read through it; on the adapter route with identity, IAM,
-// Resource Manager and Cloud Monitoring (which the adapter reads, and
-// vllm-hpa reads to explain a metric it does not serve).
+// cluster is read through it, and each named step's that the backend uses
+// (step.Preconditioner).
 func requiredServices(cfg *config.Config, names []string, viaContainer bool) []string {
 	var out []string
 	if viaContainer {
 		out = append(out, gcp.ServiceContainer)
 	}
-	if Requires(names).GoogleAPIs && !cfg.Native() {
-		out = append(out, gcp.ServiceIAM, gcp.ServiceResourceManager, gcp.ServiceMonitoring)
+	for _, d := range Ordered {
+		if p, ok := d.(step.Preconditioner); ok && slices.Contains(names, d.Name()) && Used(d, cfg) {
+			for _, svc := range p.Services(cfg) {
+				if !slices.Contains(out, svc) {
+					out = append(out, svc)
+				}
+			}
+		}
 	}
 	return out
 }
 
-// gpuNodes reports whether the cluster's preconditions find a way to GPU
-// nodes.
-func gpuNodes(precs []gcp.Precondition) bool {
-	for _, p := range precs {
-		if p.Check == "gpu nodes" && !p.OK {
-			return false
+// Probes are the steps' extra sections of verify (step.Prober), in the
+// steps' order.
+func Probes() []step.Probe {
+	var out []step.Probe
+	for _, d := range Ordered {
+		if p, ok := d.(step.Prober); ok {
+			out = append(out, p.Probe())
 		}
 	}
-	return true
-}
-
-// computeClassesGVR are GKE's ComputeClasses.
-var computeClassesGVR = schema.GroupVersionResource{Group: "cloud.google.com", Version: "v1", Resource: "computeclasses"}
-
-// gpuComputeClasses names the cluster's ComputeClasses that can create
-// nodes with accelerator (none where the kind is not served).
-func gpuComputeClasses(ctx context.Context, deps step.Deps, accelerator string) ([]string, error) {
-	if deps.Kube == nil {
-		return nil, nil
-	}
-	list, err := deps.Kube.Dynamic.Resource(computeClassesGVR).List(ctx, metav1.ListOptions{})
-	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list ComputeClasses: %w", err)
-	}
-	var out []string
-	for _, cc := range list.Items {
-		prios, _, _ := unstructured.NestedSlice(cc.Object, "spec", "priorities")
-		for _, p := range prios {
-			if t, _, _ := unstructured.NestedString(p.(map[string]any), "gpu", "type"); t == accelerator {
-				out = append(out, cc.GetName())
-				break
-			}
-		}
-	}
-	return out, nil
+	return out
 }

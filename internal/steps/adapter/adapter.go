@@ -52,6 +52,14 @@ type Definition struct{}
 
 func (Definition) Name() string { return Name }
 
+// Settings are the keys adapter's command takes as flags.
+func (Definition) Settings() []string {
+	return []string{"instance", "adopt", "kube.force-conflicts", "adapter.tag", "hpa.backend"}
+}
+
+// Timeout is the key of how long the step waits.
+func (Definition) Timeout() string { return "timeouts.adapter" }
+
 // UsedWith: GKE's native custom metrics need no adapter and no IAM.
 func (Definition) UsedWith(cfg *config.Config) bool { return !cfg.Native() }
 
@@ -72,28 +80,28 @@ alone unless --adopt --force-conflicts is given.`,
 func (Definition) Shared() bool { return true }
 
 func (d Definition) New(cfg *config.Config, deps step.Deps) step.Step {
-	s := &Step{cfg: cfg}
-	s.Step = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Adapter, Shared: d.Shared()}, s)
+	s := &Adapter{cfg: cfg}
+	s.Base = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Adapter, Shared: d.Shared()}, s)
 	return s
 }
 
-// Step is the adapter step.
-type Step struct {
-	*objectstep.Step
+// Adapter is the adapter step.
+type Adapter struct {
+	*objectstep.Base
 	cfg *config.Config
 }
 
 // DescribeForeign says what an APIService the step will not touch serves.
-func (s *Step) DescribeForeign(live *unstructured.Unstructured) string {
+func (s *Adapter) DescribeForeign(live *unstructured.Unstructured) string {
 	if live.GetKind() != "APIService" {
 		return ""
 	}
-	return "it serves " + Backend(live) + ", another metrics provider's installation"
+	return "it serves " + ServedBy(live) + ", another metrics provider's installation"
 }
 
 // BeforeWrite stops before taking an APIService away from another
 // provider: only one can serve a metrics API.
-func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstructured) error {
+func (s *Adapter) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstructured) error {
 	var taken []string
 	for i, obj := range objs {
 		if obj.GetKind() != "APIService" || live[i] == nil {
@@ -104,7 +112,7 @@ func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstr
 		if svcNS == s.cfg.Adapter.Namespace && svcName == DeploymentName {
 			continue
 		}
-		taken = append(taken, fmt.Sprintf("APIService %s is served by %s", obj.GetName(), Backend(live[i])))
+		taken = append(taken, fmt.Sprintf("APIService %s is served by %s", obj.GetName(), ServedBy(live[i])))
 	}
 	if len(taken) == 0 {
 		return nil
@@ -121,7 +129,7 @@ func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstr
 // set by merge patch: an apply leaves it alone, unless an earlier version
 // of vllm-hpa applied it (then the apply must keep it, or it would remove
 // it).
-func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
+func (s *Adapter) Prepare(obj, live *unstructured.Unstructured) error {
 	switch {
 	case live == nil:
 	case obj.GetKind() == "ServiceAccount" && kube.AppliedByUs(live, "metadata", "annotations", WorkloadIdentityAnnotation):
@@ -164,7 +172,7 @@ const GrantsAnnotation = "vllm-hpa.io/iam-grants"
 // when it cannot read Cloud Monitoring, so until the identity step has
 // given it Workload Identity its pods restart: then the step ends with
 // its objects in place, and the identity step waits for it to serve.
-func (s *Step) Wait(ctx context.Context) error {
+func (s *Adapter) Wait(ctx context.Context) error {
 	k, report := s.Deps().Kube, s.Report()
 	ksa, err := k.Get(ctx, ServiceAccountObject(s.cfg))
 	if err != nil {
@@ -241,7 +249,7 @@ func ServiceAccountObject(cfg *config.Config) *unstructured.Unstructured {
 }
 
 // Check judges the adapter's rollout and its APIServices.
-func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
+func (s *Adapter) Check(ctx context.Context) ([]step.Result, error) {
 	k, err := s.Kube()
 	if err != nil {
 		return nil, err
@@ -261,8 +269,8 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 	return append([]step.Result{r}, APIServiceResults(Name, names, kube.Items(list))...), nil
 }
 
-// Backend names what serves an APIService.
-func Backend(live *unstructured.Unstructured) string {
+// ServedBy names what serves an APIService.
+func ServedBy(live *unstructured.Unstructured) string {
 	svcNS, _, _ := unstructured.NestedString(live.Object, "spec", "service", "namespace")
 	svcName, _, _ := unstructured.NestedString(live.Object, "spec", "service", "name")
 	if svcName == "" {

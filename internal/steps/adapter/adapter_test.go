@@ -21,26 +21,38 @@ func apiService(name string, service map[string]any, available string) *unstruct
 	return u
 }
 
+// APIServiceResults: each APIService the adapter serves is judged by its
+// Available condition; one missing or without a condition is not.
 func TestAPIServiceResults(t *testing.T) {
-	names := []string{"v1beta1.custom.metrics.k8s.io", "v1beta2.custom.metrics.k8s.io", "v1beta1.external.metrics.k8s.io"}
-	objs := []*unstructured.Unstructured{
-		apiService(names[0], map[string]any{"namespace": "custom-metrics", "name": DeploymentName}, "True"),
-		apiService(names[1], map[string]any{"namespace": "custom-metrics", "name": DeploymentName}, "False"),
+	name := "v1beta1.custom.metrics.k8s.io"
+	ours := map[string]any{"namespace": "custom-metrics", "name": DeploymentName}
+	cases := []struct {
+		name   string
+		objs   []*unstructured.Unstructured
+		ok     bool
+		reason string
+	}{
+		{"available", []*unstructured.Unstructured{apiService(name, ours, "True")}, true, "R"}, // the condition's own reason
+		{"not available", []*unstructured.Unstructured{apiService(name, ours, "False")}, false, "R"},
+		{"no condition yet", []*unstructured.Unstructured{apiService(name, nil, "")}, false, "NoCondition"},
+		{"absent", nil, false, "NotFound"},
+		{"another APIService only", []*unstructured.Unstructured{apiService("v1beta2.custom.metrics.k8s.io", ours, "True")}, false, "NotFound"},
 	}
-	rs := APIServiceResults(Name, names, objs)
-	if len(rs) != 3 || !rs[0].OK || rs[1].OK || rs[1].Reason != "R" || rs[2].OK || rs[2].Reason != "NotFound" {
-		t.Errorf("results %+v", rs)
-	}
-	if got := APIServiceResults(Name, names[:1], []*unstructured.Unstructured{apiService(names[0], nil, "")}); got[0].OK || got[0].Reason != "NoCondition" {
-		t.Errorf("no condition: %+v", got)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rs := APIServiceResults(Name, []string{name}, c.objs)
+			if len(rs) != 1 || rs[0].OK != c.ok || rs[0].Reason != c.reason {
+				t.Errorf("%+v, want one result ok=%v reason %q", rs, c.ok, c.reason)
+			}
+		})
 	}
 }
 
-func TestBackend(t *testing.T) {
-	if got := Backend(apiService("x", map[string]any{"namespace": "monitoring", "name": "prometheus-adapter"}, "")); got != "Service monitoring/prometheus-adapter" {
+func TestServedBy(t *testing.T) {
+	if got := ServedBy(apiService("x", map[string]any{"namespace": "monitoring", "name": "prometheus-adapter"}, "")); got != "Service monitoring/prometheus-adapter" {
 		t.Errorf("got %q", got)
 	}
-	if got := Backend(apiService("x", nil, "")); got != "kube-apiserver itself (a local APIService)" {
+	if got := ServedBy(apiService("x", nil, "")); got != "kube-apiserver itself (a local APIService)" {
 		t.Errorf("got %q", got)
 	}
 }

@@ -37,6 +37,14 @@ type Definition struct{}
 
 func (Definition) Name() string { return Name }
 
+// Settings are the keys deploy's command takes as flags.
+func (Definition) Settings() []string {
+	return []string{"instance", "adopt", "kube.force-conflicts", "workload.namespace", "workload.deployment", "workload.app-label", "workload.image", "workload.model", "workload.accelerator", "workload.compute-class", "hf-token.file", "service.name"}
+}
+
+// Timeout is the key of how long the step waits.
+func (Definition) Timeout() string { return "timeouts.deploy" }
+
 func (Definition) Help() step.Help {
 	return step.Help{
 		Short: "Deploy the vLLM server: token Secret, Deployment and Service",
@@ -51,21 +59,21 @@ waiting it says why not (scheduling, GPU quota, image pulls, crash loops).`,
 func (Definition) Requires() step.Requirements { return step.Requirements{Token: true} }
 
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
-	s := &Step{cfg: cfg}
-	s.Step = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Deploy}, s)
+	s := &Workload{cfg: cfg}
+	s.Base = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Deploy}, s)
 	return s
 }
 
-// Step is the deploy step.
-type Step struct {
-	*objectstep.Step
+// Workload is the deploy step.
+type Workload struct {
+	*objectstep.Base
 	cfg *config.Config
 }
 
 // Prepare puts the token into the Secret (there is none without one:
 // commands refuse to start deploy without it), and leaves the replica
 // count to whoever scales the Deployment.
-func (s *Step) Prepare(obj, live *unstructured.Unstructured) error {
+func (s *Workload) Prepare(obj, live *unstructured.Unstructured) error {
 	switch obj.GetKind() {
 	case "Secret":
 		if s.cfg.HFTokenValue() == "" {
@@ -127,12 +135,12 @@ func Replicas(obj, live *unstructured.Unstructured) error {
 // RetryApply: the HPA (or kubectl) scaled the Deployment between the read
 // and the apply, taking the replica count over: read it again, then the
 // count is left to them.
-func (s *Step) RetryApply(err error) bool { return kube.ConflictOnlyOn(err, ".spec.replicas") }
+func (s *Workload) RetryApply(err error) bool { return kube.ConflictOnlyOn(err, ".spec.replicas") }
 
-func (s *Step) podSelector() string { return labels.Set{"app": s.cfg.Workload.AppLabel}.String() }
+func (s *Workload) podSelector() string { return labels.Set{"app": s.cfg.Workload.AppLabel}.String() }
 
 // Wait waits for the rollout, then for the Service's ready endpoints.
-func (s *Step) Wait(ctx context.Context) error {
+func (s *Workload) Wait(ctx context.Context) error {
 	w, k, report := s.cfg.Workload, s.Deps().Kube, s.Report()
 	if err := rollout.Wait(ctx, k, report, Name, w.Namespace, w.Deployment, s.podSelector(),
 		s.Seen(kube.DeploymentsGVR, w.Namespace, w.Deployment)); err != nil {
@@ -152,7 +160,7 @@ func (s *Step) Wait(ctx context.Context) error {
 }
 
 // Check judges the rollout, the token Secret and the Service's endpoints.
-func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
+func (s *Workload) Check(ctx context.Context) ([]step.Result, error) {
 	k, err := s.Kube()
 	if err != nil {
 		return nil, err
@@ -169,11 +177,11 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 		r.OK, r.Reason, r.Message = rollout.Status(d)
 	}
 	results := []step.Result{r}
-	tokens, err := tokenSecretResults(ctx, k, s.cfg, d)
+	reads, err := readSecrets(ctx, k, w.Namespace, secretRefs(s.cfg, d))
 	if err != nil {
 		return nil, err
 	}
-	results = append(results, tokens...)
+	results = append(results, JudgeSecrets(s.cfg, reads)...)
 	slices, err := k.Dynamic.Resource(kube.EndpointSlicesGVR).Namespace(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + s.cfg.Service.Name})
 	if err != nil {
 		return nil, err
@@ -185,65 +193,95 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 
 // ExtraDeletes is the workload namespace, if deploy created it (cleanup
 // checks the labels and that nothing else is left in it).
-func (s *Step) ExtraDeletes() []*unstructured.Unstructured {
+func (s *Workload) ExtraDeletes() []*unstructured.Unstructured {
 	return []*unstructured.Unstructured{objectstep.NamespaceObject(s.cfg, Name, s.cfg.Workload.Namespace)}
 }
 
-// tokenSecretResults checks what the vLLM container reads from Secrets: the
-// token Secret exists, holds a token under its key (not a placeholder such
-// as a rendered copy would hold, and the configured token when one is
-// given), and every Secret key the live Deployment's container references
-// exists.
-func tokenSecretResults(ctx context.Context, k *kube.Client, cfg *config.Config, d *appsv1.Deployment) ([]step.Result, error) {
-	type ref struct{ name, key, env string }
-	refs := []ref{{cfg.HFToken.SecretName, cfg.HFToken.SecretKey, cfg.HFToken.EnvName}}
-	if d != nil {
-		for _, c := range d.Spec.Template.Spec.Containers {
-			if c.Name != cfg.Workload.Container {
+// SecretRead is one Secret key the vLLM container reads (the token's
+// first, then every other key the live container references), and what
+// reading it found.
+type SecretRead struct {
+	Name, Key, Env string
+	// Err is the read's error: NotFound and Forbidden are judged,
+	// others stop the check.
+	Err    error
+	Value  []byte
+	HasKey bool
+}
+
+// secretRefs are the Secret keys the vLLM container reads: the token's,
+// and the live Deployment d's required references.
+func secretRefs(cfg *config.Config, d *appsv1.Deployment) []SecretRead {
+	refs := []SecretRead{{Name: cfg.HFToken.SecretName, Key: cfg.HFToken.SecretKey, Env: cfg.HFToken.EnvName}}
+	if d == nil {
+		return refs
+	}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name != cfg.Workload.Container {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || (e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional) {
 				continue
 			}
-			for _, e := range c.Env {
-				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && !(e.ValueFrom.SecretKeyRef.Optional != nil && *e.ValueFrom.SecretKeyRef.Optional) {
-					r := ref{e.ValueFrom.SecretKeyRef.Name, e.ValueFrom.SecretKeyRef.Key, e.Name}
-					if r.name != refs[0].name || r.key != refs[0].key {
-						refs = append(refs, r)
-					}
-				}
+			r := SecretRead{Name: e.ValueFrom.SecretKeyRef.Name, Key: e.ValueFrom.SecretKeyRef.Key, Env: e.Name}
+			if r.Name != refs[0].Name || r.Key != refs[0].Key {
+				refs = append(refs, r)
 			}
 		}
 	}
-	var out []step.Result
-	for i, r := range refs {
-		res := step.Result{Step: "deploy", Check: "token secret holds a token"}
-		if i > 0 {
-			res.Check = "secret " + r.name + " key " + r.key + " exists"
+	return refs
+}
+
+// readSecrets reads each reference's Secret; an error other than NotFound
+// and Forbidden is the read's.
+func readSecrets(ctx context.Context, k *kube.Client, namespace string, refs []SecretRead) ([]SecretRead, error) {
+	for i := range refs {
+		r := &refs[i]
+		sec, err := k.Typed.CoreV1().Secrets(namespace).Get(ctx, r.Name, metav1.GetOptions{})
+		switch {
+		case err == nil:
+			r.Value, r.HasKey = sec.Data[r.Key]
+		case apierrors.IsNotFound(err) || apierrors.IsForbidden(err):
+			r.Err = err
+		default:
+			return nil, err
 		}
-		sec, err := k.Typed.CoreV1().Secrets(cfg.Workload.Namespace).Get(ctx, r.name, metav1.GetOptions{})
-		value, hasKey := []byte(nil), false
-		if err == nil {
-			value, hasKey = sec.Data[r.key]
+	}
+	return refs, nil
+}
+
+// JudgeSecrets judges what the vLLM container reads from Secrets: the
+// token Secret exists and holds a token under its key (not a placeholder
+// such as a rendered copy would hold, and the configured token when one is
+// given); every other Secret key the live container references exists.
+func JudgeSecrets(cfg *config.Config, reads []SecretRead) []step.Result {
+	ns := cfg.Workload.Namespace
+	var out []step.Result
+	for i, r := range reads {
+		res := step.Result{Step: Name, Check: "token secret holds a token"}
+		if i > 0 {
+			res.Check = "secret " + r.Name + " key " + r.Key + " exists"
 		}
 		switch {
-		case apierrors.IsNotFound(err):
-			res.Reason, res.Message = "NotFound", fmt.Sprintf("Secret %s/%s does not exist (the container reads %s from it): run vllm-hpa deploy", cfg.Workload.Namespace, r.name, r.env)
-		case apierrors.IsForbidden(err):
-			res.Reason, res.Message = "Forbidden", fmt.Sprintf("cannot read Secret %s/%s with these credentials, so the token is not proven", cfg.Workload.Namespace, r.name)
-		case err != nil:
-			return nil, err
-		case !hasKey:
-			res.Reason, res.Message = "KeyMissing", fmt.Sprintf("Secret %s/%s has no key %s (the container reads %s from it)", cfg.Workload.Namespace, r.name, r.key, r.env)
+		case apierrors.IsNotFound(r.Err):
+			res.Reason, res.Message = "NotFound", fmt.Sprintf("Secret %s/%s does not exist (the container reads %s from it): run vllm-hpa deploy", ns, r.Name, r.Env)
+		case r.Err != nil:
+			res.Reason, res.Message = "Forbidden", fmt.Sprintf("cannot read Secret %s/%s with these credentials, so the token is not proven", ns, r.Name)
+		case !r.HasKey:
+			res.Reason, res.Message = "KeyMissing", fmt.Sprintf("Secret %s/%s has no key %s (the container reads %s from it)", ns, r.Name, r.Key, r.Env)
 		case i > 0:
-			res.OK, res.Message = true, fmt.Sprintf("%s from Secret %s/%s", r.env, r.name, r.key)
-		case render.IsPlaceholderToken(string(value)):
-			res.Reason, res.Message = "Placeholder", fmt.Sprintf("Secret %s/%s holds a placeholder, not a token (was a rendered copy applied over it?): run vllm-hpa deploy with HF_TOKEN or --hf-token-file", cfg.Workload.Namespace, r.name)
-		case cfg.HFTokenValue() != "" && string(value) != cfg.HFTokenValue():
-			res.Reason, res.Message = "Stale", fmt.Sprintf("Secret %s/%s holds another token than the one given (HF_TOKEN or --hf-token-file): run vllm-hpa deploy to update it", cfg.Workload.Namespace, r.name)
+			res.OK, res.Message = true, fmt.Sprintf("%s from Secret %s/%s", r.Env, r.Name, r.Key)
+		case render.IsPlaceholderToken(string(r.Value)):
+			res.Reason, res.Message = "Placeholder", fmt.Sprintf("Secret %s/%s holds a placeholder, not a token (was a rendered copy applied over it?): run vllm-hpa deploy with HF_TOKEN or --hf-token-file", ns, r.Name)
+		case cfg.HFTokenValue() != "" && string(r.Value) != cfg.HFTokenValue():
+			res.Reason, res.Message = "Stale", fmt.Sprintf("Secret %s/%s holds another token than the one given (HF_TOKEN or --hf-token-file): run vllm-hpa deploy to update it", ns, r.Name)
 		default:
-			res.OK, res.Message = true, fmt.Sprintf("%s/%s key %s (%d characters; value never shown)", cfg.Workload.Namespace, r.name, r.key, len(value))
+			res.OK, res.Message = true, fmt.Sprintf("%s/%s key %s (%d characters; value never shown)", ns, r.Name, r.Key, len(r.Value))
 		}
 		out = append(out, res)
 	}
-	return out, nil
+	return out
 }
 
 // ServiceEndpoints judges a Service's EndpointSlices: ready when one

@@ -34,6 +34,14 @@ type Definition struct{}
 
 func (Definition) Name() string { return Name }
 
+// Settings are the keys hpa's command takes as flags.
+func (Definition) Settings() []string {
+	return []string{"instance", "adopt", "kube.force-conflicts", "workload.namespace", "workload.deployment", "workload.app-label", "hpa.min-replicas", "hpa.max-replicas", "hpa.metric", "hpa.target", "hpa.running-target", "hpa.waiting-target", "hpa.kv-cache-target", "hpa.backend"}
+}
+
+// Timeout is the key of how long the step waits.
+func (Definition) Timeout() string { return "timeouts.hpa" }
+
 func (Definition) Help() step.Help {
 	return step.Help{
 		Short: "Create the HorizontalPodAutoscaler on the vLLM metric",
@@ -47,14 +55,14 @@ route its AutoscalingMetric (vllm-hpa monitor) in place first.`,
 }
 
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
-	s := &Step{cfg: cfg}
-	s.Step = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.HPA}, s)
+	s := &Autoscaler{cfg: cfg}
+	s.Base = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.HPA}, s)
 	return s
 }
 
-// Step is the hpa step.
-type Step struct {
-	*objectstep.Step
+// Autoscaler is the hpa step.
+type Autoscaler struct {
+	*objectstep.Base
 	cfg *config.Config
 	// movedFrom is the backend whose metric the HPA read before this run
 	// moved it ("" when it did not), movedMetrics what it read there.
@@ -103,23 +111,23 @@ func metricKey(name string) string {
 // backends fails (the new metric is never read), it puts the HPA back on
 // the metric it read before, whose route is still in place (up retires
 // it only after this step), so that the HPA is not left without one.
-func (s *Step) Apply(ctx context.Context) error {
-	err := s.Step.Apply(ctx)
+func (s *Autoscaler) Apply(ctx context.Context) error {
+	err := s.Base.Apply(ctx)
 	if err == nil || s.movedFrom == "" || ctx.Err() != nil {
 		return err
 	}
 	old := s.cfg.Copy()
 	old.HPA.Backend = s.movedFrom
 	restoreMetrics(old, s.movedMetrics)
-	back := Definition{}.New(old, s.Deps()).(*Step)
-	if rerr := back.Step.Apply(ctx); rerr != nil {
+	back := Definition{}.New(old, s.Deps()).(*Autoscaler)
+	if rerr := back.Base.Apply(ctx); rerr != nil {
 		return fmt.Errorf("%w; putting the HPA back on %s failed too: %v", err, strings.Join(old.HPAMetricNames(), " and "), rerr)
 	}
 	s.Report().Action(Name, "the HPA is back on "+strings.Join(old.HPAMetricNames(), " and ")+", the route it read before: "+strings.Join(s.cfg.HPAMetricNames(), " and ")+" was not read")
 	return err
 }
 
-func (s *Step) hpa() objectstep.One {
+func (s *Autoscaler) hpa() objectstep.One {
 	return objectstep.One{
 		GVR: kube.HPAsGVR, Namespace: s.cfg.Workload.Namespace, Name: s.cfg.HPA.Name,
 		Kind: "HPA", Goal: "to find its metric", Check: "hpa scaling active",
@@ -133,7 +141,7 @@ func (s *Step) hpa() objectstep.One {
 // needs hpa.backend given, so that a run that forgot --backend does not
 // switch a stack's route. The live HPA was read with the others: one more
 // read only for the native source.
-func (s *Step) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstructured) error {
+func (s *Autoscaler) BeforeWrite(ctx context.Context, objs, live []*unstructured.Unstructured) error {
 	want := s.cfg.HPAMetricName()
 	for _, l := range live {
 		if l == nil || l.GetKind() != "HorizontalPodAutoscaler" {
@@ -201,7 +209,7 @@ var explainEvery = 30 * time.Second
 // the HPA cannot read it, it says why every explainEvery, and a timeout
 // ends with the cause, never a list of guesses: the adapter's one 404 has
 // many.
-func (s *Step) Wait(ctx context.Context) error {
+func (s *Autoscaler) Wait(ctx context.Context) error {
 	o := s.hpa()
 	if s.cfg.Native() {
 		return s.WaitOne(ctx, o)
@@ -258,12 +266,14 @@ func adapterFailure(reason string) bool {
 }
 
 // explain says why the adapter serves no value of the first metric.
-func (s *Step) explain(ctx context.Context) identity.Diagnosis {
+func (s *Autoscaler) explain(ctx context.Context) identity.Diagnosis {
 	return identity.Explain(ctx, s.cfg, s.Deps(), s.cfg.MetricName(), nil)
 }
 
 // Check judges the HPA.
-func (s *Step) Check(ctx context.Context) ([]step.Result, error) { return s.CheckOne(ctx, s.hpa()) }
+func (s *Autoscaler) Check(ctx context.Context) ([]step.Result, error) {
+	return s.CheckOne(ctx, s.hpa())
+}
 
 // Judge is the HPA's check, with the metric's current value against its
 // target. Metrics can appear late: no HPA verdict is final.

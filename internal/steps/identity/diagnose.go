@@ -207,7 +207,7 @@ func newestMade(record []Grant) (Grant, bool) {
 // Google credentials, a permission, a cluster it cannot name) are said,
 // not guessed.
 func Explain(ctx context.Context, cfg *config.Config, deps step.Deps, gauge string, served []string) Diagnosis {
-	s := Definition{}.New(cfg, deps).(*Step)
+	s := Definition{}.New(cfg, deps).(*Identity)
 	w := Why{Gauge: gauge, Served: served, AdapterNamespace: cfg.Adapter.Namespace, Now: time.Now()}
 	if deps.Kube == nil {
 		return Diagnosis{"IdentityNotRead", "no Kubernetes connection to read the adapter's identity"}

@@ -32,6 +32,14 @@ type Definition struct{}
 
 func (Definition) Name() string { return Name }
 
+// Settings are the keys monitor's command takes as flags.
+func (Definition) Settings() []string {
+	return []string{"instance", "adopt", "kube.force-conflicts", "workload.namespace", "workload.app-label", "monitoring.interval", "hpa.metric", "hpa.backend"}
+}
+
+// Timeout is the key of how long the step waits.
+func (Definition) Timeout() string { return "timeouts.monitor" }
+
 func (Definition) Help() step.Help {
 	return step.Help{
 		Short: "Have Managed Prometheus scrape vLLM's /metrics (PodMonitoring)",
@@ -42,18 +50,20 @@ generation (and healthy targets where target status is on).`,
 }
 
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
-	s := &Step{cfg: cfg}
-	s.Step = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Monitor}, s)
+	s := &Scraping{cfg: cfg}
+	s.Base = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.Monitor}, s)
 	return s
 }
 
-// Step is the monitor step.
-type Step struct {
-	*objectstep.Step
+// Scraping is the monitor step: what has the pods' gauges collected (a
+// PodMonitoring for Managed Prometheus, or on the native route an
+// AutoscalingMetric GKE reads).
+type Scraping struct {
+	*objectstep.Base
 	cfg *config.Config
 }
 
-func (s *Step) podMonitoring() objectstep.One {
+func (s *Scraping) podMonitoring() objectstep.One {
 	return objectstep.One{
 		GVR: gmp.Resource, Namespace: s.cfg.Workload.Namespace, Name: s.cfg.Monitoring.Name,
 		Kind: "PodMonitoring", Goal: "to be configured", Check: "podmonitoring configured",
@@ -66,7 +76,7 @@ func (s *Step) podMonitoring() objectstep.One {
 // (see Evidence), which spans several objects and the pods' own /metrics:
 // it is read again every evidencePeriod. With the native backend it then
 // waits for the AutoscalingMetric's evidence (see NativeEvidence).
-func (s *Step) Wait(ctx context.Context) error {
+func (s *Scraping) Wait(ctx context.Context) error {
 	if s.cfg.WantsPodMonitoring() {
 		if err := s.waitPodMonitoring(ctx); err != nil {
 			return err
@@ -79,7 +89,7 @@ func (s *Step) Wait(ctx context.Context) error {
 }
 
 // waitPodMonitoring waits for the PodMonitoring's condition and evidence.
-func (s *Step) waitPodMonitoring(ctx context.Context) error {
+func (s *Scraping) waitPodMonitoring(ctx context.Context) error {
 	_, u, err := s.AwaitOne(ctx, s.podMonitoring())
 	if err != nil {
 		return err
@@ -104,7 +114,7 @@ func (s *Step) waitPodMonitoring(ctx context.Context) error {
 // poll judges evidence every evidencePeriod until it passes, its verdict
 // is final, or ctx ends (a timeout naming what and the last reason),
 // saying each new reason it waits for.
-func (s *Step) poll(ctx context.Context, what string, judge func(context.Context) (step.Result, bool, error)) error {
+func (s *Scraping) poll(ctx context.Context, what string, judge func(context.Context) (step.Result, bool, error)) error {
 	var last string
 	for {
 		r, final, err := judge(ctx)
@@ -143,7 +153,7 @@ func waitError(ctx context.Context, err error, what, last string) error {
 }
 
 // Check judges the PodMonitoring and the evidence that it works.
-func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
+func (s *Scraping) Check(ctx context.Context) ([]step.Result, error) {
 	var results []step.Result
 	if s.cfg.WantsPodMonitoring() {
 		r, err := s.checkPodMonitoring(ctx)
@@ -167,7 +177,7 @@ func (s *Step) Check(ctx context.Context) ([]step.Result, error) {
 }
 
 // checkPodMonitoring judges the PodMonitoring and the evidence it works.
-func (s *Step) checkPodMonitoring(ctx context.Context) ([]step.Result, error) {
+func (s *Scraping) checkPodMonitoring(ctx context.Context) ([]step.Result, error) {
 	k, err := s.Kube()
 	if err != nil {
 		return nil, err
@@ -189,7 +199,7 @@ func (s *Step) checkPodMonitoring(ctx context.Context) ([]step.Result, error) {
 
 // judgeAll is the step's whole verdict on the live PodMonitoring: the
 // operator's condition, then the evidence that it scrapes the pods.
-func (s *Step) judgeAll(ctx context.Context, k *kube.Client, u *unstructured.Unstructured) (step.Result, bool, error) {
+func (s *Scraping) judgeAll(ctx context.Context, k *kube.Client, u *unstructured.Unstructured) (step.Result, bool, error) {
 	r, final := Judge(u)
 	r.Step, r.Check = Name, "podmonitoring configured"
 	if !r.OK {
@@ -225,7 +235,7 @@ type Facts struct {
 
 // gather reads the facts: the OperatorConfig, the pods, and (target status
 // off) one Ready pod's /metrics through the API server.
-func (s *Step) gather(ctx context.Context, k *kube.Client, u *unstructured.Unstructured) (Facts, error) {
+func (s *Scraping) gather(ctx context.Context, k *kube.Client, u *unstructured.Unstructured) (Facts, error) {
 	var f Facts
 	oc, err := k.Dynamic.Resource(gmp.OperatorConfigResource).Namespace(gmp.OperatorConfigNamespace).Get(ctx, gmp.OperatorConfigName, metav1.GetOptions{})
 	switch {
@@ -258,7 +268,7 @@ func (s *Step) gather(ctx context.Context, k *kube.Client, u *unstructured.Unstr
 // scrapeReadyPod reads the first Ready pod's /metrics through the API
 // server: which pod, which of gauges it serves, or why not (no Ready pod:
 // all empty).
-func (s *Step) scrapeReadyPod(ctx context.Context, k *kube.Client, pods []corev1.Pod, gauges []string) (pod, with string, err error) {
+func (s *Scraping) scrapeReadyPod(ctx context.Context, k *kube.Client, pods []corev1.Pod, gauges []string) (pod, with string, err error) {
 	for _, p := range pods {
 		if !ready(&p) {
 			continue

@@ -94,7 +94,7 @@ func NativeEvidence(cfg *config.Config, f NativeFacts) step.Result {
 }
 
 // gatherNative reads the native route's facts.
-func (s *Step) gatherNative(ctx context.Context, k *kube.Client) (NativeFacts, error) {
+func (s *Scraping) gatherNative(ctx context.Context, k *kube.Client) (NativeFacts, error) {
 	var f NativeFacts
 	u, err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.AutoscalingMetricName(), metav1.GetOptions{})
 	switch {
@@ -151,7 +151,7 @@ func (s *Step) gatherNative(ctx context.Context, k *kube.Client) (NativeFacts, e
 
 // judgeNative is the native route's verdict; final when waiting cannot
 // change it (GKE said False).
-func (s *Step) judgeNative(ctx context.Context, k *kube.Client) (step.Result, bool, error) {
+func (s *Scraping) judgeNative(ctx context.Context, k *kube.Client) (step.Result, bool, error) {
 	f, err := s.gatherNative(ctx, k)
 	if err != nil {
 		return step.Result{}, false, objectstep.MissingAPI(err)
@@ -162,7 +162,7 @@ func (s *Step) judgeNative(ctx context.Context, k *kube.Client) (step.Result, bo
 }
 
 // waitNative waits for the native route's evidence.
-func (s *Step) waitNative(ctx context.Context) error {
+func (s *Scraping) waitNative(ctx context.Context) error {
 	k, err := s.Kube()
 	if err != nil {
 		return err
@@ -176,7 +176,7 @@ func (s *Step) waitNative(ctx context.Context) error {
 // (the AutoscalingMetric for the adapter; the PodMonitoring for native
 // without monitoring.pod-monitoring): cleanup deletes them too, and up
 // retires them once the HPA reads its metric from the new route.
-func (s *Step) otherRoute() []*unstructured.Unstructured {
+func (s *Scraping) otherRoute() []*unstructured.Unstructured {
 	all := *s.cfg
 	all.HPA.Backend, all.Monitoring.PodMonitoring = config.BackendNative, true
 	every, err := render.Objects(&all, Name, false)
@@ -203,12 +203,12 @@ func (s *Step) otherRoute() []*unstructured.Unstructured {
 }
 
 // ExtraDeletes: cleanup finds the other route's objects too.
-func (s *Step) ExtraDeletes() []*unstructured.Unstructured { return s.otherRoute() }
+func (s *Scraping) ExtraDeletes() []*unstructured.Unstructured { return s.otherRoute() }
 
 // Retire deletes what this instance made for the other route (see
 // otherRoute), by cleanup's rules; up calls it once the HPA reads its
 // metric.
-func (s *Step) Retire(ctx context.Context) error {
+func (s *Scraping) Retire(ctx context.Context) error {
 	k, err := s.Kube()
 	if err != nil {
 		return err

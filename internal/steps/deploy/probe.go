@@ -1,0 +1,78 @@
+package deploy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/promtext"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
+)
+
+// Probe is verify's "metrics" section, right after deploy's checks: the
+// server's own /metrics carries the gauges the stack reads, for the model.
+func (Definition) Probe() step.Probe {
+	return step.Probe{Name: "metrics", After: Name, Check: func(ctx context.Context, env step.ProbeEnv) []step.Result {
+		u, err := env.ServerURL(ctx)
+		if err != nil {
+			return []step.Result{{Step: "metrics", Check: "vllm /metrics reachable", Reason: "Unreachable", Message: err.Error()}}
+		}
+		return []step.Result{MetricsEndpoint(ctx, u, env.Config.Workload.Model, RequiredGauges(env.Config))}
+	}}
+}
+
+// Gauges are the vLLM gauges verify requires on /metrics.
+var Gauges = []string{"vllm:num_requests_running", "vllm:num_requests_waiting"}
+
+// RequiredGauges are Gauges and those of the HPA's metrics.
+func RequiredGauges(cfg *config.Config) []string {
+	out := slices.Clone(Gauges)
+	for _, m := range cfg.ScaledMetrics() {
+		if !slices.Contains(out, m.Gauge) {
+			out = append(out, m.Gauge)
+		}
+	}
+	return out
+}
+
+// MetricsEndpoint fetches base/metrics and checks that the gauges are
+// there for the model, parsing the Prometheus text format.
+func MetricsEndpoint(ctx context.Context, base, model string, gauges []string) step.Result {
+	r := step.Result{Step: "metrics", Check: "vllm /metrics carries the gauges"}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.Reason, r.Message = "Unreachable", err.Error()
+		return r
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		r.Reason, r.Message = "HTTPStatus", fmt.Sprintf("GET /metrics answered %s", resp.Status)
+		return r
+	}
+	fams, err := promtext.Families(resp.Body)
+	if err != nil {
+		r.Reason, r.Message = "Unparsable", err.Error()
+		return r
+	}
+	var have, missing []string
+	for _, g := range gauges {
+		if v, ok := promtext.Gauge(fams, g, map[string]string{"model_name": model}); ok {
+			have = append(have, fmt.Sprintf("%s=%g", g, v))
+		} else {
+			missing = append(missing, g)
+		}
+	}
+	if len(missing) > 0 {
+		r.Reason, r.Message = "GaugeMissing", fmt.Sprintf("no %s with model_name=%q on /metrics", strings.Join(missing, ", "), model)
+		return r
+	}
+	r.OK, r.Message = true, strings.Join(have, " ")
+	return r
+}
