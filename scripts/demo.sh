@@ -12,12 +12,6 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
-say "building (the first run builds the Kubernetes binaries: several minutes)"
-bin_dir=$(scripts/build-k8s-cache.sh)
-make -s build
-(cd scripts/emulator && CGO_ENABLED=0 go build -o ../../bin/vllm-hpa-emulator .)
-export PATH="$PWD/bin:$PATH"
-
 state=$(mktemp -d -t vllm-hpa-demo-XXXXXX)
 emulator_pid=
 stop_emulator() {
@@ -28,6 +22,14 @@ stop_emulator() {
   rm -rf "$state"
 }
 trap stop_emulator EXIT
+
+say "building (the first run builds the Kubernetes binaries: several minutes)"
+bin_dir=$(scripts/build-k8s-cache.sh)
+# The demo's own binaries, beside its state: a build of bin/ running at
+# the same time is left alone.
+make -s build BIN="$state/bin/vllm-hpa"
+(cd scripts/emulator && CGO_ENABLED=0 go build -o "$state/bin/vllm-hpa-emulator" .)
+export PATH="$state/bin:$PATH"
 
 say "starting the local GKE emulator"
 # shellcheck disable=SC2086 # EMULATOR_ARGS is a list of flags

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -277,6 +279,12 @@ func IsNamespaceMissing(err error, ns string) bool {
 	}
 	d := status.Status().Details
 	return d != nil && d.Kind == "namespaces" && d.Name == ns
+}
+
+// IsNamespaceTerminating reports whether err is the server refusing a new
+// object because its namespace is being deleted.
+func IsNamespaceTerminating(err error) bool {
+	return apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause)
 }
 
 // FieldConflict is one field another manager owns.

@@ -15,6 +15,7 @@ import (
 var (
 	DeploymentsGVR    = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	PodsGVR           = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	NamespacesGVR     = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 	EventsGVR         = schema.GroupVersionResource{Version: "v1", Resource: "events"}
 	EndpointSlicesGVR = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
 	APIServicesGVR    = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}

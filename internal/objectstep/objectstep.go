@@ -367,6 +367,14 @@ func (s *Base) applyOne(ctx context.Context, k *kube.Client, obj, live *unstruct
 		return err
 	}
 	err := Uninterrupted(ctx, apply)
+	if ns := obj.GetNamespace(); kube.IsNamespaceTerminating(err) {
+		// A cleanup (this instance's, or one racing this run) is
+		// deleting the namespace: once it is gone, it is created again.
+		if err := s.awaitNamespaceGone(ctx, k, ns); err != nil {
+			return nil, "", err
+		}
+		err = Uninterrupted(ctx, apply)
+	}
 	if ns := obj.GetNamespace(); kube.IsNamespaceMissing(err, ns) {
 		nsObj := NamespaceObject(s.cfg, s.name, ns)
 		if err := Uninterrupted(ctx, func(ctx context.Context) error {
@@ -382,6 +390,23 @@ func (s *Base) applyOne(ctx context.Context, k *kube.Client, obj, live *unstruct
 		err = Uninterrupted(ctx, apply)
 	}
 	return out, action, err
+}
+
+// awaitNamespaceGone waits, up to timeouts.cleanup, until namespace ns,
+// being deleted, is gone.
+func (s *Base) awaitNamespaceGone(ctx context.Context, k *kube.Client, ns string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Cleanup)
+	defer cancel()
+	why := "namespace " + ns + " is being deleted (a cleanup ran, or runs now): waiting until it is gone to create it again"
+	s.report.Waiting(s.name, why)
+	err := kube.Until(ctx, "namespace "+ns+" to be deleted",
+		kube.Watch{Resource: k.Dynamic.Resource(kube.NamespacesGVR), Name: ns},
+		func(objs []*unstructured.Unstructured) (bool, string, error) { return len(objs) == 0, why, nil },
+		func(r string) { s.report.Waiting(s.name, r) })
+	if err != nil {
+		return fmt.Errorf("namespace %s is being deleted and is not gone after %s (timeouts.cleanup): %w", ns, s.cfg.Timeouts.Cleanup, err)
+	}
+	return nil
 }
 
 // Seen returns the objects of resource gvr in namespace ns that this run

@@ -301,32 +301,34 @@ func newBlockRunner(t *testing.T, repo string, extra ...string) *blockRunner {
 const fullLengthEnv = "VLLM_HPA_E2E_FULL"
 
 // TestDocumentedCommands runs every block, then the commands' examples,
-// on the README's emulator; then, once it has stopped, the `make demo`
-// lines, each with an emulator of its own (they build bin/ as the blocks
-// do: one after the other). make test-e2e runs the demos alone, at full
-// length.
+// on the README's emulator.
 func TestDocumentedCommands(t *testing.T) {
 	t.Parallel()
 	d := readDocumented(t)
+	r := newBlockRunner(t, d.repo)
+	r.run(d.emulator[0], d.repo, 10*time.Minute, true)
+	for _, b := range d.rest {
+		r.run(b, d.repo, 10*time.Minute, false)
+	}
+	work := t.TempDir() // files the examples write (verify --report)
+	for _, name := range exampleOrder {
+		if b, ok := d.examples[name]; ok {
+			r.run(b, work, 10*time.Minute, false)
+		}
+	}
+}
+
+// TestDocumentedDemo runs the `make demo` lines, each with an emulator
+// and binaries of its own: on the gke profile, every lag divided by 50
+// (make test), or at full length with VLLM_HPA_E2E_FULL (make test-e2e).
+func TestDocumentedDemo(t *testing.T) {
+	t.Parallel()
+	d := readDocumented(t)
 	compressed, timeout := "EMULATOR_ARGS=--compress 50 --compress-metric-path", 5*time.Minute
-	full := os.Getenv(fullLengthEnv) != ""
-	if full {
+	if os.Getenv(fullLengthEnv) != "" {
 		compressed, timeout = "EMULATOR_ARGS=", 15*time.Minute
 	}
 	r := newBlockRunner(t, d.repo, compressed)
-	if !full {
-		r.run(d.emulator[0], d.repo, 10*time.Minute, true)
-		for _, b := range d.rest {
-			r.run(b, d.repo, 10*time.Minute, false)
-		}
-		work := t.TempDir() // files the examples write (verify --report)
-		for _, name := range exampleOrder {
-			if b, ok := d.examples[name]; ok {
-				r.run(b, work, 10*time.Minute, false)
-			}
-		}
-		r.stopKept()
-	}
 	for _, b := range d.demo {
 		r.run(b, d.repo, timeout, false)
 	}
