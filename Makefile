@@ -28,7 +28,7 @@ k8s-cache:
 TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 16
 # Emulators the end-to-end tests run at once.
-EMULATORS ?= 3
+EMULATORS ?= 2
 # Packages whose goroutines share state, run under the race detector.
 RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout ./internal/localcluster
 

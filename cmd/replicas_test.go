@@ -32,7 +32,7 @@ func TestRerunLeavesReplicas(t *testing.T) {
 
 	// Three times the target per pod: the HPA scales to 3.
 	inst.tb.metrics.Set(runningMetric, "12")
-	for deadline := time.Now().Add(time.Minute); replicas() != 3; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(3 * time.Minute); replicas() != 3; time.Sleep(100 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the HPA did not scale to 3 (at %d)", replicas())
 		}
