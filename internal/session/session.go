@@ -41,13 +41,6 @@ const (
 	Tune
 )
 
-// Recorder receives a session's progress: output.Progress, or nil.
-type Recorder interface {
-	step.Reporter
-	StepStarted(name string)
-	StepDone(name string, err error)
-}
-
 // Options open a session.
 type Options struct {
 	Purpose Purpose
