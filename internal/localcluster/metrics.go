@@ -37,7 +37,9 @@ func (f *FakeMetrics) SetFunc(metric string, fn func(pods int) string) {
 	f.funcs[metric] = fn
 }
 
-// Set makes metric read value (a quantity, e.g. "3") for every pod.
+// Set makes metric read value (a quantity, e.g. "3") for every pod, in
+// place of any function SetFunc gave it (a testbed passes from test to
+// test: the last Set or SetFunc decides).
 func (f *FakeMetrics) Set(metric, value string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -45,6 +47,7 @@ func (f *FakeMetrics) Set(metric, value string) {
 		f.values = map[string]string{}
 	}
 	f.values[metric] = value
+	delete(f.funcs, metric)
 }
 
 // Delete makes metric unknown (404, as for a metric with no samples).
