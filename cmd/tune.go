@@ -74,13 +74,13 @@ load does. Exits 3 when even one request at a time misses the objective.`,
 	return c
 }
 
-// Validate checks every flag before anything is sent.
 // Complete loads the configuration.
 func (o *tuneOptions) Complete(cmd *cobra.Command, _ []string) (err error) {
 	o.cfg, err = o.loadConfig(cmd)
 	return err
 }
 
+// Validate checks every flag before anything is sent.
 func (o *tuneOptions) Validate() error {
 	if err := validateConfig(o.cfg, o.endpoint == "" || o.apply); err != nil {
 		return err

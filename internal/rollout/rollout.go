@@ -64,8 +64,12 @@ func (c *Crashed) Error() string {
 }
 
 // CrashLoop reports whether a pod's container is in CrashLoopBackOff
-// (it exited and waits to be restarted), with how it last ended.
+// (it exited and waits to be restarted), with how it last ended. A pod
+// being deleted is on its way out, not crash-looping.
 func CrashLoop(p *corev1.Pod) (*Crashed, bool) {
+	if p.DeletionTimestamp != nil {
+		return nil, false
+	}
 	for _, cs := range p.Status.ContainerStatuses {
 		if cs.Ready || cs.State.Waiting == nil || cs.State.Waiting.Reason != "CrashLoopBackOff" {
 			continue
@@ -218,7 +222,7 @@ func (p *podDiagnoser) run(ctx context.Context, once bool, changed func()) {
 				if err != nil {
 					continue
 				}
-				if c, ok := CrashLoop(pod); ok && p.onCrash != nil && pod.DeletionTimestamp == nil {
+				if c, ok := CrashLoop(pod); ok && p.onCrash != nil {
 					p.onCrash(c)
 				}
 				if ready, reason, msg := Diagnose(pod); !ready {

@@ -127,7 +127,8 @@ func need(o Options) cmdutil.Need {
 	case Tune:
 		return cmdutil.Need{GCPOptional: true}
 	}
-	return cmdutil.Need{GoogleAPIs: steps.Requires(o.Steps).GoogleAPIs || slices.Contains(o.Steps, hpa.Name), GCPOptional: true}
+	r := steps.Requires(o.Steps)
+	return cmdutil.Need{GoogleAPIs: r.GoogleAPIs || r.ExplainsWithGoogle, GCPOptional: true}
 }
 
 func (s *Session) needsGoogle() bool { return steps.Requires(s.opts.Steps).GoogleAPIs }

@@ -53,7 +53,9 @@ type ClusterFacts struct {
 type Preconditioner interface {
 	// Services are the Google APIs the step calls, or that what it
 	// builds needs enabled.
-	Services(cfg *config.Config) []string
+	// A step with any calls Google, so needs credentials
+	// (Requirements.GoogleAPIs).
+	Services() []string
 	// Preconditions judge the cluster for the step.
 	Preconditions(ctx context.Context, f ClusterFacts) ([]gcp.Precondition, error)
 }
@@ -99,8 +101,13 @@ type Retirer interface {
 type Requirements struct {
 	// Token: the Hugging Face token (HF_TOKEN or --hf-token-file).
 	Token bool
-	// GoogleAPIs: the IAM and Resource Manager clients, so credentials.
+	// GoogleAPIs: Google API clients, so credentials: a step that
+	// declares Services (Preconditioner).
 	GoogleAPIs bool
+	// ExplainsWithGoogle: the step works without Google API clients but
+	// uses them when it can (hpa names why the adapter serves no value
+	// from IAM and Cloud Monitoring).
+	ExplainsWithGoogle bool
 }
 
 // Requirer is a Definition with requirements.

@@ -90,7 +90,10 @@ func Requires(names []string) step.Requirements {
 		if q, ok := d.(step.Requirer); ok {
 			need := q.Requires()
 			r.Token = r.Token || need.Token
-			r.GoogleAPIs = r.GoogleAPIs || need.GoogleAPIs
+			r.ExplainsWithGoogle = r.ExplainsWithGoogle || need.ExplainsWithGoogle
+		}
+		if p, ok := d.(step.Preconditioner); ok && len(p.Services()) > 0 {
+			r.GoogleAPIs = true
 		}
 	}
 	return r
@@ -350,7 +353,7 @@ func requiredServices(cfg *config.Config, names []string, viaContainer bool) []s
 	}
 	for _, d := range Ordered {
 		if p, ok := d.(step.Preconditioner); ok && slices.Contains(names, d.Name()) && Used(d, cfg) {
-			for _, svc := range p.Services(cfg) {
+			for _, svc := range p.Services() {
 				if !slices.Contains(out, svc) {
 					out = append(out, svc)
 				}

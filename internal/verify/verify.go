@@ -38,6 +38,7 @@ type Section struct {
 // them).
 func Sections(cfg *config.Config, s *steps.Stack, server *Server, names []string) []Section {
 	env := step.ProbeEnv{Config: cfg, Deps: s.Deps(), ServerURL: server.URL}
+	probes := steps.Probes()
 	var out []Section
 	for _, name := range steps.Names() {
 		if !slices.Contains(names, name) {
@@ -50,7 +51,7 @@ func Sections(cfg *config.Config, s *steps.Stack, server *Server, names []string
 			}
 			return st.Check(ctx)
 		}})
-		for _, p := range steps.Probes() {
+		for _, p := range probes {
 			if p.After == name {
 				out = append(out, Section{Name: p.Name, Check: func(ctx context.Context) ([]step.Result, error) { return p.Check(ctx, env), nil }})
 			}

@@ -17,7 +17,7 @@ import (
 )
 
 // Services: deploy calls no Google API.
-func (Definition) Services(*config.Config) []string { return nil }
+func (Definition) Services() []string { return nil }
 
 // Preconditions: a way to GPU nodes of workload.accelerator, and where
 // they come only from ComputeClasses (or one is named), which one the vLLM

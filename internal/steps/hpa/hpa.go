@@ -54,6 +54,10 @@ route its AutoscalingMetric (vllm-hpa monitor) in place first.`,
 	}
 }
 
+// Requires: none, but its wait says why the adapter serves no value from
+// IAM and Cloud Monitoring when Google API clients can be opened.
+func (Definition) Requires() step.Requirements { return step.Requirements{ExplainsWithGoogle: true} }
+
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
 	s := &Autoscaler{cfg: cfg}
 	s.Base = objectstep.New(Name, cfg, deps, objectstep.Options{Timeout: cfg.Timeouts.HPA}, s)

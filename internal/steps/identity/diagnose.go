@@ -257,7 +257,7 @@ func adapterExit(ctx context.Context, k *kube.Client, cfg *config.Config) string
 		return ""
 	}
 	for i := range pods.Items {
-		if c, ok := rollout.CrashLoop(&pods.Items[i]); ok && pods.Items[i].DeletionTimestamp == nil {
+		if c, ok := rollout.CrashLoop(&pods.Items[i]); ok {
 			return c.Error()
 		}
 	}

@@ -82,9 +82,6 @@ restarts the adapter's pods.`,
 	}
 }
 
-// Requires the Google APIs.
-func (Definition) Requires() step.Requirements { return step.Requirements{GoogleAPIs: true} }
-
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
 	return &Identity{cfg: cfg, deps: deps, report: deps.Reporter()}
 }
@@ -391,7 +388,7 @@ func (s *Identity) restartCrashing(ctx context.Context, k *kube.Client) error {
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		c, crashing := rollout.CrashLoop(p)
-		if !crashing || p.DeletionTimestamp != nil {
+		if !crashing {
 			continue
 		}
 		err := k.Typed.CoreV1().Pods(p.Namespace).Delete(ctx, p.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &p.UID}})

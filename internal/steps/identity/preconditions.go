@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
@@ -11,7 +10,7 @@ import (
 // Services: IAM and Resource Manager, which identity calls, and Cloud
 // Monitoring, which the adapter reads as the identity (and vllm-hpa reads
 // to explain a metric it does not serve).
-func (Definition) Services(*config.Config) []string {
+func (Definition) Services() []string {
 	return []string{gcp.ServiceIAM, gcp.ServiceResourceManager, gcp.ServiceMonitoring}
 }
 
