@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -379,7 +380,12 @@ func lastWords(message string) string {
 	}
 	last := strings.Join(strings.Fields(strings.Join(lines[from:], " ")), " ")
 	if len(last) > 300 {
-		last = last[:300] + "..."
+		// Cut at a character boundary: a log line is any UTF-8.
+		cut := 300
+		for cut > 0 && !utf8.RuneStart(last[cut]) {
+			cut--
+		}
+		last = last[:cut] + "..."
 	}
 	return last
 }

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -101,5 +102,19 @@ func TestCrashLoopLastWords(t *testing.T) {
 	c, ok := CrashLoop(pod)
 	if !ok || c.Restarts != 3 {
 		t.Errorf("CrashLoop: %+v %v", c, ok)
+	}
+}
+
+// A container's last words are cut to 300 bytes at a character boundary:
+// a log line in any script stays valid UTF-8.
+func TestLastWordsCutAtACharacter(t *testing.T) {
+	for _, msg := range []string{strings.Repeat("é", 400), "x" + strings.Repeat("日本", 200), strings.Repeat("a", 299) + "€€"} {
+		got := lastWords(msg)
+		if !utf8.ValidString(got) || len(got) > 303 || !strings.HasSuffix(got, "...") {
+			t.Errorf("lastWords cut %q... into %d bytes, valid UTF-8 %v", msg[:8], len(got), utf8.ValidString(got))
+		}
+	}
+	if got := lastWords("short"); got != "short" {
+		t.Errorf("short message: %q", got)
 	}
 }
