@@ -127,7 +127,8 @@ func hostileInputs() []hostileInput {
 		h{"sim output tokens zero", nil, nil, []string{"sim", "--output-tokens", "0"}, "--output-tokens"},
 		h{"sim max num seqs zero", nil, nil, []string{"sim", "--max-num-seqs", "0"}, "--max-num-seqs"},
 		h{"sim token latency negative", nil, nil, []string{"sim", "--token-latency", "-1ms"}, "--token-latency"},
-		h{"sim model empty", nil, nil, []string{"sim", "--sim-model", ""}, "--sim-model"},
+		h{"sim model empty", nil, nil, []string{"sim", "--model", ""}, "--model"},
+		h{"sim model empty by its old name", nil, nil, []string{"sim", "--sim-model", ""}, "--model"},
 		// Steps, arguments and command-level flags.
 		h{"cleanup unknown step", nil, nil, with("cleanup", "monitoring"), "step"},
 		h{"cleanup skip unknown", nil, nil, with("cleanup", "--skip", "gsa"), "--skip"},

@@ -40,8 +40,20 @@ func runCtx(t *testing.T, ctx context.Context, dir string, env map[string]string
 		e[k] = v
 	}
 	streams, out, errOut := iostreams.Test()
+	if in, ok := ctx.Value(stdinKey{}).(string); ok {
+		streams.In = strings.NewReader(in)
+	}
 	code := Run(ctx, cmdutil.New(streams, environ.New(e, dir)), args)
 	return code, out.String(), errOut.String()
+}
+
+// stdinKey carries a test command's standard input in its context.
+type stdinKey struct{}
+
+// runStdin is run with stdin as the command's standard input.
+func runStdin(t *testing.T, dir string, env map[string]string, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	return runCtx(t, context.WithValue(context.Background(), stdinKey{}, stdin), dir, env, args...)
 }
 
 func writeFile(t *testing.T, dir, name, content string) string {
@@ -114,13 +126,13 @@ func badInputCases() []badInputCase {
 		{"log level", "workload:\n  log-level: verbose\n", nil, with(), "workload.log-level"},
 		{"unknown key in file", "hpa:\n  max-replica: 3\n", nil, with(), "hpa.max-replica"},
 		{"config file not YAML", "hpa: [unclosed\n", nil, with(), "--config"},
-		{"hf token file missing", "", nil, with("--hf-token-file", "/nonexistent/token"), "hf-token.file"},
+		{"hf token file missing", "", nil, []string{"up", "--dry-run", "--project", "my-proj", "--hf-token-file", "/nonexistent/token"}, "hf-token.file"},
 		{"unknown flag", "", nil, with("--replicas-max", "3"), "replicas-max"},
 		{"output format", "", nil, with("--output", "xml"), "--output"},
 		{"render unknown step", "", nil, []string{"render", "identity", "--project", "my-proj"}, "step"},
 		{"impersonate not an email", "", nil, with("--impersonate-service-account", "ci-bot"), "identity.impersonate-service-account"},
 		{"monitoring path", "monitoring:\n  path: metrics\n", nil, with(), "monitoring.path"},
-		{"hf token file empty", "", nil, with("--hf-token-file", "/dev/null"), "hf-token.file"},
+		{"hf token file empty", "", nil, []string{"deploy", "--dry-run", "--project", "my-proj", "--hf-token-file", "/dev/null"}, "hf-token.file"},
 	}
 	return cases
 }
@@ -168,7 +180,7 @@ func TestPrecedence(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &m); err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
-		return m["hpa"].(map[string]any)
+		return m["config"].(map[string]any)["hpa"].(map[string]any)
 	}
 	file := "hpa:\n  max-replicas: 7\n  target: 3\n"
 	env := map[string]string{"VLLM_HPA_HPA_MAX_REPLICAS": "8"}

@@ -110,8 +110,8 @@ func TestEarlyFailureDocuments(t *testing.T) {
 		{"unknown-config-key", "hpa:\n  max-replica: 3\n", nil, []string{"render", "--project", "my-proj"}, exitcode.BadInput},
 		{"missing-token", "", nil, []string{"up", "--project", "my-proj"}, exitcode.BadInput},
 		{"token-too-short", "", map[string]string{"HF_TOKEN": "hf_1"}, []string{"deploy", "--project", "my-proj"}, exitcode.BadInput},
-		{"no-kubeconfig-up", "", map[string]string{"HF_TOKEN": token, "KUBECONFIG": "$TMP/none"}, []string{"up", "--project", "my-proj"}, exitcode.Precondition},
-		{"no-kubeconfig-status", "", map[string]string{"KUBECONFIG": "$TMP/none"}, []string{"status", "--project", "my-proj"}, exitcode.Precondition},
+		{"no-kubeconfig-up", "", map[string]string{"HF_TOKEN": token}, []string{"up", "--project", "my-proj"}, exitcode.Precondition},
+		{"no-kubeconfig-status", "", nil, []string{"status", "--project", "my-proj"}, exitcode.Precondition},
 		{"wrong-context", "", map[string]string{"HF_TOKEN": token, "KUBECONFIG": "$TMP/kubeconfig"}, []string{"up", "--project", "my-proj", "--context", "gke_other"}, exitcode.BadInput},
 		{"cluster-down-up", "", map[string]string{"HF_TOKEN": token, "KUBECONFIG": "$TMP/kubeconfig"}, []string{"up", "--project", "my-proj"}, exitcode.Precondition},
 		{"cluster-down-status", "", map[string]string{"KUBECONFIG": "$TMP/kubeconfig"}, []string{"status", "--project", "my-proj"}, exitcode.Precondition},
@@ -196,26 +196,57 @@ func TestNoGoogleCredentialsOnACluster(t *testing.T) {
 	}
 }
 
-// TestLoadInterrupted: Ctrl+C during load exits 130 with ok false and the
-// summary; nothing in flight is counted as failed (internal/load tests a
-// cut connection).
+// TestLoadInterrupted: Ctrl+C cuts a load given a --duration (exit 130, ok
+// false, the summary) and ends one without a --duration the way it is
+// meant to end (exit 0, ok true); nothing in flight is counted as failed
+// (internal/load tests a cut connection).
 func TestLoadInterrupted(t *testing.T) {
 	t.Parallel()
 	// Answers take 0.5 s, so requests are in flight when the run is cut.
 	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: 10 * time.Millisecond, OutputTokens: 50, MaxNumSeqs: 256})
 	srv := httptest.NewServer(sim.Handler())
-	defer srv.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(1500*time.Millisecond, cancel)
-	code, out, errOut := runCtx(t, ctx, "", nil, "load", "--endpoint", srv.URL, "--rate", "20", "--duration", "1m", "-o", "json")
-	if code != exitcode.Interrupted {
-		t.Fatalf("exit %d, want %d\n%s", code, exitcode.Interrupted, errOut)
+	t.Cleanup(srv.Close) // the subtests run after this function returns
+	for _, c := range []struct {
+		duration string
+		code     int
+	}{{"1m", exitcode.Interrupted}, {"0", exitcode.OK}} {
+		t.Run("duration "+c.duration, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(1500*time.Millisecond, cancel)
+			code, out, errOut := runCtx(t, ctx, "", nil, "load", "--endpoint", srv.URL, "--rate", "20", "--duration", c.duration, "-o", "json")
+			if code != c.code {
+				t.Fatalf("exit %d, want %d\n%s", code, c.code, errOut)
+			}
+			oneDocument(t, code, out, "load")
+			var doc loadJSON
+			strict(t, out, &doc)
+			if doc.Summary == nil || doc.EndedBy != "interrupted" || len(doc.Failed) != 0 || doc.Succeeded == 0 || doc.Sent != doc.Succeeded+doc.Cut {
+				t.Errorf("summary of an interrupted load: %+v", doc.Summary)
+			}
+			if doc.OK != (c.code == 0) || strings.Contains(doc.Error+errOut, "context canceled") {
+				t.Errorf("ok %v, error %q, stderr %q: want ok %v and no bare context error", doc.OK, doc.Error, errOut, c.code == 0)
+			}
+		})
 	}
-	oneDocument(t, code, out, "load")
-	var doc loadJSON
-	strict(t, out, &doc)
-	if doc.Summary == nil || doc.EndedBy != "interrupted" || len(doc.Failed) != 0 || doc.Succeeded == 0 || doc.Sent != doc.Succeeded+doc.Cut {
-		t.Errorf("summary of an interrupted load: %+v", doc.Summary)
+}
+
+// TestLoadNamesItsMistakes: a model the server does not serve is named
+// with the setting to change; a base URL ending in /v1, as OpenAI clients
+// take it, reaches the server's real paths.
+func TestLoadNamesItsMistakes(t *testing.T) {
+	t.Parallel()
+	sim := vllmsim.New(vllmsim.Config{Model: "google/gemma-3-1b-it", TokenLatency: time.Millisecond, OutputTokens: 2, MaxNumSeqs: 16})
+	srv := httptest.NewServer(sim.Handler())
+	defer srv.Close()
+	code, _, errOut := run(t, "", nil, "load", "--endpoint", srv.URL, "--model", "google/gemma-2-2b-it", "--rate", "5", "--duration", "1s")
+	if code != exitcode.CheckFailed || !strings.Contains(errOut, "The model `google/gemma-2-2b-it` does not exist") || !strings.Contains(errOut, "workload.model") {
+		t.Errorf("a model the server does not serve: exit %d, want %d naming it and workload.model:\n%s", code, exitcode.CheckFailed, errOut)
+	}
+	for _, endpoint := range []string{srv.URL + "/v1", srv.URL + "/v1/", srv.URL + "/"} {
+		if code, _, errOut := run(t, "", nil, "load", "--endpoint", endpoint, "--rate", "5", "--duration", "1s"); code != 0 {
+			t.Errorf("--endpoint %s: exit %d\n%s", endpoint, code, errOut)
+		}
 	}
 }
 
@@ -240,6 +271,9 @@ func TestTuneDocument(t *testing.T) {
 	code, out, _ = run(t, "", nil, append(args, "--slo-tpot", "1ms")...)
 	if d := oneDocument(t, code, out, "tune"); code != exitcode.CheckFailed || !strings.Contains(d.Error, "even one request at a time") {
 		t.Errorf("unmeetable objective: exit %d, %s", code, d.Error)
+	}
+	if strings.Contains(out, `"recommendations": null`) || strings.Contains(out, `"levels": null`) {
+		t.Errorf("a failed tune's document holds null where a list belongs:\n%s", out)
 	}
 	code, _, errOut = run(t, "", nil, append(args, "--slo-tpot", "0", "--slo-ttft", "0")...)
 	if code != exitcode.BadInput || !strings.Contains(errOut, "--slo-ttft, --slo-tpot or --slo-latency") {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra/doc"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
@@ -134,5 +135,34 @@ func TestDocumentedStepLists(t *testing.T) {
 	want := "(all steps, or one of " + strings.Join(rendered[:len(rendered)-1], ", ") + ", " + rendered[len(rendered)-1] + ")"
 	if !strings.Contains(read("../README.md"), want) {
 		t.Errorf("README.md's render row does not list render --list-steps: want %q", want)
+	}
+}
+
+// configKeyInDocs is a code span that reads as a configuration key: one
+// of the config file's sections, a dot, a key.
+var configKeyInDocs = regexp.MustCompile("`((?:workload|hf-token|service|monitoring|adapter|identity|hpa|timeouts|kube|endpoints)\\.[a-z][a-z-]*)[`= ]")
+
+// Every configuration key the docs cite exists: a user who copies one
+// into a file or a flag gets what the doc says, not "unknown key".
+func TestDocumentedKeysExist(t *testing.T) {
+	t.Parallel()
+	files, _ := filepath.Glob("../docs/*.md")
+	files = append(files, "../README.md")
+	seen := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range configKeyInDocs.FindAllStringSubmatch(string(b), -1) {
+			seen++
+			// The architecture walkthrough adds this key, on purpose.
+			if _, ok := config.SettingByKey(m[1]); !ok && m[1] != "adapter.health-port" {
+				t.Errorf("%s cites the configuration key %s, which does not exist", f, m[1])
+			}
+		}
+	}
+	if seen < 20 {
+		t.Errorf("only %d keys cited in the docs: is the pattern still right?", seen)
 	}
 }

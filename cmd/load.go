@@ -34,9 +34,11 @@ that many in flight. Runs for --duration, or until Ctrl+C; then stops
 starting requests, waits for those in flight, and prints a summary: sent,
 succeeded, failed by status, latency p50/p90/p99 and the achieved rate.
 While it runs, a live line (a heartbeat every 30 s when stderr is not a
-terminal) shows the counts. Exits 3 when no request was answered, 130 when
-interrupted; requests an interruption cuts are counted apart, not as
-failures.
+terminal) shows the counts. Exits 3 when no request was answered; Ctrl+C
+ends a load without --duration as it should end (exit 0 when answers came
+back) and cuts one with --duration short (exit 130); either way the summary
+is printed, and requests the interruption cut are counted apart, not as
+failures. A base URL ending in /v1 (as OpenAI clients take it) is accepted.
 Without --endpoint it port-forwards to a Ready pod behind the Service (and
 needs --project for the configuration).`,
 		Example: "  vllm-hpa load --project my-proj --rate 2 --duration 10s\n  vllm-hpa load --project my-proj --concurrency 10 --duration 10s",
@@ -45,6 +47,7 @@ needs --project for the configuration).`,
 	}
 	o.loadFlags.add(c, 0)
 	config.AddFlagsFor(c.Flags(), []string{"workload.namespace", "workload.model", "service.name"})
+	registerEnumCompletions(c, g)
 	return c
 }
 
@@ -106,10 +109,7 @@ func (o *loadOptions) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	runErr := exitcode.With(exitcode.CheckFailed, sum.Verdict())
-	if sum.EndedBy == "interrupted" {
-		runErr = ctx.Err()
-	}
+	runErr := loadVerdict(sum, lo)
 	rec.Close()
 	if done, err := o.printDocOf(loadJSON{resultOf("load", runErr), sum}, runErr); done {
 		return err
@@ -118,4 +118,19 @@ func (o *loadOptions) Run(ctx context.Context) error {
 		fmt.Fprintln(o.streams.Out, line)
 	}
 	return runErr
+}
+
+// loadVerdict is a finished load's error: nil when the server answered;
+// exit 3 when nothing was answered, naming the model when the server said
+// it does not serve it; 130 when Ctrl+C cut a load given a --duration
+// (without one, Ctrl+C is how the load ends, and the answers judge it).
+func loadVerdict(sum *load.Summary, o load.Options) error {
+	if sum.EndedBy == "interrupted" && o.Duration > 0 {
+		return exitcode.With(exitcode.Interrupted, fmt.Errorf("interrupted after %.0fs of --duration %s: the summary covers what was sent", sum.ElapsedSeconds.Float(), o.Duration))
+	}
+	err := sum.Verdict()
+	if err != nil && sum.Failed["HTTP 404"] > 0 {
+		err = fmt.Errorf("%w (the requests named model %q: --model or workload.model must be the model the server serves)", err, o.Model)
+	}
+	return exitcode.With(exitcode.CheckFailed, err)
 }

@@ -11,9 +11,35 @@ import (
 // globalFlagsHint replaces the inherited flags in every command's help, as
 // kubectl does: they are the same everywhere, and `vllm-hpa options` lists
 // them.
-const globalFlagsHint = `{{if .HasAvailableInheritedFlags}}
+// Where a command reaches a project and a cluster, the flags that say
+// which are shown too: a first run needs --project.
+const globalFlagsHint = `{{if .HasAvailableInheritedFlags}}{{with reachFlags .}}
+
+Project and cluster (of the flags every command takes):
+{{. | trimTrailingWhitespaces}}{{end}}
 
 Use "vllm-hpa options" for the flags every command takes (--project, --cluster, --location, --kubeconfig, --context, --output, -v, --no-color, --config...).{{end}}`
+
+// reachFlagNames are the global flags that say which project and cluster
+// a command reaches.
+var reachFlagNames = []string{"project", "cluster", "location", "kubeconfig", "context"}
+
+// reachFlags is the usage of c's reachFlagNames, "" for a command that
+// reaches neither (version, sim, options).
+func reachFlags(c *cobra.Command) string {
+	if c.Annotations[localOnly] != "" {
+		return ""
+	}
+	fs := pflag.NewFlagSet("reach", pflag.ContinueOnError)
+	for _, name := range reachFlagNames {
+		if f := c.InheritedFlags().Lookup(name); f != nil {
+			fs.AddFlag(f)
+		}
+	}
+	return fs.FlagUsages()
+}
+
+func init() { cobra.AddTemplateFunc("reachFlags", reachFlags) }
 
 // newOptionsCmd lists the flags every command takes.
 func newOptionsCmd(g *globalOptions) *cobra.Command {

@@ -48,7 +48,7 @@ token.`,
 	}
 	c.Flags().BoolVar(&o.listSteps, "list-steps", false, "print the steps that render objects, in the walkthrough's order, one a line (scripts read them here), and nothing else")
 	config.AddFlagsFor(c.Flags(), steps.ReadSettings())
-	registerEnumCompletions(c)
+	registerEnumCompletions(c, g)
 	return c
 }
 

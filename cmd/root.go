@@ -8,15 +8,18 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
@@ -26,6 +29,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 )
@@ -175,6 +179,49 @@ func isUsageError(err error) bool {
 	return false
 }
 
+// flagSuggestions are c's flags near the unknown one err names, as Cobra
+// suggests commands: a name within 2 edits, or one the typo starts.
+func flagSuggestions(c *cobra.Command, err error) []string {
+	typo, ok := strings.CutPrefix(err.Error(), "unknown flag: --")
+	if !ok || typo == "" {
+		return nil
+	}
+	typo, _, _ = strings.Cut(typo, "=")
+	var near []string
+	visit := func(f *pflag.Flag) {
+		if !f.Hidden && (editDistance(typo, f.Name) <= 2 || (len(typo) >= 3 && strings.HasPrefix(f.Name, typo))) {
+			near = append(near, "--"+f.Name)
+		}
+	}
+	c.LocalFlags().VisitAll(visit)
+	c.InheritedFlags().VisitAll(visit)
+	if len(near) > 3 {
+		near = near[:3]
+	}
+	return near
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
 func commandName(c *cobra.Command) string {
 	return strings.TrimSpace(strings.TrimPrefix(c.CommandPath(), c.Root().Name()))
 }
@@ -199,16 +246,44 @@ prometheus.googleapis.com|vllm:num_requests_running|gauge.
 Every step is idempotent and checks its own conditions. Progress goes to
 stderr, results to stdout (--output json for CI).
 
+First time on a real project (the APIs, the roles you need, a cluster
+with a GPU pool, the model's licence): docs/getting-started.md, at
+https://github.com/vllm-hpa/vllm-hpa/blob/main/docs/getting-started.md
+
 Configuration: flags > environment (VLLM_HPA_...) > config file
-(--config, else ./vllm-hpa.yaml) > defaults. The Hugging Face token comes
-from HF_TOKEN or --hf-token-file, never from a flag value.
+(--config, else ./vllm-hpa.yaml) > defaults; the project, when not given,
+from gcloud's configuration or the kube context. The Hugging Face token
+comes from HF_TOKEN or --hf-token-file, never from a flag value.
 
 Exit codes:
 ` + exitCodeHelp(),
+		Example: `  export HF_TOKEN=hf_...
+  vllm-hpa up --project my-proj --dry-run     # the plan: objects and IAM calls
+  vllm-hpa up --project my-proj
+  vllm-hpa verify --project my-proj
+  vllm-hpa cleanup --project my-proj`,
 		Version:           buildVersion().Version,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		DisableAutoGenTag: true, // docs/commands stays stable between runs
+		// With no command: help for a person; for a program that asked
+		// for a document (-o json), bad input and the document.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if near := cmd.SuggestionsFor(args[0]); len(near) > 0 {
+				msg += "; did you mean " + strings.Join(near, " or ") + "?"
+			}
+			return exitcode.With(exitcode.BadInput, errors.New(msg))
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.output == outputJSON || g.output == outputYAML {
+				return exitcode.With(exitcode.BadInput, errors.New("no command given: `vllm-hpa --help` lists them"))
+			}
+			return cmd.Help()
+		},
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
 			g.command = commandName(cmd)
 			if _, ok := g.f.Env.Lookup("NO_COLOR"); ok || g.noColor || g.f.Env.Get("TERM") == "dumb" {
@@ -232,6 +307,9 @@ Exit codes:
 	root.SetErr(streams.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		g.command = commandName(c)
+		if near := flagSuggestions(c, err); len(near) > 0 {
+			return exitcode.With(exitcode.BadInput, fmt.Errorf("%w; did you mean %s? (see %s --help)", err, strings.Join(near, " or "), c.CommandPath()))
+		}
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("%w (see %s --help)", err, c.CommandPath()))
 	})
 	// A mistyped command: one clear line with the suggestion.
@@ -243,6 +321,8 @@ Exit codes:
 	pf.CountVarP(&g.verbose, "verbose", "v", "more detail on stderr: -v the effective configuration, -vv each API call")
 	config.AddGlobalFlags(pf)
 	_ = root.RegisterFlagCompletionFunc("output", fixedCompletion(outputText, outputJSON, outputYAML))
+	_ = root.RegisterFlagCompletionFunc("endpoint-type", fixedCompletion(config.EndpointTypes...))
+	_ = root.RegisterFlagCompletionFunc("context", g.contextCompletion)
 
 	root.AddGroup(&cobra.Group{ID: "steps", Title: "Walkthrough steps (in order):"},
 		&cobra.Group{ID: "stack", Title: "Whole stack:"})
@@ -296,17 +376,55 @@ func fixedCompletion(values ...string) func(*cobra.Command, []string, string) ([
 	}
 }
 
+// contextCompletion completes --context from the kubeconfig's contexts.
+func (g *globalOptions) contextCompletion(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	cfg, err := config.Load(cmd.Flags(), g.f.Env, nil)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return kube.Contexts(g.f.KubeconfigOptions(cfg)), cobra.ShellCompDirectiveNoFileComp
+}
+
+// namespaceCompletion completes --namespace from the cluster's namespaces
+// (bounded: completion must not hang on a cluster that does not answer).
+func (g *globalOptions) namespaceCompletion(cmd *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	cfg, err := config.Load(cmd.Flags(), g.f.Env, nil)
+	if err != nil || g.f.CheckConnection(cfg) != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), 5*time.Second)
+	defer cancel()
+	deps, err := g.f.Connect(ctx, cfg, cmdutil.Need{}, nil)
+	if err != nil || deps.Kube == nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	list, err := deps.Kube.Typed.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	var out []string
+	for _, ns := range list.Items {
+		out = append(out, ns.Name)
+	}
+	return out, cobra.ShellCompDirectiveNoFileComp
+}
+
 // loadConfig loads the configuration from cmd's flags and the command's
 // environment (no validation: see validateConfig), registers the token
 // with the output's scrubber, and at -v shows the result on stderr.
 func (g *globalOptions) loadConfig(cmd *cobra.Command) (*config.Config, error) {
-	cfg, err := config.Load(cmd.Flags(), g.f.Env)
+	cfg, err := config.Load(cmd.Flags(), g.f.Env, g.streams.In)
 	if err != nil {
 		return nil, exitcode.With(exitcode.BadInput, err)
 	}
-	g.streams.Secrets.Add(cfg.HFTokenValue())
+	for _, s := range cfg.Secrets() {
+		if len(s) >= config.MinTokenLength {
+			g.streams.Secrets.Add(s)
+		}
+	}
+	g.f.KubeContextDefaults(cfg)
 	if g.verbose >= 1 {
-		fmt.Fprintln(g.streams.ErrOut, "effective configuration:")
+		fmt.Fprintln(g.streams.ErrOut, "effective configuration ("+configSource(cfg)+"):")
 		writeConfigText(g.streams.ErrOut, cfg, "  ")
 	}
 	return cfg, nil

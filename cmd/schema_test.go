@@ -49,7 +49,7 @@ func TestJSONSchemaDocumented(t *testing.T) {
 	}
 	doc := string(docBytes)
 	fields := map[string]bool{}
-	for _, v := range []any{verifyJSON{}, planJSON{}, session.StepStatus{}, versionInfo{}, load.Summary{}, timeline.Timeline{}, tuneJSON{}, stepListJSON{}} {
+	for _, v := range []any{verifyJSON{}, planJSON{}, session.StepStatus{}, versionInfo{}, load.Summary{}, timeline.Timeline{}, tuneJSON{}, stepListJSON{}, configDoc{}} {
 		jsonFields(reflect.TypeOf(v), map[reflect.Type]bool{}, fields)
 	}
 	for f := range fields {

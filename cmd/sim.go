@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
@@ -71,7 +72,7 @@ func (o *simOptions) Validate() error {
 	case c.WarmupTime < 0 || c.WarmupTime > time.Hour:
 		return bad("warmup-time", c.WarmupTime.String(), "between 0 and 1h, such as 20s")
 	case strings.TrimSpace(c.Model) == "":
-		return bad("sim-model", c.Model, "a model id such as google/gemma-3-1b-it")
+		return bad("model", c.Model, "a model id such as google/gemma-3-1b-it")
 	}
 	host, port, err := net.SplitHostPort(o.listen)
 	if err != nil {
@@ -110,7 +111,16 @@ docs/simulator.md describes the model and its limits. Runs until Ctrl+C.`,
 	}
 	f := c.Flags()
 	f.StringVar(&o.listen, "listen", "127.0.0.1:8081", "address to listen on")
-	f.StringVar(&cfg.Model, "sim-model", cfg.Model, "model id the simulator serves")
+	f.StringVar(&cfg.Model, "model", cfg.Model, "model id the simulator serves")
+	// --sim-model, its old name, still works for scripts written before
+	// sim took --model as every other command does (a deprecation notice
+	// would land on stdout, which holds only results).
+	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		if name == "sim-model" {
+			name = "model"
+		}
+		return pflag.NormalizedName(name)
+	})
 	f.DurationVar(&cfg.TokenLatency, "token-latency", cfg.TokenLatency, "time per generated token")
 	f.IntVar(&cfg.OutputTokens, "output-tokens", cfg.OutputTokens, "tokens per answer (unless max_tokens is smaller)")
 	f.IntVar(&cfg.MaxNumSeqs, "max-num-seqs", cfg.MaxNumSeqs, "requests running at once; the rest wait (vLLM's --max-num-seqs)")

@@ -40,7 +40,7 @@ cannot be reached.`,
 		RunE: runCommand(o, nil),
 	}
 	config.AddFlagsFor(c.Flags(), steps.ReadSettings())
-	registerEnumCompletions(c)
+	registerEnumCompletions(c, g)
 	return c
 }
 

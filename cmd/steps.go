@@ -80,8 +80,14 @@ func (o *stackOptions) Validate() error {
 	if err := o.applySkip(); err != nil {
 		return err
 	}
-	if o.applies() && !o.dryRun && steps.Requires(o.steps).Token && o.cfg.HFTokenValue() == "" {
-		return exitcode.With(exitcode.BadInput, deploy.ErrTokenMissing)
+	if o.applies() && steps.Requires(o.steps).Token {
+		// Only the commands that write the token Secret judge the token.
+		if err := o.cfg.TokenProblem(); err != nil {
+			return exitcode.With(exitcode.BadInput, err)
+		}
+		if !o.dryRun && o.cfg.HFTokenValue() == "" {
+			return exitcode.With(exitcode.BadInput, deploy.ErrTokenMissing)
+		}
 	}
 	if o.dryRun && o.command != "cleanup" {
 		return nil // a plan reads nothing
@@ -189,7 +195,7 @@ func newStepCmd(g *globalOptions, d step.Definition, runF func(*stackOptions) er
 	}
 	o.addFlags(c, "this step would create or change (objects and Google API calls)")
 	config.AddFlagsFor(c.Flags(), d.Settings())
-	registerEnumCompletions(c)
+	registerEnumCompletions(c, g)
 	return c
 }
 
@@ -208,7 +214,7 @@ Each step is idempotent: a re-run changes nothing that is already right.
 	o.addFlags(c, "every step would create or change (objects and Google API calls)")
 	o.addSkipFlag(c)
 	config.AddFlagsFor(c.Flags(), steps.Settings())
-	registerEnumCompletions(c)
+	registerEnumCompletions(c, g)
 	return c
 }
 
@@ -251,7 +257,7 @@ changes nothing.`,
 	o.addSkipFlag(c)
 	c.Flags().BoolVar(&o.keepWorkload, "keep-workload", false, "keep the vLLM Deployment, Service and Secret")
 	config.AddFlagsFor(c.Flags(), steps.Settings())
-	registerEnumCompletions(c)
+	registerEnumCompletions(c, g)
 	return c
 }
 
@@ -267,10 +273,14 @@ func stepArgCompletion(cmd *cobra.Command, args []string, toComplete string) ([]
 }
 
 // registerEnumCompletions completes the flags whose values are a fixed set.
-func registerEnumCompletions(c *cobra.Command) {
+func registerEnumCompletions(c *cobra.Command, g *globalOptions) {
+	if c.Flags().Lookup("namespace") != nil {
+		_ = c.RegisterFlagCompletionFunc("namespace", g.namespaceCompletion)
+	}
 	for flag, values := range map[string][]string{
 		"metric":        config.MetricNames(),
 		"identity-mode": {"gsa", "direct"},
+		"backend":       {config.BackendAdapter, config.BackendNative, config.BackendAuto},
 	} {
 		if c.Flags().Lookup(flag) != nil {
 			_ = c.RegisterFlagCompletionFunc(flag, fixedCompletion(values...))

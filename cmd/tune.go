@@ -70,7 +70,7 @@ load does. Exits 3 when even one request at a time misses the objective.`,
 	f.Float64Var(&o.headroom, "headroom", 0.8, "the target as a fraction of the metric at the knee")
 	f.BoolVar(&o.apply, "apply", false, "set the recommended target on the HPA (the hpa step)")
 	config.AddFlagsFor(f, []string{"instance", "workload.namespace", "workload.model", "service.name", "hpa.metric", "hpa.backend"})
-	registerEnumCompletions(c)
+	registerEnumCompletions(c, g)
 	return c
 }
 

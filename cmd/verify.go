@@ -54,7 +54,13 @@ func (r *requestFlags) validate() error {
 	case strings.TrimSpace(r.prompt) == "":
 		return bad("prompt", r.prompt, "a non-empty message")
 	}
-	return validEndpoint(r.endpoint)
+	if err := validEndpoint(r.endpoint); err != nil {
+		return err
+	}
+	// OpenAI clients take the base URL with /v1; the server's /metrics
+	// and /v1/chat/completions hang off the root.
+	r.endpoint = strings.TrimSuffix(strings.TrimSuffix(r.endpoint, "/"), "/v1")
+	return nil
 }
 
 // loadFlags are the load's shape, shared by `load` and `verify --load`.
@@ -172,7 +178,7 @@ waits for the HPA to scale back to its minimum.`,
 	c.Flags().StringVar(&o.report, "report", "", "with --load: write the timeline and load summary as JSON to this file")
 	o.addSkipFlag(c)
 	config.AddFlagsFor(c.Flags(), steps.ReadSettings())
-	registerEnumCompletions(c)
+	registerEnumCompletions(c, g)
 	return c
 }
 
@@ -186,6 +192,13 @@ func (o *verifyOptions) Validate() error {
 	}
 	if err := o.applySkip(); err != nil {
 		return err
+	}
+	if steps.Requires(o.steps).Token {
+		// verify compares the Secret with the token given: a token that
+		// cannot be one is bad input, not a failed check.
+		if err := o.cfg.TokenProblem(); err != nil {
+			return exitcode.With(exitcode.BadInput, err)
+		}
 	}
 	bad := func(flag, value, allowed string) error {
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --%s %q: must be %s", flag, value, allowed))

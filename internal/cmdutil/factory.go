@@ -78,6 +78,30 @@ func ViaGKE(cfg *config.Config) bool {
 	return cfg.Cluster != "" && cfg.Kube.Kubeconfig == "" && cfg.Kube.Context == ""
 }
 
+// KubeContextDefaults fills, from the kubeconfig's context, what the
+// user left unset, as kubectl and gcloud users expect: the namespace of
+// the context (workload.namespace), and the project of a context gcloud
+// named gke_PROJECT_LOCATION_CLUSTER when no flag, environment variable,
+// file or Google tool configuration gave one. A kubeconfig that does not
+// load changes nothing here (CheckConnection reports it).
+func (f *Factory) KubeContextDefaults(cfg *config.Config) {
+	if ViaGKE(cfg) {
+		return
+	}
+	name, namespace, ok := kube.ContextOf(f.KubeconfigOptions(cfg))
+	if !ok {
+		return
+	}
+	if namespace != "" && !cfg.Given("workload.namespace") {
+		cfg.Workload.Namespace = namespace
+		cfg.SetOrigin("workload.namespace", "kube context "+name)
+	}
+	if project, _, _, gke := kube.GKEContext(name); gke && !cfg.Given("project") && cfg.Origin("project") == "" {
+		cfg.Project = project
+		cfg.SetOrigin("project", "kube context "+name)
+	}
+}
+
 // CheckConnection proves, without a request, that cfg can connect: a
 // kubeconfig that loads and names a usable context. Bad --kubeconfig or
 // --context values exit 2 naming the setting; no kubeconfig at all exits 5

@@ -20,6 +20,11 @@ import (
 type Config struct {
 	// given are the keys a flag, the environment or the file set (Load).
 	given map[string]bool
+	// origin says where a key not given came from when it is not its
+	// default: Google's tools' configuration or the kube context.
+	origin map[string]string
+	// file is the config file read: a path, StdinFile, or "" for none.
+	file string
 
 	// Project is the GCP project id; every IAM member string derives from it.
 	Project string `key:"project"`
@@ -90,6 +95,12 @@ type HFToken struct {
 	// value is the token, loaded by Load; unexported so that no encoder
 	// (YAML, JSON, viper) can ever see it.
 	value string
+	// problem is why the token given cannot be used (malformed, or its
+	// file unreadable); only the commands that write or check it fail on
+	// it (TokenProblem).
+	problem error
+	// raw is what was read, usable or not: a secret all the same.
+	raw string
 }
 
 // Service is the ClusterIP Service in front of the vLLM pods.
@@ -296,6 +307,31 @@ func Default() Config {
 // HFTokenValue returns the Hugging Face token, or "" when none was given.
 func (c *Config) HFTokenValue() string { return c.HFToken.value }
 
+// TokenProblem is why the token given cannot be used (a *FieldError), or
+// nil: a command that writes the token Secret or checks it fails on it;
+// the others never look.
+func (c *Config) TokenProblem() error { return c.HFToken.problem }
+
+// Secrets are the values no output may show: the token, and what was
+// read as one even when it is malformed.
+func (c *Config) Secrets() []string { return []string{c.HFToken.value, c.HFToken.raw} }
+
+// File is the config file Load read: its path, StdinFile, or "" for none.
+func (c *Config) File() string { return c.file }
+
+// Origin says where key's value came from when neither a flag, the
+// environment nor the file gave it and it is not the default (the project
+// from gcloud's configuration, say); "" otherwise.
+func (c *Config) Origin(key string) string { return c.origin[key] }
+
+// SetOrigin records that key's value came from origin (see Origin).
+func (c *Config) SetOrigin(key, origin string) {
+	if c.origin == nil {
+		c.origin = map[string]string{}
+	}
+	c.origin[key] = origin
+}
+
 // SetHFToken sets the token; used by Load and by tests.
 func (c *Config) SetHFToken(v string) { c.HFToken.value = v }
 
@@ -354,6 +390,7 @@ func (c *Config) HPAMetricNames() []string {
 func (c *Config) Copy() *Config {
 	out := *c
 	out.given = maps.Clone(c.given)
+	out.origin = maps.Clone(c.origin)
 	return &out
 }
 

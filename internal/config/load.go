@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -84,14 +85,23 @@ var Shorthands = map[string]string{"namespace": "n"}
 // variables and relative paths come from env, never from the process, so
 // that one process can load many configurations at once. It does not
 // validate (see Validate). Errors are *FieldError where a field is to blame.
-func Load(fs *pflag.FlagSet, env environ.Env) (*Config, error) {
+//
+// The config file is --config (or VLLM_HPA_CONFIG), "-" for stdin, else
+// ./vllm-hpa.yaml when it exists; File says which was read. A project not
+// given is taken, as Google's own tools take it, from CLOUDSDK_CORE_PROJECT,
+// gcloud's active configuration, then GOOGLE_CLOUD_PROJECT; Origin says
+// from where. A token that is malformed or cannot be read does not fail
+// the load: commands that write or check it ask TokenProblem.
+func Load(fs *pflag.FlagSet, env environ.Env, stdin io.Reader) (*Config, error) {
 	cfg := Default()
 	v := viper.New()
 	v.SetConfigType("yaml")
 
-	if err := readConfigFile(v, fs, env); err != nil {
+	file, err := readConfigFile(v, fs, env, stdin)
+	if err != nil {
 		return nil, err
 	}
+	cfg.file = file
 	leaves := fields(&cfg)
 	known := map[string]bool{}
 	for _, f := range leaves {
@@ -121,9 +131,13 @@ func Load(fs *pflag.FlagSet, env environ.Env) (*Config, error) {
 		f := fieldByKey(leaves, key)
 		f.value.SetString(env.Path(f.value.String()))
 	}
-	if err := loadToken(&cfg, env); err != nil {
-		return nil, err
+	if !cfg.given["project"] {
+		if project, origin := googleProject(env); project != "" {
+			cfg.Project = project
+			cfg.SetOrigin("project", origin)
+		}
 	}
+	cfg.HFToken.problem = loadToken(&cfg, env)
 	return &cfg, nil
 }
 
@@ -156,27 +170,51 @@ func fieldByKey(fs []field, key string) field {
 	panic("config: no field " + key)
 }
 
-func readConfigFile(v *viper.Viper, fs *pflag.FlagSet, env environ.Env) error {
+// StdinFile is the --config value that reads the file from stdin.
+const StdinFile = "-"
+
+// readConfigFile reads the config file into v and returns its path (""
+// when there is none, StdinFile for stdin).
+func readConfigFile(v *viper.Viper, fs *pflag.FlagSet, env environ.Env, stdin io.Reader) (string, error) {
 	path := env.Get(EnvPrefix + "_CONFIG")
 	if fs != nil {
 		if fl := fs.Lookup(ConfigFlag); fl != nil && fl.Changed {
 			path = fl.Value.String()
 		}
 	}
-	if path == "" {
+	bad := func(why string) error {
+		return &FieldError{Field: "--" + ConfigFlag, Value: path, Allowed: "a readable YAML file: " + why}
+	}
+	switch path {
+	case "":
 		if _, err := os.Stat(env.Path(DefaultFile)); err != nil {
-			return nil // no file is fine: defaults, env and flags
+			return "", nil // no file is fine: defaults, env and flags
 		}
 		path = DefaultFile
+	case StdinFile:
+		if stdin == nil {
+			return "", bad("no standard input to read")
+		}
+		b, err := io.ReadAll(io.LimitReader(stdin, maxConfigFileSize+1))
+		switch {
+		case err != nil:
+			return "", bad(firstLine(err.Error()))
+		case len(b) > maxConfigFileSize:
+			return "", bad(fmt.Sprintf("standard input holds more than %d bytes", maxConfigFileSize))
+		}
+		if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
+			return "", bad(firstLine(err.Error()))
+		}
+		return StdinFile, nil
 	}
 	if err := checkSmallRegularFile(env.Path(path)); err != nil {
-		return &FieldError{Field: "--" + ConfigFlag, Value: path, Allowed: "a readable YAML file: " + err.Error()}
+		return "", bad(err.Error())
 	}
 	v.SetConfigFile(env.Path(path))
 	if err := v.ReadInConfig(); err != nil {
-		return &FieldError{Field: "--" + ConfigFlag, Value: path, Allowed: "a readable YAML file: " + firstLine(err.Error())}
+		return "", bad(firstLine(err.Error()))
 	}
-	return nil
+	return env.Path(path), nil
 }
 
 // unknownKeys rejects keys in the config file that no setting has, so that a
@@ -251,6 +289,7 @@ func loadToken(cfg *Config, env environ.Env) error {
 	path := cfg.HFToken.File
 	if path == "" {
 		token := strings.TrimSpace(env.Get(TokenEnv))
+		cfg.HFToken.raw = token
 		if err := checkToken(token); err != "" {
 			// The value is never shown, not even when it is wrong.
 			return &FieldError{Field: TokenEnv, Value: fmt.Sprintf("(not shown; length %d)", len(token)), Allowed: "a Hugging Face token: " + err}
@@ -283,6 +322,7 @@ func loadToken(cfg *Config, env environ.Env) error {
 		return bad(fmt.Sprintf("it holds more than %d bytes", MaxTokenFileSize))
 	}
 	token := strings.TrimSpace(string(b))
+	cfg.HFToken.raw = token
 	if token == "" {
 		return bad("it is empty")
 	}

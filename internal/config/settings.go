@@ -32,7 +32,7 @@ const EnvPrefix = "VLLM_HPA"
 
 // Settings lists every leaf of Config, in the order of the struct.
 var Settings = []Setting{
-	{"project", "project", "GCP project id (required); every IAM member derives from it", true},
+	{"project", "project", "GCP project id, every IAM member derives from it (required; when not given: CLOUDSDK_CORE_PROJECT, gcloud's active configuration, GOOGLE_CLOUD_PROJECT, then a gke_PROJECT_LOCATION_CLUSTER kube context)", true},
 	{"cluster", "cluster", "GKE cluster name, to connect through the container API and check preconditions", true},
 	{"location", "location", "GKE cluster location (region or zone), e.g. us-central1", true},
 	{"endpoint-type", "endpoint-type", "with --cluster: reach the control plane at its public endpoint, its private endpoint (internal IP), or its DNS endpoint (public, private or dns)", true},
@@ -181,10 +181,11 @@ func formatValue(v reflect.Value) string {
 	return fmt.Sprint(v.Interface())
 }
 
-// Redacted view: the effective configuration as nested maps keyed like the
-// config file, durations spelled as in the file. The Hugging Face token shows
-// only whether it is set and where from, never its value.
-func (c *Config) Redacted() map[string]any {
+// Tree is the configuration as nested maps keyed like the config file,
+// durations spelled as in the file: what a config file holds, so that
+// written out it loads back unchanged. The Hugging Face token is not a
+// setting and is never in it.
+func (c *Config) Tree() map[string]any {
 	root := map[string]any{}
 	for _, f := range fields(c) {
 		var v any = f.value.Interface()
@@ -193,14 +194,6 @@ func (c *Config) Redacted() map[string]any {
 		}
 		setPath(root, strings.Split(f.key, "."), v)
 	}
-	token := "(not set: HF_TOKEN or hf-token.file)"
-	if c.HFToken.value != "" {
-		token = "<redacted> (from " + TokenEnv + ")"
-		if c.HFToken.File != "" {
-			token = "<redacted> (from " + c.HFToken.File + ")"
-		}
-	}
-	root["hf-token"].(map[string]any)["value"] = token
 	return root
 }
 

@@ -71,6 +71,9 @@ var (
 	emailRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*@[a-z0-9][a-z0-9.-]*\.[a-z]+$`)
 )
 
+// EndpointTypes are the values of endpoint-type.
+var EndpointTypes = []string{"public", "private", "dns"}
+
 var logLevels = []string{"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
 
 // Validate checks every field and returns one *FieldError per bad field
@@ -158,7 +161,7 @@ func (c *Config) validate(needProject bool) error {
 			add("location", c.Location, "set together with cluster")
 		}
 	}
-	oneOf("endpoint-type", c.EndpointType, "public", "private", "dns")
+	oneOf("endpoint-type", c.EndpointType, EndpointTypes...)
 	labelValue("instance", c.Instance)
 
 	w := c.Workload

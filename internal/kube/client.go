@@ -83,6 +83,10 @@ func CheckKubeconfig(o KubeconfigOptions) error {
 			return &KubeconfigError{Setting: "kube.kubeconfig", Value: o.Path, Problem: "a readable kubeconfig file"}
 		}
 	}
+	if env := o.Env.Get(clientcmd.RecommendedConfigPathEnvVar); o.Path == "" && env != "" && !anyFile(rules.Precedence) {
+		// kubectl would quietly connect to nothing; the user meant a file.
+		return &KubeconfigError{Setting: clientcmd.RecommendedConfigPathEnvVar, Value: env, Problem: "a list of kubeconfig files of which at least one exists"}
+	}
 	raw, err := rules.Load()
 	if err != nil {
 		setting, value := "kube.kubeconfig", o.Path
@@ -105,14 +109,29 @@ func CheckKubeconfig(o KubeconfigOptions) error {
 	if !ok {
 		return &KubeconfigError{Setting: "kube.context", Value: name, Problem: "a context of the kubeconfig: one of " + strings.Join(sortedKeys(raw.Contexts), ", ")}
 	}
-	if _, ok := raw.Clusters[ctx.Cluster]; !ok {
+	cluster, ok := raw.Clusters[ctx.Cluster]
+	if !ok {
 		return &KubeconfigError{Setting: "kube.context", Value: name, Problem: "a context whose cluster " + ctx.Cluster + " the kubeconfig defines"}
+	}
+	if u, err := url.Parse(cluster.Server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return &KubeconfigError{Setting: "kube.kubeconfig", Value: cluster.LocationOfOrigin,
+			Problem: fmt.Sprintf("a kubeconfig whose cluster %s has a server URL such as https://203.0.113.10 (it has %q)", ctx.Cluster, cluster.Server)}
 	}
 	overrides := &clientcmd.ConfigOverrides{CurrentContext: o.Context}
 	if _, err := clientcmd.NewNonInteractiveClientConfig(*raw, name, overrides, rules).ClientConfig(); err != nil {
 		return &KubeconfigError{Setting: "kube.context", Value: name, Problem: "a usable context (" + firstLine(err.Error()) + ")"}
 	}
 	return nil
+}
+
+// anyFile reports whether any of paths is an existing file.
+func anyFile(paths []string) bool {
+	for _, p := range paths {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return true
+		}
+	}
+	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -141,6 +160,35 @@ func ContextName(o KubeconfigOptions) (string, error) {
 		return "", err
 	}
 	return raw.CurrentContext, nil
+}
+
+// Contexts are the kubeconfig's context names, sorted (none when it does
+// not load).
+func Contexts(o KubeconfigOptions) []string {
+	raw, err := o.loadingRules().Load()
+	if err != nil {
+		return nil
+	}
+	return sortedKeys(raw.Contexts)
+}
+
+// ContextOf is the kubeconfig context a connection uses and its
+// namespace ("" when it sets none); ok is false when the kubeconfig does
+// not load or names no context (CheckKubeconfig says why).
+func ContextOf(o KubeconfigOptions) (name, namespace string, ok bool) {
+	raw, err := o.loadingRules().Load()
+	if err != nil {
+		return "", "", false
+	}
+	name = o.Context
+	if name == "" {
+		name = raw.CurrentContext
+	}
+	c, found := raw.Contexts[name]
+	if !found {
+		return "", "", false
+	}
+	return name, c.Namespace, true
 }
 
 // GKEContext reads the project, location and cluster from a context name

@@ -66,6 +66,10 @@ type Summary struct {
 	// SIGTERM) or "stopped" (by its caller, e.g. verify once the scale-up
 	// is proven).
 	EndedBy string `json:"endedBy"`
+	// FirstFailure is what the server said to the first request it
+	// refused (vLLM's error message, at most 200 characters): the reason
+	// is usually there ("The model `x` does not exist.").
+	FirstFailure string `json:"firstFailure,omitempty"`
 }
 
 // ErrStopped is the cause a caller gives when it cancels a load on
@@ -169,6 +173,7 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 	var m vegeta.Metrics
 	failed := map[string]int{}
 	var succeeded, cut uint64
+	var firstFailure string
 	start := time.Now()
 	endedBy := "duration"
 	results := attacker.Attack(counting, pacer, o.Duration, "vllm-hpa-load")
@@ -179,7 +184,7 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 			if !ok {
 				m.Close()
 				sum := summarize(&m, target.URL, mode, start, endedBy)
-				sum.Succeeded, sum.Failed, sum.Cut = succeeded, failed, cut
+				sum.Succeeded, sum.Failed, sum.Cut, sum.FirstFailure = succeeded, failed, cut, firstFailure
 				sum.Sent += cut
 				return sum, nil
 			}
@@ -196,6 +201,9 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 			case res.Code != 0:
 				failed[fmt.Sprintf("HTTP %d", res.Code)]++
 				live.failed.Add(1)
+				if firstFailure == "" {
+					firstFailure = serverMessage(res.Body)
+				}
 			default:
 				failed[shortError(res.Error)]++
 				live.failed.Add(1)
@@ -210,6 +218,31 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 			}
 		}
 	}
+}
+
+// serverMessage is the message of an OpenAI-style error body
+// ({"message": ...} or {"error": {"message": ...}}), else the body's start:
+// one line of at most 200 characters.
+func serverMessage(body []byte) string {
+	var e struct {
+		Message string `json:"message"`
+		Error   struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	msg := string(body)
+	if json.Unmarshal(body, &e) == nil {
+		if e.Message != "" {
+			msg = e.Message
+		} else if e.Error.Message != "" {
+			msg = e.Error.Message
+		}
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	if r := []rune(msg); len(r) > 200 {
+		msg = string(r[:200]) + "..."
+	}
+	return msg
 }
 
 // rateFraction expresses a rate in requests per second as vegeta's
@@ -291,6 +324,9 @@ func (s *Summary) Verdict() error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		parts = append(parts, fmt.Sprintf("%d %s", s.Failed[k], k))
+	}
+	if s.FirstFailure != "" {
+		return fmt.Errorf("every request failed (%s); the server said: %s", strings.Join(parts, ", "), s.FirstFailure)
 	}
 	return fmt.Errorf("every request failed (%s): is the server at %s up and serving the model?", strings.Join(parts, ", "), s.Target)
 }

@@ -783,6 +783,12 @@ func (s *Base) removeOne(ctx context.Context, k *kube.Client, obj *unstructured.
 		case step.RemoveDelete:
 			return s.deleteAndWait(ctx, k, obj, live)
 		}
+		if apierrors.IsNotFound(err) {
+			// Deleted since it was read (another cleanup at the same
+			// time): gone is what this cleanup wanted.
+			s.report.Action(s.name, ref+" already absent (deleted meanwhile)")
+			return nil
+		}
 		if !kube.IsStale(err) || attempt >= maxStaleRetries {
 			return err
 		}

@@ -128,7 +128,8 @@ func Run(ctx context.Context, o Options, report func(Level)) (*Result, error) {
 	if o.Client == nil {
 		o.Client = &http.Client{Timeout: o.RequestTimeout}
 	}
-	res := &Result{}
+	// Empty lists, not null, in a failed run's document.
+	res := &Result{Levels: []Level{}, Recommendations: []*Recommendation{}}
 	measured := map[int]Level{}
 	measure := func(c int) (Level, error) {
 		if l, ok := measured[c]; ok {

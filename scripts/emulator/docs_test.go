@@ -205,7 +205,8 @@ func tail(s string, n int) string {
 
 // exampleOrder is the order the commands' examples run in: build the
 // stack, check it, use it, then take it down.
-var exampleOrder = []string{"up", "verify", "load", "tune", "render", "status", "sim", "config_view", "version", "cleanup"}
+// The root command's (a whole cycle) runs last.
+var exampleOrder = []string{"up", "verify", "load", "tune", "render", "status", "sim", "config_view", "version", "cleanup", "vllm-hpa"}
 
 // documented are the blocks of commands of README.md and docs/: the
 // README's emulator block, the `make demo` blocks, the rest, and the
@@ -239,7 +240,7 @@ func readDocumented(t *testing.T) documented {
 			t.Errorf("%s: a block of commands without a language: label it ```sh (this test runs it) or ```text", u)
 		}
 	}
-	pages, _ := filepath.Glob(filepath.Join(repo, "docs", "commands", "vllm-hpa_*.md"))
+	pages, _ := filepath.Glob(filepath.Join(repo, "docs", "commands", "vllm-hpa*.md"))
 	for _, p := range pages {
 		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "vllm-hpa_"), ".md")
 		if b, ok := examples(t, repo, strings.TrimPrefix(p, repo+"/")); ok {

@@ -1,0 +1,336 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+)
+
+// The frictions a first real user met (issue 23), each a case here: none
+// of these needs a cluster.
+
+// configView runs `config view -o json` and returns its document.
+func configView(t *testing.T, dir string, env map[string]string, args ...string) (int, map[string]any) {
+	t.Helper()
+	code, out, errOut := run(t, dir, env, append([]string{"config", "view", "-o", "json"}, args...)...)
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("config view -o json: %v\nstdout: %s\nstderr: %s", err, out, errOut)
+	}
+	return code, doc
+}
+
+// TestTokenJudgedOnlyByItsUsers: a malformed HF_TOKEN fails the commands
+// that write the token Secret or check it (exit 2, naming HF_TOKEN), and
+// no other.
+func TestTokenJudgedOnlyByItsUsers(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"HF_TOKEN": "x"}
+	for _, args := range [][]string{
+		{"render"},
+		{"render", "hpa"},
+		{"up", "--dry-run", "--skip", "deploy"},
+		{"config", "view"},
+		{"hpa", "--dry-run"},
+	} {
+		code, _, errOut := run(t, "", env, append(args, "--project", "my-proj")...)
+		if code != 0 || strings.Contains(errOut, "invalid HF_TOKEN") {
+			t.Errorf("%v with a malformed token: exit %d, want 0 (it never uses the token):\n%s", args, code, errOut)
+		}
+	}
+	// Commands that reach the cluster fail on the missing kubeconfig,
+	// not on the token they never read.
+	for _, args := range [][]string{{"status"}, {"cleanup", "--dry-run"}, {"verify", "--skip", "deploy"}} {
+		code, _, errOut := run(t, "", env, append(args, "--project", "my-proj")...)
+		if code != exitcode.Precondition || strings.Contains(errOut, "invalid HF_TOKEN") {
+			t.Errorf("%v with a malformed token and no kubeconfig: exit %d, want %d (no kubeconfig), not a token error:\n%s", args, code, exitcode.Precondition, errOut)
+		}
+	}
+	for _, args := range [][]string{{"up", "--dry-run"}, {"deploy"}, {"up"}, {"verify"}} {
+		code, _, errOut := run(t, "", env, append(args, "--project", "my-proj")...)
+		if code != exitcode.BadInput || !strings.Contains(errOut, "invalid HF_TOKEN") {
+			t.Errorf("%v with a malformed token: exit %d, want %d naming HF_TOKEN:\n%s", args, code, exitcode.BadInput, errOut)
+		}
+	}
+}
+
+// TestProjectFromGoogleTools: a project not given comes from where
+// Google's tools keep it, then from a context gcloud named; what is given
+// always wins; config view says where each came from.
+func TestProjectFromGoogleTools(t *testing.T) {
+	t.Parallel()
+	gcloudHome := func(t *testing.T, active, project string) string {
+		home := t.TempDir()
+		dir := filepath.Join(home, ".config", "gcloud")
+		writeFile(t, mkdir(t, filepath.Join(dir, "configurations")), "config_"+active, "[core]\naccount = me@example.com\nproject = "+project+"\n\n[compute]\nregion = us-central1\n")
+		if active != "default" {
+			writeFile(t, dir, "active_config", active+"\n")
+		}
+		return home
+	}
+	gkeKubeconfig := func(t *testing.T, context, namespace string) string {
+		return writeFile(t, t.TempDir(), "kubeconfig", `apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https://127.0.0.1:1"}
+users:
+- name: u
+  user: {token: abc}
+contexts:
+- name: `+context+`
+  context: {cluster: c, user: u, namespace: "`+namespace+`"}
+current-context: `+context+`
+`)
+	}
+	cases := []struct {
+		name         string
+		env          func(t *testing.T) map[string]string
+		args         []string
+		want         string
+		wantOrigin   string // a part of origins.project; "" for none
+		wantNS       string
+		wantNSOrigin string
+	}{
+		{name: "CLOUDSDK_CORE_PROJECT", env: func(t *testing.T) map[string]string {
+			return map[string]string{"CLOUDSDK_CORE_PROJECT": "from-sdk-env", "GOOGLE_CLOUD_PROJECT": "from-google-env"}
+		}, want: "from-sdk-env", wantOrigin: "CLOUDSDK_CORE_PROJECT"},
+		{name: "gcloud default configuration", env: func(t *testing.T) map[string]string {
+			return map[string]string{"HOME": gcloudHome(t, "default", "from-gcloud"), "GOOGLE_CLOUD_PROJECT": "from-google-env"}
+		}, want: "from-gcloud", wantOrigin: "config_default"},
+		{name: "gcloud active configuration", env: func(t *testing.T) map[string]string {
+			return map[string]string{"HOME": gcloudHome(t, "work", "from-work-config")}
+		}, want: "from-work-config", wantOrigin: "config_work"},
+		{name: "CLOUDSDK_CONFIG", env: func(t *testing.T) map[string]string {
+			home := gcloudHome(t, "default", "from-sdk-dir")
+			return map[string]string{"CLOUDSDK_CONFIG": filepath.Join(home, ".config", "gcloud")}
+		}, want: "from-sdk-dir", wantOrigin: "config_default"},
+		{name: "GOOGLE_CLOUD_PROJECT", env: func(t *testing.T) map[string]string {
+			return map[string]string{"GOOGLE_CLOUD_PROJECT": "from-google-env"}
+		}, want: "from-google-env", wantOrigin: "GOOGLE_CLOUD_PROJECT"},
+		{name: "gke context and its namespace", env: func(t *testing.T) map[string]string {
+			return map[string]string{"KUBECONFIG": gkeKubeconfig(t, "gke_from-context_us-central1_gpu", "inference")}
+		}, want: "from-context", wantOrigin: "gke_from-context_us-central1_gpu", wantNS: "inference", wantNSOrigin: "gke_from-context"},
+		{name: "gcloud before the context", env: func(t *testing.T) map[string]string {
+			return map[string]string{"GOOGLE_CLOUD_PROJECT": "from-google-env", "KUBECONFIG": gkeKubeconfig(t, "gke_from-context_us-central1_gpu", "")}
+		}, want: "from-google-env", wantOrigin: "GOOGLE_CLOUD_PROJECT", wantNS: "default"},
+		{name: "flag first", env: func(t *testing.T) map[string]string {
+			return map[string]string{"CLOUDSDK_CORE_PROJECT": "from-sdk-env", "KUBECONFIG": gkeKubeconfig(t, "gke_from-context_us-central1_gpu", "inference")}
+		}, args: []string{"--project", "from-flag", "-n", "from-flag-ns"}, want: "from-flag", wantNS: "from-flag-ns"},
+		{name: "our variable before Google's", env: func(t *testing.T) map[string]string {
+			return map[string]string{"VLLM_HPA_PROJECT": "from-our-env", "CLOUDSDK_CORE_PROJECT": "from-sdk-env"}
+		}, want: "from-our-env"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			code, doc := configView(t, "", c.env(t), c.args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %v", code, doc["error"])
+			}
+			cfg := doc["config"].(map[string]any)
+			origins, _ := doc["origins"].(map[string]any)
+			if cfg["project"] != c.want {
+				t.Errorf("project = %v, want %s", cfg["project"], c.want)
+			}
+			if got, _ := origins["project"].(string); (c.wantOrigin == "") != (got == "") || !strings.Contains(got, c.wantOrigin) {
+				t.Errorf("origins.project = %q, want one naming %q", got, c.wantOrigin)
+			}
+			if c.wantNS != "" {
+				if ns := cfg["workload"].(map[string]any)["namespace"]; ns != c.wantNS {
+					t.Errorf("workload.namespace = %v, want %s", ns, c.wantNS)
+				}
+				if got, _ := origins["workload.namespace"].(string); (c.wantNSOrigin == "") != (got == "") || !strings.Contains(got, c.wantNSOrigin) {
+					t.Errorf("origins[workload.namespace] = %q, want one naming %q", got, c.wantNSOrigin)
+				}
+			}
+		})
+	}
+	t.Run("no project anywhere", func(t *testing.T) {
+		t.Parallel()
+		code, doc := configView(t, "", nil)
+		if code != exitcode.BadInput || doc["ok"] != false || !strings.Contains(doc["error"].(string), "project") {
+			t.Errorf("exit %d, doc %v: want 2 and a result document naming project", code, doc)
+		}
+		if _, ok := doc["config"].(map[string]any); !ok {
+			t.Errorf("a failed config view still prints the configuration under config: %v", doc)
+		}
+	})
+}
+
+func mkdir(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestConfigViewRoundTrip: what config view prints loads back unchanged,
+// through a file and through stdin, and render reads it as it would the
+// flags that made it.
+func TestConfigViewRoundTrip(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := map[string]string{"HF_TOKEN": "hf_roundTripTokenValue12345", "VLLM_HPA_HPA_MAX_REPLICAS": "7", "VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "3m"}
+	args := []string{"--project", "round-trip", "--instance", "rt", "-n", "serving", "--metric", "waiting+kv-cache", "--kv-cache-target", "0.7",
+		"--identity-mode", "direct", "--gsa-name", "rt-adapter"}
+	code, text, errOut := run(t, dir, env, append([]string{"config", "view"}, args...)...)
+	if code != 0 {
+		t.Fatalf("config view: exit %d: %s", code, errOut)
+	}
+	if strings.Contains(text, "hf_roundTrip") || !strings.Contains(text, "# Hugging Face token: set (from HF_TOKEN)") {
+		t.Errorf("config view shows the token or not whether it is set:\n%s", text)
+	}
+	_, want := configView(t, dir, env, args...)
+	file := writeFile(t, dir, "saved.yaml", text)
+	for _, how := range [][]string{{"--config", file}, {"--config", "-"}} {
+		code, got := 0, map[string]any(nil)
+		if how[1] == "-" {
+			c, out, errOut := runStdin(t, dir, nil, text, "config", "view", "-o", "json", "--config", "-")
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("config view --config -: %v: %s", err, errOut)
+			}
+			code = c
+		} else {
+			code, got = configView(t, dir, nil, how...)
+		}
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %v", how, code, got["error"])
+		}
+		if !reflect.DeepEqual(got["config"], want["config"]) {
+			t.Errorf("%v: the configuration read back differs from the one printed:\ngot  %v\nwant %v", how, got["config"], want["config"])
+		}
+	}
+	_, fromFlags, _ := run(t, dir, env, append([]string{"render"}, args...)...)
+	code, fromFile, errOut := runStdin(t, dir, nil, text, "render", "--config", "-")
+	if code != 0 || fromFile != fromFlags || fromFile == "" {
+		t.Errorf("config view | render --config - (exit %d) differs from render with the flags:\n%s\n%s", code, errOut, lineDiff(fromFlags, fromFile))
+	}
+	// The file read is named, in the document and at -v.
+	if _, doc := configView(t, dir, nil, "--config", file); doc["file"] != file {
+		t.Errorf("file = %v, want %s", doc["file"], file)
+	}
+	if _, _, errOut := run(t, dir, nil, "render", "hpa", "-v", "--config", file); !strings.Contains(errOut, "effective configuration ("+file+")") {
+		t.Errorf("-v does not name the file read:\n%s", errOut)
+	}
+}
+
+// TestKubeconfigInputs: a kubeconfig that cannot work is bad input (exit
+// 2) naming where it came from, however it was given.
+func TestKubeconfigInputs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	badURL := writeFile(t, dir, "bad-url", `apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster: {server: "https//no-scheme:443"}
+users:
+- name: u
+  user: {token: abc}
+contexts:
+- name: x
+  context: {cluster: c, user: u}
+current-context: x
+`)
+	cases := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string // in stderr
+	}{
+		{"--kubeconfig missing", nil, []string{"--kubeconfig", "/nope"}, "/nope"},
+		{"KUBECONFIG missing", map[string]string{"KUBECONFIG": "/nope"}, nil, "KUBECONFIG"},
+		{"VLLM_HPA_KUBE_KUBECONFIG missing", map[string]string{"VLLM_HPA_KUBE_KUBECONFIG": "/nope"}, nil, "/nope"},
+		{"server URL malformed", nil, []string{"--kubeconfig", badURL}, badURL},
+		{"server URL malformed by KUBECONFIG", map[string]string{"KUBECONFIG": badURL}, nil, badURL},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			code, _, errOut := run(t, dir, c.env, append([]string{"status", "--project", "my-proj"}, c.args...)...)
+			if code != exitcode.BadInput || !strings.Contains(errOut, c.want) {
+				t.Errorf("exit %d, want %d naming %q:\n%s", code, exitcode.BadInput, c.want, errOut)
+			}
+		})
+	}
+}
+
+// lineDiff is the lines of a and b that differ, for a failure message.
+func lineDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	var out []string
+	for i := 0; i < len(al) || i < len(bl); i++ {
+		var x, y string
+		if i < len(al) {
+			x = al[i]
+		}
+		if i < len(bl) {
+			y = bl[i]
+		}
+		if x != y {
+			out = append(out, fmt.Sprintf("line %d:\n- %s\n+ %s", i+1, x, y))
+		}
+		if len(out) == 10 {
+			break
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestCompletions: the flags whose values are a fixed set complete them,
+// --context from the kubeconfig, --namespace from the cluster.
+func TestCompletions(t *testing.T) {
+	t.Parallel()
+	complete := func(t *testing.T, env map[string]string, args ...string) []string {
+		t.Helper()
+		code, out, errOut := run(t, "", env, append([]string{"__complete"}, args...)...)
+		if code != 0 {
+			t.Fatalf("__complete %v: exit %d: %s", args, code, errOut)
+		}
+		var words []string
+		for _, l := range strings.Split(out, "\n") {
+			if l != "" && !strings.HasPrefix(l, ":") && !strings.HasPrefix(l, "Completion ended") {
+				words = append(words, strings.SplitN(l, "\t", 2)[0])
+			}
+		}
+		return words
+	}
+	kubeconfig := writeFile(t, t.TempDir(), "kubeconfig", `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: abc}}]
+contexts:
+- {name: staging, context: {cluster: c, user: u}}
+- {name: gke_p_us-central1_gpu, context: {cluster: c, user: u}}
+current-context: staging
+`)
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want []string
+	}{
+		{[]string{"up", "--backend", ""}, nil, []string{"adapter", "native", "auto"}},
+		{[]string{"status", "--endpoint-type", ""}, nil, []string{"public", "private", "dns"}},
+		{[]string{"verify", "--metric", ""}, nil, []string{"kv-cache", "running", "waiting"}},
+		{[]string{"cleanup", "--context", ""}, map[string]string{"KUBECONFIG": kubeconfig}, []string{"gke_p_us-central1_gpu", "staging"}},
+	} {
+		if got := complete(t, c.env, c.args...); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("completion of %v = %v, want %v", c.args, got, c.want)
+		}
+	}
+	t.Run("namespace from the cluster", func(t *testing.T) {
+		inst := newInstance(t, "complete", "complete-ns")
+		code, out, errOut := kubeRun(t, inst, "__complete", "status", "--namespace", "")
+		if code != 0 || !strings.Contains(out, "kube-system\n") || !strings.Contains(out, "default\n") {
+			t.Errorf("namespace completion: exit %d\n%s\n%s", code, out, errOut)
+		}
+	})
+}
