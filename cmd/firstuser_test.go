@@ -334,3 +334,19 @@ current-context: staging
 		}
 	})
 }
+
+// TestDryRunSaysWhatItDidNotCheck: a plan without a token or credentials
+// still exits 0, and says what the real run will stop at and that
+// preflight is the check.
+func TestDryRunSaysWhatItDidNotCheck(t *testing.T) {
+	t.Parallel()
+	code, out, errOut := run(t, "", nil, "up", "--dry-run", "--project", "my-proj")
+	if code != 0 || out == "" {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"no Hugging Face token: the real up stops", "Google credentials not looked at", "`vllm-hpa preflight` proves"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, errOut)
+		}
+	}
+}

@@ -330,7 +330,7 @@ Exit codes:
 		c.GroupID = "steps"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{newUpCmd(g, nil), newVerifyCmd(g, nil), newStatusCmd(g), newLoadCmd(g), newTuneCmd(g), newCleanupCmd(g, nil), newRenderCmd(g)} {
+	for _, c := range []*cobra.Command{newPreflightCmd(g, nil), newUpCmd(g, nil), newVerifyCmd(g, nil), newStatusCmd(g), newLoadCmd(g), newTuneCmd(g), newCleanupCmd(g, nil), newRenderCmd(g)} {
 		c.GroupID = "stack"
 		root.AddCommand(c)
 	}

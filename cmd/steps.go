@@ -29,6 +29,7 @@ type stackOptions struct {
 	timeout      time.Duration
 	skip         []string // up, verify and cleanup: steps left out
 	keepWorkload bool     // cleanup
+	checksOnly   bool     // preflight: the steps are checked, not run
 	cfg          *config.Config
 	flags        *pflag.FlagSet // the command's, for what was given
 }
@@ -95,6 +96,19 @@ func (o *stackOptions) Validate() error {
 	return o.f.CheckConnection(o.cfg)
 }
 
+// unchecked says what a plan did not check and the real run needs: a
+// plan reads nothing, so `preflight` is named as the check.
+func (o *stackOptions) unchecked() []string {
+	var out []string
+	if steps.Requires(o.steps).Token && o.cfg.HFTokenValue() == "" {
+		out = append(out, "no Hugging Face token: the real "+o.command+" stops at once (exit 2) without "+config.TokenEnv+" or --hf-token-file")
+	}
+	if steps.Requires(o.steps).GoogleAPIs && !o.cfg.Native() && o.f.Env.Get("GOOGLE_APPLICATION_CREDENTIALS") == "" && o.cfg.Endpoints.IAM == "" {
+		out = append(out, "Google credentials not looked at: the identity step needs Application Default Credentials (gcloud auth application-default login)")
+	}
+	return append(out, "this plan checked nothing against the cluster or the project: `vllm-hpa preflight` proves the token, every permission (Kubernetes and IAM), the cluster's settings and each object (a server-side dry run), changing nothing")
+}
+
 // applies reports whether the command applies steps (up, or a step's
 // command): only those write the token Secret.
 func (o *stackOptions) applies() bool {
@@ -105,6 +119,9 @@ func (o *stackOptions) applies() bool {
 func (o *stackOptions) Run(ctx context.Context) error {
 	if o.dryRun && o.command != "cleanup" {
 		if note := steps.ResolveOffline(o.cfg); note != "" {
+			fmt.Fprintln(o.streams.ErrOut, "note: "+note)
+		}
+		for _, note := range o.unchecked() {
 			fmt.Fprintln(o.streams.ErrOut, "note: "+note)
 		}
 		return o.printPlans(ctx, steps.New(o.cfg, step.Deps{}), o.steps)
@@ -140,7 +157,7 @@ func (o *stackOptions) runDoc(rec *output.Progress, start time.Time, runErr erro
 		done[s.Step] = true
 	}
 	for _, name := range o.steps {
-		if !done[name] {
+		if !done[name] && !o.checksOnly {
 			doc.Steps = append(doc.Steps, &output.StepRecord{Step: name, Actions: []string{}, Checks: []step.Result{}, Status: "not-run"})
 		}
 	}

@@ -381,6 +381,54 @@ func (f *IAM) check(method, resource string) error {
 	return nil
 }
 
+// TestIamPermissions answers which of the iam.serviceAccounts.*
+// permissions the caller holds on one account, by the Denied hook.
+func (f *IAM) TestIamPermissions(ctx context.Context, req *iampb.TestIamPermissionsRequest) (*iampb.TestIamPermissionsResponse, error) {
+	// testIamPermissions needs no permission of its own.
+	if e := f.g.gate("iam.googleapis.com", projectOf(req.Resource)); e != nil {
+		return nil, e.GRPC()
+	}
+	if _, err := f.lookup("getIamPolicy", req.Resource); err != nil {
+		return nil, err
+	}
+	out := &iampb.TestIamPermissionsResponse{}
+	for _, perm := range req.Permissions {
+		method := permissionMethod(iamPermissions, perm)
+		if method != "" && (f.Denied == nil || !f.Denied(method, req.Resource)) {
+			out.Permissions = append(out.Permissions, perm)
+		}
+	}
+	return out, nil
+}
+
+// permissionMethod is the method of methods that needs perm ("" if none).
+func permissionMethod(methods map[string]string, perm string) string {
+	for m, p := range methods {
+		if p == perm {
+			return m
+		}
+	}
+	return ""
+}
+
+// holds reports whether the caller holds perm on project id, as the fakes
+// would answer the calls that need it: their Denied hooks decide.
+func (g *GCP) holds(id, perm string) bool {
+	switch {
+	case strings.HasPrefix(perm, "resourcemanager.projects."):
+		m := map[string]string{"resourcemanager.projects.get": "GetProject", "resourcemanager.projects.getIamPolicy": "GetIamPolicy", "resourcemanager.projects.setIamPolicy": "SetIamPolicy"}[perm]
+		return m != "" && (g.Projects.Denied == nil || !g.Projects.Denied(m, "projects/"+id))
+	case strings.HasPrefix(perm, "iam.serviceAccounts."):
+		m := permissionMethod(iamPermissions, perm)
+		return m != "" && (g.IAM.Denied == nil || !g.IAM.Denied(m, "projects/"+id))
+	case perm == "container.clusters.get":
+		return g.GKE.Denied == nil || !g.GKE.Denied("projects/"+id)
+	case perm == "serviceusage.services.get":
+		return g.Services.Denied == nil || !g.Services.Denied(id)
+	}
+	return true
+}
+
 // accountEmail takes projects/P/serviceAccounts/EMAIL (or projects/-/...).
 func accountEmail(name string) string {
 	i := strings.LastIndex(name, "/")
@@ -647,6 +695,28 @@ func (f *Projects) GetProject(ctx context.Context, req *resourcemanagerpb.GetPro
 		return nil, err
 	}
 	return &resourcemanagerpb.Project{Name: "projects/" + p.Number, ProjectId: p.ID, State: resourcemanagerpb.Project_ACTIVE}, nil
+}
+
+// TestIamPermissions answers, as Resource Manager does, which of the
+// permissions the caller holds on the project: each one the fakes would
+// refuse (their Denied hooks, by the method that needs it) is left out;
+// a project the caller may not see at all is PERMISSION_DENIED.
+func (f *Projects) TestIamPermissions(ctx context.Context, req *iampb.TestIamPermissionsRequest) (*iampb.TestIamPermissionsResponse, error) {
+	f.Counters.Reads.Add(1)
+	p, err := f.lookup("GetProject", req.Resource)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Permissions) > 100 {
+		return nil, Plain(codes.InvalidArgument, "at most 100 permissions may be tested at once").GRPC()
+	}
+	out := &iampb.TestIamPermissionsResponse{}
+	for _, perm := range req.Permissions {
+		if f.g.holds(p.ID, perm) {
+			out.Permissions = append(out.Permissions, perm)
+		}
+	}
+	return out, nil
 }
 
 func (f *Projects) GetIamPolicy(ctx context.Context, req *iampb.GetIamPolicyRequest) (*iampb.Policy, error) {

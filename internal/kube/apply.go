@@ -123,6 +123,9 @@ type ApplyOptions struct {
 	// being unchanged since it was read at that version (a shared object
 	// whose users are counted on it): a *StaleError otherwise.
 	ResourceVersion string
+	// DryRun asks the API server to admit, validate and default the
+	// apply, and persist nothing (dryRun=All).
+	DryRun bool
 }
 
 // Apply server-side applies obj with the vllm-hpa field manager. The
@@ -147,6 +150,9 @@ func (c *Client) Apply(ctx context.Context, obj, live *unstructured.Unstructured
 		Param("fieldManager", FieldManager).Body(body)
 	if o.Force {
 		req.Param("force", "true")
+	}
+	if o.DryRun {
+		req.Param("dryRun", "All")
 	}
 	var code int
 	res := req.Do(ctx).StatusCode(&code)
