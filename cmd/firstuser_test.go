@@ -350,3 +350,21 @@ func TestDryRunSaysWhatItDidNotCheck(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyWait: verify --wait polls until --timeout, then exits 4 with
+// the last state; --timeout alone is bad input.
+func TestVerifyWait(t *testing.T) {
+	if code, _, errOut := run(t, "", nil, "verify", "--project", "my-proj", "--timeout", "1m"); code != exitcode.BadInput || !strings.Contains(errOut, "--timeout needs --wait") {
+		t.Errorf("--timeout without --wait: exit %d\n%s", code, errOut)
+	}
+	inst := newInstance(t, "vwait", "vwait-ns")
+	code, out, errOut := kubeRun(t, inst, "verify", "--skip", "identity", "--wait", "--timeout", "12s", "-o", "json")
+	var doc verifyJSON
+	strict(t, out, &doc)
+	if code != exitcode.Timeout || doc.ExitCode != exitcode.Timeout || !strings.Contains(doc.Error, "within --timeout 12s") || !strings.Contains(errOut, "checking again in 10 s") {
+		t.Errorf("verify --wait on an empty cluster: exit %d, error %q\n%s", code, doc.Error, errOut)
+	}
+	if len(doc.Steps) == 0 || len(doc.Steps[0].Checks) == 0 {
+		t.Errorf("the last state is not in the document: %+v", doc.Steps)
+	}
+}

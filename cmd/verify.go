@@ -17,6 +17,7 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/session"
@@ -139,6 +140,7 @@ type verifyOptions struct {
 	scaleDown      bool
 	waitTimeout    time.Duration
 	report         string
+	wait           bool
 }
 
 // verifyJSON is verify's --output json: the run, and with --load the load
@@ -165,8 +167,12 @@ and records a timeline of the metric, desired and ready replicas and each
 SuccessfulRescale, with the time from load start to the first scale-up and to
 the new pods being Ready. --expect-replicas N fails (exit 4) if N replicas
 are not Ready within --wait-timeout; --scale-down then stops the load and
-waits for the HPA to scale back to its minimum.`,
-		Example: "  vllm-hpa verify --project my-proj\n  vllm-hpa verify --project my-proj --load --rate 10 --expect-replicas 3 --report timeline.json",
+waits for the HPA to scale back to its minimum.
+
+With --wait it polls the checks every 10 s until all hold (exit 0) or
+--timeout passes (exit 4, with the last state): a gate for a CI pipeline
+that has just run up, or a deploy that is still rolling out.`,
+		Example: "  vllm-hpa verify --project my-proj\n  vllm-hpa verify --project my-proj --wait --timeout 2m\n  vllm-hpa verify --project my-proj --load --rate 10 --expect-replicas 3 --report timeline.json",
 		Args:    noArgs,
 		RunE:    runCommand(o, runF),
 	}
@@ -176,6 +182,8 @@ waits for the HPA to scale back to its minimum.`,
 	c.Flags().BoolVar(&o.scaleDown, "scale-down", false, "with --load: after scaling up, stop the load and wait for the scale-down to the HPA's minimum")
 	c.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 10*time.Minute, "with --load: how long to wait for --expect-replicas and --scale-down")
 	c.Flags().StringVar(&o.report, "report", "", "with --load: write the timeline and load summary as JSON to this file")
+	c.Flags().BoolVar(&o.wait, "wait", false, "poll the checks every 10 s until all hold or --timeout passes (then exit 4 with the last state): a CI gate")
+	c.Flags().DurationVar(&o.timeout, "timeout", 10*time.Minute, "with --wait: how long to poll")
 	o.addSkipFlag(c)
 	config.AddFlagsFor(c.Flags(), steps.ReadSettings())
 	registerEnumCompletions(c, g)
@@ -209,6 +217,10 @@ func (o *verifyOptions) Validate() error {
 		return exitcode.With(exitcode.BadInput, errors.New("--expect-replicas, --scale-down, --report, --rate, --concurrency and --duration need --load"))
 	case given("expect-replicas") && (o.expectReplicas < 1 || o.expectReplicas > o.cfg.HPA.MaxReplicas):
 		return bad("expect-replicas", fmt.Sprint(o.expectReplicas), fmt.Sprintf("between 1 and hpa.max-replicas (%d): the HPA never scales beyond it", o.cfg.HPA.MaxReplicas))
+	case given("timeout") && !o.wait:
+		return exitcode.With(exitcode.BadInput, errors.New("--timeout needs --wait (--wait-timeout bounds --load's waits)"))
+	case o.wait && o.timeout <= 0:
+		return bad("timeout", o.timeout.String(), "a positive duration such as 10m")
 	case o.waitTimeout <= 0:
 		return bad("wait-timeout", o.waitTimeout.String(), "a positive duration such as 10m")
 	}
@@ -259,7 +271,15 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 		rec.Action("metrics", fmt.Sprintf("port-forward moved from pod %s to %s (%v)", from, to, why))
 	}}
 	defer server.Close()
-	runErr := verify.Checks(ctx, verify.Sections(o.cfg, s, server, o.steps), rec)
+	sections := verify.Sections(o.cfg, s, server, o.steps)
+	timedOut := false
+	if o.wait {
+		timedOut = o.waitForChecks(ctx, sections, rec)
+	}
+	runErr := verify.Checks(ctx, sections, rec)
+	if timedOut && exitcode.Of(runErr) == exitcode.CheckFailed {
+		runErr = exitcode.With(exitcode.Timeout, fmt.Errorf("not every check held within --timeout %s: %w", o.timeout, runErr))
+	}
 	if runErr != nil && ctx.Err() == nil {
 		runErr = verify.OtherBackendHint(ctx, deps.Kube, o.cfg, runErr)
 	}
@@ -277,6 +297,38 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 		runErr = ctx.Err() // interrupted: never a pass
 	}
 	return o.printVerify(rec, start, runErr, doc)
+}
+
+// pollInterval is how often verify --wait checks again.
+const pollInterval = 10 * time.Second
+
+// waitForChecks runs the checks quietly every pollInterval until they
+// all hold, a check errs otherwise than by failing, or --timeout passes
+// (true), saying on rec what does not hold yet; the caller then runs them
+// once more for the record.
+func (o *verifyOptions) waitForChecks(ctx context.Context, sections []verify.Section, rec *output.Progress) bool {
+	deadline := time.Now().Add(o.timeout)
+	for {
+		quiet, _, _ := iostreams.Test()
+		err := verify.Checks(ctx, sections, output.NewProgress(quiet))
+		if exitcode.Of(err) != exitcode.CheckFailed || ctx.Err() != nil {
+			return false
+		}
+		if time.Now().Add(pollInterval).After(deadline) {
+			return true
+		}
+		rec.Waiting("verify", "not every check holds yet ("+firstLineOf(err.Error())+"); checking again in 10 s, until "+deadline.Format("15:04:05"))
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(pollInterval):
+		}
+	}
+}
+
+func firstLineOf(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }
 
 func (o *verifyOptions) printVerify(rec *output.Progress, start time.Time, runErr error, doc verifyJSON) error {
