@@ -4,10 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 )
@@ -366,5 +369,79 @@ func TestVerifyWait(t *testing.T) {
 	}
 	if len(doc.Steps) == 0 || len(doc.Steps[0].Checks) == 0 {
 		t.Errorf("the last state is not in the document: %+v", doc.Steps)
+	}
+}
+
+// TestRenderForGitOps: render can hand a GitOps pipeline the whole stack.
+// --format kustomize DIR is built by the real kubectl kustomize into the
+// same objects render prints, the adapter's ServiceAccount once and with
+// its Workload Identity annotation, the vLLM Deployment without replicas
+// (the HPA owns them); google.sh is the identity step's Google side, the
+// same as --format gcloud; -o yaml is the same document as -o json.
+func TestRenderForGitOps(t *testing.T) {
+	t.Parallel()
+	bin := os.Getenv("VLLM_HPA_K8S_BIN")
+	if bin == "" {
+		if os.Getenv("VLLM_HPA_REQUIRE_K8S") != "" {
+			t.Fatal("VLLM_HPA_K8S_BIN is not set: kubectl kustomize cannot build the kustomization")
+		}
+		t.Skip("no kubectl: VLLM_HPA_K8S_BIN is not set (run `make test`)")
+	}
+	dir := t.TempDir()
+	stack := filepath.Join(dir, "stack")
+	p := []string{"--project", "my-proj"}
+	if code, _, errOut := run(t, dir, nil, append([]string{"render", "--include-identity", "--format", "kustomize", "stack"}, p...)...); code != 0 {
+		t.Fatalf("render --format kustomize: exit %d\n%s", code, errOut)
+	}
+	built, err := exec.Command(filepath.Join(bin, "kubectl"), "kustomize", stack).CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v\n%s", err, built)
+	}
+	var sas, annotated int
+	for _, doc := range strings.Split(string(built), "\n---\n") {
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+			t.Fatalf("%v\n%s", err, doc)
+		}
+		meta, _ := obj["metadata"].(map[string]any)
+		switch {
+		case obj["kind"] == "ServiceAccount" && meta["name"] == "custom-metrics-stackdriver-adapter":
+			sas++
+			if ann, _ := meta["annotations"].(map[string]any); ann["iam.gke.io/gcp-service-account"] == "metrics-adapter-gsa@my-proj.iam.gserviceaccount.com" {
+				annotated++
+			}
+		case obj["kind"] == "Deployment" && meta["name"] == "vllm-gemma-deployment":
+			if _, has := obj["spec"].(map[string]any)["replicas"]; has {
+				t.Error("the vLLM Deployment sets replicas: a sync would undo the HPA")
+			}
+		case obj["kind"] == "Secret":
+			t.Error("the token Secret is in the kustomization")
+		}
+	}
+	if sas != 1 || annotated != 1 {
+		t.Errorf("the adapter's ServiceAccount: %d in the build, %d annotated; want 1 and 1", sas, annotated)
+	}
+	_, gcloud, _ := run(t, dir, nil, append([]string{"render", "--format", "gcloud"}, p...)...)
+	script, _ := os.ReadFile(filepath.Join(stack, "google.sh"))
+	if string(script) != gcloud || !strings.Contains(gcloud, "gcloud iam service-accounts create metrics-adapter-gsa --project=my-proj") ||
+		!strings.Contains(gcloud, "--role=roles/iam.workloadIdentityUser") || !strings.Contains(gcloud, "--role=roles/monitoring.viewer") {
+		t.Errorf("google.sh and render --format gcloud differ or lack the grants:\n%s\n---\n%s", script, gcloud)
+	}
+	if _, native, _ := run(t, dir, nil, append([]string{"render", "--format", "gcloud", "--backend", "native"}, p...)...); native != "" {
+		t.Errorf("the native backend needs no Google side, got:\n%s", native)
+	}
+	for _, args := range [][]string{{"render"}, {"render", "--include-identity"}, {"up", "--dry-run"}, {"cleanup", "--dry-run", "--skip", "identity", "--kubeconfig", "/nope"}} {
+		_, j, _ := run(t, dir, nil, append(append(args, p...), "-o", "json")...)
+		_, y, _ := run(t, dir, nil, append(append(args, p...), "-o", "yaml")...)
+		var fromJSON, fromYAML any
+		if err := json.Unmarshal([]byte(j), &fromJSON); err != nil {
+			t.Fatalf("%v -o json: %v\n%s", args, err, j)
+		}
+		if err := yaml.Unmarshal([]byte(y), &fromYAML); err != nil {
+			t.Fatalf("%v -o yaml: %v\n%s", args, err, y)
+		}
+		if !reflect.DeepEqual(fromJSON, fromYAML) {
+			t.Errorf("%v: -o yaml is not the document -o json is:\n%s\n---\n%s", args, j, y)
+		}
 	}
 }

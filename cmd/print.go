@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
@@ -39,7 +38,7 @@ type objectJSON struct {
 }
 
 // printPlans prints what the steps would do. Text: a summary per step;
-// yaml: the objects as one apply-able stream; json: planJSON. The token
+// json and yaml: planJSON (render prints the objects to apply). The token
 // Secret never appears with data: a placeholder applied by someone else
 // would overwrite the real token.
 func (o *stackOptions) printPlans(ctx context.Context, s *steps.Stack, names []string) error {
@@ -68,7 +67,7 @@ func (o *stackOptions) printPlans(ctx context.Context, s *steps.Stack, names []s
 		}
 	}
 	switch o.output {
-	case outputJSON:
+	case outputJSON, outputYAML: // one document, in either form
 		doc := planJSON{Command: o.command, OK: true, DryRun: true, Steps: []stepPlanJSON{}, Notes: notes}
 		for _, p := range plans {
 			sp := stepPlanJSON{Step: p.Step, Objects: []objectJSON{}, GCPCalls: p.GCPCalls}
@@ -85,24 +84,6 @@ func (o *stackOptions) printPlans(ctx context.Context, s *steps.Stack, names []s
 		}
 		_, err := o.printDoc(doc)
 		return err
-	case outputYAML:
-		o.printedDoc = true
-		for _, p := range plans {
-			for _, obj := range p.Objects {
-				if render.IsTokenSecret(o.cfg, obj) {
-					continue
-				}
-				y, err := yaml.Marshal(obj.Object)
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(out, "---\n# Source: vllm-hpa %s\n%s", p.Step, y)
-			}
-		}
-		for _, n := range notes {
-			fmt.Fprintln(o.streams.ErrOut, "note: "+n)
-		}
-		return nil
 	}
 	fmt.Fprintln(o.streams.ErrOut, "dry run: nothing is changed")
 	for _, p := range plans {

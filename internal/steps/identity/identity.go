@@ -1113,7 +1113,7 @@ func Calls(cfg *config.Config, projectNumber string) []step.GCPCall {
 	project := "projects/" + cfg.Project
 	if cfg.Identity.Mode == "direct" {
 		if projectNumber == "" {
-			projectNumber = "PROJECT_NUMBER"
+			projectNumber = projectNumberPlaceholder
 		}
 		return []step.GCPCall{{
 			API: "cloudresourcemanager.googleapis.com", Method: "projects.setIamPolicy", Resource: project,
