@@ -75,7 +75,7 @@ replicas: the HPA owns them, and a GitOps sync must not reset them.`,
 			}
 			return nil
 		},
-		RunE:      runCommand(o, nil),
+		RunE: runCommand(o, nil),
 	}
 	c.Flags().BoolVar(&o.includeIdentity, "include-identity", false, "add the Workload Identity annotation to the adapter's ServiceAccount, as the identity step sets it")
 	c.Flags().StringVar(&o.format, "format", formatYAML, "yaml (one stream), kustomize DIR (a file per step and a kustomization.yaml, with google.sh), or gcloud (the Google side as gcloud commands)")
