@@ -21,6 +21,7 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/nativemetrics"
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
 )
@@ -302,9 +303,11 @@ func hpaMetric(t *testing.T, inst instance) string {
 	return h.Spec.Metrics[0].Pods.Metric.Name
 }
 
-// TestNativeMetricLimit: a cluster whose other AutoscalingMetrics declare
-// 20 gauges refuses a native stack (exit 5), before anything changes; one
-// fewer leaves room.
+// TestNativeMetricLimit: GKE serves at most 50 unique metrics per node,
+// counted per node over the AutoscalingMetrics whose pods run there. On
+// the node the vLLM pods run on, 50 gauges of others refuse a native
+// stack (exit 5, naming the node) before anything changes; 49 leave room.
+// Gauges whose pods run on no node count nowhere.
 func TestNativeMetricLimit(t *testing.T) {
 	inst := newInstance(t, "limit", "limit-ns")
 	ctx := context.Background()
@@ -318,35 +321,50 @@ func TestNativeMetricLimit(t *testing.T) {
 		// controller gets to them: the next test on this control plane
 		// counts what is left.
 		k.Dynamic.Resource(nativemetrics.Resource).Namespace(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		k.Client.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{})
 		k.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	})
-	for i := range 20 {
+	servePods(t, inst)
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	mustRun(t, inst, "deploy")
+	// Another workload's pod, on the vLLM pods' node (the testbed has one).
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns, Labels: map[string]string{"app": "other"}},
+		Spec: corev1.PodSpec{NodeName: localcluster.NodeName, Containers: []corev1.Container{{Name: "c", Image: "other"}}}}
+	if _, err := k.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	declare := func(name, app string, gauges int) {
+		var metrics []any
+		for g := range gauges {
+			metrics = append(metrics, map[string]any{"gauge": map[string]any{"name": fmt.Sprintf("g%d", g), "prometheusMetricName": fmt.Sprintf("g%d", g)}})
+		}
 		am := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": nativemetrics.GroupVersion, "kind": "AutoscalingMetric",
-			"metadata": map[string]any{"name": fmt.Sprintf("other-%d", i), "namespace": ns},
+			"metadata": map[string]any{"name": name, "namespace": ns},
 			"spec": map[string]any{"metrics": []any{map[string]any{"pod": map[string]any{
-				"selector":   map[string]any{"matchLabels": map[string]any{"app": "other"}},
-				"containers": []any{map[string]any{"endpoint": map[string]any{"port": int64(9090)}, "metrics": []any{map[string]any{"gauge": map[string]any{"name": "g", "prometheusMetricName": "g"}}}}},
+				"selector":   map[string]any{"matchLabels": map[string]any{"app": app}},
+				"containers": []any{map[string]any{"endpoint": map[string]any{"port": int64(9090)}, "metrics": metrics}},
 			}}}},
 		}}
 		if _, err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(ns).Create(ctx, am, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
+	declare("on-the-node", "other", 50)
+	declare("on-no-node", "nobody", 50) // selects no pod: counts on no node
 	code, out, errOut := kubeRun(t, inst, "monitor", "--backend", "native", "-o", "json")
-	if code != exitcode.Precondition || !strings.Contains(out, "other AutoscalingMetrics declare 20 gauges") || !strings.Contains(out, "at most 20 per cluster") {
-		t.Errorf("20 gauges elsewhere: exit %d\n%s\n%s", code, out, errOut)
+	if code != exitcode.Precondition || !strings.Contains(out, "the pods on node "+localcluster.NodeName+" already emit 50 unique metrics") || !strings.Contains(out, "at most 50 per node") {
+		t.Errorf("50 gauges on the node: exit %d\n%s\n%s", code, out, errOut)
 	}
 	if list, _ := k.Dynamic.Resource(nativemetrics.Resource).Namespace(inst.namespace).List(ctx, metav1.ListOptions{}); len(list.Items) != 0 {
 		t.Errorf("the refused run created %d AutoscalingMetrics", len(list.Items))
 	}
-	if err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(ns).Delete(ctx, "other-0", metav1.DeleteOptions{}); err != nil {
+	if err := k.Dynamic.Resource(nativemetrics.Resource).Namespace(ns).Delete(ctx, "on-the-node", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	servePods(t, inst)
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	declare("on-the-node", "other", 49)
 	if code, out, errOut := kubeRun(t, inst, "up", "--backend", "native", "--skip", "hpa", "-o", "json"); code != 0 {
-		t.Errorf("19 gauges elsewhere: exit %d\n%s\n%s", code, out, errOut)
+		t.Errorf("49 gauges on the node: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
 

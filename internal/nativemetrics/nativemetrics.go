@@ -1,11 +1,10 @@
 // Package nativemetrics is what vllm-hpa knows of GKE's native custom
-// metrics (Preview): the AutoscalingMetric resource a workload declares its
+// metrics (GA from 1.37): the AutoscalingMetric resource a workload declares its
 // gauges with, the name the HPA gives such a metric, and what a cluster
-// needs to serve it. Sources, cited in docs/native-metrics.md: Google's
-// "Expose custom metrics for autoscaling"
-// (https://cloud.google.com/kubernetes-engine/docs/how-to/expose-custom-metrics-autoscaling)
-// and "Autoscale using metrics"
-// (https://cloud.google.com/kubernetes-engine/docs/how-to/autoscale-using-metrics).
+// needs to serve it. Source, cited in docs/native-metrics.md: Google's
+// "Autoscale Pods by using custom or external metrics"
+// (https://cloud.google.com/kubernetes-engine/docs/how-to/autoscale-using-metrics),
+// which supersedes "Expose custom metrics for autoscaling".
 package nativemetrics
 
 import (
@@ -62,18 +61,43 @@ func GaugeName(prometheusName string) string {
 	return strings.Trim(strings.NewReplacer("_", "-", ":", "-").Replace(n), "-")
 }
 
-// What a cluster needs for native metrics ("Expose custom metrics for
-// autoscaling", requirements).
+// What a cluster needs for native metrics, as Google's "Autoscale Pods by
+// using custom or external metrics" gives it today (it supersedes "Expose
+// custom metrics for autoscaling", whose Preview needed 1.35.1 and the
+// Rapid channel, with 20 metrics per cluster).
 const (
-	// MinVersion is the first GKE version that serves them (Preview).
-	MinVersion = "1.35.1-gke.1396000"
-	// Channel is the release channel they need.
-	Channel = "RAPID"
+	// GAVersion is the first GKE version where custom pod metrics
+	// fetched in the cluster are generally available.
+	GAVersion = "1.37.0-gke.3100000"
+	// PreviewVersion is the first that serves them, in Preview (where
+	// the label rules below apply).
+	PreviewVersion = "1.36.4-gke.1247000"
 	// HPAProfile is the HPA profile they need (podAutoscaling.hpaProfile).
 	HPAProfile = "PERFORMANCE"
-	// MaxMetricsPerCluster is how many gauges a cluster may declare.
-	MaxMetricsPerCluster = 20
+	// MaxMetricsPerNode is how many unique metrics the pods on one node
+	// may emit for autoscaling, by default (more on request to Google).
+	MaxMetricsPerNode = 50
 )
+
+// Stage is what a GKE version offers of native metrics.
+type Stage string
+
+const (
+	StageNone    Stage = "none"
+	StagePreview Stage = "Preview"
+	StageGA      Stage = "GA"
+)
+
+// StageOf is what version v offers: GA, Preview or nothing.
+func StageOf(v string) Stage {
+	switch {
+	case VersionAtLeast(v, GAVersion):
+		return StageGA
+	case VersionAtLeast(v, PreviewVersion):
+		return StagePreview
+	}
+	return StageNone
+}
 
 // Requirement is one thing a cluster needs for native metrics, as the
 // container API describes the cluster.
@@ -84,28 +108,23 @@ type Requirement struct {
 	Fix     string // the gcloud command that meets it
 }
 
-// Requirements judges c against what native metrics need, in the order
-// their fixes apply (the Rapid channel first: it offers the version);
-// location and project complete the gcloud fixes.
+// Requirements judges c against what native metrics need: a version that
+// serves them (GA or Preview, said which; no release channel is needed)
+// and the performance HPA profile. Location and project complete the
+// gcloud fixes.
 func Requirements(c *container.Cluster, project, location string) []Requirement {
 	loc := fmt.Sprintf("%s --location %s --project %s", c.Name, location, project)
 	var out []Requirement
 
-	channel := "none"
-	if c.ReleaseChannel != nil && c.ReleaseChannel.Channel != "" {
-		channel = c.ReleaseChannel.Channel
-	}
-	r := Requirement{Check: "release channel", OK: channel == Channel, Message: channel}
-	if !r.OK {
-		r.Message = fmt.Sprintf("release channel %s, not %s: native custom metrics are in Preview on the Rapid channel", channel, Channel)
-		r.Fix = fmt.Sprintf("gcloud container clusters update %s --release-channel=rapid", loc)
-	}
-	out = append(out, r)
-
-	r = Requirement{Check: "gke version", OK: VersionAtLeast(c.CurrentMasterVersion, MinVersion), Message: c.CurrentMasterVersion}
-	if !r.OK {
-		r.Message = fmt.Sprintf("control plane version %q is older than %s, the first that serves native custom metrics", c.CurrentMasterVersion, MinVersion)
-		r.Fix = fmt.Sprintf("gcloud container clusters upgrade %s --master --cluster-version=%s", loc, MinVersion)
+	r := Requirement{Check: "gke version", Message: c.CurrentMasterVersion}
+	switch StageOf(c.CurrentMasterVersion) {
+	case StageGA:
+		r.OK, r.Message = true, c.CurrentMasterVersion+" (native custom metrics GA)"
+	case StagePreview:
+		r.OK, r.Message = true, c.CurrentMasterVersion+" (native custom metrics in Preview: its label rules apply; GA from "+GAVersion+")"
+	default:
+		r.Message = fmt.Sprintf("control plane version %q is older than %s, the first that serves native custom metrics (GA from %s)", c.CurrentMasterVersion, PreviewVersion, GAVersion)
+		r.Fix = fmt.Sprintf("gcloud container clusters upgrade %s --master --cluster-version=%s", loc, GAVersion)
 	}
 	out = append(out, r)
 
@@ -132,7 +151,7 @@ func Supported(rs []Requirement) bool {
 	return true
 }
 
-// VersionAtLeast compares GKE versions (1.35.1-gke.1396000): major, minor,
+// VersionAtLeast compares GKE versions (1.37.0-gke.3100000): major, minor,
 // patch, then the gke build number. A version it cannot read is not at
 // least anything.
 func VersionAtLeast(v, min string) bool {

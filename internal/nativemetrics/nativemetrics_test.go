@@ -14,58 +14,74 @@ func TestVersionAtLeast(t *testing.T) {
 		v    string
 		want bool
 	}{
-		{"1.35.1-gke.1396000", true},
-		{"1.35.1-gke.1395999", false},
-		{"1.35.2-gke.100", true},
-		{"1.35.0-gke.99999999", false},
-		{"1.36.0-gke.1", true},
-		{"1.34.9-gke.9999999", false},
+		{"1.37.0-gke.3100000", true},
+		{"1.37.0-gke.3099999", false},
+		{"1.37.1-gke.100", true},
+		{"1.36.9-gke.99999999", false},
+		{"1.38.0-gke.1", true},
 		{"2.0.0", true},
-		{"1.37.2-gke.0", true},
-		{"v1.35.1-gke.1396000", true},
+		{"v1.37.0-gke.3100000", true},
 		{"", false},
 		{"latest", false},
-		{"1.35.x", false},
+		{"1.37.x", false},
 	} {
-		if got := VersionAtLeast(c.v, MinVersion); got != c.want {
+		if got := VersionAtLeast(c.v, GAVersion); got != c.want {
 			t.Errorf("VersionAtLeast(%q) = %v, want %v", c.v, got, c.want)
 		}
 	}
 }
 
-// TestRequirements: each kind of cluster, and the fix for each missing
-// requirement.
+// TestRequirements: clusters below Preview, on Preview and GA, in every
+// channel or none (no channel is needed any more), with and without the
+// performance profile; each unmet requirement with its fix.
 func TestRequirements(t *testing.T) {
-	ok := func() *container.Cluster {
-		return &container.Cluster{Name: "gpu-hpa", CurrentMasterVersion: "1.35.1-gke.1396000",
-			ReleaseChannel: &container.ReleaseChannel{Channel: "RAPID"}, PodAutoscaling: &container.PodAutoscaling{HpaProfile: "PERFORMANCE"}}
+	cluster := func(version, channel, profile string) *container.Cluster {
+		c := &container.Cluster{Name: "gpu-hpa", CurrentMasterVersion: version}
+		if channel != "" {
+			c.ReleaseChannel = &container.ReleaseChannel{Channel: channel}
+		}
+		if profile != "" {
+			c.PodAutoscaling = &container.PodAutoscaling{HpaProfile: profile}
+		}
+		return c
 	}
 	cases := []struct {
-		name  string
-		edit  func(c *container.Cluster)
-		unmet string // the check that fails, "" for none
-		fix   string
+		version, channel, profile string
+		stage                     Stage
+		unmet                     string // the check that fails, "" for none
+		fix                       string
 	}{
-		{"supported", func(*container.Cluster) {}, "", ""},
-		{"old version", func(c *container.Cluster) { c.CurrentMasterVersion = "1.34.3-gke.1000" }, "gke version", "--master --cluster-version=1.35.1-gke.1396000"},
-		{"regular channel", func(c *container.Cluster) { c.ReleaseChannel.Channel = "REGULAR" }, "release channel", "--release-channel=rapid"},
-		{"no channel", func(c *container.Cluster) { c.ReleaseChannel = nil }, "release channel", "--release-channel=rapid"},
-		{"no hpa profile", func(c *container.Cluster) { c.PodAutoscaling = nil }, "hpa profile", "--hpa-profile=performance"},
-		{"profile none", func(c *container.Cluster) { c.PodAutoscaling.HpaProfile = "NONE" }, "hpa profile", "--hpa-profile=performance"},
+		{"1.37.0-gke.3100000", "REGULAR", "PERFORMANCE", StageGA, "", ""},
+		{"1.37.2-gke.1000", "STABLE", "PERFORMANCE", StageGA, "", ""},
+		{"1.38.1-gke.1", "", "PERFORMANCE", StageGA, "", ""},
+		{"1.37.0-gke.3099999", "RAPID", "PERFORMANCE", StagePreview, "", ""},
+		{"1.36.4-gke.1247000", "REGULAR", "PERFORMANCE", StagePreview, "", ""},
+		{"1.36.4-gke.1246999", "RAPID", "PERFORMANCE", StageNone, "gke version", "--master --cluster-version=1.37.0-gke.3100000"},
+		{"1.35.1-gke.1396000", "RAPID", "PERFORMANCE", StageNone, "gke version", "--master --cluster-version=1.37.0-gke.3100000"},
+		{"1.37.1-gke.1000", "REGULAR", "", StageGA, "hpa profile", "--hpa-profile=performance"},
+		{"1.37.1-gke.1000", "REGULAR", "NONE", StageGA, "hpa profile", "--hpa-profile=performance"},
 	}
 	for _, c := range cases {
-		cl := ok()
-		c.edit(cl)
-		rs := Requirements(cl, "my-proj", "us-central1")
+		name := c.version + "/" + c.channel + "/" + c.profile
+		if got := StageOf(c.version); got != c.stage {
+			t.Errorf("%s: stage %s, want %s", name, got, c.stage)
+		}
+		rs := Requirements(cluster(c.version, c.channel, c.profile), "my-proj", "us-central1")
 		if Supported(rs) != (c.unmet == "") {
-			t.Errorf("%s: supported = %v", c.name, Supported(rs))
+			t.Errorf("%s: supported = %v", name, Supported(rs))
 		}
 		for _, r := range rs {
+			if r.Check == "release channel" {
+				t.Errorf("%s: a release channel is still required", name)
+			}
 			if r.OK == (r.Check == c.unmet) {
-				t.Errorf("%s: %s ok=%v", c.name, r.Check, r.OK)
+				t.Errorf("%s: %s ok=%v (%s)", name, r.Check, r.OK, r.Message)
 			}
 			if !r.OK && (!strings.Contains(r.Fix, c.fix) || !strings.Contains(r.Fix, "gpu-hpa --location us-central1 --project my-proj")) {
-				t.Errorf("%s: fix %q", c.name, r.Fix)
+				t.Errorf("%s: fix %q", name, r.Fix)
+			}
+			if r.Check == "gke version" && r.OK && !strings.Contains(r.Message, string(c.stage)) {
+				t.Errorf("%s: the version check does not say %s: %s", name, c.stage, r.Message)
 			}
 		}
 	}

@@ -6,8 +6,10 @@ import (
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -19,11 +21,11 @@ import (
 // ResolveBackend decides hpa.backend for a command that reaches the
 // cluster, before any step reads it, and says which and why. auto is
 // native when the container API shows a cluster that serves native
-// metrics (version, Rapid channel, performance HPA profile), or, without
+// metrics (a GA or Preview version, the performance HPA profile), or, without
 // the container API, when the cluster serves AutoscalingMetric; the
 // adapter otherwise. native is checked the same way and refused (exit 5,
 // with the gcloud fixes) where it cannot work; so is a cluster whose
-// AutoscalingMetrics already declare the most gauges GKE serves.
+// nodes already emit the most metrics GKE serves per node.
 // The cluster read from the container API is kept in deps, for the
 // preconditions.
 func ResolveBackend(ctx context.Context, cfg *config.Config, deps *step.Deps) error {
@@ -123,15 +125,24 @@ func nativeRequirements(ctx context.Context, cfg *config.Config, deps *step.Deps
 	r := nativemetrics.Requirement{Check: "api", OK: served, Message: nativemetrics.GroupVersion + " AutoscalingMetric served"}
 	if !served {
 		r.Message = "the API server does not serve " + nativemetrics.GroupVersion + " AutoscalingMetric (not a GKE cluster with native custom metrics; the container API was not read, so what is missing is not known: with Google credentials and --cluster/--location, or a gcloud kubeconfig context, vllm-hpa says which)"
-		r.Fix = "gcloud container clusters update CLUSTER --location LOCATION --release-channel=rapid --hpa-profile=performance (GKE " + nativemetrics.MinVersion + " or later)"
+		r.Fix = "gcloud container clusters update CLUSTER --location LOCATION --hpa-profile=performance, on GKE " + nativemetrics.GAVersion + " or later (" + nativemetrics.PreviewVersion + " for the Preview)"
 	}
 	return []nativemetrics.Requirement{r}, "the cluster", nil
 }
 
-// checkMetricLimit refuses a cluster whose other AutoscalingMetrics
-// already declare the most gauges GKE serves per cluster.
+// checkMetricLimit refuses to add gauges on a node whose pods would then
+// emit more unique metrics for autoscaling than GKE serves per node
+// (nativemetrics.MaxMetricsPerNode), counted as Google counts them: per
+// node, the distinct AutoscalingMetric gauges whose selected pods run on
+// it. The nodes that count are those the vLLM pods run on now; before
+// they run (a first up), the busiest node is said, not refused: where
+// the pods will land is not known yet.
 func checkMetricLimit(ctx context.Context, cfg *config.Config, deps step.Deps) error {
 	if deps.Kube == nil {
+		return nil
+	}
+	notChecked := func(why string) error {
+		deps.Reporter().Action("backend", fmt.Sprintf("the %d-metrics-per-node limit not checked: %s", nativemetrics.MaxMetricsPerNode, why))
 		return nil
 	}
 	list, err := deps.Kube.Dynamic.Resource(nativemetrics.Resource).List(ctx, metav1.ListOptions{})
@@ -139,36 +150,91 @@ func checkMetricLimit(ctx context.Context, cfg *config.Config, deps step.Deps) e
 	case apierrors.IsNotFound(err):
 		return nil
 	case apierrors.IsForbidden(err):
-		deps.Reporter().Action("backend", fmt.Sprintf("the %d-metric limit not checked: the caller may not list AutoscalingMetrics in every namespace", nativemetrics.MaxMetricsPerCluster))
-		return nil
+		return notChecked("the caller may not list AutoscalingMetrics in every namespace")
 	case err != nil:
 		return fmt.Errorf("list AutoscalingMetrics: %w", err)
 	}
-	used := map[string]bool{}
-	var own []string // this instance's declared gauges, nil when it has none
+	perNode := map[string]map[string]bool{} // node -> namespace/metric/gauge
+	var own []string                        // this instance's declared gauges
+	podsOf := map[string][]corev1.Pod{}     // by namespace and selector
 	for _, am := range list.Items {
 		if am.GetNamespace() == cfg.Workload.Namespace && am.GetName() == cfg.AutoscalingMetricName() {
-			own = append([]string{}, nativemetrics.Gauges(&am)...)
+			own = nativemetrics.Gauges(&am)
 			continue // counted as configured below
 		}
 		for _, g := range nativemetrics.Gauges(&am) {
-			used[am.GetNamespace()+"/"+am.GetName()+"/"+g] = true
+			gauge, _ := nativemetrics.Find(&am, g)
+			pods, err := selectedPods(ctx, deps, am.GetNamespace(), gauge.Selector, podsOf)
+			if apierrors.IsForbidden(err) {
+				return notChecked("the caller may not list the pods in namespace " + am.GetNamespace())
+			} else if err != nil {
+				return err
+			}
+			for _, p := range pods {
+				if p.Spec.NodeName == "" {
+					continue
+				}
+				if perNode[p.Spec.NodeName] == nil {
+					perNode[p.Spec.NodeName] = map[string]bool{}
+				}
+				perNode[p.Spec.NodeName][am.GetNamespace()+"/"+am.GetName()+"/"+g] = true
+			}
 		}
 	}
-	adds := false
+	var adds []string
 	for _, m := range cfg.ScaledMetrics() {
-		adds = adds || !slices.Contains(own, m.GaugeName)
+		if !slices.Contains(own, m.GaugeName) {
+			adds = append(adds, m.GaugeName)
+		}
 	}
-	if !adds {
+	if len(adds) == 0 {
 		// Nothing new to declare (verify, status, a re-run): others
 		// having grown past the limit since is not this run's to refuse.
 		return nil
 	}
-	if want := len(cfg.ScaledMetrics()); len(used)+want > nativemetrics.MaxMetricsPerCluster {
-		return exitcode.With(exitcode.Precondition, fmt.Errorf("hpa.backend native: the cluster's other AutoscalingMetrics declare %d gauges, this instance needs %d, and GKE serves at most %d per cluster (nothing was changed): remove unused ones, or use --backend adapter",
-			len(used), want, nativemetrics.MaxMetricsPerCluster))
+	want := len(cfg.ScaledMetrics())
+	ours, err := selectedPods(ctx, deps, cfg.Workload.Namespace, map[string]string{"app": cfg.Workload.AppLabel}, podsOf)
+	if apierrors.IsForbidden(err) {
+		return notChecked("the caller may not list the pods in namespace " + cfg.Workload.Namespace)
+	} else if err != nil {
+		return err
+	}
+	busiest, most := "", 0
+	for node, metrics := range perNode {
+		if len(metrics) > most || len(metrics) == most && node < busiest {
+			busiest, most = node, len(metrics)
+		}
+	}
+	checked := false
+	for _, p := range ours {
+		if node := p.Spec.NodeName; node != "" {
+			checked = true
+			if n := len(perNode[node]); n+want > nativemetrics.MaxMetricsPerNode {
+				return exitcode.With(exitcode.Precondition, fmt.Errorf("hpa.backend native: the pods on node %s already emit %d unique metrics for autoscaling, this instance adds %d, and GKE serves at most %d per node by default (nothing was changed): remove unused AutoscalingMetrics, ask Google for a higher limit, or use --backend adapter",
+					node, n, want, nativemetrics.MaxMetricsPerNode))
+			}
+		}
+	}
+	if !checked && most+want > nativemetrics.MaxMetricsPerNode {
+		deps.Reporter().Action("backend", fmt.Sprintf("node %s's pods already emit %d unique metrics for autoscaling: a vLLM pod placed there would pass GKE's %d per node", busiest, most, nativemetrics.MaxMetricsPerNode))
 	}
 	return nil
+}
+
+// selectedPods lists the pods of namespace that selector selects, once
+// per namespace and selector.
+func selectedPods(ctx context.Context, deps step.Deps, namespace string, selector map[string]string, cache map[string][]corev1.Pod) ([]corev1.Pod, error) {
+	sel := labels.SelectorFromSet(selector).String()
+	key := namespace + "|" + sel
+	if pods, ok := cache[key]; ok {
+		return pods, nil
+	}
+	list, err := deps.Kube.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+	if err != nil {
+		return nil, err
+	}
+	cache[key] = list.Items
+	return list.Items, nil
 }
 
 func unmet(rs []nativemetrics.Requirement) string {

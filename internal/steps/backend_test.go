@@ -33,14 +33,20 @@ func TestResolveBackend(t *testing.T) {
 		mentions string // in the action or the error
 	}{
 		{"auto on a native cluster", "auto", func(*container.Cluster) {}, "native", "auto: native, as cluster gpu-hpa serves"},
-		{"auto on an old cluster", "auto", func(c *container.Cluster) { c.CurrentMasterVersion = "1.33.5-gke.1000" }, "adapter", "older than 1.35.1-gke.1396000"},
-		{"auto on the regular channel", "auto", func(c *container.Cluster) { c.ReleaseChannel.Channel = "REGULAR" }, "adapter", "release channel REGULAR"},
+		{"auto on GA in the regular channel", "auto", func(c *container.Cluster) {
+			c.CurrentMasterVersion, c.ReleaseChannel.Channel = "1.37.0-gke.3100000", "REGULAR"
+		}, "native", "native custom metrics GA"},
+		{"auto on GA in no channel", "auto", func(c *container.Cluster) { c.ReleaseChannel = nil }, "native", "GA"},
+		{"auto on Preview", "auto", func(c *container.Cluster) { c.CurrentMasterVersion = "1.36.4-gke.1247000" }, "native", "in Preview"},
+		{"auto below Preview", "auto", func(c *container.Cluster) { c.CurrentMasterVersion = "1.36.4-gke.1246999" }, "adapter", "older than 1.36.4-gke.1247000"},
+		{"auto on the old Preview's version", "auto", func(c *container.Cluster) { c.CurrentMasterVersion = "1.35.1-gke.1396000" }, "adapter", "older than 1.36.4-gke.1247000"},
 		{"auto without the performance profile", "auto", func(c *container.Cluster) { c.PodAutoscaling = nil }, "adapter", "HPA profile none"},
 		{"native on a native cluster", "native", func(*container.Cluster) {}, "native", ""},
+		{"native on GA in the stable channel", "native", func(c *container.Cluster) { c.ReleaseChannel.Channel = "STABLE" }, "native", ""},
 		{"native without the profile", "native", func(c *container.Cluster) { c.PodAutoscaling.HpaProfile = "NONE" }, "", "--hpa-profile=performance"},
 		{"native on an old stable cluster", "native", func(c *container.Cluster) {
 			c.CurrentMasterVersion, c.ReleaseChannel = "1.31.1-gke.1", nil
-		}, "", "--release-channel=rapid"},
+		}, "", "--cluster-version=1.37.0-gke.3100000"},
 		{"adapter anywhere", "adapter", func(c *container.Cluster) { c.PodAutoscaling = nil }, "adapter", ""},
 	}
 	for _, c := range cases {

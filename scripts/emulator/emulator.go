@@ -62,9 +62,9 @@ type Options struct {
 	Settings map[string]string
 	Cluster  string
 	Location string
-	// NativeMetrics: the cluster serves GKE's native custom metrics (Rapid
-	// channel, performance HPA profile, the AutoscalingMetric CRD), read
-	// every NativeInterval; false, a cluster that does not.
+	// NativeMetrics: the cluster serves GKE's native custom metrics (GA
+	// in 1.37, the performance HPA profile, the AutoscalingMetric CRD),
+	// read every NativeInterval; false, a cluster that does not.
 	NativeMetrics  bool
 	NativeInterval time.Duration
 }
@@ -272,9 +272,11 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	// creates (in whatever namespace it is configured to use).
 	cp.ServeService("*", "custom-metrics-stackdriver-adapter", 443, adapterAddr)
 
+	// GKE 1.37.2 serves native custom metrics as GA in any channel: the
+	// HPA profile decides (NONE: a cluster that does not serve them).
 	channel, profile := "REGULAR", "NONE"
 	if o.NativeMetrics {
-		channel, profile = "RAPID", "PERFORMANCE"
+		profile = "PERFORMANCE"
 	}
 	e.GCP.GKE.PutCluster(fmt.Sprintf("projects/%s/locations/%s/clusters/%s", o.Project, o.Location, o.Cluster), &container.Cluster{
 		Name: o.Cluster, Location: o.Location, Status: "RUNNING",

@@ -6,7 +6,7 @@ import (
 )
 
 // The native route end to end: on an emulated cluster that serves GKE's
-// native custom metrics (Rapid, performance profile), hpa.backend auto
+// native custom metrics (GA, performance profile), hpa.backend auto
 // picks native from the container API, up builds no adapter and calls no
 // Google API that changes anything, the HPA scales 1 -> 3 -> 1 on
 // autoscaling.gke.io|gemma-server-vllm|num-requests-running served by the
