@@ -1,14 +1,17 @@
 package cmd
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -443,5 +446,84 @@ func TestRenderForGitOps(t *testing.T) {
 		if !reflect.DeepEqual(fromJSON, fromYAML) {
 			t.Errorf("%v: -o yaml is not the document -o json is:\n%s\n---\n%s", args, j, y)
 		}
+	}
+}
+
+// TestOverallTimeout: --timeout bounds the whole of up and cleanup, even
+// against an API server that accepts connections and never answers: exit
+// 4, naming the limit, well before any per-request bound (2 minutes).
+func TestOverallTimeout(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never written to
+		}
+	}()
+	kc := writeFile(t, t.TempDir(), "kubeconfig", `apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://`+l.Addr().String()+`", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: abc}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`)
+	env := map[string]string{"KUBECONFIG": kc, "HF_TOKEN": "hf_overallTimeoutToken"}
+	for _, args := range [][]string{{"up", "--skip", "identity"}, {"cleanup", "--skip", "identity"}} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang fails, not stalls, the suite
+		// Exit 4 is the command's own limit: the guard's would be 130.
+		code, _, errOut := runCtx(t, ctx, "", env, append(args, "--project", "my-proj", "--timeout", "3s")...)
+		cancel()
+		if code != exitcode.Timeout || !strings.Contains(errOut, "--timeout 3s reached") {
+			t.Errorf("%v --timeout 3s against a server that never answers: exit %d, want %d naming the limit:\n%s", args, code, exitcode.Timeout, errOut)
+		}
+	}
+}
+
+// TestHelpAndTypos: the root help leads to getting started and shows a
+// whole cycle; a step's help shows --project; a mistyped flag or command
+// gets a suggestion; -o json with no command is bad input with its
+// document, not help on stdout.
+func TestHelpAndTypos(t *testing.T) {
+	t.Parallel()
+	_, out, _ := run(t, "", nil, "--help")
+	for _, want := range []string{"docs/getting-started.md", "Examples:", "vllm-hpa preflight", "vllm-hpa cleanup --project my-proj"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("root help lacks %q", want)
+		}
+	}
+	if _, out, _ := run(t, "", nil, "up", "--help"); !strings.Contains(out, "--project string") {
+		t.Errorf("up --help does not show --project:\n%s", out)
+	}
+	if _, out, _ := run(t, "", nil, "version", "--help"); strings.Contains(out, "--project string") {
+		t.Errorf("version --help shows --project, which version refuses")
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"up", "--projct", "x"}, "did you mean --project?"},
+		{[]string{"verify", "--namespac", "x"}, "did you mean --namespace?"},
+		{[]string{"statsu"}, "did you mean status?"},
+	} {
+		if code, _, errOut := run(t, "", nil, c.args...); code != exitcode.BadInput || !strings.Contains(errOut, c.want) {
+			t.Errorf("%v: exit %d, want 2 and %q:\n%s", c.args, code, c.want, errOut)
+		}
+	}
+	code, out, _ := run(t, "", nil, "-o", "json")
+	var doc result
+	strict(t, out, &doc)
+	if code != exitcode.BadInput || doc.OK || !strings.Contains(doc.Error, "no command given") {
+		t.Errorf("-o json with no command: exit %d, %+v", code, doc)
+	}
+	if code, out, _ := run(t, "", nil); code != 0 || !strings.Contains(out, "Usage:") {
+		t.Errorf("no command at all: exit %d, want 0 and the help", code)
 	}
 }

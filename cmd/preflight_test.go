@@ -72,6 +72,18 @@ func TestPreflight(t *testing.T) {
 		}
 	}
 
+	t.Run("up --dry-run=server", func(t *testing.T) {
+		code, out, errOut := gcpRun(t, g, inst, "up", "--dry-run=server", "-o", "json")
+		var doc runJSON
+		strict(t, out, &doc)
+		if code != 0 || doc.Command != "up" || len(doc.Steps) == 0 || doc.Steps[len(doc.Steps)-1].Step == "hpa" {
+			t.Errorf("up --dry-run=server: exit %d, %+v\n%s", code, doc, errOut)
+		}
+		if code, _, errOut := gcpRun(t, g, inst, "cleanup", "--dry-run=server"); code != exitcode.BadInput {
+			t.Errorf("cleanup --dry-run=server: exit %d, want 2\n%s", code, errOut)
+		}
+	})
+
 	t.Run("no token", func(t *testing.T) {
 		code, doc, _ := preflightDoc(t, g, inst, map[string]string{"HF_TOKEN": ""})
 		if code != exitcode.Precondition || !strings.Contains(strings.Join(failedChecks(doc), "\n"), "token: no Hugging Face token") {

@@ -259,6 +259,7 @@ Exit codes:
 ` + exitCodeHelp(),
 		Example: `  export HF_TOKEN=hf_...
   vllm-hpa up --project my-proj --dry-run     # the plan: objects and IAM calls
+  vllm-hpa preflight --project my-proj        # every permission and setting, nothing changed
   vllm-hpa up --project my-proj
   vllm-hpa verify --project my-proj
   vllm-hpa cleanup --project my-proj`,

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,6 +27,7 @@ type stackOptions struct {
 	command      string
 	steps        []string
 	dryRun       bool
+	dryRunServer bool // --dry-run=server: preflight's checks, no plan
 	timeout      time.Duration
 	skip         []string // up, verify and cleanup: steps left out
 	keepWorkload bool     // cleanup
@@ -35,14 +37,45 @@ type stackOptions struct {
 }
 
 func (o *stackOptions) addFlags(c *cobra.Command, what string) {
-	c.Flags().BoolVar(&o.dryRun, "dry-run", false, "print what "+what+" and change nothing")
-	c.Flags().DurationVar(&o.timeout, "timeout", 0, "how long each step waits for its conditions (default: the step's timeouts.* setting)")
+	fl := c.Flags().VarPF(&dryRunFlag{o}, "dry-run", "", "print what "+what+" and change nothing; --dry-run=server instead asks the cluster and the project (preflight's checks: permissions, server-side dry runs, settings)")
+	fl.NoOptDefVal = "client"
+	c.Flags().DurationVar(&o.timeout, "timeout", 0, "how long the whole command may take; each step's wait is bounded by it too (default: no overall limit, each step its timeouts.* setting)")
 }
 
 func (o *stackOptions) addSkipFlag(c *cobra.Command) {
 	c.Flags().StringSliceVar(&o.skip, "skip", nil, "steps to leave out, e.g. --skip identity to use only Kubernetes (no Google credentials needed)")
 	_ = c.RegisterFlagCompletionFunc("skip", fixedCompletion(steps.Names()...))
 }
+
+// dryRunFlag is --dry-run: bare (or =client) a plan made offline, =server
+// preflight's checks against the cluster and the project, =none off.
+type dryRunFlag struct{ o *stackOptions }
+
+func (f *dryRunFlag) String() string {
+	switch {
+	case f.o == nil || !f.o.dryRun:
+		return "none"
+	case f.o.dryRunServer:
+		return "server"
+	}
+	return "client"
+}
+
+func (f *dryRunFlag) Set(v string) error {
+	switch v {
+	case "client", "true":
+		f.o.dryRun, f.o.dryRunServer = true, false
+	case "server":
+		f.o.dryRun, f.o.dryRunServer = true, true
+	case "none", "false":
+		f.o.dryRun, f.o.dryRunServer = false, false
+	default:
+		return fmt.Errorf("must be client (the default when given bare), server or none")
+	}
+	return nil
+}
+
+func (f *dryRunFlag) Type() string { return "string" }
 
 // applySkip checks --skip and leaves its steps out.
 func (o *stackOptions) applySkip() error {
@@ -90,7 +123,10 @@ func (o *stackOptions) Validate() error {
 			return exitcode.With(exitcode.BadInput, deploy.ErrTokenMissing)
 		}
 	}
-	if o.dryRun && o.command != "cleanup" {
+	if o.dryRunServer && o.command == "cleanup" {
+		return exitcode.With(exitcode.BadInput, errors.New("invalid --dry-run=server for cleanup: cleanup --dry-run already reads the cluster and the project"))
+	}
+	if o.dryRun && !o.dryRunServer && o.command != "cleanup" {
 		return nil // a plan reads nothing
 	}
 	return o.f.CheckConnection(o.cfg)
@@ -109,6 +145,9 @@ func (o *stackOptions) unchecked() []string {
 	return append(out, "this plan checked nothing against the cluster or the project: `vllm-hpa preflight` proves the token, every permission (Kubernetes and IAM), the cluster's settings and each object (a server-side dry run), changing nothing")
 }
 
+// errOverallTimeout is the cause of a context --timeout ended.
+var errOverallTimeout = errors.New("the command's --timeout passed")
+
 // applies reports whether the command applies steps (up, or a step's
 // command): only those write the token Secret.
 func (o *stackOptions) applies() bool {
@@ -117,6 +156,11 @@ func (o *stackOptions) applies() bool {
 
 // Run applies (or, for cleanup, deletes) the steps in order.
 func (o *stackOptions) Run(ctx context.Context) error {
+	if o.dryRunServer {
+		p := &preflightOptions{*o}
+		p.checksOnly = true
+		return p.Run(ctx)
+	}
 	if o.dryRun && o.command != "cleanup" {
 		if note := steps.ResolveOffline(o.cfg); note != "" {
 			fmt.Fprintln(o.streams.ErrOut, "note: "+note)
@@ -132,6 +176,13 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	rec := output.NewProgress(o.streams)
 	defer rec.Close()
 	start := time.Now()
+	if o.timeout > 0 {
+		// The whole command's limit: a step that would wait longer, or a
+		// server that never answers, ends it with exit 4, not a hang.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, o.timeout, errOverallTimeout)
+		defer cancel()
+	}
 	purpose := session.Apply
 	if o.command == "cleanup" {
 		purpose = session.Delete
@@ -139,6 +190,9 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	s, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: purpose, Steps: o.steps, Whole: o.command == "up", Progress: rec})
 	if err == nil {
 		err = s.Run(ctx)
+	}
+	if err != nil && errors.Is(context.Cause(ctx), errOverallTimeout) {
+		err = exitcode.With(exitcode.Timeout, fmt.Errorf("--timeout %s reached (what is done stays done; run again to go on): %w", o.timeout, err))
 	}
 	return o.printRun(rec, start, err)
 }
