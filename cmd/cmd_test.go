@@ -18,6 +18,8 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
+	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
 // run runs the CLI in dir (for ./vllm-hpa.yaml; a new temporary directory
@@ -43,9 +45,23 @@ func runCtx(t *testing.T, ctx context.Context, dir string, env map[string]string
 	if in, ok := ctx.Value(stdinKey{}).(string); ok {
 		streams.In = strings.NewReader(in)
 	}
-	code := Run(ctx, cmdutil.New(streams, environ.New(e, dir)), args)
+	f := cmdutil.New(streams, environ.New(e, dir))
+	if edit, ok := ctx.Value(depsEditKey{}).(func(*step.Deps)); ok {
+		// The real connection, then the test's change to what it gave.
+		real := cmdutil.New(streams, environ.New(e, dir))
+		f.Connector = func(ctx context.Context, cfg *config.Config, need cmdutil.Need, rec *output.Progress) (step.Deps, error) {
+			deps, err := real.Connect(ctx, cfg, need, rec)
+			edit(&deps)
+			return deps, err
+		}
+	}
+	code := Run(ctx, f, args)
 	return code, out.String(), errOut.String()
 }
+
+// depsEditKey carries, in a test command's context, a change to the
+// clients its real connection gives (a Google connection that failed).
+type depsEditKey struct{}
 
 // stdinKey carries a test command's standard input in its context.
 type stdinKey struct{}

@@ -123,9 +123,9 @@ current-context: `+context+`
 		{name: "gke context and its namespace", env: func(t *testing.T) map[string]string {
 			return map[string]string{"KUBECONFIG": gkeKubeconfig(t, "gke_from-context_us-central1_gpu", "inference")}
 		}, want: "from-context", wantOrigin: "gke_from-context_us-central1_gpu", wantNS: "inference", wantNSOrigin: "gke_from-context"},
-		{name: "gcloud before the context", env: func(t *testing.T) map[string]string {
-			return map[string]string{"GOOGLE_CLOUD_PROJECT": "from-google-env", "KUBECONFIG": gkeKubeconfig(t, "gke_from-context_us-central1_gpu", "")}
-		}, want: "from-google-env", wantOrigin: "GOOGLE_CLOUD_PROJECT", wantNS: "default"},
+		{name: "gcloud and the context agree", env: func(t *testing.T) map[string]string {
+			return map[string]string{"GOOGLE_CLOUD_PROJECT": "same-proj", "KUBECONFIG": gkeKubeconfig(t, "gke_same-proj_us-central1_gpu", "")}
+		}, want: "same-proj", wantOrigin: "GOOGLE_CLOUD_PROJECT", wantNS: "default"},
 		{name: "flag first", env: func(t *testing.T) map[string]string {
 			return map[string]string{"CLOUDSDK_CORE_PROJECT": "from-sdk-env", "KUBECONFIG": gkeKubeconfig(t, "gke_from-context_us-central1_gpu", "inference")}
 		}, args: []string{"--project", "from-flag", "-n", "from-flag-ns"}, want: "from-flag", wantNS: "from-flag-ns"},
@@ -158,6 +158,14 @@ current-context: `+context+`
 			}
 		})
 	}
+	t.Run("gcloud's project and the context's differ", func(t *testing.T) {
+		t.Parallel()
+		env := map[string]string{"GOOGLE_CLOUD_PROJECT": "prod-a", "KUBECONFIG": gkeKubeconfig(t, "gke_dev-b_us-central1_gpu", "")}
+		code, doc := configView(t, "", env)
+		if msg, _ := doc["error"].(string); code != exitcode.BadInput || !strings.Contains(msg, "prod-a") || !strings.Contains(msg, "dev-b") {
+			t.Errorf("exit %d, %v: want 2 naming both projects", code, doc["error"])
+		}
+	})
 	t.Run("no project anywhere", func(t *testing.T) {
 		t.Parallel()
 		code, doc := configView(t, "", nil)
@@ -237,7 +245,7 @@ func TestKubeconfigInputs(t *testing.T) {
 kind: Config
 clusters:
 - name: c
-  cluster: {server: "https//no-scheme:443"}
+  cluster: {server: "https://bad host:443"}
 users:
 - name: u
   user: {token: abc}
@@ -257,6 +265,8 @@ current-context: x
 		{"VLLM_HPA_KUBE_KUBECONFIG missing", map[string]string{"VLLM_HPA_KUBE_KUBECONFIG": "/nope"}, nil, "/nope"},
 		{"server URL malformed", nil, []string{"--kubeconfig", badURL}, badURL},
 		{"server URL malformed by KUBECONFIG", map[string]string{"KUBECONFIG": badURL}, nil, badURL},
+		{"--kubeconfig a device", nil, []string{"--kubeconfig", "/dev/zero"}, "/dev/zero"},
+		{"KUBECONFIG a device", map[string]string{"KUBECONFIG": "/dev/zero"}, nil, "/dev/zero"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"time"
 
@@ -42,6 +43,7 @@ ready. --skip leaves steps out, as up's does.`,
 		RunE:    runCommand(o, runF),
 	}
 	o.addSkipFlag(c)
+	c.Flags().DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the whole check may take (exit 4 past it)")
 	config.AddFlagsFor(c.Flags(), steps.ReadSettings())
 	registerEnumCompletions(c, g)
 	return c
@@ -56,6 +58,9 @@ func (o *preflightOptions) Validate() error {
 	if err := o.applySkip(); err != nil {
 		return err
 	}
+	if o.timeout <= 0 {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --timeout %s: must be positive", o.timeout))
+	}
 	if steps.Requires(o.steps).Token {
 		if err := o.cfg.TokenProblem(); err != nil {
 			return exitcode.With(exitcode.BadInput, err)
@@ -66,17 +71,19 @@ func (o *preflightOptions) Validate() error {
 
 // Run connects as up would, settles the backend, and runs the checks.
 func (o *preflightOptions) Run(ctx context.Context) error {
+	ctx, cancel := o.withOverallTimeout(ctx)
+	defer cancel()
 	rec := output.NewProgress(o.streams)
 	defer rec.Close()
 	if o.output == outputText && !o.streams.OutTTY {
 		rec.ResultsTo(o.streams.Out)
 	}
 	start := time.Now()
-	s, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: session.Apply, Steps: o.steps, Whole: true, Progress: rec})
+	s, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: session.Apply, Steps: o.steps, Whole: true, Progress: rec, ChecksOnly: true})
 	if err == nil {
 		rec.StepStarted(preflight.Step)
 		_, err = preflight.Run(ctx, o.cfg, s.Deps, o.steps)
 		rec.StepDone(preflight.Step, err)
 	}
-	return o.printRun(rec, start, err)
+	return o.printRun(rec, start, o.timedOut(ctx, err))
 }

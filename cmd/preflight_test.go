@@ -3,17 +3,21 @@ package cmd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
+	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
 // preflightDoc runs preflight -o json and returns its exit code, its
@@ -52,6 +56,7 @@ func failedChecks(doc runJSON) []string {
 func TestPreflight(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "pre", "pre-ns")
+	ctx := context.Background()
 	before := g.Mutations()
 	code, doc, errOut := preflightDoc(t, g, inst, nil)
 	if code != 0 || !doc.OK {
@@ -81,6 +86,39 @@ func TestPreflight(t *testing.T) {
 		}
 		if code, _, errOut := gcpRun(t, g, inst, "cleanup", "--dry-run=server"); code != exitcode.BadInput {
 			t.Errorf("cleanup --dry-run=server: exit %d, want 2\n%s", code, errOut)
+		}
+	})
+
+	t.Run("no Google credentials", func(t *testing.T) {
+		// The checks that need no Google API still run and are said;
+		// the IAM ones are said not checked, with how to give them.
+		noCreds := func(d *step.Deps) {
+			d.GCP, d.GCPError = nil, &gcp.NoCredentialsError{Err: errors.New("could not find default credentials")}
+		}
+		ctx := context.WithValue(context.Background(), depsEditKey{}, noCreds)
+		code, out, errOut := kubeRunCtx(t, ctx, inst, g.Env(), "preflight", "-o", "json")
+		var doc runJSON
+		strict(t, out, &doc)
+		failed := strings.Join(failedChecks(doc), "\n")
+		if code != exitcode.Precondition || !strings.Contains(failed, "iam permissions: not checked:") || !strings.Contains(failed, "could not find default credentials") || !strings.Contains(out, "kubernetes permissions") {
+			t.Errorf("exit %d, failed:\n%s\n%s\n%s", code, failed, out, errOut)
+		}
+	})
+
+	t.Run("an object someone else made", func(t *testing.T) {
+		admin := inst.tb.cp.Client
+		if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: inst.namespace}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "llm-service", Namespace: inst.namespace},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
+		if _, err := admin.CoreV1().Services(inst.namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer admin.CoreV1().Services(inst.namespace).Delete(ctx, "llm-service", metav1.DeleteOptions{})
+		code, doc, _ := preflightDoc(t, g, inst, nil)
+		if failed := strings.Join(failedChecks(doc), "\n"); code != exitcode.Precondition || !strings.Contains(failed, "Service "+inst.namespace+"/llm-service: exists and is not vllm-hpa's") || !strings.Contains(failed, "--adopt") {
+			t.Errorf("exit %d, failed:\n%s\nwant 5 naming the Service and --adopt", code, failed)
 		}
 	})
 
@@ -117,7 +155,6 @@ func TestPreflight(t *testing.T) {
 
 	// Kubernetes: a user granted exactly what preflight asks for, less
 	// one permission at a time.
-	ctx := context.Background()
 	admin := inst.tb.cp.Client
 	const user = "preflight-user"
 	full := preflightRole(t, g, inst)

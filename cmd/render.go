@@ -71,7 +71,7 @@ replicas: the HPA owns them, and a GitOps sync must not reset them.`,
 		ValidArgs: renderedNames(),
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
-				return exitcode.With(exitcode.BadInput, fmt.Errorf("render takes at most one argument (a step, or with --format kustomize the directory), got %q", args))
+				return exitcode.With(exitcode.BadInput, fmt.Errorf("render takes at most one step (or, with --format kustomize, the directory), got %q", args))
 			}
 			return nil
 		},
@@ -124,7 +124,11 @@ func (o *renderOptions) Validate() error {
 		return err
 	}
 	switch o.format {
-	case formatYAML, formatGcloud:
+	case formatYAML:
+	case formatGcloud:
+		if o.only != "" || o.output != outputText {
+			return exitcode.With(exitcode.BadInput, errors.New("render --format gcloud prints a shell script of the identity step's Google side: it takes no step and no --output json/yaml"))
+		}
 	case formatKustomize:
 		if o.dir == "" {
 			return exitcode.With(exitcode.BadInput, errors.New("render --format kustomize needs the directory to write: render --format kustomize DIR"))
@@ -322,11 +326,16 @@ func (o *renderOptions) writeKustomization(ctx context.Context, docs []renderedS
 	if err != nil {
 		return err
 	}
+	googleSh := filepath.Join(o.dir, "google.sh")
 	if script != "" {
-		if err := os.WriteFile(filepath.Join(o.dir, "google.sh"), []byte(script), 0o755); err != nil {
+		if err := os.WriteFile(googleSh, []byte(script), 0o755); err != nil {
 			return err
 		}
 		written = append(written, "google.sh")
+	} else if err := os.Remove(googleSh); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// An earlier render's script for a stack that needs none now
+		// must not be run by mistake.
+		return err
 	}
 	o.printedDoc = true
 	fmt.Fprintf(o.streams.Out, "wrote %s in %s (kubectl kustomize %s builds it)\n", strings.Join(written, ", "), o.dir, o.dir)

@@ -423,7 +423,9 @@ func (g *globalOptions) loadConfig(cmd *cobra.Command) (*config.Config, error) {
 			g.streams.Secrets.Add(s)
 		}
 	}
-	g.f.KubeContextDefaults(cfg)
+	if err := g.f.KubeContextDefaults(cfg); err != nil {
+		return nil, exitcode.With(exitcode.BadInput, err)
+	}
 	if g.verbose >= 1 {
 		fmt.Fprintln(g.streams.ErrOut, "effective configuration ("+configSource(cfg)+"):")
 		writeConfigText(g.streams.ErrOut, cfg, "  ")

@@ -154,8 +154,11 @@ func (o *stackOptions) applies() bool {
 	return o.command == "up" || slices.Contains(steps.Names(), o.command)
 }
 
-// Run applies (or, for cleanup, deletes) the steps in order.
+// Run applies (or, for cleanup, deletes) the steps in order, within
+// --timeout when given.
 func (o *stackOptions) Run(ctx context.Context) error {
+	ctx, cancel := o.withOverallTimeout(ctx)
+	defer cancel()
 	if o.dryRunServer {
 		p := &preflightOptions{*o}
 		p.checksOnly = true
@@ -176,13 +179,6 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	rec := output.NewProgress(o.streams)
 	defer rec.Close()
 	start := time.Now()
-	if o.timeout > 0 {
-		// The whole command's limit: a step that would wait longer, or a
-		// server that never answers, ends it with exit 4, not a hang.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, o.timeout, errOverallTimeout)
-		defer cancel()
-	}
 	purpose := session.Apply
 	if o.command == "cleanup" {
 		purpose = session.Delete
@@ -191,10 +187,25 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	if err == nil {
 		err = s.Run(ctx)
 	}
-	if err != nil && errors.Is(context.Cause(ctx), errOverallTimeout) {
-		err = exitcode.With(exitcode.Timeout, fmt.Errorf("--timeout %s reached (what is done stays done; run again to go on): %w", o.timeout, err))
+	return o.printRun(rec, start, o.timedOut(ctx, err))
+}
+
+// withOverallTimeout bounds ctx by --timeout, when given: a step that
+// would wait longer, or a server that never answers, ends the command
+// with exit 4, not a hang.
+func (o *stackOptions) withOverallTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if o.timeout <= 0 {
+		return ctx, func() {}
 	}
-	return o.printRun(rec, start, err)
+	return context.WithTimeoutCause(ctx, o.timeout, errOverallTimeout)
+}
+
+// timedOut says, of an error that --timeout caused, that it did (exit 4).
+func (o *stackOptions) timedOut(ctx context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(ctx), errOverallTimeout) {
+		return exitcode.With(exitcode.Timeout, fmt.Errorf("--timeout %s reached (what is done stays done; run again to go on): %w", o.timeout, err))
+	}
+	return err
 }
 
 // runJSON is the --output json/yaml document of a run.

@@ -274,6 +274,12 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 	sections := verify.Sections(o.cfg, s, server, o.steps)
 	timedOut := false
 	if o.wait {
+		// The polls, and the last pass for the record, end by --timeout
+		// (and a pass's own bounds): a check that stalls cannot hold
+		// the gate open.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout+pollInterval)
+		defer cancel()
 		timedOut = o.waitForChecks(ctx, sections, rec)
 	}
 	runErr := verify.Checks(ctx, sections, rec)
@@ -310,7 +316,9 @@ func (o *verifyOptions) waitForChecks(ctx context.Context, sections []verify.Sec
 	deadline := time.Now().Add(o.timeout)
 	for {
 		quiet, _, _ := iostreams.Test()
-		err := verify.Checks(ctx, sections, output.NewProgress(quiet))
+		p := output.NewProgress(quiet)
+		err := verify.Checks(ctx, sections, p)
+		p.Close()
 		if exitcode.Of(err) != exitcode.CheckFailed || ctx.Err() != nil {
 			return false
 		}

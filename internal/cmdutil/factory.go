@@ -84,22 +84,33 @@ func ViaGKE(cfg *config.Config) bool {
 // named gke_PROJECT_LOCATION_CLUSTER when no flag, environment variable,
 // file or Google tool configuration gave one. A kubeconfig that does not
 // load changes nothing here (CheckConnection reports it).
-func (f *Factory) KubeContextDefaults(cfg *config.Config) {
+//
+// A project taken from Google's tools that differs from the one a gke_
+// context names is bad input: IAM would be changed in one project for a
+// cluster of the other. Given by flag, variable or file, the project is
+// the user's word and stands.
+func (f *Factory) KubeContextDefaults(cfg *config.Config) error {
 	if ViaGKE(cfg) {
-		return
+		return nil
 	}
 	name, namespace, ok := kube.ContextOf(f.KubeconfigOptions(cfg))
 	if !ok {
-		return
+		return nil
 	}
 	if namespace != "" && !cfg.Given("workload.namespace") {
 		cfg.Workload.Namespace = namespace
 		cfg.SetOrigin("workload.namespace", "kube context "+name)
 	}
-	if project, _, _, gke := kube.GKEContext(name); gke && !cfg.Given("project") && cfg.Origin("project") == "" {
+	project, _, _, gke := kube.GKEContext(name)
+	switch {
+	case !gke || cfg.Given("project"):
+	case cfg.Origin("project") == "":
 		cfg.Project = project
 		cfg.SetOrigin("project", "kube context "+name)
+	case project != cfg.Project:
+		return config.NewFieldError("project", cfg.Project, fmt.Sprintf("the project of the cluster: %s gives %s, but the kube context %s is a cluster of %s; give --project", cfg.Origin("project"), cfg.Project, name, project))
 	}
+	return nil
 }
 
 // CheckConnection proves, without a request, that cfg can connect: a

@@ -8,6 +8,7 @@ import (
 	admin "cloud.google.com/go/iam/admin/apiv1"
 	"cloud.google.com/go/iam/apiv1/iampb"
 	resourcemanager "cloud.google.com/go/resourcemanager/apiv3"
+	"google.golang.org/grpc/codes"
 )
 
 // Permissions the stack's Google side uses, by what it does. testIam-
@@ -49,9 +50,12 @@ func MissingPermissions(ctx context.Context, projects *resourcemanager.ProjectsC
 		return missing, nil
 	}
 	res, err := iam.TestIamPermissions(ctx, &iampb.TestIamPermissionsRequest{Resource: AccountName(project, accountEmail), Permissions: onAccount})
-	if err != nil {
-		// No account yet (or not visible): the project's answer stands.
+	if d, ok := DetailsOf(err); ok && (d.Code == codes.NotFound || d.Code == codes.PermissionDenied) {
+		// No account yet, or one IAM does not show this caller: the
+		// project's answer stands.
 		return missing, nil
+	} else if err != nil {
+		return nil, Classify(err, "testIamPermissions on service account "+accountEmail)
 	}
 	return slices.DeleteFunc(missing, func(p string) bool { return slices.Contains(res.GetPermissions(), p) }), nil
 }

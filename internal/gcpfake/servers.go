@@ -412,21 +412,23 @@ func permissionMethod(methods map[string]string, perm string) string {
 }
 
 // holds reports whether the caller holds perm on project id, as the fakes
-// would answer the calls that need it: their Denied hooks decide.
-func (g *GCP) holds(id, perm string) bool {
+// would answer the calls that need it (their Denied hooks decide, asked
+// of the project: a hook keyed on one account or cluster is not asked);
+// known is false for a permission the fakes do not know.
+func (g *GCP) holds(id, perm string) (held, known bool) {
 	switch {
 	case strings.HasPrefix(perm, "resourcemanager.projects."):
 		m := map[string]string{"resourcemanager.projects.get": "GetProject", "resourcemanager.projects.getIamPolicy": "GetIamPolicy", "resourcemanager.projects.setIamPolicy": "SetIamPolicy"}[perm]
-		return m != "" && (g.Projects.Denied == nil || !g.Projects.Denied(m, "projects/"+id))
+		return m != "" && (g.Projects.Denied == nil || !g.Projects.Denied(m, "projects/"+id)), m != ""
 	case strings.HasPrefix(perm, "iam.serviceAccounts."):
 		m := permissionMethod(iamPermissions, perm)
-		return m != "" && (g.IAM.Denied == nil || !g.IAM.Denied(m, "projects/"+id))
+		return m != "" && (g.IAM.Denied == nil || !g.IAM.Denied(m, "projects/"+id)), m != ""
 	case perm == "container.clusters.get":
-		return g.GKE.Denied == nil || !g.GKE.Denied("projects/"+id)
+		return g.GKE.Denied == nil || !g.GKE.Denied("projects/"+id), true
 	case perm == "serviceusage.services.get":
-		return g.Services.Denied == nil || !g.Services.Denied(id)
+		return g.Services.Denied == nil || !g.Services.Denied(id), true
 	}
-	return true
+	return false, false
 }
 
 // accountEmail takes projects/P/serviceAccounts/EMAIL (or projects/-/...).
@@ -712,7 +714,13 @@ func (f *Projects) TestIamPermissions(ctx context.Context, req *iampb.TestIamPer
 	}
 	out := &iampb.TestIamPermissionsResponse{}
 	for _, perm := range req.Permissions {
-		if f.g.holds(p.ID, perm) {
+		held, known := f.g.holds(p.ID, perm)
+		if !known {
+			// As Resource Manager answers a permission that does not
+			// exist (or cannot be granted on a project).
+			return nil, Plain(codes.InvalidArgument, "Permission %s is not valid for this resource.", perm).GRPC()
+		}
+		if held {
 			out.Permissions = append(out.Permissions, perm)
 		}
 	}

@@ -62,6 +62,34 @@ func (o KubeconfigOptions) loadingRules() *clientcmd.ClientConfigLoadingRules {
 	return rules
 }
 
+// maxKubeconfigSize bounds a kubeconfig file: a real one is kilobytes,
+// and /dev/zero given as one must not be read forever.
+const maxKubeconfigSize = 16 << 20
+
+// loadable says why the kubeconfig files o names cannot be read as small
+// regular files ("" when they can): client-go reads them whole, so a
+// device, a FIFO or a huge file must be refused before it does.
+func (o KubeconfigOptions) loadable() (path, why string) {
+	files := o.loadingRules().Precedence
+	if o.Path != "" {
+		files = []string{o.Path}
+	}
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		switch {
+		case err != nil && o.Path == "":
+			continue // a missing file of $KUBECONFIG is skipped, as kubectl does
+		case err != nil:
+			return f, "a readable kubeconfig file"
+		case !fi.Mode().IsRegular():
+			return f, "a kubeconfig file, not a device, pipe or directory"
+		case fi.Size() > maxKubeconfigSize:
+			return f, fmt.Sprintf("a kubeconfig file of at most %d bytes", maxKubeconfigSize)
+		}
+	}
+	return "", ""
+}
+
 // KubeconfigError is a kubeconfig that cannot give a connection: Setting
 // says which input is to blame (kube.kubeconfig or kube.context), or ""
 // when none was given and none was found.
@@ -78,10 +106,8 @@ func (e *KubeconfigError) Error() string { return e.Problem }
 // refused before anything is sent.
 func CheckKubeconfig(o KubeconfigOptions) error {
 	rules := o.loadingRules()
-	if o.Path != "" {
-		if fi, err := os.Stat(o.Path); err != nil || !fi.Mode().IsRegular() {
-			return &KubeconfigError{Setting: "kube.kubeconfig", Value: o.Path, Problem: "a readable kubeconfig file"}
-		}
+	if path, why := o.loadable(); why != "" {
+		return &KubeconfigError{Setting: "kube.kubeconfig", Value: path, Problem: why}
 	}
 	if env := o.Env.Get(clientcmd.RecommendedConfigPathEnvVar); o.Path == "" && env != "" && !anyFile(rules.Precedence) {
 		// kubectl would quietly connect to nothing; the user meant a file.
@@ -113,7 +139,11 @@ func CheckKubeconfig(o KubeconfigOptions) error {
 	if !ok {
 		return &KubeconfigError{Setting: "kube.context", Value: name, Problem: "a context whose cluster " + ctx.Cluster + " the kubeconfig defines"}
 	}
-	if u, err := url.Parse(cluster.Server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+	server := cluster.Server
+	if !strings.Contains(server, "://") {
+		server = "https://" + server // as client-go reads a bare host:port
+	}
+	if u, err := url.Parse(server); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return &KubeconfigError{Setting: "kube.kubeconfig", Value: cluster.LocationOfOrigin,
 			Problem: fmt.Sprintf("a kubeconfig whose cluster %s has a server URL such as https://203.0.113.10 (it has %q)", ctx.Cluster, cluster.Server)}
 	}
@@ -165,6 +195,9 @@ func ContextName(o KubeconfigOptions) (string, error) {
 // Contexts are the kubeconfig's context names, sorted (none when it does
 // not load).
 func Contexts(o KubeconfigOptions) []string {
+	if _, why := o.loadable(); why != "" {
+		return nil
+	}
 	raw, err := o.loadingRules().Load()
 	if err != nil {
 		return nil
@@ -176,6 +209,9 @@ func Contexts(o KubeconfigOptions) []string {
 // namespace ("" when it sets none); ok is false when the kubeconfig does
 // not load or names no context (CheckKubeconfig says why).
 func ContextOf(o KubeconfigOptions) (name, namespace string, ok bool) {
+	if _, why := o.loadable(); why != "" {
+		return "", "", false
+	}
 	raw, err := o.loadingRules().Load()
 	if err != nil {
 		return "", "", false

@@ -450,10 +450,20 @@ func MissingAPI(err error) error {
 // Ctrl+C, so that an interrupted run stops between calls and what it
 // reports as done is done; the call is still bounded in time.
 func Uninterrupted(ctx context.Context, call func(context.Context) error) error {
-	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	limit := time.Minute
+	if deadline, ok := ctx.Deadline(); ok {
+		// Under a command's --timeout: a little beyond it to finish the
+		// write, not a minute.
+		limit = min(limit, max(time.Until(deadline), 0)+uninterruptedGrace)
+	}
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), limit)
 	defer cancel()
 	return call(c)
 }
+
+// uninterruptedGrace is how long past a command's deadline a write begun
+// before it may take to finish.
+const uninterruptedGrace = 10 * time.Second
 
 // --- cleanup ----------------------------------------------------------------
 

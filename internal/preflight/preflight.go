@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -22,6 +23,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
@@ -90,7 +92,7 @@ func Run(ctx context.Context, cfg *config.Config, deps step.Deps, names []string
 	if err := checkKubeAccess(ctx, deps.Kube, accesses(cfg, deps.Kube, objects, names), add); err != nil {
 		return results, err
 	}
-	if err := dryRun(ctx, deps.Kube, objects, add); err != nil {
+	if err := dryRun(ctx, cfg, deps.Kube, objects, add); err != nil {
 		return results, err
 	}
 	if deps.GCP != nil && steps.Requires(names).GoogleAPIs && !cfg.Native() {
@@ -143,10 +145,9 @@ func (c *collect) Result(r step.Result) {
 type addFunc func(check string, ok bool, message, fix string, permission bool)
 
 // checkToken: deploy writes the token Secret from it.
+// (A malformed one never gets here: the command's Validate exits 2.)
 func checkToken(cfg *config.Config, add addFunc) {
 	switch {
-	case cfg.TokenProblem() != nil:
-		add("token", false, cfg.TokenProblem().Error(), "", false)
 	case cfg.HFTokenValue() == "":
 		add("token", false, "no Hugging Face token: deploy writes it into Secret "+cfg.Workload.Namespace+"/"+cfg.HFToken.SecretName, "export "+config.TokenEnv+"=hf_... or give --hf-token-file FILE, with a token of an account that accepted "+cfg.Workload.Model+"'s licence on huggingface.co", false)
 	default:
@@ -247,19 +248,37 @@ func checkKubeAccess(ctx context.Context, k *kube.Client, want []Access, add add
 // validates and authorizes each (binding a ClusterRole one does not hold
 // is refused here), and persists nothing. An object in a namespace that
 // does not exist yet (the stack creates it) has nowhere to go: its
-// permissions stand for it.
-func dryRun(ctx context.Context, k *kube.Client, objects []*unstructured.Unstructured, add addFunc) error {
+// permissions stand for it. An object that exists and is not vllm-hpa's
+// stops up (exit 7) unless --adopt is given: said here too. One line per
+// object that fails; one summary line when none does.
+func dryRun(ctx context.Context, cfg *config.Config, k *kube.Client, objects []*unstructured.Unstructured, add addFunc) error {
 	missing := map[string]bool{}
-	ok, skipped := 0, 0
+	ok, skipped, failed := 0, 0, 0
+	fail := func(obj *unstructured.Unstructured, msg, fix string, permission bool) {
+		failed++
+		add("dry run", false, kube.Ref(obj)+": "+msg, fix, permission)
+	}
 	for _, obj := range objects {
 		if ns := obj.GetNamespace(); ns != "" {
 			if _, seen := missing[ns]; !seen {
-				_, err := k.Typed.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-				missing[ns] = apierrors.IsNotFound(err)
+				// Absent, or going (up waits it out and makes it anew).
+				live, err := k.Typed.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+				missing[ns] = apierrors.IsNotFound(err) || err == nil && live.Status.Phase == corev1.NamespaceTerminating
 			}
 			if missing[ns] {
 				skipped++
 				continue
+			}
+		}
+		if obj.GetKind() != "Namespace" && !cfg.Adopt {
+			if r, err := k.Resource(obj); err == nil {
+				live, err := r.Get(ctx, obj.GetName(), metav1.GetOptions{})
+				// Not vllm-hpa's at all; whose among vllm-hpa's
+				// instances is up's to judge (shared parts are).
+				if err == nil && live.GetLabels()[owner.ManagedByLabel] != owner.ManagedByValue {
+					fail(obj, "exists and is not vllm-hpa's ("+owner.ForeignOwner(live)+"): up stops here (exit 7)", "give it another name, delete it, or take it over with --adopt", false)
+					continue
+				}
 			}
 		}
 		_, _, err := k.Apply(ctx, obj, nil, kube.ApplyOptions{DryRun: true})
@@ -268,22 +287,24 @@ func dryRun(ctx context.Context, k *kube.Client, objects []*unstructured.Unstruc
 		case err == nil:
 			ok++
 		case errors.As(err, &nm):
-			add("dry run", false, kube.Ref(obj)+": the cluster does not serve "+obj.GetAPIVersion()+" "+obj.GetKind(), "see the cluster settings below for the feature that serves it", false)
+			fail(obj, "the cluster does not serve "+obj.GetAPIVersion()+" "+obj.GetKind(), "see the cluster's preconditions for the feature that serves it", false)
 		case apierrors.IsForbidden(err):
-			add("dry run", false, kube.Ref(obj)+": "+firstLine(err.Error()), "", true)
+			fail(obj, firstLine(err.Error()), "", true)
 		case exitcode.Of(err) == exitcode.Conflict:
-			// Someone else's object or field: up says so at its step
-			// (--adopt or --force-conflicts); not a preflight failure.
-			add("dry run", true, kube.Ref(obj)+": "+firstLine(err.Error())+" (up stops here unless given --adopt or --force-conflicts)", "", false)
+			// A field another manager holds: up stops at its step
+			// unless given --force-conflicts.
+			fail(obj, firstLine(err.Error()), "--force-conflicts takes the fields over", false)
 		default:
-			add("dry run", false, kube.Ref(obj)+": "+firstLine(err.Error()), "", false)
+			fail(obj, firstLine(err.Error()), "", false)
 		}
 	}
-	msg := fmt.Sprintf("%d of %d objects accepted by the API server (server-side dry run)", ok, len(objects))
-	if skipped > 0 {
-		msg += fmt.Sprintf("; %d wait for a namespace the stack creates (their permissions are checked)", skipped)
+	if failed == 0 {
+		msg := fmt.Sprintf("%d of %d objects accepted by the API server (server-side dry run)", ok, len(objects))
+		if skipped > 0 {
+			msg += fmt.Sprintf("; %d wait for a namespace the stack creates (their permissions are checked)", skipped)
+		}
+		add("dry run", true, msg, "", false)
 	}
-	add("dry run", ok+skipped == len(objects), msg, "", false)
 	return nil
 }
 

@@ -50,6 +50,9 @@ type Options struct {
 	Whole bool
 	// Progress is nil for a command that prints only its result.
 	Progress *output.Progress
+	// ChecksOnly: preflight, which changes nothing and reports Google
+	// APIs it cannot reach as a check of its own rather than refusing.
+	ChecksOnly bool
 }
 
 // Session is a command connected to its cluster and project, with
@@ -85,7 +88,7 @@ func Open(ctx context.Context, f *cmdutil.Factory, cfg *config.Config, opts Opti
 			return nil, err
 		}
 	}
-	if opts.Purpose != Read && opts.Purpose != Tune && !cfg.Native() && s.needsGoogle() && s.Deps.GCP == nil && s.Deps.GCPError != nil {
+	if opts.Purpose != Read && opts.Purpose != Tune && !opts.ChecksOnly && !cfg.Native() && s.needsGoogle() && s.Deps.GCP == nil && s.Deps.GCPError != nil {
 		// The adapter route's identity needs the Google APIs: said
 		// before anything changes.
 		return nil, s.identityHint(exitcode.With(exitcode.Precondition, s.Deps.GCPError))

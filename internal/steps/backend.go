@@ -164,6 +164,13 @@ func checkMetricLimit(ctx context.Context, cfg *config.Config, deps step.Deps) e
 		}
 		for _, g := range nativemetrics.Gauges(&am) {
 			gauge, _ := nativemetrics.Find(&am, g)
+			if len(gauge.Selector) == 0 {
+				// No matchLabels (matchExpressions, or none): which pods
+				// it selects is not read here, so it is counted nowhere
+				// rather than on every node.
+				deps.Reporter().Action("backend", fmt.Sprintf("AutoscalingMetric %s/%s selects pods without matchLabels: its gauge %s is not counted towards the per-node limit", am.GetNamespace(), am.GetName(), g))
+				continue
+			}
 			pods, err := selectedPods(ctx, deps, am.GetNamespace(), gauge.Selector, podsOf)
 			if apierrors.IsForbidden(err) {
 				return notChecked("the caller may not list the pods in namespace " + am.GetNamespace())

@@ -639,6 +639,12 @@ func (s *Identity) changeMember(ctx context.Context, p gcp.Policy, role, member 
 	} else {
 		err = call(ctx)
 	}
+	if d, ok := gcp.DetailsOf(err); ok && !present && d.Code == codes.NotFound {
+		// The policy's resource is gone (a cleanup at the same time
+		// deleted the account): so is every member of it.
+		s.say(fmt.Sprintf("%s: %s for %s already absent (%s no longer exists)", p.Resource(), role, member, p.Resource()))
+		return false, nil
+	}
 	if err != nil {
 		verb := "add"
 		if !present {
