@@ -62,15 +62,10 @@ func TestInlineCommandsExist(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files, _ := filepath.Glob("../docs/*.md")
-	files = append(files, "../README.md")
 	seen := 0
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range inlineCommand.FindAllStringSubmatch(string(b), -1) {
+	for _, d := range readDocs(t) {
+		f := d.path
+		for _, m := range inlineCommand.FindAllStringSubmatch(d.text, -1) {
 			seen++
 			words := strings.Fields(m[1])
 			if words[0] == "make" {
@@ -146,23 +141,36 @@ var configKeyInDocs = regexp.MustCompile("`((?:workload|hf-token|service|monitor
 // into a file or a flag gets what the doc says, not "unknown key".
 func TestDocumentedKeysExist(t *testing.T) {
 	t.Parallel()
-	files, _ := filepath.Glob("../docs/*.md")
-	files = append(files, "../README.md")
 	seen := 0
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range configKeyInDocs.FindAllStringSubmatch(string(b), -1) {
+	for _, d := range readDocs(t) {
+		for _, m := range configKeyInDocs.FindAllStringSubmatch(d.text, -1) {
 			seen++
 			// The architecture walkthrough adds this key, on purpose.
 			if _, ok := config.SettingByKey(m[1]); !ok && m[1] != "adapter.health-port" {
-				t.Errorf("%s cites the configuration key %s, which does not exist", f, m[1])
+				t.Errorf("%s cites the configuration key %s, which does not exist", d.path, m[1])
 			}
 		}
 	}
 	if seen < 20 {
 		t.Errorf("only %d keys cited in the docs: is the pattern still right?", seen)
 	}
+}
+
+// document is one of the docs: its path and its text.
+type document struct{ path, text string }
+
+// readDocs reads docs/*.md and README.md.
+func readDocs(t *testing.T) []document {
+	t.Helper()
+	files, _ := filepath.Glob("../docs/*.md")
+	files = append(files, "../README.md")
+	var out []document
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, document{f, string(b)})
+	}
+	return out
 }

@@ -3,7 +3,6 @@ package cmd
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/textdiff"
 )
 
 // The frictions a first real user met (issue 23), each a case here: none
@@ -225,7 +225,7 @@ func TestConfigViewRoundTrip(t *testing.T) {
 	_, fromFlags, _ := run(t, dir, env, append([]string{"render"}, args...)...)
 	code, fromFile, errOut := runStdin(t, dir, nil, text, "render", "--config", "-")
 	if code != 0 || fromFile != fromFlags || fromFile == "" {
-		t.Errorf("config view | render --config - (exit %d) differs from render with the flags:\n%s\n%s", code, errOut, lineDiff(fromFlags, fromFile))
+		t.Errorf("config view | render --config - (exit %d) differs from render with the flags:\n%s\n%s", code, errOut, textdiff.First(fromFlags, fromFile))
 	}
 	// The file read is named, in the document and at -v.
 	if _, doc := configView(t, dir, nil, "--config", file); doc["file"] != file {
@@ -277,28 +277,6 @@ current-context: x
 			}
 		})
 	}
-}
-
-// lineDiff is the lines of a and b that differ, for a failure message.
-func lineDiff(a, b string) string {
-	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
-	var out []string
-	for i := 0; i < len(al) || i < len(bl); i++ {
-		var x, y string
-		if i < len(al) {
-			x = al[i]
-		}
-		if i < len(bl) {
-			y = bl[i]
-		}
-		if x != y {
-			out = append(out, fmt.Sprintf("line %d:\n- %s\n+ %s", i+1, x, y))
-		}
-		if len(out) == 10 {
-			break
-		}
-	}
-	return strings.Join(out, "\n")
 }
 
 // TestCompletions: the flags whose values are a fixed set complete them,

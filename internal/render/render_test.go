@@ -21,6 +21,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
+	"github.com/vllm-hpa/vllm-hpa/internal/textdiff"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -82,30 +83,11 @@ func TestRenderGolden(t *testing.T) {
 				t.Fatalf("%v (run go test ./internal/render -update)", err)
 			}
 			if !bytes.Equal(got, want) {
-				t.Errorf("render differs from %s (run with -update after checking the diff):\n%s", path, firstDiff(string(want), string(got)))
+				t.Errorf("render differs from %s (run with -update after checking the diff):\n%s", path, textdiff.First(string(want), string(got)))
 			}
 		})
 	}
 }
-
-func firstDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for i := 0; i < len(w) || i < len(g); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			return "line " + itoa(i+1) + ":\n  want: " + wl + "\n  got:  " + gl
-		}
-	}
-	return ""
-}
-
-func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
 
 func TestDefaultStackHas18Objects(t *testing.T) {
 	n := 0
