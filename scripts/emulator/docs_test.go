@@ -15,9 +15,10 @@ import (
 	"time"
 )
 
-// Every command line in README.md and docs/ runs, as written, by this
-// test: the ```sh blocks of README.md and docs/*.md, and the Examples of
-// docs/commands (the commands' own help). A block is one bash script
+// Every command line in README.md and docs/ runs, as written, by these
+// tests: the ```sh blocks of README.md and docs/*.md, and the Examples of
+// docs/commands (the commands' own help), the latter on an emulator of
+// their own. A block is one bash script
 // (set -euo pipefail), run from the repository's root, on the local GKE
 // emulator the README starts (project my-proj, cluster gpu-hpa, the names
 // the docs use), with its env file sourced as the README says.
@@ -34,8 +35,9 @@ import (
 //   - kubectl is the one of the Kubernetes binaries' cache, on PATH;
 //   - background jobs a block starts (`vllm-hpa sim &`) end with it.
 //
-// Not run: `make test` (this test runs inside it). gcloud lines appear in
-// docs/troubleshooting.md only as fixes for a real project, in prose, and
+// Not run: `make test` (this test runs inside it). gcloud lines appear
+// only as fixes and set-up steps for a real project, in prose or in
+// ```text blocks (docs/troubleshooting.md, docs/getting-started.md), and
 // nothing here calls Google.
 
 // docBlock is one block of commands of a document.
@@ -301,8 +303,7 @@ func newBlockRunner(t *testing.T, repo string, extra ...string) *blockRunner {
 // fiftieth of its length (make test).
 const fullLengthEnv = "VLLM_HPA_E2E_FULL"
 
-// TestDocumentedCommands runs every block, then the commands' examples,
-// on the README's emulator.
+// TestDocumentedCommands runs every block on the README's emulator.
 func TestDocumentedCommands(t *testing.T) {
 	t.Parallel()
 	d := readDocumented(t)
@@ -311,6 +312,26 @@ func TestDocumentedCommands(t *testing.T) {
 	for _, b := range d.rest {
 		r.run(b, d.repo, 10*time.Minute, false)
 	}
+}
+
+// examplesEmulator starts an emulator as the README's block does, but
+// with binaries of the test's own (installed into its GOBIN, on its
+// PATH), so that it runs beside TestDocumentedCommands without two builds
+// writing one bin/.
+var examplesEmulator = docBlock{file: "(the examples' emulator)", text: `make -s install
+(cd scripts/emulator && go build -o "$GOBIN/vllm-hpa-emulator" .)
+vllm-hpa-emulator --dir /tmp/emu --k8s-bin "$(scripts/build-k8s-cache.sh)" --profile fast &
+until [ -f /tmp/emu/env ]; do sleep 1; done
+`}
+
+// TestDocumentedExamples runs the commands' examples (their help's
+// Examples), in exampleOrder, on an emulator of their own: beside the
+// blocks rather than after them, as they need nothing the blocks leave.
+func TestDocumentedExamples(t *testing.T) {
+	t.Parallel()
+	d := readDocumented(t)
+	r := newBlockRunner(t, d.repo)
+	r.run(examplesEmulator, d.repo, 10*time.Minute, true)
 	work := t.TempDir() // files the examples write (verify --report)
 	for _, name := range exampleOrder {
 		if b, ok := d.examples[name]; ok {
