@@ -61,7 +61,8 @@ type Timeline struct {
 	Samples  []Sample  `json:"samples"`
 	Rescales []Rescale `json:"rescales"`
 	// FirstScaleUp is when the first rescale above the starting size
-	// happened; ScaledUpReady when that many replicas were Ready.
+	// happened; ScaledUpReady when, after it, every replica the HPA asked
+	// for (above the starting size) was Ready.
 	FirstScaleUp  *Seconds `json:"firstScaleUpSeconds,omitempty"`
 	ScaledUpReady *Seconds `json:"scaledUpReadySeconds,omitempty"`
 	// FirstScaleDown is the first rescale below the peak.
@@ -205,7 +206,10 @@ func (r *Watcher) update(f func(*Sample), rs *Rescale) {
 		}
 		r.peak = max(r.peak, rs.NewSize)
 	}
-	if r.tl.FirstScaleUp != nil && r.tl.ScaledUpReady == nil && r.peak > 0 && s.Ready >= r.peak {
+	// Scaled up and Ready: every replica the HPA asks for, above the
+	// starting size, is Ready. Not "the peak": an HPA that asked for 4,
+	// then settled on 3 before the fourth started, is served at 3.
+	if r.tl.FirstScaleUp != nil && r.tl.ScaledUpReady == nil && s.Desired > r.initial && s.Ready >= s.Desired {
 		t := at
 		r.tl.ScaledUpReady = &t
 	}

@@ -48,3 +48,40 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("%q", got)
 	}
 }
+
+// ScaledUpReady is when every replica the HPA asks for above the start is
+// Ready: the peak when the HPA holds it, the size it settled on when it
+// changed its mind before the peak's pods started (asked 4, then 2).
+func TestScaledUpReady(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		steps []func(w *Watcher)
+		want  bool
+	}{
+		{"peak reached", []func(w *Watcher){
+			func(w *Watcher) { w.update(func(s *Sample) { s.Desired, s.Replicas, s.Ready = 1, 1, 1 }, nil) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Desired = 3 }, &Rescale{NewSize: 3}) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Replicas, s.Ready = 3, 2 }, nil) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Ready = 3 }, nil) },
+		}, true},
+		{"settled below the peak", []func(w *Watcher){
+			func(w *Watcher) { w.update(func(s *Sample) { s.Desired, s.Replicas, s.Ready = 1, 1, 1 }, nil) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Desired = 4 }, &Rescale{NewSize: 4}) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Desired, s.Replicas = 2, 2 }, &Rescale{NewSize: 2}) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Ready = 2 }, nil) },
+		}, true},
+		{"not yet served", []func(w *Watcher){
+			func(w *Watcher) { w.update(func(s *Sample) { s.Desired, s.Replicas, s.Ready = 1, 1, 1 }, nil) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Desired, s.Replicas = 3, 3 }, &Rescale{NewSize: 3}) },
+			func(w *Watcher) { w.update(func(s *Sample) { s.Ready = 2 }, nil) },
+		}, false},
+	} {
+		w := &Watcher{tl: Timeline{Start: time.Now()}, seen: map[string]int32{}, changed: make(chan struct{}), initial: -1}
+		for _, step := range c.steps {
+			step(w)
+		}
+		if got := w.Timeline().ScaledUpReady != nil; got != c.want {
+			t.Errorf("%s: ScaledUpReady set = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
