@@ -437,9 +437,10 @@ func TestRenderForGitOps(t *testing.T) {
 	}
 }
 
-// TestOverallTimeout: --timeout bounds the whole of up and cleanup, even
-// against an API server that accepts connections and never answers: exit
-// 4, naming the limit, well before any per-request bound (2 minutes).
+// TestOverallTimeout: --timeout bounds the whole of up, cleanup and
+// preflight (also as up --dry-run=server), even against an API server
+// that accepts connections and never answers: exit 4, naming the limit,
+// well before any per-request bound (2 minutes).
 func TestOverallTimeout(t *testing.T) {
 	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -464,7 +465,7 @@ contexts: [{name: x, context: {cluster: c, user: u}}]
 current-context: x
 `)
 	env := map[string]string{"KUBECONFIG": kc, "HF_TOKEN": "hf_overallTimeoutToken"}
-	for _, args := range [][]string{{"up", "--skip", "identity"}, {"cleanup", "--skip", "identity"}} {
+	for _, args := range [][]string{{"up", "--skip", "identity"}, {"cleanup", "--skip", "identity"}, {"preflight", "--skip", "identity"}, {"up", "--dry-run=server", "--skip", "identity"}} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang fails, not stalls, the suite
 		// Exit 4 is the command's own limit: the guard's would be 130.
 		code, _, errOut := runCtx(t, ctx, "", env, append(args, "--project", "my-proj", "--timeout", "3s")...)

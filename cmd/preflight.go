@@ -44,7 +44,9 @@ ready. --skip leaves steps out, as up's does.`,
 	}
 	o.addSkipFlag(c)
 	c.Flags().DurationVar(&o.timeout, "timeout", 5*time.Minute, "how long the whole check may take (exit 4 past it)")
-	config.AddFlagsFor(c.Flags(), steps.ReadSettings())
+	// up's settings, --adopt and --force-conflicts included: preflight
+	// judges what up would do with them.
+	config.AddFlagsFor(c.Flags(), steps.Settings())
 	registerEnumCompletions(c, g)
 	return c
 }

@@ -12,11 +12,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
+	"github.com/vllm-hpa/vllm-hpa/internal/owner"
+	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
@@ -105,20 +108,49 @@ func TestPreflight(t *testing.T) {
 		}
 	})
 
-	t.Run("an object someone else made", func(t *testing.T) {
+	// Objects up would stop at (exit 7), each said by preflight: one
+	// someone else made with our very name and values (no label of
+	// ours), one another instance made, and one given with --adopt.
+	t.Run("objects that are not this instance's", func(t *testing.T) {
 		admin := inst.tb.cp.Client
 		if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: inst.namespace}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "llm-service", Namespace: inst.namespace},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}
-		if _, err := admin.CoreV1().Services(inst.namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		var ours *unstructured.Unstructured
+		objs, err := render.Objects(inst.config(), "deploy", false)
+		if err != nil {
 			t.Fatal(err)
 		}
-		defer admin.CoreV1().Services(inst.namespace).Delete(ctx, "llm-service", metav1.DeleteOptions{})
-		code, doc, _ := preflightDoc(t, g, inst, nil)
-		if failed := strings.Join(failedChecks(doc), "\n"); code != exitcode.Precondition || !strings.Contains(failed, "Service "+inst.namespace+"/llm-service: exists and is not vllm-hpa's") || !strings.Contains(failed, "--adopt") {
-			t.Errorf("exit %d, failed:\n%s\nwant 5 naming the Service and --adopt", code, failed)
+		for _, o := range objs {
+			if o.GetKind() == "Service" {
+				ours = o
+			}
+		}
+		for _, c := range []struct {
+			name   string
+			labels map[string]string
+			args   []string
+			code   int
+			want   string
+		}{
+			{"same name and values, no label of ours", nil, nil, exitcode.Precondition, "exists and is not vllm-hpa's"},
+			{"another instance's", map[string]string{owner.ManagedByLabel: owner.ManagedByValue, owner.InstanceLabel: "someone-else"}, nil, exitcode.Precondition, "exists and is vllm-hpa instance someone-else's"},
+			{"foreign, with --adopt", nil, []string{"--adopt"}, 0, ""},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				svc := ours.DeepCopy()
+				svc.SetLabels(c.labels)
+				if _, err := inst.tb.cp.Dynamic.Resource(corev1.SchemeGroupVersion.WithResource("services")).Namespace(inst.namespace).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				defer admin.CoreV1().Services(inst.namespace).Delete(ctx, svc.GetName(), metav1.DeleteOptions{})
+				code, doc, errOut := preflightDoc(t, g, inst, nil, c.args...)
+				failed := strings.Join(failedChecks(doc), "\n")
+				named := strings.Contains(failed, "Service "+inst.namespace+"/llm-service: "+c.want)
+				if code != c.code || (c.want == "") != (failed == "") || c.want != "" && !named {
+					t.Errorf("exit %d, failed:\n%s\n%s\nwant %d naming the Service: %q", code, failed, errOut, c.code, c.want)
+				}
+			})
 		}
 	})
 

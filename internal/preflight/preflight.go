@@ -249,7 +249,8 @@ func checkKubeAccess(ctx context.Context, k *kube.Client, want []Access, add add
 // is refused here), and persists nothing. An object in a namespace that
 // does not exist yet (the stack creates it) has nowhere to go: its
 // permissions stand for it. An object that exists and is not vllm-hpa's
-// stops up (exit 7) unless --adopt is given: said here too. One line per
+// (unless --adopt is given), or is another instance's, stops up (exit 7):
+// said here too. One line per
 // object that fails; one summary line when none does.
 func dryRun(ctx context.Context, cfg *config.Config, k *kube.Client, objects []*unstructured.Unstructured, add addFunc) error {
 	missing := map[string]bool{}
@@ -270,14 +271,21 @@ func dryRun(ctx context.Context, cfg *config.Config, k *kube.Client, objects []*
 				continue
 			}
 		}
-		if obj.GetKind() != "Namespace" && !cfg.Adopt {
+		if obj.GetKind() != "Namespace" {
 			if r, err := k.Resource(obj); err == nil {
 				live, err := r.Get(ctx, obj.GetName(), metav1.GetOptions{})
-				// Not vllm-hpa's at all; whose among vllm-hpa's
-				// instances is up's to judge (shared parts are).
-				if err == nil && live.GetLabels()[owner.ManagedByLabel] != owner.ManagedByValue {
-					fail(obj, "exists and is not vllm-hpa's ("+owner.ForeignOwner(live)+"): up stops here (exit 7)", "give it another name, delete it, or take it over with --adopt", false)
-					continue
+				if err == nil {
+					// As up judges it: a rendered object without an
+					// instance label is a part every instance shares.
+					shared := obj.GetLabels()[owner.InstanceLabel] == ""
+					switch j := owner.Judge(live, cfg.Instance, shared); {
+					case j.Verdict == owner.Foreign && !cfg.Adopt:
+						fail(obj, "exists and is not vllm-hpa's ("+j.Owner+"): up stops here (exit 7)", "give it another name, delete it, or take it over with --adopt", false)
+						continue
+					case j.Verdict == owner.Other:
+						fail(obj, "exists and is "+j.Owner+"'s: up stops here (exit 7)", "give this instance other names (workload.deployment, service.name, hpa.name, ...) or another namespace", false)
+						continue
+					}
 				}
 			}
 		}
