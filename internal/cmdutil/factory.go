@@ -155,7 +155,7 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 		}
 		// A context gcloud wrote names its cluster, whose preconditions
 		// can then be read like those of --cluster.
-		if name, cerr := kube.ContextName(f.KubeconfigOptions(cfg)); cerr == nil {
+		if name, _, ok := kube.ContextOf(f.KubeconfigOptions(cfg)); ok {
 			if project, location, cluster, ok := kube.GKEContext(name); ok && project == cfg.Project {
 				deps.ClusterName, deps.ClusterLocation = cluster, location
 			}

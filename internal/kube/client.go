@@ -180,18 +180,6 @@ func firstLine(s string) string {
 	return s
 }
 
-// ContextName is the kubeconfig context a connection uses.
-func ContextName(o KubeconfigOptions) (string, error) {
-	if o.Context != "" {
-		return o.Context, nil
-	}
-	raw, err := o.loadingRules().Load()
-	if err != nil {
-		return "", err
-	}
-	return raw.CurrentContext, nil
-}
-
 // Contexts are the kubeconfig's context names, sorted (none when it does
 // not load).
 func Contexts(o KubeconfigOptions) []string {
