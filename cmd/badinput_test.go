@@ -101,6 +101,13 @@ func hostileInputs() []hostileInput {
 		h{"verify rate huge", nil, nil, load("--rate", "1e300"), "--rate"},
 		h{"verify endpoint not a URL", nil, nil, load("--endpoint", "not a url"), "--endpoint"},
 		h{"verify timeout negative", nil, nil, with("verify", "--timeout", "-1s"), "--timeout"},
+		h{"tail rate without scale-down", nil, nil, load("--tail-rate", "1"), "--scale-down"},
+		h{"tail rate negative", nil, nil, load("--scale-down", "--tail-rate", "-1"), "--tail-rate"},
+		h{"tail rate NaN", nil, nil, load("--scale-down", "--tail-rate", "NaN"), "--tail-rate"},
+		h{"scale-down failures negative", nil, nil, load("--scale-down", "--max-scale-down-failures", "-1"), "--max-scale-down-failures"},
+		h{"drain not whole seconds", nil, nil, with("deploy", "--drain", "1500ms"), "workload.drain"},
+		h{"drain negative", nil, nil, with("up", "--drain", "-5s"), "workload.drain"},
+		h{"drain above an hour", nil, map[string]string{"VLLM_HPA_WORKLOAD_DRAIN": "2h"}, with("up"), "VLLM_HPA_WORKLOAD_DRAIN"},
 		// load's flags.
 		h{"load rate NaN", nil, nil, with("load", "--rate", "NaN"), "--rate"},
 		h{"load rate Inf", nil, nil, with("load", "--rate", "Inf"), "--rate"},

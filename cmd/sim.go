@@ -2,10 +2,8 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -29,23 +27,17 @@ func (o *simOptions) Complete(*cobra.Command, []string) error { return nil }
 // Run serves the simulator until ctx ends (Ctrl+C).
 func (o *simOptions) Run(ctx context.Context) error {
 	cfg := &o.cfg
-	l, err := net.Listen("tcp", o.listen)
+	p, err := vllmsim.Listen(o.listen, *cfg)
 	if err != nil {
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("cannot listen on --listen %q: %w", o.listen, err))
 	}
-	srv := &http.Server{Handler: vllmsim.New(*cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(o.streams.ErrOut, "vLLM simulator for %s on http://%s (%d tokens x %s, %d at once); Ctrl+C stops\n",
-		cfg.Model, l.Addr(), cfg.OutputTokens, cfg.TokenLatency, cfg.MaxNumSeqs)
+	fmt.Fprintf(o.streams.ErrOut, "vLLM simulator for %s on http://%s (%d tokens x %s, %d at once); Ctrl+C stops it as SIGTERM stops vLLM, cutting the requests in flight\n",
+		cfg.Model, p.Addr(), cfg.OutputTokens, cfg.TokenLatency, cfg.MaxNumSeqs)
 	go func() {
 		<-ctx.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
+		p.Terminate()
 	}()
-	if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return p.Wait()
 }
 
 // Validate checks the simulator's flags before it listens.

@@ -18,8 +18,10 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/iostreams"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
+	"github.com/vllm-hpa/vllm-hpa/internal/reach"
 	"github.com/vllm-hpa/vllm-hpa/internal/session"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
 	"github.com/vllm-hpa/vllm-hpa/internal/verify"
@@ -141,6 +143,10 @@ type verifyOptions struct {
 	waitTimeout    time.Duration
 	report         string
 	wait           bool
+	// tailRate is the load kept on through the scale-down (0: none);
+	// maxScaleDownFailures how many of its requests may fail.
+	tailRate             float64
+	maxScaleDownFailures int
 }
 
 // verifyJSON is verify's --output json: the run, and with --load the load
@@ -166,8 +172,12 @@ With --load it then sends the walkthrough's requests (--rate, default 1/s)
 and records a timeline of the metric, desired and ready replicas and each
 SuccessfulRescale, with the time from load start to the first scale-up and to
 the new pods being Ready. --expect-replicas N fails (exit 4) if N replicas
-are not Ready within --wait-timeout; --scale-down then stops the load and
-waits for the HPA to scale back to its minimum.
+are not Ready within --wait-timeout; --scale-down then lowers the load to
+--tail-rate (a quarter of --rate by default) through the Service, spread
+over its pods, waits for the HPA to scale back to its minimum and for the
+removed pods to stop, and fails (exit 3) when more than
+--max-scale-down-failures of those requests failed: pods stopped with
+requests in hand (workload.drain too short).
 
 With --wait it polls the checks every 10 s until all hold (exit 0) or
 --timeout passes (exit 4, with the last state): a gate for a CI pipeline
@@ -180,6 +190,8 @@ that has just run up, or a deploy that is still rolling out.`,
 	c.Flags().BoolVar(&o.withLoad, "load", false, "after the checks pass, send load and record how the HPA scales")
 	c.Flags().Int32Var(&o.expectReplicas, "expect-replicas", 0, "with --load: fail unless this many replicas are Ready within --wait-timeout")
 	c.Flags().BoolVar(&o.scaleDown, "scale-down", false, "with --load: after scaling up, stop the load and wait for the scale-down to the HPA's minimum")
+	c.Flags().Float64Var(&o.tailRate, "tail-rate", 0, "with --scale-down: requests per second kept on through the scale-down, through the Service so every pod has its share, until the removed pods stop (default a quarter of --rate; 0: none)")
+	c.Flags().IntVar(&o.maxScaleDownFailures, "max-scale-down-failures", 0, "with --scale-down: fail (exit 3) when more of the tail's requests fail: pods stopped with requests in hand")
 	c.Flags().DurationVar(&o.waitTimeout, "wait-timeout", 10*time.Minute, "with --load: how long to wait for --expect-replicas and --scale-down")
 	c.Flags().StringVar(&o.report, "report", "", "with --load: write the timeline and load summary as JSON to this file")
 	c.Flags().BoolVar(&o.wait, "wait", false, "poll the checks every 10 s until all hold or --timeout passes (then exit 4 with the last state): a CI gate")
@@ -215,6 +227,12 @@ func (o *verifyOptions) Validate() error {
 	switch {
 	case !o.withLoad && (given("expect-replicas") || given("scale-down") || given("report") || given("rate") || given("concurrency") || given("duration")):
 		return exitcode.With(exitcode.BadInput, errors.New("--expect-replicas, --scale-down, --report, --rate, --concurrency and --duration need --load"))
+	case !o.scaleDown && (given("tail-rate") || given("max-scale-down-failures")):
+		return exitcode.With(exitcode.BadInput, errors.New("--tail-rate and --max-scale-down-failures need --scale-down"))
+	case math.IsNaN(o.tailRate) || math.IsInf(o.tailRate, 0) || o.tailRate < 0 || o.tailRate > maxRate:
+		return bad("tail-rate", fmt.Sprint(o.tailRate), fmt.Sprintf("a number of requests per second, 0 (none) to %d", maxRate))
+	case o.maxScaleDownFailures < 0:
+		return bad("max-scale-down-failures", fmt.Sprint(o.maxScaleDownFailures), "0 or more")
 	case given("expect-replicas") && (o.expectReplicas < 1 || o.expectReplicas > o.cfg.HPA.MaxReplicas):
 		return bad("expect-replicas", fmt.Sprint(o.expectReplicas), fmt.Sprintf("between 1 and hpa.max-replicas (%d): the HPA never scales beyond it", o.cfg.HPA.MaxReplicas))
 	case given("timeout") && !o.wait:
@@ -296,13 +314,40 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 			return o.printVerify(rec, start, err, doc)
 		}
 		lt := verify.LoadTest{Load: o.loadFlags.options(o.cfg.Workload.Model, url), ExpectReplicas: o.expectReplicas, ScaleDown: o.scaleDown,
-			WaitTimeout: o.waitTimeout, Report: o.report, Scrub: o.streams.Secrets.String}
+			WaitTimeout: o.waitTimeout, Report: o.report, Scrub: o.streams.Secrets.String, MaxScaleDownFailures: o.maxScaleDownFailures}
+		if lt.Tail, err = o.tail(deps.Kube); err != nil {
+			return o.printVerify(rec, start, err, doc)
+		}
 		doc.LoadResult, runErr = lt.Run(ctx, o.cfg, deps.Kube, rec)
 	}
 	if runErr == nil && ctx.Err() != nil {
 		runErr = ctx.Err() // interrupted: never a pass
 	}
 	return o.printVerify(rec, start, runErr, doc)
+}
+
+// tail is the load kept on through the scale-down: --tail-rate (by
+// default a quarter of --rate) through --endpoint when given, else
+// through the API server's service proxy, which spreads it over the
+// Service's Ready pods. Nil when there is none.
+func (o *verifyOptions) tail(k *kube.Client) (*load.Options, error) {
+	rate := o.tailRate
+	if !o.flags.Changed("tail-rate") {
+		rate = o.rate / 4
+	}
+	if !o.scaleDown || rate == 0 {
+		return nil, nil
+	}
+	tail := o.loadFlags.options(o.cfg.Workload.Model, o.endpoint)
+	tail.Concurrency, tail.Rate, tail.Duration = 0, rate, 0
+	if o.endpoint == "" {
+		url, rt, err := reach.ServiceProxy(k.Config, o.cfg.Workload.Namespace, o.cfg.Service.Name, o.cfg.Service.Port)
+		if err != nil {
+			return nil, err
+		}
+		tail.URL, tail.Transport = url, rt
+	}
+	return &tail, nil
 }
 
 // pollInterval is how often verify --wait checks again.

@@ -16,6 +16,8 @@
 #  4. The load generator's peak rate (scripts/bench-load.sh).
 #  5. tune on the simulator with a known knee: time per run and the knee
 #     found, three runs.
+#  6. Requests failed during a scale-down 3 -> 1 under a tail of load,
+#     without a drain and with one (scripts/bench-drain.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin_dir=$(scripts/build-k8s-cache.sh)
@@ -242,6 +244,23 @@ for i in 1 2 3; do
 done
 kill $sim_pid 2>/dev/null; wait $sim_pid 2>/dev/null || true
 
+echo "6. drain" >&2
+drain=$(scripts/bench-drain.sh 3 10s 2>/dev/null | tail -4)
+drain_text=$(cat <<'SECTION'
+## Requests failed during a scale-down (scripts/bench-drain.sh)
+
+The emulator's fast profile with 3 s answers (150 tokens at 20 ms) and a deleted pod still an endpoint for 1 s; the
+HPA scales 3 -> 1 after `verify --load --rate 4 --expect-replicas 3` while a tail of 1 request/s goes through the
+Service (the API server's service proxy, which spreads it over the Ready pods), until the removed pods have stopped.
+The simulator takes SIGTERM as vLLM does (every request in flight cut). Without a drain (`workload.drain 0s`, the
+walkthrough's Deployment) the removed pods are stopped with requests in hand; with one, their preStop pause lets them
+finish first. These are the model's counts; on a cluster the same manifests, the same kubelet sequence (preStop,
+then SIGTERM within the grace period) and vLLM's own SIGTERM handling hold, the endpoint's removal lag is the
+cluster's.
+SECTION
+)
+drain_section=$(printf '%s\n\n```text\n%s\n```' "$drain_text" "$drain")
+
 cat > docs/benchmarks.md <<MD
 # Benchmarks
 
@@ -321,5 +340,6 @@ The analytic knee is (240 - 40) / 10 = 20 requests in flight; each level is held
 | run | wall time | levels measured | knee found | recommended target (running) |
 |---|---|---|---|---|
 ${tune_runs}
+${drain_section}
 MD
 echo "wrote docs/benchmarks.md" >&2

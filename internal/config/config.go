@@ -81,7 +81,22 @@ type Workload struct {
 	// (nodeSelector cloud.google.com/compute-class): the class then says
 	// which GPU, driver and Spot, in place of the accelerator selectors.
 	ComputeClass string `key:"compute-class"`
+	// Drain is how long a vLLM pod being deleted keeps serving before it
+	// is sent SIGTERM (a preStop pause): long enough for its endpoint to
+	// leave the Service and for the requests it holds to finish. vLLM
+	// aborts every request in flight on SIGTERM (its launcher cancels the
+	// server task), so the pause is the only drain; 0 sends SIGTERM at once.
+	Drain time.Duration `key:"drain"`
 }
+
+// DrainShutdown is what terminationGracePeriodSeconds adds to the drain:
+// vLLM's own shutdown after SIGTERM (engine and workers) before the
+// kubelet kills it.
+const DrainShutdown = 15 * time.Second
+
+// TerminationGrace is the vLLM pods' terminationGracePeriodSeconds: the
+// drain, then vLLM's shutdown.
+func (w Workload) TerminationGrace() time.Duration { return w.Drain + DrainShutdown }
 
 // HFToken says where the Hugging Face token goes. The token itself is never a
 // config key or flag value: it comes from the HF_TOKEN environment variable
@@ -243,6 +258,9 @@ func Default() Config {
 			Accelerator:      "nvidia-l4",
 			GPUDriverVersion: "latest",
 			Spot:             true,
+			// kube-proxy's lag (a few seconds) and the longest answer of
+			// a small model under load; tune --drain measures it.
+			Drain: 30 * time.Second,
 		},
 		HFToken: HFToken{
 			SecretName: "hf-secret",

@@ -59,6 +59,7 @@ var Settings = []Setting{
 	{"workload.gpu-driver-version", "", "nodeSelector cloud.google.com/gke-gpu-driver-version (latest or default)", false},
 	{"workload.spot", "", "tolerate Spot nodes (cloud.google.com/gke-spot=true:NoSchedule)", false},
 	{"workload.compute-class", "compute-class", "GKE ComputeClass the vLLM pods select (nodeSelector cloud.google.com/compute-class), in place of the accelerator selectors; up chooses the cluster's one class with a GPU rule for workload.accelerator when that is the only way to GPU nodes", false},
+	{"workload.drain", "drain", "how long a vLLM pod being scaled down keeps serving before SIGTERM (a preStop pause; vLLM aborts requests in flight on SIGTERM): the endpoint's removal from the Service plus the longest request; 0 sends SIGTERM at once", false},
 
 	{"hf-token.file", "hf-token-file", "file holding the Hugging Face token (else the HF_TOKEN environment variable); never a flag value", false},
 	{"hf-token.secret-name", "", "name of the Secret that holds the Hugging Face token", false},

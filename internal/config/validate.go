@@ -189,6 +189,7 @@ func (c *Config) validate(needProject bool) error {
 		add("workload.accelerator", w.Accelerator, "a GKE GPU accelerator type such as nvidia-l4, nvidia-tesla-t4 or nvidia-h100-80gb")
 	}
 	oneOf("workload.gpu-driver-version", w.GPUDriverVersion, "latest", "default")
+	seconds("workload.drain", w.Drain, 0, time.Hour)
 	if w.ComputeClass != "" {
 		k8s("workload.compute-class", w.ComputeClass, validation.IsDNS1123Subdomain, "a ComputeClass name: lowercase letters, digits, '-' and '.'")
 	}

@@ -39,6 +39,9 @@ type Options struct {
 	Concurrency int           // fixed number of requests in flight (closed loop)
 	Duration    time.Duration // 0 runs until ctx ends
 	Timeout     time.Duration // per request
+	// Transport, if set, carries every request (e.g. authenticated to
+	// the API server, for its service proxy); unset, vegeta's own.
+	Transport http.RoundTripper
 }
 
 // Summary is what a load did. Durations are seconds (units.Seconds).
@@ -55,6 +58,9 @@ type Summary struct {
 	P50Seconds units.Seconds `json:"p50Seconds"`
 	P90Seconds units.Seconds `json:"p90Seconds"`
 	P99Seconds units.Seconds `json:"p99Seconds"`
+	// MaxSeconds is the longest request: what a scale-down's drain must
+	// let finish.
+	MaxSeconds units.Seconds `json:"maxSeconds"`
 	// AchievedRate is requests started per second while sending (the
 	// drain of the last answers left out).
 	AchievedRate float64 `json:"achievedRatePerSecond"`
@@ -161,6 +167,10 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 		// An open loop needs as many workers as requests in flight.
 		opts = append(opts, vegeta.Workers(uint64(min(1000, max(10, int(o.Rate))))), vegeta.Connections(10000))
 	}
+	if o.Transport != nil {
+		// Last: it replaces the client the options above shaped.
+		opts = append(opts, vegeta.Client(&http.Client{Transport: o.Transport, Timeout: o.Timeout}))
+	}
 	attacker := vegeta.NewAttacker(opts...)
 	static := vegeta.NewStaticTargeter(target)
 	// vegeta asks the targeter at the start of each hit: that is when a
@@ -259,6 +269,7 @@ func summarize(m *vegeta.Metrics, url, mode string, start time.Time, endedBy str
 	s := &Summary{
 		Target: url, Mode: mode, Sent: m.Requests,
 		P50Seconds: units.Seconds(m.Latencies.P50), P90Seconds: units.Seconds(m.Latencies.P90), P99Seconds: units.Seconds(m.Latencies.P99),
+		MaxSeconds: units.Seconds(m.Latencies.Max),
 		ElapsedSeconds: units.Seconds(time.Since(start)), EndedBy: endedBy,
 	}
 	// Requests started per second over the span between the first and the
@@ -299,7 +310,7 @@ func (s *Summary) Lines() []string {
 	if s.Cut > 0 {
 		lines = append(lines, fmt.Sprintf("cut:        %d in flight when interrupted (not counted as failures)", s.Cut))
 	}
-	lines = append(lines, fmt.Sprintf("latency:    p50 %s  p90 %s  p99 %s", s.P50Seconds, s.P90Seconds, s.P99Seconds))
+	lines = append(lines, fmt.Sprintf("latency:    p50 %s  p90 %s  p99 %s  max %s", s.P50Seconds, s.P90Seconds, s.P99Seconds, s.MaxSeconds))
 	if s.EndedBy == "interrupted" {
 		lines = append(lines, "ended:      interrupted")
 	}

@@ -76,7 +76,15 @@ type Options struct {
 	// whose PodStarted says it exits (*ExitError).
 	PodCrashBackoff time.Duration
 	PodStopped      func(*corev1.Pod)
-	KubeletPort     int32
+	// PodDrain: the PodRunner runs a deleted pod's preStop sleep and grace
+	// period (PodRunner.Drain).
+	PodDrain bool
+	// EndpointLag delays the EndpointSlice controller's processing of pod
+	// changes (its --endpointslice-updates-batch-period): a terminating
+	// pod stays an endpoint of its Services that long, as kube-proxy's
+	// programming lags on a node (0: at once).
+	EndpointLag time.Duration
+	KubeletPort int32
 	// StaticToken, if set, is a bearer token kube-apiserver accepts for an
 	// administrator (as GKE accepts Google OAuth tokens).
 	StaticToken string
@@ -298,6 +306,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 			"--secure-port=0",
 			"--horizontal-pod-autoscaler-sync-period", sync.String(),
 			"--concurrent-deployment-syncs", "5",
+			"--endpointslice-updates-batch-period", opts.EndpointLag.String(),
 			"--v", "0",
 		); err != nil {
 			return cp, err
@@ -323,7 +332,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	bg, cancel := context.WithCancel(context.Background())
 	cp.cancel = cancel
 	if opts.RunPods {
-		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, KubeletPort: opts.KubeletPort,
+		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, Drain: opts.PodDrain, KubeletPort: opts.KubeletPort,
 			Ready: opts.PodReady, ProbePeriod: opts.PodProbePeriod, GPUNodes: opts.GPUNodes, CrashBackoff: opts.PodCrashBackoff}
 		if err := cp.Pods.ensureNode(ctx); err != nil {
 			return cp, err

@@ -55,12 +55,21 @@ type PodRunner struct {
 	// CrashBackoff is the kubelet's first restart back-off, doubled on
 	// each restart up to 30 times it (the kubelet's: 10 s to 5 minutes).
 	CrashBackoff time.Duration
-	// Stopped, if set, runs when a pod is deleted.
+	// Stopped, if set, runs when a pod's process is sent SIGTERM: at its
+	// deletion, or with Drain after its preStop pause.
 	Stopped func(pod *corev1.Pod)
+	// Drain terminates a deleted pod as the kubelet does: its containers'
+	// preStop sleep first (the process keeps serving; Stopped after it),
+	// all within the pod's grace period, and only then is the deletion
+	// confirmed. Without it a deleted pod stops at once, as with
+	// --grace-period=0: the tests that never look at a drain stay fast.
+	Drain bool
 
 	nextIP atomic.Uint32
 	mu     sync.Mutex
 	timers map[string]*time.Timer
+	// terminating are the pods whose termination (Drain) has begun.
+	terminating map[types.UID]bool
 
 	// The GPU nodes' bookkeeping (under mu): which node each bound pod's
 	// GPUs are on, the pods waiting for a node, the nodes being made.
@@ -197,11 +206,11 @@ func (r *PodRunner) createNode(ctx context.Context, name string, gpus int, ready
 
 func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 	switch {
+	case pod.DeletionTimestamp != nil && r.Drain:
+		r.terminate(ctx, pod)
 	case pod.DeletionTimestamp != nil:
 		r.forget(ctx, pod)
-		// No kubelet will confirm the deletion: finish it.
-		zero := int64(0)
-		_ = r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+		r.confirmDeletion(ctx, pod)
 	case pod.Spec.NodeName == "":
 		node := r.place(ctx, pod)
 		if node == "" {
@@ -226,6 +235,72 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 	case pod.Status.Phase == corev1.PodRunning && !kube.PodReady(pod) && allRunning(pod):
 		r.probe(ctx, pod)
 	}
+}
+
+// confirmDeletion removes a pod whose containers have stopped, as the
+// kubelet does once they exit (exactly this pod: a new one may have its
+// name).
+func (r *PodRunner) confirmDeletion(ctx context.Context, pod *corev1.Pod) {
+	zero := int64(0)
+	_ = r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+}
+
+// terminate runs a deleted pod's termination once, as the kubelet does:
+// the preStop sleep (the process still serves; the endpoint controllers
+// take the pod out of its Services meanwhile), then SIGTERM (Stopped),
+// the pause bounded by the grace period the deletion gave. The process
+// then exits at once (what vLLM does with its requests is the process's
+// stand-in's to model) and the deletion is confirmed.
+func (r *PodRunner) terminate(ctx context.Context, pod *corev1.Pod) {
+	r.mu.Lock()
+	if r.terminating == nil {
+		r.terminating = map[types.UID]bool{}
+	}
+	begun := r.terminating[pod.UID]
+	r.terminating[pod.UID] = true
+	r.mu.Unlock()
+	if begun {
+		return
+	}
+	pause := min(preStopSleep(pod), gracePeriod(pod))
+	go func() {
+		defer func() {
+			r.mu.Lock()
+			delete(r.terminating, pod.UID)
+			r.mu.Unlock()
+		}()
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return
+		}
+		r.forget(ctx, pod)
+		r.confirmDeletion(ctx, pod)
+	}()
+}
+
+// preStopSleep is the longest preStop sleep action of pod's containers
+// (the kubelet runs their hooks side by side).
+func preStopSleep(pod *corev1.Pod) time.Duration {
+	var d time.Duration
+	for _, c := range pod.Spec.Containers {
+		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
+			d = max(d, time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second)
+		}
+	}
+	return d
+}
+
+// gracePeriod is what the deletion gave the pod (its spec's
+// terminationGracePeriodSeconds unless the delete said otherwise).
+func gracePeriod(pod *corev1.Pod) time.Duration {
+	switch {
+	case pod.DeletionGracePeriodSeconds != nil:
+		return time.Duration(*pod.DeletionGracePeriodSeconds) * time.Second
+	case pod.Spec.TerminationGracePeriodSeconds != nil:
+		return time.Duration(*pod.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return 30 * time.Second
 }
 
 // forget stops a deleted pod and frees its GPUs; the pods waiting for a

@@ -5,9 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -17,6 +22,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/stages"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/timeline"
+	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
 // LoadTest is verify --load: send load while recording the HPA's
@@ -36,6 +42,15 @@ type LoadTest struct {
 	Scrub func(string) string
 	// Settle is TooLight's settle (0: DefaultSettle).
 	Settle time.Duration
+	// Tail, with ScaleDown, is a lighter load kept on from the scale-up's
+	// proof until the scale-down's last pod is gone, sent through the
+	// Service (reach.ServiceProxy) so that every pod has its share: a pod
+	// stopped with requests in hand shows as the tail's failures. Nil: the
+	// load stops before the scale-down.
+	Tail *load.Options
+	// MaxScaleDownFailures: more of the tail's requests failing fails the
+	// test (exit 3).
+	MaxScaleDownFailures int
 }
 
 // LoadResult is what a load test saw: the load's summary and the HPA's
@@ -45,6 +60,9 @@ type LoadResult struct {
 	Timeline *timeline.Timeline `json:"timeline,omitempty"`
 	// Stages explain the first scale-up (with --expect-replicas).
 	Stages *stages.Report `json:"stages,omitempty"`
+	// ScaleDown is the tail's summary: the requests sent through the
+	// Service while the HPA scaled down (with --scale-down).
+	ScaleDown *load.Summary `json:"scaleDown,omitempty"`
 }
 
 // Run sends the load and watches; rec gets a "load" step.
@@ -81,12 +99,19 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		waitErr = o.waitScaleUp(ctx, tl, cfg.ScaledMetrics(), start, rec)
 	}
 	var report *stages.Report
+	var scaleDown *load.Summary
 	if waitErr == nil && o.ExpectReplicas > 0 {
 		// The new pods' stages, read while they exist (the load still on).
 		report = o.readStages(ctx, cfg, tl, prober)
 	}
 	if o.ExpectReplicas > 0 || o.ScaleDown {
 		stopLoad(load.ErrStopped) // the scale-up is proven (or failed): stop sending
+	}
+	var tail *tailLoad
+	if waitErr == nil && o.ScaleDown && o.Tail != nil {
+		tail = startTail(ctx, *o.Tail)
+		defer tail.stop()
+		rec.Action("load", "through the scale-down: "+Describe(*o.Tail)+" through the Service, spread over its pods")
 	}
 	res := <-loadDone
 	stopStatus()
@@ -103,6 +128,9 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		for _, l := range res.sum.Lines() {
 			rec.Action("load", l)
 		}
+		if advice, short := DrainAdvice(cfg.Workload.Drain, time.Duration(res.sum.MaxSeconds)); short {
+			rec.Action("load", advice)
+		}
 	}
 	if report != nil {
 		// Their first answers are probed directly: no load needed.
@@ -113,7 +141,6 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		err := tl.WaitFor(w, func(s timeline.Sample) bool {
 			return s.Ready <= cfg.HPA.MinReplicas && s.Replicas <= cfg.HPA.MinReplicas
 		})
-		cancel()
 		switch {
 		case ctx.Err() != nil:
 			waitErr = ctx.Err()
@@ -121,6 +148,27 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 			waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("no scale-down to %d replicas within %s: %w", cfg.HPA.MinReplicas, o.WaitTimeout, err))
 		default:
 			rec.Result(step.Result{Step: "load", Check: fmt.Sprintf("scaled down to %d", cfg.HPA.MinReplicas), OK: true, Message: "after " + timeline.Seconds(time.Since(start)).String()})
+		}
+		if tail != nil && waitErr == nil {
+			// The tail lasts until the removed pods are gone: their
+			// requests are at stake until their processes stop.
+			rec.Status("waiting for the removed pods to drain and stop")
+			if err := waitTerminated(w, k, cfg.Workload.Namespace, "app="+cfg.Workload.AppLabel); err != nil && ctx.Err() == nil {
+				waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("the removed pods had not stopped within %s: %w", o.WaitTimeout, err))
+			}
+			rec.Status("")
+		}
+		cancel()
+	}
+	if tail != nil {
+		scaleDown = tail.stop()
+		if scaleDown != nil {
+			for _, l := range scaleDown.Lines() {
+				rec.Action("load", "scale-down: "+l)
+			}
+			if waitErr == nil && ctx.Err() == nil {
+				waitErr = ScaleDownVerdict(scaleDown, o.MaxScaleDownFailures, cfg.Workload.Drain)
+			}
 		}
 	}
 	stopWatch()
@@ -135,7 +183,7 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		rec.Action("load", line)
 	}
 	if o.Report != "" {
-		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t, "stages": report}, "", "  ")
+		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t, "stages": report, "scaleDown": scaleDown}, "", "  ")
 		if o.Scrub != nil {
 			b = []byte(o.Scrub(string(b)))
 		}
@@ -144,7 +192,90 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		}
 	}
 	rec.StepDone("load", waitErr)
-	return &LoadResult{Load: res.sum, Timeline: &t, Stages: report}, waitErr
+	return &LoadResult{Load: res.sum, Timeline: &t, Stages: report, ScaleDown: scaleDown}, waitErr
+}
+
+
+// tailLoad is the load kept on through a scale-down.
+type tailLoad struct {
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+	sum    *load.Summary
+}
+
+func startTail(ctx context.Context, o load.Options) *tailLoad {
+	tctx, cancel := context.WithCancelCause(ctx)
+	t := &tailLoad{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(t.done)
+		t.sum, _ = load.Run(tctx, o, nil)
+	}()
+	return t
+}
+
+// stop ends the tail, waits for its answers in flight and gives its
+// summary (nil if it could not run); it may be called again.
+func (t *tailLoad) stop() *load.Summary {
+	t.cancel(load.ErrStopped)
+	<-t.done
+	return t.sum
+}
+
+// waitTerminated waits until no pod matching selector is being deleted.
+func waitTerminated(ctx context.Context, k *kube.Client, namespace, selector string) error {
+	for {
+		pods, err := k.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
+		if err == nil && !slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.DeletionTimestamp != nil }) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// EndpointRemoval is what a drain allows for a removed pod's endpoint to
+// leave the Service's routing: kube-proxy reprograms the nodes within a
+// few seconds (a load balancer's network endpoint group takes longer).
+const EndpointRemoval = 5 * time.Second
+
+// DrainAdvice says, when drain (workload.drain) is shorter than the
+// endpoint's removal plus the longest request the load saw, that a
+// scale-down would cut such requests and which drain would not.
+func DrainAdvice(drain, longest time.Duration) (string, bool) {
+	need := (EndpointRemoval + longest).Round(time.Second)
+	if need < EndpointRemoval+longest {
+		need += time.Second
+	}
+	if drain >= need {
+		return "", false
+	}
+	return fmt.Sprintf("workload.drain %s is shorter than the endpoint's removal (%s) plus the longest request (%s): a scale-down would cut such requests; set --drain %s or more",
+		drain, EndpointRemoval, units.Seconds(longest), need), true
+}
+
+// ScaleDownVerdict judges the requests sent through a scale-down: more
+// than allowed failures mean pods were stopped with requests in hand.
+func ScaleDownVerdict(sum *load.Summary, allowed int, drain time.Duration) error {
+	failed, kinds := 0, make([]string, 0, len(sum.Failed))
+	for _, kind := range slices.Sorted(maps.Keys(sum.Failed)) {
+		failed += sum.Failed[kind]
+		kinds = append(kinds, fmt.Sprintf("%s x%d", kind, sum.Failed[kind]))
+	}
+	if failed <= allowed {
+		return nil
+	}
+	fix := fmt.Sprintf("workload.drain (%s) must cover the endpoint's removal from the Service and the longest request (p99 %s)", drain, sum.P99Seconds)
+	if drain == 0 {
+		fix = fmt.Sprintf("set workload.drain (a preStop pause) above the endpoint's removal from the Service plus the longest request (p99 %s)", sum.P99Seconds)
+	}
+	return exitcode.With(exitcode.CheckFailed, fmt.Errorf("%d of %d requests failed during the scale-down (%s), more than %d: pods were stopped with requests in hand (vLLM aborts them on SIGTERM); %s",
+		failed, sum.Sent, strings.Join(kinds, ", "), allowed, fix))
 }
 
 // warmWait bounds the wait for new pods' first answers after the

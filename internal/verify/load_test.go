@@ -1,12 +1,15 @@
 package verify
 
 import (
-	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
+	"github.com/vllm-hpa/vllm-hpa/internal/load"
 	"github.com/vllm-hpa/vllm-hpa/internal/timeline"
+	"github.com/vllm-hpa/vllm-hpa/internal/units"
 )
 
 func at(s float64) timeline.Seconds { return timeline.Seconds(time.Duration(s * float64(time.Second))) }
@@ -79,5 +82,50 @@ func TestTooLightAll(t *testing.T) {
 	why, light := TooLightAll(withKV(0.1), at(150), metrics, 3, settle)
 	if !light || !strings.Contains(why, "running: ") || !strings.Contains(why, "kv-cache: ") || !strings.Contains(why, "holds its prompt and answer") {
 		t.Errorf("both metrics light: light=%v %q", light, why)
+	}
+}
+
+func TestDrainAdvice(t *testing.T) {
+	for _, tc := range []struct {
+		drain, longest time.Duration
+		short          bool
+		want           string
+	}{
+		{drain: 30 * time.Second, longest: 2 * time.Second},
+		{drain: 30 * time.Second, longest: 25 * time.Second},
+		{drain: 30 * time.Second, longest: 25*time.Second + time.Millisecond, short: true, want: "set --drain 31s or more"},
+		{drain: 0, longest: time.Second, short: true, want: "workload.drain 0s is shorter than the endpoint's removal (5s) plus the longest request (1s)"},
+		{drain: 5 * time.Second, longest: 0},
+	} {
+		got, short := DrainAdvice(tc.drain, tc.longest)
+		if short != tc.short || !strings.Contains(got, tc.want) {
+			t.Errorf("DrainAdvice(%s, %s) = %q, %v; want %v containing %q", tc.drain, tc.longest, got, short, tc.short, tc.want)
+		}
+	}
+}
+
+func TestScaleDownVerdict(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		failed map[string]int
+		max    int
+		drain  time.Duration
+		want   string // "" passes
+	}{
+		{name: "none failed", failed: map[string]int{}},
+		{name: "within the allowance", failed: map[string]int{"HTTP 502": 2}, max: 2},
+		{name: "no drain", failed: map[string]int{"HTTP 502": 2, "EOF": 1}, want: "3 of 40 requests failed during the scale-down (EOF x1, HTTP 502 x2), more than 0: pods were stopped with requests in hand (vLLM aborts them on SIGTERM); set workload.drain"},
+		{name: "drain too short", failed: map[string]int{"HTTP 503": 1}, drain: 2 * time.Second, want: "workload.drain (2s) must cover the endpoint's removal from the Service and the longest request (p99 3s)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sum := &load.Summary{Sent: 40, Failed: tc.failed, P99Seconds: units.Seconds(3 * time.Second)}
+			err := ScaleDownVerdict(sum, tc.max, tc.drain)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("failed: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || exitcode.Of(err) != exitcode.CheckFailed):
+				t.Errorf("got %v (exit %d), want exit 3 with %q", err, exitcode.Of(err), tc.want)
+			}
+		})
 	}
 }

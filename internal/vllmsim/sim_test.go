@@ -288,3 +288,39 @@ func TestLoadThenWarmUp(t *testing.T) {
 		t.Errorf("first answer %s after start, before load + warm-up (%s)", answered.Sub(born), cfg.LoadTime+cfg.WarmupTime)
 	}
 }
+
+// SIGTERM cuts a streamed answer mid-stream, as vLLM's launcher does by
+// cancelling its server task; the process then stops.
+func TestTerminateCutsRequestsInFlight(t *testing.T) {
+	cfg := vllmsim.DefaultConfig()
+	cfg.TokenLatency, cfg.OutputTokens = 10*time.Millisecond, 200 // 2 s
+	p, err := vllmsim.Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := `{"model":"` + model + `","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	resp, err := http.Post("http://"+p.Addr()+"/v1/chat/completions", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	chunks, last := 0, ""
+	for sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			chunks, last = chunks+1, line
+			if chunks == 5 {
+				p.Terminate()
+			}
+		}
+	}
+	if last == "[DONE]" || chunks < 5 || chunks > 50 {
+		t.Errorf("%d chunks, the last %q: want the stream cut soon after the fifth", chunks, last)
+	}
+	if err := p.Wait(); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+	if _, err := http.Get("http://" + p.Addr() + "/health"); err == nil {
+		t.Error("the server still answers after SIGTERM")
+	}
+}

@@ -92,6 +92,11 @@ type verifyDoc struct {
 			Stage string `json:"stage"`
 		} `json:"biggest"`
 	} `json:"stages"`
+	ScaleDown *struct {
+		Sent      int            `json:"sent"`
+		Succeeded int            `json:"succeeded"`
+		Failed    map[string]int `json:"failed"`
+	} `json:"scaleDown"`
 }
 
 // failing returns "step/check: reason" for each failed check.
@@ -140,6 +145,14 @@ func scaledUpAndDown(t *testing.T, r runResult) (doc verifyDoc, sizes []int32) {
 	}
 	if peak != 3 || sizes[len(sizes)-1] != 1 {
 		t.Errorf("rescales %v, want up to 3 and back to 1", sizes)
+	}
+	// A tail of the load ran through the scale-down, spread over the
+	// pods by the Service; the pods removed drained it (verify fails
+	// otherwise, with exit 3).
+	if sd := doc.ScaleDown; sd == nil || sd.Sent == 0 || sd.Succeeded != sd.Sent || len(sd.Failed) != 0 {
+		t.Errorf("scale-down tail %+v, want requests sent and none failed:\n%s", sd, r.errOut)
+	} else {
+		t.Logf("scale-down: %d requests through the Service, none failed", sd.Sent)
 	}
 	return doc, sizes
 }

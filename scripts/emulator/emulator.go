@@ -67,6 +67,10 @@ type Options struct {
 	// read every NativeInterval; false, a cluster that does not.
 	NativeMetrics  bool
 	NativeInterval time.Duration
+	// EndpointLag is how long a pod being deleted stays an endpoint of
+	// its Service (kube-proxy's programming on GKE's nodes lags the
+	// deletion): requests still reach it that long.
+	EndpointLag time.Duration
 }
 
 // Profiles are the emulator's timing profiles.
@@ -89,6 +93,11 @@ func DefaultOptions() Options {
 		// GKE documents no interval for native metrics, only that the
 		// performance profile collects them faster.
 		NativeMetrics: true, NativeInterval: 5 * time.Second,
+		EndpointLag: time.Second,
+		// The simulator answers in about a second: a 5 s drain covers
+		// the endpoint's removal and every answer, and a scale-down
+		// does not wait vllm-hpa's default 30 s.
+		Settings: map[string]string{"VLLM_HPA_WORKLOAD_DRAIN": "5s"},
 	}
 }
 
@@ -119,6 +128,10 @@ const (
 	// monitoring.interval and hpa.scale-down-stabilization.
 	gkeScrapeInterval  = 15 * time.Second
 	gkeScaleDownWindow = 30 * time.Second
+	// A deleted pod stays behind its Service until kube-proxy on every
+	// node has reprogrammed (its minimum sync period is 1 s): the model's
+	// figure, not a published one.
+	gkeEndpointLag = 2 * time.Second
 )
 
 // GKEOptions is the gke profile: the fast profile's names and intervals
@@ -141,8 +154,13 @@ func GKEOptions(compress float64, metricPath bool) Options {
 		o.Settings = map[string]string{
 			"VLLM_HPA_MONITORING_INTERVAL":          atLeastSecond(gkeScrapeInterval).String(),
 			"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": atLeastSecond(gkeScaleDownWindow).String(),
+			"VLLM_HPA_WORKLOAD_DRAIN":               o.Settings["VLLM_HPA_WORKLOAD_DRAIN"],
 		}
+	} else {
+		// At GKE's timings, vllm-hpa's own default drain.
+		o.Settings = nil
 	}
+	o.EndpointLag = gkeEndpointLag
 	o.CrashBackoff = scale(gkeCrashBackoff)
 	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: scale(gkeNodeProvisioning), Max: 8}
 	o.ImagePull, o.ProbePeriod = scale(gkeImagePull), scale(o.ProbePeriod)
@@ -231,6 +249,9 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		},
 		// The deployment's readiness probe: GET /health.
 		PodReady: sims.healthy, PodProbePeriod: o.ProbePeriod, GPUNodes: o.GPUNodes,
+		// Scale-down as on GKE: the preStop pause, then SIGTERM, while
+		// the endpoint leaves the Service EndpointLag after the deletion.
+		PodDrain: true, EndpointLag: o.EndpointLag,
 		Monitoring: true, TargetStatus: o.TargetStatus,
 	}
 	// GKE's native metrics, bound to the cluster's clients once it runs.

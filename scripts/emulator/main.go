@@ -79,6 +79,7 @@ func run() error {
 	flag.StringVar(&o.Cluster, "cluster", o.Cluster, "the emulated GKE cluster's name")
 	flag.StringVar(&o.Location, "location", o.Location, "the emulated cluster's location")
 	flag.BoolVar(&o.NativeMetrics, "native-metrics", o.NativeMetrics, "the cluster serves GKE's native custom metrics (GKE 1.37 GA, performance HPA profile, AutoscalingMetric); false: a cluster that does not (no performance profile), for hpa.backend auto")
+	flag.DurationVar(&o.EndpointLag, "endpoint-lag", o.EndpointLag, "how long a deleted pod stays an endpoint of its Service (the EndpointSlice controller's batch period, standing for kube-proxy's lag): requests still reach it")
 	flag.DurationVar(&o.NativeInterval, "native-interval", o.NativeInterval, "how often the native metrics stand-in scrapes the AutoscalingMetrics' pods")
 	counted := flag.Bool("count-requests", false, "also write DIR/kubeconfig-counted, through a proxy that counts requests; GET http://ADDR/counts (ADDR in DIR/counter) reads and resets them (benchmarks)")
 	flag.Parse()

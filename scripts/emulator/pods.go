@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -21,12 +19,11 @@ type simulators struct {
 	cfg vllmsim.Config // Model is taken from each pod's MODEL_ID
 
 	mu    sync.Mutex
-	addrs map[string]string // namespace/pod -> 127.0.0.1:port
-	srvs  map[string]*http.Server
+	procs map[string]*vllmsim.Process // namespace/pod -> its server
 }
 
 func newSimulators(cfg vllmsim.Config) *simulators {
-	return &simulators{cfg: cfg, addrs: map[string]string{}, srvs: map[string]*http.Server{}}
+	return &simulators{cfg: cfg, procs: map[string]*vllmsim.Process{}}
 }
 
 // isVLLM recognises the vLLM server container by its command.
@@ -47,7 +44,7 @@ func (s *simulators) start(pod *corev1.Pod) error {
 	key := pod.Namespace + "/" + pod.Name
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.addrs[key]; ok {
+	if _, ok := s.procs[key]; ok {
 		return nil
 	}
 	cfg := s.cfg
@@ -56,27 +53,24 @@ func (s *simulators) start(pod *corev1.Pod) error {
 			cfg.Model = e.Value
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := vllmsim.Listen("127.0.0.1:0", cfg)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: vllmsim.New(cfg).Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(l)
-	s.addrs[key], s.srvs[key] = l.Addr().String(), srv
+	s.procs[key] = p
 	return nil
 }
 
+// stop is SIGTERM to the pod's server (vllmsim.Process.Terminate: as vLLM,
+// it cuts every request in flight).
 func (s *simulators) stop(pod *corev1.Pod) {
 	key := pod.Namespace + "/" + pod.Name
 	s.mu.Lock()
-	srv := s.srvs[key]
-	delete(s.addrs, key)
-	delete(s.srvs, key)
+	p := s.procs[key]
+	delete(s.procs, key)
 	s.mu.Unlock()
-	if srv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
+	if p != nil {
+		p.Terminate()
 	}
 }
 
@@ -103,19 +97,19 @@ func (s *simulators) healthy(pod *corev1.Pod) bool {
 func (s *simulators) addr(namespace, pod string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a, ok := s.addrs[namespace+"/"+pod]
+	p, ok := s.procs[namespace+"/"+pod]
 	if !ok {
 		return "", errors.New("no server runs in pod " + namespace + "/" + pod)
 	}
-	return a, nil
+	return p.Addr(), nil
 }
 
 func (s *simulators) stopAll() {
 	s.mu.Lock()
-	srvs := s.srvs
-	s.srvs, s.addrs = map[string]*http.Server{}, map[string]string{}
+	procs := s.procs
+	s.procs = map[string]*vllmsim.Process{}
 	s.mu.Unlock()
-	for _, srv := range srvs {
-		srv.Close()
+	for _, p := range procs {
+		p.Terminate()
 	}
 }

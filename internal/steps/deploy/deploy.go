@@ -39,7 +39,7 @@ func (Definition) Name() string { return Name }
 
 // Settings are the keys deploy's command takes as flags.
 func (Definition) Settings() []string {
-	return []string{"instance", "adopt", "kube.force-conflicts", "workload.namespace", "workload.deployment", "workload.app-label", "workload.image", "workload.model", "workload.accelerator", "workload.compute-class", "hf-token.file", "service.name"}
+	return []string{"instance", "adopt", "kube.force-conflicts", "workload.namespace", "workload.deployment", "workload.app-label", "workload.image", "workload.model", "workload.accelerator", "workload.compute-class", "workload.drain", "hf-token.file", "service.name"}
 }
 
 // Timeout is the key of how long the step waits.
