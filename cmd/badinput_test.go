@@ -28,6 +28,10 @@ type hostileInput struct {
 	field string
 }
 
+// measuredReport is a verify --report with a measured scale-up: the
+// HPA's decision at 85 s, the slowest new pod's first answer at 409 s.
+const measuredReport = `{"stages": {"decisionSeconds": 85, "pods": [], "stages": [{"stage": "hpa decision", "atSeconds": 85, "seconds": 0}, {"stage": "first answer", "atSeconds": 409, "seconds": 324}]}}`
+
 // hostileInputs is the corpus: every command, every flag that takes a
 // value, and every way in that was found to slip past validation. Grow it
 // whenever a new one appears.
@@ -108,6 +112,14 @@ func hostileInputs() []hostileInput {
 		h{"drain not whole seconds", nil, nil, with("deploy", "--drain", "1500ms"), "workload.drain"},
 		h{"drain negative", nil, nil, with("up", "--drain", "-5s"), "workload.drain"},
 		h{"drain above an hour", nil, map[string]string{"VLLM_HPA_WORKLOAD_DRAIN": "2h"}, with("up"), "VLLM_HPA_WORKLOAD_DRAIN"},
+		// tune --from-report: the file must hold a measured scale-up, and
+		// the ramp's flags have nothing to do.
+		h{"report to tune missing", nil, nil, with("tune", "--from-report", "nope.json"), "--from-report"},
+		h{"report to tune is a FIFO", map[string]string{"r.json": "FIFO"}, nil, with("tune", "--from-report", "r.json"), "--from-report"},
+		h{"report to tune is /dev/zero", nil, nil, with("tune", "--from-report", "/dev/zero"), "--from-report"},
+		h{"report to tune not JSON", map[string]string{"r.json": "stages: yes"}, nil, with("tune", "--from-report", "r.json"), "--from-report"},
+		h{"report to tune without stages", map[string]string{"r.json": `{"load": {}, "timeline": {}}`}, nil, with("tune", "--from-report", "r.json"), "--from-report"},
+		h{"report to tune with a ramp flag", map[string]string{"r.json": measuredReport}, nil, with("tune", "--from-report", "r.json", "--slo-ttft", "1s"), "--slo-ttft"},
 		// load's flags.
 		h{"load rate NaN", nil, nil, with("load", "--rate", "NaN"), "--rate"},
 		h{"load rate Inf", nil, nil, with("load", "--rate", "Inf"), "--rate"},

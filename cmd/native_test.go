@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +239,26 @@ func TestNativeBackend(t *testing.T) {
 	h, err := k.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Get(context.Background(), "gemma-server-hpa", metav1.GetOptions{})
 	if err != nil || h.Spec.Metrics[0].Pods.Target.AverageValue.AsApproximateFloat64() != tuned.Recommendation.Target {
 		t.Errorf("after tune --apply the HPA's target is %v, want %v (%v)", h.Spec.Metrics[0].Pods.Target.AverageValue, tuned.Recommendation.Target, err)
+	}
+
+	// tune --from-report derives the behaviour from a measured scale-up
+	// (a 324 s cold start) and --apply sets it on the HPA: no scale-up
+	// stabilization, a scale-down window of 5m30s.
+	report := filepath.Join(t.TempDir(), "timeline.json")
+	if err := os.WriteFile(report, []byte(measuredReport), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = kubeRun(t, inst, "tune", "--from-report", report, "--apply", "-o", "json")
+	strict(t, out, &tuned)
+	if code != 0 || !tuned.Applied || tuned.Behavior == nil || time.Duration(tuned.Behavior.ScaleDownStabilization) != 330*time.Second {
+		t.Fatalf("tune --from-report --apply: exit %d\n%s\n%s", code, out, errOut)
+	}
+	h, err = k.Client.AutoscalingV2().HorizontalPodAutoscalers(inst.namespace).Get(context.Background(), "gemma-server-hpa", metav1.GetOptions{})
+	if err != nil || h.Spec.Behavior == nil || *h.Spec.Behavior.ScaleDown.StabilizationWindowSeconds != 330 || *h.Spec.Behavior.ScaleUp.StabilizationWindowSeconds != 0 {
+		t.Errorf("after tune --from-report --apply the HPA's behaviour is %+v (%v)", h.Spec.Behavior, err)
+	}
+	if code, out, _ := kubeRun(t, inst, "tune", "--from-report", report); code != 0 || !strings.Contains(out, "scale-down: a stabilization window of 5m30s (was 30s)") || !strings.Contains(out, "scale-down-stabilization: 5m30s") {
+		t.Errorf("tune --from-report, text: exit %d\n%s", code, out)
 	}
 
 	// To the adapter: the adapter and the identity come up, the HPA

@@ -2,18 +2,24 @@ package cmd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/behavior"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/output"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
 	"github.com/vllm-hpa/vllm-hpa/internal/session"
+	"github.com/vllm-hpa/vllm-hpa/internal/stages"
 	"github.com/vllm-hpa/vllm-hpa/internal/tune"
 	"github.com/vllm-hpa/vllm-hpa/internal/verify"
 )
@@ -27,7 +33,16 @@ type tuneOptions struct {
 	step, warmup   time.Duration
 	headroom       float64
 	apply          bool
+	// fromReport: derive the HPA's behaviour from a verify --report's
+	// measured scale-up instead of ramping a load.
+	fromReport string
+	measured   *stages.Report
+	flags      *pflag.FlagSet
 }
+
+// maxReportSize bounds a verify --report file read back (a long load's
+// timeline is a few megabytes).
+const maxReportSize = 64 << 20
 
 // tuneJSON is tune's --output json document.
 type tuneJSON struct {
@@ -37,6 +52,8 @@ type tuneJSON struct {
 	Snippet string `json:"snippet,omitempty"`
 	// Applied: --apply updated the HPA.
 	Applied bool `json:"applied"`
+	// Behavior is --from-report's recommendation.
+	Behavior *behavior.Recommendation `json:"behavior,omitempty"`
 }
 
 func newTuneCmd(g *globalOptions) *cobra.Command {
@@ -54,7 +71,16 @@ knee is the most requests in flight that meet --slo-ttft, --slo-tpot and
 before the objective breaks; it prints the levels, a chart, the reasoning and
 the configuration to use, and --apply sets it on the HPA (the hpa step).
 Without --endpoint it port-forwards to a Ready pod behind the Service, as
-load does. Exits 3 when even one request at a time misses the objective.`,
+load does. Exits 3 when even one request at a time misses the objective.
+
+--from-report FILE instead reads a scale-up that verify --load
+--expect-replicas N --report FILE measured and derives the HPA's behaviour
+from its cold start (the HPA's decision to the slowest new pod's first
+answer): no scale-up stabilization and at least doubling per period, since
+a scale-up is already that late; a scale-down stabilization window of at
+least the cold start, so that a dip never throws away a pod that took that
+long to serve. It prints the reasoning and the configuration; --apply sets
+it on the HPA.`,
 		Example: "  vllm-hpa tune --project my-proj --slo-tpot 100ms --max-concurrency 16 --step-duration 5s --warmup 1s",
 		Args:    noArgs,
 		RunE:    runCommand(o, nil),
@@ -68,7 +94,8 @@ load does. Exits 3 when even one request at a time misses the objective.`,
 	f.DurationVar(&o.step, "step-duration", 20*time.Second, "how long each level is measured")
 	f.DurationVar(&o.warmup, "warmup", 5*time.Second, "how long each level runs before it is measured")
 	f.Float64Var(&o.headroom, "headroom", 0.8, "the target as a fraction of the metric at the knee")
-	f.BoolVar(&o.apply, "apply", false, "set the recommended target on the HPA (the hpa step)")
+	f.BoolVar(&o.apply, "apply", false, "set the recommended target (or, with --from-report, behaviour) on the HPA (the hpa step)")
+	f.StringVar(&o.fromReport, "from-report", "", "derive the HPA's behaviour from the scale-up measured in this verify --report file, instead of ramping a load")
 	config.AddFlagsFor(f, []string{"instance", "workload.namespace", "workload.model", "service.name", "hpa.metric", "hpa.backend"})
 	registerEnumCompletions(c, g)
 	return c
@@ -76,12 +103,20 @@ load does. Exits 3 when even one request at a time misses the objective.`,
 
 // Complete loads the configuration.
 func (o *tuneOptions) Complete(cmd *cobra.Command, _ []string) (err error) {
+	o.flags = cmd.Flags()
 	o.cfg, err = o.loadConfig(cmd)
 	return err
 }
 
+// rampFlags are the flags of the load ramp, which --from-report does not
+// run.
+var rampFlags = []string{"slo-ttft", "slo-tpot", "slo-latency", "max-concurrency", "step-duration", "warmup", "headroom", "endpoint", "prompt", "max-tokens", "request-timeout"}
+
 // Validate checks every flag before anything is sent.
 func (o *tuneOptions) Validate() error {
+	if o.fromReport != "" {
+		return o.validateFromReport()
+	}
 	if err := validateConfig(o.cfg, o.endpoint == "" || o.apply); err != nil {
 		return err
 	}
@@ -111,11 +146,86 @@ func (o *tuneOptions) Validate() error {
 	return nil
 }
 
+// validateFromReport checks --from-report's flags and reads its file:
+// a file that does not hold a measured scale-up is bad input.
+func (o *tuneOptions) validateFromReport() error {
+	if err := validateConfig(o.cfg, o.apply); err != nil {
+		return err
+	}
+	for _, f := range rampFlags {
+		if o.flags.Changed(f) {
+			return exitcode.With(exitcode.BadInput, fmt.Errorf("--%s with --from-report: the report's scale-up is read, no load is sent", f))
+		}
+	}
+	path := o.f.Env.Path(o.fromReport)
+	var doc struct {
+		Stages *stages.Report `json:"stages"`
+	}
+	b, err := config.ReadSmallFile(path, maxReportSize)
+	if err == nil {
+		err = json.Unmarshal(b, &doc)
+	}
+	if err == nil {
+		_, err = behavior.Recommend(doc.Stages, o.cfg.HPA)
+	}
+	if err != nil {
+		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --from-report %q: %w", o.fromReport, err))
+	}
+	o.measured = doc.Stages
+	if o.apply {
+		return o.f.CheckConnection(o.cfg)
+	}
+	return nil
+}
+
+// runFromReport prints the behaviour the report's cold start asks for,
+// and with --apply sets it on the HPA.
+func (o *tuneOptions) runFromReport(ctx context.Context, rec *output.Progress) error {
+	r, err := behavior.Recommend(o.measured, o.cfg.HPA)
+	if err == nil && o.apply && len(r.Changes) > 0 {
+		var sess *session.Session
+		if sess, err = session.Open(ctx, o.f, o.cfg, session.Options{Purpose: session.Tune, Progress: rec}); err == nil {
+			r.Apply(&o.cfg.HPA)
+			err = sess.ApplyHPA(ctx)
+		}
+	}
+	rec.Close()
+	doc := tuneJSON{result: resultOf("tune", err), Behavior: r, Applied: err == nil && o.apply && r != nil && len(r.Changes) > 0}
+	if r != nil && len(r.Changes) > 0 {
+		doc.Snippet = "hpa:\n"
+		for _, k := range slices.Sorted(maps.Keys(r.Changes)) {
+			doc.Snippet += fmt.Sprintf("  %s: %s\n", strings.TrimPrefix(k, "hpa."), r.Changes[k])
+		}
+	}
+	if done, perr := o.printDocOf(doc, err); done {
+		return perr
+	}
+	if r == nil {
+		return err
+	}
+	w := o.streams.Out
+	for _, line := range r.Reasoning {
+		fmt.Fprintln(w, line)
+	}
+	switch {
+	case doc.Snippet == "":
+		fmt.Fprintln(w, "\nthe HPA's behaviour already fits this cold start: nothing to change")
+	case doc.Applied:
+		fmt.Fprintf(w, "\napplied to the HPA:\n%s", doc.Snippet)
+	default:
+		fmt.Fprintf(w, "\nconfiguration (vllm-hpa.yaml; --apply sets it on the HPA):\n%s", doc.Snippet)
+	}
+	return err
+}
+
 // Run ramps the load, prints the levels and the recommendation, and with
 // --apply sets the target on the HPA.
 func (o *tuneOptions) Run(ctx context.Context) error {
 	rec := output.NewProgress(o.streams)
 	defer rec.Close()
+	if o.measured != nil {
+		return o.runFromReport(ctx, rec)
+	}
 	var sess *session.Session
 	server := &verify.Server{Endpoint: o.endpoint, Config: o.cfg, OnMove: func(from, to string, why error) {
 		rec.Action("tune", fmt.Sprintf("port-forward moved from pod %s to %s (%v): the level it cut across is measured again", from, to, why))

@@ -388,3 +388,23 @@ func firstLine(s string) string {
 	}
 	return s
 }
+
+// ReadSmallFile reads a regular file of at most limit bytes; a directory,
+// device, FIFO or larger file is refused before anything is read.
+func ReadSmallFile(path string, limit int64) ([]byte, error) {
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return nil, errors.New(firstLine(err.Error()))
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("it is a %s, not a regular file", fileKind(fi.Mode()))
+	case fi.Size() > limit:
+		return nil, fmt.Errorf("it has %d bytes, more than %d", fi.Size(), limit)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, errors.New(firstLine(err.Error()))
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit))
+}

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/behavior"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
@@ -63,6 +64,9 @@ type LoadResult struct {
 	// ScaleDown is the tail's summary: the requests sent through the
 	// Service while the HPA scaled down (with --scale-down).
 	ScaleDown *load.Summary `json:"scaleDown,omitempty"`
+	// Behavior is the HPA behaviour the measured cold start asks for
+	// (with --expect-replicas; tune --from-report applies it).
+	Behavior *behavior.Recommendation `json:"behavior,omitempty"`
 }
 
 // Run sends the load and watches; rec gets a "load" step.
@@ -132,9 +136,14 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 			rec.Action("load", advice)
 		}
 	}
+	var advised *behavior.Recommendation
 	if report != nil {
 		// Their first answers are probed directly: no load needed.
 		o.awaitFirstAnswers(ctx, prober, report, rec)
+		if r, err := behavior.Recommend(report, cfg.HPA); err == nil {
+			advised = r
+			o.sayBehavior(r, rec)
+		}
 	}
 	if waitErr == nil && o.ScaleDown {
 		w, cancel := context.WithTimeout(ctx, o.WaitTimeout)
@@ -183,7 +192,7 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		rec.Action("load", line)
 	}
 	if o.Report != "" {
-		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t, "stages": report, "scaleDown": scaleDown}, "", "  ")
+		b, _ := json.MarshalIndent(map[string]any{"load": res.sum, "timeline": t, "stages": report, "scaleDown": scaleDown, "behavior": advised}, "", "  ")
 		if o.Scrub != nil {
 			b = []byte(o.Scrub(string(b)))
 		}
@@ -192,9 +201,24 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		}
 	}
 	rec.StepDone("load", waitErr)
-	return &LoadResult{Load: res.sum, Timeline: &t, Stages: report, ScaleDown: scaleDown}, waitErr
+	return &LoadResult{Load: res.sum, Timeline: &t, Stages: report, ScaleDown: scaleDown, Behavior: advised}, waitErr
 }
 
+// sayBehavior says the behaviour the cold start asks for, and how to
+// apply it.
+func (o LoadTest) sayBehavior(r *behavior.Recommendation, rec *output.Progress) {
+	for _, line := range r.Reasoning {
+		rec.Action("load", "behavior: "+line)
+	}
+	switch {
+	case len(r.Changes) == 0:
+		rec.Action("load", "behavior: the HPA's behaviour already fits this cold start")
+	case o.Report != "":
+		rec.Action("load", "behavior: vllm-hpa tune --from-report "+o.Report+" --apply sets it on the HPA")
+	default:
+		rec.Action("load", "behavior: with --report FILE, vllm-hpa tune --from-report FILE --apply sets it on the HPA")
+	}
+}
 
 // tailLoad is the load kept on through a scale-down.
 type tailLoad struct {

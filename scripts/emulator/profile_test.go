@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
+	"github.com/vllm-hpa/vllm-hpa/internal/behavior"
 	"github.com/vllm-hpa/vllm-hpa/internal/stages"
 )
 
@@ -33,7 +34,10 @@ func TestGKEProfileOnEmulator(t *testing.T) {
 	r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "3m")
 	scaledUpAndDown(t, r)
 
-	var doc struct{ Stages stages.Report }
+	var doc struct {
+		Stages   stages.Report
+		Behavior *behavior.Recommendation
+	}
 	if err := json.Unmarshal([]byte(r.out), &doc); err != nil {
 		t.Fatal(err)
 	}
@@ -63,6 +67,11 @@ func TestGKEProfileOnEmulator(t *testing.T) {
 			d(p.Ready)-d(p.Started) < o.Sim.LoadTime-slack || d(p.FirstAnswer) < d(p.Ready) {
 			t.Errorf("%s: stages out of the model's order or shorter than its lags: %+v", p.Name, p)
 		}
+	}
+	// The behaviour the cold start asks for: nothing holds a scale-up
+	// back, and the scale-down window is at least the cold start.
+	if b := doc.Behavior; b == nil || b.ScaleUpStabilization != 0 || b.ScaleUpPercent < 100 || b.ScaleDownStabilization < b.ColdStart || b.ColdStart <= 0 {
+		t.Errorf("behaviour %+v, want none on scale-up and a scale-down window of at least the cold start:\n%s", doc.Behavior, r.errOut)
 	}
 	if len(s.ReadyBeforeWarm) == 0 {
 		t.Errorf("no pod flagged Ready before warm with a %s warm-up:\n%s", o.Sim.WarmupTime, r.errOut)
