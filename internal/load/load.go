@@ -269,7 +269,7 @@ func summarize(m *vegeta.Metrics, url, mode string, start time.Time, endedBy str
 	s := &Summary{
 		Target: url, Mode: mode, Sent: m.Requests,
 		P50Seconds: units.Seconds(m.Latencies.P50), P90Seconds: units.Seconds(m.Latencies.P90), P99Seconds: units.Seconds(m.Latencies.P99),
-		MaxSeconds: units.Seconds(m.Latencies.Max),
+		MaxSeconds:     units.Seconds(m.Latencies.Max),
 		ElapsedSeconds: units.Seconds(time.Since(start)), EndedBy: endedBy,
 	}
 	// Requests started per second over the span between the first and the

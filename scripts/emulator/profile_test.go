@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/behavior"
+	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/stages"
 )
 
