@@ -314,7 +314,8 @@ func (o *verifyOptions) Run(ctx context.Context) error {
 			return o.printVerify(rec, start, err, doc)
 		}
 		lt := verify.LoadTest{Load: o.loadFlags.options(o.cfg.Workload.Model, url), ExpectReplicas: o.expectReplicas, ScaleDown: o.scaleDown,
-			WaitTimeout: o.waitTimeout, Report: o.report, Scrub: o.streams.Secrets.String, MaxScaleDownFailures: o.maxScaleDownFailures}
+			WaitTimeout: o.waitTimeout, Report: o.report, Scrub: o.streams.Secrets.String, MaxScaleDownFailures: o.maxScaleDownFailures,
+			ImageAdvice: sess.ImageAdvice}
 		if lt.Tail, err = o.tail(deps.Kube); err != nil {
 			return o.printVerify(rec, start, err, doc)
 		}

@@ -180,3 +180,64 @@ func TestGPUNodes(t *testing.T) {
 		t.Errorf("Autopilot: %+v", p)
 	}
 }
+
+// How the GPU nodes get the vLLM image: the pools that pull it whole are
+// named with the line that cuts the pull; image streaming counts only for
+// an image in Artifact Registry; a secondary boot disk's image cache needs
+// image streaming on. Never a failure.
+func TestImageStart(t *testing.T) {
+	wants := gcp.ClusterWants{Project: "my-proj", Location: "us-central1", Cluster: "gpu-hpa", Accelerator: "nvidia-l4"}
+	const hub, registry = "vllm/vllm-openai:v0.11.0", "us-docker.pkg.dev/my-proj/vllm/vllm-openai:v0.11.0"
+	l4 := []*container.AcceleratorConfig{{AcceleratorType: "nvidia-l4", AcceleratorCount: 1}}
+	pool := func(name string, streaming bool, disks ...*container.SecondaryBootDisk) *container.NodePool {
+		return &container.NodePool{Name: name, Config: &container.NodeConfig{Accelerators: l4, GcfsConfig: &container.GcfsConfig{Enabled: streaming}, SecondaryBootDisks: disks}}
+	}
+	cache := &container.SecondaryBootDisk{DiskImage: "global/images/vllm", Mode: "CONTAINER_IMAGE_CACHE"}
+	cpuPool := &container.NodePool{Name: "cpu", Config: &container.NodeConfig{}}
+	streamingByDefault := &container.Cluster{NodePools: []*container.NodePool{pool("l4", false)},
+		NodePoolDefaults: &container.NodePoolDefaults{NodeConfigDefaults: &container.NodeConfigDefaults{GcfsConfig: &container.GcfsConfig{Enabled: true}}}}
+	for _, tc := range []struct {
+		name    string
+		cluster *container.Cluster
+		image   string
+		want    []string
+		not     []string
+	}{
+		{"whole pull from Docker Hub", &container.Cluster{NodePools: []*container.NodePool{cpuPool, pool("l4", false)}}, hub,
+			[]string{"a whole pull before vLLM starts on l4", "copy it into an Artifact Registry repository", "gcloud container node-pools update l4 --cluster gpu-hpa --location us-central1 --project my-proj --enable-image-streaming", "--secondary-boot-disk=disk-image=global/images/IMAGE,mode=CONTAINER_IMAGE_CACHE"}, []string{"cpu"}},
+		{"streaming but the image is on Docker Hub", &container.Cluster{NodePools: []*container.NodePool{pool("l4", true)}}, hub,
+			[]string{"a whole pull before vLLM starts on l4", "copy it into an Artifact Registry repository"}, nil},
+		{"streaming from Artifact Registry", &container.Cluster{NodePools: []*container.NodePool{pool("l4", true)}}, registry,
+			[]string{"image streaming on l4"}, []string{"whole pull", "gcloud"}},
+		{"streaming as the cluster's default", streamingByDefault, registry, []string{"image streaming on l4"}, []string{"whole pull"}},
+		{"boot disk cache with streaming", &container.Cluster{NodePools: []*container.NodePool{pool("l4", true, cache)}}, hub,
+			[]string{"the image cache of a secondary boot disk on l4"}, []string{"whole pull"}},
+		{"boot disk cache without streaming", &container.Cluster{NodePools: []*container.NodePool{pool("l4", false, cache)}}, registry,
+			[]string{"a whole pull before vLLM starts on l4"}, nil},
+		{"one fast pool, one slow", &container.Cluster{NodePools: []*container.NodePool{pool("fast", true, cache), pool("slow", false)}}, registry,
+			[]string{"secondary boot disk on fast", "a whole pull before vLLM starts on slow", "node-pools update slow"}, nil},
+		{"no GPU pool yet", &container.Cluster{NodePools: []*container.NodePool{cpuPool}}, hub, []string{"no node pool of nvidia-l4 to judge"}, nil},
+		{"Autopilot, Docker Hub", &container.Cluster{Autopilot: &container.Autopilot{Enabled: true}}, hub, []string{"Autopilot streams only images in Artifact Registry", "pulled whole"}, nil},
+		{"Autopilot, Artifact Registry", &container.Cluster{Autopilot: &container.Autopilot{Enabled: true}}, registry, []string{"Autopilot streams us-docker.pkg.dev"}, []string{"whole"}},
+	} {
+		p := gcp.ImageStart(tc.cluster, wants, tc.image)
+		if !p.OK || p.Check != "image start" {
+			t.Errorf("%s: %+v, want an OK image start check", tc.name, p)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(p.Message, w) {
+				t.Errorf("%s: %q lacks %q", tc.name, p.Message, w)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(p.Message, n) {
+				t.Errorf("%s: %q has %q", tc.name, p.Message, n)
+			}
+		}
+	}
+	for image, want := range map[string]bool{hub: false, registry: true, "gcr.io/p/vllm:1": true, "eu.gcr.io/p/vllm:1": true, "ghcr.io/x/vllm:1": false, "docker.pkg.dev.evil.com/x:1": false} {
+		if got := gcp.InArtifactRegistry(image); got != want {
+			t.Errorf("InArtifactRegistry(%q) = %v", image, got)
+		}
+	}
+}

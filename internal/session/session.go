@@ -286,3 +286,24 @@ func (s *Session) done(name string, err error) {
 		s.opts.Progress.StepDone(name, err)
 	}
 }
+
+// ImageAdvice says how the cluster's GPU nodes get the vLLM image and what
+// cuts the pull (gcp.ImageStart), for a scale-up whose biggest stage was
+// the image pull; "" when the cluster cannot be read (no Google clients,
+// no GKE cluster named): the generic advice stands.
+func (s *Session) ImageAdvice(ctx context.Context) string {
+	cfg, deps := s.Config, s.Deps
+	location, name := cfg.Location, cfg.Cluster
+	if name == "" {
+		location, name = deps.ClusterLocation, deps.ClusterName
+	}
+	c := deps.Cluster
+	if c == nil && deps.GCP != nil && name != "" {
+		c, _ = deps.GCP.Cluster(ctx, cfg.Project, location, name)
+	}
+	if c == nil {
+		return ""
+	}
+	wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: name, Accelerator: cfg.Workload.Accelerator}
+	return gcp.ImageStart(c, wants, cfg.Workload.Image).Message
+}

@@ -52,6 +52,10 @@ type LoadTest struct {
 	// MaxScaleDownFailures: more of the tail's requests failing fails the
 	// test (exit 3).
 	MaxScaleDownFailures int
+	// ImageAdvice, if set, says what cuts the image pull on this
+	// cluster's GPU nodes, in place of the generic advice when the pull
+	// was the biggest stage.
+	ImageAdvice func(context.Context) string
 }
 
 // LoadResult is what a load test saw: the load's summary and the HPA's
@@ -342,6 +346,11 @@ func (o LoadTest) awaitFirstAnswers(ctx context.Context, prober *stages.Prober, 
 	}
 	rec.Status("")
 	prober.Finish(report)
+	if report.Biggest != nil && report.Biggest.Name == "image pulled" && o.ImageAdvice != nil {
+		if advice := o.ImageAdvice(ctx); advice != "" {
+			report.Advice = advice
+		}
+	}
 	for _, line := range report.Lines() {
 		rec.Action("load", line)
 	}

@@ -203,7 +203,11 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	useEmulator(t, e, nil)
 	ctx := context.Background()
 
-	must(t, "up")
+	// The emulated cluster is Autopilot and the image is on Docker Hub:
+	// up says it is pulled whole, and how to stream it.
+	if r := must(t, "up"); !strings.Contains(r.errOut, "image start") || !strings.Contains(r.errOut, "Autopilot streams only images in Artifact Registry") {
+		t.Errorf("up does not say how the GPU nodes get the image:\n%s", r.errOut)
+	}
 	objects, mutations := owned(t, e), e.GCP.Mutations()
 	if len(objects) != 18 { // the whole stack; the default namespace is not ours
 		t.Errorf("%d owned objects after up, want 18: %v", len(objects), objects)

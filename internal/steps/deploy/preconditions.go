@@ -19,15 +19,18 @@ import (
 // Services: deploy calls no Google API.
 func (Definition) Services() []string { return nil }
 
-// Preconditions: a way to GPU nodes of workload.accelerator, and where
+// Preconditions: a way to GPU nodes of workload.accelerator, how they get
+// the vLLM image (gcp.ImageStart, advice only), and where
 // they come only from ComputeClasses (or one is named), which one the vLLM
 // pods select.
 func (Definition) Preconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {
 	w := &f.Config.Workload
 	gpu := gcp.GPUNodes(f.Cluster, f.Wants)
+	// How the GPU nodes get the image: said, never refused.
+	image := gcp.ImageStart(f.Cluster, f.Wants, w.Image)
 	viaClass := !gpu.OK
 	if !viaClass && w.ComputeClass == "" {
-		return []gcp.Precondition{gpu}, nil
+		return []gcp.Precondition{gpu, image}, nil
 	}
 	// ComputeClasses live in the cluster, not in the container API: read
 	// only when one is named, or no node pool or auto-provisioning will
@@ -36,7 +39,7 @@ func (Definition) Preconditions(ctx context.Context, f step.ClusterFacts) ([]gcp
 	if f.Wants.ComputeClasses, err = gpuComputeClasses(ctx, f.Deps, w.Accelerator); err != nil {
 		return nil, err
 	}
-	out := []gcp.Precondition{gcp.GPUNodes(f.Cluster, f.Wants)}
+	out := []gcp.Precondition{gcp.GPUNodes(f.Cluster, f.Wants), image}
 	if p, ok := ComputeClass(w, f.Wants.ComputeClasses, viaClass); ok {
 		out = append(out, p)
 	}
