@@ -101,8 +101,8 @@ func (l *loadFlags) validate(flags *pflag.FlagSet) error {
 	switch {
 	case l.concurrency > 0 && l.rateSet:
 		return exitcode.With(exitcode.BadInput, errors.New("invalid --rate with --concurrency: give one of them, not both"))
-	case math.IsNaN(l.rate) || math.IsInf(l.rate, 0) || l.rate <= 0 || l.rate > maxRate:
-		return bad("rate", fmt.Sprint(l.rate), fmt.Sprintf("a number of requests per second above 0 and at most %d", maxRate))
+	case math.IsNaN(l.rate) || math.IsInf(l.rate, 0) || l.rate < load.MinRate || l.rate > maxRate:
+		return bad("rate", fmt.Sprint(l.rate), fmt.Sprintf("a number of requests per second from %g to %d", load.MinRate, maxRate))
 	case l.concurrency < 0 || l.concurrency > maxConcurrency:
 		return bad("concurrency", fmt.Sprint(l.concurrency), fmt.Sprintf("between 0 (use --rate) and %d", maxConcurrency))
 	case l.duration < 0:
@@ -229,8 +229,8 @@ func (o *verifyOptions) Validate() error {
 		return exitcode.With(exitcode.BadInput, errors.New("--expect-replicas, --scale-down, --report, --rate, --concurrency and --duration need --load"))
 	case !o.scaleDown && (given("tail-rate") || given("max-scale-down-failures")):
 		return exitcode.With(exitcode.BadInput, errors.New("--tail-rate and --max-scale-down-failures need --scale-down"))
-	case math.IsNaN(o.tailRate) || math.IsInf(o.tailRate, 0) || o.tailRate < 0 || o.tailRate > maxRate:
-		return bad("tail-rate", fmt.Sprint(o.tailRate), fmt.Sprintf("a number of requests per second, 0 (none) to %d", maxRate))
+	case math.IsNaN(o.tailRate) || math.IsInf(o.tailRate, 0) || o.tailRate < 0 || (o.tailRate > 0 && o.tailRate < load.MinRate) || o.tailRate > maxRate:
+		return bad("tail-rate", fmt.Sprint(o.tailRate), fmt.Sprintf("a number of requests per second, 0 (none) or from %g to %d", load.MinRate, maxRate))
 	case o.maxScaleDownFailures < 0:
 		return bad("max-scale-down-failures", fmt.Sprint(o.maxScaleDownFailures), "0 or more")
 	case given("expect-replicas") && (o.expectReplicas < 1 || o.expectReplicas > o.cfg.HPA.MaxReplicas):

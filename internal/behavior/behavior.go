@@ -18,7 +18,7 @@ import (
 // Recommendation is the behaviour for the measured cold start, and why.
 type Recommendation struct {
 	// ColdStart is from the HPA's decision to the slowest new pod's
-	// first answer (or its last stage seen).
+	// first answer.
 	ColdStart              units.Seconds `json:"coldStartSeconds"`
 	ScaleUpStabilization   units.Seconds `json:"scaleUpStabilizationSeconds"`
 	ScaleUpPercent         int32         `json:"scaleUpPercent"`
@@ -30,8 +30,9 @@ type Recommendation struct {
 	Changes map[string]string `json:"changes"`
 }
 
-// ErrNoScaleUp is a report without the stages of a scale-up.
-var ErrNoScaleUp = errors.New("the report has no measured scale-up (its stages): run verify --load --expect-replicas N --report FILE")
+// ErrNoScaleUp is a report without the stages of a scale-up whose new
+// pods all answered: a cold start cut short would undersize the window.
+var ErrNoScaleUp = errors.New("the report has no measured scale-up whose new pods all answered (its stages, ending in the slowest pod's first answer): run verify --load --expect-replicas N --report FILE")
 
 // windowStep is what the scale-down window is rounded up to: the HPA's
 // sync period on GKE.
@@ -46,8 +47,7 @@ func Recommend(report *stages.Report, h config.HPA) (*Recommendation, error) {
 	}
 	r := &Recommendation{ColdStart: units.Seconds(cold), ScaleUpPods: h.ScaleUpPods, ScaleUpPercent: max(h.ScaleUpPercent, 100)}
 	down := h.ScaleDownStabilization
-	last := report.Stages[len(report.Stages)-1].Name
-	r.Reasoning = append(r.Reasoning, fmt.Sprintf("cold start: %s from the HPA's decision to the slowest new pod's %s", cold.Round(time.Second), last))
+	r.Reasoning = append(r.Reasoning, fmt.Sprintf("cold start: %s from the HPA's decision to the slowest new pod's first answer", cold.Round(time.Second)))
 	r.Reasoning = append(r.Reasoning, fmt.Sprintf("scale-up: no stabilization and up to %d%% more pods (and at least %d) every %s: a scale-up is already %s late when the HPA asks for it, so nothing should hold it back further",
 		r.ScaleUpPercent, r.ScaleUpPods, h.ScaleUpPeriod, cold.Round(time.Second)))
 	// The HPA's window is at most an hour.
@@ -78,10 +78,11 @@ func (r *Recommendation) Apply(h *config.HPA) {
 	h.ScaleDownStabilization = time.Duration(r.ScaleDownStabilization)
 }
 
-// ColdStart is from the HPA's decision to the end of the slowest new
-// pod's last stage seen (its first answer when it answered).
+// ColdStart is from the HPA's decision to the slowest new pod's first
+// answer; false when the report has no decision, or the slowest pod did
+// not answer (its cold start is unknown, only bounded below).
 func ColdStart(report *stages.Report) (time.Duration, bool) {
-	if report == nil || report.Decision == nil || len(report.Stages) == 0 {
+	if report == nil || report.Decision == nil || len(report.Stages) == 0 || report.Stages[len(report.Stages)-1].Name != "first answer" {
 		return 0, false
 	}
 	end := report.Stages[len(report.Stages)-1].At

@@ -259,7 +259,8 @@ func Default() Config {
 			GPUDriverVersion: "latest",
 			Spot:             true,
 			// kube-proxy's lag (a few seconds) and the longest answer of
-			// a small model under load; tune --drain measures it.
+			// a small model under load; verify --load says when the
+			// longest answer it saw does not fit.
 			Drain: 30 * time.Second,
 		},
 		HFToken: HFToken{

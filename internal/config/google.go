@@ -53,7 +53,7 @@ func gcloudProject(env environ.Env) (project, path string) {
 
 // readSmall is a small regular file's content, "" if it is anything else.
 func readSmall(path string) string {
-	if checkSmallRegularFile(path) != nil {
+	if checkSmallRegularFile(path, maxConfigFileSize) != nil {
 		return ""
 	}
 	f, err := os.Open(path)

@@ -207,7 +207,7 @@ func readConfigFile(v *viper.Viper, fs *pflag.FlagSet, env environ.Env, stdin io
 		}
 		return StdinFile, nil
 	}
-	if err := checkSmallRegularFile(env.Path(path)); err != nil {
+	if err := checkSmallRegularFile(env.Path(path), maxConfigFileSize); err != nil {
 		return "", bad(err.Error())
 	}
 	v.SetConfigFile(env.Path(path))
@@ -352,16 +352,17 @@ func checkToken(token string) string {
 	return ""
 }
 
-// checkSmallRegularFile refuses what cannot be read as a small file.
-func checkSmallRegularFile(path string) error {
+// checkSmallRegularFile refuses what cannot be read as a file of at most
+// limit bytes.
+func checkSmallRegularFile(path string, limit int64) error {
 	fi, err := os.Stat(path)
 	switch {
 	case err != nil:
 		return errors.New(firstLine(err.Error()))
 	case !fi.Mode().IsRegular():
 		return fmt.Errorf("it is a %s, not a regular file", fileKind(fi.Mode()))
-	case fi.Size() > maxConfigFileSize:
-		return fmt.Errorf("it has %d bytes, more than %d", fi.Size(), maxConfigFileSize)
+	case fi.Size() > limit:
+		return fmt.Errorf("it has %d bytes, more than %d", fi.Size(), limit)
 	}
 	return nil
 }
@@ -390,21 +391,20 @@ func firstLine(s string) string {
 }
 
 // ReadSmallFile reads a regular file of at most limit bytes; a directory,
-// device, FIFO or larger file is refused before anything is read.
+// device, FIFO or larger file is refused before anything is read, and one
+// that grew past limit since is refused too.
 func ReadSmallFile(path string, limit int64) ([]byte, error) {
-	fi, err := os.Stat(path)
-	switch {
-	case err != nil:
-		return nil, errors.New(firstLine(err.Error()))
-	case !fi.Mode().IsRegular():
-		return nil, fmt.Errorf("it is a %s, not a regular file", fileKind(fi.Mode()))
-	case fi.Size() > limit:
-		return nil, fmt.Errorf("it has %d bytes, more than %d", fi.Size(), limit)
+	if err := checkSmallRegularFile(path, limit); err != nil {
+		return nil, err
 	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, errors.New(firstLine(err.Error()))
 	}
 	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, limit))
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		err = fmt.Errorf("it holds more than %d bytes", limit)
+	}
+	return b, err
 }

@@ -182,47 +182,65 @@ func TestGPUNodes(t *testing.T) {
 }
 
 // How the GPU nodes get the vLLM image: the pools that pull it whole are
-// named with the line that cuts the pull; image streaming counts only for
-// an image in Artifact Registry; a secondary boot disk's image cache needs
-// image streaming on. Never a failure.
+// named with the lines that cut the pull; image streaming counts for an
+// image in Artifact Registry or public on Docker Hub, on Container-Optimized
+// OS; a secondary boot disk's image cache needs image streaming on; a
+// pool's own setting wins over the cluster's default. Never a failure.
 func TestImageStart(t *testing.T) {
 	wants := gcp.ClusterWants{Project: "my-proj", Location: "us-central1", Cluster: "gpu-hpa", Accelerator: "nvidia-l4"}
-	const hub, registry = "vllm/vllm-openai:v0.11.0", "us-docker.pkg.dev/my-proj/vllm/vllm-openai:v0.11.0"
+	const hub, registry, ghcr = "vllm/vllm-openai:v0.11.0", "us-docker.pkg.dev/my-proj/vllm/vllm-openai:v0.11.0", "ghcr.io/acme/vllm:1"
 	l4 := []*container.AcceleratorConfig{{AcceleratorType: "nvidia-l4", AcceleratorCount: 1}}
-	pool := func(name string, streaming bool, disks ...*container.SecondaryBootDisk) *container.NodePool {
-		return &container.NodePool{Name: name, Config: &container.NodeConfig{Accelerators: l4, GcfsConfig: &container.GcfsConfig{Enabled: streaming}, SecondaryBootDisks: disks}}
+	pool := func(name string, streaming *bool, disks ...*container.SecondaryBootDisk) *container.NodePool {
+		np := &container.NodePool{Name: name, Config: &container.NodeConfig{Accelerators: l4, MachineType: "g2-standard-8", Spot: true, SecondaryBootDisks: disks},
+			Autoscaling: &container.NodePoolAutoscaling{Enabled: true, MinNodeCount: 0, MaxNodeCount: 4}}
+		if streaming != nil {
+			np.Config.GcfsConfig = &container.GcfsConfig{Enabled: *streaming}
+		}
+		return np
 	}
+	on, off := true, false
 	cache := &container.SecondaryBootDisk{DiskImage: "global/images/vllm", Mode: "CONTAINER_IMAGE_CACHE"}
 	cpuPool := &container.NodePool{Name: "cpu", Config: &container.NodeConfig{}}
-	streamingByDefault := &container.Cluster{NodePools: []*container.NodePool{pool("l4", false)},
-		NodePoolDefaults: &container.NodePoolDefaults{NodeConfigDefaults: &container.NodeConfigDefaults{GcfsConfig: &container.GcfsConfig{Enabled: true}}}}
+	withDefault := func(streaming bool, pools ...*container.NodePool) *container.Cluster {
+		return &container.Cluster{NodePools: pools, NodePoolDefaults: &container.NodePoolDefaults{NodeConfigDefaults: &container.NodeConfigDefaults{GcfsConfig: &container.GcfsConfig{Enabled: streaming}}}}
+	}
+	ubuntu := pool("ubuntu", &on)
+	ubuntu.Config.ImageType = "UBUNTU_CONTAINERD"
 	for _, tc := range []struct {
 		name    string
 		cluster *container.Cluster
 		image   string
+		slow    bool
 		want    []string
 		not     []string
 	}{
-		{"whole pull from Docker Hub", &container.Cluster{NodePools: []*container.NodePool{cpuPool, pool("l4", false)}}, hub,
-			[]string{"a whole pull before vLLM starts on l4", "copy it into an Artifact Registry repository", "gcloud container node-pools update l4 --cluster gpu-hpa --location us-central1 --project my-proj --enable-image-streaming", "--secondary-boot-disk=disk-image=global/images/IMAGE,mode=CONTAINER_IMAGE_CACHE"}, []string{"cpu"}},
-		{"streaming but the image is on Docker Hub", &container.Cluster{NodePools: []*container.NodePool{pool("l4", true)}}, hub,
+		{"whole pull, no streaming", &container.Cluster{NodePools: []*container.NodePool{cpuPool, pool("l4", nil)}}, hub, true,
+			[]string{"a whole pull before vLLM starts on l4", "gcloud container node-pools update l4 --cluster gpu-hpa --location us-central1 --project my-proj --enable-image-streaming",
+				"node-pools create l4-cached --cluster gpu-hpa --location us-central1 --project my-proj --machine-type g2-standard-8 --accelerator type=nvidia-l4,count=1",
+				"--secondary-boot-disk=disk-image=global/images/IMAGE,mode=CONTAINER_IMAGE_CACHE --spot --enable-autoscaling --num-nodes 0 --min-nodes 0 --max-nodes 4"},
+			[]string{"cpu", "Artifact Registry repository"}},
+		{"streaming, Docker Hub", &container.Cluster{NodePools: []*container.NodePool{pool("l4", &on)}}, hub, false, []string{"image streaming on l4"}, []string{"whole pull", "gcloud"}},
+		{"streaming, Artifact Registry", &container.Cluster{NodePools: []*container.NodePool{pool("l4", &on)}}, registry, false, []string{"image streaming on l4"}, []string{"whole pull"}},
+		{"streaming, a registry it does not serve", &container.Cluster{NodePools: []*container.NodePool{pool("l4", &on)}}, ghcr, true,
 			[]string{"a whole pull before vLLM starts on l4", "copy it into an Artifact Registry repository"}, nil},
-		{"streaming from Artifact Registry", &container.Cluster{NodePools: []*container.NodePool{pool("l4", true)}}, registry,
-			[]string{"image streaming on l4"}, []string{"whole pull", "gcloud"}},
-		{"streaming as the cluster's default", streamingByDefault, registry, []string{"image streaming on l4"}, []string{"whole pull"}},
-		{"boot disk cache with streaming", &container.Cluster{NodePools: []*container.NodePool{pool("l4", true, cache)}}, hub,
+		{"streaming as the cluster's default", withDefault(true, pool("l4", nil)), hub, false, []string{"image streaming on l4"}, []string{"whole pull"}},
+		{"a pool that turned the default off", withDefault(true, pool("l4", &off)), hub, true, []string{"a whole pull before vLLM starts on l4"}, nil},
+		{"a pool that turned streaming on", withDefault(false, pool("l4", &on)), hub, false, []string{"image streaming on l4"}, nil},
+		{"streaming on Ubuntu nodes", &container.Cluster{NodePools: []*container.NodePool{ubuntu}}, hub, true,
+			[]string{"a whole pull before vLLM starts on ubuntu", "--image-type COS_CONTAINERD"}, []string{"node-pools update ubuntu"}},
+		{"boot disk cache with streaming", &container.Cluster{NodePools: []*container.NodePool{pool("l4", &on, cache)}}, ghcr, false,
 			[]string{"the image cache of a secondary boot disk on l4"}, []string{"whole pull"}},
-		{"boot disk cache without streaming", &container.Cluster{NodePools: []*container.NodePool{pool("l4", false, cache)}}, registry,
+		{"boot disk cache without streaming", &container.Cluster{NodePools: []*container.NodePool{pool("l4", &off, cache)}}, registry, true,
 			[]string{"a whole pull before vLLM starts on l4"}, nil},
-		{"one fast pool, one slow", &container.Cluster{NodePools: []*container.NodePool{pool("fast", true, cache), pool("slow", false)}}, registry,
-			[]string{"secondary boot disk on fast", "a whole pull before vLLM starts on slow", "node-pools update slow"}, nil},
-		{"no GPU pool yet", &container.Cluster{NodePools: []*container.NodePool{cpuPool}}, hub, []string{"no node pool of nvidia-l4 to judge"}, nil},
-		{"Autopilot, Docker Hub", &container.Cluster{Autopilot: &container.Autopilot{Enabled: true}}, hub, []string{"Autopilot streams only images in Artifact Registry", "pulled whole"}, nil},
-		{"Autopilot, Artifact Registry", &container.Cluster{Autopilot: &container.Autopilot{Enabled: true}}, registry, []string{"Autopilot streams us-docker.pkg.dev"}, []string{"whole"}},
+		{"one fast pool, one slow", &container.Cluster{NodePools: []*container.NodePool{pool("fast", &on, cache), pool("slow", nil)}}, registry, true,
+			[]string{"secondary boot disk on fast", "a whole pull before vLLM starts on slow", "node-pools update slow"}, []string{"update fast"}},
+		{"no GPU pool yet", &container.Cluster{NodePools: []*container.NodePool{cpuPool}}, hub, false, []string{"no node pool of nvidia-l4 to judge"}, nil},
+		{"Autopilot, Docker Hub", &container.Cluster{Autopilot: &container.Autopilot{Enabled: true}}, hub, false, []string{"Autopilot streams vllm/vllm-openai:v0.11.0"}, []string{"whole"}},
+		{"Autopilot, a registry it does not serve", &container.Cluster{Autopilot: &container.Autopilot{Enabled: true}}, ghcr, true, []string{"pulled whole", "Artifact Registry"}, nil},
 	} {
-		p := gcp.ImageStart(tc.cluster, wants, tc.image)
-		if !p.OK || p.Check != "image start" {
-			t.Errorf("%s: %+v, want an OK image start check", tc.name, p)
+		p, slow := gcp.ImageStart(tc.cluster, wants, tc.image)
+		if !p.OK || p.Check != "image start" || slow != tc.slow {
+			t.Errorf("%s: %+v slow %v, want an OK image start check, slow %v", tc.name, p, slow, tc.slow)
 		}
 		for _, w := range tc.want {
 			if !strings.Contains(p.Message, w) {
@@ -235,9 +253,10 @@ func TestImageStart(t *testing.T) {
 			}
 		}
 	}
-	for image, want := range map[string]bool{hub: false, registry: true, "gcr.io/p/vllm:1": true, "eu.gcr.io/p/vllm:1": true, "ghcr.io/x/vllm:1": false, "docker.pkg.dev.evil.com/x:1": false} {
-		if got := gcp.InArtifactRegistry(image); got != want {
-			t.Errorf("InArtifactRegistry(%q) = %v", image, got)
+	for image, want := range map[string]bool{hub: true, "ubuntu": true, "docker.io/vllm/vllm-openai:v0.11.0": true, registry: true, "gcr.io/p/vllm:1": true, "eu.gcr.io/p/vllm:1": true,
+		ghcr: false, "quay.io/x/vllm:1": false, "localhost:5000/vllm:1": false, "mirror.gcr.io/vllm:1": false, "docker.pkg.dev.evil.com/x:1": false} {
+		if got := gcp.Streamable(image); got != want {
+			t.Errorf("Streamable(%q) = %v", image, got)
 		}
 	}
 }

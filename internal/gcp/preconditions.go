@@ -172,38 +172,51 @@ func versionAtLeast(v, min string) bool {
 // ImageStart says how the GPU nodes get the vLLM image (about 10 GB), the
 // stage of a scale-up that a cutter removes: a secondary boot disk that
 // holds it (the container image cache: up to 29x faster for a 16 GB
-// image, Google says), image streaming (which serves only images in
-// Artifact Registry), or a whole pull before the container starts. It
-// never fails (a slow start is not a broken stack); the pools that pull
-// the image whole are named with the gcloud line that cuts it.
-func ImageStart(c *container.Cluster, w ClusterWants, image string) Precondition {
-	p := Precondition{Check: "image start", OK: true}
-	inRegistry := InArtifactRegistry(image)
+// image, Google says; it needs image streaming on), image streaming (for
+// images in Artifact Registry or public on Docker Hub, on
+// Container-Optimized OS nodes), or a whole pull before the container
+// starts. It never fails (a slow start is not a broken stack); the pools
+// that pull the image whole are named with the gcloud line that cuts it,
+// and slow says there are some.
+func ImageStart(c *container.Cluster, w ClusterWants, image string) (p Precondition, slow bool) {
+	p = Precondition{Check: "image start", OK: true}
+	eligible := Streamable(image)
 	if autopilot(c) {
 		// Autopilot (1.25.5-gke.1000 and later) streams every eligible
 		// image by itself.
-		if inRegistry {
-			p.Message = "Autopilot streams " + image + " from Artifact Registry (image streaming)"
-		} else {
-			p.Message = "Autopilot streams only images in Artifact Registry: " + image + " is pulled whole before vLLM starts; " + MirrorAdvice
+		if eligible {
+			p.Message = "Autopilot streams " + image + " (image streaming)"
+			return p, false
 		}
-		return p
+		p.Message = "Autopilot streams only images in Artifact Registry or public on Docker Hub: " + image + " is pulled whole before vLLM starts; " + MirrorAdvice
+		return p, true
+	}
+	var defaultStreaming bool
+	if d := c.NodePoolDefaults; d != nil && d.NodeConfigDefaults != nil && d.NodeConfigDefaults.GcfsConfig != nil {
+		defaultStreaming = d.NodeConfigDefaults.GcfsConfig.Enabled
 	}
 	var streamed, cached, whole []string
-	defaultStreaming := c.NodePoolDefaults != nil && c.NodePoolDefaults.NodeConfigDefaults != nil &&
-		c.NodePoolDefaults.NodeConfigDefaults.GcfsConfig != nil && c.NodePoolDefaults.NodeConfigDefaults.GcfsConfig.Enabled
+	var first *container.NodePool // the first pool that pulls whole
 	for _, np := range c.NodePools {
 		if np.Config == nil || !slices.ContainsFunc(np.Config.Accelerators, func(a *container.AcceleratorConfig) bool { return a.AcceleratorType == w.Accelerator }) {
 			continue
 		}
-		streaming := defaultStreaming || (np.Config.GcfsConfig != nil && np.Config.GcfsConfig.Enabled)
+		// A pool's own setting, where it has one, over the cluster's.
+		streaming := defaultStreaming
+		if np.Config.GcfsConfig != nil {
+			streaming = np.Config.GcfsConfig.Enabled
+		}
+		streaming = streaming && cosContainerd(np.Config.ImageType)
 		switch {
 		case streaming && slices.ContainsFunc(np.Config.SecondaryBootDisks, func(d *container.SecondaryBootDisk) bool { return d.Mode == "CONTAINER_IMAGE_CACHE" }):
 			cached = append(cached, np.Name)
-		case streaming && inRegistry:
+		case streaming && eligible:
 			streamed = append(streamed, np.Name)
 		default:
 			whole = append(whole, np.Name)
+			if first == nil {
+				first = np
+			}
 		}
 	}
 	var parts []string
@@ -213,37 +226,79 @@ func ImageStart(c *container.Cluster, w ClusterWants, image string) Precondition
 	if len(streamed) > 0 {
 		parts = append(parts, "image streaming on "+strings.Join(streamed, ", "))
 	}
-	if len(whole) > 0 {
-		parts = append(parts, "a whole pull before vLLM starts on "+strings.Join(whole, ", ")+" ("+w.imageCutter(whole[0], inRegistry)+")")
+	if first != nil {
+		parts = append(parts, "a whole pull before vLLM starts on "+strings.Join(whole, ", ")+" ("+w.imageCutter(first, eligible)+")")
 	}
 	if len(parts) == 0 {
 		p.Message = "no node pool of " + w.Accelerator + " to judge (nodes made on demand pull " + image + " as their pool says)"
-		return p
+		return p, false
 	}
 	p.Message = image + ": " + strings.Join(parts, "; ")
-	return p
+	return p, first != nil
 }
 
 // MirrorAdvice is how an image gets where image streaming serves it.
-const MirrorAdvice = "copy it into an Artifact Registry repository (or pull it through a remote repository of Docker Hub) and set workload.image to it"
+const MirrorAdvice = "copy it into an Artifact Registry repository (or pull it through a remote repository) and set workload.image to it"
 
-// imageCutter is the gcloud line that cuts pool's image pull.
-func (w ClusterWants) imageCutter(pool string, inRegistry bool) string {
-	stream := fmt.Sprintf("gcloud container node-pools update %s --cluster %s %s --enable-image-streaming", pool, w.Cluster, w.where())
-	disk := fmt.Sprintf("or a pool whose secondary boot disk holds the image: gcloud container node-pools create %s-cached --cluster %s %s --accelerator type=%s,count=1,gpu-driver-version=latest --enable-image-streaming --secondary-boot-disk=disk-image=global/images/IMAGE,mode=CONTAINER_IMAGE_CACHE",
-		pool, w.Cluster, w.where(), w.Accelerator)
-	if !inRegistry {
-		return MirrorAdvice + ", then " + stream + "; " + disk
-	}
-	return stream + "; " + disk
+// cosContainerd: image streaming runs only on Container-Optimized OS with
+// containerd, the default node image.
+func cosContainerd(imageType string) bool {
+	return imageType == "" || strings.EqualFold(imageType, "COS_CONTAINERD")
 }
 
-// InArtifactRegistry says whether image is served by Artifact Registry
-// (LOCATION-docker.pkg.dev, or gcr.io, which Artifact Registry serves).
-func InArtifactRegistry(image string) bool {
-	host, _, ok := strings.Cut(image, "/")
-	if !ok {
-		return false
+// imageCutter is what cuts pool's image pull: image streaming where the
+// pool and the image allow it, or a new pool like it whose secondary boot
+// disk holds the image.
+func (w ClusterWants) imageCutter(pool *container.NodePool, eligible bool) string {
+	cfg := pool.Config
+	var steps []string
+	if !eligible {
+		steps = append(steps, MirrorAdvice)
 	}
-	return strings.HasSuffix(host, "-docker.pkg.dev") || host == "gcr.io" || strings.HasSuffix(host, ".gcr.io")
+	if cosContainerd(cfg.ImageType) {
+		steps = append(steps, fmt.Sprintf("gcloud container node-pools update %s --cluster %s %s --enable-image-streaming", pool.Name, w.Cluster, w.where()))
+	}
+	count := int64(1)
+	for _, a := range cfg.Accelerators {
+		if a.AcceleratorType == w.Accelerator {
+			count = max(a.AcceleratorCount, 1)
+		}
+	}
+	create := fmt.Sprintf("gcloud container node-pools create %s-cached --cluster %s %s --machine-type %s --accelerator type=%s,count=%d,gpu-driver-version=latest --image-type COS_CONTAINERD --workload-metadata=GKE_METADATA --enable-image-streaming --secondary-boot-disk=disk-image=global/images/IMAGE,mode=CONTAINER_IMAGE_CACHE",
+		pool.Name, w.Cluster, w.where(), orDefault(cfg.MachineType, "MACHINE_TYPE"), w.Accelerator, count)
+	if cfg.Spot {
+		create += " --spot"
+	}
+	if a := pool.Autoscaling; a != nil && a.Enabled {
+		create += fmt.Sprintf(" --enable-autoscaling --num-nodes 0 --min-nodes %d --max-nodes %d", a.MinNodeCount, max(a.MaxNodeCount, 1))
+	} else {
+		create += fmt.Sprintf(" --num-nodes %d", max(pool.InitialNodeCount, 1))
+	}
+	disk := "a pool like it whose secondary boot disk holds the image (built with gke-disk-image-builder): " + create
+	if len(steps) == 0 {
+		return disk
+	}
+	return strings.Join(steps, ", then ") + "; or " + disk
+}
+
+func orDefault(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
+// Streamable says whether image streaming can serve image: Artifact
+// Registry (LOCATION-docker.pkg.dev, and the gcr.io hosts it serves) or a
+// public image on Docker Hub (no registry host, or docker.io's).
+func Streamable(image string) bool {
+	host, _, ok := strings.Cut(image, "/")
+	if !ok || !strings.ContainsAny(host, ".:") && host != "localhost" {
+		return true // Docker Hub: "vllm/vllm-openai", "ubuntu"
+	}
+	switch host {
+	case "docker.io", "index.docker.io", "registry-1.docker.io", "gcr.io", "us.gcr.io", "eu.gcr.io", "asia.gcr.io":
+		return true
+	}
+	return strings.HasSuffix(host, "-docker.pkg.dev")
 }

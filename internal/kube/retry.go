@@ -17,7 +17,11 @@ import (
 // 429, 500, 502, 503 or 504. Every call vllm-hpa makes is safe to repeat:
 // reads, server-side apply (the same desired state again), and deletes
 // guarded by UID (a repeat finds the object gone). Watches are left alone:
-// the informers re-list and re-watch by themselves.
+// the informers re-list and re-watch by themselves. So is a request other
+// than a read that the API server proxies to a pod or a Service: a 503
+// there is the pod's (one stopped with the request in hand), and a
+// completion sent again would be a second request that hides the first
+// one's failure.
 type retryTransport struct {
 	next     http.RoundTripper
 	attempts int
@@ -30,7 +34,7 @@ func Retrying(rt http.RoundTripper) http.RoundTripper {
 }
 
 func (t *retryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if isStream(req) {
+	if isStream(req) || isProxied(req) {
 		return t.next.RoundTrip(req)
 	}
 	for attempt := 1; ; attempt++ {
@@ -112,6 +116,13 @@ func (c *cancelOnClose) Close() error {
 }
 
 // isStream: a watch, or an upgraded connection (port-forward).
+// isProxied: a request other than a read that the API server passes on
+// to a pod or a Service (pods/proxy, services/proxy).
+func isProxied(req *http.Request) bool {
+	read := req.Method == http.MethodGet || req.Method == http.MethodHead
+	return !read && (strings.Contains(req.URL.Path, "/proxy/") || strings.HasSuffix(req.URL.Path, "/proxy"))
+}
+
 func isStream(req *http.Request) bool {
 	return req.URL.Query().Get("watch") == "true" || strings.EqualFold(req.Header.Get("Upgrade"), "SPDY/3.1") || req.Header.Get("Connection") == "Upgrade"
 }

@@ -58,8 +58,8 @@ type Summary struct {
 	P50Seconds units.Seconds `json:"p50Seconds"`
 	P90Seconds units.Seconds `json:"p90Seconds"`
 	P99Seconds units.Seconds `json:"p99Seconds"`
-	// MaxSeconds is the longest request: what a scale-down's drain must
-	// let finish.
+	// MaxSeconds is the longest answered request (failures and timeouts
+	// left out): what a scale-down's drain must let finish.
 	MaxSeconds units.Seconds `json:"maxSeconds"`
 	// AchievedRate is requests started per second while sending (the
 	// drain of the last answers left out).
@@ -107,6 +107,8 @@ func (s Stats) String() string {
 // Validate rejects options that cannot run.
 func (o Options) Validate() error {
 	switch {
+	case o.Rate > 0 && o.Rate < MinRate:
+		return fmt.Errorf("load: a rate below %g requests per second", MinRate)
 	case o.URL == "":
 		return fmt.Errorf("load: no server URL")
 	case o.Rate < 0 || o.Concurrency < 0:
@@ -183,6 +185,7 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 	var m vegeta.Metrics
 	failed := map[string]int{}
 	var succeeded, cut uint64
+	var longest time.Duration // of the answered requests
 	var firstFailure string
 	start := time.Now()
 	endedBy := "duration"
@@ -195,6 +198,7 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 				m.Close()
 				sum := summarize(&m, target.URL, mode, start, endedBy)
 				sum.Succeeded, sum.Failed, sum.Cut, sum.FirstFailure = succeeded, failed, cut, firstFailure
+				sum.MaxSeconds = units.Seconds(longest)
 				sum.Sent += cut
 				return sum, nil
 			}
@@ -202,6 +206,7 @@ func Run(ctx context.Context, o Options, live *Live) (*Summary, error) {
 			switch {
 			case res.Code == http.StatusOK:
 				succeeded++
+				longest = max(longest, res.Latency)
 				live.succeeded.Add(1)
 			case res.Code == 0 && endedBy == "interrupted":
 				// The interruption broke it (e.g. the port-forward
@@ -257,6 +262,10 @@ func serverMessage(body []byte) string {
 
 // rateFraction expresses a rate in requests per second as vegeta's
 // frequency per period, keeping fractional rates (0.5/s is 1 per 2 s).
+// MinRate is the slowest open-loop rate: one request in 1,000 s (slower,
+// the pacer's interval would overflow).
+const MinRate = 0.001
+
 func rateFraction(rate float64) (int, time.Duration) {
 	if rate >= 1 && rate == float64(int(rate)) {
 		return int(rate), time.Second
@@ -269,7 +278,6 @@ func summarize(m *vegeta.Metrics, url, mode string, start time.Time, endedBy str
 	s := &Summary{
 		Target: url, Mode: mode, Sent: m.Requests,
 		P50Seconds: units.Seconds(m.Latencies.P50), P90Seconds: units.Seconds(m.Latencies.P90), P99Seconds: units.Seconds(m.Latencies.P99),
-		MaxSeconds:     units.Seconds(m.Latencies.Max),
 		ElapsedSeconds: units.Seconds(time.Since(start)), EndedBy: endedBy,
 	}
 	// Requests started per second over the span between the first and the

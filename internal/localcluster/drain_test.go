@@ -78,12 +78,14 @@ func TestPodRunnerDrain(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		preStop  int64 // seconds; 0: no hook
+		exec     bool  // the hook is an exec of sleep, not the sleep action
 		grace    int64 // the pod's terminationGracePeriodSeconds
 		deleteIn *int64
 		complete bool          // the streamed answer completes
 		goneIn   time.Duration // at least this long from the deletion to the pod's end
 	}{
 		{name: "drained", preStop: 4, grace: 20, complete: true, goneIn: 4 * time.Second},
+		{name: "drained-by-exec", preStop: 4, exec: true, grace: 20, complete: true, goneIn: 4 * time.Second},
 		{name: "no-prestop", grace: 20, complete: false},
 		{name: "grace-bounds-prestop", preStop: 30, grace: 30, deleteIn: ptr(int64(1)), complete: false, goneIn: time.Second},
 	} {
@@ -93,7 +95,10 @@ func TestPodRunnerDrain(t *testing.T) {
 				Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &tc.grace,
 					Containers: []corev1.Container{{Name: "inference-server", Image: "vllm/vllm-openai:v0.11.0"}}},
 			}
-			if tc.preStop > 0 {
+			switch {
+			case tc.preStop > 0 && tc.exec:
+				pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"sleep", fmt.Sprint(tc.preStop)}}}}
+			case tc.preStop > 0:
 				pod.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: tc.preStop}}}
 			}
 			if _, err := c.Create(ctx, pod, metav1.CreateOptions{}); err != nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -123,6 +125,9 @@ func (r *PodRunner) Run(ctx context.Context) error {
 			}
 			if pod, ok := obj.(*corev1.Pod); ok {
 				r.forget(ctx, pod)
+				r.mu.Lock()
+				delete(r.terminating, pod.UID) // a late update of it must not start another
+				r.mu.Unlock()
 			}
 		},
 	}); err != nil {
@@ -242,7 +247,13 @@ func (r *PodRunner) sync(ctx context.Context, pod *corev1.Pod) {
 // name).
 func (r *PodRunner) confirmDeletion(ctx context.Context, pod *corev1.Pod) {
 	zero := int64(0)
-	_ = r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+	for attempt := 0; attempt < 5 && ctx.Err() == nil; attempt++ {
+		err := r.Client.CoreV1().Pods(pod.Namespace).Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero, Preconditions: &metav1.Preconditions{UID: &pod.UID}})
+		if err == nil || apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			return // gone, or another pod has the name now
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
 }
 
 // terminate runs a deleted pod's termination once, as the kubelet does:
@@ -264,11 +275,6 @@ func (r *PodRunner) terminate(ctx context.Context, pod *corev1.Pod) {
 	}
 	pause := min(preStopSleep(pod), gracePeriod(pod))
 	go func() {
-		defer func() {
-			r.mu.Lock()
-			delete(r.terminating, pod.UID)
-			r.mu.Unlock()
-		}()
 		select {
 		case <-time.After(pause):
 		case <-ctx.Done():
@@ -279,13 +285,25 @@ func (r *PodRunner) terminate(ctx context.Context, pod *corev1.Pod) {
 	}()
 }
 
-// preStopSleep is the longest preStop sleep action of pod's containers
-// (the kubelet runs their hooks side by side).
+// preStopSleep is the longest preStop pause of pod's containers (the
+// kubelet runs their hooks side by side): a sleep action, or an exec of
+// sleep N. A container that never started runs no hook.
 func preStopSleep(pod *corev1.Pod) time.Duration {
+	if pod.Status.Phase != corev1.PodRunning {
+		return 0
+	}
 	var d time.Duration
 	for _, c := range pod.Spec.Containers {
-		if c.Lifecycle != nil && c.Lifecycle.PreStop != nil && c.Lifecycle.PreStop.Sleep != nil {
-			d = max(d, time.Duration(c.Lifecycle.PreStop.Sleep.Seconds)*time.Second)
+		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil {
+			continue
+		}
+		switch hook := c.Lifecycle.PreStop; {
+		case hook.Sleep != nil:
+			d = max(d, time.Duration(hook.Sleep.Seconds)*time.Second)
+		case hook.Exec != nil && len(hook.Exec.Command) == 2 && path.Base(hook.Exec.Command[0]) == "sleep":
+			if n, err := strconv.Atoi(hook.Exec.Command[1]); err == nil && n > 0 {
+				d = max(d, time.Duration(n)*time.Second)
+			}
 		}
 	}
 	return d

@@ -16,13 +16,12 @@ import (
 // random, as the Service's own routing spreads its clients: the way to see
 // what a scale-down does to the requests of every pod.
 //
-// The transport is the configuration's without its wrappers: the
-// Kubernetes client's retries of a 503 would send a completion the server
-// was stopped with in hand to another pod and hide that it failed.
+// The transport is the client's own, credentials included (on a cluster
+// reached through the container API they are a wrapper); its retries leave
+// proxied requests alone (kube.Retrying), so a completion a stopped pod
+// cut is seen as failed, once.
 func ServiceProxy(cfg *rest.Config, namespace, service string, port int32) (string, http.RoundTripper, error) {
-	plain := rest.CopyConfig(cfg)
-	plain.WrapTransport = nil
-	rt, err := rest.TransportFor(plain)
+	rt, err := rest.TransportFor(cfg)
 	if err != nil {
 		return "", nil, err
 	}

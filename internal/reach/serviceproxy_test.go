@@ -13,14 +13,15 @@ import (
 )
 
 // The service proxy's URL names the Service's port, and its transport
-// carries the credentials but not the client's retries: a 503 (a pod
+// carries the credentials, those a wrapper adds too (the container API
+// route's OAuth token), but not the client's retries: a 503 (a pod
 // stopped with the request in hand) reaches the caller once, as it is.
 func TestServiceProxy(t *testing.T) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
-		if got := r.Header.Get("Authorization"); got != "Bearer t0ken" {
-			t.Errorf("Authorization %q", got)
+		if got := r.Header.Get("Authorization"); got != "Bearer t0ken" || r.Header.Get("X-Wrapped") != "oauth" {
+			t.Errorf("Authorization %q, X-Wrapped %q", got, r.Header.Get("X-Wrapped"))
 		}
 		if r.URL.Path != "/api/v1/namespaces/ns/services/llm-service:8081/proxy/v1/chat/completions" {
 			t.Errorf("path %s", r.URL.Path)
@@ -29,6 +30,13 @@ func TestServiceProxy(t *testing.T) {
 	}))
 	defer srv.Close()
 	cfg := &rest.Config{Host: srv.URL, BearerToken: "t0ken"}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			r = r.Clone(r.Context())
+			r.Header.Set("X-Wrapped", "oauth")
+			return rt.RoundTrip(r)
+		})
+	})
 	cfg.Wrap(kube.Retrying)
 	url, rt, err := reach.ServiceProxy(cfg, "ns", "llm-service", 8081)
 	if err != nil {
@@ -49,3 +57,7 @@ func TestServiceProxy(t *testing.T) {
 		}
 	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

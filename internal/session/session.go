@@ -287,10 +287,11 @@ func (s *Session) done(name string, err error) {
 	}
 }
 
-// ImageAdvice says how the cluster's GPU nodes get the vLLM image and what
-// cuts the pull (gcp.ImageStart), for a scale-up whose biggest stage was
-// the image pull; "" when the cluster cannot be read (no Google clients,
-// no GKE cluster named): the generic advice stands.
+// ImageAdvice says which of the cluster's GPU node pools pull the vLLM
+// image whole and what cuts the pull (gcp.ImageStart), for a scale-up
+// whose biggest stage was the image pull; "" when none does or the cluster
+// cannot be read (no Google clients, no GKE cluster named): the generic
+// advice stands.
 func (s *Session) ImageAdvice(ctx context.Context) string {
 	cfg, deps := s.Config, s.Deps
 	location, name := cfg.Location, cfg.Cluster
@@ -305,5 +306,8 @@ func (s *Session) ImageAdvice(ctx context.Context) string {
 		return ""
 	}
 	wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: name, Accelerator: cfg.Workload.Accelerator}
-	return gcp.ImageStart(c, wants, cfg.Workload.Image).Message
+	if p, slow := gcp.ImageStart(c, wants, cfg.Workload.Image); slow {
+		return p.Message
+	}
+	return "" // nothing on this cluster cuts the pull further: the generic advice stands
 }

@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/behavior"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
@@ -116,10 +117,12 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		stopLoad(load.ErrStopped) // the scale-up is proven (or failed): stop sending
 	}
 	var tail *tailLoad
+	var scaledUp map[types.UID]bool // the pods a scale-down may remove
 	if waitErr == nil && o.ScaleDown && o.Tail != nil {
+		scaledUp = podUIDs(ctx, k, cfg.Workload.Namespace, "app="+cfg.Workload.AppLabel)
 		tail = startTail(ctx, *o.Tail)
 		defer tail.stop()
-		rec.Action("load", "through the scale-down: "+Describe(*o.Tail)+" through the Service, spread over its pods")
+		rec.Action("load", "through the scale-down: "+Describe(*o.Tail)+" through the Service (the API server's service proxy), spread over its pods")
 	}
 	res := <-loadDone
 	stopStatus()
@@ -157,6 +160,8 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 		switch {
 		case ctx.Err() != nil:
 			waitErr = ctx.Err()
+		case err != nil && tail != nil:
+			waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("no scale-down to %d replicas within %s (the tail of %g requests/s may hold the HPA up: a lower --tail-rate): %w", cfg.HPA.MinReplicas, o.WaitTimeout, o.Tail.Rate, err))
 		case err != nil:
 			waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("no scale-down to %d replicas within %s: %w", cfg.HPA.MinReplicas, o.WaitTimeout, err))
 		default:
@@ -166,22 +171,27 @@ func (o LoadTest) Run(ctx context.Context, cfg *config.Config, k *kube.Client, r
 			// The tail lasts until the removed pods are gone: their
 			// requests are at stake until their processes stop.
 			rec.Status("waiting for the removed pods to drain and stop")
-			if err := waitTerminated(w, k, cfg.Workload.Namespace, "app="+cfg.Workload.AppLabel); err != nil && ctx.Err() == nil {
-				waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("the removed pods had not stopped within %s: %w", o.WaitTimeout, err))
+			if err := waitTerminated(w, k, cfg.Workload.Namespace, "app="+cfg.Workload.AppLabel, scaledUp); err != nil && ctx.Err() == nil {
+				waitErr = exitcode.With(exitcode.Timeout, fmt.Errorf("the removed pods had not stopped within --wait-timeout %s of the scale-down's start: %w", o.WaitTimeout, err))
 			}
 			rec.Status("")
 		}
 		cancel()
 	}
 	if tail != nil {
-		scaleDown = tail.stop()
+		var tailErr error
+		scaleDown, tailErr = tail.stop()
 		if scaleDown != nil {
 			for _, l := range scaleDown.Lines() {
 				rec.Action("load", "scale-down: "+l)
 			}
-			if waitErr == nil && ctx.Err() == nil {
-				waitErr = ScaleDownVerdict(scaleDown, o.MaxScaleDownFailures, cfg.Workload.Drain)
-			}
+		}
+		switch {
+		case waitErr != nil || ctx.Err() != nil:
+		case tailErr != nil:
+			waitErr = fmt.Errorf("the load through the scale-down: %w", tailErr)
+		default:
+			waitErr = ScaleDownVerdict(scaleDown, o.MaxScaleDownFailures, cfg.Workload.Drain)
 		}
 	}
 	stopWatch()
@@ -229,6 +239,7 @@ type tailLoad struct {
 	cancel context.CancelCauseFunc
 	done   chan struct{}
 	sum    *load.Summary
+	err    error
 }
 
 func startTail(ctx context.Context, o load.Options) *tailLoad {
@@ -236,24 +247,38 @@ func startTail(ctx context.Context, o load.Options) *tailLoad {
 	t := &tailLoad{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(t.done)
-		t.sum, _ = load.Run(tctx, o, nil)
+		t.sum, t.err = load.Run(tctx, o, nil)
 	}()
 	return t
 }
 
 // stop ends the tail, waits for its answers in flight and gives its
-// summary (nil if it could not run); it may be called again.
-func (t *tailLoad) stop() *load.Summary {
+// summary, or why it could not run; it may be called again.
+func (t *tailLoad) stop() (*load.Summary, error) {
 	t.cancel(load.ErrStopped)
 	<-t.done
-	return t.sum
+	return t.sum, t.err
 }
 
-// waitTerminated waits until no pod matching selector is being deleted.
-func waitTerminated(ctx context.Context, k *kube.Client, namespace, selector string) error {
+// podUIDs are the UIDs of the pods matching selector now (none if they
+// cannot be read: then no pod is waited for).
+func podUIDs(ctx context.Context, k *kube.Client, namespace, selector string) map[types.UID]bool {
+	uids := map[types.UID]bool{}
+	if pods, err := k.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector}); err == nil {
+		for _, p := range pods.Items {
+			uids[p.UID] = true
+		}
+	}
+	return uids
+}
+
+// waitTerminated waits until none of the pods with uids (matching
+// selector) is being deleted: a pod stuck terminating from before is not
+// this scale-down's.
+func waitTerminated(ctx context.Context, k *kube.Client, namespace, selector string, uids map[types.UID]bool) error {
 	for {
 		pods, err := k.Typed.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: selector})
-		if err == nil && !slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.DeletionTimestamp != nil }) {
+		if err == nil && !slices.ContainsFunc(pods.Items, func(p corev1.Pod) bool { return p.DeletionTimestamp != nil && uids[p.UID] }) {
 			return nil
 		}
 		select {
@@ -283,13 +308,22 @@ func DrainAdvice(drain, longest time.Duration) (string, bool) {
 	if drain >= need {
 		return "", false
 	}
-	return fmt.Sprintf("workload.drain %s is shorter than the endpoint's removal (%s) plus the longest request (%s): a scale-down would cut such requests; set --drain %s or more",
+	return fmt.Sprintf("workload.drain %s is shorter than the endpoint's removal (%s) plus the longest answer (%s): a scale-down would cut such requests; set workload.drain (--drain of up and deploy) to %s or more",
 		drain, EndpointRemoval, units.Seconds(longest), need), true
 }
 
 // ScaleDownVerdict judges the requests sent through a scale-down: more
-// than allowed failures mean pods were stopped with requests in hand.
+// than allowed failures mean pods were stopped with requests in hand. The
+// API server's own refusals (401, 403: the caller may not use the
+// Service's proxy) are not the pods', and a tail that sent nothing proves
+// nothing.
 func ScaleDownVerdict(sum *load.Summary, allowed int, drain time.Duration) error {
+	if refused := sum.Failed["HTTP 401"] + sum.Failed["HTTP 403"]; refused > 0 {
+		return exitcode.With(exitcode.Denied, fmt.Errorf("the API server refused %d of the requests sent through the Service's proxy during the scale-down (HTTP 401/403): the caller needs create on services/proxy in the workload's namespace (roles/container.developer grants it)", refused))
+	}
+	if sum.Sent == 0 {
+		return exitcode.With(exitcode.CheckFailed, errors.New("no request was sent during the scale-down, so it proves nothing: raise --tail-rate"))
+	}
 	failed, kinds := 0, make([]string, 0, len(sum.Failed))
 	for _, kind := range slices.Sorted(maps.Keys(sum.Failed)) {
 		failed += sum.Failed[kind]
@@ -298,9 +332,9 @@ func ScaleDownVerdict(sum *load.Summary, allowed int, drain time.Duration) error
 	if failed <= allowed {
 		return nil
 	}
-	fix := fmt.Sprintf("workload.drain (%s) must cover the endpoint's removal from the Service and the longest request (p99 %s)", drain, sum.P99Seconds)
+	fix := fmt.Sprintf("workload.drain (%s) must cover the endpoint's removal from the Service and the longest request (%s here)", drain, sum.MaxSeconds)
 	if drain == 0 {
-		fix = fmt.Sprintf("set workload.drain (a preStop pause) above the endpoint's removal from the Service plus the longest request (p99 %s)", sum.P99Seconds)
+		fix = fmt.Sprintf("set workload.drain (a preStop pause; --drain of up and deploy) above the endpoint's removal from the Service plus the longest request (%s here)", sum.MaxSeconds)
 	}
 	return exitcode.With(exitcode.CheckFailed, fmt.Errorf("%d of %d requests failed during the scale-down (%s), more than %d: pods were stopped with requests in hand (vLLM aborts them on SIGTERM); %s",
 		failed, sum.Sent, strings.Join(kinds, ", "), allowed, fix))

@@ -93,8 +93,8 @@ func TestDrainAdvice(t *testing.T) {
 	}{
 		{drain: 30 * time.Second, longest: 2 * time.Second},
 		{drain: 30 * time.Second, longest: 25 * time.Second},
-		{drain: 30 * time.Second, longest: 25*time.Second + time.Millisecond, short: true, want: "set --drain 31s or more"},
-		{drain: 0, longest: time.Second, short: true, want: "workload.drain 0s is shorter than the endpoint's removal (5s) plus the longest request (1s)"},
+		{drain: 30 * time.Second, longest: 25*time.Second + time.Millisecond, short: true, want: "set workload.drain (--drain of up and deploy) to 31s or more"},
+		{drain: 0, longest: time.Second, short: true, want: "workload.drain 0s is shorter than the endpoint's removal (5s) plus the longest answer (1s)"},
 		{drain: 5 * time.Second, longest: 0},
 	} {
 		got, short := DrainAdvice(tc.drain, tc.longest)
@@ -107,25 +107,37 @@ func TestDrainAdvice(t *testing.T) {
 func TestScaleDownVerdict(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
+		sent   *uint64
 		failed map[string]int
 		max    int
 		drain  time.Duration
+		exit   int
 		want   string // "" passes
 	}{
 		{name: "none failed", failed: map[string]int{}},
 		{name: "within the allowance", failed: map[string]int{"HTTP 502": 2}, max: 2},
 		{name: "no drain", failed: map[string]int{"HTTP 502": 2, "EOF": 1}, want: "3 of 40 requests failed during the scale-down (EOF x1, HTTP 502 x2), more than 0: pods were stopped with requests in hand (vLLM aborts them on SIGTERM); set workload.drain"},
-		{name: "drain too short", failed: map[string]int{"HTTP 503": 1}, drain: 2 * time.Second, want: "workload.drain (2s) must cover the endpoint's removal from the Service and the longest request (p99 3s)"},
+		{name: "drain too short", failed: map[string]int{"HTTP 503": 1}, drain: 2 * time.Second, want: "workload.drain (2s) must cover the endpoint's removal from the Service and the longest request (3s here)"},
+		{name: "the API server refused the caller", failed: map[string]int{"HTTP 403": 40}, drain: 30 * time.Second, exit: exitcode.Denied, want: "the caller needs create on services/proxy"},
+		{name: "nothing sent", sent: ptrTo(uint64(0)), failed: map[string]int{}, want: "no request was sent during the scale-down"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			sum := &load.Summary{Sent: 40, Failed: tc.failed, P99Seconds: units.Seconds(3 * time.Second)}
+			sum := &load.Summary{Sent: 40, Failed: tc.failed, MaxSeconds: units.Seconds(3 * time.Second)}
+			if tc.sent != nil {
+				sum.Sent = *tc.sent
+			}
+			if tc.exit == 0 {
+				tc.exit = exitcode.CheckFailed
+			}
 			err := ScaleDownVerdict(sum, tc.max, tc.drain)
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("failed: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || exitcode.Of(err) != exitcode.CheckFailed):
-				t.Errorf("got %v (exit %d), want exit 3 with %q", err, exitcode.Of(err), tc.want)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || exitcode.Of(err) != tc.exit):
+				t.Errorf("got %v (exit %d), want exit %d with %q", err, exitcode.Of(err), tc.exit, tc.want)
 			}
 		})
 	}
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -14,6 +14,9 @@ func TestCombinedStrategyOnEmulator(t *testing.T) {
 	t.Parallel()
 	o := testOptions(t)
 	o.Sim.KVCacheTokens = 1000
+	// A Standard cluster this time (the others are Autopilot), whose L4
+	// pool holds the image on a secondary boot disk: up says so.
+	o.ImageCache = "boot-disk"
 	e := startEmulator(t, o)
 	for _, backend := range []string{"adapter", "native"} {
 		t.Run(backend, func(t *testing.T) {
@@ -26,7 +29,9 @@ func TestCombinedStrategyOnEmulator(t *testing.T) {
 				// the HPA may ask for 2, then 4, on the way. At most 3.
 				"VLLM_HPA_HPA_MAX_REPLICAS": "3",
 			})
-			must(t, "up")
+			if up := must(t, "up"); !strings.Contains(up.errOut, "the image cache of a secondary boot disk on l4-pool") {
+				t.Errorf("up does not say the pool holds the image:\n%s", up.errOut)
+			}
 			r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "2m")
 			scaledUpAndDown(t, r)
 			kv := "prometheus.googleapis.com|vllm:kv_cache_usage_perc|gauge"

@@ -203,9 +203,9 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	useEmulator(t, e, nil)
 	ctx := context.Background()
 
-	// The emulated cluster is Autopilot and the image is on Docker Hub:
-	// up says it is pulled whole, and how to stream it.
-	if r := must(t, "up"); !strings.Contains(r.errOut, "image start") || !strings.Contains(r.errOut, "Autopilot streams only images in Artifact Registry") {
+	// The emulated cluster is Autopilot, which streams the public Docker
+	// Hub image: up says so.
+	if r := must(t, "up"); !strings.Contains(r.errOut, "image start") || !strings.Contains(r.errOut, "Autopilot streams vllm/vllm-openai") {
 		t.Errorf("up does not say how the GPU nodes get the image:\n%s", r.errOut)
 	}
 	objects, mutations := owned(t, e), e.GCP.Mutations()

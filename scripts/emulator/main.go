@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,6 +80,7 @@ func run() error {
 	flag.StringVar(&o.Cluster, "cluster", o.Cluster, "the emulated GKE cluster's name")
 	flag.StringVar(&o.Location, "location", o.Location, "the emulated cluster's location")
 	flag.BoolVar(&o.NativeMetrics, "native-metrics", o.NativeMetrics, "the cluster serves GKE's native custom metrics (GKE 1.37 GA, performance HPA profile, AutoscalingMetric); false: a cluster that does not (no performance profile), for hpa.backend auto")
+	flag.StringVar(&o.ImageCache, "image-cache", o.ImageCache, "boot-disk: a Standard cluster whose L4 pool holds the vLLM image on a secondary boot disk (the pull --image-pull/29, Google's \"up to 29x\"); empty: the Autopilot cluster, pulling the Docker Hub image whole")
 	flag.DurationVar(&o.EndpointLag, "endpoint-lag", o.EndpointLag, "how long a deleted pod stays an endpoint of its Service (the EndpointSlice controller's batch period, standing for kube-proxy's lag): requests still reach it")
 	flag.DurationVar(&o.NativeInterval, "native-interval", o.NativeInterval, "how often the native metrics stand-in scrapes the AutoscalingMetrics' pods")
 	counted := flag.Bool("count-requests", false, "also write DIR/kubeconfig-counted, through a proxy that counts requests; GET http://ADDR/counts (ADDR in DIR/counter) reads and resets them (benchmarks)")
@@ -91,6 +93,9 @@ func run() error {
 	}
 	if o.Bin == "" {
 		return fmt.Errorf("no Kubernetes binaries: pass --k8s-bin or set %s (scripts/build-k8s-cache.sh prints the directory)", localcluster.BinDirEnv)
+	}
+	if !slices.Contains(ImageCaches, o.ImageCache) {
+		return fmt.Errorf("invalid --image-cache %q: boot-disk, or empty", o.ImageCache)
 	}
 	if o.GPUNodes.Provisioning > 0 && (o.GPUNodes.GPUs < 1 || o.GPUNodes.Max < 1) {
 		return fmt.Errorf("invalid --gpus-per-node %d or --max-nodes %d: at least 1 each when --node-provisioning is set", o.GPUNodes.GPUs, o.GPUNodes.Max)
@@ -182,7 +187,11 @@ func describe(profile string, compress float64, metricPath bool, o Options) stri
 	if o.GPUNodes.Provisioning > 0 {
 		node = fmt.Sprintf("a GPU node (%d GPU) in %s, up to %d nodes", o.GPUNodes.GPUs, s(o.GPUNodes.Provisioning), o.GPUNodes.Max)
 	}
-	pod := fmt.Sprintf("pod: %s, image pull %s, model load %s, warm-up %s, readiness probe every %s", node, s(o.ImagePull), s(o.Sim.LoadTime), s(o.Sim.WarmupTime), s(o.ProbePeriod))
+	pull := s(o.imagePull())
+	if o.ImageCache != "" {
+		pull += " (from a secondary boot disk)"
+	}
+	pod := fmt.Sprintf("pod: %s, image pull %s, model load %s, warm-up %s, readiness probe every %s", node, pull, s(o.Sim.LoadTime), s(o.Sim.WarmupTime), s(o.ProbePeriod))
 	head := "profile fast"
 	if profile == "gke" {
 		head = "profile gke (Google's published scale-up lags"

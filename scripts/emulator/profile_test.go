@@ -29,7 +29,9 @@ func TestGKEProfileOnEmulator(t *testing.T) {
 	// The metric lags the pods here (ingestion 4 s, HPA sync 2 s): the
 	// HPA may read the one pod's load after it has scaled and ask for
 	// more, as on GKE. At most 3, the walkthrough's.
-	useEmulator(t, e, map[string]string{"VLLM_HPA_HPA_MAX_REPLICAS": "3"})
+	// The simulator answers in about a second: the fast profile's drain
+	// (at GKE's timings the profile leaves vllm-hpa's 30 s).
+	useEmulator(t, e, map[string]string{"VLLM_HPA_HPA_MAX_REPLICAS": "3", "VLLM_HPA_WORKLOAD_DRAIN": DefaultOptions().Settings["VLLM_HPA_WORKLOAD_DRAIN"]})
 	must(t, "up")
 	r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "3m")
 	scaledUpAndDown(t, r)

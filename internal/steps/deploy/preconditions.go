@@ -27,7 +27,7 @@ func (Definition) Preconditions(ctx context.Context, f step.ClusterFacts) ([]gcp
 	w := &f.Config.Workload
 	gpu := gcp.GPUNodes(f.Cluster, f.Wants)
 	// How the GPU nodes get the image: said, never refused.
-	image := gcp.ImageStart(f.Cluster, f.Wants, w.Image)
+	image, _ := gcp.ImageStart(f.Cluster, f.Wants, w.Image)
 	viaClass := !gpu.OK
 	if !viaClass && w.ComputeClass == "" {
 		return []gcp.Precondition{gpu, image}, nil
