@@ -12,14 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 compress=${1:-1}
-bin_dir=$(scripts/build-k8s-cache.sh)
-work=$(mktemp -d -t vllm-hpa-coldstart-XXXXXX)
-make -s build BIN="$work/bin/vllm-hpa"
-(cd scripts/emulator && CGO_ENABLED=0 go build -o "$work/bin/vllm-hpa-emulator" .)
-export PATH="$work/bin:$PATH"
-emu_pid=
-stop_emu() { if [ -n "$emu_pid" ]; then kill -TERM "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; emu_pid=; fi; }
-trap 'stop_emu; rm -rf "$work"' EXIT
+# shellcheck source=scripts/emulator-tools.sh
+. scripts/emulator-tools.sh
+emulator_tools coldstart
 metric_path=
 if [ "$compress" != 1 ]; then metric_path=--compress-metric-path; fi
 

@@ -13,13 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 drain=${2:-10s}
-bin_dir=$(scripts/build-k8s-cache.sh)
-work=$(mktemp -d -t vllm-hpa-drain-XXXXXX)
-make -s build BIN="$work/bin/vllm-hpa"
-(cd scripts/emulator && CGO_ENABLED=0 go build -o "$work/bin/vllm-hpa-emulator" .)
-export PATH="$work/bin:$PATH"
-emu_pid=
-trap 'kill -TERM "$emu_pid" 2>/dev/null || true; wait "$emu_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+# shellcheck source=scripts/emulator-tools.sh
+. scripts/emulator-tools.sh
+emulator_tools drain
 vllm-hpa-emulator --dir "$work" --k8s-bin "$bin_dir" --profile fast --hpa-sync-period 2s --image-pull 1s \
   --output-tokens 150 --endpoint-lag 1s > "$work/log" 2>&1 &
 emu_pid=$!
