@@ -290,9 +290,18 @@ func (s *Session) done(name string, err error) {
 // ImageAdvice says which of the cluster's GPU node pools pull the vLLM
 // image whole and what cuts the pull (gcp.ImageStart), for a scale-up
 // whose biggest stage was the image pull; "" when none does or the cluster
-// cannot be read (no Google clients, no GKE cluster named): the generic
-// advice stands.
+// cannot be read: the generic advice stands.
 func (s *Session) ImageAdvice(ctx context.Context) string {
+	if p, slow, ok := s.imageStart(ctx); ok && slow {
+		return p.Message
+	}
+	return ""
+}
+
+// imageStart judges how the cluster's GPU nodes get the vLLM image; false
+// when the cluster cannot be read (no Google clients, no GKE cluster
+// named, or the container API refuses).
+func (s *Session) imageStart(ctx context.Context) (p gcp.Precondition, slow, ok bool) {
 	cfg, deps := s.Config, s.Deps
 	location, name := cfg.Location, cfg.Cluster
 	if name == "" {
@@ -303,11 +312,9 @@ func (s *Session) ImageAdvice(ctx context.Context) string {
 		c, _ = deps.GCP.Cluster(ctx, cfg.Project, location, name)
 	}
 	if c == nil {
-		return ""
+		return p, false, false
 	}
 	wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: name, Accelerator: cfg.Workload.Accelerator}
-	if p, slow := gcp.ImageStart(c, wants, cfg.Workload.Image); slow {
-		return p.Message
-	}
-	return "" // nothing on this cluster cuts the pull further: the generic advice stands
+	p, slow = gcp.ImageStart(c, wants, cfg.Workload.Image)
+	return p, slow, true
 }

@@ -2,11 +2,13 @@ package session
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 	"github.com/vllm-hpa/vllm-hpa/internal/steps"
+	"github.com/vllm-hpa/vllm-hpa/internal/steps/deploy"
 )
 
 // The states an object of the stack can be in, as status reports them.
@@ -79,7 +81,25 @@ func (s *Session) Status(ctx context.Context) []StepStatus {
 			}()
 		}
 	}
+	// How the GPU nodes get the image, with the deploy step's checks
+	// (advice only; the cluster read as preconditions read it).
+	var image step.Result
+	imageRead := false
+	if slices.Contains(s.opts.Steps, deploy.Name) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if p, _, ok := s.imageStart(ctx); ok {
+				image, imageRead = step.Result{Step: deploy.Name, Check: p.Check, OK: p.OK, Message: p.Message}, true
+			}
+		}()
+	}
 	wg.Wait()
+	for i := range out {
+		if imageRead && out[i].Step == deploy.Name {
+			out[i].Checks = append(out[i].Checks, image)
+		}
+	}
 	return out
 }
 

@@ -220,6 +220,28 @@ func TestWalkthroughOnEmulator(t *testing.T) {
 	if e.GCP.Mutations() != mutations {
 		t.Errorf("second up made %d mutating GCP calls", e.GCP.Mutations()-mutations)
 	}
+	// status says how the GPU nodes get the image, with deploy's checks.
+	var status struct {
+		Steps []struct {
+			Step   string `json:"step"`
+			Checks []struct {
+				Check   string `json:"check"`
+				Message string `json:"message"`
+			} `json:"checks"`
+		} `json:"steps"`
+	}
+	if err := json.Unmarshal([]byte(must(t, "status", "-o", "json").out), &status); err != nil {
+		t.Fatal(err)
+	}
+	imageSaid := false
+	for _, st := range status.Steps {
+		for _, c := range st.Checks {
+			imageSaid = imageSaid || (st.Step == "deploy" && c.Check == "image start" && strings.Contains(c.Message, "Autopilot streams"))
+		}
+	}
+	if !imageSaid {
+		t.Errorf("status does not say how the GPU nodes get the image: %+v", status.Steps)
+	}
 
 	// The walkthrough's test: load that keeps about 10 requests running
 	// (10/s, 1 s answers), target 4: 1 -> 3, and back to 1.
