@@ -21,9 +21,7 @@ import (
 // proxy that counts requests.
 func start(t *testing.T) (*localcluster.ControlPlane, *localcluster.FaultProxy, func() *kube.Client) {
 	t.Helper()
-	cp, err := localcluster.StartForTests(localcluster.Options{})
-	localcluster.Skip(t, cp, err)
-	t.Cleanup(cp.Stop)
+	cp := localcluster.StartForTests(t, localcluster.Options{})
 	fp, err := cp.StartFaultProxy(0)
 	if err != nil {
 		t.Fatal(err)

@@ -150,16 +150,26 @@ type process struct {
 // BinDir returns the binaries' directory, or "" when not configured.
 func BinDir() string { return os.Getenv(BinDirEnv) }
 
-// StartForTests starts a control plane for a package's TestMain. When the
-// binaries are not configured it returns nil and the reason: tests then skip,
-// unless RequireEnv is set, in which case the caller should fail.
-func StartForTests(opts Options) (*ControlPlane, error) {
+// StartForTests starts a control plane for t, stopped when t ends. When
+// the binaries are not configured t is skipped (failed when RequireEnv is
+// set); a control plane that fails to start fails t, what started of it
+// stopped.
+func StartForTests(t testing.TB, opts Options) *ControlPlane {
+	t.Helper()
 	if BinDir() == "" {
-		return nil, fmt.Errorf("%s is not set: run `make test`, or export %s=$(scripts/build-k8s-cache.sh)", BinDirEnv, BinDirEnv)
+		Skip(t, nil, fmt.Errorf("%s is not set: run `make test`, or export %s=$(scripts/build-k8s-cache.sh)", BinDirEnv, BinDirEnv))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	return Start(ctx, opts)
+	cp, err := Start(ctx, opts)
+	if err != nil {
+		if cp != nil {
+			cp.Stop()
+		}
+		t.Fatalf("control plane: %v", err)
+	}
+	t.Cleanup(cp.Stop)
+	return cp
 }
 
 // Skip skips or fails t when cp is nil, per RequireEnv.

@@ -11,12 +11,7 @@ import (
 )
 
 func TestControlPlaneStarts(t *testing.T) {
-	cp, err := localcluster.StartForTests(localcluster.Options{PodMonitoringCRD: true})
-	localcluster.Skip(t, cp, err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
+	cp := localcluster.StartForTests(t, localcluster.Options{PodMonitoringCRD: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	v, err := cp.Client.Discovery().ServerVersion()

@@ -62,15 +62,10 @@ func (p *vllmProcesses) addr(name string) string {
 // the deletion gives bounds the pause, as the kubelet's does.
 func TestPodRunnerDrain(t *testing.T) {
 	procs := &vllmProcesses{procs: map[string]*vllmsim.Process{}}
-	cp, err := localcluster.StartForTests(localcluster.Options{
+	cp := localcluster.StartForTests(t, localcluster.Options{
 		RunPods: true, PodDrain: true,
 		PodStarted: procs.start, PodStopped: procs.sigterm,
 	})
-	localcluster.Skip(t, cp, err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := cp.Client.CoreV1().Pods("default")

@@ -24,17 +24,12 @@ import (
 // once its readiness probe passes.
 func TestPodRunnerProvisionsGPUNodes(t *testing.T) {
 	var healthy atomic.Bool
-	cp, err := localcluster.StartForTests(localcluster.Options{
+	cp := localcluster.StartForTests(t, localcluster.Options{
 		RunPods: true, PodStartDelay: 100 * time.Millisecond,
 		PodReady:       func(*corev1.Pod) bool { return healthy.Load() },
 		PodProbePeriod: 100 * time.Millisecond,
 		GPUNodes:       localcluster.GPUNodes{GPUs: 1, Provisioning: 2 * time.Second, Max: 3},
 	})
-	localcluster.Skip(t, cp, err)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cp.Stop()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := cp.Client
