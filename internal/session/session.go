@@ -302,16 +302,10 @@ func (s *Session) ImageAdvice(ctx context.Context) string {
 // when the cluster cannot be read (no Google clients, no GKE cluster
 // named, or the container API refuses).
 func (s *Session) imageStart(ctx context.Context) (p gcp.Precondition, slow, ok bool) {
-	cfg, deps := s.Config, s.Deps
-	location, name := cfg.Location, cfg.Cluster
-	if name == "" {
-		location, name = deps.ClusterLocation, deps.ClusterName
-	}
-	c := deps.Cluster
-	if c == nil && deps.GCP != nil && name != "" {
-		c, _ = deps.GCP.Cluster(ctx, cfg.Project, location, name)
-	}
-	if c == nil {
+	cfg := s.Config
+	location, name := steps.NamedCluster(cfg, s.Deps)
+	c, err := steps.ReadCluster(ctx, cfg, &s.Deps)
+	if c == nil || err != nil {
 		return p, false, false
 	}
 	wants := gcp.ClusterWants{Project: cfg.Project, Location: location, Cluster: name, Accelerator: cfg.Workload.Accelerator}

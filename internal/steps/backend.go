@@ -95,22 +95,14 @@ func ResolveOffline(cfg *config.Config) (note string) {
 // container API's view of the cluster when there is one, else from what
 // the API server serves.
 func nativeRequirements(ctx context.Context, cfg *config.Config, deps *step.Deps) ([]nativemetrics.Requirement, string, error) {
-	location, name := cfg.Location, cfg.Cluster
-	if name == "" {
-		location, name = deps.ClusterLocation, deps.ClusterName
-	}
-	c := deps.Cluster
-	if c == nil && name != "" && deps.GCP != nil {
-		var err error
-		if c, err = deps.GCP.Cluster(ctx, cfg.Project, location, name); err != nil {
-			if deps.Kube == nil {
-				return nil, "", err
-			}
-			// The API server can still say whether it serves the kind.
-			deps.Reporter().Action("backend", "cluster "+name+" not read from the container API ("+err.Error()+"): judging by what the API server serves")
-			c = nil
+	location, name := NamedCluster(cfg, *deps)
+	c, err := ReadCluster(ctx, cfg, deps)
+	if err != nil {
+		if deps.Kube == nil {
+			return nil, "", err
 		}
-		deps.Cluster = c
+		// The API server can still say whether it serves the kind.
+		deps.Reporter().Action("backend", "cluster "+name+" not read from the container API ("+err.Error()+"): judging by what the API server serves")
 	}
 	if c != nil {
 		return nativemetrics.Requirements(c, cfg.Project, location), "cluster " + c.Name, nil

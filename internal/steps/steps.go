@@ -189,10 +189,7 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 		report.Result(r)
 		results = append(results, r)
 	}
-	location, cluster := cfg.Location, cfg.Cluster
-	if cluster == "" {
-		location, cluster = deps.ClusterLocation, deps.ClusterName
-	}
+	location, cluster := NamedCluster(cfg, deps)
 	disabled, err := checkServices(ctx, cfg, deps, names, cluster != "", add)
 	if err != nil {
 		return results, err
@@ -205,12 +202,9 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 	case deps.Cluster == nil && slices.Contains(disabled, gcp.ServiceContainer):
 		report.Action("preconditions", "cluster "+cluster+" not checked: the Kubernetes Engine API cannot be read (see google apis)")
 	default:
-		c := deps.Cluster
-		var err error
-		if c == nil {
-			if c, err = deps.GCP.Cluster(ctx, cfg.Project, location, cluster); err != nil {
-				return results, err
-			}
+		c, err := ReadCluster(ctx, cfg, &deps)
+		if err != nil {
+			return results, err
 		}
 		precs, err := clusterPreconditions(ctx, cfg, deps, c, location, cluster, names)
 		if err != nil {
@@ -233,6 +227,32 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("the cluster or project is not ready for the stack (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))
 	}
 	return results, nil
+}
+
+// NamedCluster is the GKE cluster the run is on: the configuration's
+// cluster and location, else the ones a gke_ kube context names ("" when
+// neither does).
+func NamedCluster(cfg *config.Config, deps step.Deps) (location, name string) {
+	if cfg.Cluster != "" {
+		return cfg.Location, cfg.Cluster
+	}
+	return deps.ClusterLocation, deps.ClusterName
+}
+
+// ReadCluster is the NamedCluster as the container API describes it, read
+// once and then kept in deps.Cluster; nil without an error when no
+// cluster is named or there are no Google clients.
+func ReadCluster(ctx context.Context, cfg *config.Config, deps *step.Deps) (*container.Cluster, error) {
+	location, name := NamedCluster(cfg, *deps)
+	if deps.Cluster != nil || name == "" || deps.GCP == nil {
+		return deps.Cluster, nil
+	}
+	c, err := deps.GCP.Cluster(ctx, cfg.Project, location, name)
+	if err != nil {
+		return nil, err
+	}
+	deps.Cluster = c
+	return c, nil
 }
 
 // checkServices reads, in one Service Usage batchGet, whether every Google
