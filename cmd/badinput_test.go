@@ -123,6 +123,10 @@ func hostileInputs() []hostileInput {
 		h{"report to tune not JSON", map[string]string{"r.json": "stages: yes"}, nil, with("tune", "--from-report", "r.json"), "--from-report"},
 		h{"report to tune without stages", map[string]string{"r.json": `{"load": {}, "timeline": {}}`}, nil, with("tune", "--from-report", "r.json"), "--from-report"},
 		h{"report to tune with a ramp flag", map[string]string{"r.json": measuredReport}, nil, with("tune", "--from-report", "r.json", "--slo-ttft", "1s"), "--slo-ttft"},
+		// Times a duration cannot hold, and a first answer before the
+		// decision: refused, never a wrapped-around cold start.
+		h{"report to tune with seconds out of range", map[string]string{"r.json": strings.Replace(measuredReport, `"atSeconds": 409`, `"atSeconds": 1e300`, 1)}, nil, with("tune", "--from-report", "r.json"), "--from-report"},
+		h{"report to tune answered before the decision", map[string]string{"r.json": strings.Replace(measuredReport, `"atSeconds": 409`, `"atSeconds": -5`, 1)}, nil, with("tune", "--from-report", "r.json"), "--from-report"},
 		// load's flags.
 		h{"load rate NaN", nil, nil, with("load", "--rate", "NaN"), "--rate"},
 		h{"load rate Inf", nil, nil, with("load", "--rate", "Inf"), "--rate"},

@@ -6,6 +6,7 @@ package units
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 )
@@ -14,16 +15,23 @@ import (
 // three decimals.
 type Seconds time.Duration
 
+// maxSeconds is the longest time.Duration in seconds.
+const maxSeconds = float64(math.MaxInt64) / float64(time.Second)
+
 // MarshalJSON writes s as seconds, rounded to the millisecond.
 func (s Seconds) MarshalJSON() ([]byte, error) {
 	return strconv.AppendFloat(nil, s.Float(), 'f', -1, 64), nil
 }
 
-// UnmarshalJSON reads seconds.
+// UnmarshalJSON reads seconds; beyond what a time.Duration holds (about
+// 292 years either way) is an error, not a wrapped-around duration.
 func (s *Seconds) UnmarshalJSON(b []byte) error {
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil {
 		return fmt.Errorf("seconds: %w", err)
+	}
+	if math.Abs(f) > maxSeconds {
+		return fmt.Errorf("seconds: %s is out of range (at most %g)", b, maxSeconds)
 	}
 	*s = Seconds(f * float64(time.Second))
 	return nil

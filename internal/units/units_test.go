@@ -27,3 +27,18 @@ func TestSecondsJSON(t *testing.T) {
 		}
 	}
 }
+
+// Seconds beyond a time.Duration's range are refused, not wrapped around
+// into a negative (or any) duration.
+func TestSecondsOutOfRange(t *testing.T) {
+	for _, in := range []string{"1e300", "-1e300", "9.3e9"} {
+		var s Seconds
+		if err := s.UnmarshalJSON([]byte(in)); err == nil {
+			t.Errorf("%s read as %v", in, time.Duration(s))
+		}
+	}
+	var s Seconds
+	if err := s.UnmarshalJSON([]byte("9.2e9")); err != nil || time.Duration(s) <= 0 {
+		t.Errorf("9.2e9 s: %v, %v", time.Duration(s), err)
+	}
+}
