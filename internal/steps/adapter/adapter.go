@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -166,7 +167,7 @@ func IdentityPending(ksa *unstructured.Unstructured, cfg *config.Config) bool {
 
 // GrantsAnnotation, on the adapter's KSA, records the identity's IAM grants
 // (the identity step writes it).
-const GrantsAnnotation = "vllm-hpa.io/iam-grants"
+const GrantsAnnotation = grants.Annotation
 
 // Wait waits for the adapter to serve. The real adapter exits at start
 // when it cannot read Cloud Monitoring, so until the identity step has

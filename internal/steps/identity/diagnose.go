@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"slices"
 	"sort"
 	"strings"
@@ -76,7 +77,7 @@ type Why struct {
 // recent for IAM to have applied it, samples that could not be read.
 func Judge(w Why) Diagnosis {
 	e := w.Identity
-	record := Grants(e.KSA)
+	record := grants.Read(e.KSA)
 	if len(w.Served) > 0 {
 		return w.missingSamples("the adapter serves " + strings.Join(w.Served, ", ") + ", so its identity works")
 	}
@@ -190,8 +191,8 @@ func anyHeld(e Evidence) bool {
 }
 
 // newestMade is the grant vllm-hpa made last, by the record.
-func newestMade(record []Grant) (Grant, bool) {
-	var newest Grant
+func newestMade(record []grants.Grant) (grants.Grant, bool) {
+	var newest grants.Grant
 	found := false
 	for _, g := range record {
 		if g.Made && (!found || g.At.After(newest.At)) {

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"errors"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"strings"
 	"testing"
 	"time"
@@ -17,24 +18,24 @@ func TestJudgeNamesTheCause(t *testing.T) {
 	gsa := "metrics-adapter-gsa@my-proj.iam.gserviceaccount.com"
 	viewer := BindingState{Resource: "projects/my-proj", Role: RoleMonitoringViewer, Member: "serviceAccount:" + gsa, Held: true}
 	wi := BindingState{Resource: "projects/my-proj/serviceAccounts/" + gsa, Role: RoleWorkloadIdentity, Member: "serviceAccount:my-proj.svc.id.goog[custom-metrics/custom-metrics-stackdriver-adapter]", Held: true}
-	ksa := func(annotation string, grants ...Grant) *unstructured.Unstructured {
+	ksa := func(annotation string, record ...grants.Grant) *unstructured.Unstructured {
 		u := &unstructured.Unstructured{}
 		u.SetNamespace("custom-metrics")
 		a := map[string]string{}
 		if annotation != "" {
 			a[WorkloadIdentityAnnotation] = annotation
 		}
-		if grants != nil {
-			a[GrantsAnnotation] = encodeGrants(grants).(string)
+		if record != nil {
+			a[GrantsAnnotation] = grants.Encode(record).(string)
 		}
 		u.SetAnnotations(a)
 		return u
 	}
-	old := []Grant{
+	old := []grants.Grant{
 		{Resource: viewer.Resource, Role: viewer.Role, Member: viewer.Member, Made: true, At: now.Add(-time.Hour)},
 		{Resource: wi.Resource, Role: wi.Role, Member: wi.Member, Made: true, At: now.Add(-time.Hour)},
 	}
-	recent := []Grant{old[0], {Resource: wi.Resource, Role: wi.Role, Member: wi.Member, Made: true, At: now.Add(-30 * time.Second)}}
+	recent := []grants.Grant{old[0], {Resource: wi.Resource, Role: wi.Role, Member: wi.Member, Made: true, At: now.Add(-30 * time.Second)}}
 	healthy := Evidence{Mode: "gsa", Account: AccountState{Email: gsa, Found: true}, Bindings: []BindingState{viewer, wi}, KSA: ksa(gsa, old...), WantAnnotation: gsa}
 	with := func(change func(*Why)) Why {
 		w := Why{Identity: healthy, Gauge: "vllm:num_requests_running", Pods: []string{"p1", "p2"}, Samples: map[string]float64{"p1": 1, "p2": 2}, AdapterNamespace: "custom-metrics", Now: now}
@@ -61,7 +62,7 @@ func TestJudgeNamesTheCause(t *testing.T) {
 		{"viewer grant removed by someone else", with(func(w *Why) { w.Identity.Bindings[0].Held = false }), "GrantMissing", "does not hold roles/monitoring.viewer"},
 		{"grant made 30 s ago", with(func(w *Why) { w.Identity.KSA = ksa(gsa, recent...) }), "IAMPropagating", "granted 30s ago; about 1m30s left of the usual 2 minutes"},
 		{"grant made 4 minutes ago", with(func(w *Why) {
-			r := append([]Grant{}, recent...)
+			r := append([]grants.Grant{}, recent...)
 			r[1].At = now.Add(-4 * time.Minute)
 			w.Identity.KSA = ksa(gsa, r...)
 		}), "IAMPropagating", "allow up to 3m0s more"},
@@ -78,7 +79,7 @@ func TestJudgeNamesTheCause(t *testing.T) {
 		// A found grant (not made by vllm-hpa) has no age to wait out.
 		{"direct mode, found grant", with(func(w *Why) {
 			p := BindingState{Resource: "projects/my-proj", Role: RoleMonitoringViewer, Member: "principal://x", Held: true}
-			w.Identity = Evidence{Mode: "direct", Bindings: []BindingState{p}, KSA: ksa("", Grant{Resource: p.Resource, Role: p.Role, Member: p.Member, At: now})}
+			w.Identity = Evidence{Mode: "direct", Bindings: []BindingState{p}, KSA: ksa("", grants.Grant{Resource: p.Resource, Role: p.Role, Member: p.Member, At: now})}
 			w.Samples = nil
 		}), "NoSamples", "every grant is in place"},
 		// The adapter serves p1: its identity works, whatever the age of
@@ -102,24 +103,24 @@ func TestJudgeNamesTheCause(t *testing.T) {
 // found, one vllm-hpa made earlier and finds again stays made.
 func TestGrantRecord(t *testing.T) {
 	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	g := Grant{Resource: "projects/p", Role: RoleMonitoringViewer, Member: "serviceAccount:a"}
-	record := noteGrant(nil, g, false, t0)
-	if r, ok := Recorded(record, g.Resource, g.Role, g.Member); !ok || r.Made || !r.At.Equal(t0) {
+	g := grants.Grant{Resource: "projects/p", Role: RoleMonitoringViewer, Member: "serviceAccount:a"}
+	record := grants.Note(nil, g, false, t0)
+	if r, ok := grants.Find(record, g.Resource, g.Role, g.Member); !ok || r.Made || !r.At.Equal(t0) {
 		t.Fatalf("found: %+v", record)
 	}
 	if made, known := madeByUs(record, g.Resource, g.Role, g.Member, true); made || !known {
 		t.Error("a found grant reads as made")
 	}
-	record = noteGrant(record, g, false, t0.Add(time.Hour))
-	if r, _ := Recorded(record, g.Resource, g.Role, g.Member); !r.At.Equal(t0) {
+	record = grants.Note(record, g, false, t0.Add(time.Hour))
+	if r, _ := grants.Find(record, g.Resource, g.Role, g.Member); !r.At.Equal(t0) {
 		t.Errorf("found again changed the record: %+v", r)
 	}
-	record = noteGrant(record, g, true, t0.Add(2*time.Hour))
-	if r, _ := Recorded(record, g.Resource, g.Role, g.Member); !r.Made || len(record) != 1 {
+	record = grants.Note(record, g, true, t0.Add(2*time.Hour))
+	if r, _ := grants.Find(record, g.Resource, g.Role, g.Member); !r.Made || len(record) != 1 {
 		t.Errorf("made after found: %+v", record)
 	}
-	record = noteGrant(record, g, false, t0.Add(3*time.Hour))
-	if r, _ := Recorded(record, g.Resource, g.Role, g.Member); !r.Made || !r.At.Equal(t0.Add(2*time.Hour)) {
+	record = grants.Note(record, g, false, t0.Add(3*time.Hour))
+	if r, _ := grants.Find(record, g.Resource, g.Role, g.Member); !r.Made || !r.At.Equal(t0.Add(2*time.Hour)) {
 		t.Errorf("a grant vllm-hpa made, found again, is still made at its time: %+v", r)
 	}
 	// No record at all (an earlier version): the caller decides.
@@ -127,11 +128,11 @@ func TestGrantRecord(t *testing.T) {
 		t.Error("unrecorded")
 	}
 	u := &unstructured.Unstructured{}
-	u.SetAnnotations(map[string]string{GrantsAnnotation: encodeGrants(record).(string)})
-	if got := Grants(u); len(got) != 1 || !got[0].Made {
+	u.SetAnnotations(map[string]string{GrantsAnnotation: grants.Encode(record).(string)})
+	if got := grants.Read(u); len(got) != 1 || !got[0].Made {
 		t.Errorf("round trip: %+v", got)
 	}
-	if encodeGrants(nil) != nil {
+	if grants.Encode(nil) != nil {
 		t.Error("an empty record is not removed")
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"slices"
 	"sort"
 	"strings"
@@ -48,6 +49,9 @@ const (
 // The annotations are the adapter's.
 const (
 	WorkloadIdentityAnnotation = adapter.WorkloadIdentityAnnotation
+	// GrantsAnnotation, on the adapter's KSA, records the IAM grants the
+	// adapter's identity relies on (internal/grants).
+	GrantsAnnotation = grants.Annotation
 	PodIdentityAnnotation      = adapter.PodIdentityAnnotation
 )
 
@@ -240,17 +244,17 @@ func (s *Identity) Apply(ctx context.Context) error {
 	project := gcp.ProjectPolicy(g.Projects, cfg.Project)
 	// What the adapter's identity relies on, made or found, recorded on
 	// its KSA: cleanup removes only what vllm-hpa made.
-	record := Grants(ksa.live)
+	record := grants.Read(ksa.live)
 	// A grant made is recorded at once, before anything else can fail:
 	// a run cut short after it must not leave it to be found, and so
 	// kept, by the next.
 	note := func(p gcp.Policy, role, member string, changed bool) error {
-		record = noteGrant(record, Grant{Resource: p.Resource(), Role: role, Member: member}, changed, time.Now())
+		record = grants.Note(record, grants.Grant{Resource: p.Resource(), Role: role, Member: member}, changed, time.Now())
 		if !changed {
 			return nil
 		}
 		return objectstep.Uninterrupted(ctx, func(ctx context.Context) error {
-			_, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{GrantsAnnotation: encodeGrants(record)}, "")
+			_, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{GrantsAnnotation: grants.Encode(record)}, "")
 			return err
 		})
 	}
@@ -296,14 +300,14 @@ func (s *Identity) Apply(ctx context.Context) error {
 	}
 	if ksa.gsa != "" && ksa.gsa != want {
 		// The account acted as before is released below, with its grants.
-		record = slices.DeleteFunc(record, func(g Grant) bool { return mentions(g, ksa.gsa) })
+		record = slices.DeleteFunc(record, func(g grants.Grant) bool { return mentions(g, ksa.gsa) })
 	}
-	var oldDirect []Grant // the direct route's grants vllm-hpa made, when moving to gsa
+	var oldDirect []grants.Grant // the direct route's grants vllm-hpa made, when moving to gsa
 	if cfg.Identity.Mode == "gsa" {
 		// The direct route's grant, if an earlier run used it, is no
 		// longer what the adapter relies on: one found is forgotten, one
 		// made is removed once the adapter serves as the account.
-		record = slices.DeleteFunc(record, func(g Grant) bool { return strings.HasPrefix(g.Member, "principal://") && !g.Made })
+		record = slices.DeleteFunc(record, func(g grants.Grant) bool { return strings.HasPrefix(g.Member, "principal://") && !g.Made })
 		for _, g := range record {
 			if strings.HasPrefix(g.Member, "principal://") {
 				oldDirect = append(oldDirect, g)
@@ -322,9 +326,9 @@ func (s *Identity) Apply(ctx context.Context) error {
 			if _, err := s.setMember(ctx, project, g.Role, g.Member, false); err != nil {
 				return err
 			}
-			record = forget(record, g)
+			record = grants.Forget(record, g)
 		}
-		if _, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{GrantsAnnotation: encodeGrants(record)}, ""); err != nil {
+		if _, err := k.PatchMetadata(ctx, ksa.live, nil, map[string]any{GrantsAnnotation: grants.Encode(record)}, ""); err != nil {
 			return err
 		}
 	}
@@ -336,7 +340,7 @@ func (s *Identity) Apply(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return s.releaseAccount(ctx, ksa.gsa, cluster, true, Grants(ksa.live))
+		return s.releaseAccount(ctx, ksa.gsa, cluster, true, grants.Read(ksa.live))
 	}
 	return nil
 }
@@ -402,7 +406,7 @@ func (s *Identity) restartCrashing(ctx context.Context, k *kube.Client) error {
 
 // mentions reports whether a grant is to or on the Google service account
 // email.
-func mentions(g Grant, email string) bool {
+func mentions(g grants.Grant, email string) bool {
 	return g.Member == "serviceAccount:"+email || strings.HasSuffix(g.Resource, "/serviceAccounts/"+email)
 }
 
@@ -515,7 +519,7 @@ func (s *Identity) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cl
 // user removes its project role and deletes it, if vllm-hpa created it.
 // An account vllm-hpa did not create keeps everything but the members
 // vllm-hpa added.
-func (s *Identity) releaseAccount(ctx context.Context, email, cluster string, recorded bool, record []Grant) error {
+func (s *Identity) releaseAccount(ctx context.Context, email, cluster string, recorded bool, record []grants.Grant) error {
 	a, err := s.accounts().Get(ctx, email)
 	if recorded && gcp.AccountNotYetVisible(err) {
 		// The adapter acts as it, so it existed: IAM may not show a new
@@ -601,11 +605,11 @@ func checkEnabled(a *adminpb.ServiceAccount, project string) error {
 // madeByUs reports whether the record says vllm-hpa made a grant; a
 // record that does not exist (an earlier version kept none) answers
 // unrecorded, which the caller decides.
-func madeByUs(record []Grant, resource, role, member string, unrecorded bool) (made, known bool) {
+func madeByUs(record []grants.Grant, resource, role, member string, unrecorded bool) (made, known bool) {
 	if record == nil {
 		return unrecorded, false
 	}
-	g, ok := Recorded(record, resource, role, member)
+	g, ok := grants.Find(record, resource, role, member)
 	return ok && g.Made, ok
 }
 
@@ -693,7 +697,7 @@ func (s *Identity) refusedMember(what, member, message string) error {
 // whose change rolls the pods (whichever command changed it; rolled says
 // it did), and the record of grants. All are merge patches, so that the
 // adapter step's own applies leave them alone.
-func (s *Identity) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string, record []Grant) (rolled bool, err error) {
+func (s *Identity) setIdentity(ctx context.Context, k *kube.Client, ksa adapterKSA, gsa string, record []grants.Grant) (rolled bool, err error) {
 	var value any = gsa
 	if gsa == "" {
 		value = nil
@@ -702,7 +706,7 @@ func (s *Identity) setIdentity(ctx context.Context, k *kube.Client, ksa adapterK
 	if ksa.gsa != gsa {
 		annotations[WorkloadIdentityAnnotation] = value
 	}
-	if enc := encodeGrants(record); ksa.live.GetAnnotations()[GrantsAnnotation] != fmt.Sprint(enc) && !(enc == nil && !hasAnnotation(ksa.live, GrantsAnnotation)) {
+	if enc := grants.Encode(record); ksa.live.GetAnnotations()[GrantsAnnotation] != fmt.Sprint(enc) && !(enc == nil && !hasAnnotation(ksa.live, GrantsAnnotation)) {
 		annotations[GrantsAnnotation] = enc
 	}
 	if len(annotations) > 0 {
@@ -975,7 +979,7 @@ func (s *Identity) planIdentityRemoval(ctx context.Context, k *kube.Client) (ide
 	// The direct route's grant: this mode's, or one vllm-hpa made before
 	// a move to gsa that did not finish.
 	r.direct = s.cfg.Identity.Mode == "direct"
-	for _, g := range Grants(ksa.live) {
+	for _, g := range grants.Read(ksa.live) {
 		r.direct = r.direct || (g.Made && strings.HasPrefix(g.Member, "principal://"))
 	}
 	return r, nil
@@ -1000,7 +1004,7 @@ func (s *Identity) PlanDelete(ctx context.Context, pending step.Pending) (*step.
 	if err != nil {
 		return nil, err
 	}
-	record := Grants(r.ksa.live)
+	record := grants.Read(r.ksa.live)
 	for _, email := range r.accounts {
 		a, err := s.accounts().Get(ctx, email)
 		if email == r.ksa.gsa && gcp.AccountNotYetVisible(err) {
@@ -1077,7 +1081,7 @@ func (s *Identity) Delete(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	record := Grants(r.ksa.live)
+	record := grants.Read(r.ksa.live)
 	for _, email := range r.accounts {
 		if err := s.releaseAccount(ctx, email, cluster, email == r.ksa.gsa, record); err != nil {
 			return err

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -10,7 +11,7 @@ import (
 // Services: IAM and Resource Manager, which identity calls, and Cloud
 // Monitoring, which the adapter reads as the identity (and vllm-hpa reads
 // to explain a metric it does not serve).
-func (Definition) Services() []string {
+func (Definition) Services(*config.Config) []string {
 	return []string{gcp.ServiceIAM, gcp.ServiceResourceManager, gcp.ServiceMonitoring}
 }
 
