@@ -115,6 +115,13 @@ func hostileInputs() []hostileInput {
 		h{"drain not whole seconds", nil, nil, with("deploy", "--drain", "1500ms"), "workload.drain"},
 		h{"drain negative", nil, nil, with("up", "--drain", "-5s"), "workload.drain"},
 		h{"drain above an hour", nil, map[string]string{"VLLM_HPA_WORKLOAD_DRAIN": "2h"}, with("up"), "VLLM_HPA_WORKLOAD_DRAIN"},
+		h{"model source on S3", nil, nil, with("deploy", "--model-source", "s3://models/gemma"), "only Cloud Storage"},
+		h{"model source: the bucket's root", nil, nil, with("up", "--model-source", "gs://my-models"), "not the bucket's root"},
+		h{"model source: a shell metacharacter", nil, nil, with("deploy", "--model-source", "gs://my-models/a;touch /tmp/x"), "workload.model-source"},
+		h{"model source: a parent path", nil, nil, with("deploy", "--model-source", "gs://my-models/../other"), ". or .. parts"},
+		h{"model source: an upper-case bucket", nil, nil, with("deploy", "--model-source", "gs://My-Models/m"), "bucket name"},
+		h{"model source: a google bucket name", nil, nil, with("deploy", "--model-source", "gs://google-models/m"), "containing google"},
+		h{"model source with an image before 0.11.1", nil, map[string]string{"VLLM_HPA_WORKLOAD_MODEL_SOURCE": "gs://my-models/m"}, with("up", "--image", "vllm/vllm-openai:v0.10.1"), "vLLM 0.11.1 or later"},
 		// tune --from-report: the file must hold a measured scale-up, and
 		// the ramp's flags have nothing to do.
 		h{"report to tune missing", nil, nil, with("tune", "--from-report", "nope.json"), "--from-report"},

@@ -63,7 +63,7 @@ func (o *preflightOptions) Validate() error {
 	if o.timeout <= 0 {
 		return exitcode.With(exitcode.BadInput, fmt.Errorf("invalid --timeout %s: must be positive", o.timeout))
 	}
-	if steps.Requires(o.steps).Token {
+	if steps.Requires(o.cfg, o.steps).Token {
 		if err := o.cfg.TokenProblem(); err != nil {
 			return exitcode.With(exitcode.BadInput, err)
 		}

@@ -114,7 +114,7 @@ func (o *stackOptions) Validate() error {
 	if err := o.applySkip(); err != nil {
 		return err
 	}
-	if o.applies() && steps.Requires(o.steps).Token {
+	if o.applies() && steps.Requires(o.cfg, o.steps).Token {
 		// Only the commands that write the token Secret judge the token.
 		if err := o.cfg.TokenProblem(); err != nil {
 			return exitcode.With(exitcode.BadInput, err)
@@ -136,10 +136,10 @@ func (o *stackOptions) Validate() error {
 // plan reads nothing, so `preflight` is named as the check.
 func (o *stackOptions) unchecked() []string {
 	var out []string
-	if steps.Requires(o.steps).Token && o.cfg.HFTokenValue() == "" {
+	if steps.Requires(o.cfg, o.steps).Token && o.cfg.HFTokenValue() == "" {
 		out = append(out, "no Hugging Face token: the real "+o.command+" stops at once (exit 2) without "+config.TokenEnv+" or --hf-token-file")
 	}
-	if steps.Requires(o.steps).GoogleAPIs && !o.cfg.Native() && o.f.Env.Get("GOOGLE_APPLICATION_CREDENTIALS") == "" && o.cfg.Endpoints.IAM == "" {
+	if steps.Requires(o.cfg, o.steps).GoogleAPIs && !o.cfg.Native() && o.f.Env.Get("GOOGLE_APPLICATION_CREDENTIALS") == "" && o.cfg.Endpoints.IAM == "" {
 		out = append(out, "Google credentials not looked at: the identity step needs Application Default Credentials (gcloud auth application-default login)")
 	}
 	return append(out, "this plan checked nothing against the cluster or the project: `vllm-hpa preflight` proves the token, every permission (Kubernetes and IAM), the cluster's settings and each object (a server-side dry run), changing nothing")

@@ -213,7 +213,7 @@ func (o *verifyOptions) Validate() error {
 	if err := o.applySkip(); err != nil {
 		return err
 	}
-	if steps.Requires(o.steps).Token {
+	if steps.Requires(o.cfg, o.steps).Token {
 		// verify compares the Secret with the token given: a token that
 		// cannot be one is bad input, not a failed check.
 		if err := o.cfg.TokenProblem(); err != nil {

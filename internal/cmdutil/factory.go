@@ -174,7 +174,7 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 	}
 	if need.GoogleAPIs || cfg.Cluster != "" {
 		e := cfg.Endpoints
-		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage, Monitoring: e.Monitoring}, need.GoogleAPIs)
+		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage, Monitoring: e.Monitoring, Storage: e.Storage}, need.GoogleAPIs)
 		switch {
 		case err != nil && need.GCPOptional && !viaGKE:
 			deps.GCPError = err

@@ -87,7 +87,50 @@ type Workload struct {
 	// aborts every request in flight on SIGTERM (its launcher cancels the
 	// server task), so the pause is the only drain; 0 sends SIGTERM at once.
 	Drain time.Duration `key:"drain"`
+	// ModelSource, when set, is where the server loads the weights from
+	// in place of Hugging Face: gs://BUCKET/PATH, streamed by vLLM's
+	// Run:ai model streamer as the pods' own Kubernetes service account
+	// (Workload Identity, roles/storage.objectViewer on the bucket).
+	ModelSource string `key:"model-source"`
 }
+
+// StreamerImage is the default image with workload.model-source: vLLM
+// 0.11.1 is the first whose image ships the Run:ai streamer's Cloud
+// Storage client (runai-model-streamer[gcs], vLLM #26464; Google's GKE
+// page on the streamer asks for 0.11.1 or later). 0.11.0's code accepts
+// gs:// but its image cannot read it.
+const StreamerImage = "vllm/vllm-openai:v0.11.1"
+
+// GCSPrefix is the scheme of workload.model-source.
+const GCSPrefix = "gs://"
+
+// ModelBucket splits workload.model-source into its bucket and the path
+// of the model's directory in it (without a trailing /); ok is false when
+// the weights come from Hugging Face.
+func (w Workload) ModelBucket() (bucket, path string, ok bool) {
+	rest, ok := strings.CutPrefix(w.ModelSource, GCSPrefix)
+	if !ok {
+		return "", "", false
+	}
+	bucket, path, _ = strings.Cut(rest, "/")
+	return bucket, strings.TrimSuffix(path, "/"), true
+}
+
+// ServiceAccount is the Kubernetes service account the vLLM pods run as:
+// their own (named as the Deployment) when they read the weights from a
+// bucket, so that the bucket's grant is to them alone; else the
+// namespace's default.
+func (w Workload) ServiceAccount() string {
+	if _, _, ok := w.ModelBucket(); ok {
+		return w.OwnServiceAccount()
+	}
+	return ""
+}
+
+// OwnServiceAccount is the name of the vLLM pods' own KSA whenever they
+// have one (cleanup looks for it even when the configuration no longer
+// names a model bucket).
+func (w Workload) OwnServiceAccount() string { return w.Deployment }
 
 // DrainShutdown is what terminationGracePeriodSeconds adds to the drain:
 // vLLM's own shutdown after SIGTERM (engine and workers) before the
@@ -214,6 +257,7 @@ type Endpoints struct {
 	Container       string `key:"container"`
 	ServiceUsage    string `key:"service-usage"`
 	Monitoring      string `key:"monitoring"`
+	Storage         string `key:"storage"`
 }
 
 // Metrics the HPA can scale on (hpa.metric), each a vLLM gauge.
@@ -503,14 +547,29 @@ func (c *Config) KSAMember() string {
 	return fmt.Sprintf("serviceAccount:%s[%s/%s]", c.WorkloadPool(), c.Adapter.Namespace, c.Adapter.ServiceAccount)
 }
 
+// WorkloadPrincipal is the vLLM pods' own KSA as a Workload Identity
+// Federation principal (what the model bucket's policy grants); "" when
+// the pods have no KSA of their own.
+func (c *Config) WorkloadPrincipal(projectNumber string) string {
+	ksa := c.Workload.ServiceAccount()
+	if ksa == "" {
+		return ""
+	}
+	return principal(projectNumber, c.WorkloadPool(), c.Workload.Namespace, ksa)
+}
+
+func principal(projectNumber, pool, namespace, ksa string) string {
+	return fmt.Sprintf("principal://iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/subject/ns/%s/sa/%s",
+		projectNumber, pool, namespace, ksa)
+}
+
 // GSAMember is the Google service account as an IAM member.
 func (c *Config) GSAMember() string { return "serviceAccount:" + c.GSAEmail() }
 
 // PrincipalMember is the adapter KSA's Workload Identity Federation principal
 // (the direct route); it needs the project number, not the id.
 func (c *Config) PrincipalMember(projectNumber string) string {
-	return fmt.Sprintf("principal://iam.googleapis.com/projects/%s/locations/global/workloadIdentityPools/%s/subject/ns/%s/sa/%s",
-		projectNumber, c.WorkloadPool(), c.Adapter.Namespace, c.Adapter.ServiceAccount)
+	return principal(projectNumber, c.WorkloadPool(), c.Adapter.Namespace, c.Adapter.ServiceAccount)
 }
 
 // WantsPodMonitoring reports whether the monitor step applies the

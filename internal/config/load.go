@@ -137,6 +137,11 @@ func Load(fs *pflag.FlagSet, env environ.Env, stdin io.Reader) (*Config, error) 
 			cfg.SetOrigin("project", origin)
 		}
 	}
+	if cfg.Workload.ModelSource != "" && !cfg.given["workload.image"] {
+		// The default image's vLLM cannot stream from Cloud Storage.
+		cfg.Workload.Image = StreamerImage
+		cfg.SetOrigin("workload.image", "the default with workload.model-source")
+	}
 	cfg.HFToken.problem = loadToken(&cfg, env)
 	return &cfg, nil
 }

@@ -60,6 +60,7 @@ var Settings = []Setting{
 	{"workload.spot", "", "tolerate Spot nodes (cloud.google.com/gke-spot=true:NoSchedule)", false},
 	{"workload.compute-class", "compute-class", "GKE ComputeClass the vLLM pods select (nodeSelector cloud.google.com/compute-class), in place of the accelerator selectors; up chooses the cluster's one class with a GPU rule for workload.accelerator when that is the only way to GPU nodes", false},
 	{"workload.drain", "drain", "how long a vLLM pod being scaled down keeps serving before SIGTERM (a preStop pause; vLLM aborts requests in flight on SIGTERM): the endpoint's removal from the Service plus the longest request; 0 sends SIGTERM at once", false},
+	{"workload.model-source", "model-source", "load the weights from Cloud Storage (gs://BUCKET/PATH, a directory holding the model's config.json, tokenizer and *.safetensors) with vLLM's Run:ai model streamer, in place of Hugging Face; the vLLM pods get a Kubernetes service account of their own, granted roles/storage.objectViewer on the bucket", false},
 
 	{"hf-token.file", "hf-token-file", "file holding the Hugging Face token (else the HF_TOKEN environment variable); never a flag value", false},
 	{"hf-token.secret-name", "", "name of the Secret that holds the Hugging Face token", false},
@@ -118,6 +119,7 @@ var Settings = []Setting{
 	{"endpoints.container", "", "container (GKE) API endpoint override", false},
 	{"endpoints.service-usage", "", "Service Usage API endpoint override", false},
 	{"endpoints.monitoring", "", "Cloud Monitoring API endpoint override", false},
+	{"endpoints.storage", "", "Cloud Storage JSON API endpoint override", false},
 }
 
 // SettingByKey returns the setting for key.

@@ -68,7 +68,15 @@ var (
 	acceleratorRE = regexp.MustCompile(`^nvidia-[a-z0-9]+(-[a-z0-9]+)*$`)
 	// A Hugging Face repo id: [owner/]name.
 	modelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$`)
-	emailRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*@[a-z0-9][a-z0-9.-]*\.[a-z]+$`)
+	// A Cloud Storage bucket name: 3-63 lowercase letters, digits, '-',
+	// '_' or '.', starting and ending with a letter or digit (the dotted,
+	// domain-named form is left out: it needs domain verification).
+	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$`)
+	// The model's directory in the bucket: path parts of letters, digits,
+	// '.', '_' and '-' (no shell or URL metacharacter: the path is printed
+	// in commands to copy and passed to vLLM).
+	objectPathRE = regexp.MustCompile(`^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/?$`)
+	emailRE      = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*@[a-z0-9][a-z0-9.-]*\.[a-z]+$`)
 )
 
 // EndpointTypes are the values of endpoint-type.
@@ -190,6 +198,13 @@ func (c *Config) validate(needProject bool) error {
 	}
 	oneOf("workload.gpu-driver-version", w.GPUDriverVersion, "latest", "default")
 	seconds("workload.drain", w.Drain, 0, time.Hour)
+	if w.ModelSource != "" {
+		if msg := modelSourceProblem(w); msg != "" {
+			add("workload.model-source", w.ModelSource, msg)
+		} else if officialImageBefore(w.Image, 0, 11, 1) {
+			add("workload.image", w.Image, "vLLM 0.11.1 or later with workload.model-source (earlier images lack the Run:ai streamer's Cloud Storage client), such as "+StreamerImage)
+		}
+	}
 	if w.ComputeClass != "" {
 		k8s("workload.compute-class", w.ComputeClass, validation.IsDNS1123Subdomain, "a ComputeClass name: lowercase letters, digits, '-' and '.'")
 	}
@@ -301,4 +316,43 @@ func (c *Config) validate(needProject bool) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// modelSourceProblem says what is wrong with workload.model-source ("":
+// nothing).
+func modelSourceProblem(w Workload) string {
+	const want = "gs://BUCKET/PATH, the directory in a Cloud Storage bucket that holds the model (its config.json, tokenizer and *.safetensors), such as gs://my-models/google/gemma-3-1b-it"
+	bucket, path, ok := w.ModelBucket()
+	switch {
+	case !ok:
+		return want + " (only Cloud Storage is supported)"
+	case !bucketRE.MatchString(bucket) || strings.Contains(bucket, "..") || strings.HasPrefix(bucket, "goog") || strings.Contains(bucket, "google"):
+		return want + ": the bucket name is 3-63 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit, not starting with goog or containing google"
+	case path == "" || !objectPathRE.MatchString(path):
+		return want + ": the path is the model's directory (letters, digits, '.', '_', '-' and '/'), not the bucket's root"
+	}
+	for _, part := range strings.Split(path, "/") {
+		if part == "." || part == ".." {
+			return want + ": the path may not hold . or .. parts"
+		}
+	}
+	return ""
+}
+
+// officialVersionRE reads the release of an official vLLM image's tag.
+var officialVersionRE = regexp.MustCompile(`^(?:docker\.io/|index\.docker\.io/)?vllm/vllm-openai:v?(\d+)\.(\d+)\.(\d+)(?:$|[^0-9])`)
+
+// officialImageBefore reports whether image is an official vLLM image of
+// a release before major.minor.patch (an image it cannot read the
+// release of is not).
+func officialImageBefore(image string, major, minor, patch int) bool {
+	m := officialVersionRE.FindStringSubmatch(image)
+	if m == nil {
+		return false
+	}
+	var v [3]int
+	for i := range v {
+		fmt.Sscan(m[i+1], &v[i])
+	}
+	return slices.Compare(v[:], []int{major, minor, patch}) < 0
 }

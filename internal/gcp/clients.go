@@ -11,6 +11,7 @@ import (
 	"golang.org/x/oauth2"
 	container "google.golang.org/api/container/v1"
 	"google.golang.org/api/option"
+	storage "google.golang.org/api/storage/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -19,7 +20,7 @@ import (
 // value starting with http:// is a plaintext local fake (tests, the local
 // emulator), reached without credentials over gRPC.
 type Endpoints struct {
-	IAM, ResourceManager, Container, ServiceUsage, Monitoring string
+	IAM, ResourceManager, Container, ServiceUsage, Monitoring, Storage string
 }
 
 // Clients are the Google API clients the identity step and the
@@ -29,8 +30,11 @@ type Clients struct {
 	Projects *resourcemanager.ProjectsClient
 	// Monitoring reads the samples behind the adapter's metric.
 	Monitoring *monitoring.MetricClient
-	opts       Options
-	ts         oauth2.TokenSource
+	// Storage reads the model bucket and its policy (a REST client:
+	// nothing is dialled until a call).
+	Storage *storage.Service
+	opts    Options
+	ts      oauth2.TokenSource
 }
 
 // plaintext reports whether endpoint names a local plaintext fake.
@@ -44,7 +48,7 @@ func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, 
 	c := &Clients{opts: o}
 	c.opts.ContainerEndpoint = e.Container
 	c.opts.ServiceUsageEndpoint = e.ServiceUsage
-	if o.TokenSource != nil || !plaintext(e.Container) || (withIAM && (!plaintext(e.IAM) || !plaintext(e.ResourceManager) || !plaintext(e.ServiceUsage) || !plaintext(e.Monitoring))) {
+	if o.TokenSource != nil || !plaintext(e.Container) || (withIAM && (!plaintext(e.IAM) || !plaintext(e.ResourceManager) || !plaintext(e.ServiceUsage) || !plaintext(e.Monitoring) || !plaintext(e.Storage))) {
 		ts, err := TokenSource(ctx, o)
 		if err != nil {
 			return nil, err
@@ -64,6 +68,9 @@ func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, 
 	if c.Monitoring, err = c.newMonitoringClient(ctx, e.Monitoring); err != nil {
 		return nil, fmt.Errorf("open the Cloud Monitoring client: %w", err)
 	}
+	if c.Storage, err = storage.NewService(ctx, c.restOptions(e.Storage)...); err != nil {
+		return nil, fmt.Errorf("open the Cloud Storage client: %w", err)
+	}
 	return c, nil
 }
 
@@ -76,6 +83,15 @@ func (c *Clients) grpcOptions(endpoint string) []option.ClientOption {
 		}
 	}
 	return ClientOptions(endpoint, c.ts)
+}
+
+// restOptions are a REST client's options: a local fake's endpoint
+// without credentials, else Google's (or the endpoint given) with them.
+func (c *Clients) restOptions(endpoint string) []option.ClientOption {
+	if plaintext(endpoint) {
+		return restOptions(endpoint, nil)
+	}
+	return restOptions(endpoint, c.ts)
 }
 
 // Close closes the clients.

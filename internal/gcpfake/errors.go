@@ -143,6 +143,7 @@ var ServiceTitles = map[string]string{
 	"container.googleapis.com":            "Kubernetes Engine API",
 	"serviceusage.googleapis.com":         "Service Usage API",
 	"monitoring.googleapis.com":           "Cloud Monitoring API",
+	"storage.googleapis.com":              "Cloud Storage API",
 }
 
 // ServiceDisabled is a call to an API not enabled on the consumer project:

@@ -66,9 +66,10 @@ type GCP struct {
 	GKE        *Container
 	Services   *ServiceUsage
 	Monitoring *Monitoring
+	Storage    *Storage
 
 	// Endpoints for vllm-hpa's endpoints.* settings.
-	IAMEndpoint, ResourceManagerEndpoint, ContainerEndpoint, ServiceUsageEndpoint, MonitoringEndpoint string
+	IAMEndpoint, ResourceManagerEndpoint, ContainerEndpoint, ServiceUsageEndpoint, MonitoringEndpoint, StorageEndpoint string
 
 	grpcServer *grpc.Server
 	httpServer *httptest.Server
@@ -101,6 +102,7 @@ func Start(projects ...Project) (*GCP, error) {
 	g.GKE = &Container{g: g, clusters: map[string]*container.Cluster{}}
 	g.Services = &ServiceUsage{g: g}
 	g.Monitoring = newMonitoring(g)
+	g.Storage = newStorage(g)
 	for _, p := range projects {
 		g.AddProject(p)
 	}
@@ -121,12 +123,17 @@ func Start(projects ...Project) (*GCP, error) {
 	mux.Handle("/v1/projects/{project}/locations/{location}/clusters/{cluster}", g.GKE)
 	mux.HandleFunc("/v1/projects/{project}/services/{service}", g.Services.get)
 	mux.HandleFunc("/v1/projects/{project}/services:batchGet", g.Services.batchGet)
+	mux.HandleFunc("GET /storage/v1/b/{bucket}", g.Storage.getBucket)
+	mux.HandleFunc("GET /storage/v1/b/{bucket}/o", g.Storage.listObjects)
+	mux.HandleFunc("GET /storage/v1/b/{bucket}/iam", g.Storage.getIamPolicy)
+	mux.HandleFunc("PUT /storage/v1/b/{bucket}/iam", g.Storage.setIamPolicy)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		Plain(codes.NotFound, "the fake does not serve %s", r.URL.Path).WriteREST(w)
 	})
 	g.httpServer = httptest.NewServer(mux)
 	g.ContainerEndpoint = g.httpServer.URL + "/"
 	g.ServiceUsageEndpoint = g.httpServer.URL + "/"
+	g.StorageEndpoint = g.httpServer.URL + "/storage/v1/"
 	return g, nil
 }
 
@@ -138,6 +145,7 @@ func (g *GCP) Env() map[string]string {
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        g.ContainerEndpoint,
 		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    g.ServiceUsageEndpoint,
 		"VLLM_HPA_ENDPOINTS_MONITORING":       g.MonitoringEndpoint,
+		"VLLM_HPA_ENDPOINTS_STORAGE":          g.StorageEndpoint,
 	}
 }
 
@@ -270,12 +278,12 @@ func (g *GCP) Stop() {
 
 // Mutations is the number of mutating calls all fakes received.
 func (g *GCP) Mutations() int64 {
-	return g.IAM.Counters.Mutations.Load() + g.Projects.Counters.Mutations.Load()
+	return g.IAM.Counters.Mutations.Load() + g.Projects.Counters.Mutations.Load() + g.Storage.Counters.Mutations.Load()
 }
 
 // Reads is the number of reading calls all fakes received.
 func (g *GCP) Reads() int64 {
-	return g.IAM.Counters.Reads.Load() + g.Projects.Counters.Reads.Load() + g.GKE.Counters.Reads.Load() + g.Services.Counters.Reads.Load() + g.Monitoring.Counters.Reads.Load()
+	return g.IAM.Counters.Reads.Load() + g.Projects.Counters.Reads.Load() + g.GKE.Counters.Reads.Load() + g.Services.Counters.Reads.Load() + g.Monitoring.Counters.Reads.Load() + g.Storage.Counters.Reads.Load()
 }
 
 var (

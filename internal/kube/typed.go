@@ -13,13 +13,14 @@ import (
 
 // Resources vllm-hpa reads by name.
 var (
-	DeploymentsGVR    = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
-	PodsGVR           = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
-	NamespacesGVR     = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
-	EventsGVR         = schema.GroupVersionResource{Version: "v1", Resource: "events"}
-	EndpointSlicesGVR = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
-	APIServicesGVR    = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
-	HPAsGVR           = schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}
+	DeploymentsGVR     = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	PodsGVR            = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
+	NamespacesGVR      = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	EventsGVR          = schema.GroupVersionResource{Version: "v1", Resource: "events"}
+	EndpointSlicesGVR  = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
+	APIServicesGVR     = schema.GroupVersionResource{Group: "apiregistration.k8s.io", Version: "v1", Resource: "apiservices"}
+	HPAsGVR            = schema.GroupVersionResource{Group: "autoscaling", Version: "v2", Resource: "horizontalpodautoscalers"}
+	ServiceAccountsGVR = schema.GroupVersionResource{Version: "v1", Resource: "serviceaccounts"}
 )
 
 // Convert turns an object read through the dynamic client into its typed

@@ -79,6 +79,12 @@ type (
 	ExtraDeleter interface {
 		ExtraDeletes() []*unstructured.Unstructured
 	}
+	// AfterApplier runs right after each object is applied, before the
+	// next (deploy grants the model bucket to the vLLM pods' KSA once it
+	// exists, and records the grant on it, before their Deployment).
+	AfterApplier interface {
+		AfterApply(ctx context.Context, applied *unstructured.Unstructured) error
+	}
 	// ApplyRetrier says which failed applies another read may cure (a
 	// field another manager took between the read and the apply).
 	ApplyRetrier interface {
@@ -185,6 +191,11 @@ func (s *Base) Apply(ctx context.Context) error {
 		}
 		s.applied = append(s.applied, out)
 		s.report.Action(s.name, kube.Ref(obj)+" "+string(action))
+		if a, ok := s.hooks.(AfterApplier); ok {
+			if err := a.AfterApply(ctx, out); err != nil {
+				return err
+			}
+		}
 	}
 	w, ok := s.hooks.(Waiter)
 	if !ok {

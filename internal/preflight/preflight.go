@@ -95,11 +95,11 @@ func Run(ctx context.Context, cfg *config.Config, deps step.Deps, names []string
 	if err := dryRun(ctx, cfg, deps.Kube, objects, add); err != nil {
 		return results, err
 	}
-	if deps.GCP != nil && steps.Requires(names).GoogleAPIs && !cfg.Native() {
+	if deps.GCP != nil && steps.Requires(cfg, names).GoogleAPIs && !cfg.Native() {
 		if err := checkIAM(ctx, cfg, deps, add); err != nil {
 			return results, err
 		}
-	} else if steps.Requires(names).GoogleAPIs && !cfg.Native() {
+	} else if steps.Requires(cfg, names).GoogleAPIs && !cfg.Native() {
 		why := "no Google credentials"
 		if deps.GCPError != nil {
 			why = deps.GCPError.Error()

@@ -71,7 +71,7 @@ type Session struct {
 // change.
 func Open(ctx context.Context, f *cmdutil.Factory, cfg *config.Config, opts Options) (*Session, error) {
 	s := &Session{Config: cfg, opts: opts}
-	deps, err := f.Connect(ctx, cfg, need(opts), opts.Progress)
+	deps, err := f.Connect(ctx, cfg, need(cfg, opts), opts.Progress)
 	if _, off := gcp.As[*gcp.ServiceDisabledError](err); off && deps.GCP != nil && opts.Purpose != Read {
 		// The cluster read through the container API found an API off:
 		// name every API the run needs that is, in one list.
@@ -123,18 +123,24 @@ func (s *Session) settleBackend(ctx context.Context) error {
 // as the backend (native needs no IAM) is known only once the cluster is
 // read: Open refuses before any change when the steps need them after
 // all.
-func need(o Options) cmdutil.Need {
+func need(cfg *config.Config, o Options) cmdutil.Need {
 	switch o.Purpose {
 	case Read:
 		return cmdutil.Need{GoogleAPIs: true, GCPOptional: true}
 	case Tune:
 		return cmdutil.Need{GCPOptional: true}
+	case Delete, PlanDelete:
+		// What an earlier run granted in Google IAM (the model bucket's
+		// grant, recorded on the vLLM pods' KSA) is found only in the
+		// cluster: the clients are opened when they can be, and a
+		// removal that needs them says so.
+		return cmdutil.Need{GoogleAPIs: true, GCPOptional: true}
 	}
-	r := steps.Requires(o.Steps)
+	r := steps.Requires(cfg, o.Steps)
 	return cmdutil.Need{GoogleAPIs: r.GoogleAPIs || r.ExplainsWithGoogle, GCPOptional: true}
 }
 
-func (s *Session) needsGoogle() bool { return steps.Requires(s.opts.Steps).GoogleAPIs }
+func (s *Session) needsGoogle() bool { return steps.Requires(s.Config, s.opts.Steps).GoogleAPIs }
 
 // identityHint adds, to a failure to reach the Google APIs, that the
 // Kubernetes-only steps run without them.
@@ -144,7 +150,7 @@ func (s *Session) identityHint(err error) error { return IdentityHint(s.Config, 
 // that runs the named steps, that the Kubernetes-only steps run without
 // them (unless the cluster itself is reached through the Google APIs).
 func IdentityHint(cfg *config.Config, names []string, err error) error {
-	if !cmdutil.ViaGKE(cfg) && steps.Requires(names).GoogleAPIs && errors.As(err, new(*gcp.NoCredentialsError)) {
+	if !cmdutil.ViaGKE(cfg) && steps.Requires(cfg, names).GoogleAPIs && errors.As(err, new(*gcp.NoCredentialsError)) {
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("%w; the identity step needs Google credentials: give them, or leave it out with --skip identity", err))
 	}
 	return err

@@ -55,7 +55,7 @@ type Preconditioner interface {
 	// builds needs enabled.
 	// A step with any calls Google, so needs credentials
 	// (Requirements.GoogleAPIs).
-	Services() []string
+	Services(cfg *config.Config) []string
 	// Preconditions judge the cluster for the step.
 	Preconditions(ctx context.Context, f ClusterFacts) ([]gcp.Precondition, error)
 }

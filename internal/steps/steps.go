@@ -79,12 +79,13 @@ func ReadSettings() []string {
 	return slices.DeleteFunc(Settings(), func(k string) bool { return slices.Contains(config.ChangeKeys, k) })
 }
 
-// Requires is what the named steps need, together.
-func Requires(names []string) step.Requirements {
+// Requires is what the named steps need, together, with cfg (a step its
+// backend does not use needs nothing).
+func Requires(cfg *config.Config, names []string) step.Requirements {
 	var r step.Requirements
 	for _, n := range names {
 		d, ok := Lookup(n)
-		if !ok {
+		if !ok || !Used(d, cfg) {
 			continue
 		}
 		if q, ok := d.(step.Requirer); ok {
@@ -92,7 +93,7 @@ func Requires(names []string) step.Requirements {
 			r.Token = r.Token || need.Token
 			r.ExplainsWithGoogle = r.ExplainsWithGoogle || need.ExplainsWithGoogle
 		}
-		if p, ok := d.(step.Preconditioner); ok && len(p.Services()) > 0 {
+		if p, ok := d.(step.Preconditioner); ok && len(p.Services(cfg)) > 0 {
 			r.GoogleAPIs = true
 		}
 	}
@@ -214,7 +215,7 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 			add(p.Check, p.OK, p.Message, p.Fix)
 		}
 	}
-	if Requires(names).GoogleAPIs && deps.GCP != nil && !cfg.Native() && len(failed) == 0 {
+	if Requires(cfg, names).GoogleAPIs && deps.GCP != nil && !cfg.Native() && len(failed) == 0 {
 		// The project first: a --project that does not exist is refused
 		// here, before anything is created in it.
 		p, err := deps.GCP.Project(ctx, cfg.Project)
@@ -324,7 +325,13 @@ func clusterPreconditions(ctx context.Context, cfg *config.Config, deps step.Dep
 		if err != nil {
 			return nil, err
 		}
-		precs = append(precs, more...)
+		// Two steps may need one thing (deploy's model bucket and
+		// identity both need the Workload Identity pool): said once.
+		for _, m := range more {
+			if !slices.ContainsFunc(precs, func(p gcp.Precondition) bool { return p.Check == m.Check }) {
+				precs = append(precs, m)
+			}
+		}
 	}
 	if c.Autopilot != nil && c.Autopilot.Enabled {
 		precs = append(precs, autopilotRules(cfg, names)...)
@@ -373,7 +380,7 @@ func requiredServices(cfg *config.Config, names []string, viaContainer bool) []s
 	}
 	for _, d := range Ordered {
 		if p, ok := d.(step.Preconditioner); ok && slices.Contains(names, d.Name()) && Used(d, cfg) {
-			for _, svc := range p.Services() {
+			for _, svc := range p.Services(cfg) {
 				if !slices.Contains(out, svc) {
 					out = append(out, svc)
 				}

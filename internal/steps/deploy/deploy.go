@@ -39,7 +39,7 @@ func (Definition) Name() string { return Name }
 
 // Settings are the keys deploy's command takes as flags.
 func (Definition) Settings() []string {
-	return []string{"instance", "adopt", "kube.force-conflicts", "workload.namespace", "workload.deployment", "workload.app-label", "workload.image", "workload.model", "workload.accelerator", "workload.compute-class", "workload.drain", "hf-token.file", "service.name"}
+	return []string{"instance", "adopt", "kube.force-conflicts", "workload.namespace", "workload.deployment", "workload.app-label", "workload.image", "workload.model", "workload.accelerator", "workload.compute-class", "workload.drain", "workload.model-source", "hf-token.file", "service.name"}
 }
 
 // Timeout is the key of how long the step waits.
@@ -188,13 +188,50 @@ func (s *Workload) Check(ctx context.Context) ([]step.Result, error) {
 	}
 	r = step.Result{Step: Name, Check: "service endpoints ready"}
 	r.OK, r.Message = ServiceEndpoints(kube.Items(slices))
-	return append(results, r), nil
+	results = append(results, r)
+	if _, _, ok := s.cfg.Workload.ModelBucket(); ok {
+		r, err := s.bucketGrantCheck(ctx)
+		if err != nil {
+			return nil, err
+		}
+		results = append(results, r)
+	}
+	return results, nil
 }
 
-// ExtraDeletes is the workload namespace, if deploy created it (cleanup
-// checks the labels and that nothing else is left in it).
+// ExtraDeletes are the vLLM pods' own KSA when the configuration no
+// longer renders it (an instance deployed with workload.model-source,
+// cleaned up without), and the workload namespace, if deploy created it
+// (cleanup checks the labels and that nothing else is left in it).
 func (s *Workload) ExtraDeletes() []*unstructured.Unstructured {
-	return []*unstructured.Unstructured{objectstep.NamespaceObject(s.cfg, Name, s.cfg.Workload.Namespace)}
+	var out []*unstructured.Unstructured
+	if s.cfg.Workload.ServiceAccount() == "" {
+		out = append(out, ksaObject(s.cfg))
+	}
+	return append(out, objectstep.NamespaceObject(s.cfg, Name, s.cfg.Workload.Namespace))
+}
+
+// PlanDelete: the bucket grants the vLLM KSA's record says vllm-hpa made
+// go first (the record goes with the KSA), then the objects.
+func (s *Workload) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
+	bucket, err := s.releaseBucket(ctx, true)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.Base.PlanDelete(ctx, pending)
+	if err != nil {
+		return nil, err
+	}
+	p.Removals = append(bucket, p.Removals...)
+	return p, nil
+}
+
+// Delete removes the bucket grants vllm-hpa made, then the objects.
+func (s *Workload) Delete(ctx context.Context) error {
+	if _, err := s.releaseBucket(ctx, false); err != nil {
+		return err
+	}
+	return s.Base.Delete(ctx)
 }
 
 // SecretRead is one Secret key the vLLM container reads (the token's

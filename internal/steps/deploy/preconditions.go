@@ -16,14 +16,31 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
-// Services: deploy calls no Google API.
-func (Definition) Services() []string { return nil }
+// Services: Cloud Storage with workload.model-source (the bucket's
+// listing and policy); else deploy calls no Google API.
+func (Definition) Services(cfg *config.Config) []string {
+	if _, _, ok := cfg.Workload.ModelBucket(); ok {
+		return []string{gcp.ServiceStorage}
+	}
+	return nil
+}
 
 // Preconditions: a way to GPU nodes of workload.accelerator, how they get
 // the vLLM image (gcp.ImageStart, advice only), and where
 // they come only from ComputeClasses (or one is named), which one the vLLM
 // pods select.
-func (Definition) Preconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {
+func (d Definition) Preconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {
+	out, err := d.nodePreconditions(ctx, f)
+	if _, _, ok := f.Config.Workload.ModelBucket(); !ok || err != nil || f.Deps.GCP == nil {
+		return out, err
+	}
+	// The model bucket, and the pool its grant's principal lives in.
+	out = append(out, gcp.WorkloadIdentityPool(f.Cluster, f.Wants))
+	p, _, err := ModelPrecondition(ctx, f.Config, f.Deps.GCP)
+	return append(out, p), err
+}
+
+func (Definition) nodePreconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {
 	w := &f.Config.Workload
 	gpu := gcp.GPUNodes(f.Cluster, f.Wants)
 	// How the GPU nodes get the image: said, never refused.

@@ -21,7 +21,12 @@ func (Definition) Probe() step.Probe {
 		if err != nil {
 			return []step.Result{{Step: "metrics", Check: "vllm /metrics reachable", Reason: "Unreachable", Message: err.Error()}}
 		}
-		return []step.Result{MetricsEndpoint(ctx, u, env.Config.Workload.Model, RequiredGauges(env.Config))}
+		w := env.Config.Workload
+		out := []step.Result{MetricsEndpoint(ctx, u, w.Model, RequiredGauges(env.Config))}
+		if w.ModelSource != "" {
+			out = append(out, ModelLoadedFrom(ctx, u, w.Model, w.ModelSource))
+		}
+		return out
 	}}
 }
 

@@ -51,8 +51,8 @@ const (
 	WorkloadIdentityAnnotation = adapter.WorkloadIdentityAnnotation
 	// GrantsAnnotation, on the adapter's KSA, records the IAM grants the
 	// adapter's identity relies on (internal/grants).
-	GrantsAnnotation = grants.Annotation
-	PodIdentityAnnotation      = adapter.PodIdentityAnnotation
+	GrantsAnnotation      = grants.Annotation
+	PodIdentityAnnotation = adapter.PodIdentityAnnotation
 )
 
 // Definition is the identity step in the registry.

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
@@ -9,7 +10,7 @@ import (
 
 // Services: monitor calls no Google API (Managed Prometheus writes to
 // Cloud Monitoring as the cluster's own).
-func (Definition) Services() []string { return nil }
+func (Definition) Services(*config.Config) []string { return nil }
 
 // Preconditions: Managed Prometheus is on, where a PodMonitoring is
 // applied (not on the native route without one).

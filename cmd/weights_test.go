@@ -1,0 +1,166 @@
+package cmd
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"testing"
+
+	"cloud.google.com/go/iam/apiv1/iampb"
+	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
+	"github.com/vllm-hpa/vllm-hpa/internal/kube"
+)
+
+// The vLLM pods' KSA principal in the fakes' project (number
+// 123456789012) for instance namespace ns.
+func weightsPrincipal(ns string) string {
+	return "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/my-proj.svc.id.goog/subject/ns/" + ns + "/sa/vllm-gemma-deployment"
+}
+
+// putModel writes a small model's files into gs://bucket/dir.
+func putModel(g interface {
+	PutObject(bucket, object string, size int64)
+}, bucket, dir string) {
+	for name, size := range map[string]int64{"config.json": 900, "tokenizer.json": 33e6, "tokenizer_config.json": 1e6, "model.safetensors": 2e9} {
+		g.PutObject(bucket, dir+"/"+name, size)
+	}
+}
+
+// TestModelFromBucket: deploy with workload.model-source refuses a bucket
+// that is missing or does not hold the model (exit 5, the commands that
+// copy it, nothing changed), refuses a principal IAM does not know yet (no
+// Workload Identity pool), then grants the vLLM pods' own KSA
+// roles/storage.objectViewer on the bucket keeping every other member,
+// records the grant on the KSA, and renders the streamer's arguments;
+// cleanup, even without the setting, removes only that grant and the KSA.
+// A grant found in place is used and kept.
+func TestModelFromBucket(t *testing.T) {
+	g := startGCP(t)
+	inst := newInstance(t, "weights", "weights-ns")
+	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "deploy") })
+	const source = "gs://my-models/google/gemma-3-1b-it"
+	g.Storage.PutBucket("my-proj", "my-models")
+	theirs := &iampb.Policy{Version: 1, Bindings: []*iampb.Binding{
+		{Role: gcp.RoleObjectViewer, Members: []string{"user:alice@example.com"}},
+		{Role: "roles/storage.admin", Members: []string{"group:ops@example.com"}},
+	}}
+	g.Storage.SetPolicy("my-models", theirs)
+	deployments := func() int {
+		l, err := inst.tb.cp.Client.AppsV1().Deployments(inst.namespace).List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Items)
+	}
+
+	copyModel := "fix: hf download google/gemma-3-1b-it --local-dir ./gemma-3-1b-it --exclude '*.pth' '*.bin' && gcloud storage rsync --recursive ./gemma-3-1b-it " + source
+	for _, c := range []struct {
+		name, source string
+		want         []string
+	}{
+		{"bucket missing", "gs://no-such-bucket/m", []string{"the bucket gs://no-such-bucket (workload.model-source) does not exist", "gcloud storage buckets create gs://no-such-bucket"}},
+		{"model not copied", source, []string{"holds no object: the model was not copied there", copyModel}},
+	} {
+		before := g.Mutations()
+		code, _, errOut := gcpRun(t, g, inst, "deploy", "--model-source", c.source)
+		for _, w := range append(c.want, "nothing was changed") {
+			if code != 5 || !strings.Contains(errOut, w) {
+				t.Fatalf("%s: exit %d, want 5 naming %q:\n%s", c.name, code, w, errOut)
+			}
+		}
+		if g.Mutations() != before || deployments() != 0 {
+			t.Fatalf("%s: %d Google writes, %d Deployments after a refusal", c.name, g.Mutations()-before, deployments())
+		}
+	}
+	g.Storage.PutObject("my-models", "google/gemma-3-1b-it/config.json", 900)
+	code, _, errOut := gcpRun(t, g, inst, "deploy", "--model-source", source)
+	if code != 5 || !strings.Contains(errOut, "lacks a tokenizer (tokenizer.json or tokenizer.model), weights as *.safetensors") {
+		t.Fatalf("half a model: exit %d\n%s", code, errOut)
+	}
+	putModel(g.Storage, "my-models", "google/gemma-3-1b-it")
+
+	// A principal IAM does not know: the project has no pool yet.
+	g.SetWorkloadPool("my-proj", false)
+	code, _, errOut = gcpRun(t, g, inst, "deploy", "--model-source", source)
+	g.SetWorkloadPool("my-proj", true)
+	if code != 5 || !strings.Contains(errOut, "Workload Identity pool my-proj.svc.id.goog does not exist") || !strings.Contains(errOut, "--workload-pool=my-proj.svc.id.goog") {
+		t.Fatalf("no pool: exit %d\n%s", code, errOut)
+	}
+	if !proto.Equal(stripEtag(g.Storage.Policy("my-models")), stripEtag(theirs)) {
+		t.Fatalf("a refused write changed the policy: %v", g.Storage.Policy("my-models"))
+	}
+
+	_, errOut = mustRunGCP(t, g, inst, "deploy", "--model-source", source)
+	member := weightsPrincipal(inst.namespace)
+	pol := g.Storage.Policy("my-models")
+	if !gcp.HasMember(pol, gcp.RoleObjectViewer, member) || !gcp.HasMember(pol, gcp.RoleObjectViewer, "user:alice@example.com") || !gcp.HasMember(pol, "roles/storage.admin", "group:ops@example.com") {
+		t.Fatalf("bucket policy after deploy: %v", pol)
+	}
+	if !strings.Contains(errOut, "model in bucket") || !strings.Contains(errOut, "granted") {
+		t.Errorf("deploy's progress does not say the model check and the grant:\n%s", errOut)
+	}
+	ctx := context.Background()
+	ksa, err := inst.tb.kube(t).Dynamic.Resource(kube.ServiceAccountsGVR).Namespace(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := grants.Find(grants.Read(ksa), "projects/_/buckets/my-models", gcp.RoleObjectViewer, member); !ok || !r.Made {
+		t.Fatalf("the KSA's record = %v", ksa.GetAnnotations())
+	}
+	d, err := inst.tb.cp.Client.AppsV1().Deployments(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := d.Spec.Template.Spec.Containers[0]
+	if d.Spec.Template.Spec.ServiceAccountName != "vllm-gemma-deployment" || c.Image != "vllm/vllm-openai:v0.11.1" ||
+		!slices.Contains(c.Args, "--model="+source) || !slices.Contains(c.Args, "--load-format=runai_streamer") || !slices.Contains(c.Args, "--served-model-name=$(MODEL_ID)") {
+		t.Fatalf("Deployment: sa %q image %q args %v", d.Spec.Template.Spec.ServiceAccountName, c.Image, c.Args)
+	}
+
+	// A re-run writes nothing to Google.
+	before := g.Storage.Counters.Mutations.Load()
+	mustRunGCP(t, g, inst, "deploy", "--model-source", source)
+	if n := g.Storage.Counters.Mutations.Load() - before; n != 0 {
+		t.Errorf("a re-run wrote the bucket policy %d times", n)
+	}
+
+	// cleanup without the setting still finds the KSA, its record, and
+	// removes only vllm-hpa's grant.
+	mustRunGCP(t, g, inst, "cleanup", "deploy")
+	pol = g.Storage.Policy("my-models")
+	if gcp.HasMember(pol, gcp.RoleObjectViewer, member) || !gcp.HasMember(pol, gcp.RoleObjectViewer, "user:alice@example.com") || !gcp.HasMember(pol, "roles/storage.admin", "group:ops@example.com") {
+		t.Fatalf("bucket policy after cleanup: %v", pol)
+	}
+	if _, err := inst.tb.cp.Client.CoreV1().ServiceAccounts(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{}); err == nil {
+		t.Fatal("cleanup left the vLLM pods' KSA")
+	}
+
+	// A grant someone made before: used, recorded as found, kept.
+	pre := proto.Clone(theirs).(*iampb.Policy)
+	pre.Bindings[0].Members = append(pre.Bindings[0].Members, member)
+	g.Storage.SetPolicy("my-models", pre)
+	mustRunGCP(t, g, inst, "deploy", "--model-source", source)
+	mustRunGCP(t, g, inst, "cleanup", "deploy", "--model-source", source)
+	if !gcp.HasMember(g.Storage.Policy("my-models"), gcp.RoleObjectViewer, member) {
+		t.Fatal("cleanup removed a grant vllm-hpa found in place")
+	}
+}
+
+func mustRunGCP(t *testing.T, g interface{ Env() map[string]string }, inst instance, args ...string) (string, string) {
+	t.Helper()
+	code, out, errOut := kubeRunEnv(t, inst, g.Env(), args...)
+	if code != 0 {
+		t.Fatalf("vllm-hpa %v: exit %d\n%s\n%s", args, code, out, errOut)
+	}
+	return out, errOut
+}
+
+func stripEtag(p *iampb.Policy) *iampb.Policy {
+	p = proto.Clone(p).(*iampb.Policy)
+	p.Etag, p.Version = nil, 0
+	return p
+}
