@@ -114,6 +114,29 @@ func (f *Storage) CanRead(bucketName, member string, now time.Time) error {
 	return fmt.Errorf("googleapi: Error 403: %s does not have storage.objects.list access to the Google Cloud Storage bucket. Permission 'storage.objects.list' denied on resource (or it may not exist)., forbidden", member)
 }
 
+// ReadWeights is what the Run:ai streamer reads as member: the total size
+// of the *.safetensors objects under prefix, or why member may not read
+// them (CanRead), or that there are none.
+func (f *Storage) ReadWeights(bucketName, prefix, member string, now time.Time) (int64, error) {
+	if err := f.CanRead(bucketName, member, now); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var total int64
+	n := 0
+	for name, size := range f.buckets[bucketName].objects {
+		if strings.HasPrefix(name, prefix) && strings.HasSuffix(name, ".safetensors") {
+			total += size
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("no safetensors files found in gs://%s/%s", bucketName, prefix)
+	}
+	return total, nil
+}
+
 // jsonError is an error as the JSON API sends it: the code, the message
 // and one legacy item with its reason; the JSON API attaches no details.
 func jsonError(httpStatus int, reason, format string, args ...any) *GoogleError {

@@ -24,6 +24,7 @@
 package vllmsim
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -38,7 +39,11 @@ import (
 
 // Config shapes the simulated server.
 type Config struct {
-	Model        string        // served model id
+	Model string // served model id
+	// Root is the model path the server was started with (vLLM's --model
+	// when --served-model-name names the model; "": Model), which
+	// /v1/models reports as each card's root.
+	Root         string
 	TokenLatency time.Duration // a decode step with nothing else running
 	OutputTokens int           // tokens per answer unless max_tokens is smaller
 	MaxNumSeqs   int           // requests running at once (vLLM's --max-num-seqs)
@@ -171,7 +176,7 @@ type chatRequest struct {
 
 func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{
-		map[string]any{"id": s.cfg.Model, "object": "model", "created": time.Now().Unix(), "owned_by": "vllm", "root": s.cfg.Model, "max_model_len": 32768},
+		map[string]any{"id": s.cfg.Model, "object": "model", "created": time.Now().Unix(), "owned_by": "vllm", "root": cmp.Or(s.cfg.Root, s.cfg.Model), "max_model_len": 32768},
 	}})
 }
 

@@ -76,6 +76,41 @@ type Options struct {
 	// its Service (kube-proxy's programming on GKE's nodes lags the
 	// deletion): requests still reach it that long.
 	EndpointLag time.Duration
+	// Weights are the weights' stage of the model load (added to
+	// Sim.LoadTime), by where a pod's vLLM reads them from. The project
+	// holds the model in ModelBucket (gs://BUCKET/PATH) for
+	// workload.model-source: its config, tokenizer and Weights.Bytes of
+	// safetensors.
+	Weights     Weights
+	ModelBucket string
+}
+
+// Weights model how long a vLLM server takes to get its model's weights.
+type Weights struct {
+	// Bytes are the model's weights (a bucket's are its safetensors).
+	Bytes int64
+	// HubRate and StreamerRate are bytes per second downloaded from
+	// Hugging Face and streamed from Cloud Storage by the Run:ai streamer
+	// (0: no time at all).
+	HubRate, StreamerRate float64
+}
+
+func (w Weights) download() time.Duration { return transfer(w.Bytes, w.HubRate) }
+
+func (w Weights) stream(bytes int64) time.Duration { return transfer(bytes, w.StreamerRate) }
+
+func transfer(bytes int64, rate float64) time.Duration {
+	if rate <= 0 {
+		return 0
+	}
+	return time.Duration(float64(bytes) / rate * float64(time.Second))
+}
+
+// scaled are the weights at rates multiplied by compress.
+func (w Weights) scaled(compress float64) Weights {
+	w.HubRate *= compress
+	w.StreamerRate *= compress
+	return w
 }
 
 // Profiles are the emulator's timing profiles.
@@ -99,6 +134,10 @@ func DefaultOptions() Options {
 		// performance profile collects them faster.
 		NativeMetrics: true, NativeInterval: 5 * time.Second,
 		EndpointLag: time.Second,
+		// The walkthrough's model, in the bucket workload.model-source
+		// names in docs/; the fast profile loads it at once.
+		Weights:     Weights{Bytes: gemmaBytes},
+		ModelBucket: "gs://my-models/google/gemma-3-1b-it",
 		// The simulator answers in about a second: a 5 s drain covers
 		// the endpoint's removal and every answer, and a scale-down
 		// does not wait vllm-hpa's default 30 s.
@@ -119,9 +158,9 @@ const (
 	// The vLLM image (about 10 GB) without image streaming.
 	gkeImagePull = 45 * time.Second
 	// vLLM's start before the weights (the published 1-1.5 min, less the
-	// pull), the weights with a model streamer (about 20 s), compilation
-	// and CUDA graph capture (1.3-2.7 min): /health fails all along.
-	gkeModelLoad = 30*time.Second + 20*time.Second + 100*time.Second
+	// pull), compilation and CUDA graph capture (1.3-2.7 min): /health
+	// fails all along. The weights' stage comes between (Weights).
+	gkeModelLoad = 30*time.Second + 100*time.Second
 	// Pods were Ready about 22 s before they served.
 	gkeWarmup = 22 * time.Second
 	// IAM applies a grant in about 2 minutes (sometimes 7 or more:
@@ -137,6 +176,22 @@ const (
 	// node has reprogrammed (its minimum sync period is 1 s): the model's
 	// figure, not a published one.
 	gkeEndpointLag = 2 * time.Second
+)
+
+// The weights: the walkthrough's model, google/gemma-3-1b-it, is 2.0 GB
+// of safetensors (bf16, 1.0 B parameters).
+//   - The Run:ai streamer from Cloud Storage: Google measured 58.99 GiB
+//     in 48.2 s on an H100 (1.22 GiB/s; GoogleCloudPlatform/
+//     accelerated-platforms, vllm-with-runai-model-streamer.md).
+//   - A download from Hugging Face: no Google or Hugging Face page gives
+//     a measured rate; a published cold start of Llama-3.1-8B (16 GB) on
+//     an L40S downloaded it in 61 s (tensorfuse.io, "reducing GPU cold
+//     start"), 0.26 GB/s, as Google's own "default load path" row (0.30
+//     GiB/s) agrees.
+const (
+	gemmaBytes      = 2_000_000_000
+	gkeStreamerRate = 58.99 * (1 << 30) / 48.2
+	gkeHubRate      = 16e9 / 61
 )
 
 // BootDiskSpeedup: a secondary boot disk holding the image is "up to 29x
@@ -178,6 +233,7 @@ func GKEOptions(compress float64, metricPath bool) Options {
 	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: scale(gkeNodeProvisioning), Max: 8}
 	o.ImagePull, o.ProbePeriod = scale(gkeImagePull), scale(o.ProbePeriod)
 	o.Sim.LoadTime, o.Sim.WarmupTime = scale(gkeModelLoad), scale(gkeWarmup)
+	o.Weights = Weights{Bytes: gemmaBytes, HubRate: gkeHubRate, StreamerRate: gkeStreamerRate}.scaled(compress)
 	return o
 }
 
@@ -240,7 +296,10 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	e.GCP.SetBehaviour(behaviour)
 	target := monitoredCluster{project: o.Project, location: o.Location, cluster: o.Cluster}
 	adapter := &stackdriverProvider{gcp: e.GCP, target: target}
-	sims := newSimulators(o.Sim)
+	if err := putModel(e.GCP, o.Project, o.ModelBucket, o.Weights.Bytes); err != nil {
+		return e, err
+	}
+	sims := newSimulators(o.Sim, o.Weights, e.GCP, o.Project)
 	e.stops = append(e.stops, sims.stopAll)
 	kl := &kubelet{sims: sims}
 	kubeletPort, stopKubelet, err := kl.serve()
@@ -365,6 +424,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		"VLLM_HPA_ENDPOINTS_CONTAINER":        e.GCP.ContainerEndpoint,
 		"VLLM_HPA_ENDPOINTS_SERVICE_USAGE":    e.GCP.ServiceUsageEndpoint,
 		"VLLM_HPA_ENDPOINTS_MONITORING":       e.GCP.MonitoringEndpoint,
+		"VLLM_HPA_ENDPOINTS_STORAGE":          e.GCP.StorageEndpoint,
 		// The simulator loads no model, so any token will do.
 		"HF_TOKEN": "hf_emulatorLocalToken",
 	}
@@ -376,13 +436,31 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 	return e, nil
 }
 
+// putModel puts a model into the project's Cloud Storage at source
+// (gs://BUCKET/PATH): what `hf download` and `gcloud storage rsync` put
+// there for vLLM's streamer, with weights bytes of safetensors.
+func putModel(g *gcpfake.GCP, project, source string, weights int64) error {
+	if source == "" {
+		return nil
+	}
+	bucket, dir, ok := strings.Cut(strings.TrimPrefix(source, "gs://"), "/")
+	if !strings.HasPrefix(source, "gs://") || !ok || dir == "" {
+		return fmt.Errorf("invalid --model-bucket %q: gs://BUCKET/PATH", source)
+	}
+	g.Storage.PutBucket(project, bucket)
+	for name, size := range map[string]int64{"config.json": 855, "generation_config.json": 215, "tokenizer.json": 33_384_568, "tokenizer.model": 4_689_074, "tokenizer_config.json": 1_156_999, "special_tokens_map.json": 662, "model.safetensors": weights} {
+		g.Storage.PutObject(bucket, dir+"/"+name, size)
+	}
+	return nil
+}
+
 // WriteEnv writes the settings as a file to source; written last, its
 // presence says the emulator is ready.
 func (e *Emulator) WriteEnv() (string, error) {
 	var b strings.Builder
 	b.WriteString("# vllm-hpa settings for the local GKE emulator: source this file\n")
 	for _, k := range []string{"KUBECONFIG", "VLLM_HPA_KUBE_KUBECONFIG", "VLLM_HPA_PROJECT", "VLLM_HPA_CLUSTER", "VLLM_HPA_LOCATION",
-		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "VLLM_HPA_ENDPOINTS_SERVICE_USAGE", "VLLM_HPA_ENDPOINTS_MONITORING", "HF_TOKEN"} {
+		"VLLM_HPA_ENDPOINTS_IAM", "VLLM_HPA_ENDPOINTS_RESOURCE_MANAGER", "VLLM_HPA_ENDPOINTS_CONTAINER", "VLLM_HPA_ENDPOINTS_SERVICE_USAGE", "VLLM_HPA_ENDPOINTS_MONITORING", "VLLM_HPA_ENDPOINTS_STORAGE", "HF_TOKEN"} {
 		fmt.Fprintf(&b, "export %s=%s\n", k, e.Env[k])
 	}
 	for _, k := range slices.Sorted(maps.Keys(e.Settings)) {

@@ -61,7 +61,7 @@ func run() error {
 	flag.StringVar(&o.Bin, "k8s-bin", os.Getenv(localcluster.BinDirEnv), "directory of etcd, kube-apiserver and kube-controller-manager (scripts/build-k8s-cache.sh prints it)")
 	flag.DurationVar(&o.HPASyncPeriod, "hpa-sync-period", o.HPASyncPeriod, "the HPA controller's sync period (GKE's is 15s)")
 	flag.DurationVar(&o.ImagePull, "image-pull", o.ImagePull, "how long a pod's image takes to pull (Pulling to Pulled)")
-	flag.DurationVar(&o.Sim.LoadTime, "model-load", o.Sim.LoadTime, "how long vLLM takes to start and load the model, /health failing (the readiness probe keeps the pod not Ready)")
+	flag.DurationVar(&o.Sim.LoadTime, "model-load", o.Sim.LoadTime, "how long vLLM takes to start, compile and capture CUDA graphs, the weights' stage aside (--model-bytes over --hub-rate or --streamer-rate), /health failing (the readiness probe keeps the pod not Ready)")
 	flag.DurationVar(&o.Sim.WarmupTime, "warmup", o.Sim.WarmupTime, "after the load, how long completions wait while /health passes (Ready before warm)")
 	flag.DurationVar(&o.ProbePeriod, "probe-period", o.ProbePeriod, "how often the kubelet runs the readiness probe")
 	flag.DurationVar(&o.IngestionDelay, "ingestion-delay", o.IngestionDelay, "how long a scraped sample takes to reach the Stackdriver adapter (Cloud Monitoring ingestion and query); the native route has none")
@@ -83,8 +83,13 @@ func run() error {
 	flag.StringVar(&o.ImageCache, "image-cache", o.ImageCache, "boot-disk: a Standard cluster whose L4 pool holds the vLLM image on a secondary boot disk (the pull --image-pull/29, Google's \"up to 29x\"); empty: the Autopilot cluster, pulling the Docker Hub image whole")
 	flag.DurationVar(&o.EndpointLag, "endpoint-lag", o.EndpointLag, "how long a deleted pod stays an endpoint of its Service (the EndpointSlice controller's batch period, standing for kube-proxy's lag): requests still reach it")
 	flag.DurationVar(&o.NativeInterval, "native-interval", o.NativeInterval, "how often the native metrics stand-in scrapes the AutoscalingMetrics' pods")
+	flag.StringVar(&o.ModelBucket, "model-bucket", o.ModelBucket, "gs://BUCKET/PATH the emulated Cloud Storage holds the model in (config, tokenizer and --model-bytes of safetensors) for workload.model-source")
+	flag.Int64Var(&o.Weights.Bytes, "model-bytes", o.Weights.Bytes, "the model's weights in bytes (google/gemma-3-1b-it's 2.0 GB; Google's fast-start architecture streamed 59 GiB)")
+	hubMBps := flag.Float64("hub-rate", o.Weights.HubRate/1e6, "MB/s a vLLM pod downloads weights from Hugging Face at (0: at once)")
+	streamerMBps := flag.Float64("streamer-rate", o.Weights.StreamerRate/1e6, "MB/s the Run:ai streamer reads weights from Cloud Storage at (0: at once)")
 	counted := flag.Bool("count-requests", false, "also write DIR/kubeconfig-counted, through a proxy that counts requests; GET http://ADDR/counts (ADDR in DIR/counter) reads and resets them (benchmarks)")
 	flag.Parse()
+	o.Weights.HubRate, o.Weights.StreamerRate = *hubMBps*1e6, *streamerMBps*1e6
 	if flag.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: the emulator takes only flags", flag.Arg(0))
 	}
@@ -102,6 +107,9 @@ func run() error {
 	}
 	if o.IAMPropagation < 0 || o.CrashBackoff < 0 {
 		return fmt.Errorf("invalid --iam-propagation %s or --crash-backoff %s: durations of 0 or more", o.IAMPropagation, o.CrashBackoff)
+	}
+	if o.Weights.Bytes < 0 || o.Weights.HubRate < 0 || o.Weights.StreamerRate < 0 {
+		return fmt.Errorf("invalid --model-bytes %d, --hub-rate or --streamer-rate: 0 or more", o.Weights.Bytes)
 	}
 	if o.NativeMetrics && o.NativeInterval <= 0 {
 		return fmt.Errorf("invalid --native-interval %s: must be a positive duration such as 5s", o.NativeInterval)
@@ -191,7 +199,8 @@ func describe(profile string, compress float64, metricPath bool, o Options) stri
 	if o.ImageCache != "" {
 		pull += " (from a secondary boot disk)"
 	}
-	pod := fmt.Sprintf("pod: %s, image pull %s, model load %s, warm-up %s, readiness probe every %s", node, pull, s(o.Sim.LoadTime), s(o.Sim.WarmupTime), s(o.ProbePeriod))
+	pod := fmt.Sprintf("pod: %s, image pull %s, model load %s and the weights (%.1f GB: %s from Hugging Face, %s streamed from %s), warm-up %s, readiness probe every %s",
+		node, pull, s(o.Sim.LoadTime), float64(o.Weights.Bytes)/1e9, s(o.Weights.download()), s(o.Weights.stream(o.Weights.Bytes)), o.ModelBucket, s(o.Sim.WarmupTime), s(o.ProbePeriod))
 	head := "profile fast"
 	if profile == "gke" {
 		head = "profile gke (Google's published scale-up lags"
