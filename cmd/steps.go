@@ -269,11 +269,12 @@ func newStepCmd(g *globalOptions, d step.Definition, runF func(*stackOptions) er
 	o := &stackOptions{globalOptions: g, command: d.Name(), steps: []string{d.Name()}}
 	help := d.Help()
 	c := &cobra.Command{
-		Use:   d.Name(),
-		Short: help.Short,
-		Long:  help.Long,
-		Args:  noArgs,
-		RunE:  runCommand(o, runF),
+		Use:     d.Name(),
+		Short:   help.Short,
+		Long:    help.Long,
+		Example: help.Example,
+		Args:    noArgs,
+		RunE:    runCommand(o, runF),
 	}
 	o.addFlags(c, "this step would create or change (objects and Google API calls)")
 	config.AddFlagsFor(c.Flags(), d.Settings())

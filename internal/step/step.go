@@ -115,9 +115,10 @@ type Requirer interface {
 	Requires() Requirements
 }
 
-// Help is a command's help text, as Cobra shows it.
+// Help is a command's help text, as Cobra shows it; Example's lines run
+// as written in the docs' tests (docs/commands).
 type Help struct {
-	Short, Long string
+	Short, Long, Example string
 }
 
 // Deps are the clients and settings the steps act through.

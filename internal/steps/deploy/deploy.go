@@ -51,7 +51,15 @@ func (Definition) Help() step.Help {
 		Long: `Create or update the Hugging Face token Secret, the vLLM Deployment and its
 ClusterIP Service, then wait until the Deployment is Available at its current
 generation, its pods are Ready and the Service has ready endpoints. While
-waiting it says why not (scheduling, GPU quota, image pulls, crash loops).`,
+waiting it says why not (scheduling, GPU quota, image pulls, crash loops).
+
+With --model-source gs://BUCKET/PATH the weights stream from Cloud Storage
+(vLLM's Run:ai streamer) in place of a download from Hugging Face: deploy
+first checks that the bucket holds the model (else exit 5 with the commands
+that copy it there), gives the vLLM pods a Kubernetes service account of
+their own and grants its Workload Identity principal
+roles/storage.objectViewer on the bucket, keeping every other member.`,
+		Example: "  vllm-hpa deploy --project my-proj\n  vllm-hpa deploy --project my-proj --model-source gs://my-models/google/gemma-3-1b-it",
 	}
 }
 
