@@ -139,8 +139,8 @@ func (o *stackOptions) unchecked() []string {
 	if steps.Requires(o.cfg, o.steps).Token && o.cfg.HFTokenValue() == "" {
 		out = append(out, "no Hugging Face token: the real "+o.command+" stops at once (exit 2) without "+config.TokenEnv+" or --hf-token-file")
 	}
-	if steps.Requires(o.cfg, o.steps).GoogleAPIs && !o.cfg.Native() && o.f.Env.Get("GOOGLE_APPLICATION_CREDENTIALS") == "" && o.cfg.Endpoints.IAM == "" {
-		out = append(out, "Google credentials not looked at: the identity step needs Application Default Credentials (gcloud auth application-default login)")
+	if google := steps.GoogleSteps(o.cfg, o.steps); len(google) > 0 && o.f.Env.Get("GOOGLE_APPLICATION_CREDENTIALS") == "" && o.cfg.Endpoints.IAM == "" {
+		out = append(out, "Google credentials not looked at: the "+strings.Join(google, " and ")+" step(s) need Application Default Credentials (gcloud auth application-default login)")
 	}
 	return append(out, "this plan checked nothing against the cluster or the project: `vllm-hpa preflight` proves the token, every permission (Kubernetes and IAM), the cluster's settings and each object (a server-side dry run), changing nothing")
 }

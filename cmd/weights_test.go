@@ -83,6 +83,18 @@ func TestModelFromBucket(t *testing.T) {
 	}
 	putModel(g.Storage, "my-models", "google/gemma-3-1b-it")
 
+	// A caller who may not change the bucket's policy: refused (exit 6)
+	// before anything is written.
+	g.Storage.Denied = func(permission, _ string) bool { return permission == "storage.buckets.setIamPolicy" }
+	code, _, errOut = gcpRun(t, g, inst, "deploy", "--model-source", source)
+	g.Storage.Denied = nil
+	if code != 6 || !strings.Contains(errOut, "lacks storage.buckets.setIamPolicy on gs://my-models") || !strings.Contains(errOut, "roles/storage.admin") {
+		t.Fatalf("no setIamPolicy: exit %d\n%s", code, errOut)
+	}
+	if _, err := inst.tb.cp.Client.CoreV1().ServiceAccounts(inst.namespace).Get(context.Background(), "vllm-gemma-deployment", metav1.GetOptions{}); err == nil || deployments() != 0 {
+		t.Fatal("a refused deploy wrote objects")
+	}
+
 	// A principal IAM does not know: the project has no pool yet.
 	g.SetWorkloadPool("my-proj", false)
 	code, _, errOut = gcpRun(t, g, inst, "deploy", "--model-source", source)
@@ -126,6 +138,35 @@ func TestModelFromBucket(t *testing.T) {
 	mustRunGCP(t, g, inst, "deploy", "--model-source", source)
 	if n := g.Storage.Counters.Mutations.Load() - before; n != 0 {
 		t.Errorf("a re-run wrote the bucket policy %d times", n)
+	}
+
+	secret := func() bool {
+		_, err := inst.tb.cp.Client.CoreV1().Secrets(inst.namespace).Get(ctx, "hf-secret", metav1.GetOptions{})
+		return err == nil
+	}
+	if secret() {
+		t.Fatal("the weights come from the bucket, yet deploy wrote the Hugging Face token's Secret")
+	}
+
+	// Back to Hugging Face: once the rollout is done, the grant and the
+	// KSA go; and to the bucket again: the token Secret goes.
+	mustRunGCP(t, g, inst, "deploy")
+	if gcp.HasMember(g.Storage.Policy("my-models"), gcp.RoleObjectViewer, member) || !secret() {
+		t.Fatalf("deploy without the bucket kept its grant (%v) or wrote no token Secret", g.Storage.Policy("my-models"))
+	}
+	if _, err := inst.tb.cp.Client.CoreV1().ServiceAccounts(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{}); err == nil {
+		t.Fatal("deploy without the bucket kept the vLLM pods' KSA")
+	}
+	mustRunGCP(t, g, inst, "deploy", "--model-source", source)
+	if !gcp.HasMember(g.Storage.Policy("my-models"), gcp.RoleObjectViewer, member) || secret() {
+		t.Fatal("deploy with the bucket again: no grant, or the token Secret kept")
+	}
+
+	// Without Google credentials, cleanup could not remove the grant:
+	// refused before anything is deleted.
+	code, _, errOut = kubeRun(t, inst, "cleanup", "deploy")
+	if code != 5 || !strings.Contains(errOut, "nothing was deleted") || deployments() != 1 {
+		t.Fatalf("cleanup without credentials: exit %d, %d Deployments\n%s", code, deployments(), errOut)
 	}
 
 	// cleanup without the setting still finds the KSA, its record, and

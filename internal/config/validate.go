@@ -68,10 +68,10 @@ var (
 	acceleratorRE = regexp.MustCompile(`^nvidia-[a-z0-9]+(-[a-z0-9]+)*$`)
 	// A Hugging Face repo id: [owner/]name.
 	modelRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$`)
-	// A Cloud Storage bucket name: 3-63 lowercase letters, digits, '-',
-	// '_' or '.', starting and ending with a letter or digit (the dotted,
+	// A Cloud Storage bucket name: 3-63 lowercase letters, digits, '-' or
+	// '_', starting and ending with a letter or digit (the dotted,
 	// domain-named form is left out: it needs domain verification).
-	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{1,61}[a-z0-9]$`)
+	bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$`)
 	// The model's directory in the bucket: path parts of letters, digits,
 	// '.', '_' and '-' (no shell or URL metacharacter: the path is printed
 	// in commands to copy and passed to vLLM).
@@ -204,6 +204,14 @@ func (c *Config) validate(needProject bool) error {
 		} else if officialImageBefore(w.Image, 0, 11, 1) {
 			add("workload.image", w.Image, "vLLM 0.11.1 or later with workload.model-source (earlier images lack the Run:ai streamer's Cloud Storage client), such as "+StreamerImage)
 		}
+		// The vLLM pods' own service account takes the Deployment's name:
+		// never one that others' pods run as.
+		switch {
+		case w.OwnServiceAccount() == "default":
+			add("workload.deployment", w.Deployment, "another name than default with workload.model-source: the vLLM pods' own service account takes the Deployment's name, and default is every pod's of the namespace")
+		case w.Namespace == c.Adapter.Namespace && w.OwnServiceAccount() == c.Adapter.ServiceAccount:
+			add("workload.deployment", w.Deployment, "another name than the adapter's service account ("+c.Adapter.Namespace+"/"+c.Adapter.ServiceAccount+") with workload.model-source: the vLLM pods' own service account takes the Deployment's name")
+		}
 	}
 	if w.ComputeClass != "" {
 		k8s("workload.compute-class", w.ComputeClass, validation.IsDNS1123Subdomain, "a ComputeClass name: lowercase letters, digits, '-' and '.'")
@@ -326,8 +334,10 @@ func modelSourceProblem(w Workload) string {
 	switch {
 	case !ok:
 		return want + " (only Cloud Storage is supported)"
-	case !bucketRE.MatchString(bucket) || strings.Contains(bucket, "..") || strings.HasPrefix(bucket, "goog") || strings.Contains(bucket, "google"):
-		return want + ": the bucket name is 3-63 lowercase letters, digits, '-', '_' or '.', starting and ending with a letter or digit, not starting with goog or containing google"
+	case !bucketRE.MatchString(bucket) || strings.HasPrefix(bucket, "goog") || strings.Contains(bucket, "google"):
+		return want + ": the bucket name is 3-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit, not starting with goog or containing google"
+	case strings.Contains(strings.TrimPrefix(w.ModelSource, GCSPrefix), "//"):
+		return want + ": the path has an empty part (//)"
 	case path == "" || !objectPathRE.MatchString(path):
 		return want + ": the path is the model's directory (letters, digits, '.', '_', '-' and '/'), not the bucket's root"
 	}

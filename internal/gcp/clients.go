@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	admin "cloud.google.com/go/iam/admin/apiv1"
 	monitoring "cloud.google.com/go/monitoring/apiv3/v2"
@@ -30,11 +31,13 @@ type Clients struct {
 	Projects *resourcemanager.ProjectsClient
 	// Monitoring reads the samples behind the adapter's metric.
 	Monitoring *monitoring.MetricClient
-	// Storage reads the model bucket and its policy (a REST client:
-	// nothing is dialled until a call).
-	Storage *storage.Service
-	opts    Options
-	ts      oauth2.TokenSource
+	opts       Options
+	ts         oauth2.TokenSource
+
+	storageEndpoint string
+	storageOnce     sync.Once
+	storage         *storage.Service
+	storageErr      error
 }
 
 // plaintext reports whether endpoint names a local plaintext fake.
@@ -48,7 +51,7 @@ func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, 
 	c := &Clients{opts: o}
 	c.opts.ContainerEndpoint = e.Container
 	c.opts.ServiceUsageEndpoint = e.ServiceUsage
-	if o.TokenSource != nil || !plaintext(e.Container) || (withIAM && (!plaintext(e.IAM) || !plaintext(e.ResourceManager) || !plaintext(e.ServiceUsage) || !plaintext(e.Monitoring) || !plaintext(e.Storage))) {
+	if o.TokenSource != nil || !plaintext(e.Container) || (withIAM && (!plaintext(e.IAM) || !plaintext(e.ResourceManager) || !plaintext(e.ServiceUsage) || !plaintext(e.Monitoring))) {
 		ts, err := TokenSource(ctx, o)
 		if err != nil {
 			return nil, err
@@ -68,9 +71,7 @@ func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, 
 	if c.Monitoring, err = c.newMonitoringClient(ctx, e.Monitoring); err != nil {
 		return nil, fmt.Errorf("open the Cloud Monitoring client: %w", err)
 	}
-	if c.Storage, err = storage.NewService(ctx, c.restOptions(e.Storage)...); err != nil {
-		return nil, fmt.Errorf("open the Cloud Storage client: %w", err)
-	}
+	c.storageEndpoint = e.Storage
 	return c, nil
 }
 
@@ -85,13 +86,26 @@ func (c *Clients) grpcOptions(endpoint string) []option.ClientOption {
 	return ClientOptions(endpoint, c.ts)
 }
 
-// restOptions are a REST client's options: a local fake's endpoint
-// without credentials, else Google's (or the endpoint given) with them.
-func (c *Clients) restOptions(endpoint string) []option.ClientOption {
-	if plaintext(endpoint) {
-		return restOptions(endpoint, nil)
-	}
-	return restOptions(endpoint, c.ts)
+// Storage is the Cloud Storage JSON API client (the model bucket and its
+// policy), opened on first use: only a run with workload.model-source
+// calls it, so only such a run looks up credentials for it.
+func (c *Clients) Storage(ctx context.Context) (*storage.Service, error) {
+	c.storageOnce.Do(func() {
+		ts := c.ts
+		if !plaintext(c.storageEndpoint) && ts == nil {
+			if ts, c.storageErr = TokenSource(ctx, c.opts); c.storageErr != nil {
+				return
+			}
+		}
+		if plaintext(c.storageEndpoint) {
+			ts = nil
+		}
+		c.storage, c.storageErr = storage.NewService(ctx, restOptions(c.storageEndpoint, ts)...)
+		if c.storageErr != nil {
+			c.storageErr = fmt.Errorf("open the Cloud Storage client: %w", c.storageErr)
+		}
+	})
+	return c.storage, c.storageErr
 }
 
 // Close closes the clients.

@@ -89,6 +89,10 @@ func DetailsOf(err error) (Details, bool) {
 	var ge *googleapi.Error
 	rest := errors.As(err, &ge)
 	if rest {
+		if ge.Code > 0 {
+			// gax-go leaves it out when it cannot parse the body.
+			d.HTTPStatus = ge.Code
+		}
 		lenient := restDetails(ge)
 		if lenient.status != "" {
 			if c, ok := codeByName[lenient.status]; ok {

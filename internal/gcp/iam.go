@@ -199,6 +199,10 @@ func RemoveMembers(ctx context.Context, p Policy, role string, match func(member
 // read.
 func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Backoff) (changed bool, stats RMWStats, err error) {
 	r := newRetrier(b)
+	// A write that failed for another reason than a stale etag (a 5xx, a
+	// timeout) may have been applied all the same: if the next read finds
+	// nothing left to change, that write made the change.
+	uncertain := false
 	for attempt := 0; ; attempt++ {
 		var pol *iampb.Policy
 		err = r.attempt(ctx, func(ctx context.Context) (err error) {
@@ -209,7 +213,7 @@ func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Ba
 		if err == nil {
 			before, _ := policySize(pol)
 			if !modify(pol) {
-				return false, stats, nil
+				return uncertain, stats, nil
 			}
 			// A change that adds a member is checked against Google's
 			// limits before the write (one that removes never is).
@@ -226,6 +230,9 @@ func Update(ctx context.Context, p Policy, modify func(*iampb.Policy) bool, b Ba
 			stats.Writes++
 			if err == nil {
 				return true, stats, nil
+			}
+			if d, ok := DetailsOf(err); !ok || d.Code != codes.Aborted {
+				uncertain = true
 			}
 		}
 		retry, werr := r.again(ctx, attempt, err)

@@ -73,6 +73,16 @@ func EnableCommand(project string, services []string) string {
 	return fmt.Sprintf("gcloud services enable %s --project %s", strings.Join(services, " "), project)
 }
 
+// ProjectNumber is the project's number, which Workload Identity
+// Federation principals name.
+func (c *Clients) ProjectNumber(ctx context.Context, project string) (string, error) {
+	p, err := c.Project(ctx, project)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimPrefix(p.Name, "projects/"), nil
+}
+
 // Project reads project through Resource Manager. Google answers
 // PERMISSION_DENIED alike for a project that does not exist and one the
 // caller may not see; Classify's message says to check --project.

@@ -100,7 +100,8 @@ type ModelListing struct {
 }
 
 // maxListedObjects bounds the listing of a model's directory: a model is
-// tens of files; a prefix that matches more is not a model directory.
+// tens of files (a 405 B model, some two hundred); a directory that holds
+// more is not a model's.
 const maxListedObjects = 5000
 
 // ListModel lists the objects under gs://bucket/dir/ (bounded by
@@ -122,8 +123,10 @@ func ListModel(ctx context.Context, svc *storage.Service, bucket, dir string) (M
 	page := ""
 	for {
 		var objs *storage.Objects
+		// The directory's own objects, as the streamer lists them: not
+		// those of its subdirectories.
 		_, err := Retry(ctx, DefaultBackoff, func(ctx context.Context) (err error) {
-			objs, err = svc.Objects.List(bucket).Prefix(prefix).PageToken(page).MaxResults(1000).Fields("nextPageToken", "items(name,size)").Context(ctx).Do()
+			objs, err = svc.Objects.List(bucket).Prefix(prefix).Delimiter("/").PageToken(page).MaxResults(1000).Fields("nextPageToken", "items(name,size)").Context(ctx).Do()
 			return err
 		})
 		if err != nil {
@@ -171,7 +174,7 @@ func ModelInBucket(l ModelListing, model, location string) Precondition {
 	switch {
 	case l.BucketMissing:
 		p.Message = "the bucket gs://" + l.Bucket + " (workload.model-source) does not exist"
-		p.Fix = fmt.Sprintf("gcloud storage buckets create gs://%s --location %s --uniform-bucket-level-access, then %s", l.Bucket, orDefault(location, "REGION"), copyModel)
+		p.Fix = fmt.Sprintf("gcloud storage buckets create gs://%s --location %s --uniform-bucket-level-access, then %s", l.Bucket, orDefault(Region(location), "REGION"), copyModel)
 	case len(l.Files) == 0:
 		p.Message = source + " holds no object: the model was not copied there"
 		p.Fix = copyModel
@@ -186,6 +189,33 @@ func ModelInBucket(l ModelListing, model, location string) Precondition {
 		}
 	}
 	return p
+}
+
+// Region is the region of a GKE location (a region, or a zone: its
+// region), where a bucket for its nodes belongs (buckets have no zones).
+func Region(location string) string {
+	if i := strings.LastIndex(location, "-"); i > 0 && strings.Count(location, "-") == 2 && len(location)-i == 2 {
+		return location[:i]
+	}
+	return location
+}
+
+// BucketPermissions the caller needs on the model bucket: deploy reads
+// and writes its policy, and lists the model.
+var BucketPermissions = []string{"storage.buckets.getIamPolicy", "storage.buckets.setIamPolicy", "storage.objects.list"}
+
+// MissingBucketPermissions are the permissions of perms the caller does
+// not hold on bucket (Cloud Storage's testIamPermissions).
+func MissingBucketPermissions(ctx context.Context, svc *storage.Service, bucket string, perms []string) ([]string, error) {
+	var held *storage.TestIamPermissionsResponse
+	_, err := Retry(ctx, DefaultBackoff, func(ctx context.Context) (err error) {
+		held, err = svc.Buckets.TestIamPermissions(bucket, perms).Context(ctx).Do()
+		return err
+	})
+	if err != nil {
+		return nil, Classify(err, "test permissions on gs://"+bucket)
+	}
+	return slices.DeleteFunc(slices.Clone(perms), func(p string) bool { return slices.Contains(held.Permissions, p) }), nil
 }
 
 // CopyModelCommands are the commands that put model into source: a

@@ -110,3 +110,16 @@ func TestModelInBucket(t *testing.T) {
 		}
 	}
 }
+
+// A write Cloud Storage applied but whose answer was lost (503) is still
+// this caller's change: the read that follows finds the member and
+// SetMember says it changed the policy, so the grant is recorded as made.
+func TestBucketPolicyLostAnswer(t *testing.T) {
+	g, svc := storageFake(t)
+	g.Storage.PutBucket("my-proj", "b")
+	g.Storage.LostAnswers.Store(1)
+	changed, stats, err := gcp.SetMember(context.Background(), gcp.BucketPolicy(svc, "b"), gcp.RoleObjectViewer, "user:alice@example.com", true, gcp.DefaultBackoff)
+	if err != nil || !changed || stats.Writes != 1 || stats.Reads != 2 {
+		t.Fatalf("changed %v, %v, %v", changed, stats, err)
+	}
+}

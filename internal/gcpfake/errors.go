@@ -30,6 +30,9 @@ type GoogleError struct {
 	// Legacy is REST's error.errors[] ("error format v1"), which Google
 	// still sends beside details on some APIs; gRPC has none.
 	Legacy []LegacyItem
+	// OnlyLegacy: the body is the v1 format alone, without the canonical
+	// status (Cloud Storage's JSON API).
+	OnlyLegacy bool
 }
 
 // LegacyItem is one entry of a REST error's legacy errors array.
@@ -72,7 +75,10 @@ func (e *GoogleError) RESTBody() []byte {
 			details = append(details, b)
 		}
 	}
-	body := map[string]any{"code": e.HTTP, "message": e.Message, "status": codeName(e.Code)}
+	body := map[string]any{"code": e.HTTP, "message": e.Message}
+	if !e.OnlyLegacy {
+		body["status"] = codeName(e.Code)
+	}
 	if len(details) > 0 {
 		body["details"] = details
 	}

@@ -127,6 +127,7 @@ func Start(projects ...Project) (*GCP, error) {
 	mux.HandleFunc("GET /storage/v1/b/{bucket}/o", g.Storage.listObjects)
 	mux.HandleFunc("GET /storage/v1/b/{bucket}/iam", g.Storage.getIamPolicy)
 	mux.HandleFunc("PUT /storage/v1/b/{bucket}/iam", g.Storage.setIamPolicy)
+	mux.HandleFunc("GET /storage/v1/b/{bucket}/iam/testPermissions", g.Storage.testIamPermissions)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		Plain(codes.NotFound, "the fake does not serve %s", r.URL.Path).WriteREST(w)
 	})

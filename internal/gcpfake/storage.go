@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
@@ -18,8 +19,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Storage fakes the Cloud Storage JSON API's buckets.get, objects.list and
-// the bucket IAM policy (getIamPolicy, setIamPolicy), with the JSON API's
+// Storage fakes the Cloud Storage JSON API's buckets.get, objects.list
+// (with prefix and delimiter) and the bucket IAM policy (getIamPolicy,
+// setIamPolicy, testIamPermissions), with the JSON API's
 // own error documents: a legacy errors[] reason and no ErrorInfo
 // (notFound, conditionNotMet for a stale etag, invalid for a member IAM
 // refuses). Bucket policies share the fakes' IAM rules: members validated
@@ -27,10 +29,16 @@ import (
 // takes effect for the workloads that rely on it after IAMPropagation.
 type Storage struct {
 	Counters Counters
-	// Denied, if set, refuses the caller on the buckets it returns true
-	// for (storage.buckets.get, .getIamPolicy, .setIamPolicy,
-	// storage.objects.list).
-	Denied func(bucket string) bool
+	// Denied, if set, refuses the caller the permissions on the buckets
+	// it returns true for (storage.buckets.get, .getIamPolicy,
+	// .setIamPolicy, storage.objects.list): their calls answer 403, and
+	// testIamPermissions leaves them out.
+	Denied func(permission, bucket string) bool
+
+	// LostAnswers is how many of the next setIamPolicy calls are applied
+	// and then answered 503, as a write whose answer a network or a
+	// backend lost.
+	LostAnswers atomic.Int32
 
 	g        *GCP
 	mu       sync.Mutex
@@ -66,18 +74,6 @@ func (f *Storage) PutObject(bucketName, object string, size int64) {
 	if b, ok := f.buckets[bucketName]; ok {
 		b.objects[object] = size
 	}
-}
-
-// ObjectSize is an object's size, and whether it exists.
-func (f *Storage) ObjectSize(bucketName, object string) (int64, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	b, ok := f.buckets[bucketName]
-	if !ok {
-		return 0, false
-	}
-	n, ok := b.objects[object]
-	return n, ok
 }
 
 // Policy is a copy of a bucket's policy; SetPolicy sets one as a test's
@@ -137,8 +133,9 @@ func (f *Storage) ReadWeights(bucketName, prefix, member string, now time.Time) 
 	return total, nil
 }
 
-// jsonError is an error as the JSON API sends it: the code, the message
-// and one legacy item with its reason; the JSON API attaches no details.
+// jsonError is an error as the JSON API sends it: the HTTP code, the
+// message and one legacy item with its reason; no canonical status and no
+// details.
 func jsonError(httpStatus int, reason, format string, args ...any) *GoogleError {
 	msg := fmt.Sprintf(format, args...)
 	c := codes.Unknown
@@ -151,8 +148,10 @@ func jsonError(httpStatus int, reason, format string, args ...any) *GoogleError 
 		c = codes.NotFound
 	case 412:
 		c = codes.FailedPrecondition
+	case 503:
+		c = codes.Unavailable
 	}
-	return &GoogleError{Code: c, HTTP: httpStatus, Message: msg, Legacy: []LegacyItem{{Message: msg, Domain: "global", Reason: reason}}}
+	return &GoogleError{Code: c, HTTP: httpStatus, Message: msg, Legacy: []LegacyItem{{Message: msg, Domain: "global", Reason: reason}}, OnlyLegacy: true}
 }
 
 // bucketOf finds the request's bucket, answering as the JSON API does when
@@ -168,7 +167,7 @@ func (f *Storage) bucketOf(w http.ResponseWriter, r *http.Request, permission st
 			return nil, false
 		}
 	}
-	if f.Denied != nil && f.Denied(name) {
+	if f.Denied != nil && f.Denied(permission, name) {
 		jsonError(403, "forbidden", "The caller does not have %s access to the Google Cloud Storage bucket. Permission '%s' denied on resource (or it may not exist).", permission, permission).WriteREST(w)
 		return nil, false
 	}
@@ -195,7 +194,7 @@ func (f *Storage) listObjects(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	prefix := q.Get("prefix")
+	prefix, delimiter := q.Get("prefix"), q.Get("delimiter")
 	max := 1000
 	if n, err := strconv.Atoi(q.Get("maxResults")); err == nil && n > 0 && n < max {
 		max = n
@@ -212,7 +211,9 @@ func (f *Storage) listObjects(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	var names []string
 	for name := range b.objects {
-		if strings.HasPrefix(name, prefix) {
+		// With a delimiter, objects below the next one are prefixes, not
+		// items (the fake returns no prefixes: no caller reads them).
+		if strings.HasPrefix(name, prefix) && (delimiter == "" || !strings.Contains(strings.TrimPrefix(name, prefix), delimiter)) {
 			names = append(names, name)
 		}
 	}
@@ -224,6 +225,27 @@ func (f *Storage) listObjects(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	if start+max < len(names) {
 		out.NextPageToken = strconv.Itoa(start + max)
+	}
+	writeJSON(w, out)
+}
+
+// testIamPermissions answers which of ?permissions= the caller holds on
+// the bucket (all but those Denied).
+func (f *Storage) testIamPermissions(w http.ResponseWriter, r *http.Request) {
+	f.Counters.Reads.Add(1)
+	name := r.PathValue("bucket")
+	f.mu.Lock()
+	_, ok := f.buckets[name]
+	f.mu.Unlock()
+	if !ok {
+		jsonError(404, "notFound", "The specified bucket does not exist.").WriteREST(w)
+		return
+	}
+	out := &storage.TestIamPermissionsResponse{Kind: "storage#testIamPermissionsResponse"}
+	for _, p := range r.URL.Query()["permissions"] {
+		if f.Denied == nil || !f.Denied(p, name) {
+			out.Permissions = append(out.Permissions, p)
+		}
 	}
 	writeJSON(w, out)
 }
@@ -262,6 +284,11 @@ func (f *Storage) setIamPolicy(w http.ResponseWriter, r *http.Request) {
 		jsonError(400, "invalid", "%s", status.Convert(err).Message()).WriteREST(w)
 		return
 	}
+	if f.LostAnswers.Add(-1) >= 0 {
+		jsonError(503, "backendError", "Backend Error").WriteREST(w)
+		return
+	}
+	f.LostAnswers.Store(max(f.LostAnswers.Load(), 0))
 	writeJSON(w, toStoragePolicy(out, r.PathValue("bucket")))
 }
 

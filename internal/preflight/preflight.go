@@ -95,11 +95,14 @@ func Run(ctx context.Context, cfg *config.Config, deps step.Deps, names []string
 	if err := dryRun(ctx, cfg, deps.Kube, objects, add); err != nil {
 		return results, err
 	}
-	if deps.GCP != nil && steps.Requires(cfg, names).GoogleAPIs && !cfg.Native() {
+	// The identity step's IAM permissions (the model bucket's are
+	// deploy's precondition, below).
+	identityRuns := slices.Contains(steps.GoogleSteps(cfg, names), identity.Name)
+	if deps.GCP != nil && identityRuns {
 		if err := checkIAM(ctx, cfg, deps, add); err != nil {
 			return results, err
 		}
-	} else if steps.Requires(cfg, names).GoogleAPIs && !cfg.Native() {
+	} else if identityRuns {
 		why := "no Google credentials"
 		if deps.GCPError != nil {
 			why = deps.GCPError.Error()

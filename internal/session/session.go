@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/cmdutil"
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
@@ -137,7 +138,7 @@ func need(cfg *config.Config, o Options) cmdutil.Need {
 		return cmdutil.Need{GoogleAPIs: true, GCPOptional: true}
 	}
 	r := steps.Requires(cfg, o.Steps)
-	return cmdutil.Need{GoogleAPIs: r.GoogleAPIs || r.ExplainsWithGoogle, GCPOptional: true}
+	return cmdutil.Need{GoogleAPIs: r.GoogleAPIs || r.ExplainsWithGoogle || r.UndoesWithGoogle, GCPOptional: true}
 }
 
 func (s *Session) needsGoogle() bool { return steps.Requires(s.Config, s.opts.Steps).GoogleAPIs }
@@ -150,8 +151,14 @@ func (s *Session) identityHint(err error) error { return IdentityHint(s.Config, 
 // that runs the named steps, that the Kubernetes-only steps run without
 // them (unless the cluster itself is reached through the Google APIs).
 func IdentityHint(cfg *config.Config, names []string, err error) error {
-	if !cmdutil.ViaGKE(cfg) && steps.Requires(cfg, names).GoogleAPIs && errors.As(err, new(*gcp.NoCredentialsError)) {
+	if cmdutil.ViaGKE(cfg) || !errors.As(err, new(*gcp.NoCredentialsError)) {
+		return err
+	}
+	switch google := steps.GoogleSteps(cfg, names); {
+	case slices.Equal(google, []string{"identity"}):
 		return exitcode.With(exitcode.Precondition, fmt.Errorf("%w; the identity step needs Google credentials: give them, or leave it out with --skip identity", err))
+	case len(google) > 0:
+		return exitcode.With(exitcode.Precondition, fmt.Errorf("%w; the %s step(s) call Google APIs (%s): give them credentials", err, strings.Join(google, ", "), strings.Join(steps.RequiredServices(cfg, google), ", ")))
 	}
 	return err
 }
@@ -178,6 +185,19 @@ func (s *Session) Run(ctx context.Context) error {
 			// first deletion.
 			if err := s.phase("preconditions", func() error { return steps.CheckServices(ctx, s.Config, s.Deps, s.opts.Steps) }); err != nil {
 				return err
+			}
+		}
+		// A step that could not finish its part stops the cleanup
+		// before anything is deleted.
+		for _, name := range s.opts.Steps {
+			st, err := s.Stack.Step(name)
+			if err != nil {
+				return err
+			}
+			if g, ok := st.(step.DeleteGuard); ok {
+				if err := g.GuardDelete(ctx); err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
 			}
 		}
 	default:

@@ -96,6 +96,14 @@ type Retirer interface {
 	Retire(ctx context.Context) error
 }
 
+// DeleteGuard is a Step that can tell, before a cleanup deletes anything,
+// that it could not finish its own part (a grant in Google IAM to remove
+// without the clients to remove it), so that the cleanup stops before it
+// starts rather than half way.
+type DeleteGuard interface {
+	GuardDelete(ctx context.Context) error
+}
+
 // Requirements are what a step needs before it may start; a Definition
 // that needs anything says so with Requires.
 type Requirements struct {
@@ -108,11 +116,17 @@ type Requirements struct {
 	// uses them when it can (hpa names why the adapter serves no value
 	// from IAM and Cloud Monitoring).
 	ExplainsWithGoogle bool
+	// UndoesWithGoogle: the step may have to undo what an earlier run
+	// granted in Google IAM (deploy, the model bucket's grant recorded on
+	// the vLLM pods' KSA): the clients are opened when they can be, and
+	// the step refuses before any change when it needs them and they
+	// could not be.
+	UndoesWithGoogle bool
 }
 
 // Requirer is a Definition with requirements.
 type Requirer interface {
-	Requires() Requirements
+	Requires(cfg *config.Config) Requirements
 }
 
 // Help is a command's help text, as Cobra shows it; Example's lines run

@@ -89,15 +89,32 @@ func Requires(cfg *config.Config, names []string) step.Requirements {
 			continue
 		}
 		if q, ok := d.(step.Requirer); ok {
-			need := q.Requires()
+			need := q.Requires(cfg)
 			r.Token = r.Token || need.Token
 			r.ExplainsWithGoogle = r.ExplainsWithGoogle || need.ExplainsWithGoogle
+			r.UndoesWithGoogle = r.UndoesWithGoogle || need.UndoesWithGoogle
 		}
 		if p, ok := d.(step.Preconditioner); ok && len(p.Services(cfg)) > 0 {
 			r.GoogleAPIs = true
 		}
 	}
 	return r
+}
+
+// GoogleSteps are the named steps that call Google APIs with cfg, in order.
+func GoogleSteps(cfg *config.Config, names []string) []string {
+	var out []string
+	for _, d := range Ordered {
+		if p, ok := d.(step.Preconditioner); ok && slices.Contains(names, d.Name()) && Used(d, cfg) && len(p.Services(cfg)) > 0 {
+			out = append(out, d.Name())
+		}
+	}
+	return out
+}
+
+// RequiredServices are the Google APIs the named steps call with cfg.
+func RequiredServices(cfg *config.Config, names []string) []string {
+	return requiredServices(cfg, names, false)
 }
 
 // Shared reports whether a step's objects are shared by every instance on

@@ -208,7 +208,7 @@ func tail(s string, n int) string {
 // exampleOrder is the order the commands' examples run in: build the
 // stack, check it, use it, then take it down.
 // The root command's (a whole cycle) runs last.
-var exampleOrder = []string{"preflight", "up", "verify", "load", "tune", "render", "status", "sim", "config_view", "version", "cleanup", "vllm-hpa"}
+var exampleOrder = []string{"preflight", "deploy", "up", "verify", "load", "tune", "render", "status", "sim", "config_view", "version", "cleanup", "vllm-hpa"}
 
 // documented are the blocks of commands of README.md and docs/: the
 // README's emulator block, the `make demo` blocks, the rest, and the

@@ -14,6 +14,7 @@ import (
 	container "google.golang.org/api/container/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
@@ -443,8 +444,8 @@ func putModel(g *gcpfake.GCP, project, source string, weights int64) error {
 	if source == "" {
 		return nil
 	}
-	bucket, dir, ok := strings.Cut(strings.TrimPrefix(source, "gs://"), "/")
-	if !strings.HasPrefix(source, "gs://") || !ok || dir == "" {
+	bucket, dir, ok := config.Workload{ModelSource: source}.ModelBucket()
+	if !ok || dir == "" {
 		return fmt.Errorf("invalid --model-bucket %q: gs://BUCKET/PATH", source)
 	}
 	g.Storage.PutBucket(project, bucket)

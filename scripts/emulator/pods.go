@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
 	"github.com/vllm-hpa/vllm-hpa/internal/vllmsim"
@@ -135,8 +136,8 @@ func (s *simulators) stopAll() {
 func (s *simulators) loadWeights(pod *corev1.Pod, c *corev1.Container, cfg *vllmsim.Config) (time.Duration, error) {
 	args := expandArgs(c)
 	model := flagValue(args, "--model")
-	bucket, dir, ok := strings.Cut(strings.TrimPrefix(model, "gs://"), "/")
-	if !strings.HasPrefix(model, "gs://") || !ok {
+	bucket, dir, ok := config.Workload{ModelSource: model}.ModelBucket()
+	if !ok {
 		return s.weights.download(), nil
 	}
 	if flagValue(args, "--load-format") != "runai_streamer" {
@@ -151,7 +152,7 @@ func (s *simulators) loadWeights(pod *corev1.Pod, c *corev1.Container, cfg *vllm
 	if err != nil {
 		return 0, &localcluster.ExitError{Code: 1, Message: "runai_model_streamer: " + err.Error()}
 	}
-	bytes, err := s.gcp.Storage.ReadWeights(bucket, strings.TrimSuffix(dir, "/")+"/", who, now)
+	bytes, err := s.gcp.Storage.ReadWeights(bucket, dir+"/", who, now)
 	if err != nil {
 		return 0, &localcluster.ExitError{Code: 1, Message: "runai_model_streamer: " + err.Error()}
 	}

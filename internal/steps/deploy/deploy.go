@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
 	"github.com/vllm-hpa/vllm-hpa/internal/render"
@@ -63,8 +65,14 @@ roles/storage.objectViewer on the bucket, keeping every other member.`,
 	}
 }
 
-// Requires the token, for its Secret.
-func (Definition) Requires() step.Requirements { return step.Requirements{Token: true} }
+// Requires the token, for its Secret, unless the weights come from a
+// bucket (the tokenizer comes with them: nothing reads Hugging Face); and
+// the Google APIs when they can be had, to remove a bucket grant an
+// earlier run made and this configuration no longer uses.
+func (Definition) Requires(cfg *config.Config) step.Requirements {
+	_, _, fromBucket := cfg.Workload.ModelBucket()
+	return step.Requirements{Token: !fromBucket, UndoesWithGoogle: true}
+}
 
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
 	s := &Workload{cfg: cfg}
@@ -164,7 +172,8 @@ func (s *Workload) Wait(ctx context.Context) error {
 		return err
 	}
 	report.Result(step.Result{Step: Name, Check: "service endpoints ready", OK: true})
-	return nil
+	// No pod of the other weights' route is left: what it used can go.
+	return s.retire(ctx)
 }
 
 // Check judges the rollout, the token Secret and the Service's endpoints.
@@ -190,12 +199,12 @@ func (s *Workload) Check(ctx context.Context) ([]step.Result, error) {
 		return nil, err
 	}
 	results = append(results, JudgeSecrets(s.cfg, reads)...)
-	slices, err := k.Dynamic.Resource(kube.EndpointSlicesGVR).Namespace(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + s.cfg.Service.Name})
+	endpointSlices, err := k.Dynamic.Resource(kube.EndpointSlicesGVR).Namespace(w.Namespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + s.cfg.Service.Name})
 	if err != nil {
 		return nil, err
 	}
 	r = step.Result{Step: Name, Check: "service endpoints ready"}
-	r.OK, r.Message = ServiceEndpoints(kube.Items(slices))
+	r.OK, r.Message = ServiceEndpoints(kube.Items(endpointSlices))
 	results = append(results, r)
 	if _, _, ok := s.cfg.Workload.ModelBucket(); ok {
 		r, err := s.bucketGrantCheck(ctx)
@@ -207,24 +216,44 @@ func (s *Workload) Check(ctx context.Context) ([]step.Result, error) {
 	return results, nil
 }
 
-// ExtraDeletes are the vLLM pods' own KSA when the configuration no
-// longer renders it (an instance deployed with workload.model-source,
-// cleaned up without), and the workload namespace, if deploy created it
-// (cleanup checks the labels and that nothing else is left in it).
+// ExtraDeletes are the object of the other weights' route (the vLLM pods'
+// own KSA, or the token Secret: an instance deployed one way and cleaned
+// up with the other configuration), and the workload namespace, if deploy
+// created it (cleanup checks the labels and that nothing else is left in
+// it).
 func (s *Workload) ExtraDeletes() []*unstructured.Unstructured {
-	var out []*unstructured.Unstructured
-	if s.cfg.Workload.ServiceAccount() == "" {
-		out = append(out, ksaObject(s.cfg))
-	}
-	return append(out, objectstep.NamespaceObject(s.cfg, Name, s.cfg.Workload.Namespace))
+	return []*unstructured.Unstructured{unrendered(s.cfg), objectstep.NamespaceObject(s.cfg, Name, s.cfg.Workload.Namespace)}
 }
 
-// PlanDelete: the bucket grants the vLLM KSA's record says vllm-hpa made
-// go first (the record goes with the KSA), then the objects.
-func (s *Workload) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
-	bucket, err := s.releaseBucket(ctx, true)
+// Plan adds the model bucket's Google API calls to the objects.
+func (s *Workload) Plan(ctx context.Context) (*step.Plan, error) {
+	p, err := s.Base.Plan(ctx)
 	if err != nil {
 		return nil, err
+	}
+	p.GCPCalls = bucketCalls(s.cfg)
+	return p, nil
+}
+
+// PlanDelete: the bucket grants recorded on the vLLM pods' KSA go first
+// (the record goes with the KSA), then the objects.
+func (s *Workload) PlanDelete(ctx context.Context, pending step.Pending) (*step.Plan, error) {
+	ksa, err := s.ownKSA(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var bucket []step.Removal
+	if ksa != nil {
+		if bucket, err = s.releaseBuckets(ctx, ksa, func(grants.Grant) bool { return false }, true); err != nil {
+			return nil, err
+		}
+		if err := s.GuardDelete(ctx); err != nil {
+			for i := range bucket {
+				if bucket[i].Action == step.RemoveDelete {
+					bucket[i].Reason = "cleanup would refuse: " + err.Error()
+				}
+			}
+		}
 	}
 	p, err := s.Base.PlanDelete(ctx, pending)
 	if err != nil {
@@ -236,17 +265,25 @@ func (s *Workload) PlanDelete(ctx context.Context, pending step.Pending) (*step.
 
 // Delete removes the bucket grants vllm-hpa made, then the objects.
 func (s *Workload) Delete(ctx context.Context) error {
-	if _, err := s.releaseBucket(ctx, false); err != nil {
+	ksa, err := s.ownKSA(ctx)
+	if err != nil {
 		return err
+	}
+	if ksa != nil {
+		if _, err := s.releaseBuckets(ctx, ksa, func(grants.Grant) bool { return false }, false); err != nil {
+			return err
+		}
 	}
 	return s.Base.Delete(ctx)
 }
 
 // SecretRead is one Secret key the vLLM container reads (the token's
-// first, then every other key the live container references), and what
-// reading it found.
+// first, unless the weights come from a bucket, then every other key the
+// live container references), and what reading it found.
 type SecretRead struct {
 	Name, Key, Env string
+	// Token: the Hugging Face token's key, judged as a token.
+	Token bool
 	// Err is the read's error: NotFound and Forbidden are judged,
 	// others stop the check.
 	Err    error
@@ -257,7 +294,11 @@ type SecretRead struct {
 // secretRefs are the Secret keys the vLLM container reads: the token's,
 // and the live Deployment d's required references.
 func secretRefs(cfg *config.Config, d *appsv1.Deployment) []SecretRead {
-	refs := []SecretRead{{Name: cfg.HFToken.SecretName, Key: cfg.HFToken.SecretKey, Env: cfg.HFToken.EnvName}}
+	token := SecretRead{Name: cfg.HFToken.SecretName, Key: cfg.HFToken.SecretKey, Env: cfg.HFToken.EnvName, Token: true}
+	var refs []SecretRead
+	if cfg.Workload.ServiceAccount() == "" {
+		refs = append(refs, token)
+	}
 	if d == nil {
 		return refs
 	}
@@ -270,7 +311,7 @@ func secretRefs(cfg *config.Config, d *appsv1.Deployment) []SecretRead {
 				continue
 			}
 			r := SecretRead{Name: e.ValueFrom.SecretKeyRef.Name, Key: e.ValueFrom.SecretKeyRef.Key, Env: e.Name}
-			if r.Name != refs[0].Name || r.Key != refs[0].Key {
+			if !slices.ContainsFunc(refs, func(o SecretRead) bool { return o.Name == r.Name && o.Key == r.Key }) {
 				refs = append(refs, r)
 			}
 		}
@@ -303,9 +344,9 @@ func readSecrets(ctx context.Context, k *kube.Client, namespace string, refs []S
 func JudgeSecrets(cfg *config.Config, reads []SecretRead) []step.Result {
 	ns := cfg.Workload.Namespace
 	var out []step.Result
-	for i, r := range reads {
+	for _, r := range reads {
 		res := step.Result{Step: Name, Check: "token secret holds a token"}
-		if i > 0 {
+		if !r.Token {
 			res.Check = "secret " + r.Name + " key " + r.Key + " exists"
 		}
 		switch {
@@ -315,7 +356,7 @@ func JudgeSecrets(cfg *config.Config, reads []SecretRead) []step.Result {
 			res.Reason, res.Message = "Forbidden", fmt.Sprintf("cannot read Secret %s/%s with these credentials, so the token is not proven", ns, r.Name)
 		case !r.HasKey:
 			res.Reason, res.Message = "KeyMissing", fmt.Sprintf("Secret %s/%s has no key %s (the container reads %s from it)", ns, r.Name, r.Key, r.Env)
-		case i > 0:
+		case !r.Token:
 			res.OK, res.Message = true, fmt.Sprintf("%s from Secret %s/%s", r.Env, r.Name, r.Key)
 		case render.IsPlaceholderToken(string(r.Value)):
 			res.Reason, res.Message = "Placeholder", fmt.Sprintf("Secret %s/%s holds a placeholder, not a token (was a rendered copy applied over it?): run vllm-hpa deploy with HF_TOKEN or --hf-token-file", ns, r.Name)

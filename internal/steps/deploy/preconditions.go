@@ -31,13 +31,18 @@ func (Definition) Services(cfg *config.Config) []string {
 // pods select.
 func (d Definition) Preconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {
 	out, err := d.nodePreconditions(ctx, f)
-	if _, _, ok := f.Config.Workload.ModelBucket(); !ok || err != nil || f.Deps.GCP == nil {
+	if _, _, ok := f.Config.Workload.ModelBucket(); !ok || err != nil {
 		return out, err
 	}
-	// The model bucket, and the pool its grant's principal lives in.
+	// The model bucket; the pool its grant's principal lives in; and the
+	// GKE metadata server, without which the pods act as the node's
+	// service account, not as their own KSA.
 	out = append(out, gcp.WorkloadIdentityPool(f.Cluster, f.Wants))
-	p, _, err := ModelPrecondition(ctx, f.Config, f.Deps.GCP)
-	return append(out, p), err
+	if p, ok := gcp.MetadataServer(f.Cluster, f.Wants); ok {
+		out = append(out, p)
+	}
+	model, err := ModelPreconditions(ctx, f.Config, f.Deps)
+	return append(out, model...), err
 }
 
 func (Definition) nodePreconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {

@@ -51,7 +51,7 @@ func TestJudgeSecrets(t *testing.T) {
 	cfg.SetHFToken("hf_theGivenToken")
 	gr := schema.GroupResource{Resource: "secrets"}
 	token := func(value string, hasKey bool) SecretRead {
-		return SecretRead{Name: cfg.HFToken.SecretName, Key: cfg.HFToken.SecretKey, Env: cfg.HFToken.EnvName, Value: []byte(value), HasKey: hasKey}
+		return SecretRead{Name: cfg.HFToken.SecretName, Key: cfg.HFToken.SecretKey, Env: cfg.HFToken.EnvName, Token: true, Value: []byte(value), HasKey: hasKey}
 	}
 	other := SecretRead{Name: "api", Key: "key", Env: "API_KEY", Value: []byte("v"), HasKey: true}
 	cases := []struct {
@@ -61,8 +61,8 @@ func TestJudgeSecrets(t *testing.T) {
 		reason []string
 	}{
 		{"the given token", []SecretRead{token("hf_theGivenToken", true)}, []bool{true}, []string{""}},
-		{"absent", []SecretRead{{Name: "hf-secret", Key: "hf_api_token", Err: apierrors.NewNotFound(gr, "hf-secret")}}, []bool{false}, []string{"NotFound"}},
-		{"not readable", []SecretRead{{Name: "hf-secret", Err: apierrors.NewForbidden(gr, "hf-secret", nil)}}, []bool{false}, []string{"Forbidden"}},
+		{"absent", []SecretRead{{Name: "hf-secret", Key: "hf_api_token", Token: true, Err: apierrors.NewNotFound(gr, "hf-secret")}}, []bool{false}, []string{"NotFound"}},
+		{"not readable", []SecretRead{{Name: "hf-secret", Token: true, Err: apierrors.NewForbidden(gr, "hf-secret", nil)}}, []bool{false}, []string{"Forbidden"}},
 		{"key missing", []SecretRead{token("", false)}, []bool{false}, []string{"KeyMissing"}},
 		{"a rendered placeholder", []SecretRead{token("<your-token>", true)}, []bool{false}, []string{"Placeholder"}},
 		{"another token", []SecretRead{token("hf_anOlderToken", true)}, []bool{false}, []string{"Stale"}},

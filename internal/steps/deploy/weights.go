@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
+	storage "google.golang.org/api/storage/v1"
 	"google.golang.org/grpc/codes"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,62 +27,98 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
 
-// The weights from Cloud Storage (workload.model-source): before anything
-// is written, the bucket must hold the model; once the vLLM pods' own KSA
-// exists, its Workload Identity principal gets roles/storage.objectViewer
-// on the bucket (an etag-guarded read-modify-write that keeps every other
-// member) and the grant is recorded on the KSA, before the Deployment
-// whose pods stream the weights as it. Cleanup removes the grant only
-// when the record says vllm-hpa made it.
+// The weights from Cloud Storage (workload.model-source). Before anything
+// is written: the bucket holds the model and the caller may change its
+// policy. The vLLM pods' own KSA is applied first; its Workload Identity
+// principal then gets roles/storage.objectViewer on the bucket (an
+// etag-guarded read-modify-write that keeps every other member), recorded
+// on the KSA (internal/grants), before the Deployment whose pods stream the
+// weights as it. Once the rollout is done, what the configuration no
+// longer asks for goes: another bucket's grant, or the KSA with its grants
+// when the weights come from Hugging Face again (and the token Secret when
+// they no longer do). Cleanup removes only the grants the record says
+// vllm-hpa made.
 
 // ErrNoGoogleAPIs is a model bucket without Google API clients to reach it.
-var ErrNoGoogleAPIs = errors.New("workload.model-source needs the Cloud Storage API: give Google credentials (gcloud auth application-default login)")
+var ErrNoGoogleAPIs = errors.New("the model bucket needs the Cloud Storage API: give Google credentials (gcloud auth application-default login)")
 
-// storageClients are the Google API clients the bucket is reached through.
-func (s *Workload) storageClients() (*gcp.Clients, error) {
-	g := s.Deps().GCP
-	if g == nil || g.Storage == nil {
+// bucketClient is the Cloud Storage client, or exit 5 saying why there is
+// none.
+func bucketClient(ctx context.Context, deps step.Deps) (*storage.Service, error) {
+	if deps.GCP == nil {
 		err := ErrNoGoogleAPIs
-		if s.Deps().GCPError != nil {
-			err = fmt.Errorf("%w: %v", err, s.Deps().GCPError)
+		if deps.GCPError != nil {
+			err = fmt.Errorf("%w: %v", err, deps.GCPError)
 		}
 		return nil, exitcode.With(exitcode.Precondition, err)
 	}
-	return g, nil
+	svc, err := deps.GCP.Storage(ctx)
+	if err != nil {
+		return nil, exitcode.With(exitcode.Precondition, fmt.Errorf("%w: %v", ErrNoGoogleAPIs, err))
+	}
+	return svc, nil
 }
 
-// ModelPrecondition judges the model bucket (gcp.ModelInBucket) for cfg;
-// false when the weights come from Hugging Face.
-func ModelPrecondition(ctx context.Context, cfg *config.Config, g *gcp.Clients) (gcp.Precondition, bool, error) {
+// Checks of the model bucket.
+const (
+	checkModel       = "model in bucket"
+	checkPermissions = "model bucket permissions"
+	checkGrant       = "model bucket readable by the vLLM pods"
+)
+
+// ModelPreconditions judge the model bucket for cfg (none when the weights
+// come from Hugging Face): it holds the model (gcp.ModelInBucket), and the
+// caller may read and change its policy.
+func ModelPreconditions(ctx context.Context, cfg *config.Config, deps step.Deps) ([]gcp.Precondition, error) {
 	bucket, dir, ok := cfg.Workload.ModelBucket()
 	if !ok {
-		return gcp.Precondition{}, false, nil
+		return nil, nil
 	}
-	listing, err := gcp.ListModel(ctx, g.Storage, bucket, dir)
+	svc, err := bucketClient(ctx, deps)
 	if err != nil {
-		return gcp.Precondition{}, true, err
+		return nil, err
 	}
-	return gcp.ModelInBucket(listing, cfg.Workload.Model, cfg.Location), true, nil
+	listing, err := gcp.ListModel(ctx, svc, bucket, dir)
+	if err != nil {
+		return nil, err
+	}
+	out := []gcp.Precondition{gcp.ModelInBucket(listing, cfg.Workload.Model, cfg.Location)}
+	if listing.BucketMissing {
+		return out, nil
+	}
+	missing, err := gcp.MissingBucketPermissions(ctx, svc, bucket, gcp.BucketPermissions)
+	if err != nil {
+		return nil, err
+	}
+	p := gcp.Precondition{Check: checkPermissions, OK: len(missing) == 0, Message: "the caller may list gs://" + bucket + " and change its IAM policy"}
+	if !p.OK {
+		p.Message = fmt.Sprintf("the caller lacks %s on gs://%s", strings.Join(missing, ", "), bucket)
+		p.Fix = fmt.Sprintf("grant the caller roles/storage.admin on the bucket: gcloud storage buckets add-iam-policy-binding gs://%s --member=user:YOU --role=roles/storage.admin", bucket)
+	}
+	return append(out, p), nil
 }
 
 // BeforeWrite refuses, before the first write, a model bucket that does not
-// hold the model (exit 5, with the commands that copy it there).
+// hold the model (exit 5, with the commands that copy it there) or whose
+// policy the caller may not change (exit 6).
 func (s *Workload) BeforeWrite(ctx context.Context, _, _ []*unstructured.Unstructured) error {
-	if _, _, ok := s.cfg.Workload.ModelBucket(); !ok {
-		return nil
+	if err := s.guardRetire(ctx); err != nil {
+		return err
 	}
-	g, err := s.storageClients()
+	precs, err := ModelPreconditions(ctx, s.cfg, s.Deps())
 	if err != nil {
 		return err
 	}
-	p, _, err := ModelPrecondition(ctx, s.cfg, g)
-	if err != nil {
-		return err
+	for _, p := range precs {
+		if !p.OK {
+			code := exitcode.Precondition
+			if p.Check == checkPermissions {
+				code = exitcode.Denied
+			}
+			return exitcode.With(code, fmt.Errorf("%s (nothing was changed); fix: %s", p.Message, p.Fix))
+		}
+		s.Report().Result(step.Result{Step: Name, Check: p.Check, OK: true, Message: p.Message})
 	}
-	if !p.OK {
-		return exitcode.With(exitcode.Precondition, fmt.Errorf("%s (nothing was changed); fix: %s", p.Message, p.Fix))
-	}
-	s.Report().Result(step.Result{Step: Name, Check: p.Check, OK: true, Message: p.Message})
 	return nil
 }
 
@@ -94,62 +131,75 @@ func (s *Workload) AfterApply(ctx context.Context, applied *unstructured.Unstruc
 	return s.grantBucket(ctx, applied)
 }
 
-// principal is the vLLM pods' KSA as a Workload Identity Federation
+// principal is the vLLM pods' own KSA as a Workload Identity Federation
 // principal, which needs the project number.
-func (s *Workload) principal(ctx context.Context, g *gcp.Clients) (string, error) {
-	p, err := g.Project(ctx, s.cfg.Project)
+func (s *Workload) principal(ctx context.Context) (string, error) {
+	number, err := s.Deps().GCP.ProjectNumber(ctx, s.cfg.Project)
 	if err != nil {
 		return "", err
 	}
-	return s.cfg.WorkloadPrincipal(strings.TrimPrefix(p.Name, "projects/")), nil
+	return s.cfg.WorkloadPrincipal(number), nil
 }
 
 func (s *Workload) grantBucket(ctx context.Context, ksa *unstructured.Unstructured) error {
 	bucket, _, _ := s.cfg.Workload.ModelBucket()
-	g, err := s.storageClients()
+	svc, err := bucketClient(ctx, s.Deps())
 	if err != nil {
 		return err
 	}
 	ctx = gcp.WithNotice(ctx, func(msg string) { s.Report().Waiting(Name, msg) })
-	member, err := s.principal(ctx, g)
+	member, err := s.principal(ctx)
 	if err != nil {
 		return err
 	}
-	pol := gcp.BucketPolicy(g.Storage, bucket)
-	changed, stats, err := gcp.SetMember(ctx, pol, gcp.RoleObjectViewer, member, true, gcp.DefaultBackoff)
+	pol := gcp.BucketPolicy(svc, bucket)
 	what := fmt.Sprintf("add %s for %s on gs://%s", gcp.RoleObjectViewer, member, bucket)
-	if d, ok := gcp.DetailsOf(err); ok && d.Code == codes.InvalidArgument && exitcode.Of(err) == exitcode.Failure {
-		// Cloud Storage attaches no ErrorInfo; the one member the write
-		// added is the vLLM KSA's principal, refused while its pool does
-		// not exist.
-		pool := s.cfg.WorkloadPool()
-		return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: Cloud Storage refused the member (%s): the Workload Identity pool %s does not exist until a GKE cluster of the project enables Workload Identity: gcloud container clusters update CLUSTER --location LOCATION --workload-pool=%s", what, d.Message, pool, pool))
-	}
-	if err != nil {
-		return gcp.Classify(err, what)
-	}
-	record := grants.Note(grants.Read(ksa), grants.Grant{Resource: pol.Resource(), Role: gcp.RoleObjectViewer, Member: member}, changed, time.Now())
-	if changed {
-		s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s granted (%s); IAM applies it in about 2 minutes, until then a vLLM pod cannot read the weights and restarts", bucket, gcp.RoleObjectViewer, member, stats))
-	} else {
-		s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s already granted", bucket, gcp.RoleObjectViewer, member))
-	}
-	if ksa.GetAnnotations()[grants.Annotation] == fmt.Sprint(grants.Encode(record)) {
-		return nil
-	}
-	// A grant made is recorded at once: a run cut short after it must
-	// not leave it to be found, and so kept, by the next. A merge patch,
-	// so that deploy's own applies leave the record alone.
+	// The write and its record are not cut by Ctrl+C: a grant made must be
+	// recorded, or the next run finds it in place and keeps it forever.
 	return objectstep.Uninterrupted(ctx, func(ctx context.Context) error {
-		_, err := s.Deps().Kube.PatchMetadata(ctx, ksa, nil, map[string]any{grants.Annotation: grants.Encode(record)}, "")
-		return err
+		changed, stats, err := gcp.SetMember(ctx, pol, gcp.RoleObjectViewer, member, true, gcp.DefaultBackoff)
+		if d, ok := gcp.DetailsOf(err); ok && d.Code == codes.InvalidArgument && exitcode.Of(err) == exitcode.Failure {
+			// Cloud Storage attaches no ErrorInfo. The one member the
+			// write added is the KSA's principal, which IAM refuses while
+			// the project's Workload Identity pool does not exist.
+			pool := s.cfg.WorkloadPool()
+			return exitcode.With(exitcode.Precondition, fmt.Errorf("%s: Cloud Storage refused the member (%s); the Workload Identity pool %s does not exist until a GKE cluster of the project enables Workload Identity: gcloud container clusters update CLUSTER --location LOCATION --workload-pool=%s", what, d.Message, pool, pool))
+		}
+		if err != nil {
+			return gcp.Classify(err, what)
+		}
+		if changed {
+			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s granted (%s); IAM applies it in about 2 minutes, until then a vLLM pod cannot read the weights and restarts", bucket, gcp.RoleObjectViewer, member, stats))
+		} else {
+			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s already granted", bucket, gcp.RoleObjectViewer, member))
+		}
+		record := grants.Note(grants.Read(ksa), grants.Grant{Resource: pol.Resource(), Role: gcp.RoleObjectViewer, Member: member}, changed, time.Now())
+		return s.writeRecord(ctx, ksa, record)
 	})
 }
 
-// ownKSA is the vLLM pods' own KSA when it exists and is this
-// instance's (nil otherwise: the record on anyone else's is not ours to
-// act on).
-func (s *Workload) ownKSA(ctx context.Context, k *kube.Client) (*unstructured.Unstructured, error) {
+// writeRecord writes the KSA's record of grants when it changed: a merge
+// patch, so that deploy's own applies leave it alone.
+func (s *Workload) writeRecord(ctx context.Context, ksa *unstructured.Unstructured, record []grants.Grant) error {
+	enc := grants.Encode(record)
+	old, had := ksa.GetAnnotations()[grants.Annotation]
+	if (enc == nil && !had) || (enc != nil && old == enc.(string)) {
+		return nil
+	}
+	out, err := s.Deps().Kube.PatchMetadata(ctx, ksa, nil, map[string]any{grants.Annotation: enc}, "")
+	if err == nil {
+		ksa.SetAnnotations(out.GetAnnotations())
+	}
+	return err
+}
+
+// ownKSA is the vLLM pods' own KSA when it exists and is this instance's
+// (nil otherwise: the record on anyone else's is not ours to act on).
+func (s *Workload) ownKSA(ctx context.Context) (*unstructured.Unstructured, error) {
+	k, err := s.Kube()
+	if err != nil {
+		return nil, err
+	}
 	u, err := k.Dynamic.Resource(kube.ServiceAccountsGVR).Namespace(s.cfg.Workload.Namespace).Get(ctx, s.cfg.Workload.OwnServiceAccount(), metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
@@ -162,87 +212,191 @@ func (s *Workload) ownKSA(ctx context.Context, k *kube.Client) (*unstructured.Un
 	return u, nil
 }
 
-// ksaObject is the vLLM pods' own KSA as cleanup looks for it.
-func ksaObject(cfg *config.Config) *unstructured.Unstructured {
+// objectRef is an object deploy may have created in another configuration
+// than the one rendered now, as cleanup and the retirement look for it.
+func objectRef(kind, namespace, name string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion("v1")
-	u.SetKind("ServiceAccount")
-	u.SetNamespace(cfg.Workload.Namespace)
-	u.SetName(cfg.Workload.OwnServiceAccount())
+	u.SetKind(kind)
+	u.SetNamespace(namespace)
+	u.SetName(name)
 	return u
+}
+
+// unrendered are the objects of the other weights' route: the vLLM pods'
+// own KSA when the weights come from Hugging Face, the token Secret when
+// they come from a bucket.
+func unrendered(cfg *config.Config) *unstructured.Unstructured {
+	if cfg.Workload.ServiceAccount() == "" {
+		return objectRef("ServiceAccount", cfg.Workload.Namespace, cfg.Workload.OwnServiceAccount())
+	}
+	return objectRef("Secret", cfg.Workload.Namespace, cfg.HFToken.SecretName)
+}
+
+// bucketGrants are the bucket grants a record holds.
+func bucketGrants(record []grants.Grant) []grants.Grant {
+	var out []grants.Grant
+	for _, g := range record {
+		if strings.HasPrefix(g.Resource, "projects/_/buckets/") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// releaseBuckets removes the recorded bucket grants that wanted rejects:
+// those vllm-hpa made are taken out of the bucket's policy, those it found
+// are only forgotten; each is taken out of the record as it goes. planOnly
+// says what it would do, changing nothing.
+func (s *Workload) releaseBuckets(ctx context.Context, ksa *unstructured.Unstructured, wanted func(grants.Grant) bool, planOnly bool) ([]step.Removal, error) {
+	var out []step.Removal
+	record := grants.Read(ksa)
+	for _, g := range bucketGrants(record) {
+		if wanted(g) {
+			continue
+		}
+		bucket := strings.TrimPrefix(g.Resource, "projects/_/buckets/")
+		rm := step.Removal{Object: fmt.Sprintf("gs://%s: %s for %s", bucket, g.Role, g.Member), Action: step.RemoveDelete}
+		if !g.Made {
+			rm.Action, rm.Reason = step.RemoveKeep, "found in place, not made by vllm-hpa"
+		}
+		out = append(out, rm)
+		if planOnly {
+			continue
+		}
+		if g.Made {
+			if err := s.removeGrant(ctx, bucket, g); err != nil {
+				return nil, err
+			}
+		} else {
+			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s left in place (found there, not made by vllm-hpa)", bucket, g.Role, g.Member))
+		}
+		record = grants.Forget(record, g)
+		if err := objectstep.Uninterrupted(ctx, func(ctx context.Context) error { return s.writeRecord(ctx, ksa, record) }); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Workload) removeGrant(ctx context.Context, bucket string, g grants.Grant) error {
+	svc, err := bucketClient(ctx, s.Deps())
+	if err != nil {
+		return err
+	}
+	ctx = gcp.WithNotice(ctx, func(msg string) { s.Report().Waiting(Name, msg) })
+	changed, _, err := gcp.SetMember(ctx, gcp.BucketPolicy(svc, bucket), g.Role, g.Member, false, gcp.DefaultBackoff)
+	if d, ok := gcp.DetailsOf(err); ok && d.Code == codes.NotFound {
+		s.Report().Action(Name, fmt.Sprintf("gs://%s no longer exists: %s for %s gone with it", bucket, g.Role, g.Member))
+		return nil
+	}
+	if err != nil {
+		return gcp.Classify(err, fmt.Sprintf("remove %s for %s on gs://%s", g.Role, g.Member, bucket))
+	}
+	verb := "removed"
+	if !changed {
+		verb = "already absent"
+	}
+	s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s %s", bucket, g.Role, g.Member, verb))
+	return nil
+}
+
+// retire removes, once the rollout is done (no pod of the old route is
+// left to read), what this configuration no longer uses: another bucket's
+// grant, or, with the weights from Hugging Face again, the KSA's grants
+// and the KSA; with the weights from a bucket, the token Secret.
+func (s *Workload) retire(ctx context.Context) error {
+	ksa, err := s.ownKSA(ctx)
+	if err != nil {
+		return err
+	}
+	if ksa != nil {
+		current := ""
+		if bucket, _, ok := s.cfg.Workload.ModelBucket(); ok {
+			current = gcp.BucketResource(bucket)
+		}
+		if _, err := s.releaseBuckets(ctx, ksa, func(g grants.Grant) bool { return g.Resource == current }, false); err != nil {
+			return err
+		}
+	}
+	obj := unrendered(s.cfg)
+	if obj.GetKind() == "ServiceAccount" && ksa == nil {
+		return nil
+	}
+	k, err := s.Kube()
+	if err != nil {
+		return err
+	}
+	if _, err := k.Get(ctx, obj); apierrors.IsNotFound(err) {
+		return nil // nothing to say on every run
+	}
+	return s.DeleteObjects(ctx, []*unstructured.Unstructured{obj}, "no longer used by this configuration")
+}
+
+// GuardDelete refuses a cleanup, before anything is deleted, that could
+// not remove a bucket grant vllm-hpa made: without Google credentials it
+// would stay behind once the KSA that records it is gone.
+func (s *Workload) GuardDelete(ctx context.Context) error {
+	return s.guardRelease(ctx, func(grants.Grant) bool { return false }, "cleanup removes", "nothing was deleted")
+}
+
+// guardRetire refuses a deploy, before anything is written, whose
+// retirement (retire) could not remove a bucket grant vllm-hpa made that
+// this configuration no longer uses.
+func (s *Workload) guardRetire(ctx context.Context) error {
+	current := ""
+	if bucket, _, ok := s.cfg.Workload.ModelBucket(); ok {
+		current = gcp.BucketResource(bucket)
+	}
+	return s.guardRelease(ctx, func(g grants.Grant) bool { return g.Resource == current },
+		"this configuration no longer uses it and deploy removes it (keep workload.model-source to keep it)", "nothing was changed")
+}
+
+// guardRelease fails when a bucket grant vllm-hpa made, that wanted
+// rejects, is recorded on the vLLM pods' KSA and the Cloud Storage client
+// cannot be had to remove it.
+func (s *Workload) guardRelease(ctx context.Context, wanted func(grants.Grant) bool, why, unchanged string) error {
+	ksa, err := s.ownKSA(ctx)
+	if err != nil || ksa == nil {
+		return err
+	}
+	for _, g := range bucketGrants(grants.Read(ksa)) {
+		if !g.Made || wanted(g) {
+			continue
+		}
+		if _, err := bucketClient(ctx, s.Deps()); err != nil {
+			return exitcode.With(exitcode.Precondition, fmt.Errorf("%s records %s for %s on %s, which vllm-hpa made; %s: %w (%s)", kube.Ref(ksa), g.Role, g.Member, g.Resource, why, err, unchanged))
+		}
+	}
+	return nil
 }
 
 // bucketGrantCheck is verify's and status' judgement of the bucket grant:
 // the vLLM KSA's principal holds a role that reads the objects.
 func (s *Workload) bucketGrantCheck(ctx context.Context) (step.Result, error) {
 	bucket, _, _ := s.cfg.Workload.ModelBucket()
-	r := step.Result{Step: Name, Check: "model bucket readable by the vLLM pods"}
-	g, err := s.storageClients()
+	svc, err := bucketClient(ctx, s.Deps())
 	if err != nil {
-		r.Reason, r.Message = "NotChecked", err.Error()
-		return r, nil
+		return step.Result{Step: Name, Check: checkGrant, Reason: "NotChecked", Message: err.Error()}, nil
 	}
-	member, err := s.principal(ctx, g)
+	member, err := s.principal(ctx)
 	if err != nil {
-		return r, err
+		return step.Result{}, err
 	}
-	pol, err := gcp.BucketPolicy(g.Storage, bucket).Get(ctx)
-	if err != nil {
-		return r, gcp.Classify(err, "get the IAM policy of gs://"+bucket)
+	var pol *iampb.Policy
+	if _, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
+		pol, err = gcp.BucketPolicy(svc, bucket).Get(ctx)
+		return err
+	}); err != nil {
+		return step.Result{}, gcp.Classify(err, "get the IAM policy of gs://"+bucket)
 	}
 	return BucketGrantResult(pol, bucket, member), nil
-}
-
-// releaseBucket removes the bucket grant the record on the vLLM KSA says
-// vllm-hpa made (one found in place stays); planOnly says what it would do.
-func (s *Workload) releaseBucket(ctx context.Context, planOnly bool) ([]step.Removal, error) {
-	k, err := s.Kube()
-	if err != nil {
-		return nil, err
-	}
-	ksa, err := s.ownKSA(ctx, k)
-	if err != nil || ksa == nil {
-		return nil, err
-	}
-	var out []step.Removal
-	for _, gr := range grants.Read(ksa) {
-		if !strings.HasPrefix(gr.Resource, "projects/_/buckets/") {
-			continue
-		}
-		rm := step.Removal{Object: fmt.Sprintf("%s: %s for %s", gr.Resource, gr.Role, gr.Member), Action: step.RemoveDelete}
-		if !gr.Made {
-			rm.Action, rm.Reason = step.RemoveKeep, "found in place, not made by vllm-hpa"
-		}
-		out = append(out, rm)
-		if planOnly || !gr.Made {
-			continue
-		}
-		g, err := s.storageClients()
-		if err != nil {
-			return nil, err
-		}
-		name := strings.TrimPrefix(gr.Resource, "projects/_/buckets/")
-		changed, _, err := gcp.SetMember(gcp.WithNotice(ctx, func(msg string) { s.Report().Waiting(Name, msg) }), gcp.BucketPolicy(g.Storage, name), gr.Role, gr.Member, false, gcp.DefaultBackoff)
-		if d, ok := gcp.DetailsOf(err); ok && d.Code == codes.NotFound {
-			s.Report().Action(Name, fmt.Sprintf("gs://%s no longer exists: %s for %s gone with it", name, gr.Role, gr.Member))
-			continue
-		}
-		if err != nil {
-			return nil, gcp.Classify(err, fmt.Sprintf("remove %s for %s on gs://%s", gr.Role, gr.Member, name))
-		}
-		if changed {
-			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s removed", name, gr.Role, gr.Member))
-		} else {
-			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s already absent", name, gr.Role, gr.Member))
-		}
-	}
-	return out, nil
 }
 
 // BucketGrantResult judges a bucket's policy: member holds
 // roles/storage.objectViewer, or a role that includes it.
 func BucketGrantResult(pol *iampb.Policy, bucket, member string) step.Result {
-	r := step.Result{Step: Name, Check: "model bucket readable by the vLLM pods"}
+	r := step.Result{Step: Name, Check: checkGrant}
 	for _, role := range gcp.ObjectReadRoles {
 		if gcp.HasMember(pol, role, member) {
 			r.OK, r.Message = true, fmt.Sprintf("gs://%s grants %s to %s", bucket, role, member)
@@ -251,6 +405,20 @@ func BucketGrantResult(pol *iampb.Policy, bucket, member string) step.Result {
 	}
 	r.Reason, r.Message = "NotGranted", fmt.Sprintf("gs://%s grants %s no role that reads objects (%s): run vllm-hpa deploy", bucket, member, gcp.RoleObjectViewer)
 	return r
+}
+
+// bucketCalls are the Google API calls deploy makes for the model bucket
+// (a plan reads nothing: the project number is a placeholder).
+func bucketCalls(cfg *config.Config) []step.GCPCall {
+	bucket, dir, ok := cfg.Workload.ModelBucket()
+	if !ok {
+		return nil
+	}
+	return []step.GCPCall{
+		{API: gcp.ServiceStorage, Method: "objects.list", Resource: "gs://" + bucket + "/" + dir + "/", Note: "config.json, a tokenizer and *.safetensors must be there"},
+		{API: gcp.ServiceStorage, Method: "buckets.setIamPolicy", Resource: gcp.BucketResource(bucket), Role: gcp.RoleObjectViewer, Member: cfg.WorkloadPrincipal("PROJECT_NUMBER"),
+			Note: "add this member only (etag-guarded read-modify-write)"},
+	}
 }
 
 // ModelCard is one entry of vLLM's GET /v1/models: id is the served model

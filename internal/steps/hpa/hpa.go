@@ -56,7 +56,9 @@ route its AutoscalingMetric (vllm-hpa monitor) in place first.`,
 
 // Requires: none, but its wait says why the adapter serves no value from
 // IAM and Cloud Monitoring when Google API clients can be opened.
-func (Definition) Requires() step.Requirements { return step.Requirements{ExplainsWithGoogle: true} }
+func (Definition) Requires(*config.Config) step.Requirements {
+	return step.Requirements{ExplainsWithGoogle: true}
+}
 
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
 	s := &Autoscaler{cfg: cfg}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"slices"
 	"sort"
 	"strings"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/rollout"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"

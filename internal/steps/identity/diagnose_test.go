@@ -2,12 +2,13 @@ package identity
 
 import (
 	"errors"
-	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 )
 
 // The causes of the adapter's one 404, told apart from vllm-hpa's own

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"slices"
 	"sort"
 	"strings"
@@ -28,6 +27,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/objectstep"
 	"github.com/vllm-hpa/vllm-hpa/internal/owner"
@@ -419,11 +419,11 @@ func (s *Identity) withNotice(ctx context.Context) context.Context {
 // principal is the KSA's Workload Identity Federation principal, which
 // needs the project number.
 func (s *Identity) principal(ctx context.Context) (string, error) {
-	p, err := s.deps.GCP.Project(ctx, s.cfg.Project)
+	number, err := s.deps.GCP.ProjectNumber(ctx, s.cfg.Project)
 	if err != nil {
 		return "", err
 	}
-	return s.cfg.PrincipalMember(strings.TrimPrefix(p.Name, "projects/")), nil
+	return s.cfg.PrincipalMember(number), nil
 }
 
 // ensureAccount creates the Google service account when missing, with this

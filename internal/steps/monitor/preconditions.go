@@ -2,8 +2,8 @@ package monitor
 
 import (
 	"context"
-	"github.com/vllm-hpa/vllm-hpa/internal/config"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
 	"github.com/vllm-hpa/vllm-hpa/internal/step"
 )
