@@ -51,10 +51,7 @@ func gcpRun(t *testing.T, g *gcpfake.GCP, inst instance, args ...string) (int, s
 
 func gcpMustRun(t *testing.T, g *gcpfake.GCP, inst instance, args ...string) string {
 	t.Helper()
-	code, out, errOut := gcpRun(t, g, inst, args...)
-	if code != 0 {
-		t.Fatalf("vllm-hpa %v: exit %d\n%s\n%s", args, code, out, errOut)
-	}
+	out, _ := mustRunGCP(t, g, inst, args...)
 	return out
 }
 

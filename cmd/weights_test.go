@@ -2,15 +2,19 @@ package cmd
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"google.golang.org/protobuf/proto"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gcp"
+	"github.com/vllm-hpa/vllm-hpa/internal/gcpfake"
 	"github.com/vllm-hpa/vllm-hpa/internal/grants"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 )
@@ -191,9 +195,11 @@ func TestModelFromBucket(t *testing.T) {
 	}
 }
 
-func mustRunGCP(t *testing.T, g interface{ Env() map[string]string }, inst instance, args ...string) (string, string) {
+// mustRunGCP runs vllm-hpa with the Google APIs pointed at the fakes, and
+// fails the test unless it exits 0; its stdout and stderr.
+func mustRunGCP(t *testing.T, g *gcpfake.GCP, inst instance, args ...string) (string, string) {
 	t.Helper()
-	code, out, errOut := kubeRunEnv(t, inst, g.Env(), args...)
+	code, out, errOut := gcpRun(t, g, inst, args...)
 	if code != 0 {
 		t.Fatalf("vllm-hpa %v: exit %d\n%s\n%s", args, code, out, errOut)
 	}
@@ -204,4 +210,36 @@ func stripEtag(p *iampb.Policy) *iampb.Policy {
 	p = proto.Clone(p).(*iampb.Policy)
 	p.Etag, p.Version = nil, 0
 	return p
+}
+
+// A Cloud Storage endpoint that accepts and never answers: deploy ends at
+// its --timeout (exit 4), having written nothing (the listing comes first).
+func TestModelBucketNeverAnswers(t *testing.T) {
+	g := startGCP(t)
+	inst := newInstance(t, "weights-hang", "weights-hang-ns")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never written to
+		}
+	}()
+	env := g.Env()
+	env["VLLM_HPA_ENDPOINTS_STORAGE"] = "http://" + l.Addr().String() + "/storage/v1/"
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang fails, not stalls, the suite
+	defer cancel()
+	code, _, errOut := kubeRunCtx(t, ctx, inst, env, "deploy", "--model-source", "gs://my-models/m", "--timeout", "3s")
+	if code != exitcode.Timeout || !strings.Contains(errOut, "--timeout 3s reached") {
+		t.Fatalf("exit %d, want %d naming the limit:\n%s", code, exitcode.Timeout, errOut)
+	}
+	if _, err := inst.tb.cp.Client.CoreV1().ServiceAccounts(inst.namespace).Get(context.Background(), "vllm-gemma-deployment", metav1.GetOptions{}); err == nil {
+		t.Fatal("deploy wrote its KSA before the bucket answered")
+	}
 }
