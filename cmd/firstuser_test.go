@@ -443,23 +443,9 @@ func TestRenderForGitOps(t *testing.T) {
 // well before any per-request bound (2 minutes).
 func TestOverallTimeout(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() }) // held open, never written to
-		}
-	}()
 	kc := writeFile(t, t.TempDir(), "kubeconfig", `apiVersion: v1
 kind: Config
-clusters: [{name: c, cluster: {server: "https://`+l.Addr().String()+`", insecure-skip-tls-verify: true}}]
+clusters: [{name: c, cluster: {server: "https://`+neverAnswers(t)+`", insecure-skip-tls-verify: true}}]
 users: [{name: u, user: {token: abc}}]
 contexts: [{name: x, context: {cluster: c, user: u}}]
 current-context: x
@@ -474,6 +460,26 @@ current-context: x
 			t.Errorf("%v --timeout 3s against a server that never answers: exit %d, want %d naming the limit:\n%s", args, code, exitcode.Timeout, errOut)
 		}
 	}
+}
+
+// neverAnswers is the address of a server that accepts connections, holds
+// them open and never writes a byte, until the test ends.
+func neverAnswers(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // held open, never written to
+		}
+	}()
+	return l.Addr().String()
 }
 
 // TestHelpAndTypos: the root help leads to getting started and shows a

@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -217,22 +216,8 @@ func stripEtag(p *iampb.Policy) *iampb.Policy {
 func TestModelBucketNeverAnswers(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "weights-hang", "weights-hang-ns")
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() }) // held open, never written to
-		}
-	}()
 	env := g.Env()
-	env["VLLM_HPA_ENDPOINTS_STORAGE"] = "http://" + l.Addr().String() + "/storage/v1/"
+	env["VLLM_HPA_ENDPOINTS_STORAGE"] = "http://" + neverAnswers(t) + "/storage/v1/"
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a hang fails, not stalls, the suite
 	defer cancel()
 	code, _, errOut := kubeRunCtx(t, ctx, inst, env, "deploy", "--model-source", "gs://my-models/m", "--timeout", "3s")

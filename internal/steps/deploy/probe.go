@@ -3,6 +3,7 @@ package deploy
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -44,13 +45,16 @@ func RequiredGauges(cfg *config.Config) []string {
 	return out
 }
 
-// MetricsEndpoint fetches base/metrics and checks that the gauges are
-// there for the model, parsing the Prometheus text format.
-func MetricsEndpoint(ctx context.Context, base, model string, gauges []string) step.Result {
-	r := step.Result{Step: "metrics", Check: "vllm /metrics carries the gauges"}
+// maxProbeBody bounds what a probe reads of the server's answer.
+const maxProbeBody = 16 << 20
+
+// probeGet GETs base+path within 15 s and hands a 200's body (at most
+// maxProbeBody) to judge; r is the result it fills when the server cannot
+// be read.
+func probeGet(ctx context.Context, base, path string, r step.Result, judge func(body io.Reader) step.Result) step.Result {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/metrics", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		r.Reason, r.Message = "Unreachable", err.Error()
@@ -58,10 +62,21 @@ func MetricsEndpoint(ctx context.Context, base, model string, gauges []string) s
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		r.Reason, r.Message = "HTTPStatus", fmt.Sprintf("GET /metrics answered %s", resp.Status)
+		r.Reason, r.Message = "HTTPStatus", fmt.Sprintf("GET %s answered %s", path, resp.Status)
 		return r
 	}
-	fams, err := promtext.Families(resp.Body)
+	return judge(io.LimitReader(resp.Body, maxProbeBody))
+}
+
+// MetricsEndpoint fetches base/metrics and checks that the gauges are
+// there for the model, parsing the Prometheus text format.
+func MetricsEndpoint(ctx context.Context, base, model string, gauges []string) step.Result {
+	r := step.Result{Step: "metrics", Check: "vllm /metrics carries the gauges"}
+	return probeGet(ctx, base, "/metrics", r, func(body io.Reader) step.Result { return judgeMetrics(r, body, model, gauges) })
+}
+
+func judgeMetrics(r step.Result, body io.Reader, model string, gauges []string) step.Result {
+	fams, err := promtext.Families(body)
 	if err != nil {
 		r.Reason, r.Message = "Unparsable", err.Error()
 		return r

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"strings"
 	"time"
 
@@ -433,27 +432,16 @@ type ModelCard struct {
 // source, the path given to --model.
 func ModelLoadedFrom(ctx context.Context, base, model, source string) step.Result {
 	r := step.Result{Step: "metrics", Check: "model loaded from " + source}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+"/v1/models", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		r.Reason, r.Message = "Unreachable", err.Error()
-		return r
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		r.Reason, r.Message = "HTTPStatus", "GET /v1/models answered "+resp.Status
-		return r
-	}
-	var list struct {
-		Data []ModelCard `json:"data"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&list); err != nil {
-		r.Reason, r.Message = "Unparsable", "GET /v1/models: "+err.Error()
-		return r
-	}
-	return JudgeModelCards(list.Data, model, source)
+	return probeGet(ctx, base, "/v1/models", r, func(body io.Reader) step.Result {
+		var list struct {
+			Data []ModelCard `json:"data"`
+		}
+		if err := json.NewDecoder(body).Decode(&list); err != nil {
+			r.Reason, r.Message = "Unparsable", "GET /v1/models: "+err.Error()
+			return r
+		}
+		return JudgeModelCards(list.Data, model, source)
+	})
 }
 
 // JudgeModelCards judges /v1/models' cards: the one served as model has
