@@ -173,7 +173,8 @@ func (o *renderOptions) Run(ctx context.Context) error {
 	if o.format == formatGcloud {
 		return o.printGcloud(ctx)
 	}
-	if slices.ContainsFunc(o.steps, func(s render.Source) bool { return s.Step == deploy.Name }) {
+	// No token Secret when the weights come from a bucket.
+	if slices.ContainsFunc(o.steps, func(s render.Source) bool { return s.Step == deploy.Name }) && o.cfg.Workload.ServiceAccount() == "" {
 		fmt.Fprintln(o.streams.ErrOut, "note: "+render.TokenSecretNote(o.cfg))
 	}
 	docs, err := o.renderSteps(ctx)

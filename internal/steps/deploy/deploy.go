@@ -194,6 +194,11 @@ func (s *Workload) Check(ctx context.Context) ([]step.Result, error) {
 		r.OK, r.Reason, r.Message = rollout.Status(d)
 	}
 	results := []step.Result{r}
+	if d != nil {
+		if r, ok := JudgeModelSource(s.cfg, LiveModelSource(s.cfg, d)); ok {
+			results = append(results, r)
+		}
+	}
 	reads, err := readSecrets(ctx, k, w.Namespace, secretRefs(s.cfg, d))
 	if err != nil {
 		return nil, err
@@ -296,7 +301,9 @@ type SecretRead struct {
 func secretRefs(cfg *config.Config, d *appsv1.Deployment) []SecretRead {
 	token := SecretRead{Name: cfg.HFToken.SecretName, Key: cfg.HFToken.SecretKey, Env: cfg.HFToken.EnvName, Token: true}
 	var refs []SecretRead
-	if cfg.Workload.ServiceAccount() == "" {
+	// The token, when the configuration and the live Deployment both read
+	// the weights from Hugging Face (a mismatch is JudgeModelSource's).
+	if cfg.Workload.ServiceAccount() == "" && (d == nil || LiveModelSource(cfg, d) == "") {
 		refs = append(refs, token)
 	}
 	if d == nil {

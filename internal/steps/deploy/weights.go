@@ -12,6 +12,7 @@ import (
 	"cloud.google.com/go/iam/apiv1/iampb"
 	storage "google.golang.org/api/storage/v1"
 	"google.golang.org/grpc/codes"
+	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -418,6 +419,43 @@ func bucketCalls(cfg *config.Config) []step.GCPCall {
 		{API: gcp.ServiceStorage, Method: "buckets.setIamPolicy", Resource: gcp.BucketResource(bucket), Role: gcp.RoleObjectViewer, Member: cfg.WorkloadPrincipal("PROJECT_NUMBER"),
 			Note: "add this member only (etag-guarded read-modify-write)"},
 	}
+}
+
+// LiveModelSource is the bucket path the live Deployment's vLLM container
+// loads the weights from ("": Hugging Face).
+func LiveModelSource(cfg *config.Config, d *appsv1.Deployment) string {
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name != cfg.Workload.Container {
+			continue
+		}
+		for _, a := range c.Args {
+			if v, ok := strings.CutPrefix(a, "--model="); ok && strings.HasPrefix(v, config.GCSPrefix) {
+				return v
+			}
+		}
+	}
+	return ""
+}
+
+// JudgeModelSource judges where the live Deployment loads the weights from
+// against the configuration (false: they agree, nothing to say but on the
+// bucket route).
+func JudgeModelSource(cfg *config.Config, live string) (step.Result, bool) {
+	r := step.Result{Step: Name, Check: "model source"}
+	want := cfg.Workload.ModelSource
+	switch {
+	case live == want && want == "":
+		return r, false
+	case live == want:
+		r.OK, r.Message = true, "the Deployment streams the weights from "+live
+	case live == "":
+		r.Reason, r.Message = "OtherSource", "the Deployment downloads the weights from Hugging Face, not from "+want+": run vllm-hpa deploy --model-source "+want
+	case want == "":
+		r.Reason, r.Message = "OtherSource", "the Deployment streams the weights from "+live+": pass --model-source "+live+" (or set workload.model-source), or run vllm-hpa deploy to load them from Hugging Face again"
+	default:
+		r.Reason, r.Message = "OtherSource", "the Deployment streams the weights from "+live+", not from "+want+": run vllm-hpa deploy --model-source "+want
+	}
+	return r, true
 }
 
 // ModelCard is one entry of vLLM's GET /v1/models: id is the served model

@@ -6,6 +6,8 @@ import (
 
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"google.golang.org/genproto/googleapis/type/expr"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/config"
 )
 
 func TestJudgeModelCards(t *testing.T) {
@@ -45,6 +47,28 @@ func TestBucketGrantResult(t *testing.T) {
 		r := BucketGrantResult(c.pol, "b", m)
 		if r.OK != c.ok || (!r.OK && !strings.Contains(r.Message, "run vllm-hpa deploy")) {
 			t.Errorf("%s: %+v", c.name, r)
+		}
+	}
+}
+
+func TestJudgeModelSource(t *testing.T) {
+	const a, b = "gs://m/a", "gs://m/b"
+	for _, c := range []struct {
+		name, want, live string
+		said, ok         bool
+		hint             string
+	}{
+		{"both Hugging Face", "", "", false, false, ""},
+		{"the bucket asked for", a, a, true, true, ""},
+		{"asked for, not deployed", a, "", true, false, "run vllm-hpa deploy --model-source " + a},
+		{"deployed, not asked for", "", a, true, false, "pass --model-source " + a},
+		{"another bucket", b, a, true, false, "not from " + b},
+	} {
+		cfg := config.Default()
+		cfg.Workload.ModelSource = c.want
+		r, said := JudgeModelSource(&cfg, c.live)
+		if said != c.said || r.OK != c.ok || !strings.Contains(r.Message, c.hint) {
+			t.Errorf("%s: said %v %+v", c.name, said, r)
 		}
 	}
 }
