@@ -421,6 +421,10 @@ func TestRenderForGitOps(t *testing.T) {
 	if _, native, _ := run(t, dir, nil, append([]string{"render", "--format", "gcloud", "--backend", "native"}, p...)...); native != "" {
 		t.Errorf("the native backend needs no Google side, got:\n%s", native)
 	}
+	// The model bucket's grant is a Google side of its own, on any backend.
+	if _, bucket, _ := run(t, dir, nil, append([]string{"render", "--format", "gcloud", "--backend", "native", "--model-source", "gs://my-models/m"}, p...)...); !strings.Contains(bucket, "gcloud storage buckets add-iam-policy-binding gs://my-models --member=\"principal://iam.googleapis.com/projects/${PROJECT_NUMBER}/") || !strings.Contains(bucket, "--role=roles/storage.objectViewer") {
+		t.Errorf("the bucket grant is not in render --format gcloud:\n%s", bucket)
+	}
 	for _, args := range [][]string{{"render"}, {"render", "--include-identity"}, {"up", "--dry-run"}, {"cleanup", "--dry-run", "--skip", "identity", "--kubeconfig", "/nope"}} {
 		_, j, _ := run(t, dir, nil, append(append(args, p...), "-o", "json")...)
 		_, y, _ := run(t, dir, nil, append(append(args, p...), "-o", "yaml")...)

@@ -357,16 +357,25 @@ func (o *renderOptions) printGcloud(ctx context.Context) error {
 	return err
 }
 
-// gcloudScript is the identity step's Google calls as a gcloud script
-// ("" when the backend needs none).
+// gcloudScript is the stack's Google IAM changes as a gcloud script: the
+// identity step's, and deploy's model bucket grant ("" when there are
+// none).
 func (o *renderOptions) gcloudScript(ctx context.Context) (string, error) {
 	p, err := o.identityPlan(ctx)
-	if err != nil || p == nil {
-		return "", err
-	}
-	lines, err := identity.GcloudCommands(o.cfg, p.GCPCalls)
 	if err != nil {
 		return "", err
 	}
-	return "#!/bin/sh\n# The identity step's Google side (vllm-hpa render --format gcloud): what\n# `vllm-hpa identity` does by etag-guarded read-modify-write.\nset -eu\n" + strings.Join(lines, "\n") + "\n", nil
+	var calls []step.GCPCall
+	if p != nil {
+		calls = p.GCPCalls
+	}
+	calls = append(calls, deploy.BucketCalls(o.cfg)...)
+	if len(calls) == 0 {
+		return "", nil
+	}
+	lines, err := identity.GcloudCommands(o.cfg, calls)
+	if err != nil {
+		return "", err
+	}
+	return "#!/bin/sh\n# The stack's Google side (vllm-hpa render --format gcloud): what\n# `vllm-hpa identity` (and deploy, for a model bucket) does by etag-guarded\n# read-modify-write.\nset -eu\n" + strings.Join(lines, "\n") + "\n", nil
 }

@@ -69,16 +69,13 @@ func TestCommandsAskForWhatTheyUse(t *testing.T) {
 		want cmdutil.Need
 	}{
 		{[]string{"up"}, iam},
-		// deploy may have a bucket grant of an earlier run to remove.
-		{[]string{"up", "--skip", "identity,hpa"}, iam},
-		{[]string{"deploy"}, iam},
-		{[]string{"monitor"}, kubeOnly},
+		{[]string{"up", "--skip", "identity,hpa"}, kubeOnly},
+		{[]string{"deploy"}, kubeOnly},
+		{[]string{"deploy", "--model-source", "gs://my-models/m"}, iam},
 		{[]string{"identity"}, iam},
 		{[]string{"hpa"}, iam}, // it explains a metric the adapter does not serve
 		{[]string{"cleanup"}, iam},
-		// A bucket grant recorded on the vLLM pods' KSA is removed
-		// through Google: the clients are opened if they can be.
-		{[]string{"cleanup", "deploy"}, iam},
+		{[]string{"cleanup", "deploy"}, kubeOnly},
 		{[]string{"cleanup", "--dry-run"}, iam},
 		{[]string{"verify"}, iam},
 		{[]string{"status"}, iam},

@@ -172,6 +172,7 @@ func (f *Factory) Connect(ctx context.Context, cfg *config.Config, need Need, re
 		}
 		gopts.TokenSource = ts
 	}
+	deps.OpenStorage = gcp.OpenStorage(gopts, cfg.Endpoints.Storage)
 	if need.GoogleAPIs || cfg.Cluster != "" {
 		e := cfg.Endpoints
 		g, err := gcp.Dial(ctx, gopts, gcp.Endpoints{IAM: e.IAM, ResourceManager: e.ResourceManager, Container: e.Container, ServiceUsage: e.ServiceUsage, Monitoring: e.Monitoring, Storage: e.Storage}, need.GoogleAPIs)

@@ -137,6 +137,11 @@ func Load(fs *pflag.FlagSet, env environ.Env, stdin io.Reader) (*Config, error) 
 			cfg.SetOrigin("project", origin)
 		}
 	}
+	// gs://b/m/ and gs://b/m are one directory: one rendering, so that
+	// a trailing slash does not restart every pod.
+	if strings.HasPrefix(cfg.Workload.ModelSource, GCSPrefix) && !strings.HasSuffix(cfg.Workload.ModelSource, "//") {
+		cfg.Workload.ModelSource = strings.TrimSuffix(cfg.Workload.ModelSource, "/")
+	}
 	if cfg.Workload.ModelSource != "" && !cfg.given["workload.image"] {
 		// The default image's vLLM cannot stream from Cloud Storage.
 		cfg.Workload.Image = StreamerImage

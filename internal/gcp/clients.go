@@ -91,21 +91,38 @@ func (c *Clients) grpcOptions(endpoint string) []option.ClientOption {
 // calls it, so only such a run looks up credentials for it.
 func (c *Clients) Storage(ctx context.Context) (*storage.Service, error) {
 	c.storageOnce.Do(func() {
-		ts := c.ts
-		if !plaintext(c.storageEndpoint) && ts == nil {
-			if ts, c.storageErr = TokenSource(ctx, c.opts); c.storageErr != nil {
-				return
-			}
-		}
-		if plaintext(c.storageEndpoint) {
-			ts = nil
-		}
-		c.storage, c.storageErr = storage.NewService(ctx, restOptions(c.storageEndpoint, ts)...)
-		if c.storageErr != nil {
-			c.storageErr = fmt.Errorf("open the Cloud Storage client: %w", c.storageErr)
-		}
+		c.storage, c.storageErr = openStorage(ctx, c.opts, c.ts, c.storageEndpoint)
 	})
 	return c.storage, c.storageErr
+}
+
+// OpenStorage opens the Cloud Storage client alone, once, on first use:
+// a local fake's endpoint without credentials, else with o's (ADC,
+// impersonated if asked).
+func OpenStorage(o Options, endpoint string) func(ctx context.Context) (*storage.Service, error) {
+	var once sync.Once
+	var svc *storage.Service
+	var err error
+	return func(ctx context.Context) (*storage.Service, error) {
+		once.Do(func() { svc, err = openStorage(ctx, o, o.TokenSource, endpoint) })
+		return svc, err
+	}
+}
+
+func openStorage(ctx context.Context, o Options, ts oauth2.TokenSource, endpoint string) (*storage.Service, error) {
+	if plaintext(endpoint) {
+		ts = nil
+	} else if ts == nil {
+		var err error
+		if ts, err = TokenSource(ctx, o); err != nil {
+			return nil, err
+		}
+	}
+	svc, err := storage.NewService(ctx, restOptions(endpoint, ts)...)
+	if err != nil {
+		return nil, fmt.Errorf("open the Cloud Storage client: %w", err)
+	}
+	return svc, nil
 }
 
 // Close closes the clients.

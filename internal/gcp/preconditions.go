@@ -16,6 +16,9 @@ type Precondition struct {
 	OK      bool
 	Message string
 	Fix     string
+	// Denied: what fails is a permission of the caller's (exit 6 when
+	// every failure is one), not the cluster or the project.
+	Denied bool
 }
 
 // ClusterWants name the cluster and what the stack needs of it.

@@ -86,9 +86,8 @@ func (p *bucketPolicy) Set(ctx context.Context, pol *iampb.Policy) (*iampb.Polic
 	return pol, nil
 }
 
-// ModelListing is what a model's directory in a bucket holds: the base
-// names of its objects (subdirectories' objects by their path below it),
-// and their total size.
+// ModelListing is what a model's directory in a bucket holds: the names
+// of its own objects (not its subdirectories'), and their total size.
 type ModelListing struct {
 	Bucket, Path string
 	// BucketMissing: the bucket does not exist.
@@ -104,21 +103,11 @@ type ModelListing struct {
 // more is not a model's.
 const maxListedObjects = 5000
 
-// ListModel lists the objects under gs://bucket/dir/ (bounded by
-// maxListedObjects), with the bucket's existence first.
+// ListModel lists the objects directly under gs://bucket/dir/ (bounded by
+// maxListedObjects); a bucket that does not exist is said so (objects.list
+// answers 404 for it: no storage.buckets.get is needed).
 func ListModel(ctx context.Context, svc *storage.Service, bucket, dir string) (ModelListing, error) {
 	out := ModelListing{Bucket: bucket, Path: dir}
-	_, err := Retry(ctx, DefaultBackoff, func(ctx context.Context) error {
-		_, err := svc.Buckets.Get(bucket).Fields("name").Context(ctx).Do()
-		return err
-	})
-	if d, ok := DetailsOf(err); ok && d.Code == codes.NotFound {
-		out.BucketMissing = true
-		return out, nil
-	}
-	if err != nil {
-		return out, Classify(err, "get bucket gs://"+bucket)
-	}
 	prefix := dir + "/"
 	page := ""
 	for {
@@ -129,6 +118,10 @@ func ListModel(ctx context.Context, svc *storage.Service, bucket, dir string) (M
 			objs, err = svc.Objects.List(bucket).Prefix(prefix).Delimiter("/").PageToken(page).MaxResults(1000).Fields("nextPageToken", "items(name,size)").Context(ctx).Do()
 			return err
 		})
+		if d, ok := DetailsOf(err); ok && d.Code == codes.NotFound && page == "" {
+			out.BucketMissing = true
+			return out, nil
+		}
 		if err != nil {
 			return out, Classify(err, "list gs://"+bucket+"/"+prefix)
 		}

@@ -123,3 +123,11 @@ func TestBucketPolicyLostAnswer(t *testing.T) {
 		t.Fatalf("changed %v, %v, %v", changed, stats, err)
 	}
 }
+
+func TestRegion(t *testing.T) {
+	for in, want := range map[string]string{"us-central1": "us-central1", "us-central1-a": "us-central1", "europe-west4-b": "europe-west4", "": ""} {
+		if got := gcp.Region(in); got != want {
+			t.Errorf("Region(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -111,7 +111,7 @@ func (f *Storage) CanRead(bucketName, member string, now time.Time) error {
 }
 
 // ReadWeights is what the Run:ai streamer reads as member: the total size
-// of the *.safetensors objects under prefix, or why member may not read
+// of the *.safetensors objects directly under prefix, or why member may not read
 // them (CanRead), or that there are none.
 func (f *Storage) ReadWeights(bucketName, prefix, member string, now time.Time) (int64, error) {
 	if err := f.CanRead(bucketName, member, now); err != nil {
@@ -122,7 +122,9 @@ func (f *Storage) ReadWeights(bucketName, prefix, member string, now time.Time) 
 	var total int64
 	n := 0
 	for name, size := range f.buckets[bucketName].objects {
-		if strings.HasPrefix(name, prefix) && strings.HasSuffix(name, ".safetensors") {
+		// The directory's own files, as the streamer lists them.
+		rest, ok := strings.CutPrefix(name, prefix)
+		if ok && !strings.Contains(rest, "/") && strings.HasSuffix(name, ".safetensors") {
 			total += size
 			n++
 		}

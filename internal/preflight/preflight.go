@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg *config.Config, deps step.Deps, names []string
 	if err != nil {
 		return results, err
 	}
-	if slices.Contains(names, deploy.Name) {
+	if steps.Requires(cfg, names).Token {
 		checkToken(cfg, add)
 	}
 	if err := checkKubeAccess(ctx, deps.Kube, accesses(cfg, deps.Kube, objects, names), add); err != nil {

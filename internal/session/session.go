@@ -130,15 +130,9 @@ func need(cfg *config.Config, o Options) cmdutil.Need {
 		return cmdutil.Need{GoogleAPIs: true, GCPOptional: true}
 	case Tune:
 		return cmdutil.Need{GCPOptional: true}
-	case Delete, PlanDelete:
-		// What an earlier run granted in Google IAM (the model bucket's
-		// grant, recorded on the vLLM pods' KSA) is found only in the
-		// cluster: the clients are opened when they can be, and a
-		// removal that needs them says so.
-		return cmdutil.Need{GoogleAPIs: true, GCPOptional: true}
 	}
 	r := steps.Requires(cfg, o.Steps)
-	return cmdutil.Need{GoogleAPIs: r.GoogleAPIs || r.ExplainsWithGoogle || r.UndoesWithGoogle, GCPOptional: true}
+	return cmdutil.Need{GoogleAPIs: r.GoogleAPIs || r.ExplainsWithGoogle, GCPOptional: true}
 }
 
 func (s *Session) needsGoogle() bool { return steps.Requires(s.Config, s.opts.Steps).GoogleAPIs }

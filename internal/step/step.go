@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	container "google.golang.org/api/container/v1"
+	storage "google.golang.org/api/storage/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
@@ -58,6 +59,14 @@ type Preconditioner interface {
 	Services(cfg *config.Config) []string
 	// Preconditions judge the cluster for the step.
 	Preconditions(ctx context.Context, f ClusterFacts) ([]gcp.Precondition, error)
+}
+
+// ProjectPreconditioner is a Definition with needs of the project that do
+// not depend on the cluster (deploy's model bucket), checked before
+// anything changes whenever Google API clients are there, whether or not
+// the cluster is known.
+type ProjectPreconditioner interface {
+	ProjectPreconditions(ctx context.Context, cfg *config.Config, deps Deps) ([]gcp.Precondition, error)
 }
 
 // Probe is a step's extra section of verify: what reading the step's
@@ -116,12 +125,6 @@ type Requirements struct {
 	// uses them when it can (hpa names why the adapter serves no value
 	// from IAM and Cloud Monitoring).
 	ExplainsWithGoogle bool
-	// UndoesWithGoogle: the step may have to undo what an earlier run
-	// granted in Google IAM (deploy, the model bucket's grant recorded on
-	// the vLLM pods' KSA): the clients are opened when they can be, and
-	// the step refuses before any change when it needs them and they
-	// could not be.
-	UndoesWithGoogle bool
 }
 
 // Requirer is a Definition with requirements.
@@ -148,6 +151,11 @@ type Deps struct {
 	// Cluster is the GKE cluster as the container API described it, when
 	// already read (to connect); the preconditions read it otherwise.
 	Cluster *container.Cluster
+	// OpenStorage opens the Cloud Storage client without the other Google
+	// clients: deploy and cleanup need it only to remove a bucket grant an
+	// earlier run recorded, which they learn from the cluster (nil: none
+	// can be opened).
+	OpenStorage func(ctx context.Context) (*storage.Service, error)
 	// ClusterName and ClusterLocation name the GKE cluster the kubeconfig
 	// context reaches, when its name says (gke_PROJECT_LOCATION_CLUSTER).
 	ClusterName, ClusterLocation string

@@ -92,7 +92,6 @@ func Requires(cfg *config.Config, names []string) step.Requirements {
 			need := q.Requires(cfg)
 			r.Token = r.Token || need.Token
 			r.ExplainsWithGoogle = r.ExplainsWithGoogle || need.ExplainsWithGoogle
-			r.UndoesWithGoogle = r.UndoesWithGoogle || need.UndoesWithGoogle
 		}
 		if p, ok := d.(step.Preconditioner); ok && len(p.Services(cfg)) > 0 {
 			r.GoogleAPIs = true
@@ -197,16 +196,22 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 	ctx = gcp.WithNotice(ctx, func(msg string) { report.Waiting("preconditions", msg) })
 	var results []step.Result
 	var failed []string
-	add := func(check string, ok bool, message, fix string) {
+	denied := 0 // failures that are the caller's missing permissions
+	addResult := func(check string, ok bool, message, fix string, isDenied bool) {
 		r := step.Result{Step: "preconditions", Check: check, OK: ok, Message: message}
 		if !ok {
 			r.Reason = "NotMet"
+			if isDenied {
+				r.Reason, denied = "Denied", denied+1
+			}
 			r.Message += "; fix: " + fix
 			failed = append(failed, r.Message)
 		}
 		report.Result(r)
 		results = append(results, r)
 	}
+	add := func(check string, ok bool, message, fix string) { addResult(check, ok, message, fix, false) }
+	addPrecondition := func(p gcp.Precondition) { addResult(p.Check, p.OK, p.Message, p.Fix, p.Denied) }
 	location, cluster := NamedCluster(cfg, deps)
 	disabled, err := checkServices(ctx, cfg, deps, names, cluster != "", add)
 	if err != nil {
@@ -229,7 +234,25 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 			return results, err
 		}
 		for _, p := range precs {
-			add(p.Check, p.OK, p.Message, p.Fix)
+			addPrecondition(p)
+		}
+	}
+	if deps.GCP != nil {
+		for _, d := range Ordered {
+			p, ok := d.(step.ProjectPreconditioner)
+			if !ok || !slices.Contains(names, d.Name()) || !Used(d, cfg) {
+				continue
+			}
+			if svc, _ := d.(step.Preconditioner); svc != nil && slices.ContainsFunc(svc.Services(cfg), func(s string) bool { return slices.Contains(disabled, s) }) {
+				continue // an API it calls is off: said under google apis
+			}
+			precs, err := p.ProjectPreconditions(ctx, cfg, deps)
+			if err != nil {
+				return results, err
+			}
+			for _, p := range precs {
+				addPrecondition(p)
+			}
 		}
 	}
 	if Requires(cfg, names).GoogleAPIs && deps.GCP != nil && !cfg.Native() && len(failed) == 0 {
@@ -240,6 +263,9 @@ func Preconditions(ctx context.Context, cfg *config.Config, deps step.Deps, name
 			return results, err
 		}
 		add("project", true, cfg.Project+" ("+p.Name+")", "")
+	}
+	if len(failed) > 0 && denied == len(failed) {
+		return results, exitcode.With(exitcode.Denied, fmt.Errorf("the caller lacks permissions the stack needs (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))
 	}
 	if len(failed) > 0 {
 		return results, exitcode.With(exitcode.Precondition, fmt.Errorf("the cluster or project is not ready for the stack (nothing was changed):\n  %s", strings.Join(failed, "\n  ")))

@@ -66,12 +66,10 @@ roles/storage.objectViewer on the bucket, keeping every other member.`,
 }
 
 // Requires the token, for its Secret, unless the weights come from a
-// bucket (the tokenizer comes with them: nothing reads Hugging Face); and
-// the Google APIs when they can be had, to remove a bucket grant an
-// earlier run made and this configuration no longer uses.
+// bucket (the tokenizer comes with them: nothing reads Hugging Face).
 func (Definition) Requires(cfg *config.Config) step.Requirements {
 	_, _, fromBucket := cfg.Workload.ModelBucket()
-	return step.Requirements{Token: !fromBucket, UndoesWithGoogle: true}
+	return step.Requirements{Token: !fromBucket}
 }
 
 func (Definition) New(cfg *config.Config, deps step.Deps) step.Step {
@@ -236,7 +234,7 @@ func (s *Workload) Plan(ctx context.Context) (*step.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.GCPCalls = bucketCalls(s.cfg)
+	p.GCPCalls = BucketCalls(s.cfg)
 	return p, nil
 }
 

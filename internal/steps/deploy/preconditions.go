@@ -25,24 +25,29 @@ func (Definition) Services(cfg *config.Config) []string {
 	return nil
 }
 
+// ProjectPreconditions: the model bucket (ModelPreconditions).
+func (Definition) ProjectPreconditions(ctx context.Context, cfg *config.Config, deps step.Deps) ([]gcp.Precondition, error) {
+	return ModelPreconditions(ctx, cfg, deps)
+}
+
 // Preconditions: a way to GPU nodes of workload.accelerator, how they get
 // the vLLM image (gcp.ImageStart, advice only), and where
 // they come only from ComputeClasses (or one is named), which one the vLLM
-// pods select.
+// pods select; with the weights from a bucket, what their identity needs.
 func (d Definition) Preconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {
 	out, err := d.nodePreconditions(ctx, f)
 	if _, _, ok := f.Config.Workload.ModelBucket(); !ok || err != nil {
 		return out, err
 	}
-	// The model bucket; the pool its grant's principal lives in; and the
-	// GKE metadata server, without which the pods act as the node's
-	// service account, not as their own KSA.
+	// The pool the bucket grant's principal lives in, and the GKE
+	// metadata server, without which the pods act as the node's service
+	// account, not as their own KSA. (The bucket itself is a
+	// ProjectPrecondition: it is checked without a cluster too.)
 	out = append(out, gcp.WorkloadIdentityPool(f.Cluster, f.Wants))
 	if p, ok := gcp.MetadataServer(f.Cluster, f.Wants); ok {
 		out = append(out, p)
 	}
-	model, err := ModelPreconditions(ctx, f.Config, f.Deps)
-	return append(out, model...), err
+	return out, nil
 }
 
 func (Definition) nodePreconditions(ctx context.Context, f step.ClusterFacts) ([]gcp.Precondition, error) {

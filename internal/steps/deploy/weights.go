@@ -45,14 +45,20 @@ var ErrNoGoogleAPIs = errors.New("the model bucket needs the Cloud Storage API: 
 // bucketClient is the Cloud Storage client, or exit 5 saying why there is
 // none.
 func bucketClient(ctx context.Context, deps step.Deps) (*storage.Service, error) {
-	if deps.GCP == nil {
-		err := ErrNoGoogleAPIs
-		if deps.GCPError != nil {
-			err = fmt.Errorf("%w: %v", err, deps.GCPError)
-		}
-		return nil, exitcode.With(exitcode.Precondition, err)
+	var svc *storage.Service
+	var err error
+	switch {
+	case deps.GCP != nil:
+		svc, err = deps.GCP.Storage(ctx)
+	case deps.OpenStorage != nil:
+		// A run that calls no other Google API (a deploy from Hugging
+		// Face, a cleanup) opens it only for a grant to remove.
+		svc, err = deps.OpenStorage(ctx)
+	case deps.GCPError != nil:
+		err = deps.GCPError
+	default:
+		err = errors.New("no Google API clients")
 	}
-	svc, err := deps.GCP.Storage(ctx)
 	if err != nil {
 		return nil, exitcode.With(exitcode.Precondition, fmt.Errorf("%w: %v", ErrNoGoogleAPIs, err))
 	}
@@ -61,7 +67,6 @@ func bucketClient(ctx context.Context, deps step.Deps) (*storage.Service, error)
 
 // Checks of the model bucket.
 const (
-	checkModel       = "model in bucket"
 	checkPermissions = "model bucket permissions"
 	checkGrant       = "model bucket readable by the vLLM pods"
 )
@@ -90,7 +95,7 @@ func ModelPreconditions(ctx context.Context, cfg *config.Config, deps step.Deps)
 	if err != nil {
 		return nil, err
 	}
-	p := gcp.Precondition{Check: checkPermissions, OK: len(missing) == 0, Message: "the caller may list gs://" + bucket + " and change its IAM policy"}
+	p := gcp.Precondition{Check: checkPermissions, OK: len(missing) == 0, Denied: len(missing) > 0, Message: "the caller may list gs://" + bucket + " and change its IAM policy"}
 	if !p.OK {
 		p.Message = fmt.Sprintf("the caller lacks %s on gs://%s", strings.Join(missing, ", "), bucket)
 		p.Fix = fmt.Sprintf("grant the caller roles/storage.admin on the bucket: gcloud storage buckets add-iam-policy-binding gs://%s --member=user:YOU --role=roles/storage.admin", bucket)
@@ -112,13 +117,14 @@ func (s *Workload) BeforeWrite(ctx context.Context, _, _ []*unstructured.Unstruc
 	for _, p := range precs {
 		if !p.OK {
 			code := exitcode.Precondition
-			if p.Check == checkPermissions {
+			if p.Denied {
 				code = exitcode.Denied
 			}
 			return exitcode.With(code, fmt.Errorf("%s (nothing was changed); fix: %s", p.Message, p.Fix))
 		}
-		s.Report().Result(step.Result{Step: Name, Check: p.Check, OK: true, Message: p.Message})
 	}
+	// Passed: said among the preconditions, which every command that runs
+	// deploy with a bucket checks first (this is the step's own guard).
 	return nil
 }
 
@@ -153,11 +159,33 @@ func (s *Workload) grantBucket(ctx context.Context, ksa *unstructured.Unstructur
 		return err
 	}
 	pol := gcp.BucketPolicy(svc, bucket)
-	what := fmt.Sprintf("add %s for %s on gs://%s", gcp.RoleObjectViewer, member, bucket)
-	// The write and its record are not cut by Ctrl+C: a grant made must be
-	// recorded, or the next run finds it in place and keeps it forever.
+	grant := grants.Grant{Resource: pol.Resource(), Role: gcp.RoleObjectViewer, Member: member}
+	var current *iampb.Policy
+	if _, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
+		current, err = pol.Get(ctx)
+		return err
+	}); err != nil {
+		return gcp.Classify(err, "get the IAM policy of gs://"+bucket)
+	}
+	record := grants.Read(ksa)
+	if gcp.HasMember(current, grant.Role, grant.Member) {
+		s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s already granted", bucket, grant.Role, member))
+		return objectstep.Uninterrupted(ctx, func(ctx context.Context) error {
+			return s.writeRecord(ctx, ksa, grants.Note(record, grant, false, time.Now()))
+		})
+	}
+	// The grant is recorded as vllm-hpa's before it is written: a write
+	// that lands after Ctrl+C, after a timeout, or whose answer is lost
+	// is then still removed by cleanup (which says "already absent" of
+	// one that never landed).
+	if err := objectstep.Uninterrupted(ctx, func(ctx context.Context) error {
+		return s.writeRecord(ctx, ksa, grants.Note(record, grant, true, time.Now()))
+	}); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("add %s for %s on gs://%s", grant.Role, member, bucket)
 	return objectstep.Uninterrupted(ctx, func(ctx context.Context) error {
-		changed, stats, err := gcp.SetMember(ctx, pol, gcp.RoleObjectViewer, member, true, gcp.DefaultBackoff)
+		changed, stats, err := gcp.SetMember(ctx, pol, grant.Role, member, true, gcp.DefaultBackoff)
 		if d, ok := gcp.DetailsOf(err); ok && d.Code == codes.InvalidArgument && exitcode.Of(err) == exitcode.Failure {
 			// Cloud Storage attaches no ErrorInfo. The one member the
 			// write added is the KSA's principal, which IAM refuses while
@@ -168,13 +196,12 @@ func (s *Workload) grantBucket(ctx context.Context, ksa *unstructured.Unstructur
 		if err != nil {
 			return gcp.Classify(err, what)
 		}
-		if changed {
-			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s granted (%s); IAM applies it in about 2 minutes, until then a vLLM pod cannot read the weights and restarts", bucket, gcp.RoleObjectViewer, member, stats))
-		} else {
-			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s already granted", bucket, gcp.RoleObjectViewer, member))
+		if !changed {
+			s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s granted meanwhile by another writer", bucket, grant.Role, member))
+			return nil
 		}
-		record := grants.Note(grants.Read(ksa), grants.Grant{Resource: pol.Resource(), Role: gcp.RoleObjectViewer, Member: member}, changed, time.Now())
-		return s.writeRecord(ctx, ksa, record)
+		s.Report().Action(Name, fmt.Sprintf("gs://%s: %s for %s granted (%s); IAM applies it in about 2 minutes, until then a vLLM pod cannot read the weights and restarts", bucket, grant.Role, member, stats))
+		return nil
 	})
 }
 
@@ -327,8 +354,17 @@ func (s *Workload) retire(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := k.Get(ctx, obj); apierrors.IsNotFound(err) {
-		return nil // nothing to say on every run
+	// Only this instance's own: anyone else's (a Secret made by hand, as
+	// render's note says) is not for it to mention on every run.
+	live, err := k.Get(ctx, obj)
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if owner.Judge(live, s.cfg.Instance, false).Verdict != owner.Mine {
+		return nil
 	}
 	return s.DeleteObjects(ctx, []*unstructured.Unstructured{obj}, "no longer used by this configuration")
 }
@@ -364,8 +400,20 @@ func (s *Workload) guardRelease(ctx context.Context, wanted func(grants.Grant) b
 		if !g.Made || wanted(g) {
 			continue
 		}
-		if _, err := bucketClient(ctx, s.Deps()); err != nil {
+		svc, err := bucketClient(ctx, s.Deps())
+		if err != nil {
 			return exitcode.With(exitcode.Precondition, fmt.Errorf("%s records %s for %s on %s, which vllm-hpa made; %s: %w (%s)", kube.Ref(ksa), g.Role, g.Member, g.Resource, why, err, unchanged))
+		}
+		bucket := strings.TrimPrefix(g.Resource, "projects/_/buckets/")
+		missing, err := gcp.MissingBucketPermissions(ctx, svc, bucket, []string{"storage.buckets.getIamPolicy", "storage.buckets.setIamPolicy"})
+		if d, ok := gcp.DetailsOf(err); ok && d.Code == codes.NotFound {
+			continue // the bucket is gone, and the grant with it
+		}
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 {
+			return exitcode.With(exitcode.Denied, fmt.Errorf("%s records %s for %s on gs://%s, which vllm-hpa made; %s, but the caller lacks %s on the bucket (%s)", kube.Ref(ksa), g.Role, g.Member, bucket, why, strings.Join(missing, ", "), unchanged))
 		}
 	}
 	return nil
@@ -381,7 +429,7 @@ func (s *Workload) bucketGrantCheck(ctx context.Context) (step.Result, error) {
 	}
 	member, err := s.principal(ctx)
 	if err != nil {
-		return step.Result{}, err
+		return step.Result{Step: Name, Check: checkGrant, Reason: "NotChecked", Message: "the project number, which the pods' principal names, cannot be read: " + err.Error()}, nil
 	}
 	var pol *iampb.Policy
 	if _, err := gcp.Retry(ctx, gcp.DefaultBackoff, func(ctx context.Context) (err error) {
@@ -407,9 +455,9 @@ func BucketGrantResult(pol *iampb.Policy, bucket, member string) step.Result {
 	return r
 }
 
-// bucketCalls are the Google API calls deploy makes for the model bucket
+// BucketCalls are the Google API calls deploy makes for the model bucket
 // (a plan reads nothing: the project number is a placeholder).
-func bucketCalls(cfg *config.Config) []step.GCPCall {
+func BucketCalls(cfg *config.Config) []step.GCPCall {
 	bucket, dir, ok := cfg.Workload.ModelBucket()
 	if !ok {
 		return nil

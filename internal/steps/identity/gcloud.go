@@ -35,6 +35,10 @@ func GcloudCommands(cfg *config.Config, calls []step.GCPCall) ([]string, error) 
 		case "projects.serviceAccounts.setIamPolicy":
 			out = append(out, fmt.Sprintf("gcloud iam service-accounts add-iam-policy-binding %s --project=%s --member=%s --role=%s",
 				cfg.GSAEmail(), cfg.Project, shellQuote(member), c.Role))
+		case "buckets.setIamPolicy": // deploy's model bucket
+			out = append(out, fmt.Sprintf("gcloud storage buckets add-iam-policy-binding gs://%s --member=%s --role=%s",
+				strings.TrimPrefix(c.Resource, "projects/_/buckets/"), shellQuote(member), c.Role))
+		case "objects.list": // a read: nothing to run
 		default:
 			return nil, fmt.Errorf("identity: no gcloud command for %s %s", c.API, c.Method)
 		}
