@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -161,6 +162,10 @@ func (r *blockRunner) run(b docBlock, dir string, timeout time.Duration, keep bo
 		t.Fatal(err)
 	}
 	defer log.Close()
+	if fixedPort.MatchString(b.text) {
+		fixedPorts.Lock()
+		defer fixedPorts.Unlock()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c := exec.CommandContext(ctx, "bash", "-c", r.script(b, keep))
@@ -181,6 +186,16 @@ func (r *blockRunner) run(b docBlock, dir string, timeout time.Duration, keep bo
 	}
 	t.Logf("%s passed in %s", b, time.Since(start).Round(100*time.Millisecond))
 }
+
+// fixedPort finds a block that listens on or sends to a fixed loopback
+// port (the simulator's default, 127.0.0.1:8081, as a user types it). Such
+// blocks run one at a time across the tests that run beside each other
+// (the README's and the sim command's example both start a simulator on
+// it): two at once find the port taken.
+var (
+	fixedPort  = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+	fixedPorts sync.Mutex
+)
 
 // stopKept ends the process groups left running, as Ctrl+C would, and
 // waits for the emulator to remove its env file (it does on SIGTERM).

@@ -27,7 +27,10 @@ func TestGKEProfileOnEmulator(t *testing.T) {
 	o.Dir, o.Bin = t.TempDir(), k8sBin(t)
 	o.HPASyncPeriod, o.IngestionDelay, o.IAMPropagation = 2*time.Second, 4*time.Second, 4*time.Second
 	o.GPUNodes = localcluster.GPUNodes{GPUs: 1, Provisioning: 3 * time.Second, Max: 4}
-	o.ImagePull, o.ProbePeriod = time.Second, 500*time.Millisecond
+	// Events are stamped in whole seconds: a whole pull of 4 s keeps the
+	// boot disk's (4 s / 29) under half of it even when its two stamps
+	// straddle a second on a busy machine (1 s straddled half of 1 s).
+	o.ImagePull, o.ProbePeriod = 4*time.Second, 500*time.Millisecond
 	// Long enough that Ready comes WarmGap before the first answer.
 	o.Sim.LoadTime, o.Sim.WarmupTime = 2*time.Second, 7*time.Second
 	o.CrashBackoff = 2 * time.Second
