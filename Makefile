@@ -33,10 +33,11 @@ EMULATORS ?= 2
 RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout ./internal/localcluster
 
 # All tests, including those against a real kube-apiserver and
-# kube-controller-manager. First the binaries the demos and the README's
-# blocks build, in the flags they build with, so that on a fresh machine
-# those builds find the build cache warm instead of compiling Kubernetes'
-# libraries again inside a test's timeout.
+# kube-controller-manager. First the packages of the binaries the demos and
+# the README's blocks build, compiled in the flags they build with (go list
+# -export compiles without linking: 2 s warm, against 30 s for three links),
+# so that on a fresh machine those builds find the build cache warm instead
+# of compiling Kubernetes' libraries again inside a test's timeout.
 #
 # Then: all tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
@@ -49,10 +50,8 @@ RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllms
 test: lint
 	@set -e; \
 	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
-	warm=$$(mktemp -d); \
-	$(MAKE) -s build BIN=$$warm/vllm-hpa; \
-	( cd scripts/emulator && CGO_ENABLED=0 $(GO) build -o $$warm/emulator-nocgo . && $(GO) build -o $$warm/emulator . ); \
-	rm -rf $$warm; \
+	CGO_ENABLED=0 $(GO) list -export -deps -trimpath . >/dev/null; \
+	( cd scripts/emulator && CGO_ENABLED=0 $(GO) list -export -deps . >/dev/null && $(GO) list -export -deps . >/dev/null ); \
 	log=$$(mktemp); \
 	( cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m -parallel $(EMULATORS) ./... ) > $$log 2>&1 & emulator=$$!; \
 	status=0; \
