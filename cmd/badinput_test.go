@@ -123,6 +123,8 @@ func hostileInputs() []hostileInput {
 		h{"model source: a google bucket name", nil, nil, with("deploy", "--model-source", "gs://google-models/m"), "containing google"},
 		h{"model source: a dotted bucket", nil, nil, with("deploy", "--model-source", "gs://models.example.com/m"), "bucket name"},
 		h{"model source: an empty path part", nil, nil, with("deploy", "--model-source", "gs://my-models/m//"), "empty part"},
+		h{"model source: a path no object name can hold", nil, nil, with("deploy", "--model-source", "gs://my-models/"+strings.Repeat("a", 1013)), "at most 1024"},
+		h{"model source: under .well-known/acme-challenge", nil, nil, with("up", "--model-source", "gs://my-models/.well-known/acme-challenge/m"), "acme-challenge"},
 		h{"model source with a Deployment named default", nil, nil, with("deploy", "--model-source", "gs://my-models/m", "--deployment", "default"), "another name than default"},
 		h{"model source with the adapter's service account's name", nil, map[string]string{"VLLM_HPA_WORKLOAD_NAMESPACE": "custom-metrics"}, with("up", "--model-source", "gs://my-models/m", "--deployment", "custom-metrics-stackdriver-adapter"), "the adapter's service account"},
 		h{"model source with an image before 0.11.1", nil, map[string]string{"VLLM_HPA_WORKLOAD_MODEL_SOURCE": "gs://my-models/m"}, with("up", "--image", "vllm/vllm-openai:v0.10.1"), "vLLM 0.11.1 or later"},

@@ -346,8 +346,20 @@ func modelSourceProblem(w Workload) string {
 			return want + ": the path may not hold . or .. parts"
 		}
 	}
+	// Cloud Storage's object naming rules: a name is at most 1024 bytes
+	// (the model's files are PATH/config.json and beside it), and none
+	// starts with .well-known/acme-challenge/.
+	switch {
+	case len(path)+len("/config.json") > maxObjectName:
+		return fmt.Sprintf("%s: the path is %d bytes; Cloud Storage object names are at most %d, so PATH/config.json must fit", want, len(path), maxObjectName)
+	case strings.HasPrefix(path+"/", ".well-known/acme-challenge/"):
+		return want + ": Cloud Storage object names may not start with .well-known/acme-challenge/"
+	}
 	return ""
 }
+
+// maxObjectName is Cloud Storage's limit on an object's name, in bytes.
+const maxObjectName = 1024
 
 // officialVersionRE reads the release of an official vLLM image's tag.
 var officialVersionRE = regexp.MustCompile(`^(?:docker\.io/|index\.docker\.io/)?vllm/vllm-openai:v?(\d+)\.(\d+)\.(\d+)(?:$|[^0-9])`)
