@@ -9,6 +9,7 @@ import (
 
 	"cloud.google.com/go/iam/apiv1/iampb"
 	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
@@ -226,5 +227,59 @@ func TestModelBucketNeverAnswers(t *testing.T) {
 	}
 	if _, err := inst.tb.cp.Client.CoreV1().ServiceAccounts(inst.namespace).Get(context.Background(), "vllm-gemma-deployment", metav1.GetOptions{}); err == nil {
 		t.Fatal("deploy wrote its KSA before the bucket answered")
+	}
+}
+
+// TestModelBucketForeignAndSecondInstance: a ServiceAccount someone else
+// made with our very name and values (no ownership label) is theirs: deploy
+// refuses it (exit 7) before the bucket's policy is touched, and leaves it
+// as it was. A second instance in another namespace streaming from the same
+// bucket gets a grant of its own principal; cleanup of the first takes only
+// its own grant back.
+func TestModelBucketForeignAndSecondInstance(t *testing.T) {
+	g := startGCP(t)
+	inst := newInstance(t, "foreignsa", "foreignsa-ns")
+	other := inst.another("secondsa", "secondsa-ns")
+	t.Cleanup(func() {
+		gcpRun(t, g, inst, "cleanup", "deploy")
+		gcpRun(t, g, other, "cleanup", "deploy")
+	})
+	const source = "gs://my-models/google/gemma-3-1b-it"
+	g.Storage.PutBucket("my-proj", "my-models")
+	putModel(g.Storage, "my-models", "google/gemma-3-1b-it")
+	ctx := context.Background()
+	cs := inst.tb.cp.Client
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: inst.namespace}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := cs.CoreV1().ServiceAccounts(inst.namespace).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "vllm-gemma-deployment"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := g.Mutations()
+	code, _, errOut := gcpRun(t, g, inst, "deploy", "--model-source", source)
+	if code != int(exitcode.Conflict) || !strings.Contains(errOut, "vllm-gemma-deployment") {
+		t.Fatalf("a foreign ServiceAccount with our name: exit %d, want %d naming it:\n%s", code, exitcode.Conflict, errOut)
+	}
+	if g.Mutations() != before || gcp.HasMember(g.Storage.Policy("my-models"), gcp.RoleObjectViewer, weightsPrincipal(inst.namespace)) {
+		t.Fatalf("the bucket's policy was changed for a ServiceAccount that is not ours: %v", g.Storage.Policy("my-models"))
+	}
+	if sa, err := cs.CoreV1().ServiceAccounts(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{}); err != nil || sa.ResourceVersion != foreign.ResourceVersion {
+		t.Fatalf("the foreign ServiceAccount was changed (%v): %v", err, sa)
+	}
+	if err := cs.CoreV1().ServiceAccounts(inst.namespace).Delete(ctx, "vllm-gemma-deployment", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	mustRunGCP(t, g, inst, "deploy", "--model-source", source)
+	mustRunGCP(t, g, other, "deploy", "--model-source", source)
+	pol := g.Storage.Policy("my-models")
+	if !gcp.HasMember(pol, gcp.RoleObjectViewer, weightsPrincipal(inst.namespace)) || !gcp.HasMember(pol, gcp.RoleObjectViewer, weightsPrincipal(other.namespace)) {
+		t.Fatalf("two instances on one bucket: %v", pol)
+	}
+	mustRunGCP(t, g, inst, "cleanup", "deploy")
+	pol = g.Storage.Policy("my-models")
+	if gcp.HasMember(pol, gcp.RoleObjectViewer, weightsPrincipal(inst.namespace)) || !gcp.HasMember(pol, gcp.RoleObjectViewer, weightsPrincipal(other.namespace)) {
+		t.Fatalf("cleanup of one instance: %v", pol)
 	}
 }
