@@ -54,15 +54,22 @@ func bucketClient(ctx context.Context, deps step.Deps) (*storage.Service, error)
 		// A run that calls no other Google API (a deploy from Hugging
 		// Face, a cleanup) opens it only for a grant to remove.
 		svc, err = deps.OpenStorage(ctx)
-	case deps.GCPError != nil:
-		err = deps.GCPError
 	default:
-		err = errors.New("no Google API clients")
+		return nil, noGoogleAPIs(deps.GCPError)
 	}
 	if err != nil {
 		return nil, exitcode.With(exitcode.Precondition, fmt.Errorf("%w: %v", ErrNoGoogleAPIs, err))
 	}
 	return svc, nil
+}
+
+// noGoogleAPIs is the precondition failure of a run without the Google
+// clients it needs (why they did not open, when known).
+func noGoogleAPIs(why error) error {
+	if why == nil {
+		why = errors.New("no Google API clients")
+	}
+	return exitcode.With(exitcode.Precondition, fmt.Errorf("%w: %v", ErrNoGoogleAPIs, why))
 }
 
 // Checks of the model bucket.
@@ -140,7 +147,13 @@ func (s *Workload) AfterApply(ctx context.Context, applied *unstructured.Unstruc
 // principal is the vLLM pods' own KSA as a Workload Identity Federation
 // principal, which needs the project number.
 func (s *Workload) principal(ctx context.Context) (string, error) {
-	number, err := s.Deps().GCP.ProjectNumber(ctx, s.cfg.Project)
+	gc := s.Deps().GCP
+	if gc == nil {
+		// The storage client alone (opened for a grant to remove) cannot
+		// read the project's number.
+		return "", noGoogleAPIs(s.Deps().GCPError)
+	}
+	number, err := gc.ProjectNumber(ctx, s.cfg.Project)
 	if err != nil {
 		return "", err
 	}
