@@ -33,11 +33,8 @@ type Clients struct {
 	Monitoring *monitoring.MetricClient
 	opts       Options
 	ts         oauth2.TokenSource
-
-	storageEndpoint string
-	storageOnce     sync.Once
-	storage         *storage.Service
-	storageErr      error
+	// openStorage opens the Cloud Storage client once, on first use.
+	openStorage func(ctx context.Context) (*storage.Service, error)
 }
 
 // plaintext reports whether endpoint names a local plaintext fake.
@@ -58,6 +55,9 @@ func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, 
 		}
 		c.ts = ts
 	}
+	withTokens := c.opts
+	withTokens.TokenSource = c.ts
+	c.openStorage = OpenStorage(withTokens, e.Storage)
 	if !withIAM {
 		return c, nil
 	}
@@ -71,7 +71,6 @@ func Dial(ctx context.Context, o Options, e Endpoints, withIAM bool) (*Clients, 
 	if c.Monitoring, err = c.newMonitoringClient(ctx, e.Monitoring); err != nil {
 		return nil, fmt.Errorf("open the Cloud Monitoring client: %w", err)
 	}
-	c.storageEndpoint = e.Storage
 	return c, nil
 }
 
@@ -90,10 +89,7 @@ func (c *Clients) grpcOptions(endpoint string) []option.ClientOption {
 // policy), opened on first use: only a run with workload.model-source
 // calls it, so only such a run looks up credentials for it.
 func (c *Clients) Storage(ctx context.Context) (*storage.Service, error) {
-	c.storageOnce.Do(func() {
-		c.storage, c.storageErr = openStorage(ctx, c.opts, c.ts, c.storageEndpoint)
-	})
-	return c.storage, c.storageErr
+	return c.openStorage(ctx)
 }
 
 // OpenStorage opens the Cloud Storage client alone, once, on first use:
