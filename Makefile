@@ -1,16 +1,26 @@
 # vllm-hpa: build, test, lint, install.
 GO      ?= go
 BIN     := bin/vllm-hpa
+EMULATOR_BIN := bin/vllm-hpa-emulator
 PKG     := github.com/vllm-hpa/vllm-hpa
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
-DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# The commit's time, not the clock's (as go build's own vcs.time): one
+# commit builds one binary, so a build whose output is up to date links
+# nothing (go build and go install skip a target whose build ID matches).
+DATE    ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
 LDFLAGS := -s -w -X $(PKG)/cmd.version=$(VERSION) -X $(PKG)/cmd.commit=$(COMMIT) -X $(PKG)/cmd.date=$(DATE)
 
-.PHONY: build demo test test-e2e test-faults test-unit lint install k8s-cache clean
+.PHONY: build emulator demo test test-e2e test-faults test-unit lint install k8s-cache clean
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
+
+# The local GKE emulator (scripts/emulator, a module of its own), with the
+# flags every script and document builds it with, so that one build serves
+# them all.
+emulator:
+	cd scripts/emulator && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(EMULATOR_BIN)) .
 
 # The whole walkthrough on the local GKE emulator: up, load, 1 -> 3 -> 1,
 # cleanup. The first run builds the Kubernetes binaries. BACKEND=native
@@ -29,6 +39,9 @@ TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 16
 # Emulators the end-to-end tests run at once.
 EMULATORS ?= 2
+# Test binaries without DWARF (-w): nothing here runs a debugger on them,
+# and it takes a quarter off each of the 40 links (cmd.test 6.4 s -> 4.8 s).
+TEST_FLAGS := -count=1 -ldflags=-w
 # Packages whose goroutines share state, run under the race detector.
 RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout ./internal/localcluster
 
@@ -51,13 +64,13 @@ test: lint
 	@set -e; \
 	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
 	CGO_ENABLED=0 $(GO) list -export -deps -trimpath . >/dev/null; \
-	( cd scripts/emulator && CGO_ENABLED=0 $(GO) list -export -deps . >/dev/null && $(GO) list -export -deps . >/dev/null ); \
+	( cd scripts/emulator && CGO_ENABLED=0 $(GO) list -export -deps -trimpath . >/dev/null && $(GO) list -export -deps . >/dev/null ); \
 	log=$$(mktemp); \
-	( cd scripts/emulator && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m -parallel $(EMULATORS) ./... ) > $$log 2>&1 & emulator=$$!; \
+	( cd scripts/emulator && $(GO) vet ./... && $(GO) test $(TEST_FLAGS) -timeout 20m -parallel $(EMULATORS) ./... ) > $$log 2>&1 & emulator=$$!; \
 	status=0; \
-	$(GO) test -count=1 -timeout 30m -parallel $(TEST_PARALLEL) ./... || status=$$?; \
-	$(GO) test -count=1 -race $(RACE_PKGS) || status=$$?; \
-	$(GO) test -count=1 -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd || status=$$?; \
+	$(GO) test $(TEST_FLAGS) -timeout 30m -parallel $(TEST_PARALLEL) ./... || status=$$?; \
+	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS) || status=$$?; \
+	$(GO) test $(TEST_FLAGS) -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd || status=$$?; \
 	emulator_status=0; wait $$emulator || emulator_status=$$?; \
 	cat $$log; rm -f $$log; \
 	[ $$status -eq 0 ] && [ $$emulator_status -eq 0 ]

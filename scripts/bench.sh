@@ -24,8 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin_dir=$(scripts/build-k8s-cache.sh)
-make -s build
-(cd scripts/emulator && CGO_ENABLED=0 go build -o ../../bin/vllm-hpa-emulator .)
+make -s build emulator
 export PATH="$PWD/bin:$PATH"
 kubectl="$bin_dir/kubectl"
 work=$(mktemp -d -t vllm-hpa-bench-XXXXXX)

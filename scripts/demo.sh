@@ -25,10 +25,11 @@ trap stop_emulator EXIT
 
 say "building (the first run builds the Kubernetes binaries: several minutes)"
 bin_dir=$(scripts/build-k8s-cache.sh)
-# The demo's own binaries, beside its state: a build of bin/ running at
-# the same time is left alone.
-make -s build BIN="$state/bin/vllm-hpa"
-(cd scripts/emulator && CGO_ENABLED=0 go build -o "$state/bin/vllm-hpa-emulator" .)
+# Built into bin/ (linked only when the source changed), then copied
+# beside the demo's state: a build of bin/ while the demo runs leaves it
+# alone.
+make -s build emulator
+mkdir "$state/bin" && cp bin/vllm-hpa bin/vllm-hpa-emulator "$state/bin/"
 export PATH="$state/bin:$PATH"
 
 say "starting the local GKE emulator"
