@@ -32,7 +32,7 @@ import (
 //   - /tmp/emu becomes a directory of the test's, so that runs on one
 //     machine do not meet;
 //   - `hf_...`, the README's placeholder for a token, becomes a token;
-//   - `make install` installs into a directory the tests share, on PATH,
+//   - `make install` installs into bin/ (GOBIN), on PATH,
 //     and what the blocks build is built once before the first block
 //     (buildOnce), so that their builds find it up to date;
 //   - kubectl is the one of the Kubernetes binaries' cache, on PATH;
@@ -290,29 +290,17 @@ func readDocumented(t *testing.T) documented {
 	return d
 }
 
-// built are the binaries the blocks build and install (bin/vllm-hpa,
-// bin/vllm-hpa-emulator, and vllm-hpa in a GOBIN every test shares), built
-// once before the first block runs. The Makefile's flags are the
-// commit's, not the clock's, so each later `make build`, `make install`,
-// `make emulator` or `make demo` of a block finds its target up to date
-// and links nothing, as on a user's second run: the blocks still run as
-// written, without a link each (5 to 14 s of CPU) on the way.
+// built is the build of the binaries the blocks build and install
+// (bin/vllm-hpa, bin/vllm-hpa-emulator; GOBIN is bin/ here, so `make
+// install` installs the same file), built once before the first block
+// runs. The Makefile's flags are the commit's, not the clock's, so each
+// later `make build`, `make install`, `make emulator` or `make demo` of a
+// block finds its target up to date and links nothing, as on a user's
+// second run: the blocks still run as written, without a link each (5 to
+// 14 s of CPU) on the way.
 var built struct {
-	once  sync.Once
-	gobin string // set by TestMain
-	err   error
-}
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "vllm-hpa-docs-gobin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	built.gobin = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	once sync.Once
+	err  error
 }
 
 // buildOnce builds what the blocks build, in their environment.
@@ -330,13 +318,13 @@ func (r *blockRunner) buildOnce() {
 }
 
 // newBlockRunner runs blocks in the user's environment, with vllm-hpa
-// installed into the shared GOBIN (on PATH), kubectl, the caches kept (no
+// installed into bin/ (GOBIN, on PATH), kubectl, the caches kept (no
 // rebuild of the Kubernetes binaries) and kubectl's and vllm-hpa's
 // discovery caches its own.
 func newBlockRunner(t *testing.T, repo string, extra ...string) *blockRunner {
 	bin := k8sBin(t)
 	tmp := t.TempDir()
-	gobin := built.gobin
+	gobin := filepath.Join(repo, "bin")
 	r := &blockRunner{t: t, repo: repo, emuDir: filepath.Join(tmp, "emu"), logDir: filepath.Join(tmp, "logs")}
 	os.MkdirAll(r.logDir, 0o755)
 	cache := filepath.Dir(filepath.Dir(bin))
