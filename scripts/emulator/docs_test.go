@@ -36,7 +36,10 @@ import (
 //     and what the blocks build is built once before the first block
 //     (buildOnce), so that their builds find it up to date;
 //   - kubectl is the one of the Kubernetes binaries' cache, on PATH;
-//   - background jobs a block starts (`vllm-hpa sim &`) end with it.
+//   - background jobs a block starts (`vllm-hpa sim &`) end with it;
+//   - the emulator's and vllm-hpa's intervals are the e2e tests' (2 s
+//     scrape and HPA sync, 5 s scale-down window: shortEmulator), except
+//     for `make demo`'s.
 //
 // Not run: `make test` (this test runs inside it). gcloud lines appear
 // only as fixes and set-up steps for a real project, in prose or in
@@ -134,7 +137,19 @@ type blockRunner struct {
 	logDir  string
 	count   int
 	keepers []int // process groups left running (the emulator's block)
+	short   bool  // the e2e tests' intervals (shortEmulator, shortSettings)
 }
+
+// The e2e tests' intervals, in place of the fast profile's GKE ones (15 s
+// scrape and HPA sync, 5 minutes' scale-down window), for the blocks of
+// TestDocumentedCommands and TestDocumentedExamples: their scale-ups and
+// scale-downs take seconds rather than minutes, through the same steps.
+// The emulator's are added to a block's `--profile fast`; vllm-hpa's are
+// in the blocks' environment, where a block's own flags still win.
+var (
+	shortEmulator = "--profile fast --hpa-sync-period 2s --image-pull 1s --native-interval 2s"
+	shortSettings = []string{"VLLM_HPA_MONITORING_INTERVAL=2s", "VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION=5s"}
+)
 
 // script is b's text with the test's substitutions, after the settings of
 // the emulator (once it runs) and a trap that ends the block's background
@@ -142,6 +157,9 @@ type blockRunner struct {
 func (r *blockRunner) script(b docBlock, keep bool) string {
 	text := strings.ReplaceAll(b.text, "/tmp/emu", r.emuDir)
 	text = strings.ReplaceAll(text, "HF_TOKEN=hf_...", "HF_TOKEN=hf_docsTestToken")
+	if r.short {
+		text = strings.ReplaceAll(text, "--profile fast", shortEmulator)
+	}
 	var s strings.Builder
 	s.WriteString("set -euo pipefail\n")
 	fmt.Fprintf(&s, "if [ -f %s/env ]; then . %s/env; fi\n", r.emuDir, r.emuDir)
@@ -352,7 +370,8 @@ const fullLengthEnv = "VLLM_HPA_E2E_FULL"
 func TestDocumentedCommands(t *testing.T) {
 	t.Parallel()
 	d := readDocumented(t)
-	r := newBlockRunner(t, d.repo)
+	r := newBlockRunner(t, d.repo, shortSettings...)
+	r.short = true
 	r.run(d.emulator[0], d.repo, 10*time.Minute, true)
 	for _, b := range d.rest {
 		r.run(b, d.repo, 10*time.Minute, false)
@@ -371,7 +390,8 @@ until [ -f /tmp/emu/env ]; do sleep 1; done
 func TestDocumentedExamples(t *testing.T) {
 	t.Parallel()
 	d := readDocumented(t)
-	r := newBlockRunner(t, d.repo)
+	r := newBlockRunner(t, d.repo, shortSettings...)
+	r.short = true
 	r.run(examplesEmulator, d.repo, 10*time.Minute, true)
 	work := t.TempDir() // files the examples write (verify --report)
 	for _, name := range exampleOrder {
