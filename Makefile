@@ -38,7 +38,7 @@ k8s-cache:
 TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 16
 # Emulators the end-to-end tests run at once.
-EMULATORS ?= 2
+EMULATORS ?= 3
 # Test binaries without DWARF (-w): nothing here runs a debugger on them,
 # and it takes a quarter off each of the 40 links (cmd.test 6.4 s -> 4.8 s).
 TEST_FLAGS := -count=1 -ldflags=-w
