@@ -37,7 +37,8 @@ k8s-cache:
 # $(TEST_CLUSTERS) control planes (VLLM_HPA_TEST_CLUSTERS) for its run.
 TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 16
-# Emulators the end-to-end tests run at once.
+# Emulators the end-to-end tests run at once (VLLM_HPA_EMULATORS: they
+# take their turns longest first, scripts/emulator/slots_test.go).
 EMULATORS ?= 3
 # Test binaries without DWARF (-w): nothing here runs a debugger on them,
 # and it takes a quarter off each of the 40 links (cmd.test 6.4 s -> 4.8 s).
@@ -46,16 +47,18 @@ TEST_FLAGS := -count=1 -ldflags=-w
 RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout ./internal/localcluster
 
 # All tests, including those against a real kube-apiserver and
-# kube-controller-manager. First the packages of the binaries the demos and
-# the README's blocks build, compiled in the flags they build with (go list
-# -export compiles without linking: 2 s warm, against 30 s for three links),
-# so that on a fresh machine those builds find the build cache warm instead
-# of compiling Kubernetes' libraries again inside a test's timeout.
+# kube-controller-manager. The binaries the README's blocks and the demos
+# build are built first (beside the other tests' builds, before the
+# emulator's tests), so that each of those builds finds them up to date
+# rather than linking, or on a fresh machine compiling Kubernetes'
+# libraries, inside a test's timeout (scripts/emulator/docs_test.go).
 #
 # Then: all tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
-# failure rather than a skip), the race detector on the packages with
-# goroutines and on the CLI's input handling, and the emulator's end-to-end
+# failure rather than a skip), the packages with goroutines only under the
+# race detector (once, after the others: their tests are the same, and the
+# emulator's tail leaves the CPU idle then), the race detector on the CLI's
+# input handling too, and the emulator's end-to-end
 # tests (beside the others, in the background, each on an emulator of its
 # own; the demos with the gke profile's every lag at a fiftieth: make
 # test-e2e runs them at full length). The fault tests run 2 rounds here
@@ -63,12 +66,12 @@ RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllms
 test: lint
 	@set -e; \
 	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
-	CGO_ENABLED=0 $(GO) list -export -deps -trimpath . >/dev/null; \
-	( cd scripts/emulator && CGO_ENABLED=0 $(GO) list -export -deps -trimpath . >/dev/null && $(GO) list -export -deps . >/dev/null ); \
 	log=$$(mktemp); \
-	( cd scripts/emulator && $(GO) vet ./... && $(GO) test $(TEST_FLAGS) -timeout 20m -parallel $(EMULATORS) ./... ) > $$log 2>&1 & emulator=$$!; \
+	( $(MAKE) -s build emulator && cd scripts/emulator && $(GO) vet ./... && \
+	  VLLM_HPA_EMULATORS=$(EMULATORS) $(GO) test $(TEST_FLAGS) -timeout 20m -parallel 16 ./... ) > $$log 2>&1 & emulator=$$!; \
 	status=0; \
-	$(GO) test $(TEST_FLAGS) -timeout 30m -parallel $(TEST_PARALLEL) ./... || status=$$?; \
+	race=$$($(GO) list $(RACE_PKGS)); \
+	$(GO) test $(TEST_FLAGS) -timeout 30m -parallel $(TEST_PARALLEL) $$($(GO) list ./... | grep -vxF "$$race") || status=$$?; \
 	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS) || status=$$?; \
 	$(GO) test $(TEST_FLAGS) -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd || status=$$?; \
 	emulator_status=0; wait $$emulator || emulator_status=$$?; \

@@ -11,7 +11,7 @@ import (
 // fill to 0.57): the HPA scales 1 -> 3 (its maximum) on kv-cache alone,
 // so the second metric is read and the HPA takes the larger count.
 func TestCombinedStrategyOnEmulator(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	o := testOptions(t)
 	o.Sim.KVCacheTokens = 1000
 	// A Standard cluster this time (the others are Autopilot), whose L4

@@ -368,7 +368,7 @@ const fullLengthEnv = "VLLM_HPA_E2E_FULL"
 
 // TestDocumentedCommands runs every block on the README's emulator.
 func TestDocumentedCommands(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	d := readDocumented(t)
 	r := newBlockRunner(t, d.repo, shortSettings...)
 	r.short = true
@@ -388,7 +388,7 @@ until [ -f /tmp/emu/env ]; do sleep 1; done
 // Examples), in exampleOrder, on an emulator of their own: beside the
 // blocks rather than after them, as they need nothing the blocks leave.
 func TestDocumentedExamples(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	d := readDocumented(t)
 	r := newBlockRunner(t, d.repo, shortSettings...)
 	r.short = true
@@ -405,7 +405,7 @@ func TestDocumentedExamples(t *testing.T) {
 // and binaries of its own: on the gke profile, every lag divided by 50
 // (make test), or at full length with VLLM_HPA_E2E_FULL (make test-e2e).
 func TestDocumentedDemo(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	d := readDocumented(t)
 	compressed, timeout := "EMULATOR_ARGS=--compress 50 --compress-metric-path", 5*time.Minute
 	if os.Getenv(fullLengthEnv) != "" {

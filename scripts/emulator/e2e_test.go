@@ -196,7 +196,7 @@ func useEmulator(t *testing.T, e *Emulator, extra map[string]string) {
 }
 
 func TestWalkthroughOnEmulator(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	o := testOptions(t)
 	o.NativeInterval = DefaultOptions().NativeInterval
 	e := startEmulator(t, o)

@@ -15,7 +15,7 @@ import (
 // answers the real one's 404 for every failure; vllm-hpa names the cause
 // from its own evidence.
 func TestAdapterNeedsIdentity(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := startEmulator(t, testOptions(t))
 	useEmulator(t, e, map[string]string{"VLLM_HPA_TIMEOUTS_HPA": "15s"})
 	gsa := "metrics-adapter-gsa@my-proj.iam.gserviceaccount.com"
@@ -113,7 +113,7 @@ func TestAdapterNeedsIdentity(t *testing.T) {
 // No samples in Cloud Monitoring (here: none ever ingested), identity all
 // in place: then, and only then, "no samples yet".
 func TestNoSamplesSaidAsSuch(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	o := testOptions(t)
 	o.IngestionDelay = time.Hour
 	e := startEmulator(t, o)

@@ -12,7 +12,7 @@ import (
 // autoscaling.gke.io|gemma-server-vllm|num-requests-running served by the
 // GKE stand-in, and cleanup leaves nothing.
 func TestNativeOnEmulator(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	e := startEmulator(t, testOptions(t))
 	useEmulator(t, e, map[string]string{"VLLM_HPA_HPA_BACKEND": "auto"})
 

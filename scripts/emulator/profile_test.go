@@ -22,7 +22,7 @@ import (
 // before restarts); both stages come out shorter than the model's figures
 // without them, and cleanup takes the bucket grant back.
 func TestGKEProfileOnEmulator(t *testing.T) {
-	t.Parallel()
+	parallel(t)
 	o := GKEOptions(1, false)
 	o.Dir, o.Bin = t.TempDir(), k8sBin(t)
 	o.HPASyncPeriod, o.IngestionDelay, o.IAMPropagation = 2*time.Second, 4*time.Second, 4*time.Second

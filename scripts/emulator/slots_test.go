@@ -1,0 +1,95 @@
+package main
+
+import (
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Each test here starts an emulator of its own (a control plane and its
+// stand-ins) and waits on it for a minute or more; make test runs
+// $VLLM_HPA_EMULATORS of them at once. go test's -parallel admits the
+// tests waiting for a slot in its scheduler's order, which put the three
+// longest (the documented blocks, 2-3 minutes each) last in every run
+// measured: the module ended with them alone on an idle machine. So the
+// tests call parallel, which admits them that many at a time, the longest
+// first (make test sets -parallel high enough that go test holds none
+// back).
+
+const emulatorsEnv = "VLLM_HPA_EMULATORS"
+
+// longestFirst is the order tests are admitted in: by their duration in
+// make test, longest first. A test not listed comes after them.
+var longestFirst = []string{
+	"TestDocumentedExamples", "TestDocumentedDemo", "TestDocumentedCommands",
+	"TestCombinedStrategyOnEmulator", "TestGKEProfileOnEmulator", "TestAdapterNeedsIdentity",
+	"TestWalkthroughOnEmulator", "TestNoSamplesSaidAsSuch", "TestNativeOnEmulator",
+}
+
+// settle is how long the first test waits for the others to arrive
+// before any is admitted: go test releases the parallel tests together,
+// within a millisecond of each other.
+const settle = 300 * time.Millisecond
+
+var slots struct {
+	once    sync.Once
+	mu      sync.Mutex
+	free    int
+	waiting []*waiter
+}
+
+type waiter struct {
+	rank  int
+	ready chan struct{}
+}
+
+// parallel runs t in parallel with the others and holds one of the slots
+// for its run.
+func parallel(t *testing.T) {
+	t.Helper()
+	t.Parallel()
+	rank := slices.Index(longestFirst, t.Name())
+	if rank < 0 {
+		rank = len(longestFirst)
+	}
+	w := &waiter{rank: rank, ready: make(chan struct{})}
+	slots.mu.Lock()
+	slots.waiting = append(slots.waiting, w)
+	slots.mu.Unlock()
+	slots.once.Do(func() {
+		slots.free = runtime.GOMAXPROCS(0)
+		if n, err := strconv.Atoi(os.Getenv(emulatorsEnv)); err == nil && n > 0 {
+			slots.free = n
+		}
+		time.Sleep(settle)
+	})
+	admitNext()
+	<-w.ready
+	t.Cleanup(func() {
+		slots.mu.Lock()
+		slots.free++
+		slots.mu.Unlock()
+		admitNext()
+	})
+}
+
+// admitNext admits the first-ranked waiting tests while slots are free.
+func admitNext() {
+	slots.mu.Lock()
+	defer slots.mu.Unlock()
+	for slots.free > 0 && len(slots.waiting) > 0 {
+		first := 0
+		for i, w := range slots.waiting {
+			if w.rank < slots.waiting[first].rank {
+				first = i
+			}
+		}
+		close(slots.waiting[first].ready)
+		slots.waiting = slices.Delete(slots.waiting, first, first+1)
+		slots.free--
+	}
+}
