@@ -55,25 +55,25 @@ RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllms
 #
 # Then: all tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
-# failure rather than a skip); beside them, in the background, the
-# packages with goroutines under the race detector (only there: their
-# tests are the same) and the CLI's input handling under it too, and the
-# emulator's end-to-end tests (each on an emulator of its own; the demos
-# with the gke profile's every lag at a fiftieth: make test-e2e runs them
-# at full length). Three streams at once keep both cores busy to the end:
-# one after the other, the race runs alone took the last minute at half
-# the CPU. The fault tests run 2 rounds here (make test-faults: 20).
+# failure rather than a skip); after them, the packages with goroutines
+# under the race detector (only there: their tests are the same) and
+# beside those the CLI's input handling under it too (started with the
+# others, the race builds delayed the emulator's start by a minute); and
+# beside everything, in the background, the emulator's end-to-end tests
+# (each on an emulator of its own; the demos with the gke profile's every
+# lag at a fiftieth: make test-e2e runs them at full length). The fault
+# tests run 2 rounds here (make test-faults: 20).
 test: lint
 	@set -e; \
 	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
 	log=$$(mktemp); racelog=$$(mktemp); \
 	( $(MAKE) -s build emulator && cd scripts/emulator && $(GO) vet ./... && \
 	  VLLM_HPA_EMULATORS=$(EMULATORS) $(GO) test $(TEST_FLAGS) -timeout 20m -parallel 16 ./... ) > $$log 2>&1 & emulator=$$!; \
-	( s=0; $(GO) test $(TEST_FLAGS) -race $(RACE_PKGS) || s=1; \
-	  $(GO) test $(TEST_FLAGS) -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd || s=1; exit $$s ) > $$racelog 2>&1 & racer=$$!; \
 	status=0; \
 	race=$$($(GO) list $(RACE_PKGS)); \
 	$(GO) test $(TEST_FLAGS) -timeout 30m -parallel $(TEST_PARALLEL) $$($(GO) list ./... | grep -vxF "$$race") || status=$$?; \
+	$(GO) test $(TEST_FLAGS) -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd > $$racelog 2>&1 & racer=$$!; \
+	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS) || status=$$?; \
 	wait $$racer || status=1; cat $$racelog; rm -f $$racelog; \
 	emulator_status=0; wait $$emulator || emulator_status=$$?; \
 	cat $$log; rm -f $$log; \
