@@ -8,19 +8,24 @@ COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
 # The commit's time, not the clock's (as go build's own vcs.time): one
 # commit builds one binary, so a build whose output is up to date links
 # nothing (go build and go install skip a target whose build ID matches).
-DATE    ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null)
+DATE    ?= $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X $(PKG)/cmd.version=$(VERSION) -X $(PKG)/cmd.commit=$(COMMIT) -X $(PKG)/cmd.date=$(DATE)
 
 .PHONY: build emulator demo test test-e2e test-faults test-unit lint install k8s-cache clean
+# build and install write one file (bin/vllm-hpa when GOBIN is bin/): never
+# at once, even under -j.
+.NOTPARALLEL:
 
+# -buildvcs=false: the version, commit and date are the ldflags', and a
+# stamp of the tree's state would relink on any untracked file.
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) .
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN) .
 
 # The local GKE emulator (scripts/emulator, a module of its own), with the
 # flags every script and document builds it with, so that one build serves
 # them all.
 emulator:
-	cd scripts/emulator && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(EMULATOR_BIN)) .
+	cd scripts/emulator && CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" -o ../../$(EMULATOR_BIN) .
 
 # The whole walkthrough on the local GKE emulator: up, load, 1 -> 3 -> 1,
 # cleanup. The first run builds the Kubernetes binaries. BACKEND=native
@@ -51,7 +56,9 @@ RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllms
 # build are built first (beside the other tests' builds, before the
 # emulator's tests), so that each of those builds finds them up to date
 # rather than linking, or on a fresh machine compiling Kubernetes'
-# libraries, inside a test's timeout (scripts/emulator/docs_test.go).
+# libraries, inside a test's timeout (scripts/emulator/docs_test.go); the
+# version stamps are fixed for the run (exported: every make the blocks run
+# takes them), so that an edit during the run relinks nothing a block runs.
 #
 # Then: all tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
@@ -66,12 +73,14 @@ RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllms
 test: lint
 	@set -e; \
 	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
+	export VERSION="$(VERSION)" COMMIT="$(COMMIT)" DATE="$(DATE)"; \
+	race=$$($(GO) list $(RACE_PKGS)); \
+	pkgs=$$($(GO) list ./... | grep -vxF "$$race"); \
 	log=$$(mktemp); racelog=$$(mktemp); \
 	( $(MAKE) -s build emulator && cd scripts/emulator && $(GO) vet ./... && \
 	  VLLM_HPA_EMULATORS=$(EMULATORS) $(GO) test $(TEST_FLAGS) -timeout 20m -parallel 16 ./... ) > $$log 2>&1 & emulator=$$!; \
 	status=0; \
-	race=$$($(GO) list $(RACE_PKGS)); \
-	$(GO) test $(TEST_FLAGS) -timeout 30m -parallel $(TEST_PARALLEL) $$($(GO) list ./... | grep -vxF "$$race") || status=$$?; \
+	$(GO) test $(TEST_FLAGS) -timeout 30m -parallel $(TEST_PARALLEL) $$pkgs || status=$$?; \
 	$(GO) test $(TEST_FLAGS) -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd > $$racelog 2>&1 & racer=$$!; \
 	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS) || status=$$?; \
 	wait $$racer || status=1; cat $$racelog; rm -f $$racelog; \
@@ -104,7 +113,7 @@ lint:
 	$(GO) vet ./...
 
 install:
-	CGO_ENABLED=0 $(GO) install -trimpath -ldflags "$(LDFLAGS)" .
+	CGO_ENABLED=0 $(GO) install -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" .
 
 clean:
 	rm -rf bin

@@ -27,8 +27,8 @@ import (
 // What the test changes, and why:
 //   - the README's emulator block runs first (the other blocks need its
 //     cluster) and its emulator runs until the end; `make demo` (and
-//     `BACKEND=native make demo`) run last, after it stops, as each starts
-//     an emulator of its own;
+//     `BACKEND=native make demo`) run in a test of their own, as each
+//     starts an emulator of its own;
 //   - /tmp/emu becomes a directory of the test's, so that runs on one
 //     machine do not meet;
 //   - `hf_...`, the README's placeholder for a token, becomes a token;
@@ -37,9 +37,9 @@ import (
 //     (buildOnce), so that their builds find it up to date;
 //   - kubectl is the one of the Kubernetes binaries' cache, on PATH;
 //   - background jobs a block starts (`vllm-hpa sim &`) end with it;
-//   - the emulator's and vllm-hpa's intervals are the e2e tests' (2 s
-//     scrape and HPA sync, 5 s scale-down window: shortEmulator), except
-//     for `make demo`'s.
+//   - the commands' examples run on an emulator the test starts at the
+//     e2e tests' intervals (shortEmulator, shortSettings); the README's
+//     blocks and `make demo` run at their own.
 //
 // Not run: `make test` (this test runs inside it). gcloud lines appear
 // only as fixes and set-up steps for a real project, in prose or in
@@ -137,17 +137,18 @@ type blockRunner struct {
 	logDir  string
 	count   int
 	keepers []int // process groups left running (the emulator's block)
-	short   bool  // the e2e tests' intervals (shortEmulator, shortSettings)
 }
 
-// The e2e tests' intervals, in place of the fast profile's GKE ones (15 s
-// scrape and HPA sync, 5 minutes' scale-down window), for the blocks of
-// TestDocumentedCommands and TestDocumentedExamples: their scale-ups and
-// scale-downs take seconds rather than minutes, through the same steps.
-// The emulator's are added to a block's `--profile fast`; vllm-hpa's are
-// in the blocks' environment, where a block's own flags still win.
+// The e2e tests' intervals for the commands' examples, in place of the fast
+// profile's (GKE's 15 s scrape and HPA sync, a 3 s pull, native metrics
+// every 5 s) and vllm-hpa's 30 s scale-down window: their scale-ups and
+// scale-downs take seconds rather than half a minute each, through the
+// same steps. The emulator's are flags of the examples' emulator (the
+// test's, not a documented line); vllm-hpa's are in the examples'
+// environment, where an example's own flags still win. The README's
+// emulator block runs as written, at the fast profile's own intervals.
 var (
-	shortEmulator = "--profile fast --hpa-sync-period 2s --image-pull 1s --native-interval 2s"
+	shortEmulator = "--hpa-sync-period 2s --image-pull 1s --native-interval 2s"
 	shortSettings = []string{"VLLM_HPA_MONITORING_INTERVAL=2s", "VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION=5s"}
 )
 
@@ -157,9 +158,6 @@ var (
 func (r *blockRunner) script(b docBlock, keep bool) string {
 	text := strings.ReplaceAll(b.text, "/tmp/emu", r.emuDir)
 	text = strings.ReplaceAll(text, "HF_TOKEN=hf_...", "HF_TOKEN=hf_docsTestToken")
-	if r.short {
-		text = strings.ReplaceAll(text, "--profile fast", shortEmulator)
-	}
 	var s strings.Builder
 	s.WriteString("set -euo pipefail\n")
 	fmt.Fprintf(&s, "if [ -f %s/env ]; then . %s/env; fi\n", r.emuDir, r.emuDir)
@@ -370,8 +368,7 @@ const fullLengthEnv = "VLLM_HPA_E2E_FULL"
 func TestDocumentedCommands(t *testing.T) {
 	parallel(t)
 	d := readDocumented(t)
-	r := newBlockRunner(t, d.repo, shortSettings...)
-	r.short = true
+	r := newBlockRunner(t, d.repo)
 	r.run(d.emulator[0], d.repo, 10*time.Minute, true)
 	for _, b := range d.rest {
 		r.run(b, d.repo, 10*time.Minute, false)
@@ -379,8 +376,9 @@ func TestDocumentedCommands(t *testing.T) {
 }
 
 // examplesEmulator starts an emulator as the README's block does (its
-// binaries built by buildOnce), in a directory of its own.
-var examplesEmulator = docBlock{file: "(the examples' emulator)", text: `bin/vllm-hpa-emulator --dir /tmp/emu --k8s-bin "$(scripts/build-k8s-cache.sh)" --profile fast &
+// binaries built by buildOnce), in a directory of its own, at the e2e
+// tests' intervals.
+var examplesEmulator = docBlock{file: "(the examples' emulator)", text: `bin/vllm-hpa-emulator --dir /tmp/emu --k8s-bin "$(scripts/build-k8s-cache.sh)" --profile fast ` + shortEmulator + ` &
 until [ -f /tmp/emu/env ]; do sleep 1; done
 `}
 
@@ -391,7 +389,6 @@ func TestDocumentedExamples(t *testing.T) {
 	parallel(t)
 	d := readDocumented(t)
 	r := newBlockRunner(t, d.repo, shortSettings...)
-	r.short = true
 	r.run(examplesEmulator, d.repo, 10*time.Minute, true)
 	work := t.TempDir() // files the examples write (verify --report)
 	for _, name := range exampleOrder {

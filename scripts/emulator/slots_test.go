@@ -1,8 +1,8 @@
 package main
 
 import (
+	"flag"
 	"os"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -12,13 +12,13 @@ import (
 
 // Each test here starts an emulator of its own (a control plane and its
 // stand-ins) and waits on it for a minute or more; make test runs
-// $VLLM_HPA_EMULATORS of them at once. go test's -parallel admits the
-// tests waiting for a slot in its scheduler's order, which put the three
-// longest (the documented blocks, 2-3 minutes each) last in every run
-// measured: the module ended with them alone on an idle machine. So the
-// tests call parallel, which admits them that many at a time, the longest
-// first (make test sets -parallel high enough that go test holds none
-// back).
+// $VLLM_HPA_EMULATORS of them at once (unset: -parallel's number). go
+// test's -parallel admits the tests waiting for a slot in its scheduler's
+// order, which put the three longest (the documented blocks, 2-3 minutes
+// each) last in every run measured: the module ended with them alone on
+// an idle machine. So the tests call parallel, which admits them that
+// many at a time, the longest first (make test sets -parallel high enough
+// that go test holds none back).
 
 const emulatorsEnv = "VLLM_HPA_EMULATORS"
 
@@ -61,10 +61,13 @@ func parallel(t *testing.T) {
 	slots.waiting = append(slots.waiting, w)
 	slots.mu.Unlock()
 	slots.once.Do(func() {
-		slots.free = runtime.GOMAXPROCS(0)
+		// Unset, go test's -parallel says how many (its default is
+		// GOMAXPROCS).
+		slots.free, _ = strconv.Atoi(flag.Lookup("test.parallel").Value.String())
 		if n, err := strconv.Atoi(os.Getenv(emulatorsEnv)); err == nil && n > 0 {
 			slots.free = n
 		}
+		slots.free = max(slots.free, 1)
 		time.Sleep(settle)
 	})
 	admitNext()
