@@ -399,7 +399,7 @@ func TestDocumentedExamples(t *testing.T) {
 }
 
 // TestDocumentedDemo runs the `make demo` lines, each with an emulator
-// and binaries of its own: on the gke profile, every lag divided by 50
+// and a copy of bin/'s binaries of its own: on the gke profile, every lag divided by 50
 // (make test), or at full length with VLLM_HPA_E2E_FULL (make test-e2e).
 func TestDocumentedDemo(t *testing.T) {
 	parallel(t)

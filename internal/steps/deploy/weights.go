@@ -58,7 +58,7 @@ func bucketClient(ctx context.Context, deps step.Deps) (*storage.Service, error)
 		return nil, noGoogleAPIs(deps.GCPError)
 	}
 	if err != nil {
-		return nil, exitcode.With(exitcode.Precondition, fmt.Errorf("%w: %v", ErrNoGoogleAPIs, err))
+		return nil, noGoogleAPIs(err)
 	}
 	return svc, nil
 }
