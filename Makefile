@@ -45,48 +45,22 @@ TEST_PARALLEL ?= 16
 # Emulators the end-to-end tests run at once (VLLM_HPA_EMULATORS: they
 # take their turns longest first, scripts/emulator/slots_test.go).
 EMULATORS ?= 3
-# Test binaries without DWARF (-w): nothing here runs a debugger on them,
-# and it takes a quarter off each of the 40 links (cmd.test 6.4 s -> 4.8 s).
-TEST_FLAGS := -count=1 -ldflags=-w
-# Packages whose goroutines share state, run under the race detector.
-RACE_PKGS := ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout ./internal/localcluster
 
 # All tests, including those against a real kube-apiserver and
-# kube-controller-manager. The binaries the README's blocks and the demos
-# build are built first (beside the other tests' builds, before the
-# emulator's tests), so that each of those builds finds them up to date
-# rather than linking, or on a fresh machine compiling Kubernetes'
-# libraries, inside a test's timeout (scripts/emulator/docs_test.go); the
-# version stamps are fixed for the run (exported: every make the blocks run
-# takes them), so that an edit during the run relinks nothing a block runs.
-#
-# Then: all tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a
-# failure rather than a skip); after them, the packages with goroutines
-# under the race detector (only there: their tests are the same) and
-# beside those the CLI's input handling under it too (started with the
-# others, the race builds delayed the emulator's start by a minute); and
-# beside everything, in the background, the emulator's end-to-end tests
-# (each on an emulator of its own; the demos with the gke profile's every
-# lag at a fiftieth: make test-e2e runs them at full length). The fault
-# tests run 2 rounds here (make test-faults: 20).
+# failure rather than a skip), scripts/test.sh: test binaries built with
+# go test -c into bin/test/, linked only when their source changed; the
+# emulator's end-to-end tests (each on an emulator of its own; the demos
+# with the gke profile's every lag at a fiftieth: make test-e2e runs them
+# at full length) and the CLI's first, the other packages beside them,
+# those with goroutines only under the race detector, with the CLI's input
+# handling. The version stamps are fixed for the run (exported: every make
+# the documented blocks run takes them), so that an edit during the run
+# relinks nothing a block runs. The fault tests run 2 rounds here (make
+# test-faults: 20).
 test: lint
-	@set -e; \
-	export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_TEST_CLUSTERS=$(TEST_CLUSTERS); \
-	export VERSION="$(VERSION)" COMMIT="$(COMMIT)" DATE="$(DATE)"; \
-	race=$$($(GO) list $(RACE_PKGS)); \
-	pkgs=$$($(GO) list ./... | grep -vxF "$$race"); \
-	log=$$(mktemp); racelog=$$(mktemp); \
-	( $(MAKE) -s build emulator && cd scripts/emulator && $(GO) vet ./... && \
-	  VLLM_HPA_EMULATORS=$(EMULATORS) $(GO) test $(TEST_FLAGS) -timeout 20m -parallel 16 ./... ) > $$log 2>&1 & emulator=$$!; \
-	status=0; \
-	$(GO) test $(TEST_FLAGS) -timeout 30m -parallel $(TEST_PARALLEL) $$pkgs || status=$$?; \
-	$(GO) test $(TEST_FLAGS) -race -run 'TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted' ./cmd > $$racelog 2>&1 & racer=$$!; \
-	$(GO) test $(TEST_FLAGS) -race $(RACE_PKGS) || status=$$?; \
-	wait $$racer || status=1; cat $$racelog; rm -f $$racelog; \
-	emulator_status=0; wait $$emulator || emulator_status=$$?; \
-	cat $$log; rm -f $$log; \
-	[ $$status -eq 0 ] && [ $$emulator_status -eq 0 ]
+	@VERSION="$(VERSION)" COMMIT="$(COMMIT)" DATE="$(DATE)" GO="$(GO)" \
+	  TEST_CLUSTERS=$(TEST_CLUSTERS) EMULATORS=$(EMULATORS) TEST_PARALLEL=$(TEST_PARALLEL) scripts/test.sh
 
 # The README's demos at the gke profile's own timings (about 6 minutes
 # each: IAM's 2-minute propagation, 40 s of ingestion, GKE's 15 s scrape
