@@ -44,18 +44,19 @@ failed=0
 # run DIR BINARY NAME [FLAGS...]: runs one test binary from DIR, then
 # prints go test's line for it (and its output when it failed).
 run() {
-	local dir=$1 binary=$2 name=$3 start end status took
+	local dir=$1 binary=$2 name=$3 start end status took log
 	shift 3
+	log=$logs/${name//[^A-Za-z0-9.]/_}.log
 	start=$(date +%s.%N)
-	(cd "$dir" && "$binary" -test.count=1 -test.paniconexit0 "$@" </dev/null >"$logs/$name.log" 2>&1)
+	(cd "$dir" && "$binary" -test.count=1 -test.paniconexit0 "$@" </dev/null >"$log" 2>&1)
 	status=$?
 	end=$(date +%s.%N)
 	took=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3fs", e - s }')
 	if [ $status -eq 0 ]; then
-		grep -v '^PASS$' "$logs/$name.log" || true
+		grep -v '^PASS$' "$log" || true
 		printf 'ok  \t%s\t%s\n' "$name" "$took"
 	else
-		cat "$logs/$name.log"
+		cat "$log"
 		printf 'FAIL\t%s\t%s\n' "$name" "$took"
 	fi
 	return $status
