@@ -60,7 +60,7 @@ EMULATORS ?= 3
 # test-faults: 20).
 test: lint
 	@VERSION="$(VERSION)" COMMIT="$(COMMIT)" DATE="$(DATE)" GO="$(GO)" \
-	  TEST_CLUSTERS=$(TEST_CLUSTERS) EMULATORS=$(EMULATORS) TEST_PARALLEL=$(TEST_PARALLEL) scripts/test.sh
+	  TEST_CLUSTERS=$(TEST_CLUSTERS) EMULATORS=$(EMULATORS) TEST_PARALLEL=$(TEST_PARALLEL) TEST_ARGS='$(TEST_ARGS)' scripts/test.sh
 
 # The README's demos at the gke profile's own timings (about 6 minutes
 # each: IAM's 2-minute propagation, 40 s of ingestion, GKE's 15 s scrape

@@ -14,7 +14,8 @@
 # the CLI's (cmd, at TEST_CLUSTERS control planes) start first, and the
 # other packages run one at a time beside them, the race detector's with
 # them. Environment (the Makefile sets them): TEST_CLUSTERS, EMULATORS,
-# TEST_PARALLEL; GO.
+# TEST_PARALLEL; GO; TEST_ARGS, flags for every test binary (as
+# `-test.v -test.run=TestX`: go test's flags with the prefix test.).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
@@ -33,6 +34,7 @@ k8s_bin=$(scripts/build-k8s-cache.sh) || exit 1
 export VLLM_HPA_K8S_BIN=$k8s_bin VLLM_HPA_REQUIRE_K8S=1
 export VLLM_HPA_TEST_CLUSTERS=${TEST_CLUSTERS:-5} VLLM_HPA_EMULATORS=${EMULATORS:-3}
 parallel=${TEST_PARALLEL:-16}
+TEST_ARGS=${TEST_ARGS:-}
 # Test binaries without DWARF (-w): nothing here runs a debugger on them,
 # and it takes a quarter off each link (cmd.test 6.4 s -> 4.8 s).
 build_flags=(-ldflags=-w)
@@ -48,7 +50,7 @@ run() {
 	shift 3
 	log=$logs/${name//[^A-Za-z0-9.]/_}.log
 	start=$(date +%s.%N)
-	(cd "$dir" && "$binary" -test.count=1 -test.paniconexit0 "$@" </dev/null >"$log" 2>&1)
+	(cd "$dir" && "$binary" -test.count=1 -test.paniconexit0 "$@" $TEST_ARGS </dev/null >"$log" 2>&1)
 	status=$?
 	end=$(date +%s.%N)
 	took=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3fs", e - s }')

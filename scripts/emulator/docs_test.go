@@ -399,17 +399,20 @@ func TestDocumentedExamples(t *testing.T) {
 }
 
 // TestDocumentedDemo runs the `make demo` lines, each with an emulator
-// and a copy of bin/'s binaries of its own: on the gke profile, every lag divided by 50
-// (make test), or at full length with VLLM_HPA_E2E_FULL (make test-e2e).
+// and a copy of bin/'s binaries of its own, beside each other (each takes
+// an emulator's slot): on the gke profile, every lag divided by 50 (make
+// test), or at full length with VLLM_HPA_E2E_FULL (make test-e2e).
 func TestDocumentedDemo(t *testing.T) {
-	parallel(t)
+	t.Parallel()
 	d := readDocumented(t)
 	compressed, timeout := "EMULATOR_ARGS=--compress 50 --compress-metric-path", 5*time.Minute
 	if os.Getenv(fullLengthEnv) != "" {
 		compressed, timeout = "EMULATOR_ARGS=", 15*time.Minute
 	}
-	r := newBlockRunner(t, d.repo, compressed)
 	for _, b := range d.demo {
-		r.run(b, d.repo, timeout, false)
+		t.Run(b.String(), func(t *testing.T) {
+			parallel(t)
+			newBlockRunner(t, d.repo, compressed).run(b, d.repo, timeout, false)
+		})
 	}
 }

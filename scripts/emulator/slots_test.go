@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +53,9 @@ type waiter struct {
 func parallel(t *testing.T) {
 	t.Helper()
 	t.Parallel()
-	rank := slices.Index(longestFirst, t.Name())
+	// A subtest takes its turn as its test would.
+	test, _, _ := strings.Cut(t.Name(), "/")
+	rank := slices.Index(longestFirst, test)
 	if rank < 0 {
 		rank = len(longestFirst)
 	}
@@ -70,9 +73,12 @@ func parallel(t *testing.T) {
 		slots.free = max(slots.free, 1)
 		time.Sleep(settle)
 	})
+	waited := time.Now()
 	admitNext()
 	<-w.ready
+	held := time.Now()
 	t.Cleanup(func() {
+		t.Logf("emulator slot: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
 		slots.mu.Lock()
 		slots.free++
 		slots.mu.Unlock()
