@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,13 +102,18 @@ func TestStoppedByCaller(t *testing.T) {
 // answers after the interruption has closed the connection.
 func TestInterruptCutsInFlight(t *testing.T) {
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+	// The requests the server holds: the connections closed below must
+	// be all three (counted by the client when sent, a request may not
+	// have its connection yet, and one accepted after the close would
+	// wait for the client's timeout).
+	var held atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { held.Add(1); <-release }))
 	defer srv.Close()
 	defer close(release)
 	ctx, cancel := context.WithCancel(context.Background())
 	live := &load.Live{}
 	go func() {
-		for live.Snapshot().InFlight < 3 {
+		for live.Snapshot().InFlight < 3 || held.Load() < 3 {
 			time.Sleep(5 * time.Millisecond)
 		}
 		cancel()
