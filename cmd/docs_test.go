@@ -70,6 +70,14 @@ func TestInlineCommandsExist(t *testing.T) {
 			words := strings.Fields(m[1])
 			if words[0] == "make" {
 				for _, target := range words[1:] {
+					// A variable's value (make test TEST_ARGS=-test.v):
+					// one the Makefile reads.
+					if name, _, ok := strings.Cut(target, "="); ok {
+						if !strings.Contains(string(makefile), "$("+name+")") {
+							t.Errorf("%s: `%s`: the Makefile reads no variable %s", f, m[1], name)
+						}
+						continue
+					}
 					if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(target) + `:`).Match(makefile) {
 						t.Errorf("%s: `%s`: the Makefile has no target %s", f, m[1], target)
 					}

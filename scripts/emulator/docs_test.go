@@ -238,10 +238,15 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// exampleOrder is the order the commands' examples run in: build the
-// stack, check it, use it, then take it down.
-// The root command's (a whole cycle) runs last.
-var exampleOrder = []string{"preflight", "deploy", "up", "verify", "load", "tune", "render", "status", "sim", "config_view", "version", "cleanup", "vllm-hpa"}
+// exampleOrder is the order the commands' examples run in, each list on
+// an emulator of its own, beside the other: build the stack, check it,
+// use it, then take it down; the root command's (a whole cycle of its
+// own) and the simulator's (no cluster) on the second, which needs
+// nothing the first leaves.
+var exampleOrder = [][]string{
+	{"preflight", "deploy", "up", "verify", "load", "tune", "render", "status", "config_view", "version", "cleanup"},
+	{"vllm-hpa", "sim"},
+}
 
 // documented are the blocks of commands of README.md and docs/: the
 // README's emulator block, the `make demo` blocks, the rest, and the
@@ -280,7 +285,7 @@ func readDocumented(t *testing.T) documented {
 		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "vllm-hpa_"), ".md")
 		if b, ok := examples(t, repo, strings.TrimPrefix(p, repo+"/")); ok {
 			d.examples[name] = b
-			if !slices.Contains(exampleOrder, name) {
+			if !slices.Contains(slices.Concat(exampleOrder...), name) {
 				t.Errorf("%s has examples that exampleOrder does not place", b)
 			}
 		}
@@ -383,18 +388,24 @@ until [ -f /tmp/emu/env ]; do sleep 1; done
 `}
 
 // TestDocumentedExamples runs the commands' examples (their help's
-// Examples), in exampleOrder, on an emulator of their own: beside the
-// blocks rather than after them, as they need nothing the blocks leave.
+// Examples), each list of exampleOrder on an emulator of its own (and in
+// an emulator's slot): beside the blocks rather than after them, as they
+// need nothing the blocks leave.
 func TestDocumentedExamples(t *testing.T) {
-	parallel(t)
+	t.Parallel()
 	d := readDocumented(t)
-	r := newBlockRunner(t, d.repo, shortSettings...)
-	r.run(examplesEmulator, d.repo, 10*time.Minute, true)
-	work := t.TempDir() // files the examples write (verify --report)
-	for _, name := range exampleOrder {
-		if b, ok := d.examples[name]; ok {
-			r.run(b, work, 10*time.Minute, false)
-		}
+	for i, names := range exampleOrder {
+		t.Run(fmt.Sprint(names[0], "..."), func(t *testing.T) {
+			parallel(t)
+			r := newBlockRunner(t, d.repo, shortSettings...)
+			r.run(examplesEmulator, d.repo, 10*time.Minute, true)
+			work := t.TempDir() // files the examples write (verify --report)
+			for _, name := range exampleOrder[i] {
+				if b, ok := d.examples[name]; ok {
+					r.run(b, work, 10*time.Minute, false)
+				}
+			}
+		})
 	}
 }
 

@@ -24,10 +24,11 @@ import (
 const emulatorsEnv = "VLLM_HPA_EMULATORS"
 
 // longestFirst is the order tests are admitted in: by their duration in
-// make test, longest first. A test not listed comes after them.
+// make test, longest first (a test's subtests, each on an emulator of
+// its own, by their longest). A test not listed comes after them.
 var longestFirst = []string{
-	"TestDocumentedExamples", "TestDocumentedDemo", "TestDocumentedCommands",
-	"TestCombinedStrategyOnEmulator", "TestGKEProfileOnEmulator", "TestAdapterNeedsIdentity",
+	"TestDocumentedCommands", "TestDocumentedExamples", "TestDocumentedDemo",
+	"TestGKEProfileOnEmulator", "TestCombinedStrategyOnEmulator", "TestAdapterNeedsIdentity",
 	"TestWalkthroughOnEmulator", "TestNoSamplesSaidAsSuch", "TestNativeOnEmulator",
 }
 
