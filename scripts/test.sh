@@ -10,7 +10,7 @@
 # test prints it.
 #
 # The order follows the critical path: the emulator's end-to-end tests
-# (scripts/emulator, about 4 minutes of waits at EMULATORS at once) and
+# (scripts/emulator: about 800 emulator-seconds, EMULATORS at once) and
 # the CLI's (cmd, at TEST_CLUSTERS control planes) start first, and the
 # other packages run one at a time beside them, the race detector's with
 # them. Environment (the Makefile sets them): TEST_CLUSTERS, EMULATORS,
@@ -32,7 +32,7 @@ race_cmd_run='TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted'
 
 k8s_bin=$(scripts/build-k8s-cache.sh) || exit 1
 export VLLM_HPA_K8S_BIN=$k8s_bin VLLM_HPA_REQUIRE_K8S=1
-export VLLM_HPA_TEST_CLUSTERS=${TEST_CLUSTERS:-5} VLLM_HPA_EMULATORS=${EMULATORS:-3}
+export VLLM_HPA_TEST_CLUSTERS=${TEST_CLUSTERS:-5} VLLM_HPA_EMULATORS=${EMULATORS:-4}
 parallel=${TEST_PARALLEL:-16}
 TEST_ARGS=${TEST_ARGS:-}
 # Test binaries without DWARF (-w): nothing here runs a debugger on them,
