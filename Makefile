@@ -55,9 +55,9 @@ EMULATORS ?= 4
 # go test -c into bin/test/, linked only when their source changed; the
 # emulator's end-to-end tests (each on an emulator of its own; the demos
 # with the gke profile's every lag at a fiftieth: make test-e2e runs them
-# at full length) and the CLI's first, the other packages beside them,
-# those with goroutines only under the race detector, with the CLI's input
-# handling. The version stamps are fixed for the run (exported: every make
+# at full length), the CLI's, and the other packages one at a time, all
+# three at once (those with goroutines only under the race detector, then
+# the CLI's input handling under it too). The version stamps are fixed for the run (exported: every make
 # the documented blocks run takes them), so that an edit during the run
 # relinks nothing a block runs. The fault tests run 2 rounds here (make
 # test-faults: 20).
@@ -70,7 +70,7 @@ test: lint
 # and HPA sync), one after the other.
 test-e2e:
 	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_E2E_FULL=1 && \
-	  cd scripts/emulator && $(GO) test -count=1 -timeout 40m -run 'TestDocumentedDemo' -v ./...
+	  VLLM_HPA_EMULATORS=1 && cd scripts/emulator && $(GO) test -count=1 -timeout 40m -run 'TestDocumentedDemo' -v ./...
 
 # The fault tests at full length: 20 rounds of up and cleanup through a
 # proxy that breaks 10% of Kubernetes requests, with 10% of Google API calls

@@ -3,29 +3,39 @@
 # as their waits allow.
 #
 # The test binaries are built with `go test -c` into bin/test/ (and
-# bin/test-race/), where go links only what changed since the last run:
-# `go test` relinks every binary on every run (about 80 CPU-seconds of 29
-# links here, a sixth of the run). Each runs from its package's directory
-# with the flags go test would give it, and its result is printed as go
-# test prints it.
+# bin/test-race/, bin/test/emulator/), where go links only what changed
+# since the last run: `go test` relinks every binary on every run (about
+# 80 CPU-seconds of 29 links here, a sixth of the run). Each runs from its
+# package's directory with the flags go test would give it, and its result
+# is printed as go test prints it (its output only when it failed, or with
+# -test.v).
 #
-# The order follows the critical path: the emulator's end-to-end tests
-# (scripts/emulator: about 800 emulator-seconds, EMULATORS at once) and
-# the CLI's (cmd, at TEST_CLUSTERS control planes) start first, and the
-# other packages run one at a time beside them, the race detector's with
-# them. Environment (the Makefile sets them): TEST_CLUSTERS, EMULATORS,
-# TEST_PARALLEL; GO; TEST_ARGS, flags for every test binary (as
-# `-test.v -test.run=TestX`: go test's flags with the prefix test.).
+# Three lanes run at once, the longest two first: the emulator's
+# end-to-end tests (scripts/emulator: about 800 emulator-seconds,
+# EMULATORS at once), the CLI's (cmd, at TEST_CLUSTERS control planes),
+# and the other packages one at a time: those whose goroutines share
+# state only under the race detector (their tests are the same), then the
+# CLI's input handling under it, then the rest. Environment (the Makefile
+# sets them): TEST_CLUSTERS, EMULATORS, TEST_PARALLEL, GO, and TEST_ARGS,
+# flags for every test binary (go test's, prefixed test.: `-test.v
+# -test.run=TestX`; a -test.run there replaces the race run's filter on
+# the CLI too).
+#
+# Each lane is a process group of its own: an interrupt, a SIGTERM or a
+# failed build ends them all (the control planes die with their test
+# binary; the emulator's test ends the emulators its blocks started).
 set -uo pipefail
+set -m
 cd "$(dirname "$0")/.."
 GO=${GO:-go}
 repo=$PWD
 bin=$repo/bin/test
 race_bin=$repo/bin/test-race
-mkdir -p "$bin" "$race_bin"
+emulator_bin=$repo/bin/test/emulator
+mkdir -p "$bin" "$race_bin" "$emulator_bin"
+# As go test does: the go that built the tests first on PATH.
+PATH=$($GO env GOROOT)/bin:$PATH
 
-# Packages whose goroutines share state run only under the race detector
-# (their tests are the same), beside them the CLI's input handling.
 # localcluster first: its control planes make it the longest.
 race_pkgs=(./internal/localcluster ./internal/output ./internal/load ./internal/reach ./internal/vllmsim ./internal/redact ./internal/timeline ./internal/rollout)
 race_cmd_run='TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted'
@@ -34,14 +44,27 @@ k8s_bin=$(scripts/build-k8s-cache.sh) || exit 1
 export VLLM_HPA_K8S_BIN=$k8s_bin VLLM_HPA_REQUIRE_K8S=1
 export VLLM_HPA_TEST_CLUSTERS=${TEST_CLUSTERS:-5} VLLM_HPA_EMULATORS=${EMULATORS:-4}
 parallel=${TEST_PARALLEL:-16}
-TEST_ARGS=${TEST_ARGS:-}
+# Split into words, never globbed (-test.run=Test[AB]).
+read -ra test_args <<<"${TEST_ARGS:-}"
+verbose=false
+for a in "${test_args[@]}"; do
+	case $a in -test.v | -test.v=true | -v) verbose=true ;; esac
+done
 # Test binaries without DWARF (-w): nothing here runs a debugger on them,
 # and it takes a quarter off each link (cmd.test 6.4 s -> 4.8 s).
 build_flags=(-ldflags=-w)
 
 logs=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$logs"' EXIT
-failed=0
+stop_lanes() {
+	for pgid in $(jobs -p); do
+		kill -TERM -- "-$pgid" 2>/dev/null
+	done
+	wait
+	rm -rf "$logs"
+}
+trap stop_lanes EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # run DIR BINARY NAME [FLAGS...]: runs one test binary from DIR, then
 # prints go test's line for it (and its output when it failed).
@@ -50,12 +73,12 @@ run() {
 	shift 3
 	log=$logs/${name//[^A-Za-z0-9.]/_}.log
 	start=$(date +%s.%N)
-	(cd "$dir" && "$binary" -test.count=1 -test.paniconexit0 "$@" $TEST_ARGS </dev/null >"$log" 2>&1)
+	(cd "$dir" && "$binary" -test.count=1 -test.paniconexit0 "$@" "${test_args[@]}" </dev/null >"$log" 2>&1)
 	status=$?
 	end=$(date +%s.%N)
 	took=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3fs", e - s }')
 	if [ $status -eq 0 ]; then
-		grep -v '^PASS$' "$log" || true
+		if $verbose; then cat "$log"; fi
 		printf 'ok  \t%s\t%s\n' "$name" "$took"
 	else
 		cat "$log"
@@ -81,37 +104,45 @@ run_each() {
 }
 
 # The emulator's module first: the binaries the documented blocks run
-# (they find them up to date) and its test binary, then its tests in the
-# background for the rest of the run.
-(
-	set -e
-	make -s build emulator
-	cd scripts/emulator
-	$GO vet ./...
-	$GO test -c "${build_flags[@]}" -o "$bin/emulator.test" .
-) >"$logs/emulator-build.log" 2>&1 || { cat "$logs/emulator-build.log"; exit 1; }
-run scripts/emulator "$bin/emulator.test" "$(cd scripts/emulator && $GO list -m)" \
-	-test.timeout=20m -test.parallel="$parallel" >"$logs/emulator.out" 2>&1 &
+# (they find them up to date), vet, its test binary; then its tests.
+if ! { make -s build emulator && (cd scripts/emulator && $GO vet ./... &&
+	$GO test -c "${build_flags[@]}" -o "$emulator_bin/emulator.test" .); } >"$logs/emulator-build.log" 2>&1; then
+	cat "$logs/emulator-build.log"
+	echo "FAIL	scripts/emulator [build failed]"
+	exit 1
+fi
+emulator_module=$(cd scripts/emulator && $GO list -m) || exit 1
+run scripts/emulator "$emulator_bin/emulator.test" "$emulator_module" \
+	-test.timeout=20m -test.parallel=16 >"$logs/emulator.out" 2>&1 &
 emulator=$!
 
-# The main module's test binaries, the CLI's first.
-race_list=$(tested "${race_pkgs[@]}") || exit 1
+# The main module: the CLI's tests as soon as their binary is built.
 module=$($GO list -m) || exit 1
-others=$(tested ./... | grep -vxF "$race_list" | grep -v "^$module/cmd ") || exit 1
+race_list=$(tested "${race_pkgs[@]}") || exit 1
+others=$(tested ./... | grep -vxF "$race_list" | grep -v "^$module/cmd ") || {
+	echo "no packages with tests besides cmd and the race detector's" >&2
+	exit 1
+}
 $GO test -c "${build_flags[@]}" -o "$bin/cmd.test" ./cmd || exit 1
 run cmd "$bin/cmd.test" "$module/cmd" \
 	-test.timeout=30m -test.parallel="$parallel" >"$logs/cmd.out" 2>&1 &
 cli=$!
-$GO test -c "${build_flags[@]}" -o "$bin/" $(cut -d" " -f1 <<<"$others") >/dev/null || exit 1
-$GO test -c -race "${build_flags[@]}" -o "$race_bin/" "${race_pkgs[@]}" ./cmd >/dev/null || exit 1
 
-# Beside them, one at a time: the race detector's packages, then the
-# others.
-run_each "$race_bin" -test.timeout=30m -test.parallel="$parallel" <<<"$race_list" || failed=1
-run cmd "$race_bin/cmd.test" "$module/cmd (race)" \
-	-test.timeout=30m -test.run="$race_cmd_run" || failed=1
-run_each "$bin" -test.timeout=30m -test.parallel="$parallel" <<<"$others" || failed=1
+# The third lane.
+(
+	$GO test -c "${build_flags[@]}" -o "$bin/" $(cut -d" " -f1 <<<"$others") >/dev/null || exit 1
+	$GO test -c -race "${build_flags[@]}" -o "$race_bin/" "${race_pkgs[@]}" ./cmd >/dev/null || exit 1
+	status=0
+	run_each "$race_bin" -test.timeout=30m -test.parallel="$parallel" <<<"$race_list" || status=1
+	run cmd "$race_bin/cmd.test" "$module/cmd (race)" \
+		-test.timeout=30m -test.run="$race_cmd_run" || status=1
+	run_each "$bin" -test.timeout=30m -test.parallel="$parallel" <<<"$others" || status=1
+	exit $status
+) &
+rest=$!
 
+failed=0
+wait $rest || failed=1
 wait $cli || failed=1
 cat "$logs/cmd.out"
 wait $emulator || failed=1

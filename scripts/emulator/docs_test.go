@@ -194,9 +194,14 @@ func (r *blockRunner) run(b docBlock, dir string, timeout time.Duration, keep bo
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	start := time.Now()
-	err = c.Run()
-	if keep && c.Process != nil {
-		r.keepers = append(r.keepers, c.Process.Pid)
+	if err = c.Start(); err == nil {
+		blockGroups.add(c.Process.Pid)
+		err = c.Wait()
+		if keep {
+			r.keepers = append(r.keepers, c.Process.Pid)
+		} else {
+			blockGroups.remove(c.Process.Pid)
+		}
 	}
 	out, _ := os.ReadFile(log.Name())
 	if err != nil {
@@ -220,6 +225,7 @@ var (
 func (r *blockRunner) stopKept() {
 	for _, pgid := range r.keepers {
 		syscall.Kill(-pgid, syscall.SIGTERM)
+		blockGroups.remove(pgid)
 	}
 	r.keepers = nil
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
