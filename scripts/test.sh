@@ -62,7 +62,8 @@ stop_lanes() {
 	wait
 	rm -rf "$logs"
 }
-trap stop_lanes EXIT
+# (Quiet: job control would report each lane it ends.)
+trap 'stop_lanes 2>/dev/null' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
