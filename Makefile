@@ -69,8 +69,8 @@ test: lint
 # each: IAM's 2-minute propagation, 40 s of ingestion, GKE's 15 s scrape
 # and HPA sync), one after the other.
 test-e2e:
-	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_E2E_FULL=1 && \
-	  VLLM_HPA_EMULATORS=1 && cd scripts/emulator && $(GO) test -count=1 -timeout 40m -run 'TestDocumentedDemo' -v ./...
+	@export VLLM_HPA_K8S_BIN="$$(scripts/build-k8s-cache.sh)" VLLM_HPA_REQUIRE_K8S=1 VLLM_HPA_E2E_FULL=1 VLLM_HPA_EMULATORS=1 && \
+	  cd scripts/emulator && $(GO) test -count=1 -timeout 40m -run 'TestDocumentedDemo' -v ./...
 
 # The fault tests at full length: 20 rounds of up and cleanup through a
 # proxy that breaks 10% of Kubernetes requests, with 10% of Google API calls
