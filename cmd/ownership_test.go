@@ -633,3 +633,38 @@ func TestRenderedSecretNeverOverwritesToken(t *testing.T) {
 		t.Errorf("verify with a placeholder in the Secret: exit %d, want %d with reason Placeholder:\n%s", code, exitcode.CheckFailed, out)
 	}
 }
+
+// TestNamespaceBeingDeletedSaysWhy: deploy into the instance's namespace
+// while it is still being deleted (held here by a finalizer; on GKE, as
+// often, by an aggregated API that does not answer the namespace
+// controller's discovery) waits up to timeouts.cleanup and says what holds
+// it; once it is gone, deploy creates it again.
+func TestNamespaceBeingDeletedSaysWhy(t *testing.T) {
+	inst := newInstance(t, "nsheld", "nsheld-ns")
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	ctx := context.Background()
+	namespaces := inst.tb.cp.Client.CoreV1().Namespaces()
+	held := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: inst.namespace, Finalizers: []string{"example.com/hold"}}}
+	if _, err := namespaces.Create(ctx, held, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := namespaces.Delete(ctx, inst.namespace, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := kubeRunEnv(t, inst, map[string]string{"VLLM_HPA_TIMEOUTS_CLEANUP": "3s"}, "deploy")
+	if code != exitcode.Timeout || !strings.Contains(errOut, "namespace nsheld-ns is being deleted (finalizers: example.com/hold)") {
+		t.Errorf("deploy into a namespace held in deletion: exit %d, want %d and the finalizer named:\n%s", code, exitcode.Timeout, errOut)
+	}
+	ns, err := namespaces.Get(ctx, inst.namespace, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Finalizers = nil
+	if _, err := namespaces.Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, inst, "deploy")
+	if ns, err := namespaces.Get(ctx, inst.namespace, metav1.GetOptions{}); err != nil || ns.DeletionTimestamp != nil || ns.Labels["app.kubernetes.io/managed-by"] != "vllm-hpa" {
+		t.Errorf("deploy did not create the namespace again as its own: %v %+v", err, ns)
+	}
+}

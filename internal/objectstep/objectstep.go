@@ -412,7 +412,14 @@ func (s *Base) awaitNamespaceGone(ctx context.Context, k *kube.Client, ns string
 	s.report.Waiting(s.name, why)
 	err := kube.Until(ctx, "namespace "+ns+" to be deleted",
 		kube.Watch{Resource: k.Dynamic.Resource(kube.NamespacesGVR), Name: ns},
-		func(objs []*unstructured.Unstructured) (bool, string, error) { return len(objs) == 0, why, nil },
+		func(objs []*unstructured.Unstructured) (bool, string, error) {
+			if len(objs) == 0 {
+				return true, "", nil
+			}
+			// Why it is not gone yet, as the namespace controller says
+			// (an API that does not answer discovery holds it forever).
+			return false, "namespace " + ns + " is being deleted" + finalizerNote(objs[0]) + ": waiting until it is gone to create it again", nil
+		},
 		func(r string) { s.report.Waiting(s.name, r) })
 	if err != nil {
 		return fmt.Errorf("namespace %s is being deleted and is not gone after %s (timeouts.cleanup): %w", ns, s.cfg.Timeouts.Cleanup, err)
