@@ -48,7 +48,7 @@ parallel=${TEST_PARALLEL:-16}
 read -ra test_args <<<"${TEST_ARGS:-}"
 verbose=false
 for a in "${test_args[@]}"; do
-	case $a in -test.v | -test.v=true | -v) verbose=true ;; esac
+	case $a in -test.v | -test.v=true | -test.v=test2json) verbose=true ;; esac
 done
 # Test binaries without DWARF (-w): nothing here runs a debugger on them,
 # and it takes a quarter off each link (cmd.test 6.4 s -> 4.8 s).
