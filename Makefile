@@ -45,9 +45,11 @@ k8s-cache:
 TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 16
 # Emulators the end-to-end tests run at once (VLLM_HPA_EMULATORS: they
-# take their turns longest first, scripts/emulator/slots_test.go): 4 ran
-# the module in 226 s against 276 s at 3.
-EMULATORS ?= 4
+# take their turns longest first, scripts/emulator/slots_test.go). 4 ran
+# the module in 226 s against 276 s at 3, but the walkthrough's HPA then
+# overshot to 4 replicas in CI (answers slowed by the CPU's contention
+# kept more requests running): 3.
+EMULATORS ?= 3
 
 # All tests, including those against a real kube-apiserver and
 # kube-controller-manager (VLLM_HPA_REQUIRE_K8S makes a missing binary a

@@ -42,7 +42,7 @@ race_cmd_run='TestHostileInput|TestBadInput|TestPrecedence|TestTokenRedacted'
 
 k8s_bin=$(scripts/build-k8s-cache.sh) || exit 1
 export VLLM_HPA_K8S_BIN=$k8s_bin VLLM_HPA_REQUIRE_K8S=1
-export VLLM_HPA_TEST_CLUSTERS=${TEST_CLUSTERS:-5} VLLM_HPA_EMULATORS=${EMULATORS:-4}
+export VLLM_HPA_TEST_CLUSTERS=${TEST_CLUSTERS:-5} VLLM_HPA_EMULATORS=${EMULATORS:-3}
 parallel=${TEST_PARALLEL:-16}
 # Split into words, never globbed (-test.run=Test[AB]).
 read -ra test_args <<<"${TEST_ARGS:-}"
