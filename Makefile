@@ -59,10 +59,10 @@ EMULATORS ?= 3
 # with the gke profile's every lag at a fiftieth: make test-e2e runs them
 # at full length), the CLI's, and the other packages one at a time, all
 # three at once (those with goroutines only under the race detector, then
-# the CLI's input handling under it too). The version stamps are fixed for the run (exported: every make
-# the documented blocks run takes them), so that an edit during the run
-# relinks nothing a block runs. The fault tests run 2 rounds here (make
-# test-faults: 20).
+# the CLI's input handling under it too). The version stamps are fixed
+# for the run (exported: every make the documented blocks run takes
+# them), so that an edit during the run relinks nothing a block runs. The
+# fault tests run 2 rounds here (make test-faults: 20).
 test: lint
 	@VERSION="$(VERSION)" COMMIT="$(COMMIT)" DATE="$(DATE)" GO="$(GO)" \
 	  TEST_CLUSTERS=$(TEST_CLUSTERS) EMULATORS=$(EMULATORS) TEST_PARALLEL=$(TEST_PARALLEL) TEST_ARGS='$(TEST_ARGS)' scripts/test.sh

@@ -664,7 +664,7 @@ func TestNamespaceBeingDeletedSaysWhy(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustRun(t, inst, "deploy")
-	if ns, err := namespaces.Get(ctx, inst.namespace, metav1.GetOptions{}); err != nil || ns.DeletionTimestamp != nil || ns.Labels["app.kubernetes.io/managed-by"] != "vllm-hpa" {
+	if ns, err := namespaces.Get(ctx, inst.namespace, metav1.GetOptions{}); err != nil || ns.DeletionTimestamp != nil || ns.Labels[owner.ManagedByLabel] != owner.ManagedByValue {
 		t.Errorf("deploy did not create the namespace again as its own: %v %+v", err, ns)
 	}
 }

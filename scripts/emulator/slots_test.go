@@ -5,7 +5,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,8 +54,7 @@ func parallel(t *testing.T) {
 	t.Helper()
 	t.Parallel()
 	// A subtest takes its turn as its test would.
-	test, _, _ := strings.Cut(t.Name(), "/")
-	rank := slices.Index(longestFirst, test)
+	rank := slices.Index(longestFirst, topLevel(t))
 	if rank < 0 {
 		rank = len(longestFirst)
 	}
