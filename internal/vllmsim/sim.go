@@ -87,6 +87,11 @@ type Server struct {
 	Received, Completed, Failed atomic.Int64
 
 	born time.Time // when it started: LoadTime and WarmupTime count from here
+
+	// now and sleepUntil are the clock a request's timing reads; tests
+	// replace them.
+	now        func() time.Time
+	sleepUntil func(ctx context.Context, t time.Time) error
 }
 
 // loaded and warm are when the model is loaded and when the server is
@@ -120,7 +125,7 @@ func New(cfg Config) *Server {
 	if cfg.MaxNumSeqs <= 0 {
 		cfg.MaxNumSeqs = 1
 	}
-	s := &Server{cfg: cfg, registry: prometheus.NewRegistry(), born: time.Now()}
+	s := &Server{cfg: cfg, registry: prometheus.NewRegistry(), born: time.Now(), now: time.Now, sleepUntil: sleepUntil}
 	// vLLM (0.10 and later) labels every metric with the model and its
 	// engine (one, as with no data parallelism: "0").
 	names := []string{"model_name", "engine"}
@@ -182,7 +187,7 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 	s.Received.Add(1)
-	start := time.Now()
+	start := s.now()
 	var req chatRequest
 	if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
 		s.Failed.Add(1)
@@ -206,7 +211,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 
 	// Before the server is warm a request waits (compilation, CUDA
 	// graphs): counted in no gauge, as vLLM's first requests.
-	if err := sleep(r.Context(), time.Until(s.warm())); err != nil {
+	if err := s.sleepUntil(r.Context(), s.warm()); err != nil {
 		s.Failed.Add(1)
 		return
 	}
@@ -223,7 +228,14 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer s.sched.release(need)
-	if err := sleep(r.Context(), time.Duration(promptTokens(req))*s.cfg.PrefillLatency); err != nil {
+	// The prefill and every decode step end on a schedule, not a sleep
+	// after the last wake: a host slow to wake a timer (a busy machine)
+	// delays one token, not every token after it. A GPU's time per token
+	// does not depend on the host's load; without this a loaded test
+	// machine made answers longer, kept more requests running, and the
+	// HPA asked for more replicas than the load calls for.
+	due := s.now().Add(time.Duration(promptTokens(req)) * s.cfg.PrefillLatency)
+	if err := s.sleepUntil(r.Context(), due); err != nil {
 		s.Failed.Add(1)
 		return
 	}
@@ -237,15 +249,15 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		flusher, _ = w.(http.Flusher)
 	}
-	last := time.Now()
+	last := s.now()
 	for i := 0; i < tokens; i++ {
 		// One decode step, slower the more requests share it.
-		step := s.cfg.TokenLatency + time.Duration(s.sched.runningNow())*s.cfg.BatchLatency
-		if err := sleep(r.Context(), step); err != nil {
+		due = due.Add(s.cfg.TokenLatency + time.Duration(s.sched.runningNow())*s.cfg.BatchLatency)
+		if err := s.sleepUntil(r.Context(), due); err != nil {
 			s.Failed.Add(1)
 			return // the client went away: vLLM aborts the request
 		}
-		now := time.Now()
+		now := s.now()
 		if i == 0 {
 			s.ttft.Observe(now.Sub(start).Seconds())
 		} else {
@@ -262,7 +274,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.latency.Observe(time.Since(start).Seconds())
+	s.latency.Observe(s.now().Sub(start).Seconds())
 	s.success.WithLabelValues(s.cfg.Model, "0", "length").Inc()
 	s.Completed.Add(1)
 	usage := map[string]any{"prompt_tokens": promptTokens(req), "completion_tokens": tokens, "total_tokens": promptTokens(req) + tokens}
@@ -292,14 +304,16 @@ func promptTokens(req chatRequest) int {
 	return n
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+// sleepUntil returns at t, or when ctx ends first (its error).
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
 	if d <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
 	select {
-	case <-t.C:
+	case <-timer.C:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
