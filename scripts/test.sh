@@ -129,12 +129,8 @@ run cmd "$bin/cmd.test" "$module/cmd" \
 	-test.timeout=30m -test.parallel="$parallel" >"$logs/cmd.out" 2>&1 &
 cli=$!
 
-# The third lane, at a lower priority: its builds and the race detector
-# would take the CPU from the other two lanes' control planes, emulators
-# and simulated servers, whose tests measure what they do in time (an
-# HPA's reaction to load); it takes what they leave.
+# The third lane.
 (
-	renice -n 10 -p "$BASHPID" >/dev/null
 	$GO test -c "${build_flags[@]}" -o "$bin/" $(cut -d" " -f1 <<<"$others") >/dev/null || exit 1
 	$GO test -c -race "${build_flags[@]}" -o "$race_bin/" "${race_pkgs[@]}" ./cmd >/dev/null || exit 1
 	status=0
