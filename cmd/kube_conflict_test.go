@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/exitcode"
 	"github.com/vllm-hpa/vllm-hpa/internal/gmp"
@@ -146,6 +147,27 @@ func TestDeployExplainsWhyNotReady(t *testing.T) {
 		cp.Pods.Hold = nil
 		kubeRun(t, inst, cleanupKube...)
 	})
+	if code, _, errOut := kubeRun(t, inst, "deploy", "--timeout", "3s"); code != exitcode.Timeout {
+		t.Errorf("exit %d, want %d (timeout)\n%s", code, exitcode.Timeout, errOut)
+	}
+	// On a loaded machine the pod may not have its status within the
+	// first run's 3 s: wait for the state, then run again (as a user
+	// would), which must explain it.
+	ctx := context.Background()
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		pods, err := cp.Client.CoreV1().Pods(inst.namespace).List(ctx, metav1.ListOptions{})
+		if err != nil || len(pods.Items) != 1 {
+			return false, nil
+		}
+		for _, c := range pods.Items[0].Status.ContainerStatuses {
+			if c.State.Waiting != nil && c.State.Waiting.Reason == "ImagePullBackOff" {
+				return true, nil
+			}
+		}
+		return false, nil
+	}); err != nil {
+		t.Fatalf("the held pod never showed ImagePullBackOff: %v", err)
+	}
 	code, _, errOut := kubeRun(t, inst, "deploy", "--timeout", "3s")
 	if code != exitcode.Timeout {
 		t.Errorf("exit %d, want %d (timeout)", code, exitcode.Timeout)
