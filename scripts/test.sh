@@ -15,7 +15,8 @@
 # EMULATORS at once), the CLI's (cmd, at TEST_CLUSTERS control planes),
 # and the other packages one at a time: those whose goroutines share
 # state only under the race detector (their tests are the same), then the
-# CLI's input handling under it, then the rest. Environment (the Makefile
+# CLI's input handling under it, the load generator's pacing without it
+# (the detector's slowdown would measure the machine), then the rest. Environment (the Makefile
 # sets them): TEST_CLUSTERS, EMULATORS, TEST_PARALLEL, GO, and TEST_ARGS,
 # flags for every test binary (go test's, prefixed test.: `-test.v
 # -test.run=TestX`; a -test.run there replaces the race run's filter on
@@ -131,12 +132,15 @@ cli=$!
 
 # The third lane.
 (
-	$GO test -c "${build_flags[@]}" -o "$bin/" $(cut -d" " -f1 <<<"$others") >/dev/null || exit 1
+	$GO test -c "${build_flags[@]}" -o "$bin/" $(cut -d" " -f1 <<<"$others") ./internal/load >/dev/null || exit 1
 	$GO test -c -race "${build_flags[@]}" -o "$race_bin/" "${race_pkgs[@]}" ./cmd >/dev/null || exit 1
 	status=0
 	run_each "$race_bin" -test.timeout=30m -test.parallel="$parallel" <<<"$race_list" || status=1
 	run cmd "$race_bin/cmd.test" "$module/cmd (race)" \
 		-test.timeout=30m -test.run="$race_cmd_run" || status=1
+	# The load generator's pacing is measured without the detector.
+	run internal/load "$bin/load.test" "$module/internal/load (rates)" \
+		-test.timeout=5m -test.run='^TestAchievedRate$' || status=1
 	run_each "$bin" -test.timeout=30m -test.parallel="$parallel" <<<"$others" || status=1
 	exit $status
 ) &
