@@ -16,11 +16,11 @@
 # and the other packages one at a time: those whose goroutines share
 # state only under the race detector (their tests are the same), then the
 # CLI's input handling under it, the load generator's pacing without it
-# (the detector's slowdown would measure the machine), then the rest. Environment (the Makefile
-# sets them): TEST_CLUSTERS, EMULATORS, TEST_PARALLEL, GO, and TEST_ARGS,
-# flags for every test binary (go test's, prefixed test.: `-test.v
-# -test.run=TestX`; a -test.run there replaces the race run's filter on
-# the CLI too).
+# (the detector's slowdown would measure the machine), then the rest.
+# Environment (the Makefile sets them): TEST_CLUSTERS, EMULATORS,
+# TEST_PARALLEL, GO, and TEST_ARGS, flags for every test binary (go
+# test's, prefixed test.: `-test.v -test.run=TestX`; a -test.run there
+# replaces the race run's filter on the CLI, and the pacing run's, too).
 #
 # Each lane is a process group of its own: an interrupt, a SIGTERM or a
 # failed build ends them all (the control planes die with their test

@@ -141,17 +141,15 @@ func scaledUpAndDown(t *testing.T, r runResult) (doc verifyDoc, sizes []int32) {
 	if doc.Timeline == nil || doc.Timeline.FirstScaleUp == nil {
 		t.Fatalf("no scale-up in the timeline:\n%s", r.errOut)
 	}
-	peak, peakAt, backAt := int32(0), -1, -1
-	for i, rs := range doc.Timeline.Rescales {
+	peak, backAfterPeak := int32(0), false
+	for _, rs := range doc.Timeline.Rescales {
 		sizes = append(sizes, rs.NewSize)
 		if rs.NewSize > peak {
-			peak, peakAt, backAt = rs.NewSize, i, -1
+			peak, backAfterPeak = rs.NewSize, false
 		}
-		if rs.NewSize == 1 && backAt < 0 && peakAt >= 0 {
-			backAt = i
-		}
+		backAfterPeak = backAfterPeak || rs.NewSize == 1
 	}
-	if peak != 3 || backAt < 0 {
+	if peak != 3 || !backAfterPeak {
 		t.Errorf("rescales %v, want up to 3 and back to 1", sizes)
 	}
 	// A tail of the load ran through the scale-down, spread over the
