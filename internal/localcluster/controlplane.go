@@ -341,6 +341,9 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	}
 	bg, cancel := context.WithCancel(context.Background())
 	cp.cancel = cancel
+	if cp.egress != nil {
+		cp.egress.watch(bg)
+	}
 	if opts.RunPods {
 		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, Drain: opts.PodDrain, KubeletPort: opts.KubeletPort,
 			Ready: opts.PodReady, ProbePeriod: opts.PodProbePeriod, GPUNodes: opts.GPUNodes, CrashBackoff: opts.PodCrashBackoff}
