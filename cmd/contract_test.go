@@ -168,7 +168,7 @@ func TestEarlyFailureDocuments(t *testing.T) {
 // Kubernetes parts.
 func TestNoGoogleCredentialsOnACluster(t *testing.T) {
 	inst := newInstance(t, "nocreds", "nocreds-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	for _, command := range []string{"up", "verify"} {
 		code, out, errOut := kubeRun(t, inst, command, "-o", "json")
 		if code != exitcode.Precondition {

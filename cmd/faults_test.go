@@ -56,7 +56,7 @@ func TestFaults(t *testing.T) {
 		"VLLM_HPA_KUBE_KUBECONFIG": fp.Kubeconfig,
 	}
 	maps.Copy(env, g.Env())
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	runs, ok := faultRuns(), 0
 	var foreignLost int
 	for i := 0; i < runs; i++ {
@@ -109,7 +109,7 @@ func TestKilledUpRecovers(t *testing.T) {
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
 		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace)
 	env = append(env, g.EnvList()...)
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	runs := faultRuns()
 	var points []string
 	for i := 0; i < runs; i++ {
@@ -157,7 +157,7 @@ func TestTokenNeverShown(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "token", "token-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	file := writeFile(t, t.TempDir(), "token", token)
 	for _, env := range []map[string]string{{"HF_TOKEN": token}, {"HF_TOKEN": "", "VLLM_HPA_HF_TOKEN_FILE": file}} {
 		for k, v := range g.Env() {

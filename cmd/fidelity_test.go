@@ -49,7 +49,7 @@ func TestNewAccountPropagates(t *testing.T) {
 	g := startGCP(t)
 	g.SetBehaviour(gcpfake.Behaviour{NewAccountWindow: 3 * time.Second, MaxPrincipals: 1500})
 	inst := newInstance(t, "newsa", "newsa-ns")
-	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity", "adapter") })
+	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity", "adapter", "--wait=false") })
 	mustRun(t, inst, "adapter")
 
 	code, out, errOut := gcpRun(t, g, inst, "identity", "-o", "json")
@@ -80,7 +80,7 @@ func TestNewAccountPropagates(t *testing.T) {
 // enables Workload Identity; before that IAM refuses the KSA member.
 func TestWorkloadPoolMissing(t *testing.T) {
 	inst := newInstance(t, "nopool", "nopool-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "adapter")
 
 	// Kubeconfig mode with a context that is not GKE's: the refusal,
@@ -142,8 +142,8 @@ func gkeKubeconfig(t *testing.T, inst instance, context string) string {
 // identity grants again; cleanup leaves no trace of either account.
 func TestDeletedAccountLeftovers(t *testing.T) {
 	g := startGCP(t)
-	inst := newInstance(t, "gone", "gone-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	inst := newInstance(t, "leftover", "leftover-ns")
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "adapter")
 	gcpMustRun(t, g, inst, "identity")
 	first := g.IAM.Account(gsaEmail).UniqueId
@@ -184,7 +184,7 @@ func TestDeletedAccountLeftovers(t *testing.T) {
 func TestDisabledAccount(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "off", "off-ns")
-	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity", "adapter") })
+	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity", "adapter", "--wait=false") })
 	mustRun(t, inst, "adapter")
 	gcpMustRun(t, g, inst, "identity")
 	g.IAM.SetDisabled(gsaEmail, true)
@@ -212,7 +212,7 @@ func TestPolicyFull(t *testing.T) {
 	inst := newInstance(t, "full", "full-ns")
 	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "identity") })
 	mustRun(t, inst, "adapter")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	members := make([]string, 1500)
 	for i := range members {
 		members[i] = fmt.Sprintf("user:u%d@example.com", i)
@@ -267,7 +267,7 @@ func TestMonitoringAPIDisabled(t *testing.T) {
 // the create too, and the read's denial is the error.
 func TestResumeAfterAccountCreated(t *testing.T) {
 	inst := newInstance(t, "resume", "resume-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "adapter")
 
 	t.Run("new account", func(t *testing.T) {
@@ -325,7 +325,7 @@ func TestResumeAfterAccountCreated(t *testing.T) {
 // retried and said.
 func TestGoogleRefusals(t *testing.T) {
 	inst := newInstance(t, "refused", "refused-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "adapter")
 
 	t.Run("org policy forbids new accounts", func(t *testing.T) {

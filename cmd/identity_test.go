@@ -67,7 +67,7 @@ func ksaAnnotation(t *testing.T, inst instance) (string, bool) {
 func TestIdentityGSA(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "ident", "ident-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "adapter")
 
 	gcpMustRun(t, g, inst, "identity")
@@ -133,7 +133,7 @@ func TestIdentityGSA(t *testing.T) {
 func TestIdentityDirect(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "direct", "direct-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	gcpMustRun(t, g, inst, "adapter")
 	gcpMustRun(t, g, inst, "identity", "--identity-mode", "direct")
 	principal := "principal://iam.googleapis.com/projects/123456789012/locations/global/workloadIdentityPools/my-proj.svc.id.goog/subject/ns/custom-metrics/sa/custom-metrics-stackdriver-adapter"
@@ -162,8 +162,8 @@ func TestIdentityUnderConcurrentWriters(t *testing.T) {
 	for _, conditional := range []bool{false, true} {
 		t.Run(fmt.Sprintf("conditional=%v", conditional), func(t *testing.T) {
 			g := startGCP(t)
-			inst := newInstance(t, "conc", "conc-ns")
-			t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+			inst := newInstance(t, fmt.Sprintf("conc%v", conditional), fmt.Sprintf("conc%v-ns", conditional))
+			t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 			mustRun(t, inst, "adapter")
 			cond := &iampb.Binding{Role: "roles/storage.objectViewer", Members: []string{"group:ml@example.com"},
 				Condition: &expr.Expr{Title: "weekdays", Expression: `request.time.getDayOfWeek("Europe/Berlin") < 5`}}
@@ -326,7 +326,7 @@ func removeFrom(p *iampb.Policy, role, member string) {
 
 func TestIdentityErrors(t *testing.T) {
 	inst := newInstance(t, "errs", "errs-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "adapter")
 
 	t.Run("permission denied", func(t *testing.T) {
@@ -412,7 +412,7 @@ func TestIdentityErrors(t *testing.T) {
 // TestPreconditions: each failing precondition is reported with its fix,
 // exits 5, and nothing is mutated in GCP or Kubernetes.
 func TestPreconditions(t *testing.T) {
-	inst := newInstance(t, "pre", "pre-ns")
+	inst := newInstance(t, "precond", "precond-ns")
 	good := func() *container.Cluster {
 		return &container.Cluster{
 			Name: "gpu-hpa", Status: "RUNNING", CurrentMasterVersion: "1.33.5-gke.1000",
@@ -476,7 +476,7 @@ func TestUpAndCleanupWholeStack(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "whole", "whole-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	gcpMustRun(t, g, inst, "up")
 	objects, mutations := ownedObjects(t, inst), g.Mutations()
 	out := gcpMustRun(t, g, inst, "up", "-o", "json")

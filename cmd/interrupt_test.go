@@ -19,7 +19,7 @@ func TestInterruptedUpResumes(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "sigint", "sigint-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	env := append(os.Environ(),
 		"HF_TOKEN=hf_testTOKEN", "VLLM_HPA_KUBE_KUBECONFIG="+cp.Kubeconfig, "VLLM_HPA_PROJECT=my-proj",
 		"VLLM_HPA_INSTANCE="+inst.name, "VLLM_HPA_WORKLOAD_NAMESPACE="+inst.namespace)

@@ -59,7 +59,7 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 		},
 	}}
 	createForeign(t, inst.tb, nil, foreign)
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	code, _, errOut := kubeRun(t, inst, "adapter")
 	if code != exitcode.Conflict {
 		t.Errorf("exit %d, want %d", code, exitcode.Conflict)
@@ -107,7 +107,7 @@ func TestAPIServiceOfAnotherProvider(t *testing.T) {
 func TestFieldConflictWithAnotherManager(t *testing.T) {
 	inst := newInstance(t, "fields", "fields-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "deploy")
 	ctx := context.Background()
 	d, err := cp.Client.AppsV1().Deployments(inst.namespace).Get(ctx, "vllm-gemma-deployment", metav1.GetOptions{})
@@ -145,7 +145,7 @@ func TestDeployExplainsWhyNotReady(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		cp.Pods.Hold = nil
-		kubeRun(t, inst, cleanupKube...)
+		kubeRun(t, inst, tidyKube...)
 	})
 	if code, _, errOut := kubeRun(t, inst, "deploy", "--timeout", "3s"); code != exitcode.Timeout {
 		t.Errorf("exit %d, want %d (timeout)\n%s", code, exitcode.Timeout, errOut)
@@ -185,7 +185,7 @@ func TestObjectDeletedWhileWaiting(t *testing.T) {
 	cp.Operator.Decide(func(*unstructured.Unstructured) (string, string, string, bool) { return "", "", "", true })
 	t.Cleanup(func() {
 		cp.Operator.Decide(nil)
-		kubeRun(t, inst, cleanupKube...)
+		kubeRun(t, inst, tidyKube...)
 	})
 	mustRun(t, inst, "deploy")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

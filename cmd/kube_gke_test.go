@@ -118,7 +118,7 @@ func TestConnectThroughContainerAPI(t *testing.T) {
 		"VLLM_HPA_INSTANCE":                inst.name,
 		"VLLM_HPA_WORKLOAD_NAMESPACE":      inst.namespace,
 	}
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	code, out, errOut := run(t, "", env, "deploy", "--project", "my-proj", "--cluster", "gpu-hpa", "--location", "us-central1", "--timeout", "60s")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)

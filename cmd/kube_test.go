@@ -100,6 +100,11 @@ func (i instance) config() *config.Config {
 var (
 	kubeSteps   = []string{"deploy", "monitor", "adapter", "hpa"}
 	cleanupKube = []string{"cleanup", "hpa", "adapter", "monitor", "deploy"}
+	// tidyKube is a test's last cleanup, for the next test on its
+	// testbed: the workload namespace goes in the background (its name is
+	// the test's own), and the testbed waits for the adapter's, whose
+	// name every test uses, before the next test (acquire).
+	tidyKube = append(slices.Clone(cleanupKube), "--wait=false")
 )
 
 func mustRun(t *testing.T, inst instance, args ...string) string {
@@ -162,7 +167,7 @@ func ownedObjects(t *testing.T, inst instance) map[string]string {
 
 func TestUpTwiceChangesNothing(t *testing.T) {
 	inst := newInstance(t, "twice", "twice-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	first := upKube(t, inst)
 	// The namespace is created (it was missing) and every object applied.
 	if got := first[0].Steps[0].Actions; len(got) == 0 || got[0] != "Namespace twice-ns created" {
@@ -216,7 +221,7 @@ func TestUpTwiceChangesNothing(t *testing.T) {
 func TestStoredMatchesRender(t *testing.T) {
 	inst := newInstance(t, "stored", "stored-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	upKube(t, inst)
 	k, err := kube.New(cp.Config, environ.New(map[string]string{"KUBECACHEDIR": cp.Dir + "/kubecache"}, ""))
 	if err != nil {
@@ -282,6 +287,47 @@ func subsetDiff(want, got any, path string) string {
 	return ""
 }
 
+// cleanup --wait=false deletes as cleanup does and returns once the server
+// accepted each deletion: it says so of each object rather than
+// "deleted", and an up right after it waits for the namespaces still being
+// deleted, then creates them again.
+func TestCleanupWithoutWaiting(t *testing.T) {
+	inst := newInstance(t, "nowait", "nowait-ns")
+	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	upKube(t, inst)
+	out := mustRun(t, inst, append(slices.Clone(tidyKube), "-o", "json")...)
+	var doc runJSON
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var actions []string
+	for _, s := range doc.Steps {
+		actions = append(actions, s.Actions...)
+	}
+	for _, want := range []string{
+		"Namespace custom-metrics deleting (not waited for: --wait=false)",
+		"Namespace nowait-ns deleting (not waited for: --wait=false)",
+		"Deployment nowait-ns/vllm-gemma-deployment deleting (not waited for: --wait=false)",
+	} {
+		if !slices.Contains(actions, want) {
+			t.Errorf("no action %q: %v", want, actions)
+		}
+	}
+	for _, a := range actions {
+		if strings.HasSuffix(a, " deleted") {
+			t.Errorf("cleanup --wait=false waited for a deletion: %s", a)
+		}
+	}
+	if left := ownedObjects(t, inst); len(left) > 2 { // at most the two namespaces, on their way out
+		t.Errorf("cleanup --wait=false left owned objects: %v", keys(left))
+	}
+	// Again at once: the namespaces may still be there, being deleted.
+	again := upKube(t, inst)
+	if got := again[0].Steps[0].Actions; len(got) == 0 || got[0] != "Namespace nowait-ns created" {
+		t.Errorf("up after cleanup --wait=false did not create the workload namespace again first: %v", got)
+	}
+}
+
 func TestCleanupDeletesOnlyOwned(t *testing.T) {
 	inst := newInstance(t, "clean", "clean-ns")
 	cp := inst.tb.cp
@@ -342,7 +388,7 @@ func TestCleanupDeletesOnlyOwned(t *testing.T) {
 
 func TestKeepWorkload(t *testing.T) {
 	inst := newInstance(t, "keep", "keep-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	upKube(t, inst)
 	mustRun(t, inst, append(cleanupKube, "--keep-workload")...)
 	left := ownedObjects(t, inst)
@@ -366,7 +412,7 @@ func TestExitCodeForTimeoutDiffersFromFailure(t *testing.T) {
 	cp := inst.tb.cp
 	t.Cleanup(func() {
 		cp.Operator.Decide(nil)
-		kubeRun(t, inst, cleanupKube...)
+		kubeRun(t, inst, tidyKube...)
 	})
 	mustRun(t, inst, "deploy")
 

@@ -347,7 +347,7 @@ func TestNativeMetricLimit(t *testing.T) {
 		k.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	})
 	servePods(t, inst)
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "deploy")
 	// Another workload's pod, on the vLLM pods' node (the testbed has one).
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "other", Namespace: ns, Labels: map[string]string{"app": "other"}},
@@ -396,7 +396,7 @@ func TestNativeMetricLimit(t *testing.T) {
 func TestAutoBackendByDiscovery(t *testing.T) {
 	inst := newInstance(t, "auto", "auto-ns")
 	servePods(t, inst)
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	if code, out, errOut := kubeRun(t, inst, "deploy"); code != 0 {
 		t.Fatalf("deploy: exit %d\n%s\n%s", code, out, errOut)
 	}

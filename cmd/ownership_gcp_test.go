@@ -58,7 +58,7 @@ func TestSharedIdentityIsCounted(t *testing.T) {
 	g := startGCP(t)
 	alpha := newInstance(t, "alpha3", "alpha3-ns")
 	beta := alpha.another("beta3", "beta3-ns")
-	t.Cleanup(func() { gcpRun(t, g, beta, "cleanup"); gcpRun(t, g, alpha, "cleanup") })
+	t.Cleanup(func() { gcpRun(t, g, beta, "cleanup", "--wait=false"); gcpRun(t, g, alpha, "cleanup", "--wait=false") })
 	gcpMustRun(t, g, alpha, "up")
 	gcpMustRun(t, g, beta, "up")
 	a := g.IAM.Account(gsaEmail)
@@ -91,7 +91,7 @@ func TestSharedIdentityIsCounted(t *testing.T) {
 func TestChangedGSANameIsReleased(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "rename", "rename-ns")
-	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "--gsa-name", "other-adapter-gsa") })
+	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "--gsa-name", "other-adapter-gsa", "--wait=false") })
 	gcpMustRun(t, g, inst, "up")
 	pods := adapterPodUIDs(t, inst.tb)
 	out := gcpMustRun(t, g, inst, "up", "--gsa-name", "other-adapter-gsa", "-o", "json")
@@ -117,7 +117,7 @@ func TestChangedGSANameIsReleased(t *testing.T) {
 func TestConcurrentRuns(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "race", "race-ns")
-	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup") })
+	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "--wait=false") })
 	concurrently := func(a, b []string) (codes [2]int, outs [2]string) {
 		var wg sync.WaitGroup
 		for i, args := range [][]string{a, b} {
@@ -174,7 +174,7 @@ func TestServerMessagesScrubbed(t *testing.T) {
 	const token = "hf_QUOTEDbyAdmission77"
 	inst := newInstance(t, "scrub", "scrub-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	webhook := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var review admissionv1.AdmissionReview
 		if err := json.NewDecoder(r.Body).Decode(&review); err != nil {

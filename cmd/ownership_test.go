@@ -226,7 +226,7 @@ func TestRefusesForeignObjects(t *testing.T) {
 	for i, c := range cases {
 		t.Run(c.kind, func(t *testing.T) {
 			inst := newInstance(t, fmt.Sprintf("refuse%d", i), fmt.Sprintf("refuse%d-ns", i))
-			t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+			t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 			f := newForeignSet(t, inst.tb)
 			if c.step != "adapter" && c.step != "deploy" {
 				mustRun(t, inst, "deploy") // the step's namespace
@@ -267,7 +267,7 @@ func TestRefusesForeignObjects(t *testing.T) {
 // all 13 as they were.
 func TestHandInstalledAdapter(t *testing.T) {
 	inst := newInstance(t, "byhand", "byhand-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	f := newForeignSet(t, inst.tb)
 	objs, err := render.Objects(inst.config(), "adapter", true)
 	if err != nil {
@@ -298,7 +298,7 @@ func TestHandInstalledAdapter(t *testing.T) {
 // is, never labelled and never deleted, empty or not.
 func TestPreexistingNamespaces(t *testing.T) {
 	inst := newInstance(t, "prens", "prens-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	f := newForeignSet(t, inst.tb)
 	createForeign(t, inst.tb, f, namespaceObj(inst.namespace))
 	createForeign(t, inst.tb, f, configMap(inst.namespace, "theirs"))
@@ -327,7 +327,7 @@ func TestNamespaceScanIsComplete(t *testing.T) {
 	t.Run("owned by a foreign object", func(t *testing.T) {
 		inst := newInstance(t, "scanown", "scanown-ns")
 		cp := inst.tb.cp
-		t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+		t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 		mustRun(t, inst, "deploy")
 		f := newForeignSet(t, inst.tb)
 		cr := createForeign(t, inst.tb, f, &unstructured.Unstructured{Object: map[string]any{
@@ -347,7 +347,7 @@ func TestNamespaceScanIsComplete(t *testing.T) {
 	t.Run("a resource type the user may not list", func(t *testing.T) {
 		inst := newInstance(t, "scanforbid", "scanforbid-ns")
 		cp := inst.tb.cp
-		t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+		t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 		mustRun(t, inst, "deploy")
 		kc := limitedKubeconfig(t, inst.tb, "configmaps")
 		code, out, errOut := kubeRunEnv(t, inst, map[string]string{"VLLM_HPA_KUBE_KUBECONFIG": kc}, "cleanup", "deploy", "-o", "json")
@@ -424,7 +424,7 @@ func TestAdoptThenRelease(t *testing.T) {
 	ctx := context.Background()
 	inst := newInstance(t, "adopt", "adopt-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "deploy")
 	mustRun(t, inst, "cleanup", "deploy")
 	createForeign(t, inst.tb, nil, namespaceObj(inst.namespace))
@@ -461,7 +461,7 @@ func TestAdoptThenRelease(t *testing.T) {
 func TestTwoInstancesInOneNamespace(t *testing.T) {
 	alpha := newInstance(t, "alpha1", "shared-ns")
 	beta := alpha.another("beta1", "shared-ns")
-	t.Cleanup(func() { kubeRun(t, beta, cleanupKube...); kubeRun(t, alpha, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, beta, tidyKube...); kubeRun(t, alpha, tidyKube...) })
 	mustRun(t, alpha, "deploy")
 	mustRun(t, alpha, "monitor")
 	f := newForeignSet(t, alpha.tb)
@@ -527,7 +527,7 @@ func adapterObjects(t *testing.T, tb *testbed) map[string]fingerprint {
 func TestSharedAdapterIsCounted(t *testing.T) {
 	alpha := newInstance(t, "alpha2", "alpha2-ns")
 	beta := alpha.another("beta2", "beta2-ns")
-	t.Cleanup(func() { kubeRun(t, beta, cleanupKube...); kubeRun(t, alpha, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, beta, tidyKube...); kubeRun(t, alpha, tidyKube...) })
 	upKube(t, alpha)
 	upKube(t, beta)
 	both := adapterObjects(t, alpha.tb)
@@ -562,7 +562,7 @@ func TestSharedAdapterIsCounted(t *testing.T) {
 // changes nothing.
 func TestDryRunCleanupPrintsDeletePlan(t *testing.T) {
 	inst := newInstance(t, "dryclean", "dryclean-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	upKube(t, inst)
 	f := newForeignSet(t, inst.tb)
 	createForeign(t, inst.tb, f, configMap(inst.namespace, "theirs"))
@@ -607,7 +607,7 @@ func TestRenderedSecretNeverOverwritesToken(t *testing.T) {
 	ctx := context.Background()
 	inst := newInstance(t, "piped", "piped-ns")
 	cp := inst.tb.cp
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	mustRun(t, inst, "deploy")
 	rendered := mustRun(t, inst, "render", "deploy")
 	kubectl := exec.Command(filepath.Join(localcluster.BinDir(), "kubectl"), "--kubeconfig", cp.Kubeconfig, "apply", "-f", "-")
@@ -641,7 +641,7 @@ func TestRenderedSecretNeverOverwritesToken(t *testing.T) {
 // it; once it is gone, deploy creates it again.
 func TestNamespaceBeingDeletedSaysWhy(t *testing.T) {
 	inst := newInstance(t, "nsheld", "nsheld-ns")
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	ctx := context.Background()
 	namespaces := inst.tb.cp.Client.CoreV1().Namespaces()
 	held := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: inst.namespace, Finalizers: []string{"example.com/hold"}}}

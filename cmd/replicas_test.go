@@ -17,7 +17,7 @@ func TestRerunLeavesReplicas(t *testing.T) {
 	inst := newInstance(t, "reps", "reps-ns")
 	t.Cleanup(func() {
 		inst.tb.metrics.Set(runningMetric, "0")
-		kubeRun(t, inst, cleanupKube...)
+		kubeRun(t, inst, tidyKube...)
 	})
 	k := inst.tb.cp.Client.AppsV1().Deployments(inst.namespace)
 	ctx := context.Background()

@@ -31,6 +31,7 @@ type stackOptions struct {
 	timeout      time.Duration
 	skip         []string // up, verify and cleanup: steps left out
 	keepWorkload bool     // cleanup
+	wait         bool     // cleanup (--wait=false: deletions not waited for)
 	checksOnly   bool     // preflight: the steps are checked, not run
 	cfg          *config.Config
 	flags        *pflag.FlagSet // the command's, for what was given
@@ -183,7 +184,7 @@ func (o *stackOptions) Run(ctx context.Context) error {
 	if o.command == "cleanup" {
 		purpose = session.Delete
 	}
-	s, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: purpose, Steps: o.steps, Whole: o.command == "up", Progress: rec})
+	s, err := session.Open(ctx, o.f, o.cfg, session.Options{Purpose: purpose, Steps: o.steps, Whole: o.command == "up", Progress: rec, NoWait: o.command == "cleanup" && !o.wait})
 	if err == nil {
 		err = s.Run(ctx)
 	}
@@ -310,15 +311,16 @@ func newCleanupCmd(g *globalOptions, runF func(*stackOptions) error) *cobra.Comm
 or only the named steps (still in reverse order).
 
 Only what this instance created is deleted, and each deletion is waited for
-until the object is gone. Objects vllm-hpa did not create, and another
-instance's, are left in place; an object adopted with --adopt keeps
-everything but vllm-hpa's labels and fields. The adapter and the Google
-service account are shared by every instance that uses them: this instance
-leaves them, and the last one deletes them. A namespace is deleted only if
-vllm-hpa created it and a scan of every resource type finds nothing else in
-it. IAM changes remove only this stack's members. --dry-run reads what is
-there and prints what would be deleted, released or kept. A second run
-changes nothing.`,
+until the object is gone (--wait=false: until the server accepted it; a
+namespace's contents then go in the background). Objects vllm-hpa did not
+create, and another instance's, are left in place; an object adopted with
+--adopt keeps everything but vllm-hpa's labels and fields. The adapter and
+the Google service account are shared by every instance that uses them:
+this instance leaves them, and the last one deletes them. A namespace is
+deleted only if vllm-hpa created it and a scan of every resource type finds
+nothing else in it. IAM changes remove only this stack's members. --dry-run
+reads what is there and prints what would be deleted, released or kept. A
+second run changes nothing.`,
 		Example:           "  vllm-hpa cleanup --project my-proj\n  vllm-hpa cleanup --project my-proj --dry-run\n  vllm-hpa cleanup hpa adapter --project my-proj",
 		ValidArgsFunction: stepArgCompletion,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -339,6 +341,7 @@ changes nothing.`,
 	o.addFlags(c, "would be deleted, released or kept (it reads the cluster and the project)")
 	o.addSkipFlag(c)
 	c.Flags().BoolVar(&o.keepWorkload, "keep-workload", false, "keep the vLLM Deployment, Service and Secret")
+	c.Flags().BoolVar(&o.wait, "wait", true, "wait until each deleted object is gone; --wait=false returns once the server accepted every deletion (a namespace's contents go in the background, and a later up or cleanup waits for it)")
 	config.AddFlagsFor(c.Flags(), steps.Settings())
 	registerEnumCompletions(c, g)
 	return c

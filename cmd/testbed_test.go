@@ -13,6 +13,10 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
@@ -147,10 +151,34 @@ func acquire(t *testing.T) *testbed {
 	tb := <-beds.free
 	held := time.Now()
 	t.Cleanup(func() {
+		tb.settle(t)
 		t.Logf("testbed: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
 		beds.free <- tb
 	})
 	return tb
+}
+
+// sharedNamespace is the namespace of a name every test's adapter uses.
+const sharedNamespace = "custom-metrics"
+
+// settle waits, before the next test gets the testbed, until the adapter's
+// namespace is not being deleted: tests tidy up with cleanup --wait=false
+// (tidyKube), and the next one may create that namespace itself, or check
+// that it does not exist. The workload namespaces, each test's own, go in
+// the background.
+func (tb *testbed) settle(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		ns, err := tb.cp.Client.CoreV1().Namespaces().Get(ctx, sharedNamespace, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		return err == nil && ns.DeletionTimestamp == nil, nil
+	})
+	if err != nil {
+		t.Errorf("testbed: namespace %s still being deleted after the test: %v", sharedNamespace, err)
+	}
 }
 
 // stopTestbeds stops every control plane (TestMain).

@@ -51,7 +51,7 @@ func TestVerifyEachCheck(t *testing.T) {
 	defer sim.Close()
 	inst := newInstance(t, "ver", "ver-ns")
 	cp, metrics := inst.tb.cp, inst.tb.metrics
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	gcpMustRun(t, g, inst, "up")
 
 	verifyRun := func(endpoint string) (int, map[string]bool, map[string]string, string) {
@@ -214,7 +214,7 @@ func TestVerifyLoadTimeline(t *testing.T) {
 	defer metrics.Set(runningMetric, "0")
 	// The new pods answer their first-answer probes (through the pod proxy).
 	servePods(t, inst)
-	t.Cleanup(func() { kubeRun(t, inst, cleanupKube...) })
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
 	// Scale down without a stabilization window, so the test need not wait 30s.
 	env := map[string]string{"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "0s"}
 	run := func(args ...string) (int, string, string) {

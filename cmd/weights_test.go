@@ -45,7 +45,7 @@ func putModel(g interface {
 func TestModelFromBucket(t *testing.T) {
 	g := startGCP(t)
 	inst := newInstance(t, "weights", "weights-ns")
-	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "deploy") })
+	t.Cleanup(func() { gcpRun(t, g, inst, "cleanup", "deploy", "--wait=false") })
 	const source = "gs://my-models/google/gemma-3-1b-it"
 	g.Storage.PutBucket("my-proj", "my-models")
 	theirs := &iampb.Policy{Version: 1, Bindings: []*iampb.Binding{

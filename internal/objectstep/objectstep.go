@@ -824,7 +824,7 @@ func (s *Base) removeOne(ctx context.Context, k *kube.Client, obj *unstructured.
 }
 
 // deleteAndWait deletes exactly the object that was judged (by UID) and
-// waits until it is gone.
+// waits until it is gone (unless --wait=false).
 func (s *Base) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *unstructured.Unstructured) error {
 	ref := kube.Ref(obj)
 	if live.GetDeletionTimestamp() == nil {
@@ -843,6 +843,10 @@ func (s *Base) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *uns
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return fmt.Errorf("delete %s: %w", ref, err)
 		}
+	}
+	if s.deps.NoWait {
+		s.report.Action(s.name, ref+" deleting (not waited for: --wait=false)")
+		return nil
 	}
 	if err := waitGone(ctx, k, obj, live.GetUID(), func(reason string) { s.report.Waiting(s.name, reason) }); err != nil {
 		return err

@@ -54,6 +54,8 @@ type Options struct {
 	// ChecksOnly: preflight, which changes nothing and reports Google
 	// APIs it cannot reach as a check of its own rather than refusing.
 	ChecksOnly bool
+	// NoWait: cleanup --wait=false (step.Deps.NoWait).
+	NoWait bool
 }
 
 // Session is a command connected to its cluster and project, with
@@ -84,6 +86,7 @@ func Open(ctx context.Context, f *cmdutil.Factory, cfg *config.Config, opts Opti
 		return nil, s.identityHint(err)
 	}
 	s.Deps = deps
+	s.Deps.NoWait = opts.NoWait
 	if opts.Purpose != Tune {
 		if err := s.settleBackend(ctx); err != nil {
 			return nil, err

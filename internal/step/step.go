@@ -164,6 +164,10 @@ type Deps struct {
 	// Adopt takes over existing objects (and the Google service account)
 	// vllm-hpa did not create, marking them as adopted.
 	Adopt bool
+	// NoWait (cleanup --wait=false): a deletion the server accepted is
+	// done, not waited for until the object is gone; a namespace's
+	// contents go in the background (a later run waits for it).
+	NoWait bool
 }
 
 // Reporter returns deps' reporter, or one that drops everything.
