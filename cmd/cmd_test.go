@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -55,7 +56,10 @@ func runCtx(t *testing.T, ctx context.Context, dir string, env map[string]string
 			return deps, err
 		}
 	}
+	// Each run's duration, in -v output: where a test's time goes.
+	began := time.Now()
 	code := Run(ctx, f, args)
+	t.Logf("vllm-hpa %s: exit %d in %s", strings.Join(args, " "), code, time.Since(began).Round(10*time.Millisecond))
 	return code, out.String(), errOut.String()
 }
 

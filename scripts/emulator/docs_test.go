@@ -37,9 +37,12 @@ import (
 //     (buildOnce), so that their builds find it up to date;
 //   - kubectl is the one of the Kubernetes binaries' cache, on PATH;
 //   - background jobs a block starts (`vllm-hpa sim &`) end with it;
-//   - the commands' examples run on an emulator the test starts at the
-//     e2e tests' intervals (shortEmulator, shortSettings); the README's
-//     blocks and `make demo` run at their own.
+//   - the README's blocks run on the emulator its block starts, and the
+//     commands' examples on one the test starts, both at the e2e tests'
+//     intervals (shortEmulator, shortSettings) rather than the fast
+//     profile's GKE 15 s and vllm-hpa's 30 s scale-down window: the same
+//     steps in seconds (the README's up and verify --load took 105 of
+//     the test's 197 s in make test); `make demo` runs at its own.
 //
 // Not run: `make test` (this test runs inside it). gcloud lines appear
 // only as fixes and set-up steps for a real project, in prose or in
@@ -139,14 +142,14 @@ type blockRunner struct {
 	keepers []int // process groups left running (the emulator's block)
 }
 
-// The e2e tests' intervals for the commands' examples, in place of the fast
+// The e2e tests' intervals for the documented blocks, in place of the fast
 // profile's (GKE's 15 s scrape and HPA sync, a 3 s pull, native metrics
 // every 5 s) and vllm-hpa's 30 s scale-down window: their scale-ups and
 // scale-downs take seconds rather than half a minute each, through the
-// same steps. The emulator's are flags of the examples' emulator (the
-// test's, not a documented line); vllm-hpa's are in the examples'
-// environment, where an example's own flags still win. The README's
-// emulator block runs as written, at the fast profile's own intervals.
+// same steps. The emulator's are flags added to the emulator's command
+// line (the README's, and the examples' emulator, the test's own);
+// vllm-hpa's are in the blocks' environment, where a block's own flags
+// still win.
 var (
 	shortEmulator = "--hpa-sync-period 2s --image-pull 1s --native-interval 2s"
 	shortSettings = []string{"VLLM_HPA_MONITORING_INTERVAL=2s", "VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION=5s"}
@@ -246,12 +249,13 @@ func tail(s string, n int) string {
 
 // exampleOrder is the order the commands' examples run in, each list on
 // an emulator of its own, beside the other: build the stack, check it,
-// use it, then take it down; the root command's (a whole cycle of its
-// own) and the simulator's (no cluster) on the second, which needs
-// nothing the first leaves.
+// use it, then take it down; on the second, the root command's (a whole
+// cycle of its own), the simulator's (no cluster), then deploy's, whose
+// server tune's knee search measures (the longest example, 37 s in make
+// test: the lists take about as long as each other).
 var exampleOrder = [][]string{
-	{"preflight", "deploy", "up", "verify", "load", "tune", "render", "status", "config_view", "version", "cleanup"},
-	{"vllm-hpa", "sim"},
+	{"preflight", "up", "verify", "load", "render", "status", "config_view", "version", "cleanup"},
+	{"vllm-hpa", "sim", "deploy", "tune"},
 }
 
 // documented are the blocks of commands of README.md and docs/: the
@@ -379,8 +383,13 @@ const fullLengthEnv = "VLLM_HPA_E2E_FULL"
 func TestDocumentedCommands(t *testing.T) {
 	parallel(t)
 	d := readDocumented(t)
-	r := newBlockRunner(t, d.repo)
-	r.run(d.emulator[0], d.repo, 10*time.Minute, true)
+	r := newBlockRunner(t, d.repo, shortSettings...)
+	emulator := d.emulator[0]
+	if !strings.Contains(emulator.text, "--profile fast") {
+		t.Fatalf("%s does not start the emulator with --profile fast:\n%s", emulator, emulator.text)
+	}
+	emulator.text = strings.Replace(emulator.text, "--profile fast", "--profile fast "+shortEmulator, 1)
+	r.run(emulator, d.repo, 10*time.Minute, true)
 	for _, b := range d.rest {
 		r.run(b, d.repo, 10*time.Minute, false)
 	}

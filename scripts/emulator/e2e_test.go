@@ -54,7 +54,10 @@ func cliEnv(t *testing.T) map[string]string {
 func vllmHPA(t *testing.T, args ...string) runResult {
 	t.Helper()
 	streams, out, errOut := iostreams.Test()
+	// Each run's duration, in -v output: where a test's time goes.
+	began := time.Now()
 	code := cmd.Run(context.Background(), cmdutil.New(streams, environ.New(cliEnv(t), t.TempDir())), args)
+	t.Logf("vllm-hpa %s: exit %d in %s", strings.Join(args, " "), code, time.Since(began).Round(10*time.Millisecond))
 	return runResult{code, out.String(), errOut.String()}
 }
 
