@@ -326,6 +326,23 @@ func TestCleanupWithoutWaiting(t *testing.T) {
 	if got := again[0].Steps[0].Actions; len(got) == 0 || got[0] != "Namespace nowait-ns created" {
 		t.Errorf("up after cleanup --wait=false did not create the workload namespace again first: %v", got)
 	}
+	// Not waiting decides nothing differently: a namespace holding an
+	// object vllm-hpa did not create (same name and values as one of
+	// ours would have) is kept, the object untouched.
+	ctx := context.Background()
+	cp := inst.tb.cp
+	foreign := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "foreign"}, Data: map[string]string{"k": "v"}}
+	if _, err := cp.Client.CoreV1().ConfigMaps(inst.namespace).Create(ctx, foreign, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Client.CoreV1().ConfigMaps(inst.namespace).Delete(ctx, "foreign", metav1.DeleteOptions{}) })
+	mustRun(t, inst, tidyKube...)
+	if n, err := cp.Client.CoreV1().Namespaces().Get(ctx, inst.namespace, metav1.GetOptions{}); err != nil || n.DeletionTimestamp != nil {
+		t.Errorf("cleanup --wait=false deleted a namespace holding a foreign object: %v", err)
+	}
+	if cm, err := cp.Client.CoreV1().ConfigMaps(inst.namespace).Get(ctx, "foreign", metav1.GetOptions{}); err != nil || cm.Data["k"] != "v" {
+		t.Errorf("foreign ConfigMap after cleanup --wait=false: %v %v", cm, err)
+	}
 }
 
 func TestCleanupDeletesOnlyOwned(t *testing.T) {
