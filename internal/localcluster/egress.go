@@ -142,12 +142,9 @@ func (p *egressProxy) watch(ctx context.Context) {
 	go func() { <-ctx.Done(); factory.Shutdown() }()
 }
 
-// watched returns the objects of T the watch has seen at ip, none when it
-// has not (yet) seen any.
-func watched[T any](p *egressProxy, index func() cache.Indexer, ip string) []T {
-	p.mu.Lock()
-	idx := index()
-	p.mu.Unlock()
+// watched returns the objects of T the watch has seen at ip in idx, none
+// when it has not (yet) seen any.
+func watched[T any](idx cache.Indexer, ip string) []T {
 	if idx == nil {
 		return nil
 	}
@@ -174,10 +171,13 @@ func (p *egressProxy) resolve(target string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	if svcs := watched[corev1.Service](p, func() cache.Indexer { return p.byIP.services }, host); len(svcs) > 0 {
+	p.mu.Lock()
+	serviceIndex, podIndex := p.byIP.services, p.byIP.pods // nil until watch starts
+	p.mu.Unlock()
+	if svcs := watched[corev1.Service](serviceIndex, host); len(svcs) > 0 {
 		return p.serviceAddr(svcs, port)
 	}
-	if pods := watched[corev1.Pod](p, func() cache.Indexer { return p.byIP.pods }, host); len(pods) > 0 {
+	if pods := watched[corev1.Pod](podIndex, host); len(pods) > 0 {
 		return p.podAddr(pods, port)
 	}
 	// Not seen by the watch (yet): a LIST of each says.
