@@ -240,6 +240,9 @@ func (g *GCP) SetBehaviour(b Behaviour) {
 	g.behaviour = b
 }
 
+// Behaviour is what the fakes do now (SetBehaviour's last).
+func (g *GCP) Behaviour() Behaviour { return g.current() }
+
 func (g *GCP) current() Behaviour {
 	g.mu.Lock()
 	defer g.mu.Unlock()

@@ -10,6 +10,14 @@ import (
 // it passes (0.2 of a 1,000-token cache that 10 answers of about 57 tokens
 // fill to 0.57): the HPA scales 1 -> 3 (its maximum) on kv-cache alone,
 // so the second metric is read and the HPA takes the larger count.
+//
+// The native route is chosen by hpa.backend auto, on an emulated cluster
+// that serves GKE's native custom metrics (GA, performance profile): up
+// says so, builds no adapter and changes nothing on Google's side, and
+// the HPA scales on metrics the GKE stand-in serves
+// (autoscaling.gke.io|gemma-server-vllm|...). The native route on the
+// walkthrough's own metric, num-requests-running, is the native demo's
+// (docs/native-metrics.md, TestDocumentedDemo).
 func TestCombinedStrategyOnEmulator(t *testing.T) {
 	parallel(t)
 	o := testOptions(t)
@@ -18,7 +26,7 @@ func TestCombinedStrategyOnEmulator(t *testing.T) {
 	// pool holds the image on a secondary boot disk: up says so.
 	o.ImageCache = "boot-disk"
 	e := startEmulator(t, o)
-	for _, backend := range []string{"adapter", "native"} {
+	for _, backend := range []string{"adapter", "auto"} {
 		t.Run(backend, func(t *testing.T) {
 			useEmulator(t, e, map[string]string{
 				"VLLM_HPA_HPA_BACKEND":         backend,
@@ -29,15 +37,18 @@ func TestCombinedStrategyOnEmulator(t *testing.T) {
 				// the HPA may ask for 2, then 4, on the way. At most 3.
 				"VLLM_HPA_HPA_MAX_REPLICAS": "3",
 			})
-			if up := must(t, "up"); !strings.Contains(up.errOut, "the image cache of a secondary boot disk on l4-pool") {
+			mutations := e.GCP.Mutations()
+			up := must(t, "up")
+			if !strings.Contains(up.errOut, "the image cache of a secondary boot disk on l4-pool") {
 				t.Errorf("up does not say the pool holds the image:\n%s", up.errOut)
+			}
+			kv := "prometheus.googleapis.com|vllm:kv_cache_usage_perc|gauge"
+			if backend == "auto" {
+				kv = "autoscaling.gke.io|gemma-server-vllm|kv-cache-usage-perc"
+				nativeUp(t, e, up, mutations)
 			}
 			r := must(t, "verify", "-o", "json", "--load", "--rate", "10", "--expect-replicas", "3", "--scale-down", "--wait-timeout", "2m")
 			scaledUpAndDown(t, r)
-			kv := "prometheus.googleapis.com|vllm:kv_cache_usage_perc|gauge"
-			if backend == "native" {
-				kv = "autoscaling.gke.io|gemma-server-vllm|kv-cache-usage-perc"
-			}
 			if !strings.Contains(r.errOut, kv+" above target") {
 				t.Errorf("the HPA did not scale on %s:\n%s", kv, r.errOut)
 			}
@@ -49,5 +60,27 @@ func TestCombinedStrategyOnEmulator(t *testing.T) {
 				t.Errorf("cleanup left %v", left)
 			}
 		})
+	}
+}
+
+// nativeUp checks what up did on the native route: chose it, built no
+// adapter, made no Google API change (since mutations), and created the
+// AutoscalingMetric.
+func nativeUp(t *testing.T, e *Emulator, up runResult, mutations int64) {
+	t.Helper()
+	if !strings.Contains(up.errOut, "hpa.backend auto: native, as cluster gpu-hpa serves") {
+		t.Errorf("up does not say it chose native:\n%s", up.errOut)
+	}
+	if n := e.GCP.Mutations() - mutations; n != 0 {
+		t.Errorf("the native route made %d Google API changes", n)
+	}
+	objects := owned(t, e)
+	for o := range objects {
+		if strings.Contains(o, "custom-metrics") || strings.Contains(o, "APIService") {
+			t.Errorf("the native route created %s", o)
+		}
+	}
+	if _, ok := objects["AutoscalingMetric default/gemma-server-vllm"]; !ok {
+		t.Errorf("no AutoscalingMetric among %v", objects)
 	}
 }

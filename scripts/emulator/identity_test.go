@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +14,10 @@ import (
 
 // The emulator's adapter needs the identity the real one needs, and
 // answers the real one's 404 for every failure; vllm-hpa names the cause
-// from its own evidence.
+// from its own evidence: each missing grant, a grant IAM has not applied
+// yet, a disabled account, the API turned off, and, with every grant in
+// place, no samples in Cloud Monitoring. One emulator for all of them, one
+// cause at a time, each undone before the next.
 func TestAdapterNeedsIdentity(t *testing.T) {
 	parallel(t)
 	e := startEmulator(t, testOptions(t))
@@ -104,27 +108,35 @@ func TestAdapterNeedsIdentity(t *testing.T) {
 			t.Fatalf("verify still fails a minute after every cause was undone: exit %d\n%s", r.code, r.errOut)
 		}
 	}
+	// No samples in Cloud Monitoring, every grant in place: then, and
+	// only then, "no samples". An ingestion delay of an hour leaves none
+	// of the samples written so far queryable, as when none ever was.
+	t.Run("no samples", func(t *testing.T) {
+		was := e.GCP.Behaviour()
+		b := was
+		b.IngestionDelay = time.Hour
+		e.GCP.SetBehaviour(b)
+		defer e.GCP.SetBehaviour(was)
+		// The HPA's conditions say so from its next sync on (2 s, later
+		// on a busy machine): until then up could find the HPA as it was.
+		const noSamples = "custom-metric/metric readable for every pod: NoSamples"
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			r := vllmHPA(t, "verify", "-o", "json")
+			f := failing(t, r.out)
+			if contains(f, noSamples) && slices.ContainsFunc(f, func(c string) bool { return strings.HasPrefix(c, "hpa/") }) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("verify: exit %d, failing %v, want %s and the HPA's check", r.code, f, noSamples)
+			}
+		}
+		r := vllmHPA(t, "up")
+		if r.code != exitcode.Timeout || !strings.Contains(r.errOut, "cause (NoSamples): every grant is in place; Cloud Monitoring holds no sample of vllm:num_requests_running") {
+			t.Errorf("up: exit %d, want %d naming the missing samples:\n%s", r.code, exitcode.Timeout, r.errOut)
+		}
+	})
 	must(t, "cleanup")
 	if left := owned(t, e); len(left) != 0 {
 		t.Errorf("cleanup left %v", left)
 	}
-}
-
-// No samples in Cloud Monitoring (here: none ever ingested), identity all
-// in place: then, and only then, "no samples yet".
-func TestNoSamplesSaidAsSuch(t *testing.T) {
-	parallel(t)
-	o := testOptions(t)
-	o.IngestionDelay = time.Hour
-	e := startEmulator(t, o)
-	useEmulator(t, e, map[string]string{"VLLM_HPA_TIMEOUTS_HPA": "10s"})
-	r := vllmHPA(t, "up")
-	if r.code != exitcode.Timeout || !strings.Contains(r.errOut, "cause (NoSamples): every grant is in place; Cloud Monitoring holds no sample of vllm:num_requests_running") {
-		t.Errorf("up: exit %d, want %d naming the missing samples:\n%s", r.code, exitcode.Timeout, r.errOut)
-	}
-	r = vllmHPA(t, "verify", "-o", "json")
-	if !contains(failing(t, r.out), "custom-metric/metric readable for every pod: NoSamples") {
-		t.Errorf("verify: %v", failing(t, r.out))
-	}
-	must(t, "cleanup")
 }

@@ -28,7 +28,7 @@ const emulatorsEnv = "VLLM_HPA_EMULATORS"
 var longestFirst = []string{
 	"TestDocumentedCommands", "TestDocumentedExamples", "TestDocumentedDemo",
 	"TestGKEProfileOnEmulator", "TestCombinedStrategyOnEmulator", "TestAdapterNeedsIdentity",
-	"TestWalkthroughOnEmulator", "TestNoSamplesSaidAsSuch", "TestNativeOnEmulator",
+	"TestWalkthroughOnEmulator",
 }
 
 // settle is how long the first test waits for the others to arrive
