@@ -28,7 +28,10 @@ import (
 //   - the README's emulator block runs first (the other blocks need its
 //     cluster) and its emulator runs until the end; `make demo` (and
 //     `BACKEND=native make demo`) run in a test of their own, as each
-//     starts an emulator of its own;
+//     starts an emulator of its own; the blocks and examples that need no
+//     cluster (builds, the simulator, load and tune given an --endpoint)
+//     run in a test of their own too, beside the others, without an
+//     emulator;
 //   - /tmp/emu becomes a directory of the test's, so that runs on one
 //     machine do not meet;
 //   - `hf_...`, the README's placeholder for a token, becomes a token;
@@ -247,15 +250,16 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// exampleOrder is the order the commands' examples run in, each list on
-// an emulator of its own, beside the other: build the stack, check it,
-// use it, then take it down; on the second, the root command's (a whole
-// cycle of its own), the simulator's (no cluster), then deploy's, whose
-// server tune's knee search measures (the longest example, 37 s in make
-// test: the lists take about as long as each other).
+// exampleOrder is the order the commands' examples that need a cluster
+// run in, each list on an emulator of its own, beside the other: build
+// the stack, check it, use it, then take it down; on the second, the root
+// command's (a whole cycle of its own), then deploy's, whose server tune's
+// knee search measures (the longest example, 30 s alone: the lists take
+// about as long as each other). The simulator's needs no cluster
+// (TestDocumentedWithoutCluster).
 var exampleOrder = [][]string{
 	{"preflight", "up", "verify", "load", "render", "status", "config_view", "version", "cleanup"},
-	{"vllm-hpa", "sim", "deploy", "tune"},
+	{"vllm-hpa", "deploy", "tune"},
 }
 
 // documented are the blocks of commands of README.md and docs/: the
@@ -266,6 +270,28 @@ type documented struct {
 	emulator, demo []docBlock
 	rest           []docBlock
 	examples       map[string]docBlock
+	// clusterFree are the blocks and examples that need no cluster
+	// (clusterFree), out of rest and examples.
+	clusterFree []docBlock
+}
+
+// clusterFree reports whether a block's commands need no cluster: builds,
+// the simulator, and commands given an --endpoint (load and tune against
+// a simulator). Such blocks run in no emulator's slot
+// (TestDocumentedWithoutCluster).
+func clusterFree(b docBlock) bool {
+	for _, l := range strings.Split(b.text, "\n") {
+		l, _, _ = strings.Cut(l, "#")
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "", l == "make build", l == "make install":
+		case strings.HasPrefix(l, "vllm-hpa sim "), l == "vllm-hpa sim":
+		case strings.HasPrefix(l, "vllm-hpa ") && strings.Contains(l, " --endpoint "):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func readDocumented(t *testing.T) documented {
@@ -294,9 +320,13 @@ func readDocumented(t *testing.T) documented {
 	for _, p := range pages {
 		name := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "vllm-hpa_"), ".md")
 		if b, ok := examples(t, repo, strings.TrimPrefix(p, repo+"/")); ok {
-			d.examples[name] = b
-			if !slices.Contains(slices.Concat(exampleOrder...), name) {
+			switch {
+			case clusterFree(b):
+				d.clusterFree = append(d.clusterFree, b)
+			case !slices.Contains(slices.Concat(exampleOrder...), name):
 				t.Errorf("%s has examples that exampleOrder does not place", b)
+			default:
+				d.examples[name] = b
 			}
 		}
 	}
@@ -311,6 +341,8 @@ func readDocumented(t *testing.T) documented {
 			d.demo = append(d.demo, b)
 		case strings.HasPrefix(strings.TrimSpace(b.text), "make test"):
 			t.Logf("%s not run: this test runs inside `make test` (or `make test-e2e`)", b)
+		case clusterFree(b):
+			d.clusterFree = append(d.clusterFree, b)
 		default:
 			d.rest = append(d.rest, b)
 		}
@@ -379,7 +411,8 @@ func newBlockRunner(t *testing.T, repo string, extra ...string) *blockRunner {
 // fiftieth of its length (make test).
 const fullLengthEnv = "VLLM_HPA_E2E_FULL"
 
-// TestDocumentedCommands runs every block on the README's emulator.
+// TestDocumentedCommands runs every block that needs a cluster on the
+// README's emulator.
 func TestDocumentedCommands(t *testing.T) {
 	parallel(t)
 	d := readDocumented(t)
@@ -391,6 +424,19 @@ func TestDocumentedCommands(t *testing.T) {
 	emulator.text = strings.Replace(emulator.text, "--profile fast", "--profile fast "+shortEmulator, 1)
 	r.run(emulator, d.repo, 10*time.Minute, true)
 	for _, b := range d.rest {
+		r.run(b, d.repo, 10*time.Minute, false)
+	}
+}
+
+// TestDocumentedWithoutCluster runs the blocks and examples that need no
+// cluster, beside the others and in no emulator's slot: they wait on
+// nothing an emulator does (the README's simulator, load and tune took 40
+// of its emulator's 150 s in make test).
+func TestDocumentedWithoutCluster(t *testing.T) {
+	t.Parallel()
+	d := readDocumented(t)
+	r := newBlockRunner(t, d.repo, shortSettings...)
+	for _, b := range d.clusterFree {
 		r.run(b, d.repo, 10*time.Minute, false)
 	}
 }
