@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,43 +51,91 @@ const testbedsEnv = "VLLM_HPA_TEST_CLUSTERS"
 
 var beds struct {
 	once sync.Once
-	free chan *testbed
-	all  []*testbed
-	err  error
+	// starting ends when every control plane has started or failed to;
+	// failed is closed then if none started (err says why).
+	starting sync.WaitGroup
+	failed   chan struct{}
+	err      error
+
+	mu      sync.Mutex
+	all     []*testbed
+	free    []*testbed
+	waiting []*bedWaiter
 }
 
-// startTestbeds starts the pool, all control planes at once.
+// bedWaiter is a test waiting for a testbed.
+type bedWaiter struct {
+	rank int
+	got  chan *testbed
+}
+
+// longestFirst are the tests that hold a testbed longest (in make test,
+// 30 to 130 s), longest first: a free testbed goes to the first-ranked
+// test waiting, the others after them in the order they asked. In the
+// order go test admits them (source order), the longest came last and
+// the suite ended with it alone for a minute.
+var longestFirst = []string{
+	"TestConcurrentRuns", "TestTokenNeverShown", "TestKilledUpRecovers", "TestFaults",
+	"TestNativeBackend", "TestSharedIdentityIsCounted", "TestSharedAdapterIsCounted",
+	"TestCleanupWithoutWaiting", "TestCleanupDeletesOnlyOwned", "TestChangedGSANameIsReleased",
+	"TestVerifyEachCheck", "TestUpAndCleanupWholeStack", "TestPreflight", "TestVerifyLoadTimeline",
+}
+
+// startTestbeds starts the pool's control planes, all at once, in the
+// background: each goes to a waiting test as soon as it is ready, and the
+// tests queue meanwhile, so that the first ranked are served first.
 func startTestbeds() {
+	beds.failed = make(chan struct{})
 	n := 5
 	if v, err := strconv.Atoi(os.Getenv(testbedsEnv)); err == nil && v > 0 {
 		n = v
 	}
 	if localcluster.BinDir() == "" {
 		beds.err = fmt.Errorf("%s is not set: run `make test`", localcluster.BinDirEnv)
+		close(beds.failed)
 		return
 	}
-	beds.free = make(chan *testbed, n)
-	var mu sync.Mutex
-	var wg sync.WaitGroup
 	var errs []string
+	beds.starting.Add(n)
 	for i := 0; i < n; i++ {
-		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer beds.starting.Done()
 			tb, err := startTestbed()
-			mu.Lock()
-			defer mu.Unlock()
+			beds.mu.Lock()
 			if err != nil {
 				errs = append(errs, err.Error())
-				return
+			} else {
+				beds.all = append(beds.all, tb)
+				beds.free = append(beds.free, tb)
 			}
-			beds.all = append(beds.all, tb)
-			beds.free <- tb
+			beds.mu.Unlock()
+			dispatch()
 		}()
 	}
-	wg.Wait()
-	if len(beds.all) == 0 {
-		beds.err = fmt.Errorf("no control plane started: %s", strings.Join(errs, "; "))
+	go func() {
+		beds.starting.Wait()
+		if len(beds.all) == 0 {
+			beds.err = fmt.Errorf("no control plane started: %s", strings.Join(errs, "; "))
+			close(beds.failed)
+		}
+	}()
+}
+
+// dispatch gives free testbeds to the first-ranked waiting tests.
+func dispatch() {
+	beds.mu.Lock()
+	defer beds.mu.Unlock()
+	for len(beds.free) > 0 && len(beds.waiting) > 0 {
+		first := 0
+		for i, w := range beds.waiting {
+			if w.rank < beds.waiting[first].rank {
+				first = i
+			}
+		}
+		last := len(beds.free) - 1
+		beds.waiting[first].got <- beds.free[last]
+		beds.free = beds.free[:last]
+		beds.waiting = slices.Delete(beds.waiting, first, first+1)
 	}
 }
 
@@ -144,16 +193,31 @@ func startTestbed() (*testbed, error) {
 func acquire(t *testing.T) *testbed {
 	t.Helper()
 	beds.once.Do(startTestbeds)
-	if beds.err != nil {
+	name, _, _ := strings.Cut(t.Name(), "/")
+	rank := slices.Index(longestFirst, name)
+	if rank < 0 {
+		rank = len(longestFirst)
+	}
+	w := &bedWaiter{rank: rank, got: make(chan *testbed, 1)}
+	waited := time.Now()
+	beds.mu.Lock()
+	beds.waiting = append(beds.waiting, w)
+	beds.mu.Unlock()
+	dispatch()
+	var tb *testbed
+	select {
+	case tb = <-w.got:
+	case <-beds.failed:
 		localcluster.Skip(t, nil, beds.err)
 	}
-	waited := time.Now()
-	tb := <-beds.free
 	held := time.Now()
 	t.Cleanup(func() {
 		tb.settle(t)
 		t.Logf("testbed: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
-		beds.free <- tb
+		beds.mu.Lock()
+		beds.free = append(beds.free, tb)
+		beds.mu.Unlock()
+		dispatch()
 	})
 	return tb
 }
@@ -181,11 +245,19 @@ func (tb *testbed) settle(t *testing.T) {
 	}
 }
 
-// stopTestbeds stops every control plane (TestMain).
+// stopTestbeds stops every control plane (TestMain), all at once (each
+// takes a second or more).
 func stopTestbeds() {
+	beds.starting.Wait()
+	var wg sync.WaitGroup
 	for _, tb := range beds.all {
-		tb.stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tb.stop()
+		}()
 	}
+	wg.Wait()
 }
 
 // env is the environment the CLI gets on this testbed: its kubeconfig, and
