@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -51,91 +50,43 @@ const testbedsEnv = "VLLM_HPA_TEST_CLUSTERS"
 
 var beds struct {
 	once sync.Once
-	// starting ends when every control plane has started or failed to;
-	// failed is closed then if none started (err says why).
-	starting sync.WaitGroup
-	failed   chan struct{}
-	err      error
-
-	mu      sync.Mutex
-	all     []*testbed
-	free    []*testbed
-	waiting []*bedWaiter
+	free chan *testbed
+	all  []*testbed
+	err  error
 }
 
-// bedWaiter is a test waiting for a testbed.
-type bedWaiter struct {
-	rank int
-	got  chan *testbed
-}
-
-// longestFirst are the tests that hold a testbed longest (in make test,
-// 30 to 130 s), longest first: a free testbed goes to the first-ranked
-// test waiting, the others after them in the order they asked. In the
-// order go test admits them (source order), the longest came last and
-// the suite ended with it alone for a minute.
-var longestFirst = []string{
-	"TestConcurrentRuns", "TestTokenNeverShown", "TestKilledUpRecovers", "TestFaults",
-	"TestNativeBackend", "TestSharedIdentityIsCounted", "TestSharedAdapterIsCounted",
-	"TestCleanupWithoutWaiting", "TestCleanupDeletesOnlyOwned", "TestChangedGSANameIsReleased",
-	"TestVerifyEachCheck", "TestUpAndCleanupWholeStack", "TestPreflight", "TestVerifyLoadTimeline",
-}
-
-// startTestbeds starts the pool's control planes, all at once, in the
-// background: each goes to a waiting test as soon as it is ready, and the
-// tests queue meanwhile, so that the first ranked are served first.
+// startTestbeds starts the pool, all control planes at once.
 func startTestbeds() {
-	beds.failed = make(chan struct{})
 	n := 5
 	if v, err := strconv.Atoi(os.Getenv(testbedsEnv)); err == nil && v > 0 {
 		n = v
 	}
 	if localcluster.BinDir() == "" {
 		beds.err = fmt.Errorf("%s is not set: run `make test`", localcluster.BinDirEnv)
-		close(beds.failed)
 		return
 	}
+	beds.free = make(chan *testbed, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	var errs []string
-	beds.starting.Add(n)
 	for i := 0; i < n; i++ {
+		wg.Add(1)
 		go func() {
-			defer beds.starting.Done()
+			defer wg.Done()
 			tb, err := startTestbed()
-			beds.mu.Lock()
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
 				errs = append(errs, err.Error())
-			} else {
-				beds.all = append(beds.all, tb)
-				beds.free = append(beds.free, tb)
+				return
 			}
-			beds.mu.Unlock()
-			dispatch()
+			beds.all = append(beds.all, tb)
+			beds.free <- tb
 		}()
 	}
-	go func() {
-		beds.starting.Wait()
-		if len(beds.all) == 0 {
-			beds.err = fmt.Errorf("no control plane started: %s", strings.Join(errs, "; "))
-			close(beds.failed)
-		}
-	}()
-}
-
-// dispatch gives free testbeds to the first-ranked waiting tests.
-func dispatch() {
-	beds.mu.Lock()
-	defer beds.mu.Unlock()
-	for len(beds.free) > 0 && len(beds.waiting) > 0 {
-		first := 0
-		for i, w := range beds.waiting {
-			if w.rank < beds.waiting[first].rank {
-				first = i
-			}
-		}
-		last := len(beds.free) - 1
-		beds.waiting[first].got <- beds.free[last]
-		beds.free = beds.free[:last]
-		beds.waiting = slices.Delete(beds.waiting, first, first+1)
+	wg.Wait()
+	if len(beds.all) == 0 {
+		beds.err = fmt.Errorf("no control plane started: %s", strings.Join(errs, "; "))
 	}
 }
 
@@ -193,31 +144,16 @@ func startTestbed() (*testbed, error) {
 func acquire(t *testing.T) *testbed {
 	t.Helper()
 	beds.once.Do(startTestbeds)
-	name, _, _ := strings.Cut(t.Name(), "/")
-	rank := slices.Index(longestFirst, name)
-	if rank < 0 {
-		rank = len(longestFirst)
-	}
-	w := &bedWaiter{rank: rank, got: make(chan *testbed, 1)}
-	waited := time.Now()
-	beds.mu.Lock()
-	beds.waiting = append(beds.waiting, w)
-	beds.mu.Unlock()
-	dispatch()
-	var tb *testbed
-	select {
-	case tb = <-w.got:
-	case <-beds.failed:
+	if beds.err != nil {
 		localcluster.Skip(t, nil, beds.err)
 	}
+	waited := time.Now()
+	tb := <-beds.free
 	held := time.Now()
 	t.Cleanup(func() {
 		tb.settle(t)
 		t.Logf("testbed: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
-		beds.mu.Lock()
-		beds.free = append(beds.free, tb)
-		beds.mu.Unlock()
-		dispatch()
+		beds.free <- tb
 	})
 	return tb
 }
@@ -245,10 +181,9 @@ func (tb *testbed) settle(t *testing.T) {
 	}
 }
 
-// stopTestbeds stops every control plane (TestMain), all at once (each
-// takes a second or more).
+// stopTestbeds stops every control plane (TestMain), all at once: each
+// takes a second or more (the API server's graceful shutdown).
 func stopTestbeds() {
-	beds.starting.Wait()
 	var wg sync.WaitGroup
 	for _, tb := range beds.all {
 		wg.Add(1)
