@@ -55,7 +55,7 @@ var inlineCommand = regexp.MustCompile("`((?:bin/)?vllm-hpa [^`]*|make [^`]*)`")
 // (`vllm-hpa cleanup hpa adapter`, `make test-faults`) exist as written:
 // each vllm-hpa command and its flags parse, each make target is in the
 // Makefile. Their blocks of commands are run by scripts/emulator's
-// TestDocumentedCommands.
+// TestDocumented* tests.
 func TestInlineCommandsExist(t *testing.T) {
 	t.Parallel()
 	makefile, err := os.ReadFile("../Makefile")

@@ -11,13 +11,14 @@ import (
 // fill to 0.57): the HPA scales 1 -> 3 (its maximum) on kv-cache alone,
 // so the second metric is read and the HPA takes the larger count.
 //
-// The native route is chosen by hpa.backend auto, on an emulated cluster
-// that serves GKE's native custom metrics (GA, performance profile): up
-// says so, builds no adapter and changes nothing on Google's side, and
-// the HPA scales on metrics the GKE stand-in serves
-// (autoscaling.gke.io|gemma-server-vllm|...). The native route on the
-// walkthrough's own metric, num-requests-running, is the native demo's
-// (docs/native-metrics.md, TestDocumentedDemo).
+// The second backend is hpa.backend auto, on an emulated cluster that
+// serves GKE's native custom metrics (GA, performance profile): up says
+// it chose native, builds no adapter and changes nothing on Google's
+// side, the HPA scales on autoscaling.gke.io|gemma-server-vllm|... as the
+// GKE stand-in serves it, and cleanup leaves nothing owned. A scale on
+// the walkthrough's own metric, num-requests-running, on the native
+// route is the native demo's (BACKEND=native make demo in
+// docs/native-metrics.md, run by TestDocumentedDemo: 1 -> 3 -> 1).
 func TestCombinedStrategyOnEmulator(t *testing.T) {
 	parallel(t)
 	o := testOptions(t)

@@ -18,7 +18,7 @@ import (
 
 // Every command line in README.md and docs/ runs, as written, by these
 // tests: the ```sh blocks of README.md and docs/*.md, and the Examples of
-// docs/commands (the commands' own help), the latter on an emulator of
+// docs/commands (the commands' own help), the latter on emulators of
 // their own. A block is one bash script
 // (set -euo pipefail), run from the repository's root, on the local GKE
 // emulator the README starts (project my-proj, cluster gpu-hpa, the names
@@ -40,9 +40,9 @@ import (
 //     (buildOnce), so that their builds find it up to date;
 //   - kubectl is the one of the Kubernetes binaries' cache, on PATH;
 //   - background jobs a block starts (`vllm-hpa sim &`) end with it;
-//   - the README's blocks run on the emulator its block starts, and the
-//     commands' examples on one the test starts, both at the e2e tests'
-//     intervals (shortEmulator, shortSettings) rather than the fast
+//   - the README's blocks that need a cluster run on the emulator its
+//     block starts, and the commands' examples on emulators the test
+//     starts, all at the e2e tests' intervals (shortEmulator, shortSettings) rather than the fast
 //     profile's GKE 15 s and vllm-hpa's 30 s scale-down window: the same
 //     steps in seconds (the README's up and verify --load took 105 of
 //     the test's 197 s in make test); `make demo` runs at its own.
@@ -218,9 +218,9 @@ func (r *blockRunner) run(b docBlock, dir string, timeout time.Duration, keep bo
 
 // fixedPort finds a block that listens on or sends to a fixed loopback
 // port (the simulator's default, 127.0.0.1:8081, as a user types it). Such
-// blocks run one at a time across the tests that run beside each other
-// (the README's and the sim command's example both start a simulator on
-// it): two at once find the port taken.
+// blocks run one at a time, whichever tests they are in (the README's and
+// the sim command's example both start a simulator on it): two at once
+// find the port taken.
 var (
 	fixedPort  = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
 	fixedPorts sync.Mutex
@@ -276,23 +276,52 @@ type documented struct {
 }
 
 // clusterFree reports whether a block's commands need no cluster: builds,
-// the simulator, and commands given an --endpoint (load and tune against
-// a simulator). Such blocks run in no emulator's slot
-// (TestDocumentedWithoutCluster).
+// the simulator (in the background, with the sleep that lets it listen),
+// and load and tune given an --endpoint (without tune's --apply, which
+// sets the HPA), each a command of its own. Such blocks run in no
+// emulator's slot (TestDocumentedWithoutCluster).
 func clusterFree(b docBlock) bool {
 	for _, l := range strings.Split(b.text, "\n") {
 		l, _, _ = strings.Cut(l, "#")
 		l = strings.TrimSpace(l)
 		switch {
-		case l == "", l == "make build", l == "make install":
-		case strings.HasPrefix(l, "vllm-hpa sim "), l == "vllm-hpa sim":
-		case strings.HasPrefix(l, "vllm-hpa ") && strings.Contains(l, " --endpoint "):
+		case l == "", l == "make build", l == "make install", simLine.MatchString(l):
+		case endpointLine.MatchString(l) && !strings.Contains(l, "--apply"):
 		default:
 			return false
 		}
 	}
 	return true
 }
+
+// TestClusterFree: what may run without an emulator, and what only looks
+// like it.
+func TestClusterFree(t *testing.T) {
+	t.Parallel()
+	for text, want := range map[string]bool{
+		"make build\nmake install\n": true,
+		"vllm-hpa sim & sleep 1                        # the simulator, in the background\nvllm-hpa load --endpoint http://127.0.0.1:8081 --rate 5 --duration 10s\n": true,
+		"vllm-hpa sim --listen 127.0.0.1:8082 --output-tokens 10 & sleep 1\nvllm-hpa tune --endpoint http://127.0.0.1:8082 --slo-tpot 60ms\n":                        true,
+		"vllm-hpa tune --endpoint http://127.0.0.1:8082 --slo-tpot 60ms --apply\n":                                                                                   false, // sets the HPA
+		"vllm-hpa sim & kubectl get pods\n":                                     false,
+		"vllm-hpa load --endpoint http://127.0.0.1:8081 | kubectl apply -f -\n": false,
+		"vllm-hpa load --endpoint http://127.0.0.1:8081 && vllm-hpa up\n":       false,
+		"vllm-hpa sim; vllm-hpa up\n":                                           false,
+		"vllm-hpa verify --endpoint http://127.0.0.1:8081\n":                    false,
+		"vllm-hpa load --project my-proj --rate 2 --duration 10s\n":             false, // a port-forward to a pod
+		"make demo\n": false,
+		"export HF_TOKEN=hf_...\nvllm-hpa up --project my-proj\n": false,
+	} {
+		if got := clusterFree(docBlock{text: text}); got != want {
+			t.Errorf("clusterFree(%q) = %v, want %v", text, got, want)
+		}
+	}
+}
+
+var (
+	simLine      = regexp.MustCompile(`^vllm-hpa sim( [^|;&]*)?( & sleep [0-9.]+)?$`)
+	endpointLine = regexp.MustCompile(`^vllm-hpa (load|tune) [^|;&]*--endpoint [^|;&]*$`)
+)
 
 func readDocumented(t *testing.T) documented {
 	t.Helper()
