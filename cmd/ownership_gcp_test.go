@@ -137,19 +137,26 @@ func TestConcurrentRuns(t *testing.T) {
 		t.Fatalf("two concurrent ups: exit %v\n%s\n---\n%s", codes, outs[0], outs[1])
 	}
 	// Short waits: the race itself may end either run early; what matters
-	// is that the next up converges.
+	// is that a cleanup, then an up, converge from whatever it left.
 	codes, outs = concurrently([]string{"up", "--timeout", "10s"}, []string{"cleanup", "--timeout", "10s"})
 	t.Logf("up racing cleanup: exit %v", codes)
-	// The race may leave its namespace being deleted, and the namespace
-	// controller, whose discovery failed while the race's APIServices
-	// could not be served, backs off exponentially (per namespace) before
-	// it tries again: on a loaded machine the next try came after up's
-	// 60 s wait for the namespace (timeouts.cleanup; CI failed twice so).
-	// That wait is the cluster's; the next up converges once it is over.
+	// The race may leave both namespaces being deleted behind APIServices
+	// the racing up created and whose adapter the racing cleanup removed:
+	// the namespace controller cannot finish a namespace while discovery
+	// fails, and discovery fails while those APIServices answer nothing
+	// (make test saw both runs time out, then an up wait 4 minutes for
+	// race-ns: its deploy step comes first and cannot mend the adapter).
+	// cleanup deletes the APIServices before the namespaces, so it gets
+	// out of that; the namespace controller's per-namespace backoff,
+	// grown while discovery failed, still makes the waits long on a
+	// loaded machine (timeouts.cleanup, 60 s by default; CI failed twice
+	// so).
 	env := g.Env()
 	env["VLLM_HPA_TIMEOUTS_CLEANUP"] = "4m"
-	if code, out, errOut := kubeRunEnv(t, inst, env, "up"); code != 0 {
-		t.Fatalf("up after the race: exit %d\n%s\n%s\nrace:\n%s\n---\n%s", code, out, errOut, outs[0], outs[1])
+	for _, command := range []string{"cleanup", "up"} {
+		if code, out, errOut := kubeRunEnv(t, inst, env, command); code != 0 {
+			t.Fatalf("%s after the race: exit %d\n%s\n%s\nrace:\n%s\n---\n%s", command, code, out, errOut, outs[0], outs[1])
+		}
 	}
 	// Two cleanups at once both reach the goal: what one deleted is, to
 	// the other, already gone, never a failure.
