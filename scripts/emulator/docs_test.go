@@ -42,10 +42,11 @@ import (
 //   - background jobs a block starts (`vllm-hpa sim &`) end with it;
 //   - the README's blocks that need a cluster run on the emulator its
 //     block starts, and the commands' examples on emulators the test
-//     starts, all at the e2e tests' intervals (shortEmulator, shortSettings) rather than the fast
-//     profile's GKE 15 s and vllm-hpa's 30 s scale-down window: the same
-//     steps in seconds (the README's up and verify --load took 105 of
-//     the test's 197 s in make test); `make demo` runs at its own.
+//     starts, all at the e2e tests' intervals (shortEmulator,
+//     shortSettings) rather than the fast profile's GKE 15 s and
+//     vllm-hpa's 30 s scale-down window: the same steps in seconds (the
+//     README's up and verify --load took 105 of the test's 197 s in make
+//     test); `make demo` runs at its own.
 //
 // Not run: `make test` (this test runs inside it). gcloud lines appear
 // only as fixes and set-up steps for a real project, in prose or in
