@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,6 +47,10 @@ type egressProxy struct {
 
 // ipIndex indexes Services by ClusterIP and pods by IP.
 const ipIndex = "ip"
+
+// resolveTimeout bounds the LISTs resolve makes when the watch has not
+// seen an address.
+const resolveTimeout = 10 * time.Second
 
 const egressConfig = `apiVersion: apiserver.k8s.io/v1beta1
 kind: EgressSelectorConfiguration
@@ -180,8 +185,11 @@ func (p *egressProxy) resolve(target string) (string, bool) {
 	if pods := watched[corev1.Pod](podIndex, host); len(pods) > 0 {
 		return p.podAddr(pods, port)
 	}
-	// Not seen by the watch (yet): a LIST of each says.
-	ctx := context.Background()
+	// Not seen by the watch (yet): a LIST of each says, within a bound
+	// (an API server that stops answering fails the connection, not the
+	// proxy's goroutine forever).
+	ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
+	defer cancel()
 	if pods, err := p.cp.Client.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: "status.podIP=" + host}); err == nil && len(pods.Items) > 0 {
 		return p.podAddr(pods.Items, port)
 	}
