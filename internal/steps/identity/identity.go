@@ -494,6 +494,31 @@ func (s *Identity) readNewAccount(ctx context.Context, email string) (*adminpb.S
 	return a, err
 }
 
+// readRecordedAccount reads account email, which the adapter's KSA names:
+// IAM may not see a new account yet, so its NOT_FOUND is waited out, but
+// only while the KSA still names it. Another cleanup at the same time may
+// have deleted the account: it takes the annotation away right after, and
+// the account is then gone, not new.
+func (s *Identity) readRecordedAccount(ctx context.Context, email string) (*adminpb.ServiceAccount, error) {
+	_, k, err := s.clients()
+	if err != nil {
+		return nil, err
+	}
+	stillNamed := func(err error) bool {
+		if !gcp.AccountNotYetVisible(err) {
+			return false
+		}
+		ksa, kerr := s.readKSA(ctx, k)
+		return kerr != nil || ksa.gsa == email // unreadable: still presumed new
+	}
+	var a *adminpb.ServiceAccount
+	err = gcp.WhileNew(ctx, func(msg string) { s.report.Waiting(Name, msg) }, "service account "+email, stillNamed, func(ctx context.Context) (err error) {
+		a, err = s.accounts().Get(ctx, email)
+		return err
+	})
+	return a, err
+}
+
 // useAccount records cluster among the users of vllm-hpa's account a.
 func (s *Identity) useAccount(ctx context.Context, a *adminpb.ServiceAccount, cluster string) error {
 	if err := checkEnabled(a, s.cfg.Project); err != nil {
@@ -524,7 +549,7 @@ func (s *Identity) releaseAccount(ctx context.Context, email, cluster string, re
 	if recorded && gcp.AccountNotYetVisible(err) {
 		// The adapter acts as it, so it existed: IAM may not show a new
 		// account yet.
-		a, err = s.readNewAccount(ctx, email)
+		a, err = s.readRecordedAccount(ctx, email)
 	}
 	switch {
 	case status.Code(err) == codes.NotFound:
