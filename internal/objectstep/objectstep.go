@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -170,9 +171,10 @@ func (s *Base) Apply(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if obj.GetKind() == "Namespace" && live[i] != nil && live[i].GetDeletionTimestamp() != nil {
-			// A namespace on its way out (a cleanup that just ran) takes
-			// nothing new: wait until it is gone, then create it again.
+		if live[i] != nil && live[i].GetDeletionTimestamp() != nil {
+			// An object on its way out (a cleanup that just ran: a
+			// namespace, a Deployment whose pods are ending) takes nothing
+			// new: wait until it is gone, then create it again.
 			wctx, cancel := context.WithTimeout(ctx, s.timeout)
 			err := waitGone(wctx, k, obj, live[i].GetUID(), func(reason string) { s.report.Waiting(s.name, reason) })
 			cancel()
@@ -617,7 +619,10 @@ func (s *Base) namespaceResidents(ctx context.Context, k *kube.Client, ns string
 			return v
 		}
 		refs := o.GetOwnerReferences()
-		v := pending[string(uid)]
+		// Deleted by this cleanup, or already on its way out as vllm-hpa's
+		// (a Deployment deleted in the foreground stays until its pods
+		// have ended).
+		v := pending[string(uid)] || (o.GetDeletionTimestamp() != nil && s.ours(o))
 		if !v && len(refs) > 0 {
 			v = true
 			for _, ref := range refs {
@@ -648,7 +653,7 @@ func (s *Base) namespaceResidents(ctx context.Context, k *kube.Client, ns string
 			continue
 		}
 		what := o.GetKind() + " " + o.GetName()
-		if j := s.judge(o); o.GetLabels()[owner.ManagedByLabel] == owner.ManagedByValue && (j.Verdict == owner.Mine || j.Verdict == owner.Shared) {
+		if s.ours(o) {
 			what += " (vllm-hpa's, not part of this cleanup)"
 		}
 		residents = append(residents, what)
@@ -660,6 +665,13 @@ func (s *Base) namespaceResidents(ctx context.Context, k *kube.Client, ns string
 		residents = append(residents[:5], fmt.Sprintf("and %d more", len(residents)-5))
 	}
 	return "holds objects vllm-hpa did not create or does not delete now: " + strings.Join(residents, ", ")
+}
+
+// ours: o carries vllm-hpa's labels and this instance's judge finds it
+// its own or shared.
+func (s *Base) ours(o *unstructured.Unstructured) bool {
+	j := s.judge(o)
+	return o.GetLabels()[owner.ManagedByLabel] == owner.ManagedByValue && (j.Verdict == owner.Mine || j.Verdict == owner.Shared)
 }
 
 // builtIn: what Kubernetes (and GKE) create in every namespace.
@@ -833,11 +845,11 @@ func (s *Base) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *uns
 			return err
 		}
 		uid := live.GetUID()
-		background := metav1.DeletePropagationBackground
+		propagation := propagationOf(obj)
 		err = Uninterrupted(ctx, func(ctx context.Context) error {
 			return r.Delete(ctx, obj.GetName(), metav1.DeleteOptions{
 				Preconditions:     &metav1.Preconditions{UID: &uid},
-				PropagationPolicy: &background,
+				PropagationPolicy: &propagation,
 			})
 		})
 		if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
@@ -848,11 +860,41 @@ func (s *Base) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *uns
 		s.report.Action(s.name, ref+" deleting (not waited for: --wait=false)")
 		return nil
 	}
-	if err := waitGone(ctx, k, obj, live.GetUID(), func(reason string) { s.report.Waiting(s.name, reason) }); err != nil {
+	uid := live.GetUID()
+	if obj.GetKind() == "Namespace" && s.deps.Namespaces != nil {
+		s.report.Waiting(s.name, ref+" is being deleted: waited for after the last step's deletions")
+		s.deps.Namespaces.Add(func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Cleanup)
+			defer cancel()
+			return s.awaitGone(ctx, k, obj, uid)
+		})
+		return nil
+	}
+	return s.awaitGone(ctx, k, obj, uid)
+}
+
+// awaitGone waits until the deleted object is gone and says so.
+func (s *Base) awaitGone(ctx context.Context, k *kube.Client, obj *unstructured.Unstructured, uid types.UID) error {
+	if err := waitGone(ctx, k, obj, uid, func(reason string) { s.report.Waiting(s.name, reason) }); err != nil {
 		return err
 	}
-	s.report.Action(s.name, ref+" deleted")
+	s.report.Action(s.name, kube.Ref(obj)+" deleted")
 	return nil
+}
+
+// propagationOf is how obj's deletion reaches what it owns. A Deployment
+// goes in the foreground: it is gone only once its ReplicaSets and pods
+// are (the drain ran, the containers ended), so the wait says what it
+// waits for, and the namespace deleted after it is empty of pods. Deleted
+// with pods still running, a namespace waits in the namespace controller's
+// queue for half their terminationGracePeriodSeconds (45 s by default:
+// 23 s) however soon they end, and is emptied a second time. Everything
+// else goes in the background, as kubectl deletes it.
+func propagationOf(obj *unstructured.Unstructured) metav1.DeletionPropagation {
+	if obj.GroupVersionKind().GroupKind() == (schema.GroupKind{Group: "apps", Kind: "Deployment"}) {
+		return metav1.DeletePropagationForeground
+	}
+	return metav1.DeletePropagationBackground
 }
 
 // waitGone watches until the object with uid no longer exists.
@@ -874,6 +916,9 @@ func waitGone(ctx context.Context, k *kube.Client, obj *unstructured.Unstructure
 
 func finalizerNote(o *unstructured.Unstructured) string {
 	if f := o.GetFinalizers(); len(f) > 0 {
+		if slices.Equal(f, []string{metav1.FinalizerDeleteDependents}) {
+			return " (what it owns goes first: its pods end as their grace period allows)"
+		}
 		return " (finalizers: " + strings.Join(f, ", ") + ")"
 	}
 	if o.GetKind() == "Namespace" {
