@@ -87,6 +87,9 @@ func Open(ctx context.Context, f *cmdutil.Factory, cfg *config.Config, opts Opti
 	}
 	s.Deps = deps
 	s.Deps.NoWait = opts.NoWait
+	if opts.Purpose == Delete && !opts.NoWait {
+		s.Deps.Namespaces = &step.NamespaceWaits{}
+	}
 	if opts.Purpose != Tune {
 		if err := s.settleBackend(ctx); err != nil {
 			return nil, err
@@ -200,7 +203,7 @@ func (s *Session) Run(ctx context.Context) error {
 	default:
 		return fmt.Errorf("session: Run is for Apply and Delete")
 	}
-	for _, name := range s.opts.Steps {
+	for i, name := range s.opts.Steps {
 		st, err := s.Stack.Step(name)
 		if err != nil {
 			return err
@@ -208,6 +211,16 @@ func (s *Session) Run(ctx context.Context) error {
 		act := st.Apply
 		if s.opts.Purpose == Delete {
 			act = st.Delete
+			if i == len(s.opts.Steps)-1 && s.Deps.Namespaces != nil {
+				// The namespaces every step deleted go together, as part
+				// of the last step (step.Deps.Namespaces).
+				act = func(ctx context.Context) error {
+					if err := st.Delete(ctx); err != nil {
+						return err
+					}
+					return s.Deps.Namespaces.Wait(ctx)
+				}
+			}
 		}
 		if err := s.phase(name, func() error { return act(ctx) }); err != nil {
 			return fmt.Errorf("%s: %w", name, err)

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 
 	container "google.golang.org/api/container/v1"
 	storage "google.golang.org/api/storage/v1"
@@ -168,6 +169,43 @@ type Deps struct {
 	// done, not waited for until the object is gone; a namespace's
 	// contents go in the background (a later run waits for it).
 	NoWait bool
+	// Namespaces, when set (cleanup), holds the waits for the namespaces
+	// the steps delete, run together after the last step's deletions
+	// (Namespaces.Wait): every namespace takes at least 5 s to go (the
+	// namespace controller holds each deletion that long before it
+	// starts), so a cleanup deleting the adapter's and the workload's
+	// pays that once, not once a step. Nil: each is waited for at once.
+	Namespaces *NamespaceWaits
+}
+
+// NamespaceWaits are the waits for deleted namespaces a cleanup puts off
+// until its steps have deleted everything else (Deps.Namespaces).
+type NamespaceWaits struct {
+	mu    sync.Mutex
+	waits []func(context.Context) error
+}
+
+// Add puts off wait until Wait.
+func (n *NamespaceWaits) Add(wait func(context.Context) error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.waits = append(n.waits, wait)
+}
+
+// Wait runs the waits put off so far, in the order they were added (the
+// deletions are all under way: the first wait takes longest), and
+// forgets them; the first error ends it.
+func (n *NamespaceWaits) Wait(ctx context.Context) error {
+	n.mu.Lock()
+	waits := n.waits
+	n.waits = nil
+	n.mu.Unlock()
+	for _, wait := range waits {
+		if err := wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Reporter returns deps' reporter, or one that drops everything.
