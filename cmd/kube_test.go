@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/vllm-hpa/vllm-hpa/internal/config"
@@ -140,6 +141,19 @@ func ownedObjects(t *testing.T, inst instance) map[string]string {
 	if err != nil {
 		t.Logf("discovery (partial): %v", err)
 	}
+	// One list a type, of everything vllm-hpa labelled: the instance's own
+	// objects and the shared ones it uses are picked out here (a selector
+	// cannot say "or", and a list a selector costs the API server as much
+	// as the whole scan again).
+	var selectors []labels.Selector
+	for _, sel := range []string{owner.Selector(inst.name), owner.SharedSelector(inst.name)} {
+		parsed, err := labels.Parse(sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		selectors = append(selectors, parsed)
+	}
+	managed := labels.SelectorFromSet(labels.Set{owner.ManagedByLabel: owner.ManagedByValue}).String()
 	out := map[string]string{}
 	for _, l := range lists {
 		gv, _ := schema.ParseGroupVersion(l.GroupVersion)
@@ -147,17 +161,16 @@ func ownedObjects(t *testing.T, inst instance) map[string]string {
 			if strings.Contains(r.Name, "/") || !slices.Contains(r.Verbs, "list") || r.Name == "events" {
 				continue
 			}
-			for _, sel := range []string{owner.Selector(inst.name), owner.SharedSelector(inst.name)} {
-				items, err := cp.Dynamic.Resource(gv.WithResource(r.Name)).List(ctx, metav1.ListOptions{LabelSelector: sel})
-				if err != nil {
-					continue
-				}
-				for _, it := range items.Items {
-					// Objects derived from ours (EndpointSlices copy the
-					// Service's labels) go with their owner.
-					if len(it.GetOwnerReferences()) == 0 {
-						out[kube.Ref(&it)] = it.GetResourceVersion()
-					}
+			items, err := cp.Dynamic.Resource(gv.WithResource(r.Name)).List(ctx, metav1.ListOptions{LabelSelector: managed})
+			if err != nil {
+				continue
+			}
+			for _, it := range items.Items {
+				// Objects derived from ours (EndpointSlices copy the
+				// Service's labels) go with their owner.
+				set := labels.Set(it.GetLabels())
+				if len(it.GetOwnerReferences()) == 0 && slices.ContainsFunc(selectors, func(sel labels.Selector) bool { return sel.Matches(set) }) {
+					out[kube.Ref(&it)] = it.GetResourceVersion()
 				}
 			}
 		}
