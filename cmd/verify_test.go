@@ -215,8 +215,11 @@ func TestVerifyLoadTimeline(t *testing.T) {
 	// The new pods answer their first-answer probes (through the pod proxy).
 	servePods(t, inst)
 	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
-	// Scale down without a stabilization window, so the test need not wait 30s.
-	env := map[string]string{"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "0s"}
+	// A short scale-down window, so the test need not wait 30s; not none:
+	// verify reads the new pods' stages once they are Ready, and with no
+	// window a loaded machine let the HPA remove them first (stages
+	// without pods, rescales 3 1 2 1, with 4 emulators beside).
+	env := map[string]string{"VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION": "5s"}
 	run := func(args ...string) (int, string, string) {
 		for k, v := range g.Env() {
 			env[k] = v
