@@ -5,6 +5,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -12,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 )
 
@@ -153,3 +155,19 @@ func writePKI(dir string) (*pki, error) {
 	}
 	return p, nil
 }
+
+// loopbackCert is the serving certificate of the TLS backends the control
+// plane's aggregator dials (DiscoveryBackend: the fake metrics adapters),
+// one for the process: ECDSA rather than httptest's RSA 2048, whose
+// signature in each handshake was a tenth of the CLI suite's CPU.
+var loopbackCert = sync.OnceValues(func() (tls.Certificate, error) {
+	c, err := newCA("loopback-backends")
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM, keyPEM, err := c.issue("127.0.0.1", nil, []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, []string{"localhost"})
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+})

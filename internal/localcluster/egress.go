@@ -255,6 +255,9 @@ func DiscoveryBackend(groupVersions []string, handler http.Handler) *httptest.Se
 	}
 	srv := httptest.NewUnstartedServer(mux)
 	srv.TLS = &tls.Config{NextProtos: []string{"http/1.1"}}
+	if cert, err := loopbackCert(); err == nil {
+		srv.TLS.Certificates = []tls.Certificate{cert}
+	} // else httptest's own
 	srv.StartTLS()
 	return srv
 }
