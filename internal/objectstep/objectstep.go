@@ -175,13 +175,23 @@ func (s *Base) Apply(ctx context.Context) error {
 			// An object on its way out (a cleanup that just ran: a
 			// namespace, a Deployment whose pods are ending) takes nothing
 			// new: wait until it is gone, then create it again.
+			ref := kube.Ref(obj)
+			s.report.Waiting(s.name, ref+" is being deleted (a cleanup ran, or runs now): created again once it is gone")
 			wctx, cancel := context.WithTimeout(ctx, s.timeout)
 			err := waitGone(wctx, k, obj, live[i].GetUID(), func(reason string) { s.report.Waiting(s.name, reason) })
 			cancel()
 			if err != nil {
+				return fmt.Errorf("%s is being deleted and is not gone after %s (the step's timeout): %w", ref, s.timeout, err)
+			}
+			// Read again: whatever took the name meanwhile (another
+			// instance's up, someone else's object) is judged as any
+			// existing object is.
+			if live[i], err = k.Get(ctx, obj); err != nil {
 				return err
 			}
-			live[i] = nil
+			if err := s.refuseForeign(objs[i:i+1], live[i:i+1]); err != nil {
+				return err
+			}
 		}
 		if obj.GetKind() == "Namespace" && live[i] != nil && s.judge(live[i]).Verdict != owner.Mine && s.judge(live[i]).Verdict != owner.Shared {
 			s.report.Action(s.name, kube.Ref(obj)+" exists and is not vllm-hpa's: used as it is (never labelled, never deleted)")
@@ -637,7 +647,9 @@ func (s *Base) namespaceResidents(ctx context.Context, k *kube.Client, ns string
 						continue // absent: its dependents are collected
 					}
 				}
-				if !goingAway(owner) {
+				// An owner deleted with --cascade=orphan leaves its
+				// dependents behind.
+				if !goingAway(owner) || slices.Contains(owner.GetFinalizers(), metav1.FinalizerOrphanDependents) {
 					v = false
 					break
 				}
@@ -862,11 +874,17 @@ func (s *Base) deleteAndWait(ctx context.Context, k *kube.Client, obj, live *uns
 	}
 	uid := live.GetUID()
 	if obj.GetKind() == "Namespace" && s.deps.Namespaces != nil {
+		// Bounded as if waited for now: timeouts.cleanup from the
+		// deletion.
+		deadline := time.Now().Add(s.cfg.Timeouts.Cleanup)
 		s.report.Waiting(s.name, ref+" is being deleted: waited for after the last step's deletions")
 		s.deps.Namespaces.Add(func(ctx context.Context) error {
-			ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeouts.Cleanup)
+			ctx, cancel := context.WithDeadline(ctx, deadline)
 			defer cancel()
-			return s.awaitGone(ctx, k, obj, uid)
+			if err := s.awaitGone(ctx, k, obj, uid); err != nil {
+				return fmt.Errorf("%s (deleted by step %s): %w", ref, s.name, err)
+			}
+			return nil
 		})
 		return nil
 	}
@@ -917,7 +935,7 @@ func waitGone(ctx context.Context, k *kube.Client, obj *unstructured.Unstructure
 func finalizerNote(o *unstructured.Unstructured) string {
 	if f := o.GetFinalizers(); len(f) > 0 {
 		if slices.Equal(f, []string{metav1.FinalizerDeleteDependents}) {
-			return " (what it owns goes first: its pods end as their grace period allows)"
+			return " (in the foreground: what it owns goes first, a Deployment's pods as their grace period allows)"
 		}
 		return " (finalizers: " + strings.Join(f, ", ") + ")"
 	}

@@ -7,6 +7,7 @@ package step
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -170,11 +171,12 @@ type Deps struct {
 	// contents go in the background (a later run waits for it).
 	NoWait bool
 	// Namespaces, when set (cleanup), holds the waits for the namespaces
-	// the steps delete, run together after the last step's deletions
+	// the steps delete, run after the last step's deletions
 	// (Namespaces.Wait): every namespace takes at least 5 s to go (the
 	// namespace controller holds each deletion that long before it
-	// starts), so a cleanup deleting the adapter's and the workload's
-	// pays that once, not once a step. Nil: each is waited for at once.
+	// starts), and their deletions then run at once, so a cleanup
+	// deleting the adapter's and the workload's pays that once, not once
+	// a step. Nil: each is waited for at once.
 	Namespaces *NamespaceWaits
 }
 
@@ -194,18 +196,18 @@ func (n *NamespaceWaits) Add(wait func(context.Context) error) {
 
 // Wait runs the waits put off so far, in the order they were added (the
 // deletions are all under way: the first wait takes longest), and
-// forgets them; the first error ends it.
+// forgets them; it runs each even when one fails (each says what it
+// waited for), and returns their errors joined.
 func (n *NamespaceWaits) Wait(ctx context.Context) error {
 	n.mu.Lock()
 	waits := n.waits
 	n.waits = nil
 	n.mu.Unlock()
+	var errs []error
 	for _, wait := range waits {
-		if err := wait(ctx); err != nil {
-			return err
-		}
+		errs = append(errs, wait(ctx))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // Reporter returns deps' reporter, or one that drops everything.
