@@ -498,7 +498,10 @@ func (s *Identity) readNewAccount(ctx context.Context, email string) (*adminpb.S
 // IAM may not see a new account yet, so its NOT_FOUND is waited out, but
 // only while the KSA still names it. Another cleanup at the same time may
 // have deleted the account: it takes the annotation away right after, and
-// the account is then gone, not new.
+// the account is then gone, not new. (An up at the same time that moves
+// the KSA to another account also stops the wait: this account is then
+// called absent, and an up or cleanup that sees it later releases it.)
+// A KSA that cannot be read keeps the wait, as before the KSA was read.
 func (s *Identity) readRecordedAccount(ctx context.Context, email string) (*adminpb.ServiceAccount, error) {
 	_, k, err := s.clients()
 	if err != nil {
