@@ -486,8 +486,14 @@ func (s *Identity) ensureAccount(ctx context.Context, cluster string) (created b
 // readNewAccount reads an account that was just created: IAM may not see
 // it yet (NOT_FOUND) for a while.
 func (s *Identity) readNewAccount(ctx context.Context, email string) (*adminpb.ServiceAccount, error) {
+	return s.readAccountWhile(ctx, email, gcp.AccountNotYetVisible)
+}
+
+// readAccountWhile reads account email again while notYetVisible says its
+// answer is IAM not seeing it yet.
+func (s *Identity) readAccountWhile(ctx context.Context, email string, notYetVisible func(error) bool) (*adminpb.ServiceAccount, error) {
 	var a *adminpb.ServiceAccount
-	err := gcp.WhileNew(ctx, func(msg string) { s.report.Waiting(Name, msg) }, "service account "+email, gcp.AccountNotYetVisible, func(ctx context.Context) (err error) {
+	err := gcp.WhileNew(ctx, func(msg string) { s.report.Waiting(Name, msg) }, "service account "+email, notYetVisible, func(ctx context.Context) (err error) {
 		a, err = s.accounts().Get(ctx, email)
 		return err
 	})
@@ -507,19 +513,13 @@ func (s *Identity) readRecordedAccount(ctx context.Context, email string) (*admi
 	if err != nil {
 		return nil, err
 	}
-	stillNamed := func(err error) bool {
+	return s.readAccountWhile(ctx, email, func(err error) bool {
 		if !gcp.AccountNotYetVisible(err) {
 			return false
 		}
 		ksa, kerr := s.readKSA(ctx, k)
 		return kerr != nil || ksa.gsa == email // unreadable: still presumed new
-	}
-	var a *adminpb.ServiceAccount
-	err = gcp.WhileNew(ctx, func(msg string) { s.report.Waiting(Name, msg) }, "service account "+email, stillNamed, func(ctx context.Context) (err error) {
-		a, err = s.accounts().Get(ctx, email)
-		return err
 	})
-	return a, err
 }
 
 // useAccount records cluster among the users of vllm-hpa's account a.
