@@ -668,3 +668,42 @@ func TestNamespaceBeingDeletedSaysWhy(t *testing.T) {
 		t.Errorf("deploy did not create the namespace again as its own: %v %+v", err, ns)
 	}
 }
+
+// A Deployment of ours held in deletion (a finalizer someone else's
+// controller never removes): deploy waits for it rather than writing to
+// an object on its way out, names the object and what holds it when its
+// timeout passes (exit 4), and creates it again as its own once it is gone.
+func TestDeploymentBeingDeletedSaysWhy(t *testing.T) {
+	inst := newInstance(t, "depheld", "depheld-ns")
+	t.Cleanup(func() { kubeRun(t, inst, tidyKube...) })
+	ctx := context.Background()
+	mustRun(t, inst, "deploy")
+	deployments := inst.tb.cp.Client.AppsV1().Deployments(inst.namespace)
+	const name = "vllm-gemma-deployment"
+	d, err := deployments.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Finalizers = append(d.Finalizers, "example.com/hold")
+	if _, err := deployments.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := deployments.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := kubeRunEnv(t, inst, map[string]string{"VLLM_HPA_TIMEOUTS_DEPLOY": "3s"}, "deploy")
+	if code != exitcode.Timeout || !strings.Contains(errOut, "Deployment depheld-ns/"+name+" is being deleted") || !strings.Contains(errOut, "example.com/hold") {
+		t.Errorf("deploy over a Deployment held in deletion: exit %d, want %d, the object and its finalizer named:\n%s", code, exitcode.Timeout, errOut)
+	}
+	if d, err = deployments.Get(ctx, name, metav1.GetOptions{}); err != nil || d.DeletionTimestamp == nil || d.UID == "" {
+		t.Fatalf("deploy touched the Deployment being deleted: %v %+v", err, d)
+	}
+	d.Finalizers = nil
+	if _, err := deployments.Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, inst, "deploy")
+	if again, err := deployments.Get(ctx, name, metav1.GetOptions{}); err != nil || again.DeletionTimestamp != nil || again.UID == d.UID || again.Labels[owner.ManagedByLabel] != owner.ManagedByValue {
+		t.Errorf("deploy did not create the Deployment again as its own: %v %+v", err, again)
+	}
+}
