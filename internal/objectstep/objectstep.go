@@ -390,11 +390,26 @@ func (s *Base) applyOne(ctx context.Context, k *kube.Client, obj, live *unstruct
 		return err
 	}
 	err := Uninterrupted(ctx, apply)
-	if ns := obj.GetNamespace(); kube.IsNamespaceTerminating(err) {
-		// A cleanup (this instance's, or one racing this run) is
-		// deleting the namespace: once it is gone, it is created again.
-		if err := s.awaitNamespaceGone(ctx, k, ns); err != nil {
+	// A cleanup (this instance's, or one racing this run) is deleting the
+	// namespace: once it is gone, it is created again. The API server's
+	// admission reads namespaces from a cache that may still hold it,
+	// terminating, a moment after it is gone (make test saw the apply
+	// refused again): asked again, briefly.
+	var goneAt time.Time
+	for kube.IsNamespaceTerminating(err) {
+		if err := s.awaitNamespaceGone(ctx, k, obj.GetNamespace()); err != nil {
 			return nil, "", err
+		}
+		if goneAt.IsZero() {
+			goneAt = time.Now()
+		} else if time.Since(goneAt) > admissionLag {
+			break
+		} else {
+			select {
+			case <-ctx.Done():
+				return nil, "", ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
 		}
 		err = Uninterrupted(ctx, apply)
 	}
@@ -414,6 +429,10 @@ func (s *Base) applyOne(ctx context.Context, k *kube.Client, obj, live *unstruct
 	}
 	return out, action, err
 }
+
+// admissionLag bounds how long after a namespace is gone the API server
+// may still refuse content in it as terminating (its admission cache).
+const admissionLag = 10 * time.Second
 
 // awaitNamespaceGone waits, up to timeouts.cleanup, until namespace ns,
 // being deleted, is gone.
