@@ -119,6 +119,7 @@ func startTestbed() (*testbed, error) {
 		// these tests also survives watches closed by the server.
 		ExtraAPIServerArgs: []string{"--min-request-timeout=5"},
 		StaticToken:        gkeToken,
+		OnlyUsedAPIs:       true,
 	})
 	if err != nil {
 		return nil, err
