@@ -16,9 +16,11 @@ import (
 // test's requests; the emulator's (default) server and the CLI testbeds'
 // (watches closed by the server every 5-10 s, unused APIs off), and the
 // testbeds' with every API, side by side. make test
-// runs 5 testbeds and up to 3 emulators at once, on 2 cores: what they
-// spend idle is what the tests cannot. Measured here (2026-12-04): 3.0
-// CPU-s to start, 1.2 CPU-s a minute idle, 1.9 with the watches closed,
+// runs 5 testbeds and up to 4 emulators at once, on 2 cores: what they
+// spend idle is what the tests cannot. Measured here (2026-12-04, each
+// process at GOMAXPROCS=1): the emulator's 3.1 CPU-s to start, 1.0 CPU-s
+// a minute idle; a testbed's 2.3 and 0.96, and 3.1 and 1.5 with every
+// API on (the watches closed every few seconds re-watch every type);
 // 1.2 s to stop (SIGTERM, the API server's graceful shutdown). Their
 // minutes are what costs: a test that waits longer on a busy machine keeps
 // its control plane's idle work going.
