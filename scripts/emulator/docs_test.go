@@ -148,14 +148,14 @@ type blockRunner struct {
 
 // The e2e tests' intervals for the documented blocks, in place of the fast
 // profile's (GKE's 15 s scrape and HPA sync, a 3 s pull, native metrics
-// every 5 s) and vllm-hpa's 30 s scale-down window: their scale-ups and
-// scale-downs take seconds rather than half a minute each, through the
-// same steps. The emulator's are flags added to the emulator's command
+// every 5 s, IAM blind to a new account for 5 s) and vllm-hpa's 30 s
+// scale-down window: their scale-ups and scale-downs take seconds rather
+// than half a minute each, through the same steps. The emulator's are flags added to the emulator's command
 // line (the README's, and the examples' emulator, the test's own);
 // vllm-hpa's are in the blocks' environment, where a block's own flags
 // still win.
 var (
-	shortEmulator = "--hpa-sync-period 2s --image-pull 1s --native-interval 2s"
+	shortEmulator = "--hpa-sync-period 2s --image-pull 1s --native-interval 2s --new-account-window 1s"
 	shortSettings = []string{"VLLM_HPA_MONITORING_INTERVAL=2s", "VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION=5s"}
 )
 
