@@ -8,8 +8,8 @@ package localcluster
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -207,31 +207,45 @@ func Skip(t testing.TB, cp *ControlPlane, why error) {
 	t.Skipf("no real control plane: %v", why)
 }
 
-// Start starts the control plane. Stop it with Stop.
-func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
+// Start starts the control plane. Stop it with Stop. A start whose port
+// another process took between its choice and its bind is started again
+// on other ports (twice at most).
+func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
+	for attempt := 1; ; attempt++ {
+		cp, portTaken, err := start(ctx, opts)
+		if !portTaken || attempt == 3 || ctx.Err() != nil {
+			return cp, err
+		}
+	}
+}
+
+// start is one attempt of Start's; portTaken says it failed because a
+// port was taken.
+func start(ctx context.Context, opts Options) (cp *ControlPlane, portTaken bool, err error) {
 	bin := BinDir()
 	dir, err := os.MkdirTemp("", "vllm-hpa-kube-")
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	cp = &ControlPlane{Dir: dir}
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w\n%s", err, cp.logTails())
+			portTaken = cp.portTaken()
 			cp.Stop()
 			cp = nil
 		}
 	}()
 	p, err := writePKI(dir)
 	if err != nil {
-		return cp, err
+		return cp, false, err
 	}
 	cp.pki = p
 	cp.PKI = &PKIFiles{CA: p.caFile, FrontProxyCA: p.frontProxyCA, SAKey: p.saKey, CAPEM: p.caPEM}
 
 	ports, err := freePorts(3)
 	if err != nil {
-		return cp, err
+		return cp, false, err
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
@@ -242,7 +256,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		"--initial-cluster", "default="+peerURL,
 		"--unsafe-no-fsync", "--log-level", "warn",
 	); err != nil {
-		return cp, err
+		return cp, false, err
 	}
 
 	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
@@ -279,14 +293,14 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	if opts.StaticToken != "" {
 		tokens := filepath.Join(dir, "tokens.csv")
 		if err := os.WriteFile(tokens, []byte(opts.StaticToken+",token-admin,token-admin,system:masters\n"), 0o600); err != nil {
-			return cp, err
+			return cp, false, err
 		}
 		args = append(args, "--token-auth-file", tokens)
 	}
 	if opts.Aggregation {
 		extra, err := cp.startEgress()
 		if err != nil {
-			return cp, err
+			return cp, false, err
 		}
 		args = append(args, extra...)
 	}
@@ -295,7 +309,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 	}
 	args = append(args, opts.ExtraAPIServerArgs...)
 	if err := cp.spawn("kube-apiserver", filepath.Join(bin, "kube-apiserver"), args...); err != nil {
-		return cp, err
+		return cp, false, err
 	}
 
 	cp.Config = &rest.Config{
@@ -306,21 +320,21 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		WarningHandler:  rest.NoWarnings{},
 	}
 	if cp.Client, err = kubernetes.NewForConfig(cp.Config); err != nil {
-		return cp, err
+		return cp, false, err
 	}
 	if cp.Dynamic, err = dynamic.NewForConfig(cp.Config); err != nil {
-		return cp, err
+		return cp, false, err
 	}
 	if err := cp.waitReady(ctx); err != nil {
-		return cp, err
+		return cp, false, err
 	}
 	if cp.Kubeconfig, err = cp.writeKubeconfig(p); err != nil {
-		return cp, err
+		return cp, false, err
 	}
 
 	if opts.NativeMetrics != nil {
 		if err := cp.InstallCRD(ctx, nativemetrics.CRD); err != nil {
-			return cp, err
+			return cp, false, err
 		}
 	}
 	if opts.Controllers {
@@ -331,7 +345,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		kcmConfig := cp.Kubeconfig
 		if opts.NativeMetrics != nil {
 			if kcmConfig, err = cp.startNativeFront(opts.NativeMetrics); err != nil {
-				return cp, err
+				return cp, false, err
 			}
 		}
 		if err := cp.spawn("kube-controller-manager", filepath.Join(bin, "kube-controller-manager"),
@@ -345,24 +359,24 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 			"--endpointslice-updates-batch-period", opts.EndpointLag.String(),
 			"--v", "0",
 		); err != nil {
-			return cp, err
+			return cp, false, err
 		}
 	}
 	if opts.PodMonitoringCRD || opts.Monitoring {
 		if err := cp.InstallCRD(ctx, gmp.CRD); err != nil {
-			return cp, err
+			return cp, false, err
 		}
 	}
 	if opts.Monitoring {
 		if err := cp.InstallCRD(ctx, gmp.OperatorConfigCRD); err != nil {
-			return cp, err
+			return cp, false, err
 		}
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: gmp.OperatorConfigNamespace}}
 		if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-			return cp, err
+			return cp, false, err
 		}
 		if err := setTargetStatus(ctx, cp.Dynamic, opts.TargetStatus); err != nil {
-			return cp, err
+			return cp, false, err
 		}
 	}
 	bg, cancel := context.WithCancel(context.Background())
@@ -374,7 +388,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		cp.Pods = &PodRunner{Client: cp.Client, StartDelay: opts.PodStartDelay, Started: opts.PodStarted, Stopped: opts.PodStopped, Drain: opts.PodDrain, KubeletPort: opts.KubeletPort,
 			Ready: opts.PodReady, ProbePeriod: opts.PodProbePeriod, GPUNodes: opts.GPUNodes, CrashBackoff: opts.PodCrashBackoff}
 		if err := cp.Pods.ensureNode(ctx); err != nil {
-			return cp, err
+			return cp, false, err
 		}
 		go cp.Pods.Run(bg)
 	}
@@ -382,7 +396,7 @@ func Start(ctx context.Context, opts Options) (cp *ControlPlane, err error) {
 		cp.Operator = &MonitoringOperator{Dynamic: cp.Dynamic, Client: cp.Client, WriteTargets: opts.OperatorWritesTargets}
 		go cp.Operator.Run(bg)
 	}
-	return cp, nil
+	return cp, false, nil
 }
 
 func (cp *ControlPlane) spawn(name, path string, args ...string) error {
@@ -420,17 +434,23 @@ func (cp *ControlPlane) spawn(name, path string, args ...string) error {
 	return nil
 }
 
+// waitReady waits until kube-apiserver is ready, or one of the processes
+// started so far (etcd too: the server would wait for it) has exited.
 func (cp *ControlPlane) waitReady(ctx context.Context) error {
-	api := cp.procs[len(cp.procs)-1]
 	for {
 		var status int
 		res := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).StatusCode(&status)
 		if res.Error() == nil && status == 200 {
 			return nil
 		}
+		for _, p := range cp.procs {
+			select {
+			case <-p.done:
+				return fmt.Errorf("%s exited", p.name)
+			default:
+			}
+		}
 		select {
-		case <-api.done:
-			return errors.New("kube-apiserver exited")
 		case <-ctx.Done():
 			return fmt.Errorf("kube-apiserver not ready: %w", ctx.Err())
 		case <-time.After(200 * time.Millisecond):
@@ -520,6 +540,13 @@ func (cp *ControlPlane) logTails() string {
 	return b.String()
 }
 
+// freePorts returns n loopback ports free now, below the kernel's
+// ephemeral range when there is room: a port the kernel handed out for
+// :0 comes from that range, from which it also takes the source port of
+// every outgoing connection, and one of the many a test run opens took
+// an API server's port between its choice and its bind ("bind: address
+// already in use"). Ports below the range are taken only by a listener's
+// bind; Start retries if one was (portTaken).
 func freePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
@@ -528,7 +555,16 @@ func freePorts(n int) ([]int, error) {
 			l.Close()
 		}
 	}()
-	for i := 0; i < n; i++ {
+	lo, hi := 10000, ephemeralStart()
+	for tries := 0; len(ports) < n && tries < 100 && hi-lo >= 1000; tries++ {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", lo+rand.IntN(hi-lo)))
+		if err != nil {
+			continue // taken: another
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for len(ports) < n { // no room below the range: the kernel's choice
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
@@ -537,4 +573,37 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// ephemeralStart is the first port of the kernel's ephemeral range (Linux;
+// IANA's 49152 elsewhere).
+func ephemeralStart() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 49152
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 49152
+	}
+	v, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 49152
+	}
+	return v
+}
+
+// portTaken reports whether a process of the control plane exited because
+// its port was taken after freePorts chose it.
+func (cp *ControlPlane) portTaken() bool {
+	for _, p := range cp.procs {
+		select {
+		case <-p.done:
+			if data, _ := os.ReadFile(p.log); strings.Contains(string(data), "address already in use") {
+				return true
+			}
+		default:
+		}
+	}
+	return false
 }
