@@ -475,7 +475,7 @@ func TestDocumentedWithoutCluster(t *testing.T) {
 // binaries built by buildOnce), in a directory of its own, at the e2e
 // tests' intervals.
 var examplesEmulator = docBlock{file: "(the examples' emulator)", text: `bin/vllm-hpa-emulator --dir /tmp/emu --k8s-bin "$(scripts/build-k8s-cache.sh)" --profile fast ` + shortEmulator + ` &
-until [ -f /tmp/emu/env ]; do sleep 1; done
+until [ -f /tmp/emu/env ]; do kill -0 $! || break; sleep 1; done
 `}
 
 // TestDocumentedExamples runs the commands' examples (their help's
