@@ -43,6 +43,11 @@ type testbed struct {
 
 	adminOnce sync.Once
 	admin     *kube.Client
+
+	// ready is how long after the pool's start the testbed was ready,
+	// logged by its first test (once: reported).
+	ready    time.Duration
+	reported atomic.Bool
 }
 
 // testbedsEnv sets how many testbeds run at once (default 5).
@@ -51,24 +56,33 @@ const testbedsEnv = "VLLM_HPA_TEST_CLUSTERS"
 var beds struct {
 	once sync.Once
 	free chan *testbed
+	// done is closed when every start has ended; then all holds the
+	// testbeds that started, and err says why none did.
+	done chan struct{}
 	all  []*testbed
 	err  error
 }
 
-// startTestbeds starts the pool, all control planes at once.
+// startTestbeds starts the pool, all control planes at once, each handed
+// out as soon as it is ready (in make test, where everything starts
+// together, 15.6 to 17.4 s after the pool's start, against 3.2 s alone).
 func startTestbeds() {
 	n := 5
 	if v, err := strconv.Atoi(os.Getenv(testbedsEnv)); err == nil && v > 0 {
 		n = v
 	}
+	beds.free = make(chan *testbed, n)
+	beds.done = make(chan struct{})
 	if localcluster.BinDir() == "" {
 		beds.err = fmt.Errorf("%s is not set: run `make test`", localcluster.BinDirEnv)
+		close(beds.done)
 		return
 	}
-	beds.free = make(chan *testbed, n)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var errs []string
+	var started []*testbed
+	begin := time.Now()
 	for i := 0; i < n; i++ {
 		wg.Add(1)
 		go func() {
@@ -80,14 +94,19 @@ func startTestbeds() {
 				errs = append(errs, err.Error())
 				return
 			}
-			beds.all = append(beds.all, tb)
+			tb.ready = time.Since(begin)
+			started = append(started, tb)
 			beds.free <- tb
 		}()
 	}
-	wg.Wait()
-	if len(beds.all) == 0 {
-		beds.err = fmt.Errorf("no control plane started: %s", strings.Join(errs, "; "))
-	}
+	go func() {
+		wg.Wait()
+		beds.all = started
+		if len(started) == 0 {
+			beds.err = fmt.Errorf("no control plane started: %s", strings.Join(errs, "; "))
+		}
+		close(beds.done)
+	}()
 }
 
 func startTestbed() (*testbed, error) {
@@ -145,12 +164,20 @@ func startTestbed() (*testbed, error) {
 func acquire(t *testing.T) *testbed {
 	t.Helper()
 	beds.once.Do(startTestbeds)
-	if beds.err != nil {
-		localcluster.Skip(t, nil, beds.err)
-	}
 	waited := time.Now()
-	tb := <-beds.free
+	var tb *testbed
+	select {
+	case tb = <-beds.free:
+	case <-beds.done:
+		if beds.err != nil {
+			localcluster.Skip(t, nil, beds.err)
+		}
+		tb = <-beds.free
+	}
 	held := time.Now()
+	if !tb.reported.Swap(true) {
+		t.Logf("testbed: ready %s after the pool's start", tb.ready.Round(time.Millisecond))
+	}
 	t.Cleanup(func() {
 		tb.settle(t)
 		t.Logf("testbed: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
@@ -185,6 +212,10 @@ func (tb *testbed) settle(t *testing.T) {
 // stopTestbeds stops every control plane (TestMain), all at once: each
 // takes a second or more (the API server's graceful shutdown).
 func stopTestbeds() {
+	if beds.done == nil {
+		return // no test asked for one
+	}
+	<-beds.done
 	var wg sync.WaitGroup
 	for _, tb := range beds.all {
 		wg.Add(1)
