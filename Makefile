@@ -16,33 +16,40 @@ LDFLAGS := -s -w -X $(PKG)/cmd.version=$(VERSION) -X $(PKG)/cmd.commit=$(COMMIT)
 # at once, even under -j.
 .NOTPARALLEL:
 
-# The binaries are rebuilt when a file of the tree is newer than they are,
-# or the flags they were built with changed (BUILD_FLAGS, kept in
-# bin/.build-flags and rewritten only when they change). go build would
-# link nothing then anyway (nor touch the file: hence the touch), but
-# finds that out in about 1.7 CPU-seconds (it hashes every package's
-# inputs); make, in a few milliseconds: make test's documented blocks and
-# demos run `make build` a dozen times.
-BUILD_FLAGS := $(GO) $(LDFLAGS) GOOS=$(GOOS) GOARCH=$(GOARCH) GOFLAGS=$(GOFLAGS) GOEXPERIMENT=$(GOEXPERIMENT)
-TREE := $(shell find . \( -path ./bin -o -path ./.git \) -prune -o -type f -print)
+# Each binary is rebuilt when its stamp (bin/.NAME.stamp) is newer, and
+# the stamp is rewritten only when what the binary is built from changed:
+# the flags and the toolchain (BUILD_FLAGS), the tree's file names (a file
+# added, removed or renamed: TREE_FILES), or a file newer than the binary.
+# go build would link nothing otherwise anyway, but finds that out in
+# about 1.7 CPU-seconds (it hashes every package's inputs); make, in a
+# few milliseconds: make test's documented blocks and demos run `make
+# build` a dozen times. The binary takes its stamp's time (touch -r): a
+# file changed while go build runs is newer than both, and built next
+# time. POSIX find: the same on macOS.
+BUILD_FLAGS := $(GO) $(LDFLAGS) $(shell $(GO) env GOVERSION GOFLAGS GOOS GOARCH GOAMD64 GOWORK GOEXPERIMENT 2>/dev/null)
+FIND_TREE := find . \( -path ./bin -o -path ./.git \) -prune -o -type f
+TREE_FILES := $(shell $(FIND_TREE) -print | LC_ALL=C sort | cksum)
 
-bin/.build-flags: FORCE
-	@mkdir -p bin && if [ "$$(cat $@ 2>/dev/null)" != '$(BUILD_FLAGS)' ]; then echo '$(BUILD_FLAGS)' > $@; fi
+bin/.%.stamp: FORCE
+	@mkdir -p bin; stamp='$(BUILD_FLAGS) $(TREE_FILES)'; \
+	  if [ "$$(cat $@ 2>/dev/null)" != "$$stamp" ] || \
+	     [ -n "$$($(FIND_TREE) -newer bin/$* -print 2>/dev/null | head -n 1)" ]; then \
+	    echo "$$stamp" > $@; fi
 
 FORCE:
 
 # -buildvcs=false: the version, commit and date are the ldflags', and a
 # stamp of the tree's state would relink on any untracked file.
 build: $(BIN)
-$(BIN): bin/.build-flags $(TREE)
-	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN) . && touch $(BIN)
+$(BIN): bin/.vllm-hpa.stamp
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN) . && touch -r $< $(BIN)
 
 # The local GKE emulator (scripts/emulator, a module of its own), with the
 # flags every script and document builds it with, so that one build serves
 # them all.
 emulator: $(EMULATOR_BIN)
-$(EMULATOR_BIN): bin/.build-flags $(TREE)
-	cd scripts/emulator && CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" -o ../../$(EMULATOR_BIN) . && touch ../../$(EMULATOR_BIN)
+$(EMULATOR_BIN): bin/.vllm-hpa-emulator.stamp
+	cd scripts/emulator && CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "-s -w" -o ../../$(EMULATOR_BIN) . && touch -r ../../$< ../../$(EMULATOR_BIN)
 
 # The whole walkthrough on the local GKE emulator: up, load, 1 -> 3 -> 1,
 # cleanup. The first run builds the Kubernetes binaries. BACKEND=native
