@@ -139,6 +139,7 @@ func startTestbed() (*testbed, error) {
 		ExtraAPIServerArgs: []string{"--min-request-timeout=5"},
 		StaticToken:        gkeToken,
 		OnlyUsedAPIs:       true,
+		OneProc:            true,
 	})
 	if err != nil {
 		return nil, err

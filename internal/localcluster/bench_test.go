@@ -18,7 +18,7 @@ import (
 // testbeds' with every API, side by side. make test
 // runs 5 testbeds and up to 4 emulators at once, on 2 cores: what they
 // spend idle is what the tests cannot. Measured here (2026-12-04, each
-// process at GOMAXPROCS=1): the emulator's 3.1 CPU-s to start, 1.0 CPU-s
+// process at GOMAXPROCS=1, OneProc): the emulator's 3.1 CPU-s to start, 1.0 CPU-s
 // a minute idle; a testbed's 2.3 and 0.96, and 3.1 and 1.5 with every
 // API on (the watches closed every few seconds re-watch every type);
 // 1.2 s to stop (SIGTERM, the API server's graceful shutdown). Their
@@ -53,7 +53,7 @@ func BenchmarkControlPlane(b *testing.B) {
 				cp, err := Start(ctx, Options{
 					Controllers: true, HPASyncPeriod: time.Second, Aggregation: true,
 					RunPods: true, Monitoring: true, TargetStatus: true, OperatorWritesTargets: true,
-					ExtraAPIServerArgs: variant.extra, OnlyUsedAPIs: variant.onlyUsed,
+					ExtraAPIServerArgs: variant.extra, OnlyUsedAPIs: variant.onlyUsed, OneProc: true,
 				})
 				cancel()
 				if err != nil {

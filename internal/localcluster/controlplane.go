@@ -114,6 +114,14 @@ type Options struct {
 	// vllm-hpa finds the types it scans by discovery, so it sees fewer
 	// here; the emulator, which users run, serves them all.
 	OnlyUsedAPIs bool
+	// OneProc runs etcd, kube-apiserver and kube-controller-manager at
+	// GOMAXPROCS=1: a test run starts many control planes beside each
+	// other on few cores, where each Go runtime's spinning threads and
+	// hand-offs cost CPU (and, in a VM, system time) for nothing. The
+	// CLI's tests took 197 CPU-seconds with it against 209 without, in
+	// the same wall time. Not for a cluster one measures a server through
+	// (the emulator's port-forwards: tune's knee).
+	OneProc bool
 }
 
 // unusedAPIs are the APIs OnlyUsedAPIs turns off: groups and namespaced
@@ -150,11 +158,12 @@ type ControlPlane struct {
 	// the pod's IP is never dialed.
 	PodAddress func(namespace, name string, port int) (string, bool)
 
-	procs  []*process
-	egress *egressProxy
-	pki    *pki
-	cancel context.CancelFunc
-	stops  []func() // in-process servers, stopped after the processes
+	procs   []*process
+	oneProc bool // Options.OneProc
+	egress  *egressProxy
+	pki     *pki
+	cancel  context.CancelFunc
+	stops   []func() // in-process servers, stopped after the processes
 }
 
 // PKIFiles are the certificate files, for components that need them.
@@ -227,7 +236,7 @@ func start(ctx context.Context, opts Options) (cp *ControlPlane, portTaken bool,
 	if err != nil {
 		return nil, false, err
 	}
-	cp = &ControlPlane{Dir: dir}
+	cp = &ControlPlane{Dir: dir, oneProc: opts.OneProc}
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w\n%s", err, cp.logTails())
@@ -243,7 +252,7 @@ func start(ctx context.Context, opts Options) (cp *ControlPlane, portTaken bool,
 	cp.pki = p
 	cp.PKI = &PKIFiles{CA: p.caFile, FrontProxyCA: p.frontProxyCA, SAKey: p.saKey, CAPEM: p.caPEM}
 
-	ports, err := freePorts(3)
+	ports, err := FreePorts(3)
 	if err != nil {
 		return cp, false, err
 	}
@@ -414,12 +423,7 @@ func (cp *ControlPlane) spawn(name, path string, args ...string) error {
 		k, _, _ := strings.Cut(kv, "=")
 		return strings.EqualFold(k, "HTTPS_PROXY") || strings.EqualFold(k, "HTTP_PROXY") || strings.EqualFold(k, "NO_PROXY")
 	})
-	// One P each, unless the caller says otherwise: a test run starts
-	// many control planes beside each other on few cores, where each Go
-	// runtime's spinning threads and hand-offs cost CPU (and, in a VM,
-	// system time) for nothing. The CLI's tests took 197 CPU-seconds
-	// with GOMAXPROCS=1 against 209 without, in the same wall time.
-	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+	if cp.oneProc {
 		cmd.Env = append(cmd.Env, "GOMAXPROCS=1")
 	}
 	// Its own process group, and killed if the test binary dies.
@@ -440,15 +444,17 @@ func (cp *ControlPlane) waitReady(ctx context.Context) error {
 	for {
 		var status int
 		res := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).StatusCode(&status)
-		if res.Error() == nil && status == 200 {
-			return nil
-		}
+		// Exits first: a server whose etcd lost its port to another
+		// control plane's etcd would be ready on that one's store.
 		for _, p := range cp.procs {
 			select {
 			case <-p.done:
 				return fmt.Errorf("%s exited", p.name)
 			default:
 			}
+		}
+		if res.Error() == nil && status == 200 {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
@@ -540,14 +546,14 @@ func (cp *ControlPlane) logTails() string {
 	return b.String()
 }
 
-// freePorts returns n loopback ports free now, below the kernel's
+// FreePorts returns n loopback ports free now, below the kernel's
 // ephemeral range when there is room: a port the kernel handed out for
 // :0 comes from that range, from which it also takes the source port of
 // every outgoing connection, and one of the many a test run opens took
 // an API server's port between its choice and its bind ("bind: address
 // already in use"). Ports below the range are taken only by a listener's
 // bind; Start retries if one was (portTaken).
-func freePorts(n int) ([]int, error) {
+func FreePorts(n int) ([]int, error) {
 	var ports []int
 	var ls []net.Listener
 	defer func() {

@@ -231,12 +231,14 @@ func (p *stackdriverProvider) ListAllMetrics() []provider.CustomMetricInfo {
 // sigs.k8s.io/custom-metrics-apiserver, delegating authentication and
 // authorization to kube-apiserver as the real adapter does.
 func startAdapter(ctx context.Context, kubeconfig, certDir string, p *stackdriverProvider) (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// A port from below the ephemeral range: one the kernel chose for :0
+	// may be any outgoing connection's source port before the adapter
+	// binds it.
+	ports, err := localcluster.FreePorts(1)
 	if err != nil {
 		return "", err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := ports[0]
 	b := &basecmd.AdapterBase{Name: "vllm-hpa-emulator-adapter", FlagSet: pflag.NewFlagSet("adapter", pflag.ContinueOnError)}
 	b.InstallFlags()
 	if err := b.Flags().Parse([]string{
