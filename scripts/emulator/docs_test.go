@@ -476,6 +476,7 @@ func TestDocumentedWithoutCluster(t *testing.T) {
 // tests' intervals.
 var examplesEmulator = docBlock{file: "(the examples' emulator)", text: `bin/vllm-hpa-emulator --dir /tmp/emu --k8s-bin "$(scripts/build-k8s-cache.sh)" --profile fast ` + shortEmulator + ` &
 until [ -f /tmp/emu/env ]; do kill -0 $! || break; sleep 1; done
+[ -f /tmp/emu/env ] # else the emulator exited: the examples run on no cluster at all
 `}
 
 // TestDocumentedExamples runs the commands' examples (their help's

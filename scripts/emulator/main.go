@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,6 +125,11 @@ func run() error {
 		defer os.RemoveAll(d)
 		o.Dir = d
 	} else if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		return err
+	}
+	// An env file left by an emulator that was killed (SIGKILL: no
+	// Stop) would tell whoever waits for this one's that it is ready.
+	if err := os.Remove(filepath.Join(o.Dir, "env")); err != nil && !os.IsNotExist(err) {
 		return err
 	}
 	e, err := Start(ctx, o)
