@@ -80,7 +80,7 @@ run() {
 	shift 3
 	log=$logs/${name//[^A-Za-z0-9.]/_}.log
 	start=$(date +%s.%N)
-	(cd "$dir" && "$binary" -test.count=1 -test.paniconexit0 "$@" "${test_args[@]}" </dev/null >"$log" 2>&1)
+	(cd "$dir" && "${run_prefix[@]}" "$binary" -test.count=1 -test.paniconexit0 "$@" "${test_args[@]}" </dev/null >"$log" 2>&1)
 	status=$?
 	end=$(date +%s.%N)
 	took=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3fs", e - s }')
@@ -94,15 +94,17 @@ run() {
 	return $status
 }
 
-# lower_priority lowers this shell's CPU priority, and so its children's:
-# the CLI's lane, whose tests wait on nothing but the machine, yields to
-# the emulator's, whose tests wait on timed lags (a scale-up's, a drain's)
-# and run longer the longer each of their steps takes to get a core.
-# make test's wall time is the longer of the two: the emulator's tests
-# finish near their time alone, and the CLI's use what is left, without
-# starving (nice 5: a quarter of the weight of the other lanes).
+# lower_priority makes run start its binaries at a lower CPU priority
+# (nice's increment of 5: about a third of the others' weight), and so
+# their children: the CLI's lane, whose tests wait on nothing but the
+# machine, yields to the emulator's, whose tests wait on timed lags (a
+# scale-up's, a drain's) and run longer the longer each of their steps
+# takes to get a core. make test's wall time is the longer of the two:
+# the emulator's tests finish nearer their time alone, and the CLI's use
+# what is left, without starving.
+run_prefix=()
 lower_priority() {
-	renice -n 5 -p "$BASHPID" >/dev/null
+	run_prefix=(nice -n 5)
 }
 
 # tested PATTERNS...: "import-path directory" of each package with tests.
