@@ -67,7 +67,11 @@ k8s-cache:
 # More is slower on 2 cores: 7 took make test from 4:50 to 5:22 (the
 # control planes' CPU grew by a third; the machine is CPU-bound).
 TEST_CLUSTERS ?= 5
-TEST_PARALLEL ?= 16
+# go test's -parallel: high enough that every test waiting for a control
+# plane (or an emulator) is in its queue, where the longest go first
+# (cmd/testbed_test.go, scripts/emulator/slots_test.go); at 16 go test
+# released the CLI's longest tests last, and the lane ended with them.
+TEST_PARALLEL ?= 64
 # Emulators the end-to-end tests run at once (VLLM_HPA_EMULATORS: they
 # take their turns longest first, scripts/emulator/slots_test.go). Their
 # tests wait on timed lags, and their lane runs ahead of the CLI's in

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,12 +56,66 @@ const testbedsEnv = "VLLM_HPA_TEST_CLUSTERS"
 
 var beds struct {
 	once sync.Once
-	free chan *testbed
 	// done is closed when every start has ended; then all holds the
 	// testbeds that started, and err says why none did.
 	done chan struct{}
 	all  []*testbed
 	err  error
+
+	mu      sync.Mutex
+	idle    []*testbed
+	waiting []*bedWaiter
+}
+
+// longestFirst are the tests that hold a testbed longest (alone, in the
+// order of their longest hold, a subtest as its test): each gets a
+// testbed before any test not listed, or listed after it. In go test's
+// order, file by file, the longest ran last and alone: make test's CLI
+// lane ended with TestTokenNeverShown, TestFaults and TestKilledUpRecovers
+// on 3 of its 5 testbeds.
+var longestFirst = []string{
+	"TestTokenNeverShown", "TestConcurrentRuns", "TestFaults", "TestNativeBackend",
+	"TestKilledUpRecovers", "TestVerifyLoadTimeline", "TestExitCodeForTimeoutDiffersFromFailure",
+	"TestVerifyEachCheck", "TestSharedIdentityIsCounted", "TestUpAndCleanupWholeStack",
+	"TestChangedGSANameIsReleased",
+}
+
+// bedWaiter is a test waiting for a testbed.
+type bedWaiter struct {
+	rank int
+	got  chan *testbed
+}
+
+// releaseTestbed gives tb to the first-ranked waiting test, or keeps it idle.
+func releaseTestbed(tb *testbed) {
+	beds.mu.Lock()
+	defer beds.mu.Unlock()
+	if len(beds.waiting) == 0 {
+		beds.idle = append(beds.idle, tb)
+		return
+	}
+	first := 0
+	for i, w := range beds.waiting {
+		if w.rank < beds.waiting[first].rank {
+			first = i
+		}
+	}
+	beds.waiting[first].got <- tb
+	beds.waiting = slices.Delete(beds.waiting, first, first+1)
+}
+
+// waitForTestbed returns a channel that receives a testbed for a test of rank.
+func waitForTestbed(rank int) <-chan *testbed {
+	got := make(chan *testbed, 1)
+	beds.mu.Lock()
+	defer beds.mu.Unlock()
+	if n := len(beds.idle); n > 0 {
+		got <- beds.idle[n-1]
+		beds.idle = beds.idle[:n-1]
+		return got
+	}
+	beds.waiting = append(beds.waiting, &bedWaiter{rank: rank, got: got})
+	return got
 }
 
 // startTestbeds starts the pool, all control planes at once, each handed
@@ -71,7 +126,6 @@ func startTestbeds() {
 	if v, err := strconv.Atoi(os.Getenv(testbedsEnv)); err == nil && v > 0 {
 		n = v
 	}
-	beds.free = make(chan *testbed, n)
 	beds.done = make(chan struct{})
 	if localcluster.BinDir() == "" {
 		beds.err = fmt.Errorf("%s is not set: run `make test`", localcluster.BinDirEnv)
@@ -96,7 +150,7 @@ func startTestbeds() {
 			}
 			tb.ready = time.Since(begin)
 			started = append(started, tb)
-			beds.free <- tb
+			releaseTestbed(tb)
 		}()
 	}
 	go func() {
@@ -166,14 +220,20 @@ func acquire(t *testing.T) *testbed {
 	t.Helper()
 	beds.once.Do(startTestbeds)
 	waited := time.Now()
+	top, _, _ := strings.Cut(t.Name(), "/")
+	rank := slices.Index(longestFirst, top)
+	if rank < 0 {
+		rank = len(longestFirst)
+	}
+	got := waitForTestbed(rank)
 	var tb *testbed
 	select {
-	case tb = <-beds.free:
+	case tb = <-got:
 	case <-beds.done:
 		if beds.err != nil {
 			localcluster.Skip(t, nil, beds.err)
 		}
-		tb = <-beds.free
+		tb = <-got
 	}
 	held := time.Now()
 	if !tb.reported.Swap(true) {
@@ -182,7 +242,7 @@ func acquire(t *testing.T) *testbed {
 	t.Cleanup(func() {
 		tb.settle(t)
 		t.Logf("testbed: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
-		beds.free <- tb
+		releaseTestbed(tb)
 	})
 	return tb
 }
