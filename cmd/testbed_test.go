@@ -120,7 +120,7 @@ func waitForTestbed(rank int) <-chan *testbed {
 
 // startTestbeds starts the pool, all control planes at once, each handed
 // out as soon as it is ready (in make test, where everything starts
-// together, 15.6 to 17.4 s after the pool's start, against 3.2 s alone).
+// together, 13.6 to 34 s after the pool's start, against 3.2 s alone).
 func startTestbeds() {
 	n := 5
 	if v, err := strconv.Atoi(os.Getenv(testbedsEnv)); err == nil && v > 0 {
