@@ -124,7 +124,8 @@ run_each() {
 }
 
 # The CLI's tests first, as soon as their binary is built: theirs is the
-# longest lane (the emulator's builds took 12 s before it began).
+# longest lane (it waited for the emulator module's build, vet and link:
+# about 6 s warm, a minute when they relink).
 module=$($GO list -m) || exit 1
 $GO test -c "${build_flags[@]}" -o "$bin/cmd.test" ./cmd || exit 1
 (
