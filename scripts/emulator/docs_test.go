@@ -474,10 +474,46 @@ func TestDocumentedWithoutCluster(t *testing.T) {
 // examplesEmulator starts an emulator as the README's block does (its
 // binaries built by buildOnce), in a directory of its own, at the e2e
 // tests' intervals.
-var examplesEmulator = docBlock{file: "(the examples' emulator)", text: `bin/vllm-hpa-emulator --dir /tmp/emu --k8s-bin "$(scripts/build-k8s-cache.sh)" --profile fast ` + shortEmulator + ` &
+var examplesEmulator = docBlock{file: "(the examples' emulator)", text: `rm -f /tmp/emu/env
+bin/vllm-hpa-emulator --dir /tmp/emu --k8s-bin "$(scripts/build-k8s-cache.sh)" --profile fast ` + shortEmulator + ` &
 until [ -f /tmp/emu/env ]; do kill -0 $! || break; sleep 1; done
 [ -f /tmp/emu/env ] # else the emulator exited: the examples run on no cluster at all
 `}
+
+// TestEmulatorBlockWithoutEmulator: the README's emulator block, and the
+// examples' like it, fail at once when the emulator does not start (here:
+// no Kubernetes binaries), even over the env file a killed emulator left
+// behind. Before, the wait looped until the test's timeout; then, with a
+// stale env file, it ended at once and the commands after it ran on that
+// file's dead endpoints.
+func TestEmulatorBlockWithoutEmulator(t *testing.T) {
+	t.Parallel()
+	d := readDocumented(t)
+	r := newBlockRunner(t, d.repo)
+	const k8sBin = `--k8s-bin "$(scripts/build-k8s-cache.sh)"`
+	for _, b := range []docBlock{d.emulator[0], examplesEmulator} {
+		if !strings.Contains(b.text, k8sBin) {
+			t.Fatalf("%s does not start the emulator with %s:\n%s", b, k8sBin, b.text)
+		}
+		b.text = strings.Replace(b.text, k8sBin, "--k8s-bin /nonexistent", 1)
+		// The README's goes on to source the env file and run up.
+		const sourced = "SOURCED-AN-ENV-FILE"
+		b.text = strings.ReplaceAll(b.text, ". /tmp/emu/env && ", ". /tmp/emu/env && echo "+sourced+" && ")
+		os.MkdirAll(r.emuDir, 0o755)
+		if err := os.WriteFile(filepath.Join(r.emuDir, "env"), []byte("export VLLM_HPA_PROJECT=stale-proj\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		c := exec.CommandContext(ctx, "bash", "-c", r.script(b, false))
+		c.Dir, c.Env = d.repo, r.env
+		out, err := c.CombinedOutput()
+		timedOut := ctx.Err() != nil
+		cancel()
+		if err == nil || timedOut || strings.Contains(string(out), sourced) {
+			t.Errorf("%s with no emulator: %v (timed out: %v), want a failure before the timeout and before any env file is sourced:\n%s", b, err, timedOut, out)
+		}
+	}
+}
 
 // TestDocumentedExamples runs the commands' examples (their help's
 // Examples), each list of exampleOrder on an emulator of its own (and in
