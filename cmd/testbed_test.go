@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/vllm-hpa/vllm-hpa/internal/environ"
 	"github.com/vllm-hpa/vllm-hpa/internal/kube"
 	"github.com/vllm-hpa/vllm-hpa/internal/localcluster"
+	"github.com/vllm-hpa/vllm-hpa/internal/turns"
 )
 
 // testbed is one real control plane and what the tests add beside it:
@@ -62,9 +62,8 @@ var beds struct {
 	all  []*testbed
 	err  error
 
-	mu      sync.Mutex
-	idle    []*testbed
-	waiting []*bedWaiter
+	// queue hands the testbeds out, the longest tests first.
+	queue turns.Queue[*testbed]
 }
 
 // longestFirst are the tests that hold a testbed longest (alone, in the
@@ -78,44 +77,6 @@ var longestFirst = []string{
 	"TestKilledUpRecovers", "TestVerifyLoadTimeline", "TestExitCodeForTimeoutDiffersFromFailure",
 	"TestVerifyEachCheck", "TestSharedIdentityIsCounted", "TestUpAndCleanupWholeStack",
 	"TestChangedGSANameIsReleased",
-}
-
-// bedWaiter is a test waiting for a testbed.
-type bedWaiter struct {
-	rank int
-	got  chan *testbed
-}
-
-// releaseTestbed gives tb to the first-ranked waiting test, or keeps it idle.
-func releaseTestbed(tb *testbed) {
-	beds.mu.Lock()
-	defer beds.mu.Unlock()
-	if len(beds.waiting) == 0 {
-		beds.idle = append(beds.idle, tb)
-		return
-	}
-	first := 0
-	for i, w := range beds.waiting {
-		if w.rank < beds.waiting[first].rank {
-			first = i
-		}
-	}
-	beds.waiting[first].got <- tb
-	beds.waiting = slices.Delete(beds.waiting, first, first+1)
-}
-
-// waitForTestbed returns a channel that receives a testbed for a test of rank.
-func waitForTestbed(rank int) <-chan *testbed {
-	got := make(chan *testbed, 1)
-	beds.mu.Lock()
-	defer beds.mu.Unlock()
-	if n := len(beds.idle); n > 0 {
-		got <- beds.idle[n-1]
-		beds.idle = beds.idle[:n-1]
-		return got
-	}
-	beds.waiting = append(beds.waiting, &bedWaiter{rank: rank, got: got})
-	return got
 }
 
 // startTestbeds starts the pool, all control planes at once, each handed
@@ -150,7 +111,7 @@ func startTestbeds() {
 			}
 			tb.ready = time.Since(begin)
 			started = append(started, tb)
-			releaseTestbed(tb)
+			beds.queue.Put(tb)
 		}()
 	}
 	go func() {
@@ -220,12 +181,7 @@ func acquire(t *testing.T) *testbed {
 	t.Helper()
 	beds.once.Do(startTestbeds)
 	waited := time.Now()
-	top, _, _ := strings.Cut(t.Name(), "/")
-	rank := slices.Index(longestFirst, top)
-	if rank < 0 {
-		rank = len(longestFirst)
-	}
-	got := waitForTestbed(rank)
+	got := beds.queue.Take(turns.Rank(longestFirst, t.Name()))
 	var tb *testbed
 	select {
 	case tb = <-got:
@@ -242,7 +198,7 @@ func acquire(t *testing.T) *testbed {
 	t.Cleanup(func() {
 		tb.settle(t)
 		t.Logf("testbed: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
-		releaseTestbed(tb)
+		beds.queue.Put(tb)
 	})
 	return tb
 }

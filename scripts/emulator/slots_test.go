@@ -3,11 +3,12 @@ package main
 import (
 	"flag"
 	"os"
-	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vllm-hpa/vllm-hpa/internal/turns"
 )
 
 // Each test here starts an emulator of its own (a control plane and its
@@ -37,15 +38,8 @@ var longestFirst = []string{
 const settle = 300 * time.Millisecond
 
 var slots struct {
-	once    sync.Once
-	mu      sync.Mutex
-	free    int
-	waiting []*waiter
-}
-
-type waiter struct {
-	rank  int
-	ready chan struct{}
+	once  sync.Once
+	queue turns.Queue[struct{}]
 }
 
 // parallel runs t in parallel with the others and holds one of the slots
@@ -54,50 +48,24 @@ func parallel(t *testing.T) {
 	t.Helper()
 	t.Parallel()
 	// A subtest takes its turn as its test would.
-	rank := slices.Index(longestFirst, topLevel(t))
-	if rank < 0 {
-		rank = len(longestFirst)
-	}
-	w := &waiter{rank: rank, ready: make(chan struct{})}
-	slots.mu.Lock()
-	slots.waiting = append(slots.waiting, w)
-	slots.mu.Unlock()
+	got := slots.queue.Take(turns.Rank(longestFirst, t.Name()))
 	slots.once.Do(func() {
 		// Unset, go test's -parallel says how many (its default is
 		// GOMAXPROCS).
-		slots.free, _ = strconv.Atoi(flag.Lookup("test.parallel").Value.String())
-		if n, err := strconv.Atoi(os.Getenv(emulatorsEnv)); err == nil && n > 0 {
-			slots.free = n
+		n, _ := strconv.Atoi(flag.Lookup("test.parallel").Value.String())
+		if v, err := strconv.Atoi(os.Getenv(emulatorsEnv)); err == nil && v > 0 {
+			n = v
 		}
-		slots.free = max(slots.free, 1)
 		time.Sleep(settle)
+		for range max(n, 1) {
+			slots.queue.Put(struct{}{})
+		}
 	})
 	waited := time.Now()
-	admitNext()
-	<-w.ready
+	<-got
 	held := time.Now()
 	t.Cleanup(func() {
 		t.Logf("emulator slot: waited %s, held %s", held.Sub(waited).Round(time.Millisecond), time.Since(held).Round(time.Millisecond))
-		slots.mu.Lock()
-		slots.free++
-		slots.mu.Unlock()
-		admitNext()
+		slots.queue.Put(struct{}{})
 	})
-}
-
-// admitNext admits the first-ranked waiting tests while slots are free.
-func admitNext() {
-	slots.mu.Lock()
-	defer slots.mu.Unlock()
-	for slots.free > 0 && len(slots.waiting) > 0 {
-		first := 0
-		for i, w := range slots.waiting {
-			if w.rank < slots.waiting[first].rank {
-				first = i
-			}
-		}
-		close(slots.waiting[first].ready)
-		slots.waiting = slices.Delete(slots.waiting, first, first+1)
-		slots.free--
-	}
 }
