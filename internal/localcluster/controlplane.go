@@ -299,13 +299,15 @@ func start(ctx context.Context, opts Options) (cp *ControlPlane, portTaken bool,
 		"--profiling=false",
 		"--v", "0",
 	}
+	tokens := p.adminToken + ",admin,admin,system:masters\n"
 	if opts.StaticToken != "" {
-		tokens := filepath.Join(dir, "tokens.csv")
-		if err := os.WriteFile(tokens, []byte(opts.StaticToken+",token-admin,token-admin,system:masters\n"), 0o600); err != nil {
-			return cp, false, err
-		}
-		args = append(args, "--token-auth-file", tokens)
+		tokens += opts.StaticToken + ",token-admin,token-admin,system:masters\n"
 	}
+	tokenFile := filepath.Join(dir, "tokens.csv")
+	if err := os.WriteFile(tokenFile, []byte(tokens), 0o600); err != nil {
+		return cp, false, err
+	}
+	args = append(args, "--token-auth-file", tokenFile)
 	if opts.Aggregation {
 		extra, err := cp.startEgress()
 		if err != nil {
@@ -323,7 +325,8 @@ func start(ctx context.Context, opts Options) (cp *ControlPlane, portTaken bool,
 
 	cp.Config = &rest.Config{
 		Host:            cp.URL,
-		TLSClientConfig: rest.TLSClientConfig{CAData: p.caPEM, CertData: p.adminCert, KeyData: p.adminKey},
+		TLSClientConfig: rest.TLSClientConfig{CAData: p.caPEM},
+		BearerToken:     p.adminToken,
 		QPS:             200,
 		Burst:           400,
 		WarningHandler:  rest.NoWarnings{},
@@ -467,7 +470,7 @@ func (cp *ControlPlane) waitReady(ctx context.Context) error {
 func (cp *ControlPlane) writeKubeconfig(p *pki) (string, error) {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cp.URL, CertificateAuthorityData: p.caPEM}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: p.adminCert, ClientKeyData: p.adminKey}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: p.adminToken}
 	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "admin"}
 	kc.CurrentContext = "test"
 	path := filepath.Join(cp.Dir, "kubeconfig")
