@@ -150,12 +150,13 @@ type blockRunner struct {
 // profile's (GKE's 15 s scrape and HPA sync, a 3 s pull, native metrics
 // every 5 s, IAM blind to a new account for 5 s) and vllm-hpa's 30 s
 // scale-down window: their scale-ups and scale-downs take seconds rather
-// than half a minute each, through the same steps. The emulator's are flags added to the emulator's command
-// line (the README's, and the examples' emulator, the test's own);
+// than half a minute each, through the same steps; and lean control
+// planes (--lean: several emulators share the 2 cores). The emulator's
+// are flags added to the emulator's command line (the README's, and the examples' emulator, the test's own);
 // vllm-hpa's are in the blocks' environment, where a block's own flags
 // still win.
 var (
-	shortEmulator = "--hpa-sync-period 2s --image-pull 1s --native-interval 2s --new-account-window 1s"
+	shortEmulator = "--hpa-sync-period 2s --image-pull 1s --native-interval 2s --new-account-window 1s --lean"
 	shortSettings = []string{"VLLM_HPA_MONITORING_INTERVAL=2s", "VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION=5s"}
 )
 
@@ -544,7 +545,7 @@ func TestDocumentedExamples(t *testing.T) {
 func TestDocumentedDemo(t *testing.T) {
 	t.Parallel()
 	d := readDocumented(t)
-	compressed, timeout := "EMULATOR_ARGS=--compress 50 --compress-metric-path", 5*time.Minute
+	compressed, timeout := "EMULATOR_ARGS=--compress 50 --compress-metric-path --lean", 5*time.Minute
 	if os.Getenv(fullLengthEnv) != "" {
 		compressed, timeout = "EMULATOR_ARGS=", 15*time.Minute
 	}

@@ -168,12 +168,14 @@ func scaledUpAndDown(t *testing.T, r runResult) (doc verifyDoc, sizes []int32) {
 
 // testOptions are the fast profile with the short intervals the tests
 // use: a 2 s HPA sync, pods that start in 1 s, a new service account
-// unseen by IAM for 1 s (still a wait of up's, not one of 5 s each time).
+// unseen by IAM for 1 s (still a wait of up's, not one of 5 s each time);
+// lean, as every emulator the tests start.
 func testOptions(t *testing.T) Options {
 	o := DefaultOptions()
 	o.Dir, o.Bin = t.TempDir(), k8sBin(t)
 	o.HPASyncPeriod, o.ImagePull, o.NativeInterval = 2*time.Second, time.Second, 2*time.Second
 	o.Google.NewAccountWindow = time.Second
+	o.Lean = true
 	return o
 }
 

@@ -68,6 +68,11 @@ type Options struct {
 	// read every NativeInterval; false, a cluster that does not.
 	NativeMetrics  bool
 	NativeInterval time.Duration
+	// Lean serves only the APIs vllm-hpa and the walkthrough use and runs
+	// each control-plane process on one core (localcluster's OnlyUsedAPIs
+	// and OneProc): for the tests, which run several emulators at once on
+	// 2 cores beside the CLI's control planes.
+	Lean bool
 	// ImageCache "boot-disk" makes the cluster a Standard one whose L4
 	// pool has a secondary boot disk holding the vLLM image (and image
 	// streaming on): the image pull takes ImagePull / BootDiskSpeedup.
@@ -335,6 +340,7 @@ func Start(ctx context.Context, o Options) (e *Emulator, err error) {
 		// the endpoint leaves the Service EndpointLag after the deletion.
 		PodDrain: true, EndpointLag: o.EndpointLag,
 		Monitoring: true, TargetStatus: o.TargetStatus,
+		OnlyUsedAPIs: o.Lean, OneProc: o.Lean,
 	}
 	// GKE's native metrics, bound to the cluster's clients once it runs.
 	native := &gkeNative{interval: o.NativeInterval}

@@ -88,6 +88,7 @@ func run() error {
 	flag.Int64Var(&o.Weights.Bytes, "model-bytes", o.Weights.Bytes, "the model's weights in bytes (google/gemma-3-1b-it's 2.0 GB; Google's fast-start architecture streamed 59 GiB)")
 	hubMBps := flag.Float64("hub-rate", o.Weights.HubRate/1e6, "MB/s a vLLM pod downloads weights from Hugging Face at (0: at once)")
 	streamerMBps := flag.Float64("streamer-rate", o.Weights.StreamerRate/1e6, "MB/s the Run:ai streamer reads weights from Cloud Storage at (0: at once)")
+	flag.BoolVar(&o.Lean, "lean", o.Lean, "serve only the APIs vllm-hpa and the walkthrough use (no batch, policy, events.k8s.io...) and run etcd, kube-apiserver and kube-controller-manager on one core each (tests: several emulators at once)")
 	counted := flag.Bool("count-requests", false, "also write DIR/kubeconfig-counted, through a proxy that counts requests; GET http://ADDR/counts (ADDR in DIR/counter) reads and resets them (benchmarks)")
 	flag.Parse()
 	o.Weights.HubRate, o.Weights.StreamerRate = *hubMBps*1e6, *streamerMBps*1e6
