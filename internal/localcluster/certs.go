@@ -93,13 +93,11 @@ type pki struct {
 	saKey                           string
 	frontProxyCA                    string
 	frontProxyCert, frontProxyKey   string
-	adminCert, adminKey             []byte
 	// adminToken is the administrator's bearer token, what the control
 	// plane's clients (its kubeconfig, the controller manager) present:
 	// the API server verifies a client certificate's chain on every
 	// request (ECDSA: 7% of its CPU in the CLI's tests), a token from
-	// --token-auth-file by a map lookup. The certificate stays for the
-	// fault proxy's own connections.
+	// --token-auth-file by a map lookup.
 	adminToken string
 	caPEM      []byte
 	cluster    *ca
@@ -129,9 +127,6 @@ func writePKI(dir string) (*pki, error) {
 		return nil, err
 	}
 	if p.servingKey, err = write("apiserver.key", key); err != nil {
-		return nil, err
-	}
-	if p.adminCert, p.adminKey, err = cluster.issue("admin", []string{"system:masters"}, nil, nil); err != nil {
 		return nil, err
 	}
 	token := make([]byte, 16)

@@ -35,11 +35,16 @@ type FaultProxy struct {
 // StartFaultProxy starts a proxy that breaks rate (0-1) of requests.
 func (cp *ControlPlane) StartFaultProxy(rate float64) (*FaultProxy, error) {
 	target, _ := url.Parse(cp.URL)
-	backend := &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool(cp.pki.caPEM), Certificates: []tls.Certificate{mustPair(cp.pki.adminCert, cp.pki.adminKey)}},
-	}
+	backend := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool(cp.pki.caPEM)}}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = backend
+	// The proxy's clients present a placeholder token: the proxy is the
+	// admin.
+	direct := rp.Director
+	rp.Director = func(r *http.Request) {
+		direct(r)
+		r.Header.Set("Authorization", "Bearer "+cp.pki.adminToken)
+	}
 	rp.FlushInterval = -1 // stream watches
 	rp.ErrorLog = log.New(io.Discard, "", 0)
 	f := &FaultProxy{rate: rate}
