@@ -74,11 +74,10 @@ TEST_CLUSTERS ?= 5
 TEST_PARALLEL ?= 64
 # Emulators the end-to-end tests run at once (VLLM_HPA_EMULATORS: they
 # take their turns longest first, scripts/emulator/slots_test.go). Their
-# tests wait on timed lags, and their lane runs ahead of the CLI's in
-# CPU priority (scripts/test.sh): at 4 the module took 199 s in make test
-# against 306 s at 3 without the priority, when the walkthrough's HPA
-# once overshot to 4 replicas in CI (answers slowed by the CPU's
-# contention kept more requests running).
+# tests wait on timed lags: at 4 the module took 199 s in make test
+# against 306 s at 3 (then behind the CLI's lane in CPU priority), when
+# the walkthrough's HPA once overshot to 4 replicas in CI (answers slowed
+# by the CPU's contention kept more requests running).
 EMULATORS ?= 4
 
 # All tests, including those against a real kube-apiserver and
