@@ -111,7 +111,7 @@ run() {
 # lags, a scale-up's, a drain's, that run longer the longer each of their
 # steps takes to get a core). Measured here, warm: with the CLI's lane at
 # nice 5 instead, and the third lane's clock-bound packages in line with
-# its others, the CLI's ended last, after 181-190 s; so, 164-165 s, with
+# its others, the CLI's ended last, after 181-190 s; so, 165-166 s, with
 # the CLI's and the emulator's ending within 7 s of each other.
 run_prefix=()
 lower_priority() {
