@@ -152,9 +152,9 @@ type blockRunner struct {
 // scale-down window: their scale-ups and scale-downs take seconds rather
 // than half a minute each, through the same steps; and lean control
 // planes (--lean: several emulators share the 2 cores). The emulator's
-// are flags added to the emulator's command line (the README's, and the examples' emulator, the test's own);
-// vllm-hpa's are in the blocks' environment, where a block's own flags
-// still win.
+// are flags added to the emulator's command line (the README's, and the
+// examples' emulator, the test's own); vllm-hpa's are in the blocks'
+// environment, where a block's own flags still win.
 var (
 	shortEmulator = "--hpa-sync-period 2s --image-pull 1s --native-interval 2s --new-account-window 1s --lean"
 	shortSettings = []string{"VLLM_HPA_MONITORING_INTERVAL=2s", "VLLM_HPA_HPA_SCALE_DOWN_STABILIZATION=5s"}
