@@ -120,7 +120,9 @@ type Options struct {
 	// hand-offs cost CPU (and, in a VM, system time) for nothing. The
 	// CLI's tests took 197 CPU-seconds with it against 209 without, in
 	// the same wall time. Not for a cluster one measures a server through
-	// (the emulator's port-forwards: tune's knee).
+	// (a user's emulator, whose port-forwards tune's knee search goes
+	// through); the emulator's tests, which check that tune runs there
+	// but not the knee it finds, take it (--lean).
 	OneProc bool
 }
 
@@ -603,7 +605,7 @@ func ephemeralStart() int {
 }
 
 // portTaken reports whether a process of the control plane exited because
-// its port was taken after freePorts chose it.
+// its port was taken after FreePorts chose it.
 func (cp *ControlPlane) portTaken() bool {
 	for _, p := range cp.procs {
 		select {
