@@ -172,6 +172,11 @@ func TestTokenNeverShown(t *testing.T) {
 			if strings.Contains(out+errOut, token) {
 				t.Errorf("%v: the token appears in the output", args)
 			}
+			// Nor the kubeconfig's credential (a bearer token, as a
+			// GKE cluster's gcloud plugin gives), even at -vv.
+			if strings.Contains(out+errOut, cp.Config.BearerToken) {
+				t.Errorf("%v: the kubeconfig's bearer token appears in the output", args)
+			}
 		}
 	}
 	// It did reach the Secret, where it belongs.
