@@ -25,8 +25,8 @@
 # test's, prefixed test.: `-test.v -test.run=TestX`; a -test.run there
 # replaces the race run's filter on the CLI, and the pacing run's, too).
 #
-# Each lane is a process group of its own: an interrupt, a SIGTERM or a
-# failed build ends them all (the control planes die with their test
+# Each lane, and each build, is a process group of its own (a job): an
+# interrupt, a SIGTERM or a failed build ends them all at once (the control planes die with their test
 # binary; the emulator's test ends the emulators its blocks started).
 set -uo pipefail
 set -m
@@ -51,7 +51,44 @@ timed_race_pkgs=(./internal/load ./internal/vllmsim)
 timed_pkgs=(./internal/tune)
 nl=$'\n'
 
-k8s_bin=$(scripts/build-k8s-cache.sh) || exit 1
+logs=$(mktemp -d)
+stop_lanes() {
+	for pgid in $(jobs -p); do
+		kill -TERM -- "-$pgid" 2>/dev/null
+	done
+	wait
+	rm -rf "$logs"
+}
+# (Quiet: job control would report each lane it ends.)
+trap 'stop_lanes 2>/dev/null' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# as_job COMMAND...: runs COMMAND as a job of its own and waits for it,
+# so that an interrupt or a SIGTERM ends the run at once: bash runs a
+# trap only once its foreground command has ended, and ignores an
+# interrupt that command survived (a build, minutes long in a fresh clone,
+# went on, and the run with it). stop_lanes ends the job with the lanes.
+as_job() {
+	"$@" &
+	wait $!
+}
+
+# build WHAT COMMAND...: runs a build as a job (as_job), its output shown
+# only if it fails, and then ends the run.
+build() {
+	local what=$1 log
+	shift
+	log=$(mktemp "$logs/build.XXXXXX")
+	if ! as_job "$@" >"$log" 2>&1; then
+		cat "$log"
+		echo "FAIL	$what [build failed]"
+		exit 1
+	fi
+}
+
+as_job scripts/build-k8s-cache.sh >"$logs/k8s-bin" || exit 1
+k8s_bin=$(<"$logs/k8s-bin")
 export VLLM_HPA_K8S_BIN=$k8s_bin VLLM_HPA_REQUIRE_K8S=1
 export VLLM_HPA_TEST_CLUSTERS=${TEST_CLUSTERS:-5} VLLM_HPA_EMULATORS=${EMULATORS:-3}
 parallel=${TEST_PARALLEL:-16}
@@ -68,19 +105,6 @@ done
 # (CI's clean clone) recompiled the whole module (cmd.test: 266 s and 365
 # CPU-s on 2 cores); trimmed, it links what the cache holds (6 s).
 build_flags=(-ldflags=-w -trimpath)
-
-logs=$(mktemp -d)
-stop_lanes() {
-	for pgid in $(jobs -p); do
-		kill -TERM -- "-$pgid" 2>/dev/null
-	done
-	wait
-	rm -rf "$logs"
-}
-# (Quiet: job control would report each lane it ends.)
-trap 'stop_lanes 2>/dev/null' EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # run DIR BINARY NAME [FLAGS...]: runs one test binary from DIR, then
 # prints go test's line for it (and its output when it failed).
@@ -146,7 +170,7 @@ run_each() {
 # longest lane (it waited for the emulator module's build, vet and link:
 # about 6 s warm, a minute when they relink).
 module=$($GO list -m) || exit 1
-$GO test -c "${build_flags[@]}" -o "$bin/cmd.test" ./cmd || exit 1
+build "$module/cmd" $GO test -c "${build_flags[@]}" -o "$bin/cmd.test" ./cmd
 (
 	run cmd "$bin/cmd.test" "$module/cmd" -test.timeout=30m -test.parallel="$parallel"
 	lane_ended cli $?
@@ -155,12 +179,11 @@ cli=$!
 
 # The emulator's module: the binaries the documented blocks run (they
 # find them up to date), vet, its test binary; then its tests.
-if ! { make -s build emulator && (cd scripts/emulator && $GO vet -trimpath ./... &&
-	$GO test -c "${build_flags[@]}" -o "$emulator_bin/emulator.test" .); } >"$logs/emulator-build.log" 2>&1; then
-	cat "$logs/emulator-build.log"
-	echo "FAIL	scripts/emulator [build failed]"
-	exit 1
-fi
+build_emulator() {
+	make -s build emulator && cd scripts/emulator && $GO vet -trimpath ./... &&
+		$GO test -c "${build_flags[@]}" -o "$emulator_bin/emulator.test" .
+}
+build scripts/emulator build_emulator
 emulator_module=$(cd scripts/emulator && $GO list -m) || exit 1
 (
 	run scripts/emulator "$emulator_bin/emulator.test" "$emulator_module" \
@@ -176,14 +199,11 @@ others=$(tested ./... | grep -vxF "$race_list" | grep -vxF "$timed_list" | grep 
 	echo "no packages with tests besides cmd and the race detector's" >&2
 	exit 1
 }
-if ! {
+build_packages() {
 	$GO test -c "${build_flags[@]}" -o "$bin/" $(cut -d" " -f1 <<<"$others$nl$timed_list") ./internal/load &&
 		$GO test -c -race "${build_flags[@]}" -o "$race_bin/" "${race_pkgs[@]}" ./cmd
-} >"$logs/build.log" 2>&1; then
-	cat "$logs/build.log"
-	echo "FAIL	[build failed]"
-	exit 1
-fi
+}
+build "the other packages" build_packages
 
 # The third lane: what waits on the CPU.
 (
