@@ -26,8 +26,9 @@
 # replaces the race run's filter on the CLI, and the pacing run's, too).
 #
 # Each lane, and each build, is a process group of its own (a job): an
-# interrupt, a SIGTERM or a failed build ends them all at once (the control planes die with their test
-# binary; the emulator's test ends the emulators its blocks started).
+# interrupt, a SIGTERM or a failed build ends them all at once (the
+# control planes die with their test binary; the emulator's test ends the
+# emulators its blocks started).
 set -uo pipefail
 set -m
 cd "$(dirname "$0")/.."
